@@ -1,0 +1,113 @@
+// The agent daemon: protects the volumes its config names and streams their differentials to the
+// process server. build() makes it; open() starts it; close() stops it gracefully (idempotent).
+import path from 'node:path';
+import { ensureDir } from '../common/durable.js';
+import { tmError, wrap } from '../common/errors.js';
+import type { Logger } from '../common/log.js';
+import { readIdentity, type Identity } from '../common/pki.js';
+import { resolveFrom } from '../common/config.js';
+import { startStatusServer, type StatusServer } from '../common/status-server.js';
+import { connectTls } from '../common/tls.js';
+import { DiffSender } from '../proto/sender.js';
+import { DEFAULTS } from '../common/defaults.js';
+import type { AgentConfig } from './config.js';
+import { NoCapture } from './capture/none.js';
+import { Journal } from './journal.js';
+import { VolumeReplicator } from './replicator.js';
+import { ScanTracker } from './trackers/scan.js';
+import { Volume } from './volume.js';
+
+export class Agent {
+  readonly replicators: VolumeReplicator[] = [];
+  private sender: DiffSender | null = null;
+  private status: StatusServer | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private cycling: Promise<void> | null = null;
+  private closing: Promise<void> | null = null;
+  private identity!: Identity;
+
+  constructor(readonly config: AgentConfig & { configDir: string }, private readonly log: Logger) {}
+
+  private path(p: string): string {
+    return resolveFrom(this.config.configDir, p);
+  }
+
+  async open(): Promise<void> {
+    const cfg = this.config;
+    this.identity = await readIdentity({ ca: this.path(cfg.tls.ca), cert: this.path(cfg.tls.cert), key: this.path(cfg.tls.key) });
+    if (this.identity.role !== 'agent') throw tmError('TM_ERR_PKI', `certificate ${cfg.tls.cert} is for a ${this.identity.role}, not an agent`);
+    for (const vc of cfg.volumes) this.replicators.push(await this.openVolume(vc.id, this.path(vc.path)));
+    const { host, port } = cfg.processServer;
+    this.sender = new DiffSender({
+      nodeName: cfg.name,
+      role: 'agent',
+      log: this.log.child({ component: 'uploader' }),
+      window: cfg.window,
+      volumes: () => this.replicators,
+      connect: () => connectTls(host, port, this.identity, 'process-server'),
+    });
+    this.sender.start();
+    this.status = await startStatusServer(DEFAULTS.statusHost, cfg.statusPort, this.path(cfg.stateDir), () => this.snapshot());
+    this.log.info({ volumes: cfg.volumes.length, statusPort: this.status.port }, 'agent started');
+    this.schedule(0);
+  }
+
+  private async openVolume(id: string, volPath: string): Promise<VolumeReplicator> {
+    const log = this.log.child({ volume: id });
+    const dir = path.join(this.path(this.config.stateDir), 'volumes', id);
+    await ensureDir(dir);
+    const volume = await Volume.open(volPath);
+    const journal = new Journal(dir, id, log);
+    await journal.open({ sizeBytes: volume.sizeBytes, blockSize: this.config.blockSize }).catch((e) => { throw wrap(e, `open journal of ${id}`, { volume: id }); });
+    const tracker = new ScanTracker(dir, volume.sizeBytes, this.config.blockSize, log);
+    await tracker.open();
+    return new VolumeReplicator(id, volume, tracker, new NoCapture(volume), journal, {
+      maxDiffBytes: this.config.maxDiffBytes,
+      journalQuotaBytes: this.config.journalQuotaBytes,
+      log,
+    });
+  }
+
+  private schedule(ms: number): void {
+    if (this.closing) return;
+    this.timer = setTimeout(() => {
+      this.cycling = this.runCycle().finally(() => { this.cycling = null; });
+    }, ms);
+  }
+
+  /** One cycle over every volume; go again at once while a volume has more dirty data than one differential. */
+  private async runCycle(): Promise<void> {
+    let more = false;
+    for (const r of this.replicators) {
+      try {
+        const res = await r.cycle();
+        if (res.seq !== null) this.sender?.notify();
+        more ||= res.more;
+      } catch (e) {
+        const err = wrap(e, `cycle of ${r.volumeId}`, { volume: r.volumeId });
+        this.log.error({ volume: r.volumeId, code: err.code, err: err.message }, 'cycle failed; will retry');
+      }
+    }
+    this.schedule(more ? 0 : this.config.cycleIntervalMs);
+  }
+
+  snapshot(): Record<string, unknown> {
+    return { role: 'agent', name: this.config.name, pid: process.pid, uploader: this.sender?.stats, volumes: this.replicators.map((r) => r.status()) };
+  }
+
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      if (this.timer) clearTimeout(this.timer);
+      await this.cycling;
+      await this.sender?.close();
+      await this.status?.close();
+      for (const r of this.replicators) {
+        await r.tracker.close();
+        await r.volume.close();
+      }
+      this.log.info('agent stopped');
+    })();
+    return this.closing;
+  }
+}
+

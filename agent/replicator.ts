@@ -1,0 +1,97 @@
+// One protected volume on the agent: each cycle captures a view, asks the tracker for dirty extents and
+// writes them to the journal as one differential. The uploader (proto/sender.ts) takes it from there.
+import type { Logger } from '../common/log.js';
+import type { Diff } from '../proto/hrl.js';
+import { FLAG_INITIAL_SYNC } from '../proto/hrl.js';
+import type { OutboundVolume } from '../proto/sender.js';
+import type { Capture } from './capture/capture.js';
+import type { Journal } from './journal.js';
+import type { Tracker } from './trackers/tracker.js';
+import type { Volume } from './volume.js';
+
+export interface CycleResult {
+  seq: number | null;
+  bytes: number;
+  more: boolean;
+}
+
+export class VolumeReplicator implements OutboundVolume {
+  lastCycleAt = 0;
+  lastCycleBytes = 0;
+  /** True until the first full pass over the volume has been journaled. */
+  initialSync: boolean;
+  blocked: string | null = null;
+
+  constructor(
+    readonly volumeId: string,
+    readonly volume: Volume,
+    readonly tracker: Tracker,
+    readonly capture: Capture,
+    readonly journal: Journal,
+    private readonly opts: { maxDiffBytes: number; journalQuotaBytes: number; log: Logger },
+  ) {
+    this.initialSync = journal.state.ackedSeq === 0 && journal.pending().length === 0;
+  }
+
+  async cycle(): Promise<CycleResult> {
+    if (this.journal.bytes >= this.opts.journalQuotaBytes) {
+      // The tracker keeps the blocks dirty; they are captured once the journal drains.
+      if (this.blocked === null) this.opts.log.warn({ volume: this.volumeId, bytes: this.journal.bytes }, 'journal quota reached; capture paused until acks free space');
+      this.blocked = 'journal quota reached';
+      return { seq: null, bytes: 0, more: false };
+    }
+    this.blocked = null;
+    const captured = await this.capture.begin();
+    try {
+      const startMs = this.lastCycleAt || captured.atMs;
+      const col = await this.tracker.collect(captured.view, this.opts.maxDiffBytes);
+      let seq: number | null = null;
+      if (col.extents.length > 0) {
+        seq = await this.journal.write({ startTimeMs: startMs, endTimeMs: Date.now(), consistency: captured.consistency, tags: captured.tags, flags: this.initialSync ? FLAG_INITIAL_SYNC : 0 }, col.extents);
+        await col.commit(); // only now are these blocks clean: the journal holds them durably
+        this.opts.log.debug({ volume: this.volumeId, seq, bytes: col.bytes, extents: col.extents.length }, 'differential journaled');
+      }
+      if (!col.more) this.initialSync = false;
+      this.lastCycleAt = captured.atMs;
+      this.lastCycleBytes = col.bytes;
+      return { seq, bytes: col.bytes, more: col.more };
+    } finally {
+      await captured.release();
+    }
+  }
+
+  // OutboundVolume: what the uploader needs.
+  describe(): { sizeBytes: number; blockSize: number; replicationId: string } {
+    return { sizeBytes: this.journal.state.sizeBytes, blockSize: this.journal.state.blockSize, replicationId: this.journal.state.replicationId };
+  }
+
+  async pending(): Promise<number[]> {
+    return this.journal.pending();
+  }
+
+  load(seq: number): Promise<Diff> {
+    return this.journal.load(seq, (ranges) => (ranges === null ? this.tracker.invalidateAll() : this.tracker.invalidate(ranges)));
+  }
+
+  acked(seq: number): Promise<void> {
+    return this.journal.acked(seq);
+  }
+
+  status(): Record<string, unknown> {
+    return {
+      id: this.volumeId,
+      path: this.volume.path,
+      sizeBytes: this.volume.sizeBytes,
+      tracker: this.tracker.kind,
+      capture: this.capture.kind,
+      initialSync: this.initialSync,
+      lastSeq: this.journal.lastSeq,
+      ackedSeq: this.journal.state.ackedSeq,
+      journalFiles: this.journal.pending().length,
+      journalBytes: this.journal.bytes,
+      lastCycleAt: this.lastCycleAt,
+      lastCycleBytes: this.lastCycleBytes,
+      blocked: this.blocked,
+    };
+  }
+}

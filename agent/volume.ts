@@ -1,0 +1,40 @@
+// Access to a protected volume: a block device or an image file, read by offset.
+import { promises as fsp } from 'node:fs';
+import { volumeSize } from '../common/device.js';
+import { wrap } from '../common/errors.js';
+
+export interface VolumeReader {
+  readonly sizeBytes: number;
+  /** Read `length` bytes at `offset` into a new buffer (short only at the end of the volume). */
+  read(offset: number, length: number): Promise<Buffer>;
+}
+
+export class Volume implements VolumeReader {
+  private constructor(readonly path: string, private readonly fh: fsp.FileHandle, readonly sizeBytes: number) {}
+
+  static async open(p: string): Promise<Volume> {
+    try {
+      const size = await volumeSize(p);
+      const fh = await fsp.open(p, 'r');
+      return new Volume(p, fh, size);
+    } catch (e) {
+      throw wrap(e, `open volume ${p}`, { path: p });
+    }
+  }
+
+  async read(offset: number, length: number): Promise<Buffer> {
+    const n = Math.max(0, Math.min(length, this.sizeBytes - offset));
+    const buf = Buffer.allocUnsafe(n);
+    let done = 0;
+    while (done < n) {
+      const { bytesRead } = await this.fh.read(buf, done, n - done, offset + done);
+      if (bytesRead === 0) break; // the volume shrank under us; the next cycle sees the new size
+      done += bytesRead;
+    }
+    return done === n ? buf : buf.subarray(0, done);
+  }
+
+  async close(): Promise<void> {
+    await this.fh.close();
+  }
+}

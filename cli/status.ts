@@ -1,0 +1,42 @@
+// `tidemark status`: ask each daemon's loopback status endpoint and print one table a person can read.
+import http from 'node:http';
+
+export async function fetchStatus(port: number, host = '127.0.0.1'): Promise<Record<string, unknown>> {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host, port, path: '/status', timeout: 3000 }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c) => (body += c));
+      res.on('end', () => {
+        try {
+          resolve(JSON.parse(body) as Record<string, unknown>);
+        } catch (e) {
+          reject(e);
+        }
+      });
+    });
+    req.on('timeout', () => req.destroy(new Error('timed out')));
+    req.on('error', reject);
+  });
+}
+
+const mib = (n: unknown): string => (typeof n === 'number' ? (n / 1048576).toFixed(1) : '-');
+
+/** One line per volume per daemon. */
+export function formatStatus(snapshots: Record<string, unknown>[]): string {
+  const rows: string[][] = [['daemon', 'volume', 'seq', 'acked/fwd/applied', 'backlog MiB', 'notes']];
+  for (const s of snapshots) {
+    const vols = (s.volumes as Record<string, unknown>[] | undefined) ?? [];
+    for (const v of vols) {
+      if (s.role === 'agent') {
+        rows.push([`agent ${s.name}`, String(v.id), String(v.lastSeq), String(v.ackedSeq), mib(v.journalBytes), [v.initialSync ? 'initial sync' : '', v.blocked ?? ''].filter(Boolean).join(' ')]);
+      } else if (s.role === 'process-server') {
+        rows.push([`ps ${s.name}`, String(v.id), String(v.storedSeq), String(v.forwardedSeq), mib(v.backlogBytes), `lz4 ${mib(v.rawBytesIn)}→${mib(v.storedBytesIn)} MiB`]);
+      } else {
+        rows.push([`mt ${s.name}`, String(v.id), String(v.storedSeq), String(v.appliedSeq), mib(v.backlogBytes), `lag ${((Number(v.lagMs) || 0) / 1000).toFixed(1)} s ${String(v.lastConsistency ?? '').toLowerCase()}`]);
+      }
+    }
+  }
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
+}

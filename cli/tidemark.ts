@@ -1,0 +1,128 @@
+#!/usr/bin/env node
+// `tidemark`: one command, a subcommand per daemon and per operator action.
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { Agent } from '../agent/agent.js';
+import { loadAgentConfig } from '../agent/config.js';
+import { didYouMean, resolveFrom } from '../common/config.js';
+import { TidemarkError, tmError, codeOf } from '../common/errors.js';
+import { rootLogger } from '../common/log.js';
+import { initCa, issue, isRole, ROLES } from '../common/pki.js';
+import { STATUS_PORT_FILE } from '../common/status-server.js';
+import { loadMtConfig } from '../master-target/config.js';
+import { MasterTarget } from '../master-target/server.js';
+import { loadPsConfig } from '../process-server/config.js';
+import { ProcessServer } from '../process-server/server.js';
+import { runDemo } from './demo.js';
+import { runDaemon } from './run-daemon.js';
+import { fetchStatus, formatStatus } from './status.js';
+
+const USAGE = `usage: tidemark <command> [options]
+
+  agent --config <file>            run the agent (protected machine)
+  process-server --config <file>   run the process server (primary site)
+  master-target --config <file>    run the master target (secondary site)
+  pki init --dir <dir> [--name N]  create a certificate authority
+  pki issue <role> <name> --dir <dir> [--out <dir>]
+                                   issue a key and certificate (role: ${ROLES.join(', ')})
+  status --config <file> [--config <file> ...]
+                                   show replication state of the daemons these configs describe
+  demo [--dir <dir>] [--seconds N] [--size-mib N]
+                                   replicate a generated volume through all three daemons and prove it`;
+
+const COMMANDS = ['agent', 'process-server', 'master-target', 'pki', 'demo', 'status', 'help'];
+
+function usageError(msg: string): TidemarkError {
+  return tmError('TM_ERR_USAGE', `${msg}\n\n${USAGE}`);
+}
+
+async function main(argv: string[]): Promise<void> {
+  const [cmd, ...rest] = argv;
+  if (cmd === undefined || cmd === 'help' || cmd === '--help' || cmd === '-h') {
+    console.log(USAGE);
+    return;
+  }
+  const { values, positionals } = parseArgs({
+    args: rest,
+    allowPositionals: true,
+    options: {
+      config: { type: 'string', multiple: true },
+      dir: { type: 'string' },
+      out: { type: 'string' },
+      name: { type: 'string' },
+      seconds: { type: 'string' },
+      'size-mib': { type: 'string' },
+      force: { type: 'boolean' },
+    },
+  });
+  const config = (): string => {
+    const c = values.config?.[0];
+    if (!c) throw usageError(`${cmd} needs --config <file>`);
+    return c;
+  };
+  switch (cmd) {
+    case 'agent': {
+      const cfg = loadAgentConfig(config());
+      const log = rootLogger(`agent ${cfg.name}`);
+      return runDaemon(new Agent(cfg, log), log);
+    }
+    case 'process-server': {
+      const cfg = loadPsConfig(config());
+      const log = rootLogger(`process-server ${cfg.name}`);
+      return runDaemon(new ProcessServer(cfg, log), log);
+    }
+    case 'master-target': {
+      const cfg = loadMtConfig(config());
+      const log = rootLogger(`master-target ${cfg.name}`);
+      return runDaemon(new MasterTarget(cfg, log), log);
+    }
+    case 'pki':
+      return pki(positionals, values);
+    case 'status':
+      return status(values.config ?? []);
+    case 'demo':
+      return runDemo({ dir: values.dir, seconds: values.seconds === undefined ? undefined : Number(values.seconds), sizeMiB: values['size-mib'] === undefined ? undefined : Number(values['size-mib']) });
+    default:
+      throw usageError(`unknown command "${cmd}"; ${didYouMean(cmd, COMMANDS)}`);
+  }
+}
+
+async function pki(positionals: string[], values: { dir?: string; out?: string; name?: string; force?: boolean }): Promise<void> {
+  const [sub, role, name] = positionals;
+  if (!values.dir) throw usageError('pki needs --dir <dir> (where the CA lives)');
+  if (sub === 'init') {
+    const r = await initCa(values.dir, { name: values.name, force: values.force });
+    console.log(`CA created: ${r.certPath}`);
+  } else if (sub === 'issue') {
+    if (!role || !name) throw usageError('pki issue needs <role> <name>');
+    if (!isRole(role)) throw tmError('TM_ERR_PKI', `unknown role "${role}"; ${didYouMean(role, ROLES)}`);
+    const r = await issue(values.dir, role, name, { outDir: values.out });
+    console.log(`issued ${role} ${name}: ${r.certPath} ${r.keyPath}`);
+  } else {
+    throw usageError(`unknown pki command "${sub ?? ''}"; ${didYouMean(sub ?? '', ['init', 'issue'])}`);
+  }
+}
+
+/** Find each daemon's status port through the state folder its config names. */
+async function status(configs: string[]): Promise<void> {
+  if (configs.length === 0) throw usageError('status needs at least one --config <file>');
+  const snaps: Record<string, unknown>[] = [];
+  for (const file of configs) {
+    const raw = JSON.parse(readFileSync(file, 'utf8')) as { stateDir?: string; cacheDir?: string };
+    const dir = resolveFrom(path.dirname(path.resolve(file)), raw.stateDir ?? raw.cacheDir ?? '.');
+    try {
+      const port = Number(readFileSync(path.join(dir, STATUS_PORT_FILE), 'utf8'));
+      snaps.push(await fetchStatus(port));
+    } catch (e) {
+      console.error(`${file}: daemon not reachable (${(e as Error).message})`);
+    }
+  }
+  console.log(formatStatus(snaps));
+}
+
+main(process.argv.slice(2)).catch((e: unknown) => {
+  const code = codeOf(e);
+  console.error(`tidemark: ${code}: ${(e as Error).message ?? String(e)}`);
+  process.exit(code === 'TM_ERR_USAGE' ? 64 : 1);
+});

@@ -1,0 +1,24 @@
+// Every default Tidemark uses, in one place. Schemas refer here; nothing else hard-codes a tunable.
+export const DEFAULTS = {
+  ports: { processServer: 7410, masterTarget: 7420 },
+  agent: {
+    blockSize: 4096,
+    cycleIntervalMs: 2000,
+    /** Largest differential the agent writes; bounds memory and makes initial sync resumable. */
+    maxDiffBytes: 32 * 1024 * 1024,
+    /** Unacknowledged bytes on disk in the journal before the agent stops capturing new data. */
+    journalQuotaBytes: 1024 * 1024 * 1024,
+    tracker: 'scan',
+    capture: 'none',
+  },
+  processServer: { compression: 'lz4' },
+  transfer: {
+    /** Differentials sent but not yet acknowledged, per volume. */
+    window: 8,
+    reconnectMinMs: 200,
+    reconnectMaxMs: 5000,
+    /** Largest payload in one frame: extents are split into chunks of this size. */
+    maxFramePayload: 4 * 1024 * 1024,
+  },
+  statusHost: '127.0.0.1',
+} as const;

@@ -1,0 +1,58 @@
+// Durable file operations: a file is durable once its data and the directory entry naming it are fsync'd.
+// Every acknowledgement in Tidemark stands on these.
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+
+export const TMP_SUFFIX = '.tmp';
+
+export async function fsyncDir(dir: string): Promise<void> {
+  const fh = await fsp.open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** tmp -> fsync -> rename -> fsync dir. Readers never see a partial file under the final name. */
+export async function writeFileDurable(file: string, data: Uint8Array | string): Promise<void> {
+  const tmp = file + TMP_SUFFIX;
+  const fh = await fsp.open(tmp, 'w', 0o600);
+  try {
+    await fh.writeFile(data);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await fsp.rename(tmp, file);
+  await fsyncDir(path.dirname(file));
+}
+
+/** Rename a fully written and fsync'd temp file into place, durably. */
+export async function commitRename(tmp: string, file: string): Promise<void> {
+  await fsp.rename(tmp, file);
+  await fsyncDir(path.dirname(file));
+}
+
+/** Unlink then fsync the directory, so a deletion is not undone by a crash. */
+export async function unlinkDurable(file: string): Promise<void> {
+  await fsp.rm(file, { force: true });
+  await fsyncDir(path.dirname(file));
+}
+
+/** Remove what a crash left behind: temp files that were never renamed into place. */
+export async function removeTempFiles(dir: string): Promise<number> {
+  let removed = 0;
+  for (const name of await fsp.readdir(dir)) {
+    if (name.endsWith(TMP_SUFFIX)) {
+      await fsp.rm(path.join(dir, name), { force: true });
+      removed++;
+    }
+  }
+  if (removed > 0) await fsyncDir(dir);
+  return removed;
+}
+
+export async function ensureDir(dir: string): Promise<void> {
+  await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+}

@@ -1,0 +1,93 @@
+// One table of every failure Tidemark reports. Callers match on `code`, never on instanceof.
+// docs/ERRORS.md lists every code with what the operator should do; test/unit/common/errors.test.ts
+// keeps the two in step.
+
+export type ErrorClass = 'retryable' | 'corruption' | 'config' | 'refused' | 'fatal';
+
+interface ErrorSpec {
+  readonly class: ErrorClass;
+  readonly summary: string;
+}
+
+export const ERRORS = {
+  TM_ERR_CONFIG_UNKNOWN_KEY: { class: 'config', summary: 'configuration has a key Tidemark does not know' },
+  TM_ERR_CONFIG_INVALID: { class: 'config', summary: 'a configuration value has the wrong type or range' },
+  TM_ERR_UNKNOWN_VOLUME: { class: 'refused', summary: 'a volume id that is not configured here' },
+  TM_ERR_VOLUME_NOT_ASSIGNED: { class: 'refused', summary: 'the peer may not send this volume' },
+  TM_ERR_PEER_REFUSED: { class: 'refused', summary: 'peer certificate is missing, not from our CA, or has the wrong role' },
+  TM_ERR_PROTOCOL_VERSION: { class: 'refused', summary: 'peer speaks a protocol version we do not' },
+  TM_ERR_PROTOCOL: { class: 'retryable', summary: 'peer sent a message that is not valid at this point' },
+  TM_ERR_FRAME_CHECKSUM: { class: 'corruption', summary: 'a frame failed its checksum in transit' },
+  TM_ERR_FRAME_TOO_LARGE: { class: 'corruption', summary: 'a frame declares a size beyond the limit' },
+  TM_ERR_EXTENT_CHECKSUM: { class: 'corruption', summary: 'extent data does not match the checksum taken where it was read' },
+  TM_ERR_SEQUENCE_GAP: { class: 'retryable', summary: 'a differential arrived out of sequence' },
+  TM_ERR_REPLICATION_MISMATCH: { class: 'refused', summary: 'the source restarted replication from scratch (new replication id) onto an existing replica' },
+  TM_ERR_VOLUME_GEOMETRY: { class: 'refused', summary: 'volume size or block size differs from the replica' },
+  TM_ERR_HRL_CORRUPT: { class: 'corruption', summary: 'a change journal (.hrl) file failed its checksum' },
+  TM_ERR_HRL_TRUNCATED: { class: 'corruption', summary: 'a change journal (.hrl) file ends early' },
+  TM_ERR_HRL_VERSION: { class: 'refused', summary: 'a change journal (.hrl) file is from a newer format version' },
+  TM_ERR_STATE_CORRUPT: { class: 'corruption', summary: 'a state file failed its checksum' },
+  TM_ERR_CONNECTION: { class: 'retryable', summary: 'connection to a peer failed or was lost' },
+  TM_ERR_PEER_ERROR: { class: 'retryable', summary: 'the peer reported an error' },
+  TM_ERR_DISK_FULL: { class: 'retryable', summary: 'no space left where Tidemark writes' },
+  TM_ERR_IO: { class: 'retryable', summary: 'an I/O operation failed' },
+  TM_ERR_CLOSED: { class: 'fatal', summary: 'work was submitted after the component was closed' },
+  TM_ERR_PKI: { class: 'config', summary: 'a key or certificate could not be created or read' },
+  TM_ERR_USAGE: { class: 'config', summary: 'the command line is not valid' },
+} as const satisfies Record<string, ErrorSpec>;
+
+export type ErrorCode = keyof typeof ERRORS;
+
+export interface ErrorContext {
+  volume?: string;
+  seq?: number;
+  offset?: number;
+  length?: number;
+  peer?: string;
+  path?: string;
+  key?: string;
+  [k: string]: unknown;
+}
+
+export class TidemarkError extends Error {
+  readonly code: ErrorCode;
+  readonly context: ErrorContext;
+
+  constructor(code: ErrorCode, message: string, context: ErrorContext = {}, cause?: unknown) {
+    super(message, cause === undefined ? undefined : { cause });
+    this.name = 'TidemarkError';
+    this.code = code;
+    this.context = context;
+  }
+
+  get errorClass(): ErrorClass {
+    return ERRORS[this.code].class;
+  }
+
+  get retryable(): boolean {
+    const c = this.errorClass;
+    return c === 'retryable' || c === 'corruption';
+  }
+}
+
+export function tmError(code: ErrorCode, message: string, context?: ErrorContext, cause?: unknown): TidemarkError {
+  return new TidemarkError(code, message, context, cause);
+}
+
+/** The Tidemark code of any thrown value; OS errors map to the nearest code. */
+export function codeOf(err: unknown): ErrorCode {
+  if (err instanceof TidemarkError) return err.code;
+  const sys = (err as NodeJS.ErrnoException | undefined)?.code;
+  if (sys === 'ENOSPC' || sys === 'EDQUOT') return 'TM_ERR_DISK_FULL';
+  if (sys === 'ECONNREFUSED' || sys === 'ECONNRESET' || sys === 'EPIPE' || sys === 'ETIMEDOUT') return 'TM_ERR_CONNECTION';
+  return 'TM_ERR_IO';
+}
+
+/** Rethrow with what we were doing, keeping the original code: "open journal 00000042.hrl: ENOSPC". */
+export function wrap(err: unknown, doing: string, context: ErrorContext = {}): TidemarkError {
+  const message = err instanceof Error ? err.message : String(err);
+  if (err instanceof TidemarkError) {
+    return new TidemarkError(err.code, `${doing}: ${message}`, { ...err.context, ...context }, err);
+  }
+  return new TidemarkError(codeOf(err), `${doing}: ${message}`, context, err);
+}

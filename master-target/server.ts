@@ -1,0 +1,161 @@
+// The master target daemon: accepts process servers over mutual TLS, stages each differential durably,
+// applies it to the replica in order, and acknowledges only what is applied and fsync'd.
+import path from 'node:path';
+import type tls from 'node:tls';
+import { didYouMean, resolveFrom } from '../common/config.js';
+import { DEFAULTS } from '../common/defaults.js';
+import { ensureDir } from '../common/durable.js';
+import { tmError, wrap } from '../common/errors.js';
+import type { Logger } from '../common/log.js';
+import { readIdentity } from '../common/pki.js';
+import { startStatusServer, type StatusServer } from '../common/status-server.js';
+import { listenTls } from '../common/tls.js';
+import { FramedConnection } from '../proto/connection.js';
+import { DiffStore } from '../proto/diff-store.js';
+import type { ExtentRecord } from '../proto/hrl.js';
+import type { OpenVolume } from '../proto/messages.js';
+import { DiffReceiver, type InboundSink } from '../proto/receiver.js';
+import { Applier } from './applier.js';
+import type { MtConfig } from './config.js';
+import { Replica } from './replica.js';
+
+interface Target {
+  store: DiffStore;
+  replicaPath: string;
+  replica: Replica | null;
+  applier: Applier | null;
+}
+
+export class MasterTarget implements InboundSink {
+  readonly targets = new Map<string, Target>();
+  receiver!: DiffReceiver;
+  private server: tls.Server | null = null;
+  private readonly connections = new Set<FramedConnection>();
+  private status: StatusServer | null = null;
+  private retry: NodeJS.Timeout | null = null;
+  private closing: Promise<void> | null = null;
+  port = 0;
+
+  constructor(readonly config: MtConfig, private readonly log: Logger) {}
+
+  async open(): Promise<void> {
+    const cfg = this.config;
+    const p = (x: string): string => resolveFrom(cfg.configDir, x);
+    const id = await readIdentity({ ca: p(cfg.tls.ca), cert: p(cfg.tls.cert), key: p(cfg.tls.key) });
+    if (id.role !== 'master-target') throw tmError('TM_ERR_PKI', `certificate ${cfg.tls.cert} is for a ${id.role}, not a master target`);
+    this.receiver = new DiffReceiver(this, cfg.name, this.log.child({ component: 'receiver' }));
+    for (const v of cfg.volumes) {
+      const store = new DiffStore(path.join(p(cfg.stateDir), 'volumes', v.id), v.id, this.log.child({ volume: v.id }));
+      await store.open();
+      const t: Target = { store, replicaPath: p(v.replica), replica: null, applier: null };
+      this.targets.set(v.id, t);
+      // A volume seen before: finish any differential a crash interrupted, before accepting more.
+      if (store.state) await this.attach(t, false);
+    }
+    const { server, port } = await listenTls(cfg.listen.host, cfg.listen.port, id, ['process-server'],
+      (socket, peer) => {
+        const conn = new FramedConnection(socket, peer.name);
+        this.connections.add(conn);
+        void this.receiver.serve(conn, peer).finally(() => this.connections.delete(conn));
+      },
+      (err, where) => this.log.warn({ code: (err as { code?: string }).code, peer: where, err: err.message }, 'peer refused'));
+    this.server = server;
+    this.port = port;
+    this.retry = setInterval(() => this.kickAll(), 2000);
+    this.status = await startStatusServer(DEFAULTS.statusHost, cfg.statusPort, p(cfg.stateDir), () => this.snapshot());
+    this.log.info({ port, statusPort: this.status.port }, 'master target started');
+  }
+
+  private async attach(t: Target, fresh: boolean): Promise<void> {
+    const size = t.store.state!.sizeBytes;
+    t.replica = fresh ? await Replica.create(t.replicaPath, size) : await Replica.open(t.replicaPath, size);
+    if (fresh) this.log.info({ volume: t.store.volumeId, replica: t.replicaPath, sizeBytes: size }, 'replica created (zero-filled)');
+    t.applier = new Applier(t.store.volumeId, t.store, t.replica, {
+      applied: (seq) => this.receiver.ack(t.store.volumeId, seq),
+      damaged: () => this.receiver.dropVolume(t.store.volumeId),
+    }, this.log.child({ component: 'applier', volume: t.store.volumeId }));
+    await t.applier.kick();
+  }
+
+  private kickAll(): void {
+    for (const t of this.targets.values()) {
+      t.applier?.kick().catch((e) => {
+        const err = wrap(e, `apply to ${t.replicaPath}`, { volume: t.store.volumeId });
+        if (t.applier) t.applier.stats.lastError = `${err.code}: ${err.message}`;
+        this.log.error({ volume: t.store.volumeId, code: err.code, err: err.message }, 'apply failed; will retry');
+      });
+    }
+  }
+
+  private target(volumeId: string): Target {
+    const t = this.targets.get(volumeId);
+    if (!t) throw tmError('TM_ERR_UNKNOWN_VOLUME', `volume "${volumeId}" is not configured on this master target; ${didYouMean(volumeId, [...this.targets.keys()])}`, { volume: volumeId });
+    return t;
+  }
+
+  // InboundSink (from process servers)
+  async openVolume(_peer: unknown, ov: OpenVolume): Promise<{ dir: string }> {
+    const t = this.target(ov.volumeId);
+    const fresh = t.store.state === null;
+    await t.store.adopt(ov);
+    if (!t.applier) await this.attach(t, fresh);
+    return { dir: t.store.dir };
+  }
+
+  async transform(_v: string, _s: number, e: ExtentRecord, payload: Buffer): Promise<{ record: ExtentRecord; stored: Buffer }> {
+    return { record: e, stored: payload }; // verified (decompressed, checksummed) by the applier before any write
+  }
+
+  async committed(volumeId: string, seq: number): Promise<void> {
+    const t = this.target(volumeId);
+    await t.store.added(seq);
+    this.kickAll();
+  }
+
+  storedSeq(volumeId: string): number {
+    return this.target(volumeId).store.storedSeq;
+  }
+
+  ackedSeq(volumeId: string): number {
+    return this.target(volumeId).store.doneSeq;
+  }
+
+  geometryOf(volumeId: string): { volumeSize: number; blockSize: number } {
+    const s = this.target(volumeId).store.state;
+    return { volumeSize: s?.sizeBytes ?? 0, blockSize: s?.blockSize ?? 0 };
+  }
+
+  snapshot(): Record<string, unknown> {
+    return {
+      role: 'master-target',
+      name: this.config.name,
+      pid: process.pid,
+      port: this.port,
+      receiver: this.receiver?.stats,
+      volumes: [...this.targets.values()].map((t) => ({
+        id: t.store.volumeId,
+        replica: t.replicaPath,
+        storedSeq: t.store.storedSeq,
+        backlogFiles: t.store.pending().length,
+        backlogBytes: t.store.bytes,
+        ...t.applier?.stats,
+      })),
+    };
+  }
+
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      if (this.retry) clearInterval(this.retry);
+      const closed = new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+      for (const c of this.connections) c.destroy();
+      await closed;
+      for (const t of this.targets.values()) {
+        await t.applier?.close();
+        await t.replica?.close();
+      }
+      await this.status?.close();
+      this.log.info('master target stopped');
+    })();
+    return this.closing;
+  }
+}

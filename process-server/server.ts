@@ -1,0 +1,101 @@
+// The process server daemon: accepts agents over mutual TLS into its durable cache, and forwards each
+// volume, in order, to its master target. build (constructor) is separate from open(), for tests.
+import type tls from 'node:tls';
+import { resolveFrom } from '../common/config.js';
+import { DEFAULTS } from '../common/defaults.js';
+import { ensureDir } from '../common/durable.js';
+import { tmError } from '../common/errors.js';
+import type { Logger } from '../common/log.js';
+import { readIdentity, type Identity } from '../common/pki.js';
+import { startStatusServer, type StatusServer } from '../common/status-server.js';
+import { connectTls, listenTls } from '../common/tls.js';
+import { FramedConnection } from '../proto/connection.js';
+import { DiffReceiver } from '../proto/receiver.js';
+import { DiffSender } from '../proto/sender.js';
+import { Cache } from './cache.js';
+import type { PsConfig } from './config.js';
+
+export class ProcessServer {
+  cache!: Cache;
+  receiver!: DiffReceiver;
+  readonly forwarders = new Map<string, DiffSender>();
+  private server: tls.Server | null = null;
+  private readonly connections = new Set<FramedConnection>();
+  private status: StatusServer | null = null;
+  private closing: Promise<void> | null = null;
+  port = 0;
+
+  constructor(readonly config: PsConfig, private readonly log: Logger) {}
+
+  async open(): Promise<void> {
+    const cfg = this.config;
+    const p = (x: string): string => resolveFrom(cfg.configDir, x);
+    const id: Identity = await readIdentity({ ca: p(cfg.tls.ca), cert: p(cfg.tls.cert), key: p(cfg.tls.key) });
+    if (id.role !== 'process-server') throw tmError('TM_ERR_PKI', `certificate ${cfg.tls.cert} is for a ${id.role}, not a process server`);
+    const cacheDir = p(cfg.cacheDir);
+    await ensureDir(cacheDir);
+    this.cache = new Cache(cfg, cacheDir, this.log.child({ component: 'cache' }));
+    await this.cache.open();
+    this.receiver = new DiffReceiver(this.cache, cfg.name, this.log.child({ component: 'receiver' }));
+    this.cache.ack = (v, s) => this.receiver.ack(v, s);
+    for (const mt of cfg.masterTargets) {
+      const fwd = new DiffSender({
+        nodeName: cfg.name,
+        role: 'process-server',
+        log: this.log.child({ component: 'forwarder', peer: mt.name }),
+        window: cfg.window,
+        volumes: () => this.cache.outbound(mt.name),
+        connect: () => connectTls(mt.host, mt.port, id, 'master-target'),
+      });
+      this.forwarders.set(mt.name, fwd);
+      fwd.start();
+    }
+    this.cache.onCommitted = (volumeId) => {
+      const mt = cfg.volumes.find((v) => v.id === volumeId)?.masterTarget;
+      if (mt) this.forwarders.get(mt)?.notify();
+    };
+    const refusedLog = this.log.child({ component: 'listener' });
+    const { server, port } = await listenTls(cfg.listen.host, cfg.listen.port, id, ['agent'],
+      (socket, peer) => {
+        const conn = new FramedConnection(socket, peer.name);
+        this.connections.add(conn);
+        void this.receiver.serve(conn, peer).finally(() => this.connections.delete(conn));
+      },
+      (err, where) => refusedLog.warn({ code: (err as { code?: string }).code, peer: where, err: err.message }, 'peer refused'));
+    this.server = server;
+    this.port = port;
+    this.status = await startStatusServer(DEFAULTS.statusHost, cfg.statusPort, cacheDir, () => this.snapshot());
+    this.log.info({ port, statusPort: this.status.port }, 'process server started');
+  }
+
+  snapshot(): Record<string, unknown> {
+    return {
+      role: 'process-server',
+      name: this.config.name,
+      pid: process.pid,
+      port: this.port,
+      receiver: this.receiver?.stats,
+      forwarders: Object.fromEntries([...this.forwarders].map(([k, f]) => [k, f.stats])),
+      volumes: [...(this.cache?.stores ?? new Map()).values()].map((s) => ({
+        id: s.volumeId,
+        storedSeq: s.storedSeq,
+        forwardedSeq: s.doneSeq,
+        backlogFiles: s.pending().length,
+        backlogBytes: s.bytes,
+        ...this.cache.stats.get(s.volumeId),
+      })),
+    };
+  }
+
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      const closed = new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+      for (const c of this.connections) c.destroy();
+      await closed;
+      for (const f of this.forwarders.values()) await f.close();
+      await this.status?.close();
+      this.log.info('process server stopped');
+    })();
+    return this.closing;
+  }
+}

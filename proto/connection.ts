@@ -1,0 +1,146 @@
+// A framed, checksummed message stream over one socket (TLS in production, any Duplex in tests).
+// Receiving is pull-based (`next()`), so each side reads exactly what its protocol state expects.
+import type { Duplex } from 'node:stream';
+import { tmError, TidemarkError, codeOf } from '../common/errors.js';
+import { FrameDecoder, encodeFramePrefix, type Frame } from './frame.js';
+import type { Message, MessageKind } from './messages.js';
+
+const INBOX_HIGH_WATER = 32 * 1024 * 1024;
+
+export class FramedConnection {
+  private readonly decoder = new FrameDecoder();
+  private readonly inbox: Frame[] = [];
+  private waiter: { resolve: (f: Frame) => void; reject: (e: Error) => void } | null = null;
+  private failure: TidemarkError | null = null;
+  private inboxBytes = 0;
+  private paused = false;
+  bytesIn = 0;
+  bytesOut = 0;
+
+  constructor(readonly socket: Duplex, readonly peerLabel = 'peer') {
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('error', (e) => this.fail(e instanceof TidemarkError ? e : tmError('TM_ERR_CONNECTION', `${peerLabel}: ${e.message}`, { peer: peerLabel }, e)));
+    socket.on('close', () => this.fail(tmError('TM_ERR_CONNECTION', `${peerLabel}: connection closed`, { peer: peerLabel })));
+  }
+
+  get closed(): boolean {
+    return this.failure !== null;
+  }
+
+  private onData(chunk: Buffer): void {
+    this.bytesIn += chunk.length;
+    let frames: Frame[];
+    try {
+      frames = this.decoder.push(chunk);
+    } catch (e) {
+      // A corrupt stream cannot be resynchronised: say why, then drop the connection.
+      const err = e instanceof TidemarkError ? e : tmError(codeOf(e), String(e));
+      void this.send({ error: { code: err.code, message: err.message, volumeId: '', seq: 0, retryable: true } }).catch(() => {});
+      this.fail(err);
+      this.socket.end();
+      setTimeout(() => this.socket.destroy(), 1000).unref();
+      return;
+    }
+    for (const f of frames) {
+      if (this.waiter) {
+        const w = this.waiter;
+        this.waiter = null;
+        w.resolve(f);
+      } else {
+        this.inbox.push(f);
+        this.inboxBytes += f.payload.length;
+      }
+    }
+    // Backpressure: stop reading while the consumer is behind, so memory stays bounded.
+    if (!this.paused && this.inboxBytes > INBOX_HIGH_WATER) {
+      this.paused = true;
+      this.socket.pause();
+    }
+  }
+
+  private fail(err: TidemarkError): void {
+    if (this.failure) return;
+    this.failure = err;
+    if (this.waiter) {
+      const w = this.waiter;
+      this.waiter = null;
+      w.reject(err);
+    }
+  }
+
+  /** Next frame from the peer. A peer's ErrorReport is raised as a TM_ERR_PEER_ERROR carrying its code. */
+  async next(): Promise<Frame> {
+    const queued = this.inbox.shift();
+    if (queued) this.inboxBytes -= queued.payload.length;
+    if (this.paused && this.inboxBytes < INBOX_HIGH_WATER / 2) {
+      this.paused = false;
+      this.socket.resume();
+    }
+    const f = queued ?? (await this.wait());
+    if ('error' in f.msg) {
+      const r = f.msg.error;
+      throw tmError('TM_ERR_PEER_ERROR', `${this.peerLabel} reported ${r.code}: ${r.message}`, { peer: this.peerLabel, peerCode: r.code, volume: r.volumeId || undefined, seq: r.seq || undefined });
+    }
+    return f;
+  }
+
+  /** Next frame, which must be of `kind`. */
+  async expect<K extends MessageKind>(kind: K): Promise<Frame & { msg: Extract<Message, Record<K, unknown>> }> {
+    const f = await this.next();
+    if (f.msg.body !== kind) throw tmError('TM_ERR_PROTOCOL', `expected ${kind} from ${this.peerLabel}, got ${f.msg.body}`, { peer: this.peerLabel });
+    return f as Frame & { msg: Extract<Message, Record<K, unknown>> };
+  }
+
+  private wait(): Promise<Frame> {
+    if (this.failure) return Promise.reject(this.failure);
+    return new Promise((resolve, reject) => {
+      this.waiter = { resolve, reject };
+    });
+  }
+
+  /** Write a frame; resolves once the socket can take more (TCP backpressure). Payload bytes are not copied. */
+  async send(msg: Message, payload?: Buffer): Promise<void> {
+    if (this.failure && !('error' in msg)) throw this.failure;
+    const prefix = encodeFramePrefix(msg, payload);
+    this.socket.cork();
+    let ok = this.socket.write(prefix);
+    if (payload && payload.length > 0) ok = this.socket.write(payload);
+    this.socket.uncork();
+    this.bytesOut += prefix.length + (payload?.length ?? 0);
+    if (!ok) await this.drained();
+  }
+
+  private drained(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const done = (): void => {
+        this.socket.off('drain', done);
+        this.socket.off('close', done);
+        if (this.failure) reject(this.failure);
+        else resolve();
+      };
+      this.socket.on('drain', done);
+      this.socket.on('close', done);
+    });
+  }
+
+  /** Report an error to the peer, then close. */
+  async refuse(err: TidemarkError, volumeId = '', seq = 0): Promise<void> {
+    try {
+      await this.send({ error: { code: err.code, message: err.message, volumeId, seq, retryable: err.retryable } });
+    } catch {
+      /* peer already gone */
+    }
+    this.close();
+  }
+
+  close(): void {
+    this.fail(tmError('TM_ERR_CLOSED', `${this.peerLabel}: closed locally`));
+    this.socket.end();
+    setTimeout(() => this.socket.destroy(), 2000).unref();
+  }
+
+  destroy(): void {
+    this.fail(tmError('TM_ERR_CLOSED', `${this.peerLabel}: destroyed`));
+    this.socket.destroy();
+  }
+}

@@ -1,0 +1,34 @@
+// Extent data on its way through the pipeline: compressed once (process server), decompressed and
+// verified against the source's checksum where it is written (master target).
+import { compress, uncompressSync } from 'lz4-napi';
+import { crc } from '../common/checksum.js';
+import { tmError } from '../common/errors.js';
+import type { ExtentRecord } from './hrl.js';
+
+/** Check raw (uncompressed) extent data against the checksum taken where it was read. */
+export function verifyRaw(e: ExtentRecord, raw: Buffer, volume: string, seq: number): void {
+  if (raw.length !== e.length || crc(raw) !== e.crc32c) {
+    throw tmError('TM_ERR_EXTENT_CHECKSUM', `extent [${e.offset}, +${e.length}) of ${volume} seq ${seq} does not match its source checksum`, { volume, seq, offset: e.offset, length: e.length });
+  }
+}
+
+/** LZ4 the extent on the libuv thread pool; keep it raw when LZ4 does not make it smaller. */
+export async function compressExtent(e: ExtentRecord, raw: Buffer): Promise<{ record: ExtentRecord; stored: Buffer }> {
+  const packed = await compress(raw);
+  if (packed.length >= raw.length) return { record: { ...e, compression: 'NONE', storedLength: raw.length }, stored: raw };
+  return { record: { ...e, compression: 'LZ4', storedLength: packed.length }, stored: packed };
+}
+
+/** The raw bytes of a stored extent, verified. A decompression failure is corruption too. */
+export function rawData(e: ExtentRecord, stored: Buffer, volume: string, seq: number): Buffer {
+  let raw = stored;
+  if (e.compression === 'LZ4') {
+    try {
+      raw = uncompressSync(stored);
+    } catch (err) {
+      throw tmError('TM_ERR_EXTENT_CHECKSUM', `extent [${e.offset}, +${e.length}) of ${volume} seq ${seq} does not decompress: ${(err as Error).message}`, { volume, seq, offset: e.offset });
+    }
+  }
+  verifyRaw(e, raw, volume, seq);
+  return raw;
+}

@@ -1,0 +1,291 @@
+// The change journal file (.hrl), version 1: one differential of one volume. Byte layout in docs/FORMAT.md.
+// The agent's journal, the process server's cache and the master target's staging area all hold these.
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { crc } from '../common/checksum.js';
+import { commitRename, TMP_SUFFIX } from '../common/durable.js';
+import { tmError, wrap } from '../common/errors.js';
+import type { CompressionName, Consistency } from './messages.js';
+
+export const HRL_MAGIC = 0x4c484d54; // "TMHL" little-endian
+export const HRL_END_MAGIC = 0x45484d54; // "TMHE"
+export const HRL_VERSION = 1;
+export const FIXED_HEADER = 52;
+export const EXTENT_HEADER = 28;
+export const TRAILER = 24;
+
+export const FLAG_INITIAL_SYNC = 1;
+
+const CONSISTENCY: readonly Consistency[] = ['FUZZY', 'CRASH', 'APP'];
+const COMPRESSION: readonly CompressionName[] = ['NONE', 'LZ4'];
+
+export interface DiffHeader {
+  volumeId: string;
+  seq: number;
+  startTimeMs: number;
+  endTimeMs: number;
+  volumeSize: number;
+  blockSize: number;
+  consistency: Consistency;
+  flags: number;
+  tags: string[];
+}
+
+export interface ExtentRecord {
+  offset: number;
+  length: number;
+  crc32c: number; // of the uncompressed data
+  compression: CompressionName;
+  storedLength: number;
+}
+
+export interface Extent extends ExtentRecord {
+  data: Buffer; // stored bytes (compressed when compression is LZ4)
+}
+
+export interface Diff {
+  header: DiffHeader;
+  extents: Extent[];
+  dataBytes: number;
+  extentDigest: number;
+}
+
+/** The digest the wire's DiffEnd carries: independent of compression, so every hop can check it. */
+export function digestStep(seed: number, e: ExtentRecord): number {
+  const b = Buffer.allocUnsafe(16);
+  b.writeBigUInt64LE(BigInt(e.offset), 0);
+  b.writeUInt32LE(e.length, 8);
+  b.writeUInt32LE(e.crc32c, 12);
+  return crc(b, seed);
+}
+
+export function hrlName(seq: number): string {
+  return `${String(seq).padStart(16, '0')}.hrl`;
+}
+
+export function seqOfName(name: string): number | null {
+  const m = /^(\d{16})\.hrl$/.exec(name);
+  return m ? Number(m[1]) : null;
+}
+
+/** Sequence numbers of the committed .hrl files in `dir`, ascending. */
+export async function listDiffs(dir: string): Promise<number[]> {
+  const seqs: number[] = [];
+  for (const name of await fsp.readdir(dir)) {
+    const s = seqOfName(name);
+    if (s !== null) seqs.push(s);
+  }
+  return seqs.sort((a, b) => a - b);
+}
+
+export function encodeHeader(h: DiffHeader): Buffer {
+  const vid = Buffer.from(h.volumeId, 'utf8');
+  const tags = Buffer.from(h.tags.join('\n'), 'utf8');
+  const len = FIXED_HEADER + vid.length + tags.length + 4;
+  const b = Buffer.alloc(len);
+  b.writeUInt32LE(HRL_MAGIC, 0);
+  b.writeUInt16LE(HRL_VERSION, 4);
+  b.writeUInt16LE(len, 6);
+  b.writeBigUInt64LE(BigInt(h.seq), 8);
+  b.writeBigUInt64LE(BigInt(h.startTimeMs), 16);
+  b.writeBigUInt64LE(BigInt(h.endTimeMs), 24);
+  b.writeBigUInt64LE(BigInt(h.volumeSize), 32);
+  b.writeUInt32LE(h.blockSize, 40);
+  b.writeUInt8(CONSISTENCY.indexOf(h.consistency), 44);
+  b.writeUInt8(h.flags, 45);
+  b.writeUInt16LE(vid.length, 46);
+  b.writeUInt16LE(tags.length, 48);
+  vid.copy(b, FIXED_HEADER);
+  tags.copy(b, FIXED_HEADER + vid.length);
+  b.writeUInt32LE(crc(b.subarray(0, len - 4)), len - 4);
+  return b;
+}
+
+function encodeExtentHeader(e: ExtentRecord): Buffer {
+  const b = Buffer.alloc(EXTENT_HEADER);
+  b.writeBigUInt64LE(BigInt(e.offset), 0);
+  b.writeUInt32LE(e.length, 8);
+  b.writeUInt32LE(e.storedLength, 12);
+  b.writeUInt8(COMPRESSION.indexOf(e.compression), 16);
+  b.writeUInt32LE(e.crc32c, 20);
+  b.writeUInt32LE(crc(b.subarray(0, 24)), 24);
+  return b;
+}
+
+/**
+ * Writes one differential durably: extents are appended to `<final>.tmp`, and `commit()` adds the
+ * trailer, fsyncs, renames into place and fsyncs the directory. Until commit the file does not exist.
+ */
+export class HrlWriter {
+  private fileCrc = 0;
+  private extentCount = 0;
+  private dataBytes = 0;
+  private digest = 0;
+  private pos = 0;
+
+  private constructor(private readonly fh: fsp.FileHandle, readonly finalPath: string, readonly header: DiffHeader) {}
+
+  static async create(dir: string, header: DiffHeader): Promise<HrlWriter> {
+    const finalPath = path.join(dir, hrlName(header.seq));
+    const fh = await fsp.open(finalPath + TMP_SUFFIX, 'w', 0o600).catch((e) => {
+      throw wrap(e, `create journal file ${finalPath + TMP_SUFFIX}`, { volume: header.volumeId, seq: header.seq });
+    });
+    const w = new HrlWriter(fh, finalPath, header);
+    await w.write([encodeHeader(header)]);
+    return w;
+  }
+
+  get digestSoFar(): number {
+    return this.digest;
+  }
+
+  get count(): number {
+    return this.extentCount;
+  }
+
+  async append(e: ExtentRecord, stored: Buffer): Promise<void> {
+    if (stored.length !== e.storedLength) throw tmError('TM_ERR_PROTOCOL', `extent at ${e.offset}: stored length ${stored.length} != declared ${e.storedLength}`);
+    await this.write([encodeExtentHeader(e), stored]);
+    this.extentCount++;
+    this.dataBytes += e.length;
+    this.digest = digestStep(this.digest, e);
+  }
+
+  /** Trailer, fsync, rename, fsync dir. Returns the digest of the extents written. */
+  async commit(): Promise<number> {
+    const t = Buffer.alloc(TRAILER);
+    t.writeUInt32LE(HRL_END_MAGIC, 0);
+    t.writeUInt32LE(this.extentCount, 4);
+    t.writeBigUInt64LE(BigInt(this.dataBytes), 8);
+    t.writeUInt32LE(this.digest, 16);
+    t.writeUInt32LE(crc(t.subarray(0, 20), this.fileCrc), 20);
+    await this.write([t]);
+    try {
+      await this.fh.sync();
+    } finally {
+      await this.fh.close();
+    }
+    await commitRename(this.finalPath + TMP_SUFFIX, this.finalPath);
+    return this.digest;
+  }
+
+  async abort(): Promise<void> {
+    await this.fh.close().catch(() => {});
+    await fsp.rm(this.finalPath + TMP_SUFFIX, { force: true });
+  }
+
+  private async write(bufs: Buffer[]): Promise<void> {
+    for (const b of bufs) this.fileCrc = crc(b, this.fileCrc);
+    let { bytesWritten } = await this.fh.writev(bufs, this.pos);
+    const total = bufs.reduce((n, b) => n + b.length, 0);
+    // writev may write less than asked (rare on regular files); finish it.
+    while (bytesWritten < total) {
+      const rest = Buffer.concat(bufs).subarray(bytesWritten);
+      bytesWritten += (await this.fh.write(rest, 0, rest.length, this.pos + bytesWritten)).bytesWritten;
+    }
+    this.pos += total;
+  }
+}
+
+function corrupt(file: string, why: string): never {
+  throw tmError('TM_ERR_HRL_CORRUPT', `${file}: ${why}`, { path: file });
+}
+
+function truncated(file: string, why: string): never {
+  throw tmError('TM_ERR_HRL_TRUNCATED', `${file}: ${why}`, { path: file });
+}
+
+export function decodeHeader(buf: Buffer, file = '(buffer)'): DiffHeader & { headerLength: number } {
+  if (buf.length < FIXED_HEADER + 4) truncated(file, 'shorter than a header');
+  if (buf.readUInt32LE(0) !== HRL_MAGIC) corrupt(file, 'bad magic');
+  const version = buf.readUInt16LE(4);
+  if (version > HRL_VERSION) throw tmError('TM_ERR_HRL_VERSION', `${file}: format version ${version} is newer than ${HRL_VERSION}`, { path: file });
+  const len = buf.readUInt16LE(6);
+  if (len < FIXED_HEADER + 4) corrupt(file, 'header length too small');
+  if (buf.length < len) truncated(file, 'header cut short');
+  if (crc(buf.subarray(0, len - 4)) !== buf.readUInt32LE(len - 4)) corrupt(file, 'header checksum mismatch');
+  const vlen = buf.readUInt16LE(46);
+  const tlen = buf.readUInt16LE(48);
+  if (FIXED_HEADER + vlen + tlen + 4 !== len) corrupt(file, 'header lengths disagree');
+  const tagText = buf.toString('utf8', FIXED_HEADER + vlen, FIXED_HEADER + vlen + tlen);
+  return {
+    volumeId: buf.toString('utf8', FIXED_HEADER, FIXED_HEADER + vlen),
+    seq: Number(buf.readBigUInt64LE(8)),
+    startTimeMs: Number(buf.readBigUInt64LE(16)),
+    endTimeMs: Number(buf.readBigUInt64LE(24)),
+    volumeSize: Number(buf.readBigUInt64LE(32)),
+    blockSize: buf.readUInt32LE(40),
+    consistency: CONSISTENCY[buf.readUInt8(44)] ?? corrupt(file, 'unknown consistency class'),
+    flags: buf.readUInt8(45),
+    tags: tagText === '' ? [] : tagText.split('\n'),
+    headerLength: len,
+  };
+}
+
+/** Parse and fully verify a differential held in memory. Extent data are views into `buf`. */
+export function decodeHrl(buf: Buffer, file = '(buffer)'): Diff {
+  const { headerLength, ...header } = decodeHeader(buf, file);
+  if (buf.length < headerLength + TRAILER) truncated(file, 'no trailer');
+  const end = buf.length - TRAILER;
+  if (buf.readUInt32LE(end) !== HRL_END_MAGIC) truncated(file, 'trailer missing (file cut short?)');
+  if (crc(buf.subarray(0, end + 20)) !== buf.readUInt32LE(end + 20)) corrupt(file, 'file checksum mismatch');
+  const extents: Extent[] = [];
+  let pos = headerLength;
+  let digest = 0;
+  let dataBytes = 0;
+  while (pos < end) {
+    if (pos + EXTENT_HEADER > end) corrupt(file, `extent header at byte ${pos} runs past the trailer`);
+    const h = buf.subarray(pos, pos + EXTENT_HEADER);
+    if (crc(h.subarray(0, 24)) !== h.readUInt32LE(24)) corrupt(file, `extent header checksum mismatch at byte ${pos}`);
+    const e: ExtentRecord = {
+      offset: Number(h.readBigUInt64LE(0)),
+      length: h.readUInt32LE(8),
+      storedLength: h.readUInt32LE(12),
+      compression: COMPRESSION[h.readUInt8(16)] ?? corrupt(file, 'unknown compression'),
+      crc32c: h.readUInt32LE(20),
+    };
+    pos += EXTENT_HEADER;
+    if (pos + e.storedLength > end) corrupt(file, `extent data at byte ${pos} runs past the trailer`);
+    extents.push({ ...e, data: buf.subarray(pos, pos + e.storedLength) });
+    pos += e.storedLength;
+    digest = digestStep(digest, e);
+    dataBytes += e.length;
+  }
+  if (extents.length !== buf.readUInt32LE(end + 4)) corrupt(file, 'extent count mismatch');
+  if (dataBytes !== Number(buf.readBigUInt64LE(end + 8))) corrupt(file, 'data byte count mismatch');
+  if (digest !== buf.readUInt32LE(end + 16)) corrupt(file, 'extent digest mismatch');
+  return { header, extents, dataBytes, extentDigest: digest };
+}
+
+export async function readHrl(file: string): Promise<Diff> {
+  let buf: Buffer;
+  try {
+    buf = await fsp.readFile(file);
+  } catch (e) {
+    throw wrap(e, `read journal file ${file}`, { path: file });
+  }
+  return decodeHrl(buf, file);
+}
+
+/**
+ * The extent ranges of a damaged file, as far as its checksummed headers can be trusted; null when
+ * they cannot be (then the caller must assume any block may be affected).
+ */
+export function salvageRanges(buf: Buffer): { offset: number; length: number }[] | null {
+  let pos: number;
+  try {
+    pos = decodeHeader(buf).headerLength;
+  } catch {
+    return null;
+  }
+  const ranges: { offset: number; length: number }[] = [];
+  while (pos + EXTENT_HEADER <= buf.length) {
+    const h = buf.subarray(pos, pos + EXTENT_HEADER);
+    if (h.readUInt32LE(0) === HRL_END_MAGIC && buf.length - pos === TRAILER) return ranges;
+    if (crc(h.subarray(0, 24)) !== h.readUInt32LE(24)) return null;
+    ranges.push({ offset: Number(h.readBigUInt64LE(0)), length: h.readUInt32LE(8) });
+    pos += EXTENT_HEADER + h.readUInt32LE(12);
+  }
+  // Cut short after it was committed whole: extents past the cut are unknown.
+  return null;
+}

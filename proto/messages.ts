@@ -1,0 +1,55 @@
+// Loads proto/tidemark.proto (the source of truth) and gives the messages TypeScript shapes.
+// test/unit/proto/messages.test.ts round-trips every message, so these shapes cannot drift from the schema.
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+import { existsSync } from 'node:fs';
+import protobuf from 'protobufjs';
+
+export const PROTOCOL_VERSION = 1;
+export const MIN_PROTOCOL_VERSION = 1;
+export const CAPABILITIES = ['lz4', 'cumulative-ack'] as const;
+
+export type Consistency = 'FUZZY' | 'CRASH' | 'APP';
+export type CompressionName = 'NONE' | 'LZ4';
+
+export interface Hello { protocolVersion: number; minProtocolVersion: number; capabilities: string[]; nodeName: string; role: string; software: string }
+export interface Welcome { protocolVersion: number; capabilities: string[]; nodeName: string }
+export interface OpenVolume { volumeId: string; sizeBytes: number; blockSize: number; replicationId: string }
+export interface VolumeState { volumeId: string; durableSeq: number }
+export interface DiffBegin { volumeId: string; seq: number; startTimeMs: number; endTimeMs: number; consistency: Consistency; tags: string[]; extentCount: number; flags: number }
+export interface ExtentMsg { offset: number; length: number; crc32c: number; compression: CompressionName; storedLength: number }
+export interface DiffEnd { volumeId: string; seq: number; extentCount: number; extentDigest: number }
+export interface Ack { volumeId: string; durableSeq: number }
+export interface ErrorReport { code: string; message: string; volumeId: string; seq: number; retryable: boolean }
+
+export type Message =
+  | { hello: Hello }
+  | { welcome: Welcome }
+  | { openVolume: OpenVolume }
+  | { volumeState: VolumeState }
+  | { diffBegin: DiffBegin }
+  | { extent: ExtentMsg }
+  | { diffEnd: DiffEnd }
+  | { ack: Ack }
+  | { error: ErrorReport };
+
+export type MessageKind = 'hello' | 'welcome' | 'openVolume' | 'volumeState' | 'diffBegin' | 'extent' | 'diffEnd' | 'ack' | 'error';
+
+// Found beside this file when run from source, or in <root>/proto when run from dist/proto.
+const here = path.dirname(fileURLToPath(import.meta.url));
+const candidates = [path.join(here, 'tidemark.proto'), path.join(here, '..', '..', 'proto', 'tidemark.proto')];
+const root = protobuf.loadSync(candidates.find((p) => existsSync(p)) ?? candidates[0]!);
+const FrameType = root.lookupType('tidemark.v1.Frame');
+const toObjectOptions = { longs: Number, enums: String, defaults: true, oneofs: true } as const;
+
+export function encodeMessage(msg: Message): Uint8Array {
+  return FrameType.encode(FrameType.fromObject(msg)).finish();
+}
+
+/** Decode a frame header; throws protobufjs errors on malformed input (callers map them to TM_ERR_PROTOCOL). */
+export function decodeMessage(bytes: Uint8Array): Message & { body: MessageKind } {
+  const obj = FrameType.toObject(FrameType.decode(bytes), toObjectOptions) as Record<string, unknown>;
+  if (typeof obj.body !== 'string') throw new Error('frame has no body');
+  const body = obj.body as MessageKind;
+  return { [body]: obj[body], body } as unknown as Message & { body: MessageKind };
+}

@@ -1,0 +1,162 @@
+// The receiving half of the differential protocol, shared by the process server (from agents) and the
+// master target (from process servers). It writes each differential durably as an .hrl file in the
+// sink's directory and acknowledges cumulatively only after the file and its directory entry are fsync'd.
+import type { Logger } from '../common/log.js';
+import { TidemarkError, tmError, codeOf } from '../common/errors.js';
+import type { FramedConnection } from './connection.js';
+import { HrlWriter, type ExtentRecord } from './hrl.js';
+import { CAPABILITIES, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, type DiffBegin, type Hello, type OpenVolume } from './messages.js';
+
+export interface Peer {
+  name: string;
+  role: string;
+}
+
+export interface InboundSink {
+  /** Authorize the peer for this volume and say where to store it; throw a TidemarkError to refuse. */
+  openVolume(peer: Peer, ov: OpenVolume): Promise<{ dir: string }>;
+  /** Verify and reshape one extent before it is stored (the process server compresses here). */
+  transform(volumeId: string, seq: number, e: ExtentRecord, payload: Buffer): Promise<{ record: ExtentRecord; stored: Buffer }>;
+  /** A differential is durable under its final name. The sink acknowledges it (now or later) with DiffReceiver.ack. */
+  committed(volumeId: string, seq: number, info: { rawBytes: number; storedBytes: number; begin: DiffBegin }): Promise<void>;
+  /** Highest sequence stored durably here: the next one must be this + 1. */
+  storedSeq(volumeId: string): number;
+  /** Highest sequence acknowledged: everything up to it may be forgotten upstream. Resumption starts after it. */
+  ackedSeq(volumeId: string): number;
+  /** Volume size and block size recorded at openVolume; stamped into every stored header. */
+  geometryOf(volumeId: string): { volumeSize: number; blockSize: number };
+}
+
+export interface ReceiverStats {
+  diffsReceived: number;
+  bytesReceived: number;
+  duplicatesSkipped: number;
+}
+
+export class DiffReceiver {
+  readonly stats: ReceiverStats = { diffsReceived: 0, bytesReceived: 0, duplicatesSkipped: 0 };
+  /** The connection currently allowed to write each volume; a newer one takes over (reconnect). */
+  private readonly owners = new Map<string, FramedConnection>();
+
+  constructor(private readonly sink: InboundSink, private readonly nodeName: string, private readonly log: Logger) {}
+
+  /** Serve one authenticated connection until it ends. Never throws. */
+  async serve(conn: FramedConnection, peer: Peer): Promise<void> {
+    const log = this.log.child({ peer: peer.name });
+    try {
+      await this.handshake(conn, peer);
+      await this.loop(conn, peer, log);
+    } catch (e) {
+      const err = e instanceof TidemarkError ? e : tmError(codeOf(e), (e as Error).message ?? String(e));
+      if (err.code === 'TM_ERR_CONNECTION' || err.code === 'TM_ERR_CLOSED') log.info({ code: err.code }, 'peer disconnected');
+      else {
+        log.warn({ code: err.code, err: err.message, ...err.context }, 'connection refused or dropped');
+        await conn.refuse(err, String(err.context.volume ?? ''), Number(err.context.seq ?? 0));
+      }
+    } finally {
+      for (const [vol, owner] of this.owners) if (owner === conn) this.owners.delete(vol);
+      conn.close();
+    }
+  }
+
+  private async handshake(conn: FramedConnection, peer: Peer): Promise<Hello> {
+    const { msg } = await conn.expect('hello');
+    const h = msg.hello;
+    if (h.protocolVersion < MIN_PROTOCOL_VERSION || h.minProtocolVersion > PROTOCOL_VERSION) {
+      throw tmError('TM_ERR_PROTOCOL_VERSION', `peer ${peer.name} speaks protocol ${h.minProtocolVersion}..${h.protocolVersion}; we speak ${MIN_PROTOCOL_VERSION}..${PROTOCOL_VERSION}`, { peer: peer.name });
+    }
+    const common = CAPABILITIES.filter((c) => h.capabilities.includes(c));
+    await conn.send({ welcome: { protocolVersion: Math.min(PROTOCOL_VERSION, h.protocolVersion), capabilities: common, nodeName: this.nodeName } });
+    return h;
+  }
+
+  private async loop(conn: FramedConnection, peer: Peer, log: Logger): Promise<void> {
+    const opened = new Map<string, string>(); // volume -> dir
+    for (;;) {
+      const { msg } = await conn.next();
+      if ('openVolume' in msg) {
+        const ov = msg.openVolume;
+        try {
+          const { dir } = await this.sink.openVolume(peer, ov);
+          const previous = this.owners.get(ov.volumeId);
+          if (previous && previous !== conn) previous.destroy();
+          this.owners.set(ov.volumeId, conn);
+          opened.set(ov.volumeId, dir);
+          await conn.send({ volumeState: { volumeId: ov.volumeId, durableSeq: this.sink.ackedSeq(ov.volumeId) } });
+        } catch (e) {
+          // Refuse this volume only; the peer's other volumes keep flowing.
+          const err = e instanceof TidemarkError ? e : tmError(codeOf(e), String(e));
+          log.warn({ volume: ov.volumeId, code: err.code, err: err.message }, 'volume refused');
+          await conn.send({ error: { code: err.code, message: err.message, volumeId: ov.volumeId, seq: 0, retryable: err.retryable } });
+        }
+      } else if ('diffBegin' in msg) {
+        const dir = opened.get(msg.diffBegin.volumeId);
+        if (dir === undefined || this.owners.get(msg.diffBegin.volumeId) !== conn) {
+          throw tmError('TM_ERR_PROTOCOL', `differential for volume ${msg.diffBegin.volumeId} that was not opened on this connection`, { volume: msg.diffBegin.volumeId });
+        }
+        await this.receiveDiff(conn, msg.diffBegin, dir, log);
+      } else {
+        throw tmError('TM_ERR_PROTOCOL', `unexpected ${msg.body} from ${peer.name}`, { peer: peer.name });
+      }
+    }
+  }
+
+  private async receiveDiff(conn: FramedConnection, begin: DiffBegin, dir: string, log: Logger): Promise<void> {
+    const { volumeId, seq } = begin;
+    const durable = this.sink.storedSeq(volumeId);
+    if (seq > durable + 1) {
+      throw tmError('TM_ERR_SEQUENCE_GAP', `volume ${volumeId}: got seq ${seq}, expected ${durable + 1}`, { volume: volumeId, seq });
+    }
+    // A retransmission of something already durable: read past it and acknowledge again (idempotent).
+    const duplicate = seq <= durable;
+    const writer = duplicate ? null : await HrlWriter.create(dir, {
+      volumeId, seq, startTimeMs: begin.startTimeMs, endTimeMs: begin.endTimeMs, consistency: begin.consistency,
+      tags: begin.tags, flags: begin.flags, ...this.sink.geometryOf(volumeId),
+    });
+    let rawBytes = 0;
+    let storedBytes = 0;
+    try {
+      for (let i = 0; i < begin.extentCount; i++) {
+        const { msg, payload } = await conn.expect('extent');
+        const e = msg.extent;
+        rawBytes += e.length;
+        this.stats.bytesReceived += payload.length;
+        if (!writer) continue;
+        const out = await this.sink.transform(volumeId, seq, { offset: e.offset, length: e.length, crc32c: e.crc32c, compression: e.compression, storedLength: e.storedLength }, payload);
+        storedBytes += out.stored.length;
+        await writer.append(out.record, out.stored);
+      }
+      const { msg } = await conn.expect('diffEnd');
+      const end = msg.diffEnd;
+      if (end.seq !== seq || end.extentCount !== begin.extentCount) throw tmError('TM_ERR_PROTOCOL', `DiffEnd for ${end.seq} does not close ${seq}`, { volume: volumeId, seq });
+      if (writer) {
+        if (writer.digestSoFar !== end.extentDigest) {
+          throw tmError('TM_ERR_EXTENT_CHECKSUM', `volume ${volumeId} seq ${seq}: extent list digest mismatch`, { volume: volumeId, seq });
+        }
+        await writer.commit();
+        await this.sink.committed(volumeId, seq, { rawBytes, storedBytes, begin });
+        this.stats.diffsReceived++;
+        log.info({ volume: volumeId, seq, rawBytes, storedBytes }, 'differential durable');
+      } else {
+        this.stats.duplicatesSkipped++;
+        log.info({ volume: volumeId, seq, rawBytes, duplicate: true }, 'retransmitted differential skipped');
+        await conn.send({ ack: { volumeId, durableSeq: this.sink.ackedSeq(volumeId) } });
+      }
+    } catch (e) {
+      await writer?.abort();
+      throw e;
+    }
+  }
+
+  /** Acknowledge (cumulatively) on the connection that currently sends this volume, if any. */
+  ack(volumeId: string, seq: number): void {
+    const conn = this.owners.get(volumeId);
+    if (conn && !conn.closed) void conn.send({ ack: { volumeId, durableSeq: seq } }).catch(() => {});
+  }
+
+  /** Drop the connection sending this volume, so its sender reconnects and resends after the last ack. */
+  dropVolume(volumeId: string): void {
+    this.owners.get(volumeId)?.destroy();
+  }
+
+}

@@ -1,0 +1,212 @@
+// The sending half of the differential protocol, shared by the agent (to its process server) and the
+// process server (to each master target). One connection carries many volumes; each volume has a window
+// of unacknowledged differentials; a cumulative durable ack lets the source delete what it holds.
+// After any failure it reconnects and resumes from the receiver's durable sequence.
+import type { Duplex } from 'node:stream';
+import type { Logger } from '../common/log.js';
+import { TidemarkError, codeOf, tmError } from '../common/errors.js';
+import { DEFAULTS } from '../common/defaults.js';
+import { FramedConnection } from './connection.js';
+import { readHrl, type Diff } from './hrl.js';
+import { CAPABILITIES, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, type OpenVolume } from './messages.js';
+
+export interface OutboundVolume {
+  readonly volumeId: string;
+  /** What to open the volume with, or null while not yet known (the volume is skipped until it is). */
+  describe(): Omit<OpenVolume, 'volumeId'> | null;
+  /** Committed differentials not yet acknowledged, ascending. */
+  pending(): Promise<number[]>;
+  /** Load a differential to send. A corrupt file should be repaired here (or the error thrown). */
+  load(seq: number): Promise<Diff>;
+  /** Everything up to `seq` is durable downstream: forget it (durably). */
+  acked(seq: number): Promise<void>;
+}
+
+export interface SenderOptions {
+  nodeName: string;
+  role: string;
+  log: Logger;
+  connect: () => Promise<{ socket: Duplex; peerName: string }>;
+  volumes: () => OutboundVolume[];
+  window?: number;
+}
+
+interface Lane {
+  vol: OutboundVolume;
+  sent: number; // highest seq sent on this connection
+  acked: number; // receiver's durable seq
+}
+
+export interface SenderStats {
+  connected: boolean;
+  peer: string;
+  diffsSent: number;
+  bytesSent: number;
+  lastError: string | null;
+  lastAckAt: number;
+}
+
+/** Default way to read a committed differential file. */
+export const loadFile = (file: string): Promise<Diff> => readHrl(file);
+
+export class DiffSender {
+  readonly stats: SenderStats = { connected: false, peer: '', diffsSent: 0, bytesSent: 0, lastError: null, lastAckAt: 0 };
+  private closing = false;
+  private conn: FramedConnection | null = null;
+  private wake: (() => void) | null = null;
+  private running: Promise<void> | null = null;
+  private readonly window: number;
+  private readonly refused = new Map<string, number>(); // volume -> retry-after time
+
+  constructor(private readonly opts: SenderOptions) {
+    this.window = opts.window ?? DEFAULTS.transfer.window;
+  }
+
+  start(): void {
+    this.running ??= this.run();
+  }
+
+  /** New differentials (or new volumes) are ready. */
+  notify(): void {
+    const w = this.wake;
+    this.wake = null;
+    w?.();
+  }
+
+  async close(): Promise<void> {
+    this.closing = true;
+    this.conn?.close();
+    this.notify();
+    await this.running;
+  }
+
+  private async run(): Promise<void> {
+    let backoff: number = DEFAULTS.transfer.reconnectMinMs;
+    while (!this.closing) {
+      try {
+        const { socket, peerName } = await this.opts.connect();
+        const conn = new FramedConnection(socket, peerName);
+        this.conn = conn;
+        this.stats.peer = peerName;
+        await this.session(conn, () => { backoff = DEFAULTS.transfer.reconnectMinMs; });
+      } catch (e) {
+        const err = e instanceof TidemarkError ? e : tmError(codeOf(e), (e as Error)?.message ?? String(e));
+        this.stats.lastError = `${err.code}: ${err.message}`;
+        if (!this.closing) this.opts.log.warn({ code: err.code, err: err.message }, 'transfer interrupted; will reconnect');
+      } finally {
+        this.stats.connected = false;
+        this.conn?.destroy();
+        this.conn = null;
+      }
+      if (this.closing) break;
+      await this.sleep(backoff);
+      backoff = Math.min(backoff * 2, DEFAULTS.transfer.reconnectMaxMs);
+    }
+  }
+
+  private async session(conn: FramedConnection, connected: () => void): Promise<void> {
+    await conn.send({ hello: { protocolVersion: PROTOCOL_VERSION, minProtocolVersion: MIN_PROTOCOL_VERSION, capabilities: [...CAPABILITIES], nodeName: this.opts.nodeName, role: this.opts.role, software: 'tidemark' } });
+    await conn.expect('welcome');
+    this.stats.connected = true;
+    connected();
+    const lanes = new Map<string, Lane>();
+    const reader = this.readAcks(conn, lanes);
+    // Reader failures end the session; swallow here so the writer's error (or this one) surfaces once.
+    let readerError: unknown = null;
+    reader.catch((e) => { readerError = e; conn.destroy(); this.notify(); });
+    while (!this.closing && !conn.closed) {
+      await this.openNewVolumes(conn, lanes);
+      const progressed = await this.sendRound(conn, lanes);
+      if (!progressed) await this.sleep(1000);
+    }
+    if (readerError) throw readerError;
+  }
+
+  /** Open volumes this connection has not opened yet; the answer (state or refusal) arrives on the reader. */
+  private async openNewVolumes(conn: FramedConnection, lanes: Map<string, Lane>): Promise<void> {
+    for (const vol of this.opts.volumes()) {
+      if (lanes.has(vol.volumeId)) continue;
+      if ((this.refused.get(vol.volumeId) ?? 0) > Date.now()) continue;
+      const d = vol.describe();
+      if (!d) continue;
+      lanes.set(vol.volumeId, { vol, sent: -1, acked: -1 }); // -1: waiting for VolumeState
+      await conn.send({ openVolume: { volumeId: vol.volumeId, ...d } });
+    }
+  }
+
+  private async readAcks(conn: FramedConnection, lanes: Map<string, Lane>): Promise<void> {
+    for (;;) {
+      let f;
+      try {
+        f = await conn.next();
+      } catch (e) {
+        // A refusal of one volume leaves the others running.
+        if (e instanceof TidemarkError && e.code === 'TM_ERR_PEER_ERROR' && e.context.volume && e.context.peerCode !== 'TM_ERR_SEQUENCE_GAP' && lanes.has(String(e.context.volume))) {
+          const vol = String(e.context.volume);
+          this.opts.log.error({ volume: vol, code: e.context.peerCode, err: e.message }, 'peer refused volume; retrying later');
+          this.stats.lastError = e.message;
+          this.refused.set(vol, Date.now() + 30_000);
+          lanes.delete(vol);
+          continue;
+        }
+        throw e;
+      }
+      const { msg } = f;
+      if ('volumeState' in msg || 'ack' in msg) {
+        const { volumeId, durableSeq } = 'ack' in msg ? msg.ack : msg.volumeState;
+        const lane = lanes.get(volumeId);
+        if (!lane) continue;
+        if ('volumeState' in msg) lane.sent = durableSeq;
+        if (durableSeq > lane.acked) {
+          lane.acked = durableSeq;
+          await lane.vol.acked(durableSeq);
+          this.stats.lastAckAt = Date.now();
+        }
+        this.notify();
+      } else {
+        throw tmError('TM_ERR_PROTOCOL', `unexpected ${msg.body} from receiver`);
+      }
+    }
+  }
+
+  /** Send at most one differential per volume, round robin, so no volume starves the others. */
+  private async sendRound(conn: FramedConnection, lanes: Map<string, Lane>): Promise<boolean> {
+    let progressed = false;
+    for (const lane of lanes.values()) {
+      if (lane.acked < 0 || lane.sent - lane.acked >= this.window) continue;
+      const next = (await lane.vol.pending()).find((s) => s > lane.sent);
+      if (next === undefined) continue;
+      if (next !== lane.sent + 1) {
+        throw tmError('TM_ERR_SEQUENCE_GAP', `volume ${lane.vol.volumeId}: receiver is durable to ${lane.acked} but the next differential here is ${next}`, { volume: lane.vol.volumeId, seq: next });
+      }
+      const diff = await lane.vol.load(next);
+      await this.sendDiff(conn, diff);
+      lane.sent = next;
+      progressed = true;
+      if (conn.closed) break;
+    }
+    return progressed;
+  }
+
+  private async sendDiff(conn: FramedConnection, diff: Diff): Promise<void> {
+    const h = diff.header;
+    await conn.send({ diffBegin: { volumeId: h.volumeId, seq: h.seq, startTimeMs: h.startTimeMs, endTimeMs: h.endTimeMs, consistency: h.consistency, tags: h.tags, extentCount: diff.extents.length, flags: h.flags } });
+    for (const e of diff.extents) {
+      await conn.send({ extent: { offset: e.offset, length: e.length, crc32c: e.crc32c, compression: e.compression, storedLength: e.storedLength } }, e.data);
+      this.stats.bytesSent += e.data.length;
+    }
+    await conn.send({ diffEnd: { volumeId: h.volumeId, seq: h.seq, extentCount: diff.extents.length, extentDigest: diff.extentDigest } });
+    this.stats.diffsSent++;
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const t = setTimeout(done, ms);
+      function done(): void {
+        clearTimeout(t);
+        resolve();
+      }
+      this.wake = done;
+    });
+  }
+}
