@@ -72,16 +72,24 @@ export class Lab {
 
   /** Start a daemon; its JSON log is appended to <dir>/<name>.log across restarts. */
   start(name: DaemonName): ChildProcess {
-    const log = createWriteStream(path.join(this.opts.dir, `${name}.log`), { flags: 'a' });
-    const child = spawn(process.execPath, [TIDEMARK_BIN, COMMAND[name], '--config', this.configs[name]], {
-      cwd: this.opts.dir,
-      env: { ...process.env, ...this.opts.env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    child.stdout!.pipe(log, { end: false });
-    child.stderr!.pipe(log, { end: false });
+    const child = this.spawn([COMMAND[name], '--config', this.configs[name]], name);
     this.procs.set(name, child);
     return child;
+  }
+
+  /** Run `tidemark <args>` in the lab folder, output appended to <dir>/<logName>.log. */
+  spawn(args: string[], logName: string): ChildProcess {
+    const log = createWriteStream(path.join(this.opts.dir, `${logName}.log`), { flags: 'a' });
+    const child = spawn(process.execPath, [TIDEMARK_BIN, ...args], { cwd: this.opts.dir, env: { ...process.env, ...this.opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout!.pipe(log, { end: false });
+    child.stderr!.pipe(log, { end: false });
+    return child;
+  }
+
+  /** The JSON log lines a daemon wrote so far (across restarts). */
+  async logLines(logName: string): Promise<Record<string, unknown>[]> {
+    const text = await fsp.readFile(path.join(this.opts.dir, `${logName}.log`), 'utf8').catch(() => '');
+    return text.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
   }
 
   /** SIGKILL: no cleanup at all, as in a crash or power loss. */

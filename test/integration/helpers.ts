@@ -1,0 +1,55 @@
+// Shared by the integration tests: volumes with data, a writer that keeps changing them, checksums.
+import { createHash, randomBytes, randomInt } from 'node:crypto';
+import { createReadStream, promises as fsp } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { Test } from 'tap';
+
+export async function scratchDir(t: Test, prefix: string): Promise<string> {
+  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), `tm-${prefix}-`));
+  t.teardown(() => fsp.rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** An image of `sizeMiB` whose first `dataMiB` are random and the rest zeros. */
+export async function makeImage(file: string, sizeMiB: number, dataMiB: number): Promise<void> {
+  const fh = await fsp.open(file, 'w');
+  for (let i = 0; i < dataMiB; i++) await fh.write(randomBytes(1 << 20), 0, 1 << 20, i << 20);
+  await fh.truncate(sizeMiB << 20);
+  await fh.close();
+}
+
+export async function sha256(file: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const c of createReadStream(file, { highWaterMark: 4 << 20 })) h.update(c as Buffer);
+  return h.digest('hex');
+}
+
+/** Random writes of 4 KiB..64 KiB (block-aligned) anywhere in the image, until stopped. Counts bytes. */
+export function startWriter(file: string, sizeBytes: number, intervalMs = 20): { stop(): Promise<number> } {
+  let written = 0;
+  let running = true;
+  const loop = (async () => {
+    const fh = await fsp.open(file, 'r+');
+    try {
+      while (running) {
+        const len = randomInt(1, 17) * 4096;
+        const off = randomInt(0, Math.floor((sizeBytes - len) / 4096)) * 4096;
+        await fh.write(randomBytes(len), 0, len, off);
+        written += len;
+        await new Promise((r) => setTimeout(r, intervalMs));
+      }
+    } finally {
+      await fh.close();
+    }
+  })();
+  return {
+    async stop() {
+      running = false;
+      await loop;
+      return written;
+    },
+  };
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
