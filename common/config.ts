@@ -20,18 +20,18 @@ export function didYouMean(name: string, candidates: readonly string[]): string 
 
 /** The keys an object schema accepts at `at` (a zod issue path), looking through arrays and wrappers. */
 function keysAt(schema: z.ZodType, at: readonly PropertyKey[]): string[] {
-  let s: unknown = schema;
-  const unwrap = (x: unknown): unknown => {
-    while (x && typeof (x as { unwrap?: unknown }).unwrap === 'function') x = (x as { unwrap(): unknown }).unwrap();
+  type Node = { unwrap?: () => Node; element?: Node; shape?: Record<string, Node> } | undefined;
+  // Optional, default and array schemas all have unwrap() in zod 4; an array unwraps to its element.
+  const unwrap = (x: Node): Node => {
+    while (x && !x.shape && typeof x.unwrap === 'function') x = x.unwrap();
     return x;
   };
+  let s: Node = schema as unknown as Node;
   for (const step of at) {
     s = unwrap(s);
-    if (typeof step === 'number') s = (s as { element?: unknown }).element;
-    else s = (s as { shape?: Record<string, unknown> }).shape?.[String(step)];
+    if (typeof step !== 'number') s = s?.shape?.[String(step)];
   }
-  s = unwrap(s);
-  return Object.keys((s as { shape?: object }).shape ?? {});
+  return Object.keys(unwrap(s)?.shape ?? {});
 }
 
 function where(at: readonly PropertyKey[]): string {
@@ -41,13 +41,18 @@ function where(at: readonly PropertyKey[]): string {
 export function validateConfig<S extends z.ZodType>(schema: S, raw: unknown, source = 'config'): z.output<S> {
   const r = schema.safeParse(raw);
   if (r.success) return r.data;
-  const issue = r.error.issues[0]!;
-  if (issue.code === 'unrecognized_keys') {
-    const key = issue.keys[0]!;
-    const known = keysAt(schema, issue.path);
-    const fullKey = [...issue.path.map(String), key].join('.');
-    return throwErr(tmError('TM_ERR_CONFIG_UNKNOWN_KEY', `${source}: unknown key "${fullKey}" at ${where(issue.path)}; ${didYouMean(key, known)}`, { key: fullKey, suggestion: nearest(key, known) }));
+  // Name every unknown key at once: fixing one typo per restart is no way to treat an operator.
+  const unknown = r.error.issues.flatMap((issue) => (issue.code === 'unrecognized_keys'
+    ? issue.keys.map((key) => {
+      const known = keysAt(schema, issue.path);
+      const full = [...issue.path.map(String), key].join('.');
+      return { full, suggestion: nearest(key, known), text: `unknown key "${full}" at ${where(issue.path)}; ${didYouMean(key, known)}` };
+    })
+    : []));
+  if (unknown.length > 0) {
+    return throwErr(tmError('TM_ERR_CONFIG_UNKNOWN_KEY', `${source}: ${unknown.map((u) => u.text).join('; ')}`, { key: unknown[0]!.full, suggestion: unknown[0]!.suggestion }));
   }
+  const issue = r.error.issues[0]!;
   return throwErr(tmError('TM_ERR_CONFIG_INVALID', `${source}: ${where(issue.path)}: ${issue.message}`, { key: issue.path.join('.') }));
 }
 
