@@ -28,6 +28,8 @@ export class FramedConnection {
   }
 
   private onData(chunk: Buffer): void {
+    // After a bad frame the stream cannot be trusted to realign: read nothing more from it.
+    if (this.failure) return;
     this.bytesIn += chunk.length;
     let frames: Frame[];
     try {

@@ -114,10 +114,14 @@ export class DiffSender {
     // Reader failures end the session; swallow here so the writer's error (or this one) surfaces once.
     let readerError: unknown = null;
     reader.catch((e) => { readerError = e; conn.destroy(); this.notify(); });
-    while (!this.closing && !conn.closed) {
-      await this.openNewVolumes(conn, lanes);
-      const progressed = await this.sendRound(conn, lanes);
-      if (!progressed) await this.sleep(1000);
+    try {
+      while (!this.closing && !conn.closed) {
+        await this.openNewVolumes(conn, lanes);
+        const progressed = await this.sendRound(conn, lanes);
+        if (!progressed) await this.sleep(1000);
+      }
+    } catch (e) {
+      throw readerError ?? e; // the peer's own report says more than our "connection closed"
     }
     if (readerError) throw readerError;
   }
