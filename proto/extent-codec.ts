@@ -23,6 +23,10 @@ export async function compressExtent(e: ExtentRecord, raw: Buffer): Promise<{ re
 export function rawData(e: ExtentRecord, stored: Buffer, volume: string, seq: number): Buffer {
   let raw = stored;
   if (e.compression === 'LZ4') {
+    // The block's size prefix decides what the decompressor allocates: never trust it past the record.
+    if (stored.length < 4 || stored.readUInt32LE(0) !== e.length) {
+      throw tmError('TM_ERR_EXTENT_CHECKSUM', `extent [${e.offset}, +${e.length}) of ${volume} seq ${seq}: LZ4 size prefix does not match the record`, { volume, seq, offset: e.offset });
+    }
     try {
       raw = uncompressSync(stored);
     } catch (err) {

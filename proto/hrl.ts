@@ -79,6 +79,8 @@ export async function listDiffs(dir: string): Promise<number[]> {
 }
 
 export function encodeHeader(h: DiffHeader): Buffer {
+  // Tags are stored newline-separated: refuse what would not read back the same.
+  for (const tag of h.tags) if (tag === '' || tag.includes('\n')) throw tmError('TM_ERR_PROTOCOL', `tag ${JSON.stringify(tag)} is empty or contains a newline`, { volume: h.volumeId, seq: h.seq });
   const vid = Buffer.from(h.volumeId, 'utf8');
   const tags = Buffer.from(h.tags.join('\n'), 'utf8');
   const len = FIXED_HEADER + vid.length + tags.length + 4;
@@ -198,12 +200,14 @@ function truncated(file: string, why: string): never {
 export function decodeHeader(buf: Buffer, file = '(buffer)'): DiffHeader & { headerLength: number } {
   if (buf.length < FIXED_HEADER + 4) truncated(file, 'shorter than a header');
   if (buf.readUInt32LE(0) !== HRL_MAGIC) corrupt(file, 'bad magic');
-  const version = buf.readUInt16LE(4);
-  if (version > HRL_VERSION) throw tmError('TM_ERR_HRL_VERSION', `${file}: format version ${version} is newer than ${HRL_VERSION}`, { path: file });
+  // Every version keeps magic, version and header length at bytes 0..8 and the header checksum last,
+  // so the checksum is verified first: a damaged version byte is corruption, not a newer format.
   const len = buf.readUInt16LE(6);
   if (len < FIXED_HEADER + 4) corrupt(file, 'header length too small');
   if (buf.length < len) truncated(file, 'header cut short');
   if (crc(buf.subarray(0, len - 4)) !== buf.readUInt32LE(len - 4)) corrupt(file, 'header checksum mismatch');
+  const version = buf.readUInt16LE(4);
+  if (version > HRL_VERSION) throw tmError('TM_ERR_HRL_VERSION', `${file}: format version ${version} is newer than ${HRL_VERSION}`, { path: file });
   const vlen = buf.readUInt16LE(46);
   const tlen = buf.readUInt16LE(48);
   if (FIXED_HEADER + vlen + tlen + 4 !== len) corrupt(file, 'header lengths disagree');
@@ -279,9 +283,10 @@ export function salvageRanges(buf: Buffer): { offset: number; length: number }[]
     return null;
   }
   const ranges: { offset: number; length: number }[] = [];
-  while (pos + EXTENT_HEADER <= buf.length) {
+  while (pos + TRAILER <= buf.length) {
+    if (buf.length - pos === TRAILER && buf.readUInt32LE(pos) === HRL_END_MAGIC) return ranges;
+    if (pos + EXTENT_HEADER > buf.length) return null;
     const h = buf.subarray(pos, pos + EXTENT_HEADER);
-    if (h.readUInt32LE(0) === HRL_END_MAGIC && buf.length - pos === TRAILER) return ranges;
     if (crc(h.subarray(0, 24)) !== h.readUInt32LE(24)) return null;
     ranges.push({ offset: Number(h.readBigUInt64LE(0)), length: h.readUInt32LE(8) });
     pos += EXTENT_HEADER + h.readUInt32LE(12);

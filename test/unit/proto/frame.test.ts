@@ -1,0 +1,142 @@
+// Framing: every message kind survives the wire, however the stream is split; damage is always caught.
+import t from 'tap';
+import fc from 'fast-check';
+import assert from 'node:assert/strict';
+import { crc } from '../../../common/checksum.js';
+import { TidemarkError } from '../../../common/errors.js';
+import { FrameDecoder, MAX_HEADER_BYTES, MAX_PAYLOAD_BYTES, PREFIX_BYTES, encodeFramePrefix, type Frame } from '../../../proto/frame.js';
+import type { Message } from '../../../proto/messages.js';
+
+const BIG = 2 ** 52 + 3; // uint64 values beyond 32 bits must survive as exact JS numbers
+
+const samples: Message[] = [
+  { hello: { protocolVersion: 3, minProtocolVersion: 1, capabilities: ['lz4', 'cumulative-ack'], nodeName: 'agent-1', role: 'agent', software: 'tidemark/0.1.0' } },
+  { welcome: { protocolVersion: 1, capabilities: ['lz4'], nodeName: 'ps-1' } },
+  { openVolume: { volumeId: 'vol-1', sizeBytes: BIG, blockSize: 4096, replicationId: 'r-9f8e' } },
+  { volumeState: { volumeId: 'vol-1', durableSeq: 2 ** 40 + 1 } },
+  { diffBegin: { volumeId: 'vol-1', seq: BIG, startTimeMs: 1_700_000_000_123, endTimeMs: 1_700_000_000_456, consistency: 'APP', tags: ['snap', 'ü'], extentCount: 17, flags: 1 } },
+  { extent: { offset: BIG, length: 65536, crc32c: 0xfedcba98, compression: 'LZ4', storedLength: 1234 } },
+  { diffEnd: { volumeId: 'vol-1', seq: 99, extentCount: 17, extentDigest: 0xffffffff } },
+  { ack: { volumeId: 'vol-1', durableSeq: BIG } },
+  { error: { code: 'TM_ERR_SEQUENCE_GAP', message: 'expected seq 5, got 7', volumeId: 'vol-1', seq: 7, retryable: true } },
+];
+
+const kindOf = (m: Message): string => Object.keys(m)[0]!;
+
+function wire(m: Message, payload: Buffer = Buffer.alloc(0)): Buffer {
+  return Buffer.concat([encodeFramePrefix(m, payload), payload]);
+}
+
+/** A frame as the decoder should yield it, as plain objects (fast-check records have a null prototype). */
+function expected(m: Message, payload: Buffer) {
+  return { msg: structuredClone({ ...m, body: kindOf(m) }), payload: Buffer.from(payload) };
+}
+function actual(f: Frame) {
+  return { msg: structuredClone(f.msg), payload: Buffer.from(f.payload) };
+}
+
+function pushAll(chunks: Buffer[]): Frame[] {
+  const d = new FrameDecoder();
+  return chunks.flatMap((c) => d.push(c));
+}
+
+t.test('every message kind round-trips with all fields equal', async (t) => {
+  for (const m of samples) {
+    const payload = Buffer.from(`payload of ${kindOf(m)}`);
+    const frames = new FrameDecoder().push(wire(m, payload));
+    t.equal(frames.length, 1, `${kindOf(m)}: one frame`);
+    t.strictSame(actual(frames[0]!), expected(m, payload), `${kindOf(m)}: fields and payload equal`);
+  }
+});
+
+t.test('zero and empty fields come back as their defaults', async (t) => {
+  const m: Message = { diffBegin: { volumeId: '', seq: 0, startTimeMs: 0, endTimeMs: 0, consistency: 'FUZZY', tags: [], extentCount: 0, flags: 0 } };
+  const [f] = new FrameDecoder().push(wire(m));
+  t.strictSame(actual(f!), expected(m, Buffer.alloc(0)));
+});
+
+t.test('one byte at a time', async (t) => {
+  const stream = Buffer.concat(samples.map((m, i) => wire(m, Buffer.alloc(i * 7, i))));
+  const chunks = Array.from({ length: stream.length }, (_, i) => stream.subarray(i, i + 1));
+  t.strictSame(pushAll(chunks).map(actual), samples.map((m, i) => expected(m, Buffer.alloc(i * 7, i))));
+});
+
+const messageArb: fc.Arbitrary<Message> = fc.oneof(
+  fc.constantFrom(...samples),
+  fc.record({ offset: fc.maxSafeNat(), length: fc.nat({ max: 0xffffffff }), crc32c: fc.nat({ max: 0xffffffff }), compression: fc.constantFrom('NONE' as const, 'LZ4' as const), storedLength: fc.nat({ max: 0xffffffff }) }).map((extent) => ({ extent })),
+  fc.record({ volumeId: fc.string(), durableSeq: fc.maxSafeNat() }).map((ack) => ({ ack })),
+  fc.record({ code: fc.string(), message: fc.string({ unit: 'grapheme' }), volumeId: fc.string(), seq: fc.maxSafeNat(), retryable: fc.boolean() }).map((error) => ({ error })),
+);
+const framesArb = fc.array(fc.tuple(messageArb, fc.uint8Array({ maxLength: 3000 }).map((a) => Buffer.from(a))), { minLength: 1, maxLength: 8 });
+
+/** Split `buf` at the given cut points (taken modulo its length). */
+function split(buf: Buffer, cuts: number[]): Buffer[] {
+  const at = [...new Set(cuts.map((c) => c % (buf.length + 1)))].sort((a, b) => a - b);
+  const out: Buffer[] = [];
+  let prev = 0;
+  for (const c of [...at, buf.length]) {
+    out.push(buf.subarray(prev, c)); // empty chunks included: pushing nothing must be harmless
+    prev = c;
+  }
+  return out;
+}
+
+t.test('property: frames re-split at random boundaries decode to the same frames in order', async (t) => {
+  t.doesNotThrow(() => fc.assert(fc.property(framesArb, fc.array(fc.nat(), { maxLength: 40 }), fc.boolean(), (frames, cuts, bytewise) => {
+    const stream = Buffer.concat(frames.map(([m, p]) => wire(m, p)));
+    const chunks = bytewise ? split(stream, Array.from({ length: stream.length }, (_, i) => i)) : split(stream, cuts);
+    assert.deepEqual(pushAll(chunks).map(actual), frames.map(([m, p]) => expected(m, p)));
+  }), { numRuns: 100 }));
+});
+
+const DAMAGE = ['TM_ERR_FRAME_CHECKSUM', 'TM_ERR_FRAME_TOO_LARGE', 'TM_ERR_PROTOCOL'];
+
+t.test('property: a flipped bit anywhere is caught and never yields a changed frame', async (t) => {
+  t.doesNotThrow(() => fc.assert(fc.property(framesArb, fc.nat(), fc.array(fc.nat(), { maxLength: 20 }), (frames, bit, cuts) => {
+    const stream = Buffer.concat(frames.map(([m, p]) => wire(m, p)));
+    const at = bit % (stream.length * 8);
+    stream[at >> 3]! ^= 1 << (at & 7);
+    const want = frames.map(([m, p]) => expected(m, p));
+    const d = new FrameDecoder();
+    const got: Frame[] = [];
+    let code = 'no throw';
+    try {
+      for (const c of split(stream, cuts)) got.push(...d.push(c));
+    } catch (e) {
+      code = e instanceof TidemarkError ? e.code : `not a TidemarkError: ${String(e)}`;
+    }
+    assert.ok(DAMAGE.includes(code), `bit ${at}: ${code}`);
+    assert.deepEqual(got.map(actual), want.slice(0, got.length), 'frames yielded before the error are the originals');
+  }), { numRuns: 200 }));
+});
+
+function prefix(headerLen: number, payloadLen: number): Buffer {
+  const p = Buffer.alloc(PREFIX_BYTES);
+  p.writeUInt32LE(headerLen, 0);
+  p.writeUInt32LE(payloadLen, 4);
+  p.writeUInt32LE(crc(p.subarray(0, 8)), 8);
+  return p;
+}
+
+t.test('oversized frames are refused from the prefix alone', async (t) => {
+  t.throws(() => new FrameDecoder().push(prefix(10, MAX_PAYLOAD_BYTES + 1)), { code: 'TM_ERR_FRAME_TOO_LARGE' }, 'payload above MAX_PAYLOAD_BYTES');
+  t.throws(() => new FrameDecoder().push(prefix(MAX_HEADER_BYTES + 1, 0)), { code: 'TM_ERR_FRAME_TOO_LARGE' }, 'header above MAX_HEADER_BYTES');
+  const d = new FrameDecoder();
+  const p = prefix(10, 0xffffffff);
+  t.strictSame(d.push(p.subarray(0, 15)), [], 'nothing to say before the prefix is whole');
+  t.throws(() => d.push(p.subarray(15)), { code: 'TM_ERR_FRAME_TOO_LARGE' }, 'thrown as soon as the last prefix byte arrives');
+  t.throws(() => encodeFramePrefix(samples[5]!, Buffer.alloc(MAX_PAYLOAD_BYTES + 1)), { code: 'TM_ERR_FRAME_TOO_LARGE' }, 'encoder refuses too');
+});
+
+t.test('a payload of exactly MAX_PAYLOAD_BYTES is accepted', async (t) => {
+  const payload = Buffer.alloc(MAX_PAYLOAD_BYTES, 0x5a);
+  const [f] = new FrameDecoder().push(wire(samples[5]!, payload));
+  t.ok(f !== undefined && f.payload.equals(payload));
+});
+
+t.test('a checksummed body that is not a Frame is TM_ERR_PROTOCOL', async (t) => {
+  const junk = Buffer.from([0xff, 0xff, 0xff, 0xff]);
+  const p = prefix(junk.length, 0);
+  p.writeUInt32LE(crc(junk), 12);
+  t.throws(() => new FrameDecoder().push(Buffer.concat([p, junk])), { code: 'TM_ERR_PROTOCOL' });
+});
