@@ -60,7 +60,7 @@ export class Agent {
     const journal = new Journal(dir, id, log);
     await journal.open({ sizeBytes: volume.sizeBytes, blockSize: this.config.blockSize }).catch((e) => { throw wrap(e, `open journal of ${id}`, { volume: id }); });
     const tracker = new ScanTracker(dir, volume.sizeBytes, this.config.blockSize, log);
-    await tracker.open();
+    await tracker.open(journal.state.ackedSeq > 0 || journal.pending().length > 0);
     return new VolumeReplicator(id, volume, tracker, new NoCapture(volume), journal, {
       maxDiffBytes: this.config.maxDiffBytes,
       journalQuotaBytes: this.config.journalQuotaBytes,

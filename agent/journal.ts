@@ -3,6 +3,7 @@
 import { randomUUID } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
+import { crc } from '../common/checksum.js';
 import { ensureDir, removeTempFiles, unlinkDurable, writeFileDurable } from '../common/durable.js';
 import { tmError, TidemarkError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
@@ -109,7 +110,11 @@ export class Journal {
   async load(seq: number, repair: RepairHook): Promise<Diff> {
     const buf = await fsp.readFile(this.file(seq));
     try {
-      return decodeHrl(buf, this.file(seq));
+      const diff = decodeHrl(buf, this.file(seq));
+      for (const e of diff.extents) {
+        if (crc(e.data) !== e.crc32c) throw tmError('TM_ERR_HRL_CORRUPT', `${this.file(seq)}: extent at ${e.offset} does not match its checksum`, { path: this.file(seq), seq });
+      }
+      return diff;
     } catch (e) {
       if (!(e instanceof TidemarkError) || !e.code.startsWith('TM_ERR_HRL_') || e.code === 'TM_ERR_HRL_VERSION') throw e;
       const ranges = salvageRanges(buf);

@@ -17,8 +17,6 @@ export const DEFAULTS = {
     window: 8,
     reconnectMinMs: 200,
     reconnectMaxMs: 5000,
-    /** Largest payload in one frame: extents are split into chunks of this size. */
-    maxFramePayload: 4 * 1024 * 1024,
   },
   statusHost: '127.0.0.1',
 } as const;

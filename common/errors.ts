@@ -26,7 +26,7 @@ export const ERRORS = {
   TM_ERR_HRL_CORRUPT: { class: 'corruption', summary: 'a change journal (.hrl) file failed its checksum' },
   TM_ERR_HRL_TRUNCATED: { class: 'corruption', summary: 'a change journal (.hrl) file ends early' },
   TM_ERR_HRL_VERSION: { class: 'refused', summary: 'a change journal (.hrl) file is from a newer format version' },
-  TM_ERR_STATE_CORRUPT: { class: 'corruption', summary: 'a state file failed its checksum' },
+  TM_ERR_STATE_CORRUPT: { class: 'corruption', summary: 'a state file is unreadable or damaged' },
   TM_ERR_CONNECTION: { class: 'retryable', summary: 'connection to a peer failed or was lost' },
   TM_ERR_PEER_ERROR: { class: 'retryable', summary: 'the peer reported an error' },
   TM_ERR_DISK_FULL: { class: 'retryable', summary: 'no space left where Tidemark writes' },

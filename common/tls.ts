@@ -124,7 +124,7 @@ export async function listenTls(
   // Handshake failures (a certificate from another CA, no certificate) never reach the handler above.
   server.on('tlsClientError', (err, socket) => {
     const why = (socket as tls.TLSSocket).authorizationError;
-    onRefused(tmError('TM_ERR_PEER_REFUSED', `TLS handshake refused: ${why === undefined ? err.message : String(why)}`), `${socket.remoteAddress}:${socket.remotePort}`);
+    onRefused(tmError('TM_ERR_PEER_REFUSED', `TLS handshake refused: ${why == null ? err.message : String(why)}`), `${socket.remoteAddress}:${socket.remotePort}`);
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

@@ -4,7 +4,6 @@ import path from 'node:path';
 import type tls from 'node:tls';
 import { didYouMean, resolveFrom } from '../common/config.js';
 import { DEFAULTS } from '../common/defaults.js';
-import { ensureDir } from '../common/durable.js';
 import { tmError, wrap } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { readIdentity } from '../common/pki.js';
@@ -50,7 +49,13 @@ export class MasterTarget implements InboundSink {
       const t: Target = { store, replicaPath: p(v.replica), replica: null, applier: null };
       this.targets.set(v.id, t);
       // A volume seen before: finish any differential a crash interrupted, before accepting more.
-      if (store.state) await this.attach(t, false);
+      // One volume's trouble (missing replica, EIO) must not stop the others: report it and go on.
+      if (store.state) {
+        await this.attach(t).catch((e) => {
+          const err = wrap(e, `attach replica ${t.replicaPath}`, { volume: v.id });
+          this.log.error({ volume: v.id, code: err.code, err: err.message }, 'volume not attached; will retry when its process server connects');
+        });
+      }
     }
     const { server, port } = await listenTls(cfg.listen.host, cfg.listen.port, id, ['process-server'],
       (socket, peer) => {
@@ -66,10 +71,8 @@ export class MasterTarget implements InboundSink {
     this.log.info({ port, statusPort: this.status.port }, 'master target started');
   }
 
-  private async attach(t: Target, fresh: boolean): Promise<void> {
-    const size = t.store.state!.sizeBytes;
-    t.replica = fresh ? await Replica.create(t.replicaPath, size) : await Replica.open(t.replicaPath, size);
-    if (fresh) this.log.info({ volume: t.store.volumeId, replica: t.replicaPath, sizeBytes: size }, 'replica created (zero-filled)');
+  private async attach(t: Target): Promise<void> {
+    t.replica = await Replica.open(t.replicaPath, t.store.state!.sizeBytes);
     t.applier = new Applier(t.store.volumeId, t.store, t.replica, {
       applied: (seq) => this.receiver.ack(t.store.volumeId, seq),
       damaged: () => this.receiver.dropVolume(t.store.volumeId),
@@ -96,9 +99,13 @@ export class MasterTarget implements InboundSink {
   // InboundSink (from process servers)
   async openVolume(_peer: unknown, ov: OpenVolume): Promise<{ dir: string }> {
     const t = this.target(ov.volumeId);
-    const fresh = t.store.state === null;
+    if (t.store.state === null) {
+      // Zero the replica before recording the volume: a crash in between just makes it again.
+      await (await Replica.create(t.replicaPath, ov.sizeBytes)).close();
+      this.log.warn({ volume: ov.volumeId, replica: t.replicaPath, sizeBytes: ov.sizeBytes }, 'new replication: replica created zero-filled (any previous contents discarded)');
+    }
     await t.store.adopt(ov);
-    if (!t.applier) await this.attach(t, fresh);
+    if (!t.applier) await this.attach(t);
     return { dir: t.store.dir };
   }
 

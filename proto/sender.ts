@@ -4,7 +4,7 @@
 // After any failure it reconnects and resumes from the receiver's durable sequence.
 import type { Duplex } from 'node:stream';
 import type { Logger } from '../common/log.js';
-import { TidemarkError, codeOf, tmError } from '../common/errors.js';
+import { ERRORS, TidemarkError, codeOf, tmError, type ErrorCode } from '../common/errors.js';
 import { DEFAULTS } from '../common/defaults.js';
 import { FramedConnection } from './connection.js';
 import { readHrl, type Diff } from './hrl.js';
@@ -145,7 +145,9 @@ export class DiffSender {
         f = await conn.next();
       } catch (e) {
         // A refusal of one volume leaves the others running.
-        if (e instanceof TidemarkError && e.code === 'TM_ERR_PEER_ERROR' && e.context.volume && e.context.peerCode !== 'TM_ERR_SEQUENCE_GAP' && lanes.has(String(e.context.volume))) {
+        const peerCode = e instanceof TidemarkError ? String(e.context.peerCode ?? '') : '';
+        const refusal = peerCode in ERRORS && ERRORS[peerCode as ErrorCode].class === 'refused';
+        if (e instanceof TidemarkError && e.code === 'TM_ERR_PEER_ERROR' && refusal && e.context.volume && lanes.has(String(e.context.volume))) {
           const vol = String(e.context.volume);
           this.opts.log.error({ volume: vol, code: e.context.peerCode, err: e.message }, 'peer refused volume; retrying later');
           this.stats.lastError = e.message;

@@ -35,15 +35,24 @@ export class ScanTracker implements Tracker {
     this.blockCount = Math.ceil(sizeBytes / blockSize);
   }
 
-  async open(): Promise<void> {
+  /** `hasHistory`: differentials of this volume were journaled before, so a missing baseline was lost. */
+  async open(hasHistory: boolean): Promise<void> {
     let buf: Buffer | null = null;
     try {
       buf = await fsp.readFile(this.file);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
     }
+    if (buf === null && hasHistory) {
+      this.log.error({ path: this.file }, 'scan baseline missing for a volume with history; every block will be sent again');
+      this.hashes = new BigUint64Array(this.blockCount).fill(UNKNOWN);
+      await this.persist();
+      return;
+    }
     if (buf === null) {
+      // Recorded at once, so that from now on a missing file always means a lost one.
       this.hashes = this.zeroBaseline();
+      await this.persist();
       return;
     }
     try {

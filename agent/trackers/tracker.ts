@@ -20,7 +20,8 @@ export interface Collection {
 
 export interface Tracker {
   readonly kind: string;
-  open(): Promise<void>;
+  /** `hasHistory`: the volume was replicated before, so missing tracking state means lost tracking. */
+  open(hasHistory: boolean): Promise<void>;
   /** Read dirty extents (up to maxBytes) from `view`, a consistent or live view of the volume. */
   collect(view: VolumeReader, maxBytes: number): Promise<Collection>;
   /** These ranges must be sent again (their journal copy was lost or corrupt). */

@@ -25,9 +25,9 @@ async function setup(t: { teardown(fn: () => unknown): void }, size: number) {
   fs.writeFileSync(img, Buffer.alloc(size));
   const vol = await Volume.open(img);
   t.teardown(() => vol.close());
-  const open = async () => {
+  const open = async (hasHistory = false) => {
     const tr = new ScanTracker(state, size, BS, silentLogger());
-    await tr.open();
+    await tr.open(hasHistory);
     return tr;
   };
   /** Overwrite whole blocks with fresh random bytes. */
@@ -150,4 +150,13 @@ t.test('a damaged scan-hashes.bin makes every block dirty', async (t) => {
     const c = await (await open()).collect(vol, ALL);
     t.strictSame(got(c), extentsOf(img, [[0, 64]]), `${what} damaged: the whole volume, zero blocks included`);
   }
+});
+
+t.test('a baseline lost from a volume with history makes every block dirty, zero ones included', async (t) => {
+  const { state, vol, open } = await setup(t, 16 * BS);
+  const first = await open();
+  await (await first.collect(vol, 1 << 30)).commit();
+  fs.rmSync(path.join(state, 'scan-hashes.bin'));
+  const col = await (await open(true)).collect(vol, 1 << 30);
+  t.equal(col.bytes, 16 * BS, 'every block is sent again, since the replica may differ anywhere');
 });
