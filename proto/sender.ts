@@ -22,6 +22,11 @@ export interface OutboundVolume {
   acked(seq: number): Promise<void>;
 }
 
+/** How long a volume the receiver refused (wrong owner, unknown...) waits before it is offered again. */
+const REFUSED_RETRY_MS = 30_000;
+/** ...and one it could not take for another reason (its replica is unavailable, say). */
+const ERROR_RETRY_MS = 2_000;
+
 export interface SenderOptions {
   nodeName: string;
   role: string;
@@ -144,14 +149,15 @@ export class DiffSender {
       try {
         f = await conn.next();
       } catch (e) {
-        // A refusal of one volume leaves the others running.
-        const peerCode = e instanceof TidemarkError ? String(e.context.peerCode ?? '') : '';
-        const refusal = peerCode in ERRORS && ERRORS[peerCode as ErrorCode].class === 'refused';
-        if (e instanceof TidemarkError && e.code === 'TM_ERR_PEER_ERROR' && refusal && e.context.volume && lanes.has(String(e.context.volume))) {
-          const vol = String(e.context.volume);
-          this.opts.log.error({ volume: vol, code: e.context.peerCode, err: e.message }, 'peer refused volume; retrying later');
-          this.stats.lastError = e.message;
-          this.refused.set(vol, Date.now() + 30_000);
+        // An error about one volume sets that volume aside and leaves the others running; if the receiver
+        // also dropped the connection, the session ends anyway and resumes from the last ack.
+        const vol = e instanceof TidemarkError && e.code === 'TM_ERR_PEER_ERROR' ? String(e.context.volume ?? '') : '';
+        if (vol && lanes.has(vol)) {
+          const peerCode = String((e as TidemarkError).context.peerCode ?? '');
+          const refusal = peerCode in ERRORS && ERRORS[peerCode as ErrorCode].class === 'refused';
+          this.opts.log.error({ volume: vol, code: peerCode, err: (e as Error).message }, 'peer refused volume; retrying later');
+          this.stats.lastError = (e as Error).message;
+          this.refused.set(vol, Date.now() + (refusal ? REFUSED_RETRY_MS : ERROR_RETRY_MS));
           lanes.delete(vol);
           continue;
         }
