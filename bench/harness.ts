@@ -1,0 +1,241 @@
+// Shared pieces of the benchmarks: the machine they ran on, CPU seconds of a child process from /proc,
+// a table printer and the JSON results file. Benchmarks measure and report; they assert nothing.
+import { execFileSync } from 'node:child_process';
+import { readFileSync, readdirSync, promises as fsp } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** The repository root: this file runs as dist/bench/harness.js. */
+export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const RESULTS_DIR = path.join(REPO_ROOT, 'bench', 'results');
+/** Scratch space for volumes and daemon state; gitignored. */
+export const WORK_DIR = path.join(REPO_ROOT, 'bench', 'work');
+
+export const MiB = 1024 * 1024;
+export const GiB = 1024 * MiB;
+
+/** One measured number. `value` is what the unit says; booleans record checks such as "replica equals source". */
+export interface Figure {
+  name: string;
+  value: number | boolean | string;
+  unit: string;
+}
+
+/** Something measured in the same run to compare against: a raw read, a pipeline of standard tools. */
+export interface Reference {
+  name: string;
+  description: string;
+  figures: Figure[];
+}
+
+export interface Ratio {
+  name: string;
+  numerator: string;
+  denominator: string;
+  value: number;
+  /** The value the issue aims for, when there is one. Informative only: nothing fails below it. */
+  target?: number;
+}
+
+export interface BenchResult {
+  /** Inputs that shaped the run: sizes, settings, tool versions. */
+  params: Record<string, unknown>;
+  figures: Figure[];
+  references: Reference[];
+  ratios: Ratio[];
+  /** What is printed: first row is the header. */
+  table: string[][];
+  notes: string[];
+}
+
+export interface Benchmark {
+  description: string;
+  run(): Promise<BenchResult>;
+}
+
+export interface Machine {
+  cores: number;
+  cpuModel: string;
+  kernel: string;
+  platform: string;
+  arch: string;
+  node: string;
+  totalMemMiB: number;
+  /** 1, 5 and 15 minute load averages when the run started: other work on the machine skews figures. */
+  loadAvgAtStart: number[];
+}
+
+export function machine(): Machine {
+  const cpus = os.cpus();
+  return {
+    cores: cpus.length,
+    cpuModel: cpus[0]?.model.trim() ?? 'unknown',
+    kernel: os.release(),
+    platform: os.platform(),
+    arch: os.arch(),
+    node: process.version,
+    totalMemMiB: Math.round(os.totalmem() / MiB),
+    loadAvgAtStart: os.loadavg().map((x) => Number(x.toFixed(2))),
+  };
+}
+
+let clockTicks: number | null = null;
+function ticksPerSecond(): number {
+  if (clockTicks === null) {
+    try {
+      clockTicks = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+    } catch {
+      clockTicks = 100;
+    }
+  }
+  return clockTicks;
+}
+
+interface ProcStat {
+  utime: number;
+  stime: number;
+  cutime: number;
+  cstime: number;
+}
+
+function readStat(pid: number): ProcStat | null {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return null; // exited
+  }
+  // The command name (field 2) is in parentheses and may hold spaces: split after the last ')'.
+  const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  // f[0] is field 3 (state); utime, stime, cutime, cstime are fields 14..17.
+  return { utime: Number(f[11]), stime: Number(f[12]), cutime: Number(f[13]), cstime: Number(f[14]) };
+}
+
+function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  let tasks: string[];
+  try {
+    tasks = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return out;
+  }
+  for (const t of tasks) {
+    try {
+      for (const c of readFileSync(`/proc/${pid}/task/${t}/children`, 'utf8').split(' ')) if (c.trim()) out.push(Number(c));
+    } catch {
+      // thread gone
+    }
+  }
+  return out;
+}
+
+/**
+ * CPU seconds (user + system, every thread) of a process and its live descendants, plus the children it
+ * has already reaped. Read it while the process runs: once it has exited /proc no longer has it, so
+ * callers read it right before sending SIGTERM (see CpuMeter).
+ */
+export function cpuSecondsTree(pid: number): number | null {
+  const root = readStat(pid);
+  if (root === null) return null;
+  let ticks = root.utime + root.stime + root.cutime + root.cstime;
+  const stack = childrenOf(pid);
+  const seen = new Set<number>([pid]);
+  while (stack.length > 0) {
+    const p = stack.pop()!;
+    if (seen.has(p)) continue;
+    seen.add(p);
+    const s = readStat(p);
+    if (s === null) continue;
+    ticks += s.utime + s.stime + s.cutime + s.cstime;
+    stack.push(...childrenOf(p));
+  }
+  return ticks / ticksPerSecond();
+}
+
+/** Keeps the last CPU reading of each named process, so a reading survives the process exiting. */
+export class CpuMeter {
+  private readonly last = new Map<string, number>();
+  private readonly pids = new Map<string, number>();
+
+  watch(name: string, pid: number | undefined): void {
+    if (pid !== undefined) this.pids.set(name, pid);
+  }
+
+  /** Call periodically and right before stopping the processes. */
+  sample(): void {
+    for (const [name, pid] of this.pids) {
+      const s = cpuSecondsTree(pid);
+      if (s !== null) this.last.set(name, s);
+    }
+  }
+
+  seconds(name: string): number {
+    return this.last.get(name) ?? NaN;
+  }
+}
+
+/** Aligned columns; numbers right-aligned. */
+export function formatTable(rows: string[][]): string {
+  const widths: number[] = [];
+  for (const r of rows) r.forEach((c, i) => (widths[i] = Math.max(widths[i] ?? 0, c.length)));
+  const numeric = (s: string): boolean => s === '-' || /^[-+]?[\d.,]+(e[-+]?\d+)?[x%]?$/.test(s);
+  const line = (r: string[]): string => r.map((c, i) => (numeric(c) ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join('  ').trimEnd();
+  const [head, ...body] = rows;
+  if (!head) return '';
+  return [line(head), widths.map((w) => '-'.repeat(w)).join('  '), ...body.map(line)].join('\n');
+}
+
+/** A number for the table: fixed decimals, '-' when not measured. */
+export function fmt(n: number | undefined | null, digits = 1): string {
+  return n === undefined || n === null || !Number.isFinite(n) ? '-' : n.toFixed(digits);
+}
+
+export interface ResultsFile {
+  name: string;
+  description: string;
+  date: string;
+  machine: Machine;
+  params: Record<string, unknown>;
+  figures: Figure[];
+  references: Reference[];
+  ratios: Ratio[];
+  notes: string[];
+}
+
+/** bench/results/<name>.json: every figure with its unit, the references, the ratios and the machine. */
+export async function writeResults(name: string, description: string, m: Machine, r: BenchResult): Promise<string> {
+  await fsp.mkdir(RESULTS_DIR, { recursive: true });
+  const file = path.join(RESULTS_DIR, `${name}.json`);
+  const round = (v: Figure['value']): Figure['value'] => (typeof v === 'number' ? Number(v.toPrecision(6)) : v);
+  const fig = (f: Figure): Figure => ({ ...f, value: round(f.value) });
+  const out: ResultsFile = {
+    name,
+    description,
+    date: new Date().toISOString(),
+    machine: m,
+    params: r.params,
+    figures: r.figures.map(fig),
+    references: r.references.map((x) => ({ ...x, figures: x.figures.map(fig) })),
+    ratios: r.ratios.map((x) => ({ ...x, value: Number(x.value.toPrecision(4)) })),
+    notes: r.notes,
+  };
+  await fsp.writeFile(file, JSON.stringify(out, null, 2) + '\n');
+  return file;
+}
+
+/** Wall seconds of an async step. */
+export async function timed<T>(fn: () => Promise<T>): Promise<{ value: T; seconds: number }> {
+  const t0 = process.hrtime.bigint();
+  const value = await fn();
+  return { value, seconds: Number(process.hrtime.bigint() - t0) / 1e9 };
+}
+
+/** Where a required command-line tool is, or null. */
+export function which(cmd: string): string | null {
+  try {
+    return execFileSync('sh', ['-c', `command -v ${cmd}`], { encoding: 'utf8' }).trim() || null;
+  } catch {
+    return null;
+  }
+}

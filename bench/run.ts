@@ -1,0 +1,52 @@
+// `npm run bench -- <name>`: run one benchmark, print its table and write bench/results/<name>.json.
+// With no name, list the benchmarks. Benchmarks measure; they never fail on a number.
+import { closest } from 'fastest-levenshtein';
+import { formatTable, machine, writeResults, type Benchmark } from './harness.js';
+import { initialSync } from './initial-sync.js';
+
+export const BENCHMARKS: Record<string, Benchmark> = {
+  'initial-sync': initialSync,
+};
+
+function list(): void {
+  const names = Object.keys(BENCHMARKS);
+  const w = Math.max(...names.map((n) => n.length));
+  console.log('usage: npm run bench -- <name>\n\nbenchmarks:');
+  for (const n of names) console.log(`  ${n.padEnd(w)}  ${BENCHMARKS[n]!.description}`);
+  console.log('\nenvironment: TIDEMARK_BENCH_SIZE_MIB (smaller volume for a trial run), TIDEMARK_BENCH_KEEP=1 (keep bench/work files), TIDEMARK_BENCH_CPU_PROF=1 (daemon CPU profiles)');
+}
+
+async function main(argv: string[]): Promise<number> {
+  const name = argv[0];
+  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+    list();
+    return 0;
+  }
+  const bench = BENCHMARKS[name];
+  if (!bench) {
+    console.error(`unknown benchmark "${name}"; did you mean "${closest(name, Object.keys(BENCHMARKS))}"?`);
+    list();
+    return 2;
+  }
+  const m = machine();
+  console.log(`${name}: ${bench.description}`);
+  console.log(`machine: ${m.cores} cores ${m.cpuModel}, Linux ${m.kernel}, Node ${m.node}, load ${m.loadAvgAtStart.join(' ')}\n`);
+  const r = await bench.run();
+  console.log('\n' + formatTable(r.table));
+  if (r.ratios.length > 0) {
+    console.log('\nratios:');
+    for (const x of r.ratios) console.log(`  ${x.name}: ${x.value.toFixed(3)}${x.target !== undefined ? ` (target ≥ ${x.target.toFixed(2)})` : ''}`);
+  }
+  for (const n of r.notes) console.log(`\nnote: ${n}`);
+  const file = await writeResults(name, bench.description, m, r);
+  console.log(`\nresults: ${file}`);
+  return 0;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => (process.exitCode = code),
+  (e: unknown) => {
+    console.error(e instanceof Error ? e.message : String(e));
+    process.exitCode = 1;
+  },
+);
