@@ -8,6 +8,7 @@ import { ensureDir, removeTempFiles, unlinkDurable, writeFileDurable } from '../
 import { tmError, TidemarkError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { HrlWriter, decodeHrl, hrlName, listDiffs, salvageRanges, type Diff, type DiffHeader } from '../proto/hrl.js';
+import { RecentDiffs } from '../proto/recent-diffs.js';
 import type { DirtyExtent } from './trackers/tracker.js';
 
 export interface VolumeState {
@@ -26,6 +27,7 @@ export class Journal {
   state!: VolumeState;
   private seqs: number[] = [];
   private sizes = new Map<number, number>();
+  private readonly recent = new RecentDiffs();
   bytes = 0;
 
   constructor(volumeDir: string, readonly volumeId: string, private readonly log: Logger) {
@@ -85,7 +87,7 @@ export class Journal {
   /** Write a differential durably (tmp, fsync, rename, fsync dir) and return its sequence number. */
   async write(h: Omit<DiffHeader, 'seq' | 'volumeId' | 'volumeSize' | 'blockSize'>, extents: DirtyExtent[]): Promise<number> {
     const seq = this.nextSeq;
-    const w = await HrlWriter.create(this.dir, { ...h, seq, volumeId: this.volumeId, volumeSize: this.state.sizeBytes, blockSize: this.state.blockSize });
+    const w = await HrlWriter.create(this.dir, { ...h, seq, volumeId: this.volumeId, volumeSize: this.state.sizeBytes, blockSize: this.state.blockSize }, { keep: true });
     try {
       for (const e of extents) {
         await w.append({ offset: e.offset, length: e.length, crc32c: e.crc32c, compression: 'NONE', storedLength: e.data.length }, e.data);
@@ -95,6 +97,7 @@ export class Journal {
       await w.abort();
       throw e;
     }
+    this.recent.remember(seq, w.diff());
     const { size } = await fsp.stat(this.file(seq));
     this.seqs.push(seq);
     this.sizes.set(seq, size);
@@ -108,6 +111,8 @@ export class Journal {
    * same sequence number, so the sequence stays gap-free and nothing corrupt leaves this machine.
    */
   async load(seq: number, repair: RepairHook): Promise<Diff> {
+    const kept = this.recent.get(seq);
+    if (kept) return kept;
     const buf = await fsp.readFile(this.file(seq));
     try {
       const diff = decodeHrl(buf, this.file(seq));
@@ -131,6 +136,7 @@ export class Journal {
     if (seq <= this.state.ackedSeq) return;
     this.state = { ...this.state, ackedSeq: seq };
     await writeFileDurable(this.stateFile, JSON.stringify(this.state));
+    this.recent.forgetThrough(seq);
     while (this.seqs.length > 0 && this.seqs[0]! <= seq) {
       const s = this.seqs.shift()!;
       this.bytes -= this.sizes.get(s) ?? 0;

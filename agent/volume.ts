@@ -5,8 +5,8 @@ import { wrap } from '../common/errors.js';
 
 export interface VolumeReader {
   readonly sizeBytes: number;
-  /** Read `length` bytes at `offset` into a new buffer (short only at the end of the volume). */
-  read(offset: number, length: number): Promise<Buffer>;
+  /** Read `length` bytes at `offset` into `into` (or a new buffer); short only at the end of the volume. */
+  read(offset: number, length: number, into?: Buffer): Promise<Buffer>;
 }
 
 export class Volume implements VolumeReader {
@@ -22,9 +22,9 @@ export class Volume implements VolumeReader {
     }
   }
 
-  async read(offset: number, length: number): Promise<Buffer> {
+  async read(offset: number, length: number, into?: Buffer): Promise<Buffer> {
     const n = Math.max(0, Math.min(length, this.sizeBytes - offset));
-    const buf = Buffer.allocUnsafe(n);
+    const buf = into && into.length >= n ? into.subarray(0, n) : Buffer.allocUnsafe(n);
     let done = 0;
     while (done < n) {
       const { bytesRead } = await this.fh.read(buf, done, n - done, offset + done);

@@ -9,8 +9,8 @@
 import { TidemarkError, tmError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import type { DiffStore } from '../proto/diff-store.js';
-import { rawData } from '../proto/extent-codec.js';
-import { readHrl, type Diff } from '../proto/hrl.js';
+import { rawDataAsync } from '../proto/extent-codec.js';
+import type { Diff } from '../proto/hrl.js';
 import type { Replica } from './replica.js';
 
 export interface ApplierStats {
@@ -61,11 +61,11 @@ export class Applier {
       let diff: Diff;
       let raws: Buffer[];
       try {
-        diff = await readHrl(this.store.file(seq));
+        diff = await this.store.load(seq);
         if (diff.header.volumeId !== this.volumeId || diff.header.seq !== seq) {
           throw tmError('TM_ERR_HRL_CORRUPT', `staged file ${seq} names volume ${diff.header.volumeId} seq ${diff.header.seq}`, { volume: this.volumeId, seq });
         }
-        raws = diff.extents.map((e) => rawData(e, e.data, this.volumeId, seq));
+        raws = await Promise.all(diff.extents.map((e) => rawDataAsync(e, e.data, this.volumeId, seq)));
       } catch (e) {
         if (!(e instanceof TidemarkError) || e.errorClass !== 'corruption') throw e;
         // Never applied: discard it and what follows, so the process server (which keeps its copy until

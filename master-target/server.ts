@@ -11,7 +11,7 @@ import { startStatusServer, type StatusServer } from '../common/status-server.js
 import { listenTls } from '../common/tls.js';
 import { FramedConnection } from '../proto/connection.js';
 import { DiffStore } from '../proto/diff-store.js';
-import type { ExtentRecord } from '../proto/hrl.js';
+import type { Diff, ExtentRecord } from '../proto/hrl.js';
 import type { OpenVolume } from '../proto/messages.js';
 import { DiffReceiver, type InboundSink } from '../proto/receiver.js';
 import { Applier } from './applier.js';
@@ -113,9 +113,9 @@ export class MasterTarget implements InboundSink {
     return { record: e, stored: payload }; // verified (decompressed, checksummed) by the applier before any write
   }
 
-  async committed(volumeId: string, seq: number): Promise<void> {
+  async committed(volumeId: string, seq: number, info: { diff: Diff | null }): Promise<void> {
     const t = this.target(volumeId);
-    await t.store.added(seq);
+    await t.store.added(seq, info.diff);
     this.kickAll();
   }
 

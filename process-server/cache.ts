@@ -7,7 +7,7 @@ import { tmError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { DiffStore } from '../proto/diff-store.js';
 import { compressExtent, rawData } from '../proto/extent-codec.js';
-import { readHrl, type Diff, type ExtentRecord } from '../proto/hrl.js';
+import type { Diff, ExtentRecord } from '../proto/hrl.js';
 import type { OpenVolume } from '../proto/messages.js';
 import type { InboundSink, Peer } from '../proto/receiver.js';
 import type { OutboundVolume } from '../proto/sender.js';
@@ -60,8 +60,8 @@ export class Cache implements InboundSink {
     return this.cfg.compression === 'lz4' ? compressExtent(plain, raw) : { record: plain, stored: raw };
   }
 
-  async committed(volumeId: string, seq: number, info: { rawBytes: number; storedBytes: number }): Promise<void> {
-    await this.store(volumeId).added(seq);
+  async committed(volumeId: string, seq: number, info: { rawBytes: number; storedBytes: number; diff: Diff | null }): Promise<void> {
+    await this.store(volumeId).added(seq, info.diff);
     const st = this.stats.get(volumeId)!;
     st.rawBytesIn += info.rawBytes;
     st.storedBytesIn += info.storedBytes;
@@ -90,7 +90,7 @@ export class Cache implements InboundSink {
         volumeId: v.id,
         describe: () => (store.state ? { sizeBytes: store.state.sizeBytes, blockSize: store.state.blockSize, replicationId: store.state.replicationId } : null),
         pending: async () => store.pending(),
-        load: (seq: number): Promise<Diff> => readHrl(store.file(seq)),
+        load: (seq: number): Promise<Diff> => store.load(seq),
         acked: (seq: number) => store.done(seq),
       };
     });

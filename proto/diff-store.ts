@@ -6,7 +6,8 @@ import path from 'node:path';
 import { ensureDir, removeTempFiles, writeFileDurable } from '../common/durable.js';
 import { tmError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
-import { hrlName, listDiffs } from './hrl.js';
+import { hrlName, listDiffs, readHrl, type Diff } from './hrl.js';
+import { RecentDiffs } from './recent-diffs.js';
 import type { OpenVolume } from './messages.js';
 
 export interface StoreState {
@@ -21,6 +22,7 @@ export class DiffStore {
   state: StoreState | null = null;
   private seqs: number[] = [];
   private sizes = new Map<number, number>();
+  private readonly recent = new RecentDiffs();
   bytes = 0;
   private readonly stateFile: string;
 
@@ -76,8 +78,16 @@ export class DiffStore {
     return this.seqs;
   }
 
-  async added(seq: number): Promise<void> {
+  /** A differential was committed here; `diff` is its content as written, if the writer kept it. */
+  async added(seq: number, diff: Diff | null = null): Promise<void> {
     this.track(seq, (await fsp.stat(this.file(seq))).size);
+    this.recent.remember(seq, diff);
+  }
+
+  /** A stored differential: from memory when just received, else read from disk and verified. */
+  load(seq: number): Promise<Diff> {
+    const kept = this.recent.get(seq);
+    return kept ? Promise.resolve(kept) : readHrl(this.file(seq));
   }
 
   private track(seq: number, size: number): void {
@@ -91,6 +101,7 @@ export class DiffStore {
     if (this.state === null || seq <= this.state.doneSeq) return;
     this.state = { ...this.state, doneSeq: seq };
     await writeFileDurable(this.stateFile, JSON.stringify(this.state));
+    this.recent.forgetThrough(seq);
     while (this.seqs.length > 0 && this.seqs[0]! <= seq) {
       const s = this.seqs.shift()!;
       this.bytes -= this.sizes.get(s) ?? 0;
@@ -101,6 +112,7 @@ export class DiffStore {
 
   /** Forget received files from `seq` on (they were found damaged); the sender will send them again. */
   async discardFrom(seq: number): Promise<void> {
+    this.recent.forgetFrom(seq);
     const keep = this.seqs.filter((s) => s < seq);
     for (const s of this.seqs.filter((x) => x >= seq)) {
       this.bytes -= this.sizes.get(s) ?? 0;

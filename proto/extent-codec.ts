@@ -1,8 +1,8 @@
 // Extent data on its way through the pipeline: compressed once (process server), decompressed and
 // verified against the source's checksum where it is written (master target).
-import { compress, uncompressSync } from 'lz4-napi';
+import { compress, uncompress, uncompressSync } from 'lz4-napi';
 import { crc } from '../common/checksum.js';
-import { tmError } from '../common/errors.js';
+import { tmError, type TidemarkError } from '../common/errors.js';
 import type { ExtentRecord } from './hrl.js';
 
 /** Check raw (uncompressed) extent data against the checksum taken where it was read. */
@@ -19,19 +19,41 @@ export async function compressExtent(e: ExtentRecord, raw: Buffer): Promise<{ re
   return { record: { ...e, compression: 'LZ4', storedLength: packed.length }, stored: packed };
 }
 
+function checkLz4Prefix(e: ExtentRecord, stored: Buffer, volume: string, seq: number): void {
+  // The block's size prefix decides what the decompressor allocates: never trust it past the record.
+  if (stored.length < 4 || stored.readUInt32LE(0) !== e.length) {
+    throw tmError('TM_ERR_EXTENT_CHECKSUM', `extent [${e.offset}, +${e.length}) of ${volume} seq ${seq}: LZ4 size prefix does not match the record`, { volume, seq, offset: e.offset });
+  }
+}
+
+function undecompressable(e: ExtentRecord, err: unknown, volume: string, seq: number): TidemarkError {
+  return tmError('TM_ERR_EXTENT_CHECKSUM', `extent [${e.offset}, +${e.length}) of ${volume} seq ${seq} does not decompress: ${(err as Error).message}`, { volume, seq, offset: e.offset });
+}
+
 /** The raw bytes of a stored extent, verified. A decompression failure is corruption too. */
 export function rawData(e: ExtentRecord, stored: Buffer, volume: string, seq: number): Buffer {
   let raw = stored;
   if (e.compression === 'LZ4') {
-    // The block's size prefix decides what the decompressor allocates: never trust it past the record.
-    if (stored.length < 4 || stored.readUInt32LE(0) !== e.length) {
-      throw tmError('TM_ERR_EXTENT_CHECKSUM', `extent [${e.offset}, +${e.length}) of ${volume} seq ${seq}: LZ4 size prefix does not match the record`, { volume, seq, offset: e.offset });
-    }
+    checkLz4Prefix(e, stored, volume, seq);
     try {
       raw = uncompressSync(stored);
     } catch (err) {
-      throw tmError('TM_ERR_EXTENT_CHECKSUM', `extent [${e.offset}, +${e.length}) of ${volume} seq ${seq} does not decompress: ${(err as Error).message}`, { volume, seq, offset: e.offset });
+      throw undecompressable(e, err, volume, seq);
     }
+  }
+  verifyRaw(e, raw, volume, seq);
+  return raw;
+}
+
+/** rawData with decompression on the libuv thread pool, so the event loop keeps receiving meanwhile. */
+export async function rawDataAsync(e: ExtentRecord, stored: Buffer, volume: string, seq: number): Promise<Buffer> {
+  if (e.compression !== 'LZ4') return rawData(e, stored, volume, seq);
+  checkLz4Prefix(e, stored, volume, seq);
+  let raw: Buffer;
+  try {
+    raw = await uncompress(stored);
+  } catch (err) {
+    throw undecompressable(e, err, volume, seq);
   }
   verifyRaw(e, raw, volume, seq);
   return raw;

@@ -124,15 +124,19 @@ export class HrlWriter {
   private dataBytes = 0;
   private digest = 0;
   private pos = 0;
+  /** With `keep`, the extents as written, so the next hop can use them without reading the file back. */
+  private readonly kept: Extent[] | null;
 
-  private constructor(private readonly fh: fsp.FileHandle, readonly finalPath: string, readonly header: DiffHeader) {}
+  private constructor(private readonly fh: fsp.FileHandle, readonly finalPath: string, readonly header: DiffHeader, keep: boolean) {
+    this.kept = keep ? [] : null;
+  }
 
-  static async create(dir: string, header: DiffHeader): Promise<HrlWriter> {
+  static async create(dir: string, header: DiffHeader, opts: { keep?: boolean } = {}): Promise<HrlWriter> {
     const finalPath = path.join(dir, hrlName(header.seq));
     const fh = await fsp.open(finalPath + TMP_SUFFIX, 'w', 0o600).catch((e) => {
       throw wrap(e, `create journal file ${finalPath + TMP_SUFFIX}`, { volume: header.volumeId, seq: header.seq });
     });
-    const w = new HrlWriter(fh, finalPath, header);
+    const w = new HrlWriter(fh, finalPath, header, opts.keep ?? false);
     await w.write([encodeHeader(header)]);
     return w;
   }
@@ -148,6 +152,7 @@ export class HrlWriter {
   async append(e: ExtentRecord, stored: Buffer): Promise<void> {
     if (stored.length !== e.storedLength) throw tmError('TM_ERR_PROTOCOL', `extent at ${e.offset}: stored length ${stored.length} != declared ${e.storedLength}`);
     await this.write([encodeExtentHeader(e), stored]);
+    this.kept?.push({ ...e, data: stored });
     this.extentCount++;
     this.dataBytes += e.length;
     this.digest = digestStep(this.digest, e);
@@ -169,6 +174,11 @@ export class HrlWriter {
     }
     await commitRename(this.finalPath + TMP_SUFFIX, this.finalPath);
     return this.digest;
+  }
+
+  /** The committed differential as written (only for a writer created with `keep`). */
+  diff(): Diff | null {
+    return this.kept && { header: this.header, extents: this.kept, dataBytes: this.dataBytes, extentDigest: this.digest };
   }
 
   async abort(): Promise<void> {

@@ -4,7 +4,7 @@
 import type { Logger } from '../common/log.js';
 import { TidemarkError, tmError, codeOf } from '../common/errors.js';
 import type { FramedConnection } from './connection.js';
-import { HrlWriter, type ExtentRecord } from './hrl.js';
+import { HrlWriter, type Diff, type ExtentRecord } from './hrl.js';
 import { CAPABILITIES, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, type DiffBegin, type Hello, type OpenVolume } from './messages.js';
 
 export interface Peer {
@@ -18,7 +18,7 @@ export interface InboundSink {
   /** Verify and reshape one extent before it is stored (the process server compresses here). */
   transform(volumeId: string, seq: number, e: ExtentRecord, payload: Buffer): Promise<{ record: ExtentRecord; stored: Buffer }>;
   /** A differential is durable under its final name. The sink acknowledges it (now or later) with DiffReceiver.ack. */
-  committed(volumeId: string, seq: number, info: { rawBytes: number; storedBytes: number; begin: DiffBegin }): Promise<void>;
+  committed(volumeId: string, seq: number, info: { rawBytes: number; storedBytes: number; begin: DiffBegin; diff: Diff | null }): Promise<void>;
   /** Highest sequence stored durably here: the next one must be this + 1. */
   storedSeq(volumeId: string): number;
   /** Highest sequence acknowledged: everything up to it may be forgotten upstream. Resumption starts after it. */
@@ -112,7 +112,7 @@ export class DiffReceiver {
     const writer = duplicate ? null : await HrlWriter.create(dir, {
       volumeId, seq, startTimeMs: begin.startTimeMs, endTimeMs: begin.endTimeMs, consistency: begin.consistency,
       tags: begin.tags, flags: begin.flags, ...this.sink.geometryOf(volumeId),
-    });
+    }, { keep: true });
     let rawBytes = 0;
     let storedBytes = 0;
     try {
@@ -134,7 +134,7 @@ export class DiffReceiver {
           throw tmError('TM_ERR_EXTENT_CHECKSUM', `volume ${volumeId} seq ${seq}: extent list digest mismatch`, { volume: volumeId, seq });
         }
         await writer.commit();
-        await this.sink.committed(volumeId, seq, { rawBytes, storedBytes, begin });
+        await this.sink.committed(volumeId, seq, { rawBytes, storedBytes, begin, diff: writer.diff() });
         this.stats.diffsReceived++;
         log.info({ volume: volumeId, seq, rawBytes, storedBytes }, 'differential durable');
       } else {

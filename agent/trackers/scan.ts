@@ -108,9 +108,12 @@ export class ScanTracker implements Tracker {
     let bytes = 0;
     let scanned = 0;
     let block = this.cursor;
+    // A clean chunk's buffer is read into again; one holding dirty extents belongs to them from now on.
+    let spare: Buffer | undefined;
     while (scanned < this.blockCount && bytes < maxBytes) {
       const count = Math.min(chunkBlocks, this.blockCount - block);
-      const buf = await view.read(block * bs, count * bs);
+      const buf = await view.read(block * bs, count * bs, spare);
+      const extentsBefore = extents.length;
       let runStart = -1;
       const flush = (end: number): void => {
         const data = buf.subarray(runStart * bs, Math.min(end * bs, buf.length));
@@ -131,6 +134,7 @@ export class ScanTracker implements Tracker {
         }
       }
       if (runStart >= 0) flush(count);
+      spare = extents.length === extentsBefore ? buf : undefined;
       scanned += count;
       block = (block + count) % Math.max(1, this.blockCount);
     }
