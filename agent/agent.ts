@@ -5,7 +5,7 @@ import { ensureDir } from '../common/durable.js';
 import { tmError, wrap } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { readIdentity, type Identity } from '../common/pki.js';
-import { resolveFrom } from '../common/config.js';
+import { didYouMean, resolveFrom } from '../common/config.js';
 import { startStatusServer, type StatusServer } from '../common/status-server.js';
 import { connectTls } from '../common/tls.js';
 import { DiffSender } from '../proto/sender.js';
@@ -13,6 +13,7 @@ import { DEFAULTS } from '../common/defaults.js';
 import type { AgentConfig } from './config.js';
 import { NoCapture } from './capture/none.js';
 import { Journal } from './journal.js';
+import { Resync, type ResyncMode } from './resync.js';
 import { VolumeReplicator } from './replicator.js';
 import { ScanTracker } from './trackers/scan.js';
 import { Volume } from './volume.js';
@@ -23,6 +24,7 @@ export class Agent {
   private status: StatusServer | null = null;
   private timer: NodeJS.Timeout | null = null;
   private cycling: Promise<void> | null = null;
+  private wakeRequested = false;
   private closing: Promise<void> | null = null;
   private identity!: Identity;
 
@@ -36,7 +38,6 @@ export class Agent {
     const cfg = this.config;
     this.identity = await readIdentity({ ca: this.path(cfg.tls.ca), cert: this.path(cfg.tls.cert), key: this.path(cfg.tls.key) });
     if (this.identity.role !== 'agent') throw tmError('TM_ERR_PKI', `certificate ${cfg.tls.cert} is for a ${this.identity.role}, not an agent`);
-    for (const vc of cfg.volumes) this.replicators.push(await this.openVolume(vc.id, this.path(vc.path)));
     const { host, port } = cfg.processServer;
     this.sender = new DiffSender({
       nodeName: cfg.name,
@@ -46,8 +47,9 @@ export class Agent {
       volumes: () => this.replicators,
       connect: () => connectTls(host, port, this.identity, 'process-server'),
     });
+    for (const vc of cfg.volumes) this.replicators.push(await this.openVolume(vc.id, this.path(vc.path)));
     this.sender.start();
-    this.status = await startStatusServer(DEFAULTS.statusHost, cfg.statusPort, this.path(cfg.stateDir), () => this.snapshot());
+    this.status = await startStatusServer(DEFAULTS.statusHost, cfg.statusPort, this.path(cfg.stateDir), () => this.snapshot(), (action, params) => this.act(action, params));
     this.log.info({ volumes: cfg.volumes.length, statusPort: this.status.port }, 'agent started');
     this.schedule(0);
   }
@@ -60,12 +62,30 @@ export class Agent {
     const journal = new Journal(dir, id, log);
     await journal.open({ sizeBytes: volume.sizeBytes, blockSize: this.config.blockSize }).catch((e) => { throw wrap(e, `open journal of ${id}`, { volume: id }); });
     const tracker = new ScanTracker(dir, volume.sizeBytes, this.config.blockSize, log);
-    await tracker.open(journal.state.ackedSeq > 0 || journal.pending().length > 0);
-    return new VolumeReplicator(id, volume, tracker, new NoCapture(volume), journal, {
+    const capture = new NoCapture(volume);
+    const resync = new Resync(dir, id, volume.sizeBytes, this.config.blockSize, {
+      capture, tracker, journal, log,
+      ask: (q, hashes) => this.sender!.query(q, hashes),
+    });
+    await resync.open();
+    // No baseline to trust (a new volume, or one lost or damaged): compare with the replica first.
+    const why = await tracker.open();
+    if (why !== null && !resync.active) await resync.start('resync', why);
+    return new VolumeReplicator(id, volume, tracker, capture, journal, resync, {
       maxDiffBytes: this.config.maxDiffBytes,
       journalQuotaBytes: this.config.journalQuotaBytes,
       log,
     });
+  }
+
+  /** Run a cycle now (an operator request): at once if idle, else right after the running one. */
+  private wake(): void {
+    if (this.cycling) {
+      this.wakeRequested = true;
+      return;
+    }
+    if (this.timer) clearTimeout(this.timer);
+    this.schedule(0);
   }
 
   private schedule(ms: number): void {
@@ -88,7 +108,22 @@ export class Agent {
         this.log.error({ volume: r.volumeId, code: err.code, err: err.message }, 'cycle failed; will retry');
       }
     }
-    this.schedule(more ? 0 : this.config.cycleIntervalMs);
+    const now = more || this.wakeRequested;
+    this.wakeRequested = false;
+    this.schedule(now ? 0 : this.config.cycleIntervalMs);
+  }
+
+  /** Operator requests on the loopback status port: POST /resync?volume=V&mode=resync|verify|repair. */
+  private async act(action: string, params: URLSearchParams): Promise<unknown> {
+    if (action !== 'resync') throw tmError('TM_ERR_USAGE', `unknown action "${action}"`);
+    const id = params.get('volume') ?? '';
+    const r = this.replicators.find((x) => x.volumeId === id);
+    if (!r) throw tmError('TM_ERR_UNKNOWN_VOLUME', `volume "${id}" is not protected by this agent; ${didYouMean(id, this.replicators.map((x) => x.volumeId))}`, { volume: id });
+    const mode = (params.get('mode') ?? 'resync') as ResyncMode;
+    if (!['resync', 'verify', 'repair'].includes(mode)) throw tmError('TM_ERR_USAGE', `unknown mode "${mode}"; ${didYouMean(mode, ['resync', 'verify', 'repair'])}`);
+    await r.resync.start(mode, 'requested by operator');
+    this.wake();
+    return { volume: id, mode, started: true };
   }
 
   snapshot(): Record<string, unknown> {

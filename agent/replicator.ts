@@ -2,10 +2,11 @@
 // writes them to the journal as one differential. The uploader (proto/sender.ts) takes it from there.
 import type { Logger } from '../common/log.js';
 import type { Diff } from '../proto/hrl.js';
-import { FLAG_INITIAL_SYNC } from '../proto/hrl.js';
+import { FLAG_RESYNC_END } from '../proto/hrl.js';
 import type { OutboundVolume } from '../proto/sender.js';
 import type { Capture } from './capture/capture.js';
 import type { Journal } from './journal.js';
+import type { Resync } from './resync.js';
 import type { Tracker } from './trackers/tracker.js';
 import type { Volume } from './volume.js';
 
@@ -18,8 +19,6 @@ export interface CycleResult {
 export class VolumeReplicator implements OutboundVolume {
   lastCycleAt = 0;
   lastCycleBytes = 0;
-  /** True until the first full pass over the volume has been journaled. */
-  initialSync: boolean;
   blocked: string | null = null;
 
   constructor(
@@ -28,10 +27,9 @@ export class VolumeReplicator implements OutboundVolume {
     readonly tracker: Tracker,
     readonly capture: Capture,
     readonly journal: Journal,
+    readonly resync: Resync,
     private readonly opts: { maxDiffBytes: number; journalQuotaBytes: number; log: Logger },
-  ) {
-    this.initialSync = journal.state.ackedSeq === 0 && journal.pending().length === 0;
-  }
+  ) {}
 
   async cycle(): Promise<CycleResult> {
     if (this.journal.bytes >= this.opts.journalQuotaBytes) {
@@ -41,17 +39,30 @@ export class VolumeReplicator implements OutboundVolume {
       return { seq: null, bytes: 0, more: false };
     }
     this.blocked = null;
+    if (this.resync.active) {
+      const before = this.journal.lastSeq;
+      await this.resync.step();
+      // A verify sends nothing, so scanning goes on beside it; a resync owns the volume until it is done.
+      if (this.resync.state.mode !== 'verify' || !this.resync.active) {
+        return { seq: this.journal.lastSeq > before ? this.journal.lastSeq : null, bytes: 0, more: true };
+      }
+    }
+    return this.scanCycle();
+  }
+
+  private async scanCycle(): Promise<CycleResult> {
     const captured = await this.capture.begin();
     try {
       const startMs = this.lastCycleAt || captured.atMs;
       const col = await this.tracker.collect(captured.view, this.opts.maxDiffBytes);
+      const ending = this.resync.state.endPending && !col.more;
       let seq: number | null = null;
-      if (col.extents.length > 0) {
-        seq = await this.journal.write({ startTimeMs: startMs, endTimeMs: Date.now(), consistency: captured.consistency, tags: captured.tags, flags: this.initialSync ? FLAG_INITIAL_SYNC : 0 }, col.extents);
+      if (col.extents.length > 0 || ending) {
+        seq = await this.journal.write({ startTimeMs: startMs, endTimeMs: Date.now(), consistency: captured.consistency, tags: captured.tags, flags: ending ? FLAG_RESYNC_END : 0 }, col.extents);
         await col.commit(); // only now are these blocks clean: the journal holds them durably
+        if (ending) await this.resync.ended();
         this.opts.log.debug({ volume: this.volumeId, seq, bytes: col.bytes, extents: col.extents.length }, 'differential journaled');
       }
-      if (!col.more) this.initialSync = false;
       this.lastCycleAt = captured.atMs;
       this.lastCycleBytes = col.bytes;
       return { seq, bytes: col.bytes, more: col.more };
@@ -70,7 +81,7 @@ export class VolumeReplicator implements OutboundVolume {
   }
 
   load(seq: number): Promise<Diff> {
-    return this.journal.load(seq, (ranges) => (ranges === null ? this.tracker.invalidateAll() : this.tracker.invalidate(ranges)));
+    return this.journal.load(seq, (ranges) => (ranges === null ? this.resync.start('resync', 'damaged journal file') : this.tracker.invalidate(ranges)));
   }
 
   acked(seq: number): Promise<void> {
@@ -84,7 +95,8 @@ export class VolumeReplicator implements OutboundVolume {
       sizeBytes: this.volume.sizeBytes,
       tracker: this.tracker.kind,
       capture: this.capture.kind,
-      initialSync: this.initialSync,
+      resync: this.resync.progress(),
+      consistentAfterResync: !this.resync.active && !this.resync.state.endPending,
       lastSeq: this.journal.lastSeq,
       ackedSeq: this.journal.state.ackedSeq,
       journalFiles: this.journal.pending().length,

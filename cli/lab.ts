@@ -129,17 +129,18 @@ export class Lab {
   }
 
   /**
-   * Converged: for every volume the agent has scanned the whole source after `sinceMs` and found
-   * nothing new, its journal is empty, and the master target applied its last differential.
+   * Converged: for every volume no resync is pending, the agent has scanned the whole source after
+   * `sinceMs` and found nothing new, its journal is empty, and the master target applied its last
+   * differential and holds a consistent replica.
    */
   async converged(sinceMs: number): Promise<boolean> {
     const [a, m] = [await this.status('agent'), await this.status('mt')];
     if (!a || !m) return false;
-    const av = a.volumes as Record<string, number | boolean | null>[];
-    const mv = m.volumes as Record<string, number>[];
+    const av = a.volumes as Record<string, unknown>[];
+    const mv = m.volumes as Record<string, unknown>[];
     return av.every((v) => {
       const t = mv.find((x) => x.id === v.id);
-      return v.initialSync === false && v.lastCycleBytes === 0 && Number(v.lastCycleAt) > sinceMs && v.journalFiles === 0 && t !== undefined && t.appliedSeq === v.lastSeq;
+      return v.consistentAfterResync === true && v.lastCycleBytes === 0 && Number(v.lastCycleAt) > sinceMs && v.journalFiles === 0 && t !== undefined && t.appliedSeq === v.lastSeq && t.consistent === true;
     });
   }
 

@@ -12,11 +12,20 @@ export interface StatusServer {
   close(): Promise<void>;
 }
 
-export async function startStatusServer(host: string, port: number, stateDir: string, snapshot: () => unknown): Promise<StatusServer> {
+/** An operator action (POST /<action>?k=v); loopback only, like the rest of this endpoint. */
+export type StatusAction = (action: string, params: URLSearchParams) => Promise<unknown>;
+
+export async function startStatusServer(host: string, port: number, stateDir: string, snapshot: () => unknown, act?: StatusAction): Promise<StatusServer> {
   const server = http.createServer((req, res) => {
-    if (req.method === 'GET' && req.url === '/status') {
+    const url = new URL(req.url ?? '/', 'http://localhost');
+    if (req.method === 'GET' && url.pathname === '/status') {
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(JSON.stringify(snapshot()));
+    } else if (req.method === 'POST' && act) {
+      act(url.pathname.slice(1), url.searchParams).then(
+        (out) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(out)),
+        (e: unknown) => res.writeHead(400, { 'content-type': 'application/json' }).end(JSON.stringify({ code: (e as { code?: string }).code ?? 'TM_ERR_IO', message: (e as Error).message })),
+      );
     } else {
       res.writeHead(404).end();
     }

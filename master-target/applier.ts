@@ -11,9 +11,13 @@ import type { Logger } from '../common/log.js';
 import type { DiffStore } from '../proto/diff-store.js';
 import { rawDataAsync } from '../proto/extent-codec.js';
 import type { Diff } from '../proto/hrl.js';
+import { FLAG_RESYNC, FLAG_RESYNC_END } from '../proto/hrl.js';
+import type { ReplicaHashes } from './replica-hashes.js';
 import type { Replica } from './replica.js';
 
 export interface ApplierStats {
+  /** False while a checksum resync is under way (between FLAG_RESYNC and FLAG_RESYNC_END). */
+  consistent: boolean;
   appliedSeq: number;
   appliedBytes: number;
   lastAppliedAt: number;
@@ -28,15 +32,18 @@ export class Applier {
   private running: Promise<void> | null = null;
   private again = false;
   private closed = false;
+  private paused: Promise<unknown> | null = null;
+  private waiters: Array<{ seq: number; resolve: () => void }> = [];
 
   constructor(
     readonly volumeId: string,
     private readonly store: DiffStore,
     private readonly replica: Replica,
+    readonly hashes: ReplicaHashes,
     private readonly hooks: { applied(seq: number): void; damaged(seq: number): void },
     private readonly log: Logger,
   ) {
-    this.stats = { appliedSeq: store.doneSeq, appliedBytes: 0, lastAppliedAt: 0, lagMs: 0, lastConsistency: '', lastError: null };
+    this.stats = { consistent: !store.state?.resyncing, appliedSeq: store.doneSeq, appliedBytes: 0, lastAppliedAt: 0, lagMs: 0, lastConsistency: '', lastError: null };
   }
 
   /** Apply whatever is staged; calls made while running fold into one more pass. */
@@ -46,6 +53,7 @@ export class Applier {
       return this.running;
     }
     this.running = (async () => {
+      await this.paused;
       do {
         this.again = false;
         await this.drain();
@@ -76,9 +84,17 @@ export class Applier {
         this.hooks.damaged(seq);
         return;
       }
-      for (let i = 0; i < raws.length; i++) await this.replica.write(diff.extents[i]!.offset, raws[i]!);
+      for (let i = 0; i < raws.length; i++) {
+        await this.replica.write(diff.extents[i]!.offset, raws[i]!);
+        this.hashes.update(diff.extents[i]!.offset, raws[i]!);
+      }
       await this.replica.sync();
-      await this.store.done(seq);
+      // Hashes before doneSeq: a crash between the two re-applies this differential, rewriting both.
+      if (raws.length > 0) await this.hashes.persist();
+      const flags = diff.header.flags;
+      const resyncing = flags & FLAG_RESYNC_END ? false : flags & FLAG_RESYNC ? true : this.store.state?.resyncing ?? false;
+      await this.store.done(seq, { resyncing });
+      this.stats.consistent = !resyncing;
       this.stats.appliedSeq = seq;
       this.stats.appliedBytes += diff.dataBytes;
       this.stats.lastAppliedAt = Date.now();
@@ -86,6 +102,26 @@ export class Applier {
       this.stats.lastConsistency = diff.header.consistency;
       this.log.info({ volume: this.volumeId, seq, bytes: diff.dataBytes, consistency: diff.header.consistency }, 'differential applied');
       this.hooks.applied(seq);
+      this.waiters = this.waiters.filter((w) => (w.seq <= seq ? (w.resolve(), false) : true));
+    }
+  }
+
+  /** Resolves once every differential up to `seq` is applied. */
+  applied(seq: number): Promise<void> {
+    if (this.store.doneSeq >= seq) return Promise.resolve();
+    return new Promise((resolve) => this.waiters.push({ seq, resolve }));
+  }
+
+  /** Run `fn` with the replica and its hashes still: no differential is applied meanwhile. */
+  async exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    while (this.running || this.paused) await (this.running ?? this.paused);
+    const p = fn();
+    this.paused = p.catch(() => {});
+    try {
+      return await p;
+    } finally {
+      this.paused = null;
+      void this.kick().catch(() => {});
     }
   }
 

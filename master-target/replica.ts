@@ -3,8 +3,6 @@ import { promises as fsp } from 'node:fs';
 import { tmError, wrap } from '../common/errors.js';
 import { volumeSize } from '../common/device.js';
 
-const ZERO_CHUNK = 4 * 1024 * 1024;
-
 export class Replica {
   private constructor(readonly path: string, private readonly fh: fsp.FileHandle, readonly isDevice: boolean) {}
 
@@ -20,20 +18,9 @@ export class Replica {
     }
   }
 
-  /**
-   * Make a replica that reads as zeros over `sizeBytes` (the state a new replication assumes, so the
-   * source need not send its zero blocks): a sparse file, or a block device overwritten with zeros.
-   */
-  static async create(p: string, sizeBytes: number): Promise<Replica> {
-    const st = await fsp.stat(p).catch(() => null);
-    if (st?.isBlockDevice()) {
-      const r = await Replica.open(p, sizeBytes);
-      const zeros = Buffer.alloc(ZERO_CHUNK);
-      for (let off = 0; off < sizeBytes; off += ZERO_CHUNK) await r.write(off, zeros.subarray(0, Math.min(ZERO_CHUNK, sizeBytes - off)));
-      await r.sync();
-      return r;
-    }
-    const fh = await fsp.open(p, 'w', 0o600);
+  /** A new image file that reads as zeros over `sizeBytes` (sparse: nothing is written). */
+  static async createSparse(p: string, sizeBytes: number): Promise<Replica> {
+    const fh = await fsp.open(p, 'wx', 0o600).catch((e) => { throw wrap(e, `create replica ${p}`, { path: p }); });
     try {
       await fh.truncate(sizeBytes);
       await fh.sync();
@@ -41,6 +28,17 @@ export class Replica {
       await fh.close();
     }
     return Replica.open(p, sizeBytes);
+  }
+
+  async read(offset: number, length: number): Promise<Buffer> {
+    const buf = Buffer.allocUnsafe(length);
+    let done = 0;
+    while (done < length) {
+      const { bytesRead } = await this.fh.read(buf, done, length - done, offset + done);
+      if (bytesRead === 0) break;
+      done += bytesRead;
+    }
+    return done === length ? buf : buf.subarray(0, done);
   }
 
   async write(offset: number, data: Buffer): Promise<void> {

@@ -12,7 +12,10 @@ import { listenTls } from '../common/tls.js';
 import { FramedConnection } from '../proto/connection.js';
 import { DiffStore } from '../proto/diff-store.js';
 import type { Diff, ExtentRecord } from '../proto/hrl.js';
-import type { OpenVolume } from '../proto/messages.js';
+import type { HashAnswer, HashQuery, OpenVolume } from '../proto/messages.js';
+import { decodeHashes } from '../proto/range-hash.js';
+import { ReplicaHashes } from './replica-hashes.js';
+import { promises as fsp } from 'node:fs';
 import { DiffReceiver, type InboundSink } from '../proto/receiver.js';
 import { Applier } from './applier.js';
 import type { MtConfig } from './config.js';
@@ -23,6 +26,7 @@ interface Target {
   replicaPath: string;
   replica: Replica | null;
   applier: Applier | null;
+  seeded: boolean;
 }
 
 export class MasterTarget implements InboundSink {
@@ -46,7 +50,7 @@ export class MasterTarget implements InboundSink {
     for (const v of cfg.volumes) {
       const store = new DiffStore(path.join(p(cfg.stateDir), 'volumes', v.id), v.id, this.log.child({ volume: v.id }));
       await store.open();
-      const t: Target = { store, replicaPath: p(v.replica), replica: null, applier: null };
+      const t: Target = { store, replicaPath: p(v.replica), replica: null, applier: null, seeded: false };
       this.targets.set(v.id, t);
       // A volume seen before: finish any differential a crash interrupted, before accepting more.
       // One volume's trouble (missing replica, EIO) must not stop the others: report it and go on.
@@ -72,12 +76,57 @@ export class MasterTarget implements InboundSink {
   }
 
   private async attach(t: Target): Promise<void> {
-    t.replica = await Replica.open(t.replicaPath, t.store.state!.sizeBytes);
-    t.applier = new Applier(t.store.volumeId, t.store, t.replica, {
+    const { sizeBytes, blockSize } = t.store.state!;
+    t.replica = await Replica.open(t.replicaPath, sizeBytes);
+    const hashes = new ReplicaHashes(t.store.dir, sizeBytes, blockSize, this.log.child({ volume: t.store.volumeId }));
+    await hashes.open(t.replica);
+    t.applier = new Applier(t.store.volumeId, t.store, t.replica, hashes, {
       applied: (seq) => this.receiver.ack(t.store.volumeId, seq),
       damaged: () => this.receiver.dropVolume(t.store.volumeId),
     }, this.log.child({ component: 'applier', volume: t.store.volumeId }));
     await t.applier.kick();
+  }
+
+  /**
+   * First sight of a volume. A missing image file is created sparse, so its hashes are known without
+   * reading it; an existing file or device (a replica seeded out of band) is hashed, and the agent's
+   * initial resync then sends only the blocks that differ. The hash table is written before the volume's
+   * state: a crash in between simply prepares it again.
+   */
+  private async prepareReplica(t: Target, ov: OpenVolume): Promise<void> {
+    const log = this.log.child({ volume: ov.volumeId });
+    const hashes = new ReplicaHashes(t.store.dir, ov.sizeBytes, ov.blockSize, log);
+    const exists = await fsp.stat(t.replicaPath).then(() => true, () => false);
+    const replica = exists ? await Replica.open(t.replicaPath, ov.sizeBytes) : await Replica.createSparse(t.replicaPath, ov.sizeBytes);
+    try {
+      if (exists) {
+        log.warn({ replica: t.replicaPath }, 'new replication onto an existing replica: hashing it as a seed; blocks that differ will be overwritten');
+        await hashes.rebuild(replica);
+      } else {
+        await hashes.initZero();
+        log.info({ replica: t.replicaPath, sizeBytes: ov.sizeBytes }, 'replica created (sparse)');
+      }
+    } finally {
+      await replica.close();
+    }
+  }
+
+  /**
+   * A resync question relayed from the agent: which of these ranges differ? Answered once everything the
+   * agent journaled before asking is applied, with the applier held still while the hashes are read.
+   */
+  async answerQuery(q: HashQuery, hashes: Buffer): Promise<HashAnswer> {
+    const t = this.target(q.volumeId);
+    if (!t.applier || !t.replica) throw tmError('TM_ERR_PROTOCOL', `hash query for ${q.volumeId} before it was opened`, { volume: q.volumeId });
+    const { applier, replica } = t;
+    await applier.applied(q.afterSeq);
+    const theirs = decodeHashes(hashes);
+    if (theirs.length !== q.ranges.length) throw tmError('TM_ERR_PROTOCOL', `hash query for ${q.volumeId} carries ${theirs.length} hashes for ${q.ranges.length} ranges`, { volume: q.volumeId });
+    return applier.exclusive(async () => {
+      if (q.reread) await applier.hashes.reread(replica, q.ranges, q.rangeBlocks);
+      const differing = q.ranges.filter((r, i) => applier.hashes.rangeHash(r, q.rangeBlocks) !== theirs[i]);
+      return { volumeId: q.volumeId, requestId: q.requestId, differing };
+    });
   }
 
   private kickAll(): void {
@@ -99,11 +148,7 @@ export class MasterTarget implements InboundSink {
   // InboundSink (from process servers)
   async openVolume(_peer: unknown, ov: OpenVolume): Promise<{ dir: string }> {
     const t = this.target(ov.volumeId);
-    if (t.store.state === null) {
-      // Zero the replica before recording the volume: a crash in between just makes it again.
-      await (await Replica.create(t.replicaPath, ov.sizeBytes)).close();
-      this.log.warn({ volume: ov.volumeId, replica: t.replicaPath, sizeBytes: ov.sizeBytes }, 'new replication: replica created zero-filled (any previous contents discarded)');
-    }
+    if (t.store.state === null) await this.prepareReplica(t, ov);
     await t.store.adopt(ov);
     if (!t.applier) await this.attach(t);
     return { dir: t.store.dir };

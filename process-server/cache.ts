@@ -8,7 +8,7 @@ import type { Logger } from '../common/log.js';
 import { DiffStore } from '../proto/diff-store.js';
 import { compressExtent, rawData } from '../proto/extent-codec.js';
 import type { Diff, ExtentRecord } from '../proto/hrl.js';
-import type { OpenVolume } from '../proto/messages.js';
+import type { HashAnswer, HashQuery, OpenVolume } from '../proto/messages.js';
 import type { InboundSink, Peer } from '../proto/receiver.js';
 import type { OutboundVolume } from '../proto/sender.js';
 import type { PsConfig } from './config.js';
@@ -25,6 +25,8 @@ export class Cache implements InboundSink {
   onCommitted: (volumeId: string) => void = () => {};
   /** Called to acknowledge to the agent (wired to the receiver). */
   ack: (volumeId: string, seq: number) => void = () => {};
+  /** Asks the volume's master target (wired to its forwarder). */
+  relayQuery: (masterTarget: string, q: Omit<HashQuery, 'requestId'>, hashes: Buffer) => Promise<HashAnswer> = () => Promise.reject(new Error('no forwarder'));
 
   constructor(private readonly cfg: PsConfig, private readonly dir: string, private readonly log: Logger) {}
 
@@ -67,6 +69,15 @@ export class Cache implements InboundSink {
     st.storedBytesIn += info.storedBytes;
     this.ack(volumeId, seq); // durable in the cache: the agent may delete its copy
     this.onCommitted(volumeId);
+  }
+
+  /** Resync questions go to the volume's master target, which holds the replica's hashes. */
+  async answerQuery(q: HashQuery, hashes: Buffer): Promise<HashAnswer> {
+    this.store(q.volumeId);
+    const mt = this.cfg.volumes.find((v) => v.id === q.volumeId)!.masterTarget;
+    const { requestId, ...rest } = q;
+    const answer = await this.relayQuery(mt, rest, hashes);
+    return { ...answer, requestId };
   }
 
   storedSeq(volumeId: string): number {

@@ -50,6 +50,10 @@ export class ProcessServer {
       this.forwarders.set(mt.name, fwd);
       fwd.start();
     }
+    this.cache.relayQuery = (mt, q, hashes) => {
+      const fwd = this.forwarders.get(mt);
+      return fwd ? fwd.query(q, hashes) : Promise.reject(tmError('TM_ERR_CONNECTION', `no forwarder for master target ${mt}`));
+    };
     this.cache.onCommitted = (volumeId) => {
       const mt = cfg.volumes.find((v) => v.id === volumeId)?.masterTarget;
       if (mt) this.forwarders.get(mt)?.notify();

@@ -16,6 +16,8 @@ export interface StoreState {
   blockSize: number;
   /** Every differential up to here is done with (forwarded and acked downstream, or applied). */
   doneSeq: number;
+  /** Master target: a resync is under way, so the replica is not at a consistent point. */
+  resyncing?: boolean;
 }
 
 export class DiffStore {
@@ -97,9 +99,9 @@ export class DiffStore {
   }
 
   /** Record durably that everything up to `seq` is done, then delete those files. */
-  async done(seq: number): Promise<void> {
+  async done(seq: number, also: Partial<StoreState> = {}): Promise<void> {
     if (this.state === null || seq <= this.state.doneSeq) return;
-    this.state = { ...this.state, doneSeq: seq };
+    this.state = { ...this.state, ...also, doneSeq: seq };
     await writeFileDurable(this.stateFile, JSON.stringify(this.state));
     this.recent.forgetThrough(seq);
     while (this.seqs.length > 0 && this.seqs[0]! <= seq) {

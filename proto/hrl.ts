@@ -14,7 +14,10 @@ export const FIXED_HEADER = 52;
 export const EXTENT_HEADER = 28;
 export const TRAILER = 24;
 
-export const FLAG_INITIAL_SYNC = 1;
+/** Part of a checksum resync: the replica is inconsistent from the first such differential... */
+export const FLAG_RESYNC = 1;
+/** ...until this one: the resync pass and the writes made during it (Step II) are all in. */
+export const FLAG_RESYNC_END = 2;
 
 const CONSISTENCY: readonly Consistency[] = ['FUZZY', 'CRASH', 'APP'];
 const COMPRESSION: readonly CompressionName[] = ['NONE', 'LZ4'];

@@ -7,7 +7,7 @@ import protobuf from 'protobufjs';
 
 export const PROTOCOL_VERSION = 1;
 export const MIN_PROTOCOL_VERSION = 1;
-export const CAPABILITIES = ['lz4', 'cumulative-ack'] as const;
+export const CAPABILITIES = ['lz4', 'cumulative-ack', 'resync'] as const;
 
 export type Consistency = 'FUZZY' | 'CRASH' | 'APP';
 export type CompressionName = 'NONE' | 'LZ4';
@@ -20,6 +20,9 @@ export interface DiffBegin { volumeId: string; seq: number; startTimeMs: number;
 export interface ExtentMsg { offset: number; length: number; crc32c: number; compression: CompressionName; storedLength: number }
 export interface DiffEnd { volumeId: string; seq: number; extentCount: number; extentDigest: number }
 export interface Ack { volumeId: string; durableSeq: number }
+/** Its frame's payload holds the ranges' hashes (8 bytes each, u64 LE). */
+export interface HashQuery { volumeId: string; requestId: number; rangeBlocks: number; ranges: number[]; afterSeq: number; reread: boolean }
+export interface HashAnswer { volumeId: string; requestId: number; differing: number[] }
 export interface ErrorReport { code: string; message: string; volumeId: string; seq: number; retryable: boolean }
 
 export type Message =
@@ -31,9 +34,11 @@ export type Message =
   | { extent: ExtentMsg }
   | { diffEnd: DiffEnd }
   | { ack: Ack }
-  | { error: ErrorReport };
+  | { error: ErrorReport }
+  | { hashQuery: HashQuery }
+  | { hashAnswer: HashAnswer };
 
-export type MessageKind = 'hello' | 'welcome' | 'openVolume' | 'volumeState' | 'diffBegin' | 'extent' | 'diffEnd' | 'ack' | 'error';
+export type MessageKind = 'hello' | 'welcome' | 'openVolume' | 'volumeState' | 'diffBegin' | 'extent' | 'diffEnd' | 'ack' | 'error' | 'hashQuery' | 'hashAnswer';
 
 // Found beside this file when run from source, or in <root>/proto when run from dist/proto.
 const here = path.dirname(fileURLToPath(import.meta.url));

@@ -5,7 +5,7 @@ import type { Logger } from '../common/log.js';
 import { TidemarkError, tmError, codeOf } from '../common/errors.js';
 import type { FramedConnection } from './connection.js';
 import { HrlWriter, type Diff, type ExtentRecord } from './hrl.js';
-import { CAPABILITIES, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, type DiffBegin, type Hello, type OpenVolume } from './messages.js';
+import { CAPABILITIES, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, type DiffBegin, type HashAnswer, type HashQuery, type Hello, type OpenVolume } from './messages.js';
 
 export interface Peer {
   name: string;
@@ -23,6 +23,8 @@ export interface InboundSink {
   storedSeq(volumeId: string): number;
   /** Highest sequence acknowledged: everything up to it may be forgotten upstream. Resumption starts after it. */
   ackedSeq(volumeId: string): number;
+  /** Which queried ranges differ (master target: answers; process server: relays downstream). */
+  answerQuery(q: HashQuery, hashes: Buffer): Promise<HashAnswer>;
   /** Volume size and block size recorded at openVolume; stamped into every stored header. */
   geometryOf(volumeId: string): { volumeSize: number; blockSize: number };
 }
@@ -73,7 +75,7 @@ export class DiffReceiver {
   private async loop(conn: FramedConnection, peer: Peer, log: Logger): Promise<void> {
     const opened = new Map<string, string>(); // volume -> dir
     for (;;) {
-      const { msg } = await conn.next();
+      const { msg, payload } = await conn.next();
       if ('openVolume' in msg) {
         const ov = msg.openVolume;
         try {
@@ -95,6 +97,18 @@ export class DiffReceiver {
           throw tmError('TM_ERR_PROTOCOL', `differential for volume ${msg.diffBegin.volumeId} that was not opened on this connection`, { volume: msg.diffBegin.volumeId });
         }
         await this.receiveDiff(conn, msg.diffBegin, dir, log);
+      } else if ('hashQuery' in msg) {
+        const q = msg.hashQuery;
+        if (!opened.has(q.volumeId)) throw tmError('TM_ERR_PROTOCOL', `hash query for volume ${q.volumeId} that was not opened on this connection`, { volume: q.volumeId });
+        // Not awaited: the answer waits for differentials that arrive on this very loop.
+        this.sink.answerQuery(q, payload).then(
+          (a) => conn.send({ hashAnswer: a }),
+          (e: unknown) => {
+            const err = e instanceof TidemarkError ? e : tmError(codeOf(e), String(e));
+            log.warn({ volume: q.volumeId, code: err.code, err: err.message }, 'hash query failed');
+            return conn.send({ error: { code: err.code, message: err.message, volumeId: q.volumeId, seq: q.requestId, retryable: true } });
+          },
+        ).catch(() => {});
       } else {
         throw tmError('TM_ERR_PROTOCOL', `unexpected ${msg.body} from ${peer.name}`, { peer: peer.name });
       }

@@ -8,7 +8,7 @@ import { ERRORS, TidemarkError, codeOf, tmError, type ErrorCode } from '../commo
 import { DEFAULTS } from '../common/defaults.js';
 import { FramedConnection } from './connection.js';
 import { readHrl, type Diff } from './hrl.js';
-import { CAPABILITIES, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, type OpenVolume } from './messages.js';
+import { CAPABILITIES, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, type HashAnswer, type HashQuery, type OpenVolume } from './messages.js';
 
 export interface OutboundVolume {
   readonly volumeId: string;
@@ -26,6 +26,8 @@ export interface OutboundVolume {
 const REFUSED_RETRY_MS = 30_000;
 /** ...and one it could not take for another reason (its replica is unavailable, say). */
 const ERROR_RETRY_MS = 2_000;
+/** A hash query waits for the master target to apply what came before it; generous, then asked again. */
+const QUERY_TIMEOUT_MS = 120_000;
 
 export interface SenderOptions {
   nodeName: string;
@@ -62,6 +64,8 @@ export class DiffSender {
   private running: Promise<void> | null = null;
   private readonly window: number;
   private readonly refused = new Map<string, number>(); // volume -> retry-after time
+  private readonly queries = new Map<number, { q: HashQuery; hashes: Buffer; resolve(a: HashAnswer): void; reject(e: Error): void; sent: boolean }>();
+  private nextRequest = 1;
 
   constructor(private readonly opts: SenderOptions) {
     this.window = opts.window ?? DEFAULTS.transfer.window;
@@ -69,6 +73,48 @@ export class DiffSender {
 
   start(): void {
     this.running ??= this.run();
+  }
+
+  /**
+   * Ask the receiver which ranges differ (resync). Sent between differentials, in order after everything
+   * already queued; fails with TM_ERR_CONNECTION if the session ends first (the caller asks again).
+   */
+  query(q: Omit<HashQuery, 'requestId'>, hashes: Buffer, timeoutMs = QUERY_TIMEOUT_MS): Promise<HashAnswer> {
+    const requestId = this.nextRequest++;
+    return new Promise<HashAnswer>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.queries.delete(requestId);
+        reject(tmError('TM_ERR_CONNECTION', `no answer to hash query ${requestId} for ${q.volumeId} within ${timeoutMs} ms`, { volume: q.volumeId }));
+      }, timeoutMs);
+      this.queries.set(requestId, {
+        q: { ...q, requestId },
+        hashes,
+        sent: false,
+        resolve: (a) => { clearTimeout(timer); resolve(a); },
+        reject: (e) => { clearTimeout(timer); reject(e); },
+      });
+      this.notify();
+    });
+  }
+
+  private failQueries(err: Error): void {
+    for (const [id, pending] of this.queries) {
+      this.queries.delete(id);
+      pending.reject(err);
+    }
+  }
+
+  /** Send queued queries whose volume is open on this connection. */
+  private async sendQueries(conn: FramedConnection, lanes: Map<string, Lane>): Promise<boolean> {
+    let sent = false;
+    for (const pending of this.queries.values()) {
+      const lane = lanes.get(pending.q.volumeId);
+      if (pending.sent || !lane || lane.acked < 0) continue;
+      pending.sent = true;
+      sent = true;
+      await conn.send({ hashQuery: pending.q }, pending.hashes);
+    }
+    return sent;
   }
 
   /** New differentials (or new volumes) are ready. */
@@ -99,6 +145,7 @@ export class DiffSender {
         this.stats.lastError = `${err.code}: ${err.message}`;
         if (!this.closing) this.opts.log.warn({ code: err.code, err: err.message }, 'transfer interrupted; will reconnect');
       } finally {
+        this.failQueries(tmError('TM_ERR_CONNECTION', 'session ended before the answer'));
         this.stats.connected = false;
         this.conn?.destroy();
         this.conn = null;
@@ -123,7 +170,8 @@ export class DiffSender {
       while (!this.closing && !conn.closed) {
         await this.openNewVolumes(conn, lanes);
         const progressed = await this.sendRound(conn, lanes);
-        if (!progressed) await this.sleep(1000);
+        const asked = await this.sendQueries(conn, lanes);
+        if (!progressed && !asked) await this.sleep(1000);
       }
     } catch (e) {
       throw readerError ?? e; // the peer's own report says more than our "connection closed"
@@ -152,6 +200,13 @@ export class DiffSender {
         // An error about one volume sets that volume aside and leaves the others running; if the receiver
         // also dropped the connection, the session ends anyway and resumes from the last ack.
         const vol = e instanceof TidemarkError && e.code === 'TM_ERR_PEER_ERROR' ? String(e.context.volume ?? '') : '';
+        // A failed hash query comes back as an error naming the request (seq); fail just that query.
+        const failed = vol ? [...this.queries.values()].find((p) => p.sent && p.q.volumeId === vol && p.q.requestId === Number((e as TidemarkError).context.seq)) : undefined;
+        if (failed) {
+          this.queries.delete(failed.q.requestId);
+          failed.reject(e as Error);
+          continue;
+        }
         if (vol && lanes.has(vol)) {
           const peerCode = String((e as TidemarkError).context.peerCode ?? '');
           const refusal = peerCode in ERRORS && ERRORS[peerCode as ErrorCode].class === 'refused';
@@ -164,7 +219,11 @@ export class DiffSender {
         throw e;
       }
       const { msg } = f;
-      if ('volumeState' in msg || 'ack' in msg) {
+      if ('hashAnswer' in msg) {
+        const pending = this.queries.get(msg.hashAnswer.requestId);
+        this.queries.delete(msg.hashAnswer.requestId);
+        pending?.resolve(msg.hashAnswer);
+      } else if ('volumeState' in msg || 'ack' in msg) {
         const { volumeId, durableSeq } = 'ack' in msg ? msg.ack : msg.volumeState;
         const lane = lanes.get(volumeId);
         if (!lane) continue;

@@ -1,19 +1,14 @@
 // The `scan` tracker: hash every block and compare with the hash of what was last journaled.
 // Portable and unprivileged; the fallback where the kernel cannot tell us which blocks were written.
-// The baseline starts as "every block is zero", because a new replica is created zero-filled
-// (docs/FORMAT.md), so a fresh volume's zero blocks never travel.
-import { promises as fsp } from 'node:fs';
+// Its baseline comes from a checksum resync (agent/resync.ts): a new volume, or one whose baseline was
+// lost or damaged, is resynced before scanning, so no assumption about the replica's contents is made.
 import path from 'node:path';
 import { crc, blockHash } from '../../common/checksum.js';
-import { writeFileDurable } from '../../common/durable.js';
-import { tmError } from '../../common/errors.js';
+import { loadHashTable, saveHashTable } from '../../common/hash-table.js';
 import type { Logger } from '../../common/log.js';
 import type { VolumeReader } from '../volume.js';
 import type { Collection, DirtyExtent, Tracker } from './tracker.js';
 
-const MAGIC = 0x48424d54; // "TMBH"
-const VERSION = 1;
-const HEADER = 32;
 const READ_CHUNK = 1024 * 1024;
 /** Stands for "unknown contents": no real block is assumed to hash to it (probability 2^-64). */
 const UNKNOWN = 0n;
@@ -36,67 +31,24 @@ export class ScanTracker implements Tracker {
   }
 
   /** `hasHistory`: differentials of this volume were journaled before, so a missing baseline was lost. */
-  async open(hasHistory: boolean): Promise<void> {
-    let buf: Buffer | null = null;
+  async open(): Promise<string | null> {
     try {
-      buf = await fsp.readFile(this.file);
+      const loaded = await loadHashTable(this.file, this.blockSize, this.sizeBytes);
+      if (loaded) {
+        this.hashes = loaded;
+        return null;
+      }
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-    }
-    if (buf === null && hasHistory) {
-      this.log.error({ path: this.file }, 'scan baseline missing for a volume with history; every block will be sent again');
+      this.log.error({ code: (e as { code?: string }).code, err: (e as Error).message }, 'scan baseline unreadable; the volume will be resynced');
       this.hashes = new BigUint64Array(this.blockCount).fill(UNKNOWN);
-      await this.persist();
-      return;
+      return 'scan baseline damaged';
     }
-    if (buf === null) {
-      // Recorded at once, so that from now on a missing file always means a lost one.
-      this.hashes = this.zeroBaseline();
-      await this.persist();
-      return;
-    }
-    try {
-      this.hashes = this.decode(buf);
-    } catch (e) {
-      // We no longer know what the replica holds: compare everything again (a full re-send).
-      this.log.error({ code: (e as { code?: string }).code, err: (e as Error).message }, 'scan baseline unreadable; every block will be sent again');
-      this.hashes = new BigUint64Array(this.blockCount).fill(UNKNOWN);
-    }
+    this.hashes = new BigUint64Array(this.blockCount).fill(UNKNOWN);
+    return 'no scan baseline';
   }
 
-  private zeroBaseline(): BigUint64Array {
-    const h = new BigUint64Array(this.blockCount).fill(blockHash(Buffer.alloc(this.blockSize)));
-    const tail = this.sizeBytes - (this.blockCount - 1) * this.blockSize;
-    if (this.blockCount > 0 && tail !== this.blockSize) h[this.blockCount - 1] = blockHash(Buffer.alloc(tail));
-    return h;
-  }
-
-  private decode(buf: Buffer): BigUint64Array {
-    if (buf.length < HEADER || buf.readUInt32LE(0) !== MAGIC || crc(buf.subarray(0, 28)) !== buf.readUInt32LE(28)) {
-      throw tmError('TM_ERR_STATE_CORRUPT', `${this.file}: header damaged`, { path: this.file });
-    }
-    if (buf.readUInt16LE(4) > VERSION) throw tmError('TM_ERR_STATE_CORRUPT', `${this.file}: newer format version`, { path: this.file });
-    if (buf.readUInt32LE(8) !== this.blockSize || Number(buf.readBigUInt64LE(16)) !== this.sizeBytes) {
-      throw tmError('TM_ERR_VOLUME_GEOMETRY', `${this.file}: recorded geometry differs from the volume`, { path: this.file });
-    }
-    const body = buf.subarray(HEADER);
-    if (body.length !== this.blockCount * 8 || crc(body) !== buf.readUInt32LE(24)) {
-      throw tmError('TM_ERR_STATE_CORRUPT', `${this.file}: hash table damaged`, { path: this.file });
-    }
-    const copy = Buffer.from(body); // aligned copy for the typed array view
-    return new BigUint64Array(copy.buffer, copy.byteOffset, this.blockCount);
-  }
-
-  private async persist(): Promise<void> {
-    const body = Buffer.from(this.hashes.buffer, this.hashes.byteOffset, this.hashes.byteLength);
-    const head = Buffer.alloc(HEADER);
-    head.writeUInt32LE(MAGIC, 0);
-    head.writeUInt16LE(VERSION, 4);
-    head.writeUInt32LE(this.blockSize, 8);
-    head.writeBigUInt64LE(BigInt(this.sizeBytes), 16);
-    head.writeUInt32LE(crc(body), 24);
-    head.writeUInt32LE(crc(head.subarray(0, 28)), 28);
-    await writeFileDurable(this.file, Buffer.concat([head, body]));
+  private persist(): Promise<void> {
+    return saveHashTable(this.file, this.blockSize, this.sizeBytes, this.hashes);
   }
 
   async collect(view: VolumeReader, maxBytes: number): Promise<Collection> {
@@ -159,8 +111,8 @@ export class ScanTracker implements Tracker {
     await this.persist();
   }
 
-  async invalidateAll(): Promise<void> {
-    this.hashes.fill(UNKNOWN);
+  async adoptBaseline(firstBlock: number, leaves: BigUint64Array): Promise<void> {
+    this.hashes.set(leaves, firstBlock);
     await this.persist();
   }
 

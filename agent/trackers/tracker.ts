@@ -20,13 +20,16 @@ export interface Collection {
 
 export interface Tracker {
   readonly kind: string;
-  /** `hasHistory`: the volume was replicated before, so missing tracking state means lost tracking. */
-  open(hasHistory: boolean): Promise<void>;
+  /** Load tracking state. Returns why the volume needs a checksum resync first, or null. */
+  open(): Promise<string | null>;
   /** Read dirty extents (up to maxBytes) from `view`, a consistent or live view of the volume. */
   collect(view: VolumeReader, maxBytes: number): Promise<Collection>;
   /** These ranges must be sent again (their journal copy was lost or corrupt). */
   invalidate(ranges: { offset: number; length: number }[]): Promise<void>;
-  /** Everything must be compared again (tracking was lost). */
-  invalidateAll(): Promise<void>;
+  /**
+   * A resync brought blocks [firstBlock, +leaves.length) in step with the source as it read them
+   * (leaves = their hashes then); called once that resync differential is durable in the journal.
+   */
+  adoptBaseline(firstBlock: number, leaves: BigUint64Array): Promise<void>;
   close(): Promise<void>;
 }

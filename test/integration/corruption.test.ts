@@ -16,7 +16,7 @@ import { DiffReceiver } from '../../proto/receiver.js';
 import { DiffSender, type OutboundVolume } from '../../proto/sender.js';
 import { Cache } from '../../process-server/cache.js';
 import type { PsConfig } from '../../process-server/config.js';
-import { makeImage, scratchDir, sha256, sleep } from './helpers.js';
+import { makeImage, scratchDir, sha256, sleep, startWriter } from './helpers.js';
 
 /** A TCP proxy that flips one random byte in each of the first `bad` connections' client->server streams. */
 async function corruptingProxy(target: number, bad: number): Promise<{ port: number; corrupted: () => number; close(): void }> {
@@ -116,14 +116,21 @@ t.test('damaged or truncated agent journal files are re-read from the volume', a
   await makeImage(source, 48, 24);
   const lab = await Lab.create({ dir, volumes: [{ id: 'vol1', source, replica }], agent: { cycleIntervalMs: 300, maxDiffBytes: 2 << 20 } });
   t.teardown(() => lab.stopAll());
-  // No process server yet: the agent journals the initial copy and keeps it.
   lab.start('mt');
+  lab.start('ps');
   lab.start('agent');
+  await lab.waitConverged(Date.now(), 120_000);
+  // The process server goes away: the agent journals what is written meanwhile, and keeps it.
+  await lab.stop('ps');
+  const writer = startWriter(source, 48 << 20, 5);
   const journal = path.join(lab.stateDirs.agent, 'volumes', 'vol1', 'journal');
-  while ((await listDiffs(journal).catch(() => [])).length < 12) await sleep(200);
+  const deadline = Date.now() + 60_000;
+  while ((await listDiffs(journal).catch(() => [])).length < 8 && Date.now() < deadline) await sleep(200);
+  await writer.stop();
   await lab.stop('agent');
   const seqs = await listDiffs(journal);
   const file = (s: number): string => path.join(journal, `${String(s).padStart(16, '0')}.hrl`);
+  t.ok(seqs.length >= 6, `the agent journaled ${seqs.length} differentials while the process server was away`);
   const damaged = file(seqs[2]!);
   const buf = await fsp.readFile(damaged);
   buf[buf.length - 5000]! ^= 0xff; // inside the last extent's data

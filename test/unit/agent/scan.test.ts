@@ -8,6 +8,7 @@ import path from 'node:path';
 import { crc } from '../../../common/checksum.js';
 import { silentLogger } from '../../../common/log.js';
 import { ScanTracker } from '../../../agent/trackers/scan.js';
+import { leafHashes } from '../../../proto/range-hash.js';
 import type { Collection } from '../../../agent/trackers/tracker.js';
 import { Volume } from '../../../agent/volume.js';
 
@@ -25,9 +26,11 @@ async function setup(t: { teardown(fn: () => unknown): void }, size: number) {
   fs.writeFileSync(img, Buffer.alloc(size));
   const vol = await Volume.open(img);
   t.teardown(() => vol.close());
-  const open = async (hasHistory = false) => {
+  /** A tracker on the state dir. With no baseline yet, one is adopted as a resync against a zero-filled replica would. */
+  const open = async (opts: { lost?: boolean } = {}) => {
     const tr = new ScanTracker(state, size, BS, silentLogger());
-    await tr.open(hasHistory);
+    const why = await tr.open();
+    if (why === 'no scan baseline' && !opts.lost) await tr.adoptBaseline(0, leafHashes(Buffer.alloc(size), BS));
     return tr;
   };
   /** Overwrite whole blocks with fresh random bytes. */
@@ -152,11 +155,13 @@ t.test('a damaged scan-hashes.bin makes every block dirty', async (t) => {
   }
 });
 
-t.test('a baseline lost from a volume with history makes every block dirty, zero ones included', async (t) => {
+t.test('without a baseline the tracker asks for a resync and trusts no block', async (t) => {
   const { state, vol, open } = await setup(t, 16 * BS);
   const first = await open();
   await (await first.collect(vol, 1 << 30)).commit();
   fs.rmSync(path.join(state, 'scan-hashes.bin'));
-  const col = await (await open(true)).collect(vol, 1 << 30);
-  t.equal(col.bytes, 16 * BS, 'every block is sent again, since the replica may differ anywhere');
+  const tr = new ScanTracker(state, 16 * BS, BS, silentLogger());
+  t.equal(await tr.open(), 'no scan baseline', 'a lost baseline asks for a resync');
+  const col = await tr.collect(vol, 1 << 30);
+  t.equal(col.bytes, 16 * BS, 'and until one adopts a baseline, every block counts as changed, zero ones included');
 });

@@ -1,0 +1,95 @@
+// The master target's record of its replica: one xxh64 per block, kept up to date as differentials are
+// applied and persisted with them, so a resync compares against the replica without re-reading it.
+// A missing or damaged table is rebuilt by reading the replica, never guessed.
+import path from 'node:path';
+import { blockHash } from '../common/checksum.js';
+import { loadHashTable, saveHashTable } from '../common/hash-table.js';
+import type { Logger } from '../common/log.js';
+import { leafHashes, rangeHash } from '../proto/range-hash.js';
+import type { Replica } from './replica.js';
+
+const READ_CHUNK = 4 * 1024 * 1024;
+
+export class ReplicaHashes {
+  hashes!: BigUint64Array;
+  readonly blockCount: number;
+  private readonly file: string;
+
+  constructor(dir: string, readonly sizeBytes: number, readonly blockSize: number, private readonly log: Logger) {
+    this.file = path.join(dir, 'replica-hashes.bin');
+    this.blockCount = Math.ceil(sizeBytes / blockSize);
+  }
+
+  /** Load the table; rebuild it from the replica's data when it is missing or damaged. */
+  async open(replica: Replica): Promise<void> {
+    try {
+      const loaded = await loadHashTable(this.file, this.blockSize, this.sizeBytes);
+      if (loaded) {
+        this.hashes = loaded;
+        return;
+      }
+    } catch (e) {
+      this.log.error({ err: (e as Error).message }, 'replica hash table damaged; rebuilding it from the replica');
+    }
+    await this.rebuild(replica);
+  }
+
+  /** A new sparse replica: every block reads as zeros, no need to read it. */
+  async initZero(): Promise<void> {
+    this.hashes = new BigUint64Array(this.blockCount).fill(blockHash(Buffer.alloc(this.blockSize)));
+    const tail = this.sizeBytes - (this.blockCount - 1) * this.blockSize;
+    if (this.blockCount > 0 && tail !== this.blockSize) this.hashes[this.blockCount - 1] = blockHash(Buffer.alloc(tail));
+    await this.persist();
+  }
+
+  async rebuild(replica: Replica): Promise<void> {
+    const started = Date.now();
+    this.hashes = new BigUint64Array(this.blockCount);
+    const chunkBlocks = READ_CHUNK / this.blockSize;
+    for (let b = 0; b < this.blockCount; b += chunkBlocks) {
+      const data = await replica.read(b * this.blockSize, Math.min(READ_CHUNK, this.sizeBytes - b * this.blockSize));
+      this.hashes.set(leafHashes(data, this.blockSize), b);
+    }
+    await this.persist();
+    this.log.info({ sizeBytes: this.sizeBytes, ms: Date.now() - started }, 'replica hashed');
+  }
+
+  /** Record data just written at `offset` (block-aligned, as every extent is). */
+  update(offset: number, data: Buffer): void {
+    this.hashes.set(leafHashes(data, this.blockSize), offset / this.blockSize);
+  }
+
+  persist(): Promise<void> {
+    return saveHashTable(this.file, this.blockSize, this.sizeBytes, this.hashes);
+  }
+
+  rangeHash(index: number, rangeBlocks: number): bigint {
+    return rangeHash(this.hashes, index, rangeBlocks);
+  }
+
+  /**
+   * Verify: read the blocks of these ranges from the replica itself and correct the table where the data
+   * disagree with it (silent corruption, or writes from outside Tidemark). Returns how many blocks differed.
+   */
+  async reread(replica: Replica, ranges: number[], rangeBlocks: number): Promise<number> {
+    let wrong = 0;
+    for (const r of ranges) {
+      const first = r * rangeBlocks;
+      const count = Math.min(rangeBlocks, this.blockCount - first);
+      if (count <= 0) continue;
+      const data = await replica.read(first * this.blockSize, Math.min(count * this.blockSize, this.sizeBytes - first * this.blockSize));
+      const actual = leafHashes(data, this.blockSize);
+      for (let i = 0; i < actual.length; i++) {
+        if (actual[i] !== this.hashes[first + i]) {
+          wrong++;
+          this.hashes[first + i] = actual[i]!;
+        }
+      }
+    }
+    if (wrong > 0) {
+      this.log.error({ blocks: wrong }, 'replica blocks differ from their recorded hashes; recorded the actual data');
+      await this.persist();
+    }
+    return wrong;
+  }
+}

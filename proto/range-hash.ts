@@ -1,0 +1,33 @@
+// Block and range hashes shared by both ends of a resync. A block's (leaf) hash is xxh64 of its bytes;
+// a range's hash is xxh64 of its leaves as stored in memory (u64 little-endian on the hosts we run on),
+// so either side computes it from its hash table alone.
+import { blockHash } from '../common/checksum.js';
+
+/** Leaf hashes of consecutive blocks in `data` (the last one may be short). */
+export function leafHashes(data: Buffer, blockSize: number): BigUint64Array {
+  const n = Math.ceil(data.length / blockSize);
+  const out = new BigUint64Array(n);
+  for (let i = 0; i < n; i++) out[i] = blockHash(data.subarray(i * blockSize, (i + 1) * blockSize));
+  return out;
+}
+
+/** Hash of range `index` (blocks [index*rangeBlocks, +rangeBlocks) clipped to the table). */
+export function rangeHash(leaves: BigUint64Array, index: number, rangeBlocks: number, firstBlock = 0): bigint {
+  const start = index * rangeBlocks - firstBlock;
+  const end = Math.min(start + rangeBlocks, leaves.length);
+  return blockHash(Buffer.from(leaves.buffer, leaves.byteOffset + start * 8, (end - start) * 8));
+}
+
+/** The wire form of several range hashes: 8 bytes each, little-endian. */
+export function encodeHashes(hashes: bigint[]): Buffer {
+  const b = Buffer.allocUnsafe(hashes.length * 8);
+  hashes.forEach((h, i) => b.writeBigUInt64LE(h, i * 8));
+  return b;
+}
+
+export function decodeHashes(b: Uint8Array): bigint[] {
+  const buf = Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+  const out: bigint[] = [];
+  for (let i = 0; i + 8 <= buf.length; i += 8) out.push(buf.readBigUInt64LE(i));
+  return out;
+}
