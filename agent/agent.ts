@@ -64,7 +64,7 @@ export class Agent {
     const tracker = new ScanTracker(dir, volume.sizeBytes, this.config.blockSize, log);
     const capture = new NoCapture(volume);
     const resync = new Resync(dir, id, volume.sizeBytes, this.config.blockSize, {
-      capture, tracker, journal, log,
+      capture, tracker, journal, log, windowBytes: this.config.resyncWindowBytes,
       ask: (q, hashes) => this.sender!.query(q, hashes),
     });
     await resync.open();

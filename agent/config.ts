@@ -23,6 +23,7 @@ export const agentConfigSchema = z.strictObject({
   cycleIntervalMs: z.number().int().min(50).default(d.cycleIntervalMs),
   maxDiffBytes: z.number().int().min(1024 * 1024).max(256 * 1024 * 1024).default(d.maxDiffBytes),
   journalQuotaBytes: z.number().int().min(1024 * 1024).default(d.journalQuotaBytes),
+  resyncWindowBytes: z.number().int().min(1024 * 1024).max(1024 * 1024 * 1024).default(d.resyncWindowBytes),
   window: z.number().int().min(1).max(64).default(DEFAULTS.transfer.window),
   volumes: z.array(agentVolumeSchema).min(1),
 });

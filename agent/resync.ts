@@ -21,7 +21,6 @@ export type ResyncMode = 'resync' | 'verify' | 'repair';
 
 /** Blocks per range at each level, coarse to fine (1 MiB, 64 KiB, one block at 4 KiB blocks). */
 const LEVELS = [256, 16, 1];
-const WINDOW_BLOCKS = 16 * 1024;
 const MAX_EXTENT = 1024 * 1024;
 const REPORT_RANGES = 1000;
 /** Ranges per query, so a query's header stays small (its hashes travel as the frame's payload). */
@@ -50,14 +49,17 @@ export class Resync {
   state: ResyncState;
   private readonly file: string;
   readonly blockCount: number;
+  private readonly windowBlocks: number;
 
   constructor(
     dir: string,
     private readonly volumeId: string,
     private readonly sizeBytes: number,
     private readonly blockSize: number,
-    private readonly deps: { capture: Capture; tracker: Tracker; journal: Journal; ask: Ask; log: Logger },
+    private readonly deps: { capture: Capture; tracker: Tracker; journal: Journal; ask: Ask; log: Logger; windowBytes: number },
   ) {
+    // Whole coarse ranges per window, so both sides agree on every range's extent.
+    this.windowBlocks = Math.max(LEVELS[0]!, Math.floor(deps.windowBytes / blockSize / LEVELS[0]!) * LEVELS[0]!);
     this.file = path.join(dir, 'resync.json');
     this.blockCount = Math.ceil(sizeBytes / blockSize);
     this.state = Resync.idle();
@@ -104,7 +106,7 @@ export class Resync {
     const s = this.state;
     const bs = this.blockSize;
     const first = s.cursorBlock;
-    const count = Math.min(WINDOW_BLOCKS, this.blockCount - first);
+    const count = Math.min(this.windowBlocks, this.blockCount - first);
     const captured = await this.deps.capture.begin();
     try {
       const data = await captured.view.read(first * bs, Math.min(count * bs, this.sizeBytes - first * bs));

@@ -29,11 +29,13 @@ export function formatStatus(snapshots: Record<string, unknown>[]): string {
     const vols = (s.volumes as Record<string, unknown>[] | undefined) ?? [];
     for (const v of vols) {
       if (s.role === 'agent') {
-        rows.push([`agent ${s.name}`, String(v.id), String(v.lastSeq), String(v.ackedSeq), mib(v.journalBytes), [v.initialSync ? 'initial sync' : '', v.blocked ?? ''].filter(Boolean).join(' ')]);
+        const r = v.resync as Record<string, number | string | boolean> | undefined;
+        const resync = r?.active ? `${r.mode} ${r.percent}% sent ${mib(r.bytesSent)} MiB eta ${Math.round(Number(r.etaMs) / 1000)} s (${r.reason})` : v.consistentAfterResync === false ? 'resync: finishing (step II)' : '';
+        rows.push([`agent ${s.name}`, String(v.id), String(v.lastSeq), String(v.ackedSeq), mib(v.journalBytes), [resync, v.blocked ?? ''].filter(Boolean).join(' ')]);
       } else if (s.role === 'process-server') {
         rows.push([`ps ${s.name}`, String(v.id), String(v.storedSeq), String(v.forwardedSeq), mib(v.backlogBytes), `lz4 ${mib(v.rawBytesIn)}→${mib(v.storedBytesIn)} MiB`]);
       } else {
-        rows.push([`mt ${s.name}`, String(v.id), String(v.storedSeq), String(v.appliedSeq), mib(v.backlogBytes), `lag ${((Number(v.lagMs) || 0) / 1000).toFixed(1)} s ${String(v.lastConsistency ?? '').toLowerCase()}`]);
+        rows.push([`mt ${s.name}`, String(v.id), String(v.storedSeq), String(v.appliedSeq), mib(v.backlogBytes), `lag ${((Number(v.lagMs) || 0) / 1000).toFixed(1)} s ${String(v.lastConsistency ?? '').toLowerCase()}${v.consistent === false ? ' INCONSISTENT (resync under way)' : ''}`]);
       }
     }
   }

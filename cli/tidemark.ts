@@ -15,6 +15,7 @@ import { MasterTarget } from '../master-target/server.js';
 import { loadPsConfig } from '../process-server/config.js';
 import { ProcessServer } from '../process-server/server.js';
 import { runDemo } from './demo.js';
+import { attachSeeded, requestResync, verify } from './resync.js';
 import { runDaemon } from './run-daemon.js';
 import { fetchStatus, formatStatus } from './status.js';
 
@@ -28,10 +29,17 @@ const USAGE = `usage: tidemark <command> [options]
                                    issue a key and certificate (role: ${ROLES.join(', ')})
   status --config <file> [--config <file> ...]
                                    show replication state of the daemons these configs describe
+  resync <volume> --config <agent.json>
+                                   bring the replica in step by checksum comparison (only differing blocks travel)
+  verify <volume> --config <agent.json> [--repair]
+                                   compare source and replica by hashes (the replica is re-read); report
+                                   differing ranges (exit 3 if any), or send them with --repair
+  attach-seeded <volume> --config <master-target.json>
+                                   before first replication: adopt the configured replica, seeded out of band
   demo [--dir <dir>] [--seconds N] [--size-mib N]
                                    replicate a generated volume through all three daemons and prove it`;
 
-const COMMANDS = ['agent', 'process-server', 'master-target', 'pki', 'demo', 'status', 'help'];
+const COMMANDS = ['agent', 'process-server', 'master-target', 'pki', 'demo', 'status', 'resync', 'verify', 'attach-seeded', 'help'];
 
 function usageError(msg: string): TidemarkError {
   return tmError('TM_ERR_USAGE', `${msg}\n\n${USAGE}`);
@@ -54,6 +62,7 @@ async function main(argv: string[]): Promise<void> {
       seconds: { type: 'string' },
       'size-mib': { type: 'string' },
       force: { type: 'boolean' },
+      repair: { type: 'boolean' },
     },
   });
   const config = (): string => {
@@ -81,11 +90,24 @@ async function main(argv: string[]): Promise<void> {
       return pki(positionals, values);
     case 'status':
       return status(values.config ?? []);
+    case 'resync':
+      return requestResync(config(), volumeArg(positionals));
+    case 'verify':
+      process.exitCode = await verify(config(), volumeArg(positionals), values.repair ?? false);
+      return;
+    case 'attach-seeded':
+      return attachSeeded(config(), volumeArg(positionals));
     case 'demo':
       return runDemo({ dir: values.dir, seconds: values.seconds === undefined ? undefined : Number(values.seconds), sizeMiB: values['size-mib'] === undefined ? undefined : Number(values['size-mib']) });
     default:
       throw usageError(`unknown command "${cmd}"; ${didYouMean(cmd, COMMANDS)}`);
   }
+}
+
+function volumeArg(positionals: string[]): string {
+  const v = positionals[0];
+  if (!v) throw usageError('which volume? give its id');
+  return v;
 }
 
 async function pki(positionals: string[], values: { dir?: string; out?: string; name?: string; force?: boolean }): Promise<void> {

@@ -8,6 +8,8 @@ export const DEFAULTS = {
     maxDiffBytes: 32 * 1024 * 1024,
     /** Unacknowledged bytes on disk in the journal before the agent stops capturing new data. */
     journalQuotaBytes: 1024 * 1024 * 1024,
+    /** A resync compares and journals this much of the volume at a time; its cursor is durable after each. */
+    resyncWindowBytes: 64 * 1024 * 1024,
     tracker: 'scan',
     capture: 'none',
   },

@@ -15,6 +15,7 @@ import type { Diff, ExtentRecord } from '../proto/hrl.js';
 import type { HashAnswer, HashQuery, OpenVolume } from '../proto/messages.js';
 import { decodeHashes } from '../proto/range-hash.js';
 import { ReplicaHashes } from './replica-hashes.js';
+import { SEED_FILE } from './seed.js';
 import { promises as fsp } from 'node:fs';
 import { DiffReceiver, type InboundSink } from '../proto/receiver.js';
 import { Applier } from './applier.js';
@@ -26,7 +27,6 @@ interface Target {
   replicaPath: string;
   replica: Replica | null;
   applier: Applier | null;
-  seeded: boolean;
 }
 
 export class MasterTarget implements InboundSink {
@@ -50,7 +50,7 @@ export class MasterTarget implements InboundSink {
     for (const v of cfg.volumes) {
       const store = new DiffStore(path.join(p(cfg.stateDir), 'volumes', v.id), v.id, this.log.child({ volume: v.id }));
       await store.open();
-      const t: Target = { store, replicaPath: p(v.replica), replica: null, applier: null, seeded: false };
+      const t: Target = { store, replicaPath: p(v.replica), replica: null, applier: null };
       this.targets.set(v.id, t);
       // A volume seen before: finish any differential a crash interrupted, before accepting more.
       // One volume's trouble (missing replica, EIO) must not stop the others: report it and go on.
@@ -100,7 +100,9 @@ export class MasterTarget implements InboundSink {
     const replica = exists ? await Replica.open(t.replicaPath, ov.sizeBytes) : await Replica.createSparse(t.replicaPath, ov.sizeBytes);
     try {
       if (exists) {
-        log.warn({ replica: t.replicaPath }, 'new replication onto an existing replica: hashing it as a seed; blocks that differ will be overwritten');
+        const attached = await fsp.stat(path.join(t.store.dir, SEED_FILE)).then(() => true, () => false);
+        if (attached) log.info({ replica: t.replicaPath }, 'seeded replica (attach-seeded): hashing it; the initial resync sends only blocks that differ');
+        else log.warn({ replica: t.replicaPath }, 'new replication onto an existing replica: hashing it as a seed; blocks that differ will be overwritten');
         await hashes.rebuild(replica);
       } else {
         await hashes.initZero();

@@ -4,6 +4,7 @@ import { createReadStream, promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Test } from 'tap';
+import type { Lab } from '../../cli/lab.js';
 
 export async function scratchDir(t: Test, prefix: string): Promise<string> {
   const dir = await fsp.mkdtemp(path.join(os.tmpdir(), `tm-${prefix}-`));
@@ -53,3 +54,17 @@ export function startWriter(file: string, sizeBytes: number, intervalMs = 20): {
 }
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** What the master target received, from its own log: every differential once, and every resend. */
+export async function received(l: Lab): Promise<{ distinct: number; resent: number }> {
+  const bySeq = new Map<number, number>();
+  let total = 0;
+  for (const line of await l.logLines('mt')) {
+    if (line.msg === 'differential durable' || line.msg === 'retransmitted differential skipped') {
+      total += Number(line.rawBytes);
+      bySeq.set(Number(line.seq), Number(line.rawBytes));
+    }
+  }
+  const distinct = [...bySeq.values()].reduce((a, b) => a + b, 0);
+  return { distinct, resent: total - distinct };
+}

@@ -3,7 +3,7 @@ import { randomInt } from 'node:crypto';
 import path from 'node:path';
 import t, { type Test } from 'tap';
 import { Lab, type DaemonName } from '../../cli/lab.js';
-import { makeImage, scratchDir, sha256, sleep, startWriter } from './helpers.js';
+import { makeImage, received, scratchDir, sha256, sleep, startWriter } from './helpers.js';
 
 const SIZE_MIB = 96;
 const DATA_MIB = 40;
@@ -18,20 +18,6 @@ async function lab(t: Test, name: string): Promise<{ lab: Lab; source: string; r
   const l = await Lab.create({ dir, volumes: [{ id: 'vol1', source, replica }], agent: { cycleIntervalMs: 300, maxDiffBytes: MAX_DIFF, window: WINDOW }, ps: { window: WINDOW } });
   t.teardown(() => l.stopAll());
   return { lab: l, source, replica };
-}
-
-/** What the master target received, from its own log: every differential once, and every resend. */
-async function received(l: Lab): Promise<{ distinct: number; resent: number }> {
-  const bySeq = new Map<number, number>();
-  let total = 0;
-  for (const line of await l.logLines('mt')) {
-    if (line.msg === 'differential durable' || line.msg === 'retransmitted differential skipped') {
-      total += Number(line.rawBytes);
-      bySeq.set(Number(line.seq), Number(line.rawBytes));
-    }
-  }
-  const distinct = [...bySeq.values()].reduce((a, b) => a + b, 0);
-  return { distinct, resent: total - distinct };
 }
 
 t.test('a volume written during replication converges to a byte-identical replica', async (t) => {
