@@ -105,7 +105,9 @@ export class Agent {
         more ||= res.more;
       } catch (e) {
         const err = wrap(e, `cycle of ${r.volumeId}`, { volume: r.volumeId });
-        this.log.error({ volume: r.volumeId, code: err.code, err: err.message }, 'cycle failed; will retry');
+        // A resync needs the replica side; while it is unreachable that is expected, not a failure.
+        if (err.code === 'TM_ERR_CONNECTION') this.log.warn({ volume: r.volumeId, code: err.code, err: err.message }, 'resync waiting for the replica side');
+        else this.log.error({ volume: r.volumeId, code: err.code, err: err.message }, 'cycle failed; will retry');
       }
     }
     const now = more || this.wakeRequested;

@@ -81,6 +81,8 @@ export class DiffSender {
    */
   query(q: Omit<HashQuery, 'requestId'>, hashes: Buffer, timeoutMs = QUERY_TIMEOUT_MS): Promise<HashAnswer> {
     const requestId = this.nextRequest++;
+    // No session to send it on: fail now rather than hold the caller (and its other volumes) for the timeout.
+    if (!this.stats.connected) return Promise.reject(tmError('TM_ERR_CONNECTION', `not connected to ${this.stats.peer || 'the receiver'}: ${this.stats.lastError ?? 'connecting'}`, { volume: q.volumeId }));
     return new Promise<HashAnswer>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.queries.delete(requestId);
