@@ -70,10 +70,11 @@ export class Agent {
     await resync.open();
     // No baseline to trust (a new volume, or one lost or damaged): compare with the replica first.
     const why = await tracker.open();
-    if (why !== null && !resync.active) await resync.start('resync', why);
+    if (why !== null) await resync.start('resync', why, { resume: true });
     return new VolumeReplicator(id, volume, tracker, capture, journal, resync, {
       maxDiffBytes: this.config.maxDiffBytes,
       journalQuotaBytes: this.config.journalQuotaBytes,
+      cycleIntervalMs: this.config.cycleIntervalMs,
       log,
     });
   }
@@ -123,7 +124,9 @@ export class Agent {
     if (!r) throw tmError('TM_ERR_UNKNOWN_VOLUME', `volume "${id}" is not protected by this agent; ${didYouMean(id, this.replicators.map((x) => x.volumeId))}`, { volume: id });
     const mode = (params.get('mode') ?? 'resync') as ResyncMode;
     if (!['resync', 'verify', 'repair'].includes(mode)) throw tmError('TM_ERR_USAGE', `unknown mode "${mode}"; ${didYouMean(mode, ['resync', 'verify', 'repair'])}`);
-    await r.resync.start(mode, 'requested by operator');
+    if (!(await r.resync.start(mode, 'requested by operator'))) {
+      throw tmError('TM_ERR_USAGE', `a ${r.resync.state.mode} of ${id} is under way (${r.resync.progress().percent}%); verify once it is done`, { volume: id });
+    }
     this.wake();
     return { volume: id, mode, started: true };
   }

@@ -7,7 +7,7 @@ import { crc } from '../common/checksum.js';
 import { ensureDir, removeTempFiles, unlinkDurable, writeFileDurable } from '../common/durable.js';
 import { tmError, TidemarkError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
-import { HrlWriter, decodeHrl, hrlName, listDiffs, salvageRanges, type Diff, type DiffHeader } from '../proto/hrl.js';
+import { HrlWriter, decodeHeader, decodeHrl, hrlName, listDiffs, salvageRanges, type Diff, type DiffHeader } from '../proto/hrl.js';
 import { RecentDiffs } from '../proto/recent-diffs.js';
 import type { DirtyExtent } from './trackers/tracker.js';
 
@@ -125,7 +125,14 @@ export class Journal {
       const ranges = salvageRanges(buf);
       this.log.error({ code: e.code, seq, err: e.message, reread: ranges === null ? 'all' : ranges.length }, 'damaged journal file; re-reading its blocks from the volume');
       await repair(ranges);
-      const w = await HrlWriter.create(this.dir, { volumeId: this.volumeId, seq, startTimeMs: Date.now(), endTimeMs: Date.now(), volumeSize: this.state.sizeBytes, blockSize: this.state.blockSize, consistency: 'FUZZY', flags: 0, tags: [] });
+      // Keep what the header said (a resync end marker, say) when the header itself is intact.
+      let flags = 0;
+      try {
+        flags = decodeHeader(buf).flags;
+      } catch {
+        /* header damaged too: a resync was started, which ends with its own marker */
+      }
+      const w = await HrlWriter.create(this.dir, { volumeId: this.volumeId, seq, startTimeMs: Date.now(), endTimeMs: Date.now(), volumeSize: this.state.sizeBytes, blockSize: this.state.blockSize, consistency: 'FUZZY', flags, tags: [] });
       await w.commit();
       return decodeHrl(await fsp.readFile(this.file(seq)), this.file(seq));
     }

@@ -28,7 +28,7 @@ export class VolumeReplicator implements OutboundVolume {
     readonly capture: Capture,
     readonly journal: Journal,
     readonly resync: Resync,
-    private readonly opts: { maxDiffBytes: number; journalQuotaBytes: number; log: Logger },
+    private readonly opts: { maxDiffBytes: number; journalQuotaBytes: number; cycleIntervalMs: number; log: Logger },
   ) {}
 
   async cycle(): Promise<CycleResult> {
@@ -42,8 +42,10 @@ export class VolumeReplicator implements OutboundVolume {
     if (this.resync.active) {
       const before = this.journal.lastSeq;
       await this.resync.step();
-      // A verify sends nothing, so scanning goes on beside it; a resync owns the volume until it is done.
-      if (this.resync.state.mode !== 'verify' || !this.resync.active) {
+      // A resync owns the volume until it is done. A verify sends nothing, so scanning goes on beside it,
+      // at its usual interval rather than once per verified window.
+      const verifying = this.resync.active && this.resync.state.mode === 'verify';
+      if (!verifying || Date.now() - this.lastCycleAt < this.opts.cycleIntervalMs) {
         return { seq: this.journal.lastSeq > before ? this.journal.lastSeq : null, bytes: 0, more: true };
       }
     }
@@ -81,7 +83,10 @@ export class VolumeReplicator implements OutboundVolume {
   }
 
   load(seq: number): Promise<Diff> {
-    return this.journal.load(seq, (ranges) => (ranges === null ? this.resync.start('resync', 'damaged journal file') : this.tracker.invalidate(ranges)));
+    return this.journal.load(seq, async (ranges) => {
+      if (ranges === null) await this.resync.start('resync', 'damaged journal file', { resume: true });
+      else await this.tracker.invalidate(ranges);
+    });
   }
 
   acked(seq: number): Promise<void> {

@@ -74,7 +74,7 @@ export class Resync {
       this.state = { ...Resync.idle(), ...(JSON.parse(await fsp.readFile(this.file, 'utf8')) as Partial<ResyncState>) };
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') this.deps.log.error({ err: (e as Error).message }, 'resync state unreadable; starting a resync from the beginning');
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') await this.start('resync', 'resync state unreadable');
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') await this.start('resync', 'resync state unreadable', { resume: true });
     }
     if (this.state.active) this.deps.log.info({ mode: this.state.mode, cursorBlock: this.state.cursorBlock, reason: this.state.reason }, 'resuming resync');
   }
@@ -83,12 +83,18 @@ export class Resync {
     return this.state.active;
   }
 
-  /** Start (or restart from the beginning) a pass. A resync overrides a running verify, not the reverse. */
-  async start(mode: ResyncMode, reason: string): Promise<void> {
-    if (this.state.active && this.state.mode !== 'verify' && mode === 'verify') return;
-    this.state = { ...Resync.idle(), active: true, mode, reason, startedAt: Date.now() };
+  /**
+   * Start a pass from the beginning. A resync or repair overrides a running verify, not the reverse (false:
+   * not started); with `resume`, a resync or repair already running just goes on. An end marker still
+   * owed by an earlier pass stays owed.
+   */
+  async start(mode: ResyncMode, reason: string, opts: { resume?: boolean } = {}): Promise<boolean> {
+    const running = this.state.active && this.state.mode !== 'verify';
+    if (running && (mode === 'verify' || opts.resume)) return false;
+    this.state = { ...Resync.idle(), active: true, mode, reason, startedAt: Date.now(), endPending: this.state.endPending };
     await this.save();
     this.deps.log.warn({ volume: this.volumeId, mode, reason }, 'resync started');
+    return true;
   }
 
   /** The differential carrying FLAG_RESYNC_END is durable. */
@@ -129,7 +135,7 @@ export class Resync {
       s.cursorBlock = first + count;
       if (s.cursorBlock >= this.blockCount) {
         s.active = false;
-        s.endPending = s.mode !== 'verify';
+        s.endPending ||= s.mode !== 'verify';
         s.finishedAt = Date.now();
         this.deps.log.info({ volume: this.volumeId, mode: s.mode, differingBlocks: s.differingBlocks, bytesSent: s.bytesSent, hashBytes: s.hashBytes, ms: s.finishedAt - s.startedAt }, 'resync pass complete');
       }

@@ -80,9 +80,11 @@ export async function attachSeeded(configFile: string, volume: string): Promise<
   const v = cfg.volumes.find((x) => x.id === volume);
   if (!v) throw tmError('TM_ERR_UNKNOWN_VOLUME', `volume "${volume}" is not in ${configFile}; ${didYouMean(volume, cfg.volumes.map((x) => x.id))}`, { volume });
   const stateDir = resolveFrom(cfg.configDir, cfg.stateDir);
-  if (await fsp.stat(path.join(stateDir, STATUS_PORT_FILE)).then(() => true, () => false)) {
-    throw tmError('TM_ERR_USAGE', `the master target of ${configFile} looks to be running; stop it first (or remove a stale ${STATUS_PORT_FILE})`);
+  // Running means answering on its status port (a port file left by a killed daemon does not count).
+  const port = await fsp.readFile(path.join(stateDir, STATUS_PORT_FILE), 'utf8').then(Number, () => 0);
+  if (port > 0 && (await fetchStatus(port).then(() => true, () => false))) {
+    throw tmError('TM_ERR_USAGE', `the master target of ${configFile} is running; stop it first`);
   }
   const out = await seedReplica(path.join(stateDir, 'volumes', volume), resolveFrom(cfg.configDir, v.replica), rootLogger('attach-seeded'));
-  console.log(`seeded replica ${out.replica} (${mib(out.sizeBytes)}) hashed; start the master target, and the agent's initial resync will send only the blocks that differ`);
+  console.log(`seeded replica ${out.replica} (${mib(out.sizeBytes)}) attached; the master target hashes it when the agent first connects, and the initial resync sends only the blocks that differ`);
 }

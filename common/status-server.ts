@@ -2,6 +2,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
+import { promises as fsp } from 'node:fs';
 import { writeFileDurable } from './durable.js';
 
 /** Where a daemon records its status port, inside its state (or cache) folder, for `tidemark status`. */
@@ -38,6 +39,7 @@ export async function startStatusServer(host: string, port: number, stateDir: st
   await writeFileDurable(path.join(stateDir, STATUS_PORT_FILE), String(bound));
   return {
     port: bound,
-    close: () => new Promise((resolve) => server.close(() => resolve())),
+    // Gone with the daemon (a SIGKILL leaves it behind, so readers check that the port answers).
+    close: () => new Promise((resolve) => server.close(() => void fsp.rm(path.join(stateDir, STATUS_PORT_FILE), { force: true }).then(() => resolve()))),
   };
 }

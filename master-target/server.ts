@@ -151,7 +151,8 @@ export class MasterTarget implements InboundSink {
   async openVolume(_peer: unknown, ov: OpenVolume): Promise<{ dir: string }> {
     const t = this.target(ov.volumeId);
     if (t.store.state === null) await this.prepareReplica(t, ov);
-    await t.store.adopt(ov);
+    // Not a consistent point until the initial resync has ended.
+    await t.store.adopt(ov, { resyncing: true });
     if (!t.applier) await this.attach(t);
     return { dir: t.store.dir };
   }

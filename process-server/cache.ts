@@ -77,7 +77,7 @@ export class Cache implements InboundSink {
     const mt = this.cfg.volumes.find((v) => v.id === q.volumeId)!.masterTarget;
     const { requestId, ...rest } = q;
     const answer = await this.relayQuery(mt, rest, hashes);
-    return { ...answer, requestId };
+    return { ...answer, requestId }; // a failure downstream was raised by relayQuery and is answered as one
   }
 
   storedSeq(volumeId: string): number {

@@ -48,10 +48,10 @@ export class DiffStore {
   }
 
   /** Check an OpenVolume against what we hold, or adopt it for a volume seen for the first time. */
-  async adopt(ov: OpenVolume): Promise<void> {
+  async adopt(ov: OpenVolume, initial: Partial<StoreState> = {}): Promise<void> {
     const s = this.state;
     if (s === null) {
-      this.state = { replicationId: ov.replicationId, sizeBytes: ov.sizeBytes, blockSize: ov.blockSize, doneSeq: 0 };
+      this.state = { replicationId: ov.replicationId, sizeBytes: ov.sizeBytes, blockSize: ov.blockSize, doneSeq: 0, ...initial };
       await writeFileDurable(this.stateFile, JSON.stringify(this.state));
       this.log.info({ volume: this.volumeId, sizeBytes: ov.sizeBytes, blockSize: ov.blockSize }, 'new volume');
       return;

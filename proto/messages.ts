@@ -22,7 +22,7 @@ export interface DiffEnd { volumeId: string; seq: number; extentCount: number; e
 export interface Ack { volumeId: string; durableSeq: number }
 /** Its frame's payload holds the ranges' hashes (8 bytes each, u64 LE). */
 export interface HashQuery { volumeId: string; requestId: number; rangeBlocks: number; ranges: number[]; afterSeq: number; reread: boolean }
-export interface HashAnswer { volumeId: string; requestId: number; differing: number[] }
+export interface HashAnswer { volumeId: string; requestId: number; differing: number[]; errorCode?: string; errorMessage?: string }
 export interface ErrorReport { code: string; message: string; volumeId: string; seq: number; retryable: boolean }
 
 export type Message =

@@ -99,14 +99,14 @@ export class DiffReceiver {
         await this.receiveDiff(conn, msg.diffBegin, dir, log);
       } else if ('hashQuery' in msg) {
         const q = msg.hashQuery;
-        if (!opened.has(q.volumeId)) throw tmError('TM_ERR_PROTOCOL', `hash query for volume ${q.volumeId} that was not opened on this connection`, { volume: q.volumeId });
+        if (!opened.has(q.volumeId) || this.owners.get(q.volumeId) !== conn) throw tmError('TM_ERR_PROTOCOL', `hash query for volume ${q.volumeId} that this connection does not send`, { volume: q.volumeId });
         // Not awaited: the answer waits for differentials that arrive on this very loop.
         this.sink.answerQuery(q, payload).then(
           (a) => conn.send({ hashAnswer: a }),
           (e: unknown) => {
             const err = e instanceof TidemarkError ? e : tmError(codeOf(e), String(e));
             log.warn({ volume: q.volumeId, code: err.code, err: err.message }, 'hash query failed');
-            return conn.send({ error: { code: err.code, message: err.message, volumeId: q.volumeId, seq: q.requestId, retryable: true } });
+            return conn.send({ hashAnswer: { volumeId: q.volumeId, requestId: q.requestId, differing: [], errorCode: err.code, errorMessage: err.message } });
           },
         ).catch(() => {});
       } else {

@@ -202,13 +202,6 @@ export class DiffSender {
         // An error about one volume sets that volume aside and leaves the others running; if the receiver
         // also dropped the connection, the session ends anyway and resumes from the last ack.
         const vol = e instanceof TidemarkError && e.code === 'TM_ERR_PEER_ERROR' ? String(e.context.volume ?? '') : '';
-        // A failed hash query comes back as an error naming the request (seq); fail just that query.
-        const failed = vol ? [...this.queries.values()].find((p) => p.sent && p.q.volumeId === vol && p.q.requestId === Number((e as TidemarkError).context.seq)) : undefined;
-        if (failed) {
-          this.queries.delete(failed.q.requestId);
-          failed.reject(e as Error);
-          continue;
-        }
         if (vol && lanes.has(vol)) {
           const peerCode = String((e as TidemarkError).context.peerCode ?? '');
           const refusal = peerCode in ERRORS && ERRORS[peerCode as ErrorCode].class === 'refused';
@@ -222,9 +215,15 @@ export class DiffSender {
       }
       const { msg } = f;
       if ('hashAnswer' in msg) {
-        const pending = this.queries.get(msg.hashAnswer.requestId);
-        this.queries.delete(msg.hashAnswer.requestId);
-        pending?.resolve(msg.hashAnswer);
+        const a = msg.hashAnswer;
+        const pending = this.queries.get(a.requestId);
+        this.queries.delete(a.requestId);
+        if (a.errorCode) {
+          const code = (a.errorCode in ERRORS ? a.errorCode : 'TM_ERR_PEER_ERROR') as ErrorCode;
+          pending?.reject(tmError(code, `${this.stats.peer} could not answer for ${a.volumeId}: ${a.errorMessage ?? ''}`, { volume: a.volumeId }));
+        } else {
+          pending?.resolve(a);
+        }
       } else if ('volumeState' in msg || 'ack' in msg) {
         const { volumeId, durableSeq } = 'ack' in msg ? msg.ack : msg.volumeState;
         const lane = lanes.get(volumeId);

@@ -30,7 +30,6 @@ export class ScanTracker implements Tracker {
     this.blockCount = Math.ceil(sizeBytes / blockSize);
   }
 
-  /** `hasHistory`: differentials of this volume were journaled before, so a missing baseline was lost. */
   async open(): Promise<string | null> {
     try {
       const loaded = await loadHashTable(this.file, this.blockSize, this.sizeBytes);

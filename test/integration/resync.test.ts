@@ -64,6 +64,10 @@ for (const [label, fraction] of [['1%', 0.01], ['10%', 0.1], ['all zeros', -1]] 
     } else {
       changed = await divergedCopy(source, replica, fraction);
     }
+    if (fraction === 0.01) {
+      const attached = await run(process.execPath, [TIDEMARK_BIN, 'attach-seeded', 'vol1', '--config', lab.configs.mt], { cwd: lab.opts.dir });
+      t.match(attached.stdout, 'attached', 'attach-seeded accepts the seeded replica');
+    }
     lab.start('mt');
     lab.start('ps');
     lab.start('agent');
@@ -74,6 +78,7 @@ for (const [label, fraction] of [['1%', 0.01], ['10%', 0.1], ['all zeros', -1]] 
     t.ok(r.bytesSent >= changed, 'and every differing byte was sent');
     t.comment(`hash exchange: ${r.hashBytes} bytes (${((r.hashBytes / (64 << 20)) * 100).toFixed(3)}% of the volume)`);
     t.ok(r.hashBytes < 0.01 * (64 << 20), 'the hash exchange is under 1% of the volume');
+    if (fraction === 0.01) t.ok((await lab.logLines('mt')).some((l) => String(l.msg).startsWith('seeded replica (attach-seeded)')), 'the master target hashed the attached seed');
   });
 }
 
@@ -84,7 +89,11 @@ t.test('writes made during a resync are replicated after it (Step II)', async (t
   lab.start('ps');
   lab.start('agent');
   const writer = startWriter(source, 64 << 20, 10);
-  await sleep(3000);
+  await sleep(1000);
+  const refused = await run(process.execPath, [TIDEMARK_BIN, 'verify', 'vol1', '--config', lab.configs.agent], { cwd: lab.opts.dir }).then(() => '', (e: { stderr: string }) => e.stderr);
+  t.match(refused, /TM_ERR_USAGE.*under way/, 'a verify asked for during a resync is refused, not left waiting');
+  t.equal((((await lab.status('mt'))?.volumes as Record<string, unknown>[])[0]!).consistent, false, 'the replica is marked inconsistent while the resync runs');
+  await sleep(2000);
   const written = await writer.stop();
   const resyncing = (await resyncStats(lab)).active;
   await lab.waitConverged(Date.now(), 120_000);
