@@ -75,6 +75,13 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
   await makeVolume(dir, source, sizeMiB);
   const lab = await Lab.create({ dir, volumes: [{ id: 'demo-vol', source, replica }], agent: { cycleIntervalMs: 1000 } });
   console.log('PKI and configs written; starting master target, process server and agent');
+  // Ctrl-C (or a SIGTERM) stops the daemons too, instead of leaving them running without their parent.
+  const interrupt = (sig: NodeJS.Signals): void => {
+    console.log(`\n${sig}: stopping the daemons`);
+    void lab.stopAll().finally(() => process.exit(130));
+  };
+  process.once('SIGINT', interrupt);
+  process.once('SIGTERM', interrupt);
   lab.start('mt');
   lab.start('ps');
   lab.start('agent');
