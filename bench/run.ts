@@ -3,9 +3,11 @@
 import { closest } from 'fastest-levenshtein';
 import { formatTable, machine, writeResults, type Benchmark } from './harness.js';
 import { initialSync } from './initial-sync.js';
+import { resync } from './resync.js';
 
 export const BENCHMARKS: Record<string, Benchmark> = {
   'initial-sync': initialSync,
+  resync,
 };
 
 function list(): void {
