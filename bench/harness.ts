@@ -239,3 +239,12 @@ export function which(cmd: string): string | null {
     return null;
   }
 }
+
+/** The volume size a benchmark runs at: 1 GiB, or TIDEMARK_BENCH_SIZE_MIB for a quicker trial. */
+export function benchSizeMiB(minimum: number, why: string): number {
+  const env = process.env.TIDEMARK_BENCH_SIZE_MIB;
+  if (env === undefined || env === '') return 1024;
+  const n = Number(env);
+  if (!Number.isInteger(n) || n < minimum) throw new Error(`TIDEMARK_BENCH_SIZE_MIB must be an integer of at least ${minimum} (${why}), not "${env}"`);
+  return n;
+}

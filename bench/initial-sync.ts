@@ -6,7 +6,7 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { freePort, Lab, type DaemonName } from '../cli/lab.js';
-import { CpuMeter, fmt, GiB, MiB, timed, which, WORK_DIR, type BenchResult, type Benchmark, type Figure } from './harness.js';
+import { CpuMeter, fmt, GiB, MiB, timed, which, WORK_DIR, type BenchResult, type Benchmark, type Figure, benchSizeMiB } from './harness.js';
 import { makeVolume, sha256File, type VolumeFacts } from './volume.js';
 
 const VOLUME_ID = 'bench-vol';
@@ -19,13 +19,6 @@ export const initialSync: Benchmark = {
   run,
 };
 
-function sizeMiB(): number {
-  const env = process.env.TIDEMARK_BENCH_SIZE_MIB;
-  if (env === undefined || env === '') return 1024;
-  const n = Number(env);
-  if (!Number.isInteger(n) || n < 64) throw new Error(`TIDEMARK_BENCH_SIZE_MIB must be an integer of at least 64 (ext4 needs room), not "${env}"`);
-  return n;
-}
 
 function requireTools(): void {
   const missing = ['lz4', 'socat', 'mkfs.ext4', 'bash'].filter((t) => which(t) === null);
@@ -186,7 +179,7 @@ async function nameProfiles(dir: string, pids: Map<DaemonName, number | undefine
 
 async function run(): Promise<BenchResult> {
   requireTools();
-  const mib = sizeMiB();
+  const mib = benchSizeMiB(64, 'ext4 needs room');
   const gib = (mib * MiB) / GiB;
   const dir = path.join(WORK_DIR, 'initial-sync');
   await fsp.rm(dir, { recursive: true, force: true });

@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { freePort, Lab, type DaemonName } from '../cli/lab.js';
-import { CpuMeter, cpuSecondsTree, fmt, GiB, MiB, which, WORK_DIR, type BenchResult, type Benchmark, type Figure, type Ratio, type Reference } from './harness.js';
+import { CpuMeter, cpuSecondsTree, fmt, GiB, MiB, which, WORK_DIR, type BenchResult, type Benchmark, type Figure, type Ratio, type Reference, benchSizeMiB } from './harness.js';
 import { sha256File } from './volume.js';
 
 const VOLUME_ID = 'bench-vol';
@@ -29,13 +29,6 @@ export const resync: Benchmark = {
   run,
 };
 
-function baseMiB(): number {
-  const env = process.env.TIDEMARK_BENCH_SIZE_MIB;
-  if (env === undefined || env === '') return 1024;
-  const n = Number(env);
-  if (!Number.isInteger(n) || n < 16) throw new Error(`TIDEMARK_BENCH_SIZE_MIB must be an integer of at least 16, not "${env}"`);
-  return n;
-}
 
 function requireTools(): void {
   const pkg: Record<string, string> = { rsync: 'rsync', rdiff: 'rdiff', bash: 'bash', cp: 'coreutils' };
@@ -588,7 +581,7 @@ function sizeLabel(bytes: number): string {
 
 async function run(): Promise<BenchResult> {
   requireTools();
-  const base = baseMiB();
+  const base = benchSizeMiB(16, 'one resync window and some');
   const dir = path.join(WORK_DIR, 'resync');
   await fsp.rm(dir, { recursive: true, force: true });
   await fsp.mkdir(dir, { recursive: true });

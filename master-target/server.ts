@@ -115,7 +115,7 @@ export class MasterTarget implements InboundSink {
 
   /**
    * A resync question relayed from the agent: which of these ranges differ? Answered once everything the
-   * agent journaled before asking is applied, with the applier held still while the hashes are read.
+   * agent said may touch these ranges (after_seq) is applied.
    */
   async answerQuery(q: HashQuery, hashes: Buffer): Promise<HashAnswer> {
     const t = this.target(q.volumeId);
@@ -124,10 +124,17 @@ export class MasterTarget implements InboundSink {
     await applier.applied(q.afterSeq);
     const theirs = decodeHashes(hashes);
     if (theirs.length !== q.ranges.length) throw tmError('TM_ERR_PROTOCOL', `hash query for ${q.volumeId} carries ${theirs.length} hashes for ${q.ranges.length} ranges`, { volume: q.volumeId });
+    const compare = (): HashAnswer => ({
+      volumeId: q.volumeId,
+      requestId: q.requestId,
+      differing: q.ranges.filter((r, i) => applier.hashes.rangeHash(r, q.rangeBlocks) !== theirs[i]),
+    });
+    // Comparing with the table is synchronous, so it sees it whole; only a re-read of the replica's data
+    // (verify) must hold the applier still, or it could record data the applier is about to replace.
+    if (!q.reread) return compare();
     return applier.exclusive(async () => {
-      if (q.reread) await applier.hashes.reread(replica, q.ranges, q.rangeBlocks);
-      const differing = q.ranges.filter((r, i) => applier.hashes.rangeHash(r, q.rangeBlocks) !== theirs[i]);
-      return { volumeId: q.volumeId, requestId: q.requestId, differing };
+      await applier.hashes.reread(replica, q.ranges, q.rangeBlocks);
+      return compare();
     });
   }
 
