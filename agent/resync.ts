@@ -43,6 +43,8 @@ export interface ResyncState {
   endPending: boolean;
   /** Last differential journaled before this pass: the only ones that may touch blocks it has yet to compare. */
   baseSeq: number;
+  /** Last differential journaled when the cursor was saved: anything newer belongs to the window being redone. */
+  cursorSeq: number;
 }
 
 export type Ask = (q: Omit<HashQuery, 'requestId'>, hashes: Buffer) => Promise<HashAnswer>;
@@ -68,14 +70,14 @@ export class Resync {
   }
 
   private static idle(): ResyncState {
-    return { active: false, mode: 'resync', reason: '', cursorBlock: 0, startedAt: 0, finishedAt: 0, bytesProcessed: 0, bytesSent: 0, hashBytes: 0, differingBlocks: 0, differing: [], endPending: false, baseSeq: 0 };
+    return { active: false, mode: 'resync', reason: '', cursorBlock: 0, startedAt: 0, finishedAt: 0, bytesProcessed: 0, bytesSent: 0, hashBytes: 0, differingBlocks: 0, differing: [], endPending: false, baseSeq: 0, cursorSeq: 0 };
   }
 
   async open(): Promise<void> {
     try {
       const saved = JSON.parse(await fsp.readFile(this.file, 'utf8')) as Partial<ResyncState>;
       // Without a recorded base, wait for everything journaled so far: always safe.
-      this.state = { ...Resync.idle(), baseSeq: this.deps.journal.lastSeq, ...saved };
+      this.state = { ...Resync.idle(), baseSeq: this.deps.journal.lastSeq, cursorSeq: this.deps.journal.lastSeq, ...saved };
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') this.deps.log.error({ err: (e as Error).message }, 'resync state unreadable; starting a resync from the beginning');
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') await this.start('resync', 'resync state unreadable', { resume: true });
@@ -95,7 +97,7 @@ export class Resync {
   async start(mode: ResyncMode, reason: string, opts: { resume?: boolean } = {}): Promise<boolean> {
     const running = this.state.active && this.state.mode !== 'verify';
     if (running && (mode === 'verify' || opts.resume)) return false;
-    this.state = { ...Resync.idle(), active: true, mode, reason, startedAt: Date.now(), endPending: this.state.endPending, baseSeq: this.deps.journal.lastSeq };
+    this.state = { ...Resync.idle(), active: true, mode, reason, startedAt: Date.now(), endPending: this.state.endPending, baseSeq: this.deps.journal.lastSeq, cursorSeq: this.deps.journal.lastSeq };
     await this.save();
     this.deps.log.warn({ volume: this.volumeId, mode, reason }, 'resync started');
     return true;
@@ -123,9 +125,12 @@ export class Resync {
       const leaves = leafHashes(data, bs);
       // The replica must be asked about after every differential that may touch this window. A resync or
       // repair owns the volume (no scanning), and its own earlier windows cover other blocks: only what
-      // came before the pass matters, so windows need not wait for each other's apply. A verify runs
-      // beside scanning, whose differentials may touch any block: it waits for all of them.
-      const afterSeq = s.mode === 'verify' ? this.deps.journal.lastSeq : s.baseSeq;
+      // came before the pass matters, so windows need not wait for each other's apply. Except a window
+      // redone after a crash: what it journaled before the crash is newer than the saved cursor, and must
+      // be applied before the question, or a block changed since could look equal and be lost. A verify
+      // runs beside scanning, whose differentials may touch any block: it waits for all of them.
+      const last = this.deps.journal.lastSeq;
+      const afterSeq = s.mode === 'verify' || last > s.cursorSeq ? last : s.baseSeq;
       const differing = await this.compare(first, count, leaves, afterSeq, s.mode !== 'resync');
       s.differingBlocks += differing.length;
       const extents = this.extents(differing, first, data);
@@ -141,6 +146,7 @@ export class Resync {
       }
       s.bytesProcessed += data.length;
       s.cursorBlock = first + count;
+      s.cursorSeq = this.deps.journal.lastSeq;
       if (s.cursorBlock >= this.blockCount) {
         s.active = false;
         s.endPending ||= s.mode !== 'verify';
