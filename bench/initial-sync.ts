@@ -309,7 +309,7 @@ async function run(): Promise<BenchResult> {
       ratios,
       table,
       notes: [
-        'MiB/s volume = volume size / wall time. Tidemark\'s scan tracker never sends zero blocks of a fresh volume (a new replica is a sparse file whose blocks are known to hash as zeros, so the initial resync finds them equal), while the lz4 pipeline moves every byte: "MiB/s data" is the non-zero data Tidemark actually sent (process server rawBytesIn) over the same time.',
+        'MiB/s volume = volume size / wall time. Tidemark never sends zero blocks of a fresh volume (a new replica is a sparse file whose blocks are known to hash as zeros, so the initial resync finds them equal), while the lz4 pipeline moves every byte: "MiB/s data" is the non-zero data Tidemark actually sent (process server rawBytesIn) over the same time.',
         'Tidemark time runs from starting the three daemons to convergence: the agent rescanned the whole volume after the data was applied and found nothing new. "replica complete" is the first poll (250 ms) at which the master target had applied everything of the first pass.',
         'CPU = utime + stime of each daemon process (all threads) from /proc/<pid>/stat, read right before SIGTERM; it includes daemon start-up and the confirming rescan. The lz4 pipeline CPU is bash `times` over all its processes.',
         'The machine may be shared with other work: compare the ratios, measured in the same run, rather than absolute figures.',
