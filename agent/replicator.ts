@@ -84,7 +84,8 @@ export class VolumeReplicator implements OutboundVolume {
 
   load(seq: number): Promise<Diff> {
     return this.journal.load(seq, async (ranges) => {
-      if (ranges === null) await this.resync.start('resync', 'damaged journal file', { resume: true });
+      // Unknown blocks lost: a pass under way may already count them clean, so start over from block 0.
+      if (ranges === null) await this.resync.start('resync', 'damaged journal file');
       else await this.tracker.invalidate(ranges);
     });
   }

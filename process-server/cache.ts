@@ -3,11 +3,11 @@
 // master target, deleting each only after that master target acknowledged it.
 import path from 'node:path';
 import { didYouMean } from '../common/config.js';
-import { tmError } from '../common/errors.js';
+import { TidemarkError, tmError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { DiffStore } from '../proto/diff-store.js';
 import { compressExtent, rawData } from '../proto/extent-codec.js';
-import type { Diff, ExtentRecord } from '../proto/hrl.js';
+import { FLAG_RESYNC, HrlWriter, type Diff, type ExtentRecord } from '../proto/hrl.js';
 import type { HashAnswer, HashQuery, OpenVolume } from '../proto/messages.js';
 import type { InboundSink, Peer } from '../proto/receiver.js';
 import type { OutboundVolume } from '../proto/sender.js';
@@ -93,6 +93,25 @@ export class Cache implements InboundSink {
     return { volumeSize: s?.sizeBytes ?? 0, blockSize: s?.blockSize ?? 0 };
   }
 
+  /**
+   * A cached differential, or, when its file is damaged, an empty one of the same sequence flagged
+   * FLAG_RESYNC. Its data are gone here and the agent deleted its copy on our ack, so only a resync can
+   * restore them: the stand-in keeps the sequence gap-free (other volumes keep flowing) and has the master
+   * target mark the replica inconsistent until a resync ends.
+   */
+  private async loadOrReplace(store: DiffStore, seq: number): Promise<Diff> {
+    try {
+      return await store.load(seq);
+    } catch (e) {
+      if (!(e instanceof TidemarkError) || e.errorClass !== 'corruption') throw e;
+      this.log.error({ volume: store.volumeId, seq, code: e.code, err: e.message }, `damaged cached differential replaced; the replica needs a resync: run \`tidemark resync ${store.volumeId}\` on its agent`);
+      const s = store.state!;
+      const w = await HrlWriter.create(store.dir, { volumeId: store.volumeId, seq, startTimeMs: Date.now(), endTimeMs: Date.now(), volumeSize: s.sizeBytes, blockSize: s.blockSize, consistency: 'FUZZY', flags: FLAG_RESYNC, tags: [] }, { keep: true });
+      await w.commit();
+      return w.diff()!;
+    }
+  }
+
   /** The cached volumes routed to one master target, as the forwarder sees them. */
   outbound(masterTarget: string): OutboundVolume[] {
     return this.cfg.volumes.filter((v) => v.masterTarget === masterTarget).map((v) => {
@@ -101,7 +120,7 @@ export class Cache implements InboundSink {
         volumeId: v.id,
         describe: () => (store.state ? { sizeBytes: store.state.sizeBytes, blockSize: store.state.blockSize, replicationId: store.state.replicationId } : null),
         pending: async () => store.pending(),
-        load: (seq: number): Promise<Diff> => store.load(seq),
+        load: (seq: number): Promise<Diff> => this.loadOrReplace(store, seq),
         acked: (seq: number) => store.done(seq),
       };
     });

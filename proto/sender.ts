@@ -83,6 +83,8 @@ export class DiffSender {
     const requestId = this.nextRequest++;
     // No session to send it on: fail now rather than hold the caller (and its other volumes) for the timeout.
     if (!this.stats.connected) return Promise.reject(tmError('TM_ERR_CONNECTION', `not connected to ${this.stats.peer || 'the receiver'}: ${this.stats.lastError ?? 'connecting'}`, { volume: q.volumeId }));
+    // Nor while the receiver has set this volume aside: the question could not be sent until then.
+    if ((this.refused.get(q.volumeId) ?? 0) > Date.now()) return Promise.reject(tmError('TM_ERR_CONNECTION', `${this.stats.peer} does not take volume ${q.volumeId} for now: ${this.stats.lastError ?? ''}`, { volume: q.volumeId }));
     return new Promise<HashAnswer>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.queries.delete(requestId);

@@ -7,7 +7,9 @@ import path from 'node:path';
 import { Transform } from 'node:stream';
 import { pino } from 'pino';
 import t from 'tap';
-import { Lab } from '../../cli/lab.js';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { Lab, TIDEMARK_BIN } from '../../cli/lab.js';
 import { crc } from '../../common/checksum.js';
 import { FramedConnection } from '../../proto/connection.js';
 import { rawData } from '../../proto/extent-codec.js';
@@ -147,4 +149,47 @@ t.test('damaged or truncated agent journal files are re-read from the volume', a
   t.equal(await sha256(replica), await sha256(source), 'replica equals source');
   const mtLog = await lab.logLines('mt');
   t.notOk(mtLog.some((l) => String(l.code ?? '').includes('CHECKSUM')), 'no corrupt data ever reached the master target');
+});
+
+t.test('a damaged process-server cache file does not stall the volume; the replica is flagged until a resync repairs it', async (t) => {
+  const dir = await scratchDir(t, 'cache');
+  const source = path.join(dir, 'source.img');
+  const replica = path.join(dir, 'replica.img');
+  await makeImage(source, 32, 16);
+  const lab = await Lab.create({ dir, volumes: [{ id: 'vol1', source, replica }], agent: { cycleIntervalMs: 300, maxDiffBytes: 1 << 20 } });
+  t.teardown(() => lab.stopAll());
+  lab.start('mt');
+  lab.start('ps');
+  lab.start('agent');
+  await lab.waitConverged(Date.now(), 60_000);
+  // The master target goes away: the process server caches what comes meanwhile (and acks it to the agent).
+  await lab.stop('mt');
+  const writer = startWriter(source, 32 << 20, 5);
+  const cache = path.join(lab.stateDirs.ps, 'vol1');
+  const deadline = Date.now() + 60_000;
+  while ((await listDiffs(cache).catch(() => [])).length < 4 && Date.now() < deadline) await sleep(200);
+  await writer.stop();
+  await sleep(1000);
+  await lab.stop('ps');
+  const cached = await listDiffs(cache);
+  const victim = path.join(cache, `${String(cached[1]!).padStart(16, '0')}.hrl`);
+  const buf = await fsp.readFile(victim);
+  buf[buf.length - 100]! ^= 0xff;
+  await fsp.writeFile(victim, buf);
+
+  lab.start('ps');
+  lab.start('mt');
+  const a = async (): Promise<Record<string, unknown>> => ((await lab.status('agent'))?.volumes as Record<string, unknown>[])[0]!;
+  const m = async (): Promise<Record<string, unknown> | undefined> => ((await lab.status('mt'))?.volumes as Record<string, unknown>[] | undefined)?.[0];
+  const end = Date.now() + 60_000;
+  while (Date.now() < end && (await m())?.appliedSeq !== (await a()).lastSeq) await sleep(200);
+  t.equal((await m())?.appliedSeq, (await a()).lastSeq, 'every later differential was still applied: no stall');
+  t.ok((await lab.logLines('ps')).some((l) => l.code === 'TM_ERR_HRL_CORRUPT'), 'the process server reported the damaged file (TM_ERR_HRL_CORRUPT)');
+  t.equal((await m())?.consistent, false, 'the master target flags the replica inconsistent');
+
+  const resync = await promisify(execFile)(process.execPath, [TIDEMARK_BIN, 'resync', 'vol1', '--config', lab.configs.agent], { cwd: dir });
+  t.match(resync.stdout, 'resync of vol1 started');
+  await lab.waitConverged(Date.now(), 60_000);
+  t.equal(await sha256(replica), await sha256(source), 'after the resync the replica equals the source');
+  t.equal((await m())?.consistent, true, 'and is consistent again');
 });
