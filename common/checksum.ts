@@ -12,10 +12,3 @@ export function blockHash(data: Uint8Array): bigint {
   return xxh64(data as Buffer);
 }
 
-/** Hash each `blockSize` block of `data` into `out` starting at `out[first]`. */
-export function hashBlocks(data: Buffer, blockSize: number, out: BigUint64Array, first: number): void {
-  const n = Math.ceil(data.length / blockSize);
-  for (let i = 0; i < n; i++) {
-    out[first + i] = xxh64(data.subarray(i * blockSize, (i + 1) * blockSize));
-  }
-}

@@ -7,7 +7,7 @@ import type { Logger } from '../common/log.js';
 import { ERRORS, TidemarkError, codeOf, tmError, type ErrorCode } from '../common/errors.js';
 import { DEFAULTS } from '../common/defaults.js';
 import { FramedConnection } from './connection.js';
-import { readHrl, type Diff } from './hrl.js';
+import type { Diff } from './hrl.js';
 import { CAPABILITIES, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, type HashAnswer, type HashQuery, type OpenVolume } from './messages.js';
 
 export interface OutboundVolume {
@@ -52,9 +52,6 @@ export interface SenderStats {
   lastError: string | null;
   lastAckAt: number;
 }
-
-/** Default way to read a committed differential file. */
-export const loadFile = (file: string): Promise<Diff> => readHrl(file);
 
 export class DiffSender {
   readonly stats: SenderStats = { connected: false, peer: '', diffsSent: 0, bytesSent: 0, lastError: null, lastAckAt: 0 };

@@ -1,6 +1,6 @@
 // Shared by the integration tests: volumes with data, a writer that keeps changing them, checksums.
-import { createHash, randomBytes, randomInt } from 'node:crypto';
-import { createReadStream, promises as fsp } from 'node:fs';
+import { randomBytes, randomInt } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Test } from 'tap';
@@ -20,11 +20,8 @@ export async function makeImage(file: string, sizeMiB: number, dataMiB: number):
   await fh.close();
 }
 
-export async function sha256(file: string): Promise<string> {
-  const h = createHash('sha256');
-  for await (const c of createReadStream(file, { highWaterMark: 4 << 20 })) h.update(c as Buffer);
-  return h.digest('hex');
-}
+/** The same sha256 the demo prints. */
+export { sha256File as sha256 } from '../../cli/demo.js';
 
 /** Random writes of 4 KiB..64 KiB (block-aligned) anywhere in the image, until stopped. Counts bytes. */
 export function startWriter(file: string, sizeBytes: number, intervalMs = 20): { stop(): Promise<number> } {
