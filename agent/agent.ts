@@ -10,7 +10,12 @@ import { startStatusServer, type StatusServer } from '../common/status-server.js
 import { connectTls } from '../common/tls.js';
 import { DiffSender } from '../proto/sender.js';
 import { DEFAULTS } from '../common/defaults.js';
-import type { AgentConfig } from './config.js';
+import type { AgentConfig, AgentVolumeConfig } from './config.js';
+import type { Capture } from './capture/capture.js';
+import { FreezeCapture } from './capture/freeze.js';
+import { ReflinkCapture } from './capture/reflink.js';
+import { BlockTraceTracker } from './trackers/blocktrace.js';
+import type { Tracker } from './trackers/tracker.js';
 import { NoCapture } from './capture/none.js';
 import { Journal } from './journal.js';
 import { Resync, type ResyncMode } from './resync.js';
@@ -47,40 +52,57 @@ export class Agent {
       volumes: () => this.replicators,
       connect: () => connectTls(host, port, this.identity, 'process-server'),
     });
-    for (const vc of cfg.volumes) this.replicators.push(await this.openVolume(vc.id, this.path(vc.path)));
+    for (const vc of cfg.volumes) this.replicators.push(await this.openVolume(vc));
     this.sender.start();
     this.status = await startStatusServer(DEFAULTS.statusHost, cfg.statusPort, this.path(cfg.stateDir), () => this.snapshot(), (action, params) => this.act(action, params));
     this.log.info({ volumes: cfg.volumes.length, statusPort: this.status.port }, 'agent started');
     this.schedule(0);
   }
 
-  private async openVolume(id: string, volPath: string): Promise<VolumeReplicator> {
+  private async openVolume(vc: AgentVolumeConfig): Promise<VolumeReplicator> {
+    const id = vc.id;
     const log = this.log.child({ volume: id });
     const dir = path.join(this.path(this.config.stateDir), 'volumes', id);
     await ensureDir(dir);
-    const volume = await Volume.open(volPath);
+    const volume = await Volume.open(this.path(vc.path));
     const journal = new Journal(dir, id, log);
     await journal.open({ sizeBytes: volume.sizeBytes, blockSize: this.config.blockSize }).catch((e) => { throw wrap(e, `open journal of ${id}`, { volume: id }); });
-    const tracker = new ScanTracker(dir, volume.sizeBytes, this.config.blockSize, log);
-    const capture = new NoCapture(volume);
-    const resync = new Resync(dir, id, volume.sizeBytes, this.config.blockSize, {
+    const capture = this.makeCapture(vc, volume, log);
+    await capture.open?.().catch((e) => { throw wrap(e, `capture "${vc.capture}" of ${id}`, { volume: id }); });
+    let resync: Resync | null = null;
+    const tracker = this.makeTracker(vc, dir, volume, log, (reason) => resync!.start('resync', reason).then(() => this.wake()));
+    resync = new Resync(dir, id, volume.sizeBytes, this.config.blockSize, {
       capture, tracker, journal, log, windowBytes: this.config.resyncWindowBytes,
       ask: (q, hashes) => this.sender!.query(q, hashes),
     });
     await resync.open();
     // No baseline to trust (a new volume, or one lost or damaged): compare with the replica first.
-    const why = await tracker.open();
+    const why = await tracker.open().catch((e) => { throw wrap(e, `tracker "${vc.tracker}" of ${id}`, { volume: id }); });
     if (why !== null) await resync.start('resync', why, { resume: true });
     return new VolumeReplicator(id, volume, tracker, capture, journal, resync, {
       maxDiffBytes: this.config.maxDiffBytes,
       journalQuotaBytes: this.config.journalQuotaBytes,
       cycleIntervalMs: this.config.cycleIntervalMs,
+      bitmapAfterMs: this.config.bitmapAfterMs,
+      unreachableMs: () => (this.sender && this.sender.stats.downSince > 0 ? Date.now() - this.sender.stats.downSince : 0),
       log,
     });
   }
 
+  private makeTracker(vc: AgentVolumeConfig, dir: string, volume: Volume, log: Logger, onLost: (reason: string) => Promise<void>): Tracker {
+    if (vc.tracker === 'blocktrace') return new BlockTraceTracker(dir, volume.path, volume.sizeBytes, this.config.blockSize, log, { ...this.config.blocktrace, onLost });
+    return new ScanTracker(dir, volume.sizeBytes, this.config.blockSize, log);
+  }
+
+  private makeCapture(vc: AgentVolumeConfig, volume: Volume, log: Logger): Capture {
+    if (vc.capture === 'reflink') return new ReflinkCapture(vc.id, volume, { keep: vc.reflink?.keep ?? DEFAULTS.agent.reflinkKeep, dir: vc.reflink?.dir && this.path(vc.reflink.dir) }, log);
+    if (vc.capture === 'freeze') return new FreezeCapture(vc.id, volume, vc.freeze!, this.path(this.config.stateDir), log);
+    return new NoCapture(volume);
+  }
+
   /** Run a cycle now (an operator request): at once if idle, else right after the running one. */
   private wake(): void {
+    if (!this.timer && !this.cycling) return; // still opening: the first cycle comes at once anyway
     if (this.cycling) {
       this.wakeRequested = true;
       return;

@@ -10,16 +10,46 @@ import type { Resync } from './resync.js';
 import type { Tracker } from './trackers/tracker.js';
 import type { Volume } from './volume.js';
 
+export interface PointInfo {
+  seq: number;
+  atMs: number;
+  tags: string[];
+}
+
 export interface CycleResult {
   seq: number | null;
   bytes: number;
   more: boolean;
 }
 
+/**
+ * data: differentials are journaled every cycle. bitmap: the journal is over its quota or the process
+ * server has been unreachable too long, so only the tracker's dirty map is kept (on disk); it drains into
+ * differentials once there is room, with no resync (after InMage's data and bitmap modes).
+ */
+export type ReplicationMode = 'data' | 'bitmap';
+
+export interface ReplicatorOptions {
+  maxDiffBytes: number;
+  journalQuotaBytes: number;
+  cycleIntervalMs: number;
+  /** Unreachable process server for this long: stop journaling data (bitmap mode). */
+  bitmapAfterMs: number;
+  /** How long the process server has been unreachable (0 when connected). */
+  unreachableMs: () => number;
+  log: Logger;
+}
+
+/** Leave bitmap mode only once the journal is this far below its quota, so modes do not flap. */
+const RESUME_FRACTION = 0.75;
+
 export class VolumeReplicator implements OutboundVolume {
   lastCycleAt = 0;
   lastCycleBytes = 0;
-  blocked: string | null = null;
+  mode: ReplicationMode = 'data';
+  modeReason = '';
+  modeSince = Date.now();
+  readonly points = { crash: null as PointInfo | null, app: null as PointInfo | null };
 
   constructor(
     readonly volumeId: string,
@@ -28,17 +58,32 @@ export class VolumeReplicator implements OutboundVolume {
     readonly capture: Capture,
     readonly journal: Journal,
     readonly resync: Resync,
-    private readonly opts: { maxDiffBytes: number; journalQuotaBytes: number; cycleIntervalMs: number; log: Logger },
+    private readonly opts: ReplicatorOptions,
   ) {}
 
-  async cycle(): Promise<CycleResult> {
-    if (this.journal.bytes >= this.opts.journalQuotaBytes) {
-      // The tracker keeps the blocks dirty; they are captured once the journal drains.
-      if (this.blocked === null) this.opts.log.warn({ volume: this.volumeId, bytes: this.journal.bytes }, 'journal quota reached; capture paused until acks free space');
-      this.blocked = 'journal quota reached';
-      return { seq: null, bytes: 0, more: false };
+  /** Decide between data and bitmap mode before each cycle. */
+  private chooseMode(): ReplicationMode {
+    const { journalQuotaBytes: quota, bitmapAfterMs } = this.opts;
+    const unreachable = this.opts.unreachableMs();
+    let reason = '';
+    if (this.journal.bytes >= quota) reason = `journal quota reached (${this.journal.bytes} of ${quota} bytes)`;
+    else if (this.mode === 'bitmap' && this.modeReason.startsWith('journal') && this.journal.bytes > quota * RESUME_FRACTION) reason = this.modeReason;
+    else if (unreachable >= bitmapAfterMs) reason = `process server unreachable for ${Math.round(unreachable / 1000)} s`;
+    const mode: ReplicationMode = reason ? 'bitmap' : 'data';
+    if (mode !== this.mode) {
+      if (mode === 'bitmap') this.opts.log.warn({ volume: this.volumeId, reason }, 'bitmap mode: keeping only the dirty map until there is room');
+      else this.opts.log.info({ volume: this.volumeId, after: this.modeReason }, 'data mode: draining the dirty map');
+      this.mode = mode;
+      this.modeSince = Date.now();
     }
-    this.blocked = null;
+    this.modeReason = reason;
+    return mode;
+  }
+
+  async cycle(): Promise<CycleResult> {
+    // In bitmap mode the tracker keeps every written block dirty (blocktrace: in its persisted map; scan:
+    // by hash); they are captured once the journal drains.
+    if (this.chooseMode() === 'bitmap') return { seq: null, bytes: 0, more: false };
     if (this.resync.active) {
       const before = this.journal.lastSeq;
       await this.resync.step();
@@ -49,28 +94,46 @@ export class VolumeReplicator implements OutboundVolume {
         return { seq: this.journal.lastSeq > before ? this.journal.lastSeq : null, bytes: 0, more: true };
       }
     }
-    return this.scanCycle();
+    return this.captureCycle();
   }
 
-  private async scanCycle(): Promise<CycleResult> {
+  private async captureCycle(): Promise<CycleResult> {
+    await this.tracker.beforeCapture?.();
     const captured = await this.capture.begin();
+    let point: number | undefined;
     try {
       const startMs = this.lastCycleAt || captured.atMs;
       const col = await this.tracker.collect(captured.view, this.opts.maxDiffBytes);
+      const intact = (await captured.settle?.()) ?? true;
+      // A recovery point only if this differential completes the view: every dirty block read from it,
+      // the view consistent throughout, and no resync making the replica a mix of old and new.
       const ending = this.resync.state.endPending && !col.more;
+      const whole = !col.more && intact && !this.resync.active && (!this.resync.state.endPending || ending);
+      const consistency = whole ? captured.consistency : 'FUZZY';
+      const tags = consistency === 'FUZZY' ? [] : captured.tags;
       let seq: number | null = null;
-      if (col.extents.length > 0 || ending) {
-        seq = await this.journal.write({ startTimeMs: startMs, endTimeMs: Date.now(), consistency: captured.consistency, tags: captured.tags, flags: ending ? FLAG_RESYNC_END : 0 }, col.extents);
+      // A consistent point is journaled even when nothing changed: it is a recovery point (and a tag).
+      if (col.extents.length > 0 || ending || consistency === 'APP' || (consistency === 'CRASH' && this.changedSinceLastPoint())) {
+        seq = await this.journal.write({ startTimeMs: startMs, endTimeMs: captured.atMs, consistency, tags, flags: ending ? FLAG_RESYNC_END : 0 }, col.extents);
         await col.commit(); // only now are these blocks clean: the journal holds them durably
         if (ending) await this.resync.ended();
-        this.opts.log.debug({ volume: this.volumeId, seq, bytes: col.bytes, extents: col.extents.length }, 'differential journaled');
+        if (consistency !== 'FUZZY') {
+          point = seq;
+          this.points[consistency === 'APP' ? 'app' : 'crash'] = { seq, atMs: captured.atMs, tags };
+        }
+        this.opts.log.debug({ volume: this.volumeId, seq, bytes: col.bytes, extents: col.extents.length, consistency }, 'differential journaled');
       }
       this.lastCycleAt = captured.atMs;
       this.lastCycleBytes = col.bytes;
       return { seq, bytes: col.bytes, more: col.more };
     } finally {
-      await captured.release();
+      await captured.release(point);
     }
+  }
+
+  /** An empty crash point repeats the last point; only the first after a fuzzy differential is worth sending. */
+  private changedSinceLastPoint(): boolean {
+    return Math.max(this.points.crash?.seq ?? 0, this.points.app?.seq ?? 0) !== this.journal.lastSeq;
   }
 
   // OutboundVolume: what the uploader needs.
@@ -101,6 +164,10 @@ export class VolumeReplicator implements OutboundVolume {
       sizeBytes: this.volume.sizeBytes,
       tracker: this.tracker.kind,
       capture: this.capture.kind,
+      mode: this.mode,
+      modeReason: this.modeReason,
+      modeSince: this.modeSince,
+      dirtyBlocks: this.tracker.dirtyBlocks ?? null,
       resync: this.resync.progress(),
       consistentAfterResync: !this.resync.active && !this.resync.state.endPending,
       lastSeq: this.journal.lastSeq,
@@ -109,7 +176,8 @@ export class VolumeReplicator implements OutboundVolume {
       journalBytes: this.journal.bytes,
       lastCycleAt: this.lastCycleAt,
       lastCycleBytes: this.lastCycleBytes,
-      blocked: this.blocked,
+      lastCrashPoint: this.points.crash,
+      lastAppPoint: this.points.app,
     };
   }
 }

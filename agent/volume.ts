@@ -10,7 +10,7 @@ export interface VolumeReader {
 }
 
 export class Volume implements VolumeReader {
-  private constructor(readonly path: string, private readonly fh: fsp.FileHandle, readonly sizeBytes: number) {}
+  private constructor(readonly path: string, private readonly fh: fsp.FileHandle, readonly sizeBytes: number, private readonly base = 0) {}
 
   static async open(p: string): Promise<Volume> {
     try {
@@ -22,12 +22,21 @@ export class Volume implements VolumeReader {
     }
   }
 
+  /** A window of `sizeBytes` at `base` in a file: a volume inside a snapshot of its disk image. */
+  static async openAt(p: string, base: number, sizeBytes: number): Promise<Volume> {
+    try {
+      return new Volume(p, await fsp.open(p, 'r'), sizeBytes, base);
+    } catch (e) {
+      throw wrap(e, `open ${p}`, { path: p });
+    }
+  }
+
   async read(offset: number, length: number, into?: Buffer): Promise<Buffer> {
     const n = Math.max(0, Math.min(length, this.sizeBytes - offset));
     const buf = into && into.length >= n ? into.subarray(0, n) : Buffer.allocUnsafe(n);
     let done = 0;
     while (done < n) {
-      const { bytesRead } = await this.fh.read(buf, done, n - done, offset + done);
+      const { bytesRead } = await this.fh.read(buf, done, n - done, this.base + offset + done);
       if (bytesRead === 0) break; // the volume shrank under us; the next cycle sees the new size
       done += bytesRead;
     }

@@ -12,6 +12,16 @@ export const DEFAULTS = {
     resyncWindowBytes: 64 * 1024 * 1024,
     tracker: 'scan',
     capture: 'none',
+    /** Process server unreachable this long: bitmap mode (only the dirty map is kept). */
+    bitmapAfterMs: 5 * 60 * 1000,
+    reflinkKeep: 0,
+    freezeTimeoutMs: 10_000,
+    freezeTag: 'app',
+    blocktrace: {
+      /** Per CPU, per volume. At ~60 bytes an event: ~70k writes per CPU between drains or during a restart. */
+      bufferKiB: 4096,
+      drainIntervalMs: 500,
+    },
   },
   processServer: { compression: 'lz4' },
   transfer: {

@@ -34,6 +34,10 @@ export const ERRORS = {
   TM_ERR_CLOSED: { class: 'fatal', summary: 'work was submitted after the component was closed' },
   TM_ERR_PKI: { class: 'config', summary: 'a key or certificate could not be created or read' },
   TM_ERR_USAGE: { class: 'config', summary: 'the command line is not valid' },
+  TM_ERR_UNSUPPORTED: { class: 'config', summary: 'this platform, device or filesystem lacks a feature the configuration asks for' },
+  TM_ERR_NATIVE: { class: 'retryable', summary: 'a system call made by the native addon failed' },
+  TM_ERR_TRACKING_LOST: { class: 'retryable', summary: 'kernel change tracking lost events or cannot prove it saw every write; the volume is resynced' },
+  TM_ERR_CAPTURE: { class: 'retryable', summary: 'a consistent point could not be captured (freeze timed out, a script failed); the point is dropped' },
 } as const satisfies Record<string, ErrorSpec>;
 
 export type ErrorCode = keyof typeof ERRORS;

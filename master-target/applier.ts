@@ -8,7 +8,7 @@
 // against its source checksum before the first write, so a damaged differential changes nothing.
 import { TidemarkError, tmError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
-import type { DiffStore } from '../proto/diff-store.js';
+import type { DiffStore, RecoveryPoint } from '../proto/diff-store.js';
 import { rawDataAsync } from '../proto/extent-codec.js';
 import type { Diff } from '../proto/hrl.js';
 import { FLAG_RESYNC, FLAG_RESYNC_END } from '../proto/hrl.js';
@@ -40,7 +40,7 @@ export class Applier {
     private readonly store: DiffStore,
     private readonly replica: Replica,
     readonly hashes: ReplicaHashes,
-    private readonly hooks: { applied(seq: number): void; damaged(seq: number): void },
+    private readonly hooks: { applied(seq: number): void; damaged(seq: number): void; point?(p: RecoveryPoint): Promise<void> },
     private readonly log: Logger,
   ) {
     this.stats = { consistent: !store.state?.resyncing, appliedSeq: store.doneSeq, appliedBytes: 0, lastAppliedAt: 0, lagMs: 0, lastConsistency: '', lastError: null };
@@ -93,7 +93,11 @@ export class Applier {
       if (raws.length > 0) await this.hashes.persist();
       const flags = diff.header.flags;
       const resyncing = flags & FLAG_RESYNC_END ? false : flags & FLAG_RESYNC ? true : this.store.state?.resyncing ?? false;
-      await this.store.done(seq, { resyncing });
+      // A recovery point only where the whole replica is at the source's captured instant.
+      const c = diff.header.consistency;
+      const point: RecoveryPoint | null = !resyncing && c !== 'FUZZY' ? { seq, atMs: diff.header.endTimeMs, consistency: c, tags: diff.header.tags, appliedAt: Date.now() } : null;
+      await this.store.done(seq, { resyncing, ...(point && (c === 'APP' ? { lastAppPoint: point } : { lastCrashPoint: point })) });
+      if (point) await this.hooks.point?.(point);
       this.stats.consistent = !resyncing;
       this.stats.appliedSeq = seq;
       this.stats.appliedBytes += diff.dataBytes;

@@ -13,6 +13,8 @@ export const mtConfigSchema = z.strictObject({
     id: volumeIdSchema,
     /** Image file (created at the source's size) or block device (at least the source's size). */
     replica: z.string().min(1),
+    /** Keep reflink snapshots of the replica at its last `keep` recovery points (XFS, btrfs). */
+    snapshots: z.strictObject({ dir: z.string().min(1), keep: z.number().int().min(1).max(100_000) }).optional(),
   })).min(1),
 });
 

@@ -21,10 +21,12 @@ import { DiffReceiver, type InboundSink } from '../proto/receiver.js';
 import { Applier } from './applier.js';
 import type { MtConfig } from './config.js';
 import { Replica } from './replica.js';
+import { PointSnapshots } from './point-snapshots.js';
 
 interface Target {
   store: DiffStore;
   replicaPath: string;
+  snapshots: PointSnapshots | null;
   replica: Replica | null;
   applier: Applier | null;
 }
@@ -50,7 +52,8 @@ export class MasterTarget implements InboundSink {
     for (const v of cfg.volumes) {
       const store = new DiffStore(path.join(p(cfg.stateDir), 'volumes', v.id), v.id, this.log.child({ volume: v.id }));
       await store.open();
-      const t: Target = { store, replicaPath: p(v.replica), replica: null, applier: null };
+      const snapshots = v.snapshots ? new PointSnapshots(v.id, p(v.replica), { dir: p(v.snapshots.dir), keep: v.snapshots.keep }, this.log.child({ volume: v.id })) : null;
+      const t: Target = { store, replicaPath: p(v.replica), snapshots, replica: null, applier: null };
       this.targets.set(v.id, t);
       // A volume seen before: finish any differential a crash interrupted, before accepting more.
       // One volume's trouble (missing replica, EIO) must not stop the others: report it and go on.
@@ -78,11 +81,13 @@ export class MasterTarget implements InboundSink {
   private async attach(t: Target): Promise<void> {
     const { sizeBytes, blockSize } = t.store.state!;
     t.replica = await Replica.open(t.replicaPath, sizeBytes);
+    await t.snapshots?.open();
     const hashes = new ReplicaHashes(t.store.dir, sizeBytes, blockSize, this.log.child({ volume: t.store.volumeId }));
     await hashes.open(t.replica);
     t.applier = new Applier(t.store.volumeId, t.store, t.replica, hashes, {
       applied: (seq) => this.receiver.ack(t.store.volumeId, seq),
       damaged: () => this.receiver.dropVolume(t.store.volumeId),
+      point: async (pt) => { await t.snapshots?.take(pt); },
     }, this.log.child({ component: 'applier', volume: t.store.volumeId }));
     await t.applier.kick();
   }
@@ -200,6 +205,8 @@ export class MasterTarget implements InboundSink {
         storedSeq: t.store.storedSeq,
         backlogFiles: t.store.pending().length,
         backlogBytes: t.store.bytes,
+        lastCrashPoint: t.store.state?.lastCrashPoint ?? null,
+        lastAppPoint: t.store.state?.lastAppPoint ?? null,
         ...t.applier?.stats,
       })),
     };

@@ -18,6 +18,19 @@ export interface StoreState {
   doneSeq: number;
   /** Master target: a resync is under way, so the replica is not at a consistent point. */
   resyncing?: boolean;
+  /** Master target: the latest recovery point of each class applied to the replica. */
+  lastCrashPoint?: RecoveryPoint;
+  lastAppPoint?: RecoveryPoint;
+}
+
+/** A differential whose application left the replica at a crash- or app-consistent point. */
+export interface RecoveryPoint {
+  seq: number;
+  /** The capture instant on the source (ms since the epoch). */
+  atMs: number;
+  consistency: 'CRASH' | 'APP';
+  tags: string[];
+  appliedAt: number;
 }
 
 export class DiffStore {

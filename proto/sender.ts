@@ -51,10 +51,12 @@ export interface SenderStats {
   bytesSent: number;
   lastError: string | null;
   lastAckAt: number;
+  /** Since when the receiver has been unreachable (ms since the epoch; 0 while connected). */
+  downSince: number;
 }
 
 export class DiffSender {
-  readonly stats: SenderStats = { connected: false, peer: '', diffsSent: 0, bytesSent: 0, lastError: null, lastAckAt: 0 };
+  readonly stats: SenderStats = { connected: false, peer: '', diffsSent: 0, bytesSent: 0, lastError: null, lastAckAt: 0, downSince: Date.now() };
   private closing = false;
   private conn: FramedConnection | null = null;
   private wake: (() => void) | null = null;
@@ -147,6 +149,7 @@ export class DiffSender {
         if (!this.closing) this.opts.log.warn({ code: err.code, err: err.message }, 'transfer interrupted; will reconnect');
       } finally {
         this.failQueries(tmError('TM_ERR_CONNECTION', 'session ended before the answer'));
+        if (this.stats.connected) this.stats.downSince = Date.now();
         this.stats.connected = false;
         this.conn?.destroy();
         this.conn = null;
@@ -161,6 +164,7 @@ export class DiffSender {
     await conn.send({ hello: { protocolVersion: PROTOCOL_VERSION, minProtocolVersion: MIN_PROTOCOL_VERSION, capabilities: [...CAPABILITIES], nodeName: this.opts.nodeName, role: this.opts.role, software: 'tidemark' } });
     await conn.expect('welcome');
     this.stats.connected = true;
+    this.stats.downSince = 0;
     connected();
     const lanes = new Map<string, Lane>();
     const reader = this.readAcks(conn, lanes);

@@ -1,5 +1,6 @@
 // A capture provider gives a cycle its view of the volume, and that view decides the point's class.
-// Implementations: none.ts (live volume, fuzzy). reflink and freeze arrive with kernel tracking.
+// Implementations: none.ts (live volume, fuzzy), reflink.ts (FICLONE snapshot, crash-consistent),
+// freeze.ts (FIFREEZE with scripts, app-consistent).
 import type { Consistency } from '../../proto/messages.js';
 import type { VolumeReader } from '../volume.js';
 
@@ -9,10 +10,18 @@ export interface CapturedView {
   tags: string[];
   /** When the view was taken (ms since the epoch). */
   atMs: number;
-  release(): Promise<void>;
+  /**
+   * Every block of the point has been read from `view`: returns whether the view stayed consistent the
+   * whole time (a freeze held past its bound was thawed early: not a point). Called before release.
+   */
+  settle?(): Promise<boolean>;
+  /** Done with the view. `seq`: the differential that made it a recovery point (a snapshot may keep it). */
+  release(seq?: number): Promise<void>;
 }
 
 export interface Capture {
   readonly kind: string;
+  /** Check the provider can work here (clear error at start, not at every cycle); clean up after a crash. */
+  open?(): Promise<void>;
   begin(): Promise<CapturedView>;
 }

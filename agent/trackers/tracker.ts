@@ -1,5 +1,5 @@
 // A tracker knows which blocks of a volume were written since they were last captured.
-// Implementations: scan.ts (hash and compare; portable). Kernel tracking arrives as blocktrace.ts.
+// Implementations: scan.ts (hash and compare; portable), blocktrace.ts (kernel block tracepoints).
 import type { VolumeReader } from '../volume.js';
 
 export interface DirtyExtent {
@@ -22,6 +22,8 @@ export interface Tracker {
   readonly kind: string;
   /** Load tracking state. Returns why the volume needs a checksum resync first, or null. */
   open(): Promise<string | null>;
+  /** Called just before the cycle's capture: whatever the tracker knows by now must be in the view. */
+  beforeCapture?(): Promise<void>;
   /** Read dirty extents (up to maxBytes) from `view`, a consistent or live view of the volume. */
   collect(view: VolumeReader, maxBytes: number): Promise<Collection>;
   /** These ranges must be sent again (their journal copy was lost or corrupt). */
@@ -31,5 +33,7 @@ export interface Tracker {
    * (leaves = their hashes then); called once that resync differential is durable in the journal.
    */
   adoptBaseline(firstBlock: number, leaves: BigUint64Array): Promise<void>;
+  /** Blocks known dirty and not yet journaled, where the tracker keeps such a map. */
+  readonly dirtyBlocks?: number;
   close(): Promise<void>;
 }

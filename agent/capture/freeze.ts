@@ -1,0 +1,119 @@
+// `freeze`: an application-consistent point. Run the pre script (e.g. a database checkpoint), freeze the
+// mounted filesystem (FIFREEZE: it flushes and blocks new writes), read the point from the device, thaw,
+// run the post script. Everything is bounded by `timeoutMs`: a script past it is killed; a freeze past
+// it is thawed at once. Either way the tag is dropped, the error logged (TM_ERR_CAPTURE) and the data goes
+// out as fuzzy; the volume is never left frozen and replication never stops for a misbehaving script.
+import { spawn } from 'node:child_process';
+import { promises as fsp } from 'node:fs';
+import { tmError, wrap } from '../../common/errors.js';
+import type { Logger } from '../../common/log.js';
+import { freeze, thaw } from '../../native/index.js';
+import type { Volume } from '../volume.js';
+import type { Capture, CapturedView } from './capture.js';
+
+export interface FreezeOptions {
+  mountpoint: string;
+  pre?: string;
+  post?: string;
+  timeoutMs: number;
+  tag: string;
+}
+
+export class FreezeCapture implements Capture {
+  readonly kind = 'freeze';
+  readonly stats = { points: 0, failures: 0, lastError: null as string | null };
+
+  constructor(private readonly volumeId: string, private readonly volume: Volume, private readonly opts: FreezeOptions, private readonly stateDir: string, private readonly log: Logger) {}
+
+  async open(): Promise<void> {
+    const mp = await fsp.stat(this.opts.mountpoint).catch((e) => { throw wrap(e, `freeze mountpoint ${this.opts.mountpoint}`, { path: this.opts.mountpoint }); });
+    const dev = await fsp.stat(this.volume.path);
+    if (dev.isBlockDevice() && mp.dev !== dev.rdev) {
+      throw tmError('TM_ERR_CONFIG_INVALID', `freeze.mountpoint ${this.opts.mountpoint} is not a filesystem on ${this.volume.path}; name where this volume is mounted`, { path: this.opts.mountpoint });
+    }
+    // Writing the journal into the frozen filesystem would wait for the thaw that waits for the journal.
+    if ((await fsp.stat(this.stateDir)).dev === mp.dev) {
+      throw tmError('TM_ERR_CONFIG_INVALID', `the agent's stateDir ${this.stateDir} is on the filesystem it freezes (${this.opts.mountpoint}); put it elsewhere`, { path: this.stateDir });
+    }
+  }
+
+  private fail(step: string, err: unknown): void {
+    const e = wrap(err, `${step} of volume ${this.volumeId}`, { volume: this.volumeId });
+    this.stats.failures++;
+    this.stats.lastError = `${e.message}`;
+    this.log.error({ code: 'TM_ERR_CAPTURE', volume: this.volumeId, cause: e.code, err: e.message }, 'app-consistent point dropped; this differential is fuzzy');
+  }
+
+  async begin(): Promise<CapturedView> {
+    // One bound for the pre script and the time frozen together: the application is held for at most that.
+    const deadline = Date.now() + this.opts.timeoutMs;
+    const fuzzy = (): CapturedView => ({ view: this.volume, consistency: 'FUZZY', tags: [], atMs: Date.now(), release: () => this.script('post', this.opts.timeoutMs).catch((e) => this.fail('post script', e)) });
+    try {
+      await this.script('pre', this.opts.timeoutMs);
+    } catch (e) {
+      this.fail('pre script', e);
+      return fuzzy();
+    }
+    try {
+      await freeze(this.opts.mountpoint);
+    } catch (e) {
+      this.fail('freeze', e);
+      return fuzzy();
+    }
+    const atMs = Date.now();
+    let frozen = true;
+    let expired = false;
+    const doThaw = async (): Promise<void> => {
+      if (!frozen) return;
+      frozen = false;
+      await thaw(this.opts.mountpoint);
+    };
+    const bound = setTimeout(() => {
+      expired = true;
+      doThaw().catch((e) => this.log.error({ err: (e as Error).message }, 'thaw failed'));
+      this.fail('freeze', tmError('TM_ERR_CAPTURE', `pre script and freeze together ran past ${this.opts.timeoutMs} ms; thawed`));
+    }, Math.max(0, deadline - Date.now()));
+    return {
+      view: this.volume,
+      consistency: 'APP',
+      tags: [this.opts.tag],
+      atMs,
+      settle: async () => {
+        clearTimeout(bound);
+        await doThaw();
+        return !expired;
+      },
+      release: async () => {
+        clearTimeout(bound);
+        await doThaw().catch((e) => this.log.error({ err: (e as Error).message }, 'thaw failed'));
+        await this.script('post', this.opts.timeoutMs).catch((e) => this.fail('post script', e));
+        if (!expired) this.stats.points++;
+      },
+    };
+  }
+
+  /** Run the pre or post script for at most `ms`; past it, the script and its children are killed. */
+  private script(which: 'pre' | 'post', ms: number): Promise<void> {
+    const cmd = this.opts[which];
+    if (!cmd) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const child = spawn('/bin/sh', ['-c', cmd], {
+        detached: true, // its own process group, so a hung script's children die with it
+        stdio: ['ignore', 'ignore', 'pipe'],
+        env: { ...process.env, TIDEMARK_VOLUME: this.volumeId, TIDEMARK_TAG: this.opts.tag, TIDEMARK_MOUNTPOINT: this.opts.mountpoint, TIDEMARK_PHASE: which },
+      });
+      let stderr = '';
+      child.stderr!.on('data', (d: Buffer) => { if (stderr.length < 2000) stderr += d.toString(); });
+      const timer = setTimeout(() => {
+        try { process.kill(-child.pid!, 'SIGKILL'); } catch { /* already gone */ }
+        reject(tmError('TM_ERR_CAPTURE', `${which} script ran past ${ms} ms and was killed: ${cmd}`));
+      }, ms);
+      child.on('error', (e) => { clearTimeout(timer); reject(e); });
+      child.on('exit', (code, signal) => {
+        clearTimeout(timer);
+        if (code === 0) resolve();
+        else reject(tmError('TM_ERR_CAPTURE', `${which} script failed (${signal ?? `exit ${code}`}): ${cmd}${stderr ? `: ${stderr.trim()}` : ''}`));
+      });
+    });
+  }
+}

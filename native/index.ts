@@ -1,0 +1,150 @@
+// Linux system calls Node does not offer: reflink clone, filesystem freeze/thaw, block device size.
+// The C side (native/src/) is built by `npm run build:native`; this file checks arguments and turns
+// the addon's errno errors into Tidemark errors that say what to do.
+import fs from 'node:fs';
+import { createRequire } from 'node:module';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { tmError, type ErrorCode, type TidemarkError } from '../common/errors.js';
+
+interface Addon {
+  ficlone(src: string, dst: string): Promise<void>;
+  freeze(mountpoint: string): Promise<void>;
+  thaw(mountpoint: string): Promise<void>;
+  blockDeviceSize(device: string): number;
+}
+
+/** The folder holding native/binding.gyp: this file runs as native/index.ts or dist/native/index.js. */
+function projectRoot(): string {
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  for (let dir = here; ; dir = path.dirname(dir)) {
+    if (fs.existsSync(path.join(dir, 'native', 'binding.gyp'))) return dir;
+    if (path.dirname(dir) === dir) throw tmError('TM_ERR_NATIVE', `native addon: no native/binding.gyp above ${here}`, { path: here });
+  }
+}
+
+let addon: Addon | undefined;
+
+/** Loaded on first use, so importing this module costs nothing where no native call is made. */
+function load(): Addon {
+  if (process.platform !== 'linux') {
+    throw tmError('TM_ERR_UNSUPPORTED', `reflink clone, filesystem freeze and block device size need Linux; this is ${process.platform}: use capture "none"`, { platform: process.platform });
+  }
+  if (addon === undefined) {
+    const file = path.join(projectRoot(), 'native', 'build', 'Release', 'tidemark_native.node');
+    try {
+      addon = createRequire(import.meta.url)(file) as Addon;
+    } catch (e) {
+      throw tmError('TM_ERR_NATIVE', `load native addon ${file}: ${(e as Error).message}; build it with "npm run build:native"`, { path: file }, e);
+    }
+  }
+  return addon;
+}
+
+/** Absolute form of a path argument; the C side reads strings only and a NUL would cut the path short. */
+function pathArg(name: string, p: unknown): string {
+  if (typeof p !== 'string' || p === '' || p.includes('\0')) {
+    throw tmError('TM_ERR_NATIVE', `${name} must be a non-empty path without NUL bytes, got ${JSON.stringify(p)}`, { [name]: p });
+  }
+  return path.resolve(p);
+}
+
+/** What the addon attaches to its errors: the errno and the step that failed ("open", "FICLONE", ...). */
+interface NativeFailure {
+  errno: string;
+  syscall: string;
+  message: string;
+}
+
+// errno number -> name. os.constants.errno lacks ENOTBLK and calls 95 ENOTSUP; the kernel says EOPNOTSUPP.
+const ERRNO_NAMES = new Map<number, string>([
+  ...Object.entries(os.constants.errno).map(([name, n]) => [n, name] as const).reverse(),
+  [15, 'ENOTBLK'],
+  [95, 'EOPNOTSUPP'],
+]);
+
+function failure(e: unknown): NativeFailure {
+  const { errno, syscall, message } = e as { errno?: unknown; syscall?: unknown; message?: unknown };
+  const name = (typeof errno === 'number' && ERRNO_NAMES.get(errno)) || `errno ${String(errno)}`;
+  return { errno: name, syscall: typeof syscall === 'string' ? syscall : 'unknown', message: String(message ?? e) };
+}
+
+/** A Tidemark error for a failed call: `<doing>: <ERRNO>: <explanation or strerror>`. */
+function fail(e: unknown, doing: string, context: Record<string, unknown>, explain: (f: NativeFailure) => [ErrorCode, string] | undefined): TidemarkError {
+  const f = failure(e);
+  const [code, why] = explain(f) ?? ['TM_ERR_NATIVE', f.message];
+  return tmError(code, `${doing}: ${f.errno}: ${why}`, { ...context, errno: f.errno, syscall: f.syscall }, e);
+}
+
+/** Create `dst` (mode 0600, must not exist) as a reflink clone of `src`; both on one XFS or btrfs filesystem. */
+export async function ficlone(src: string, dst: string): Promise<void> {
+  const a = load();
+  const from = pathArg('src', src);
+  const to = pathArg('dst', dst);
+  try {
+    await a.ficlone(from, to);
+  } catch (e) {
+    throw fail(e, `reflink ${from} to ${to}`, { path: from, clone: to }, (f) => {
+      if (f.syscall !== 'FICLONE') return undefined;
+      if (f.errno === 'EXDEV') {
+        return ['TM_ERR_UNSUPPORTED', 'source and clone are on different filesystems; a reflink clone must be on the filesystem of the image'];
+      }
+      if (['EOPNOTSUPP', 'EINVAL', 'ENOTTY'].includes(f.errno)) {
+        return ['TM_ERR_UNSUPPORTED', 'this filesystem does not support reflink (ext4 does not); put the image on XFS made with "mkfs.xfs -m reflink=1" or on btrfs, or use capture "freeze" or "none"'];
+      }
+      return undefined;
+    });
+  }
+}
+
+/** freeze.c refuses a directory that is not a mount's root: FIFREEZE would freeze the filesystem holding it. */
+function notMountRoot(f: NativeFailure): [ErrorCode, string] | undefined {
+  if (f.syscall !== 'mount root') return undefined;
+  return ['TM_ERR_NATIVE', 'not the root of a mount; give the directory the filesystem is mounted on'];
+}
+
+/** Flush the filesystem mounted at `mountpoint` and block writes to it until thaw(). Needs root. */
+export async function freeze(mountpoint: string): Promise<void> {
+  const a = load();
+  const mnt = pathArg('mountpoint', mountpoint);
+  try {
+    await a.freeze(mnt);
+  } catch (e) {
+    throw fail(e, `freeze ${mnt}`, { path: mnt }, (f) => {
+      if (f.syscall !== 'FIFREEZE') return notMountRoot(f);
+      if (f.errno === 'EPERM') return ['TM_ERR_NATIVE', 'freezing a filesystem needs root (CAP_SYS_ADMIN)'];
+      if (f.errno === 'EBUSY') return ['TM_ERR_NATIVE', `already frozen (by another tool?); thaw it with "fsfreeze -u ${mnt}"`];
+      if (f.errno === 'EOPNOTSUPP') return ['TM_ERR_UNSUPPORTED', 'this filesystem cannot be frozen; use capture "none"'];
+      return undefined;
+    });
+  }
+}
+
+/** Let writes to the filesystem mounted at `mountpoint` go on after freeze(). Needs root. */
+export async function thaw(mountpoint: string): Promise<void> {
+  const a = load();
+  const mnt = pathArg('mountpoint', mountpoint);
+  try {
+    await a.thaw(mnt);
+  } catch (e) {
+    throw fail(e, `thaw ${mnt}`, { path: mnt }, (f) => {
+      if (f.syscall !== 'FITHAW') return notMountRoot(f);
+      if (f.errno === 'EPERM') return ['TM_ERR_NATIVE', 'thawing a filesystem needs root (CAP_SYS_ADMIN)'];
+      if (f.errno === 'EINVAL') return ['TM_ERR_NATIVE', 'the filesystem is not frozen'];
+      return undefined;
+    });
+  }
+}
+
+/** Size in bytes of a block device (stat gives 0 for one). Throws for anything else. */
+export function blockDeviceSize(device: string): number {
+  const a = load();
+  const dev = pathArg('device', device);
+  try {
+    return a.blockDeviceSize(dev);
+  } catch (e) {
+    throw fail(e, `size of ${dev}`, { path: dev }, (f) =>
+      f.errno === 'ENOTBLK' ? ['TM_ERR_NATIVE', 'not a block device (for an image file, use its stat size)'] : undefined);
+  }
+}

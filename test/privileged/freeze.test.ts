@@ -1,0 +1,57 @@
+// App-consistent points: pre and post scripts around FIFREEZE make a tagged point on the master target;
+// a pre script that hangs is killed at the bound, the filesystem is not left frozen, no tagged point is
+// made, and replication goes on.
+import fs from 'node:fs';
+import path from 'node:path';
+import t from 'tap';
+import { privileged } from './require-root.js';
+import { protectedVolume, protectLab, sh, sleep } from './protected.js';
+
+async function mtVolume(lab: { status(n: 'mt'): Promise<Record<string, unknown> | null> }): Promise<Record<string, unknown> | undefined> {
+  return ((await lab.status('mt'))?.volumes as Record<string, unknown>[] | undefined)?.[0];
+}
+
+t.test('freeze with scripts makes a tagged app-consistent point; a hung script is cut off', async (t) => {
+  if (!privileged(t, ['mkfs.xfs', 'mkfs.ext4', 'fsfreeze'])) return;
+  const v = protectedVolume(t, 128);
+  const log = path.join(v.xfs, 'scripts.log');
+  const freeze = { mountpoint: v.mnt, pre: `echo "pre $TIDEMARK_TAG" >> ${log}`, post: `echo "post $TIDEMARK_TAG" >> ${log}`, timeoutMs: 5000, tag: 'nightly' };
+  const lab = await protectLab(t, v, { tracker: 'blocktrace', capture: 'freeze', freeze });
+  lab.start('mt');
+  lab.start('ps');
+  lab.start('agent');
+  await lab.waitConverged(Date.now(), 120_000);
+  fs.writeFileSync(path.join(v.mnt, 'data'), 'x'.repeat(100000));
+  await sh('sync', []);
+  let mt: Record<string, unknown> | undefined;
+  for (let i = 0; i < 60; i++) {
+    mt = await mtVolume(lab);
+    const p = mt?.lastAppPoint as { tags?: string[] } | null | undefined;
+    if (p?.tags?.includes('nightly')) break;
+    await sleep(500);
+  }
+  const point = mt?.lastAppPoint as { seq: number; tags: string[] } | null;
+  t.same(point?.tags, ['nightly'], 'the master target recorded an app-consistent point tagged "nightly"');
+  const lines = fs.readFileSync(log, 'utf8');
+  t.match(lines, /pre nightly/, 'the pre script ran');
+  t.match(lines, /post nightly/, 'the post script ran');
+
+  // Now a pre script that never returns.
+  await lab.stop('agent');
+  const cfg = JSON.parse(fs.readFileSync(lab.configs.agent, 'utf8')) as { volumes: Array<Record<string, unknown>> };
+  cfg.volumes[0]!.freeze = { ...freeze, pre: 'sleep 600', timeoutMs: 1500, tag: 'hung' };
+  fs.writeFileSync(lab.configs.agent, JSON.stringify(cfg));
+  lab.start('agent');
+  await sleep(6000);
+  // The filesystem takes writes (it is not frozen) and they replicate.
+  const wrote = sh('sh', ['-c', `echo more > ${path.join(v.mnt, 'after')} && sync`], { timeout: 10_000 });
+  await t.resolves(wrote, 'a write to the filesystem completes: it was not left frozen');
+  const cut = (await lab.logLines('agent')).filter((l) => l.code === 'TM_ERR_CAPTURE');
+  t.ok(cut.length >= 1, 'the hung script was reported (TM_ERR_CAPTURE)');
+  t.match(String(cut[0]?.err), /ran past 1500 ms and was killed/, 'as killed at the bound');
+  const { stdout } = await sh('sh', ['-c', 'pgrep -f "^sleep 600$" || true']);
+  t.equal(stdout.trim(), '', 'the hung script and its children are gone');
+  const now = await mtVolume(lab);
+  t.notOk(((now?.lastAppPoint as { tags?: string[] } | null)?.tags ?? []).includes('hung'), 'no point carries the dropped tag');
+  t.ok(Number(now?.appliedSeq) > (point?.seq ?? 0), 'replication went on (fuzzy differentials)');
+});
