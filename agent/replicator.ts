@@ -112,8 +112,9 @@ export class VolumeReplicator implements OutboundVolume {
       const consistency = whole ? captured.consistency : 'FUZZY';
       const tags = consistency === 'FUZZY' ? [] : captured.tags;
       let seq: number | null = null;
-      // A consistent point is journaled even when nothing changed: it is a recovery point (and a tag).
-      if (col.extents.length > 0 || ending || consistency === 'APP' || (consistency === 'CRASH' && this.changedSinceLastPoint())) {
+      // A consistent view with nothing new is still journaled (empty) when the last differential was fuzzy:
+      // it turns the replica's current state into a recovery point.
+      if (col.extents.length > 0 || ending || (consistency !== 'FUZZY' && this.changedSinceLastPoint())) {
         seq = await this.journal.write({ startTimeMs: startMs, endTimeMs: captured.atMs, consistency, tags, flags: ending ? FLAG_RESYNC_END : 0 }, col.extents);
         await col.commit(); // only now are these blocks clean: the journal holds them durably
         if (ending) await this.resync.ended();

@@ -4,10 +4,12 @@ import { closest } from 'fastest-levenshtein';
 import { formatTable, machine, writeResults, type Benchmark } from './harness.js';
 import { initialSync } from './initial-sync.js';
 import { resync } from './resync.js';
+import { tracking } from './tracking.js';
 
 export const BENCHMARKS: Record<string, Benchmark> = {
   'initial-sync': initialSync,
   resync,
+  tracking,
 };
 
 function list(): void {

@@ -20,7 +20,13 @@ t.test('freeze with scripts makes a tagged app-consistent point; a hung script i
   lab.start('mt');
   lab.start('ps');
   lab.start('agent');
-  await lab.waitConverged(Date.now(), 120_000);
+  // Freezing writes the superblock, so a freeze capture always finds a block or two: wait for the end of
+  // the initial resync rather than for an idle cycle.
+  for (let i = 0; i < 240; i++) {
+    const a = ((await lab.status('agent'))?.volumes as Record<string, unknown>[] | undefined)?.[0];
+    if (a?.consistentAfterResync === true) break;
+    await sleep(500);
+  }
   fs.writeFileSync(path.join(v.mnt, 'data'), 'x'.repeat(100000));
   await sh('sync', []);
   let mt: Record<string, unknown> | undefined;
@@ -49,8 +55,9 @@ t.test('freeze with scripts makes a tagged app-consistent point; a hung script i
   const cut = (await lab.logLines('agent')).filter((l) => l.code === 'TM_ERR_CAPTURE');
   t.ok(cut.length >= 1, 'the hung script was reported (TM_ERR_CAPTURE)');
   t.match(String(cut[0]?.err), /ran past 1500 ms and was killed/, 'as killed at the bound');
+  // Each cycle tries again; only the current cycle's script may be alive, the earlier ones were killed.
   const { stdout } = await sh('sh', ['-c', 'pgrep -f "^sleep 600$" || true']);
-  t.equal(stdout.trim(), '', 'the hung script and its children are gone');
+  t.ok(stdout.trim().split('\n').filter(Boolean).length <= 1, 'hung scripts of earlier cycles are gone, children included');
   const now = await mtVolume(lab);
   t.notOk(((now?.lastAppPoint as { tags?: string[] } | null)?.tags ?? []).includes('hung'), 'no point carries the dropped tag');
   t.ok(Number(now?.appliedSeq) > (point?.seq ?? 0), 'replication went on (fuzzy differentials)');

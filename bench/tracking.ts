@@ -1,0 +1,751 @@
+// Cost and reach of kernel block tracking (tracker "blocktrace", capture "reflink") on a protected loop
+// device over an image on XFS:
+//   1. fio 4 KiB random-write IOPS and p99 completion latency with tracking OFF (no agent, no tracefs
+//      instance) and ON (all three daemons running, converged, the agent draining), alternated
+//      OFF, ON, OFF, ON and compared by medians; plus one run with the kernel instance recording but no
+//      agent draining it, which isolates the tracepoint's own cost.
+//   2. RPO at several churn rates: a probe writes a marker block every 200 ms beside fio's writes and a
+//      poller watches the replica file for it; RPO sample = replica first shows the write − write completed.
+//   3. The trace-line parser (parseRqEvents) on a million generated lines, and the agent's real drain rate
+//      from the kernel instance's own counters.
+// Needs root, fio, mkfs.xfs, losetup and tracefs. Cleans up its mounts, loop devices and tracefs instance.
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, promises as fsp, readFileSync, readdirSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { DirtyMap } from '../agent/trackers/dirty-map.js';
+import { parseRqEvents } from '../agent/trackers/rq-events.js';
+import { Lab, type DaemonName } from '../cli/lab.js';
+import { DEFAULTS } from '../common/defaults.js';
+import { benchSizeMiB, cpuSecondsTree, fmt, MiB, WORK_DIR, type BenchResult, type Benchmark, type Figure, type Ratio, type Reference } from './harness.js';
+
+/** Unique to this benchmark: the agent names its tracefs instance tidemark.<volume id>.<random>. */
+const VOLUME_ID = 'bench-tracking';
+const INSTANCE_PREFIX = `tidemark.${VOLUME_ID}.`;
+const INSTANCES = '/sys/kernel/tracing/instances';
+const BLOCK = 4096;
+const FIO_SECONDS = 15;
+const RPO_SECONDS = 20;
+const RPO_RATES = [100, 1000, 5000] as const;
+const PROBE_INTERVAL_MS = 200;
+const POLL_INTERVAL_MS = 50;
+/** fio keeps out of the first MiB during the RPO runs: the probe's block lives there. */
+const PROBE_REGION = MiB;
+const CYCLE_INTERVAL_MS = DEFAULTS.agent.cycleIntervalMs;
+const PARSER_LINES = 1_000_000;
+const PARSER_REPEATS = 5;
+const TARGET_OVERHEAD_PCT = 3;
+const TARGET_PARSER_EVENTS_PER_S = 100_000;
+const CONVERGE_TIMEOUT_MS = 240_000;
+const DAEMONS: DaemonName[] = ['agent', 'ps', 'mt'];
+const MAGIC = Buffer.from('TMPROBE\0');
+
+export const tracking: Benchmark = {
+  description: 'kernel block tracking (blocktrace + reflink): fio 4 KiB random-write IOPS and p99 latency with tracking off vs on, RPO at 100/1000/5000 writes/s, trace-line parser throughput',
+  run,
+};
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const median = (xs: number[]): number => quantile(xs, 0.5);
+
+function quantile(xs: number[], q: number): number {
+  const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  if (s.length === 0) return NaN;
+  // Nearest rank: a value that was actually observed.
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))]!;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Tools and the system: sbin lookups, mounts, loop devices, the tracefs instance.
+
+function bin(name: string): string | null {
+  for (const dir of [...(process.env.PATH ?? '').split(path.delimiter), '/usr/local/sbin', '/usr/sbin', '/sbin']) {
+    const p = path.join(dir, name);
+    if (dir && existsSync(p)) return p;
+  }
+  return null;
+}
+
+function sh(name: string, ...args: string[]): string {
+  return execFileSync(bin(name) ?? name, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim();
+}
+
+function requirements(): void {
+  const missing = ['fio', 'mkfs.xfs', 'losetup', 'mount', 'umount'].filter((t) => bin(t) === null);
+  const problems: string[] = [];
+  if (process.getuid?.() !== 0) problems.push('root (loop devices, mounts and a tracefs instance)');
+  if (!existsSync('/dev/loop-control')) problems.push('/dev/loop-control');
+  if (missing.length > 0) problems.push(`${missing.join(', ')} on PATH (Debian packages: fio, xfsprogs, mount)`);
+  if (problems.length > 0) throw new Error(`tracking needs ${problems.join('; ')}`);
+}
+
+function version(cmd: string, arg: string): string {
+  try {
+    return /\d+\.\d+(\.\d+)?/.exec(execFileSync(bin(cmd) ?? cmd, [arg], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }))?.[0] ?? 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}
+
+function quietly(what: string, fn: () => unknown): void {
+  try {
+    fn();
+  } catch (e) {
+    console.log(`  cleanup: ${what}: ${((e as Error).message ?? String(e)).split('\n')[0]}`);
+  }
+}
+
+/** Mount points at or under `dir`, deepest first. */
+function mountsUnder(dir: string): string[] {
+  const out: string[] = [];
+  for (const line of readFileSync('/proc/mounts', 'utf8').split('\n')) {
+    const mp = line.split(' ')[1]?.replace(/\\040/g, ' ');
+    if (mp && (mp === dir || mp.startsWith(dir + '/'))) out.push(mp);
+  }
+  return out.sort((a, b) => b.length - a.length);
+}
+
+/** Loop devices whose backing file is at or under `dir`. */
+function loopsUnder(dir: string): string[] {
+  const out: string[] = [];
+  let names: string[] = [];
+  try {
+    names = readdirSync('/sys/block').filter((n) => /^loop\d+$/.test(n));
+  } catch {
+    return out;
+  }
+  for (const n of names) {
+    try {
+      const backing = readFileSync(`/sys/block/${n}/loop/backing_file`, 'utf8').trim().replace(/ \(deleted\)$/, '');
+      if (backing === dir || backing.startsWith(dir + '/')) out.push(`/dev/${n}`);
+    } catch {
+      // not attached
+    }
+  }
+  return out;
+}
+
+function ourInstances(): string[] {
+  try {
+    return readdirSync(INSTANCES).filter((n) => n.startsWith(INSTANCE_PREFIX));
+  } catch {
+    return [];
+  }
+}
+
+/** Remove this benchmark's tracefs instances (the agent leaves its instance recording when stopped). */
+function removeInstances(): void {
+  for (const n of ourInstances()) quietly(`rmdir ${INSTANCES}/${n}`, () => execFileSync('rmdir', [path.join(INSTANCES, n)], { stdio: 'pipe' }));
+}
+
+/** Undo everything under `dir`: loop devices over images in it (inner first), mounts, then the tracefs instance. */
+function teardownSystem(dir: string): void {
+  // The inner loop device (image on the XFS mount) must go before the XFS can be unmounted.
+  for (let pass = 0; pass < 2; pass++) {
+    for (const mp of mountsUnder(dir)) {
+      for (const dev of loopsUnder(mp)) quietly(`losetup -d ${dev}`, () => sh('losetup', '-d', dev));
+    }
+    for (const mp of mountsUnder(dir)) {
+      try {
+        sh('umount', mp);
+      } catch {
+        quietly(`umount -l ${mp}`, () => sh('umount', '-l', mp));
+      }
+    }
+    for (const dev of loopsUnder(dir)) quietly(`losetup -d ${dev}`, () => sh('losetup', '-d', dev));
+  }
+  removeInstances();
+}
+
+interface InstanceCounters {
+  name: string;
+  /** Summed over CPUs. */
+  read: number;
+  overrun: number;
+  entries: number;
+  bufferKiB: number;
+}
+
+/** The kernel's own counters of the agent's instance: events consumed (read), overwritten (overrun), waiting (entries). */
+function instanceCounters(): InstanceCounters | null {
+  const name = ourInstances()[0];
+  if (name === undefined) return null;
+  const dir = path.join(INSTANCES, name);
+  const c: InstanceCounters = { name, read: 0, overrun: 0, entries: 0, bufferKiB: NaN };
+  try {
+    c.bufferKiB = Number(readFileSync(path.join(dir, 'buffer_size_kb'), 'utf8').trim());
+    for (const cpu of readdirSync(path.join(dir, 'per_cpu')).filter((n) => /^cpu\d+$/.test(n))) {
+      const text = readFileSync(path.join(dir, 'per_cpu', cpu, 'stats'), 'utf8');
+      const field = (f: string): number => Number(new RegExp(`^${f}: (\\d+)`, 'm').exec(text)?.[1] ?? NaN);
+      c.read += field('read events');
+      c.overrun += field('overrun');
+      c.entries += field('entries');
+    }
+  } catch {
+    return null;
+  }
+  return c;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// fio
+
+interface FioRun {
+  iops: number;
+  p99us: number;
+  p50us: number;
+  meanUs: number;
+  totalIos: number;
+  seconds: number;
+  /** fio's own CPU, percent of one core (usr + sys). */
+  cpuPct: number;
+}
+
+async function fio(dev: string, seconds: number, extra: string[] = []): Promise<FioRun> {
+  const args = [
+    '--name=tracking', `--filename=${dev}`, '--direct=1', '--rw=randwrite', `--bs=${BLOCK}`, '--ioengine=libaio', '--iodepth=16',
+    `--runtime=${seconds}`, '--time_based', '--output-format=json', ...extra,
+  ];
+  const { stdout, stderr, code } = await new Promise<{ stdout: string; stderr: string; code: number | null }>((resolve, reject) => {
+    const p = spawn(bin('fio') ?? 'fio', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    p.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    p.on('error', reject);
+    p.on('exit', (c) => resolve({ stdout: out, stderr: err, code: c }));
+  });
+  if (code !== 0) throw new Error(`fio exited ${code}: ${stderr.trim().split('\n').slice(-5).join('\n')}`);
+  const j = JSON.parse(stdout.slice(stdout.indexOf('{'))) as { jobs: Array<{ write: Record<string, unknown>; usr_cpu: number; sys_cpu: number; elapsed: number }> };
+  const job = j.jobs[0]!;
+  const w = job.write as { iops: number; total_ios: number; runtime: number; clat_ns: { mean: number; percentile?: Record<string, number> } };
+  return {
+    iops: w.iops,
+    p99us: (w.clat_ns.percentile?.['99.000000'] ?? NaN) / 1000,
+    p50us: (w.clat_ns.percentile?.['50.000000'] ?? NaN) / 1000,
+    meanUs: w.clat_ns.mean / 1000,
+    totalIos: w.total_ios,
+    seconds: w.runtime / 1000,
+    cpuPct: job.usr_cpu + job.sys_cpu,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The lab and what the daemons cost while fio runs.
+
+type Status = Record<string, unknown>;
+const num = (v: unknown): number => (typeof v === 'number' ? v : NaN);
+const vol0 = (s: Status | null): Status | undefined => (s?.volumes as Status[] | undefined)?.[0];
+
+function cpuNow(lab: Lab): Record<DaemonName, number> {
+  const out = {} as Record<DaemonName, number>;
+  for (const n of DAEMONS) {
+    const pid = lab.procs.get(n)?.pid;
+    out[n] = pid === undefined ? NaN : cpuSecondsTree(pid) ?? NaN;
+  }
+  return out;
+}
+
+async function checkAlive(lab: Lab, dir: string): Promise<void> {
+  for (const [name, child] of lab.procs) {
+    if (child.exitCode === null && child.signalCode === null) continue;
+    const log = await fsp.readFile(path.join(dir, `${name}.log`), 'utf8').catch(() => '');
+    throw new Error(`${name} exited (${child.exitCode ?? child.signalCode}); end of ${path.join(dir, `${name}.log`)}:\n${log.split('\n').slice(-15).join('\n')}`);
+  }
+}
+
+async function startLab(lab: Lab, labDir: string, why: string): Promise<number> {
+  const t0 = Date.now();
+  for (const n of ['mt', 'ps', 'agent'] as const) lab.start(n);
+  let lastLog = 0;
+  await lab.waitConverged(t0, CONVERGE_TIMEOUT_MS, async () => {
+    await checkAlive(lab, labDir);
+    if (Date.now() - lastLog >= 5000) {
+      lastLog = Date.now();
+      const a = vol0(await lab.status('agent'));
+      const rs = a?.resync as Status | undefined;
+      console.log(`    ${why}: t=${((Date.now() - t0) / 1000).toFixed(0)}s mode ${String(a?.mode ?? '-')}, resync ${rs?.active ? `${String(rs.percent ?? '-')}%` : 'idle'}, dirty ${String(a?.dirtyBlocks ?? '-')} blocks`);
+    }
+  });
+  return (Date.now() - t0) / 1000;
+}
+
+async function waitConverged(lab: Lab, labDir: string): Promise<number> {
+  const t0 = Date.now();
+  await lab.waitConverged(t0, CONVERGE_TIMEOUT_MS, () => checkAlive(lab, labDir));
+  return (Date.now() - t0) / 1000;
+}
+
+/** Agent log lines in [from, to]: tracking-lost errors and resyncs started. */
+async function agentEvents(lab: Lab, from: number, to: number): Promise<{ lost: number; resyncs: number }> {
+  const lines = (await lab.logLines('agent')).filter((l) => num(l.time) >= from && num(l.time) <= to);
+  return { lost: lines.filter((l) => l.code === 'TM_ERR_TRACKING_LOST').length, resyncs: lines.filter((l) => l.msg === 'resync started').length };
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Part 1: overhead runs
+
+type Mode = 'OFF' | 'ON' | 'TRACEPOINT';
+
+interface OverheadRun {
+  mode: Mode;
+  index: number;
+  fio: FioRun;
+  /** Cores used by each daemon during the fio run (CPU seconds / wall seconds); NaN when not running. */
+  cores: Record<DaemonName, number>;
+  /** Events consumed per second from the kernel instance during the run (the agent's drain), and overwritten. */
+  drainedPerS: number;
+  overrun: number;
+  trackingLost: number;
+  resyncs: number;
+  load: number;
+}
+
+async function overheadRun(mode: Mode, index: number, dev: string, lab: Lab | null): Promise<OverheadRun> {
+  const load = os.loadavg()[0]!;
+  const c0 = lab ? cpuNow(lab) : null;
+  const i0 = instanceCounters();
+  const t0 = Date.now();
+  const r = await fio(dev, FIO_SECONDS);
+  const t1 = Date.now();
+  const c1 = lab ? cpuNow(lab) : null;
+  const i1 = instanceCounters();
+  const wall = (t1 - t0) / 1000;
+  const cores = {} as Record<DaemonName, number>;
+  for (const n of DAEMONS) cores[n] = c0 && c1 ? (c1[n] - c0[n]) / wall : NaN;
+  const same = i0 !== null && i1 !== null && i0.name === i1.name;
+  const ev = lab ? await agentEvents(lab, t0, t1) : { lost: NaN, resyncs: NaN };
+  const out: OverheadRun = {
+    mode,
+    index,
+    fio: r,
+    cores,
+    drainedPerS: same ? (i1.read - i0.read) / wall : NaN,
+    overrun: same ? i1.overrun - i0.overrun : NaN,
+    trackingLost: ev.lost,
+    resyncs: ev.resyncs,
+    load,
+  };
+  const cpu = lab ? `, CPU agent ${fmt(cores.agent, 2)} ps ${fmt(cores.ps, 2)} mt ${fmt(cores.mt, 2)} cores, drained ${fmt(out.drainedPerS, 0)} events/s, overrun ${fmt(out.overrun, 0)}, tracking lost ×${out.trackingLost}` : same ? `, kernel overwrote ${fmt(out.overrun, 0)} events` : '';
+  console.log(`    ${mode} #${index}: ${fmt(r.iops, 0)} IOPS, p99 ${fmt(r.p99us, 1)} µs (load ${load.toFixed(2)})${cpu}`);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Part 2: RPO
+
+interface RpoRun {
+  rate: number;
+  fio: FioRun;
+  /** Seconds from each probe write completing to the replica first holding it (or a later probe write). */
+  samples: number[];
+  probeWrites: number;
+  neverSeen: number;
+  /** The master target's lagMs at each differential applied during the run (sampled every 250 ms). */
+  mtLagMs: number[];
+  cores: Record<DaemonName, number>;
+  drainedPerS: number;
+  kernelEvents: number;
+  drainedEvents: number;
+  overrun: number;
+  trackingLost: number;
+}
+
+async function rpoRun(lab: Lab, dev: string, replica: string, sizeBytes: number, rate: number, runId: number): Promise<RpoRun> {
+  const completed: number[] = []; // completed[k]: ms when probe write k (1-based) had completed (fsync returned)
+  const seenAt: number[] = []; // seenAt[k]: ms when the replica first held probe write k or a later one
+  let seen = 0;
+  let stop = false;
+  let pollError: Error | null = null;
+  const c0 = cpuNow(lab);
+  const i0 = instanceCounters();
+  const t0 = Date.now();
+
+  const src = await fsp.open(dev, 'r+');
+  const rep = await fsp.open(replica, 'r');
+  const probe = (async () => {
+    const buf = Buffer.alloc(BLOCK);
+    MAGIC.copy(buf, 0);
+    buf.writeUInt32LE(runId, 8);
+    let k = 0;
+    let next = Date.now();
+    while (!stop) {
+      k++;
+      buf.writeUInt32LE(k, 12);
+      buf.writeDoubleLE(Date.now(), 16);
+      await src.write(buf, 0, BLOCK, 0);
+      await src.sync();
+      completed[k] = Date.now();
+      next += PROBE_INTERVAL_MS;
+      await sleep(Math.max(0, next - Date.now()));
+    }
+    return k;
+  })();
+  let pollStop = false;
+  const mtLag = new Map<number, number>(); // lastAppliedAt → lagMs
+  const poller = (async () => {
+    const buf = Buffer.alloc(BLOCK);
+    let lastStatus = 0;
+    while (!pollStop) {
+      const { bytesRead } = await rep.read(buf, 0, BLOCK, 0);
+      const now = Date.now();
+      if (bytesRead === BLOCK && buf.subarray(0, 8).equals(MAGIC) && buf.readUInt32LE(8) === runId) {
+        const k = buf.readUInt32LE(12);
+        for (let j = seen + 1; j <= k; j++) seenAt[j] = now;
+        if (k > seen) seen = k;
+      }
+      if (now - lastStatus >= 250) {
+        lastStatus = now;
+        const m = vol0(await lab.status('mt'));
+        if (m && num(m.lastAppliedAt) > t0) mtLag.set(num(m.lastAppliedAt), num(m.lagMs));
+      }
+      await sleep(POLL_INTERVAL_MS);
+    }
+  })().catch((e: unknown) => {
+    pollError = e as Error;
+  });
+
+  let r: FioRun;
+  let written = 0;
+  let t1 = 0;
+  try {
+    r = await fio(dev, RPO_SECONDS, [`--rate_iops=${rate}`, `--offset=${PROBE_REGION}`, `--size=${sizeBytes - PROBE_REGION}`]);
+    t1 = Date.now();
+    stop = true;
+    written = await probe;
+    // Let the last probe writes reach the replica: a few cycles.
+    const deadline = Date.now() + 5 * CYCLE_INTERVAL_MS + 20_000;
+    while (seen < written && Date.now() < deadline && !pollError) {
+      await checkAlive(lab, lab.opts.dir);
+      await sleep(POLL_INTERVAL_MS);
+    }
+  } finally {
+    stop = true;
+    await probe.catch(() => 0);
+    pollStop = true;
+    await poller;
+    await src.close();
+    await rep.close();
+  }
+  if (pollError) throw pollError;
+  const c1 = cpuNow(lab);
+  const i1 = instanceCounters();
+  const wall = (t1 - t0) / 1000;
+  const cores = {} as Record<DaemonName, number>;
+  for (const n of DAEMONS) cores[n] = (c1[n] - c0[n]) / ((Date.now() - t0) / 1000);
+  const samples: number[] = [];
+  for (let k = 1; k <= written; k++) if (seenAt[k] !== undefined && completed[k] !== undefined) samples.push((seenAt[k]! - completed[k]!) / 1000);
+  const same = i0 !== null && i1 !== null && i0.name === i1.name;
+  const ev = await agentEvents(lab, t0, Date.now());
+  return {
+    rate,
+    fio: r,
+    samples,
+    probeWrites: written,
+    neverSeen: written - samples.length,
+    mtLagMs: [...mtLag.values()],
+    cores,
+    // Everything the kernel recorded during fio + the probe was drained by the time the tail was seen.
+    drainedPerS: same ? (i1.read - i0.read) / wall : NaN,
+    kernelEvents: r.totalIos + written,
+    drainedEvents: same ? i1.read - i0.read : NaN,
+    overrun: same ? i1.overrun - i0.overrun : NaN,
+    trackingLost: ev.lost,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Part 3: the parser
+
+interface ParserResult {
+  lines: number;
+  bytes: number;
+  parseSeconds: number[];
+  markSeconds: number[];
+  eventsPerS: number;
+  eventsPerSWithMap: number;
+}
+
+function parserBench(): ParserResult {
+  // Deterministic LCG: sectors across a 1 GiB disk, sizes of 8 (one 4 KiB block) up to 2048 sectors.
+  let x = 12345;
+  const rnd = (): number => (x = (Math.imul(x, 1103515245) + 12345) >>> 0);
+  const sizes = [8, 8, 8, 8, 16, 32, 64, 256, 1024, 2048];
+  const rwbs = ['WS', 'WS', 'W', 'WFS', 'WM', 'D'];
+  const sectorsOnDisk = (1024 * MiB) / 512;
+  const parts: string[] = [];
+  for (let i = 0; i < PARSER_LINES; i++) {
+    const nr = sizes[rnd() % sizes.length]!;
+    const sector = (rnd() % (sectorsOnDisk / 8)) * 8;
+    parts.push(`block_rq_complete: 7,0 ${rwbs[rnd() % rwbs.length]} () ${sector} + ${nr} be,0,4 [0]\n`);
+  }
+  const text = parts.join('');
+  parts.length = 0;
+  let sink = 0;
+  const onlyCount = (sector: number, sectors: number): void => {
+    sink += sector + sectors;
+  };
+  const parseSeconds: number[] = [];
+  for (let i = 0; i < PARSER_REPEATS; i++) {
+    const t0 = process.hrtime.bigint();
+    const n = parseRqEvents(text, onlyCount);
+    parseSeconds.push(Number(process.hrtime.bigint() - t0) / 1e9);
+    if (n !== PARSER_LINES) throw new Error(`parseRqEvents counted ${n} lines, generated ${PARSER_LINES}`);
+  }
+  // What the drain does with each event: mark its 4 KiB blocks in the dirty map of a 1 GiB volume.
+  const markSeconds: number[] = [];
+  for (let i = 0; i < PARSER_REPEATS; i++) {
+    const map = new DirtyMap((1024 * MiB) / BLOCK);
+    const t0 = process.hrtime.bigint();
+    parseRqEvents(text, (sector, sectors) => map.set(Math.floor((sector * 512) / BLOCK), Math.ceil(((sector + sectors) * 512) / BLOCK)));
+    markSeconds.push(Number(process.hrtime.bigint() - t0) / 1e9);
+    sink += map.count;
+  }
+  if (sink === -1) console.log(sink); // keep the callbacks' work observable
+  return {
+    lines: PARSER_LINES,
+    bytes: Buffer.byteLength(text),
+    parseSeconds,
+    markSeconds,
+    eventsPerS: PARSER_LINES / median(parseSeconds),
+    eventsPerSWithMap: PARSER_LINES / median(markSeconds),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------
+
+interface Setup {
+  dir: string;
+  outerImage: string;
+  mnt: string;
+  image: string;
+  dev: string;
+  replica: string;
+  sizeBytes: number;
+}
+
+async function setup(dir: string, sizeMiB: number): Promise<Setup> {
+  const outerImage = path.join(dir, 'xfs.img');
+  const mnt = path.join(dir, 'xfs');
+  await fsp.mkdir(mnt, { recursive: true });
+  // Room for the source image, the replica, clones diverging while read, and XFS's own needs.
+  await fsp.writeFile(outerImage, '');
+  await fsp.truncate(outerImage, Math.max(1024, sizeMiB * 4) * MiB);
+  sh('mkfs.xfs', '-q', '-m', 'reflink=1', outerImage);
+  const outerDev = sh('losetup', '-f', '--show', outerImage);
+  sh('mount', outerDev, mnt);
+  const image = path.join(mnt, 'source.img');
+  await fsp.writeFile(image, '');
+  await fsp.truncate(image, sizeMiB * MiB);
+  const dev = sh('losetup', '-f', '--show', image);
+  return { dir, outerImage, mnt, image, dev, replica: path.join(mnt, 'replica.img'), sizeBytes: sizeMiB * MiB };
+}
+
+async function run(): Promise<BenchResult> {
+  requirements();
+  const sizeMiB = benchSizeMiB(64, 'room for fio beside the probe block');
+  const dir = path.join(WORK_DIR, 'tracking');
+  teardownSystem(dir); // a run that was interrupted may have left mounts, loop devices or the instance
+  await fsp.rm(dir, { recursive: true, force: true });
+  await fsp.mkdir(dir, { recursive: true });
+  const labDir = path.join(dir, 'lab');
+  const notes: string[] = [];
+  const runs: OverheadRun[] = [];
+  const rpo: RpoRun[] = [];
+  const converge: Array<{ what: string; seconds: number }> = [];
+  let lab: Lab | null = null;
+  let s: Setup | null = null;
+  let bufferKiB = NaN;
+  try {
+    console.log(`setup: XFS (reflink) in a loop-mounted image, a ${sizeMiB} MiB sparse image on it, a loop device over that`);
+    s = await setup(dir, sizeMiB);
+    console.log(`  protected device ${s.dev} over ${s.image}; replica ${s.replica}`);
+    lab = await Lab.create({
+      dir: labDir,
+      volumes: [{ id: VOLUME_ID, source: s.dev, replica: s.replica, agent: { tracker: 'blocktrace', capture: 'reflink' } }],
+      agent: { cycleIntervalMs: CYCLE_INTERVAL_MS },
+    });
+
+    console.log(`\n1. fio 4 KiB random writes, iodepth 16, ${FIO_SECONDS} s each: tracking OFF / ON alternated`);
+    runs.push(await overheadRun('OFF', 1, s.dev, null));
+    console.log('  starting the daemons (initial sync of the volume)...');
+    converge.push({ what: 'initial sync', seconds: await startLab(lab, labDir, 'initial sync') });
+    bufferKiB = instanceCounters()?.bufferKiB ?? NaN;
+    runs.push(await overheadRun('ON', 1, s.dev, lab));
+    await lab.stopAll();
+    // The agent leaves its instance recording when stopped: the kernel still traces, nobody drains.
+    runs.push(await overheadRun('TRACEPOINT', 1, s.dev, null));
+    removeInstances();
+    runs.push(await overheadRun('OFF', 2, s.dev, null));
+    console.log('  starting the daemons again (the instance is gone: the agent resyncs the volume)...');
+    converge.push({ what: 'resync after restart', seconds: await startLab(lab, labDir, 'resync') });
+    runs.push(await overheadRun('ON', 2, s.dev, lab));
+
+    console.log(`\n2. RPO: fio at a fixed rate beside a probe writing a marker block every ${PROBE_INTERVAL_MS} ms; agent cycle ${CYCLE_INTERVAL_MS} ms`);
+    console.log('  waiting for the daemons to catch up with the last ON run...');
+    converge.push({ what: 'catch-up after ON #2', seconds: await waitConverged(lab, labDir) });
+    for (const [i, rate] of RPO_RATES.entries()) {
+      if (i > 0) converge.push({ what: `converged before ${rate} IOPS`, seconds: await waitConverged(lab, labDir) });
+      const r = await rpoRun(lab, s.dev, s.replica, s.sizeBytes, rate, i + 1);
+      console.log(`    ${rate} IOPS: fio ${fmt(r.fio.iops, 0)} IOPS; RPO p50 ${fmt(median(r.samples), 2)} s, p99 ${fmt(quantile(r.samples, 0.99), 2)} s, max ${fmt(Math.max(...r.samples), 2)} s over ${r.samples.length} probe writes${r.neverSeen ? ` (${r.neverSeen} never seen)` : ''}; drained ${fmt(r.drainedEvents, 0)} of ${r.kernelEvents} events; agent ${fmt(r.cores.agent, 2)} cores`);
+      rpo.push(r);
+    }
+    await lab.stopAll();
+  } finally {
+    if (lab) await lab.stopAll().catch(() => {});
+    teardownSystem(dir);
+    if (process.env.TIDEMARK_BENCH_KEEP !== '1') {
+      // Keep the daemons' logs (small); drop images, state and PKI.
+      await fsp.rm(path.join(dir, 'xfs.img'), { force: true });
+      await fsp.rm(path.join(dir, 'xfs'), { recursive: true, force: true });
+      for (const d of ['agent-state', 'ps-cache', 'mt-state', 'pki']) await fsp.rm(path.join(labDir, d), { recursive: true, force: true });
+    }
+  }
+
+  console.log(`\n3. parseRqEvents on ${PARSER_LINES.toLocaleString('en')} generated lines, ${PARSER_REPEATS} times...`);
+  const parser = parserBench();
+  console.log(`    ${fmt(parser.eventsPerS, 0)} events/s (parse only), ${fmt(parser.eventsPerSWithMap, 0)} events/s with the dirty map`);
+
+  return report({ sizeMiB, runs, rpo, parser, converge, bufferKiB, notes, dev: s?.dev ?? '' });
+}
+
+// ---------------------------------------------------------------------------------------------------
+
+function report(x: { sizeMiB: number; runs: OverheadRun[]; rpo: RpoRun[]; parser: ParserResult; converge: Array<{ what: string; seconds: number }>; bufferKiB: number; notes: string[]; dev: string }): BenchResult {
+  const { runs, rpo, parser, notes } = x;
+  const figures: Figure[] = [];
+  const references: Reference[] = [];
+  const ratios: Ratio[] = [];
+  const of = (m: Mode): OverheadRun[] => runs.filter((r) => r.mode === m);
+  const offIops = median(of('OFF').map((r) => r.fio.iops));
+  const onIops = median(of('ON').map((r) => r.fio.iops));
+  const offP99 = median(of('OFF').map((r) => r.fio.p99us));
+  const onP99 = median(of('ON').map((r) => r.fio.p99us));
+  const tp = of('TRACEPOINT')[0];
+  const overheadPct = (1 - onIops / offIops) * 100;
+  const p99Pct = (onP99 / offP99 - 1) * 100;
+  const tpPct = tp ? (1 - tp.fio.iops / offIops) * 100 : NaN;
+  const pct = (v: number): string => (Number.isFinite(v) ? `${v >= 0 ? '+' : ''}${v.toFixed(1)}%` : '-');
+  const cores = (r: { cores: Record<DaemonName, number> }): string => (Number.isFinite(r.cores.agent) ? `${fmt(r.cores.agent, 2)} / ${fmt(r.cores.ps, 2)} / ${fmt(r.cores.mt, 2)}` : '-');
+  const label: Record<Mode, string> = { OFF: 'tracking OFF (no agent)', ON: 'tracking ON (3 daemons)', TRACEPOINT: 'tracepoint only (no drain)' };
+
+  const table: string[][] = [['case', 'IOPS', 'p99 µs', 'RPO p50 s', 'RPO p99 s', 'CPU agent/ps/mt', 'events/s', 'detail']];
+  for (const r of runs) {
+    const L = `[${r.mode} #${r.index}]`;
+    figures.push(
+      { name: `${L} fio write IOPS`, value: r.fio.iops, unit: 'IOPS' },
+      { name: `${L} fio p99 completion latency`, value: r.fio.p99us, unit: 'µs' },
+      { name: `${L} fio p50 completion latency`, value: r.fio.p50us, unit: 'µs' },
+      { name: `${L} fio mean completion latency`, value: r.fio.meanUs, unit: 'µs' },
+      { name: `${L} fio CPU (usr + sys)`, value: r.fio.cpuPct, unit: '% of a core' },
+      { name: `${L} 1-minute load average at start`, value: r.load, unit: 'load' },
+    );
+    if (r.mode === 'ON') {
+      figures.push(
+        { name: `${L} agent CPU during the run`, value: r.cores.agent, unit: 'cores' },
+        { name: `${L} process server CPU during the run`, value: r.cores.ps, unit: 'cores' },
+        { name: `${L} master target CPU during the run`, value: r.cores.mt, unit: 'cores' },
+        { name: `${L} events the agent consumed from the kernel instance per second (read events)`, value: r.drainedPerS, unit: 'events/s' },
+        { name: `${L} events the kernel overwrote before the agent drained them (overrun)`, value: r.overrun, unit: 'events' },
+        { name: `${L} tracking lost (TM_ERR_TRACKING_LOST in the agent log)`, value: r.trackingLost, unit: 'count' },
+        { name: `${L} resyncs started`, value: r.resyncs, unit: 'count' },
+      );
+    }
+    if (r.mode === 'TRACEPOINT') figures.push({ name: `${L} events the kernel overwrote (nobody drains)`, value: r.overrun, unit: 'events' });
+    const detail = r.mode === 'ON' ? `overrun ${fmt(r.overrun, 0)} events, tracking lost ×${r.trackingLost}, resyncs ${r.resyncs}` : r.mode === 'TRACEPOINT' ? 'instance recording, agent stopped' : `load ${r.load.toFixed(2)}`;
+    table.push([`${label[r.mode]} #${r.index}`, fmt(r.fio.iops, 0), fmt(r.fio.p99us, 1), '-', '-', r.mode === 'ON' ? cores(r) : '-', r.mode === 'ON' ? fmt(r.drainedPerS, 0) : '-', detail]);
+  }
+  table.push(['median OFF', fmt(offIops, 0), fmt(offP99, 1), '-', '-', '-', '-', `${of('OFF').length} runs`]);
+  table.push(['median ON', fmt(onIops, 0), fmt(onP99, 1), '-', '-', '-', '-', `${of('ON').length} runs`]);
+  table.push(['overhead ON vs OFF', pct(-overheadPct), pct(p99Pct), '-', '-', '-', '-', `IOPS lost ${fmt(overheadPct, 1)}%; target < ${TARGET_OVERHEAD_PCT}% (DRBD's published figure)`]);
+  if (tp) table.push(['tracepoint only vs OFF', pct(-tpPct), pct((tp.fio.p99us / offP99 - 1) * 100), '-', '-', '-', '-', 'kernel tracepoint + filter, no agent']);
+  figures.push(
+    { name: 'median fio write IOPS, tracking OFF', value: offIops, unit: 'IOPS' },
+    { name: 'median fio write IOPS, tracking ON', value: onIops, unit: 'IOPS' },
+    { name: 'median fio p99 completion latency, tracking OFF', value: offP99, unit: 'µs' },
+    { name: 'median fio p99 completion latency, tracking ON', value: onP99, unit: 'µs' },
+    { name: 'IOPS overhead of tracking ON (1 − ON/OFF medians)', value: overheadPct, unit: '%' },
+    { name: 'p99 latency increase with tracking ON (ON/OFF medians − 1)', value: p99Pct, unit: '%' },
+    { name: 'IOPS overhead of the tracepoint alone, agent stopped (1 − TRACEPOINT/median OFF)', value: tpPct, unit: '%' },
+  );
+  for (const c of x.converge) figures.push({ name: `daemons converged: ${c.what}`, value: c.seconds, unit: 's' });
+  ratios.push(
+    { name: `median IOPS tracking ON / OFF (target ≥ ${(1 - TARGET_OVERHEAD_PCT / 100).toFixed(2)}: overhead < ${TARGET_OVERHEAD_PCT}%)`, numerator: 'median fio write IOPS, tracking ON', denominator: 'median fio write IOPS, tracking OFF', value: onIops / offIops, target: 1 - TARGET_OVERHEAD_PCT / 100 },
+    { name: `median p99 latency tracking ON / OFF (target ≤ ${(1 + TARGET_OVERHEAD_PCT / 100).toFixed(2)})`, numerator: 'median fio p99 completion latency, tracking ON', denominator: 'median fio p99 completion latency, tracking OFF', value: onP99 / offP99 },
+  );
+  references.push({
+    name: 'DRBD published overhead',
+    description: 'DRBD states under 3% write overhead for its replication with a local peer; quoted, not measured here. The issue takes it as the target for tracking ON.',
+    figures: [{ name: 'write overhead', value: TARGET_OVERHEAD_PCT, unit: '%' }],
+  });
+
+  for (const r of rpo) {
+    const L = `[RPO ${r.rate} IOPS]`;
+    const lagS = r.mtLagMs.map((v) => v / 1000);
+    figures.push(
+      { name: `${L} fio target rate`, value: r.rate, unit: 'IOPS' },
+      { name: `${L} fio write IOPS achieved`, value: r.fio.iops, unit: 'IOPS' },
+      { name: `${L} fio p99 completion latency`, value: r.fio.p99us, unit: 'µs' },
+      { name: `${L} RPO p50 (probe write completed → on the replica)`, value: median(r.samples), unit: 's' },
+      { name: `${L} RPO p99`, value: quantile(r.samples, 0.99), unit: 's' },
+      { name: `${L} RPO max`, value: Math.max(...r.samples), unit: 's' },
+      { name: `${L} RPO min`, value: Math.min(...r.samples), unit: 's' },
+      { name: `${L} probe writes`, value: r.probeWrites, unit: 'count' },
+      { name: `${L} probe writes never seen on the replica`, value: r.neverSeen, unit: 'count' },
+      { name: `${L} master target lagMs at apply, p50`, value: median(lagS), unit: 's' },
+      { name: `${L} master target lagMs at apply, max`, value: lagS.length ? Math.max(...lagS) : NaN, unit: 's' },
+      { name: `${L} differentials seen applied (status samples)`, value: r.mtLagMs.length, unit: 'count' },
+      { name: `${L} agent CPU`, value: r.cores.agent, unit: 'cores' },
+      { name: `${L} process server CPU`, value: r.cores.ps, unit: 'cores' },
+      { name: `${L} master target CPU`, value: r.cores.mt, unit: 'cores' },
+      { name: `${L} events written (fio total_ios + probe writes)`, value: r.kernelEvents, unit: 'events' },
+      { name: `${L} events the agent consumed from the kernel instance`, value: r.drainedEvents, unit: 'events' },
+      { name: `${L} events consumed per second of fio run`, value: r.drainedPerS, unit: 'events/s' },
+      { name: `${L} events overwritten (overrun)`, value: r.overrun, unit: 'events' },
+      { name: `${L} tracking lost`, value: r.trackingLost, unit: 'count' },
+    );
+    table.push([
+      `RPO at ${r.rate} IOPS`, fmt(r.fio.iops, 0), fmt(r.fio.p99us, 1), fmt(median(r.samples), 2), fmt(quantile(r.samples, 0.99), 2), cores(r), fmt(r.drainedPerS, 0),
+      `max ${fmt(Math.max(...r.samples), 2)} s, n=${r.samples.length}${r.neverSeen ? ` (${r.neverSeen} unseen)` : ''}; mt lag p50 ${fmt(median(lagS), 2)} s`,
+    ]);
+  }
+
+  figures.push(
+    { name: 'parseRqEvents throughput (median of runs)', value: parser.eventsPerS, unit: 'events/s' },
+    { name: 'parseRqEvents + dirty map marking throughput (median of runs)', value: parser.eventsPerSWithMap, unit: 'events/s' },
+    { name: 'parser input lines', value: parser.lines, unit: 'lines' },
+    { name: 'parser input size', value: parser.bytes, unit: 'bytes' },
+    { name: 'parseRqEvents fastest run', value: Math.min(...parser.parseSeconds), unit: 's' },
+    { name: 'parseRqEvents slowest run', value: Math.max(...parser.parseSeconds), unit: 's' },
+  );
+  ratios.push({ name: 'parseRqEvents events/s / required 100k events/s', numerator: 'parseRqEvents throughput (median of runs)', denominator: 'requirement', value: parser.eventsPerS / TARGET_PARSER_EVENTS_PER_S, target: 1 });
+  table.push(['parseRqEvents, 1M lines', '-', '-', '-', '-', '-', fmt(parser.eventsPerS, 0), `target ≥ ${TARGET_PARSER_EVENTS_PER_S}; with dirty map ${fmt(parser.eventsPerSWithMap, 0)}/s`]);
+
+  notes.push(
+    `Setup: XFS (mkfs.xfs -m reflink=1) in a loop-mounted sparse image under bench/work/tracking, a ${x.sizeMiB} MiB sparse image on it and the protected loop device over that image (${x.dev}); the replica file is on the same XFS. fio runs on the loop device: --direct=1 --rw=randwrite --bs=4k --ioengine=libaio --iodepth=16 --runtime=${FIO_SECONDS} --time_based; IOPS = jobs[0].write.iops, p99 = clat_ns.percentile["99.000000"]. The loop device writes into the image through the page cache, so these IOPS are a CPU-bound path, not a disk's.`,
+    `Modes: OFF = no daemons and no tracefs instance. ON = agent (tracker blocktrace, capture reflink, cycle ${CYCLE_INTERVAL_MS} ms, drain every ${DEFAULTS.agent.blocktrace.drainIntervalMs} ms, kernel buffer ${fmt(x.bufferKiB, 0)} KiB per CPU), process server and master target all running and converged before fio starts: the kernel tracepoint and filter, the agent's drains, clones, reads and sends, and the other daemons all compete with fio on the same cores. "tracepoint only" = the agent's instance left recording after the agent stopped (nothing drains): the kernel's own cost. Runs in the order OFF, ON, tracepoint only, OFF, ON; medians over the OFF and ON runs.`,
+    'CPU agent/ps/mt = CPU seconds (utime + stime from /proc) each daemon used during the fio run / the run\'s wall seconds, in cores. events/s = the kernel instance\'s "read events" counter (events the agent consumed, summed over CPUs) over the run; overrun = events the kernel overwrote before anyone drained them, which the agent reports as tracking lost and answers with a resync.',
+    `RPO: fio --rate_iops=N for ${RPO_SECONDS} s on the device past its first MiB; meanwhile a probe writes a 4 KiB marker (run id, counter, time) at offset 0 every ${PROBE_INTERVAL_MS} ms and fsyncs the device, and a poller reads the replica file at offset 0 every ${POLL_INTERVAL_MS} ms. Sample for probe write k = first time the replica held write k or a later one − time write k's fsync returned (a later write on the replica means k's differential was applied). After fio stops the poller waits for the last probe write. Resolution ±${POLL_INTERVAL_MS} ms. "mt lag" = the master target's lagMs (now − the differential's capture time, at apply), sampled every 250 ms.`,
+    `Parser: parseRqEvents on ${PARSER_LINES.toLocaleString('en')} generated lines "block_rq_complete: 7,0 WS () <sector> + <nr> be,0,4 [0]" (rwbs WS/W/WFS/WM/D, nr 8..2048 sectors), ${PARSER_REPEATS} runs, median; "with dirty map" also marks each event's blocks in a DirtyMap of a 1 GiB volume, as the drain does. The requirement is ≥ ${TARGET_PARSER_EVENTS_PER_S} events/s.`,
+    'The machine may be shared with other work (2 cores here): compare OFF and ON runs through the medians of the alternated runs, and prefer figures from a quiet run.',
+  );
+
+  return {
+    params: {
+      volumeBytes: x.sizeMiB * MiB,
+      blockSize: BLOCK,
+      fio: { version: version('fio', '--version'), seconds: FIO_SECONDS, iodepth: 16, bs: BLOCK, ioengine: 'libaio', direct: 1 },
+      order: runs.map((r) => `${r.mode} #${r.index}`),
+      agent: { tracker: 'blocktrace', capture: 'reflink', cycleIntervalMs: CYCLE_INTERVAL_MS, drainIntervalMs: DEFAULTS.agent.blocktrace.drainIntervalMs, bufferKiBConfigured: DEFAULTS.agent.blocktrace.bufferKiB, bufferKiBKernel: x.bufferKiB },
+      rpo: { rates: [...RPO_RATES], seconds: RPO_SECONDS, probeIntervalMs: PROBE_INTERVAL_MS, pollIntervalMs: POLL_INTERVAL_MS, fioOffsetBytes: PROBE_REGION },
+      parser: { lines: PARSER_LINES, repeats: PARSER_REPEATS },
+      targets: { overheadPercentBelow: TARGET_OVERHEAD_PCT, parserEventsPerSecondAtLeast: TARGET_PARSER_EVENTS_PER_S },
+      mkfsXfs: version('mkfs.xfs', '-V'),
+    },
+    figures,
+    references,
+    ratios,
+    table,
+    notes,
+  };
+}
