@@ -28,7 +28,7 @@ export const agentVolumeSchema = z.strictObject({
     /** Bound on each script and on the time frozen; past it: killed or thawed, tag dropped. */
     timeoutMs: z.number().int().min(100).max(600_000).default(d.freezeTimeoutMs),
     /** Name of the app-consistent points. */
-    tag: z.string().min(1).max(64).default(d.freezeTag),
+    tag: z.string().regex(/^[\w.:@+-]{1,64}$/, 'a tag is 1-64 letters, digits or . : @ + - _').default(d.freezeTag),
   }).optional(),
 }).superRefine((v, ctx) => {
   if (v.capture === 'freeze' && !v.freeze) ctx.addIssue({ code: 'custom', path: ['freeze'], message: 'capture "freeze" needs freeze.mountpoint' });

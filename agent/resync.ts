@@ -122,6 +122,8 @@ export class Resync {
     const captured = await this.deps.capture.begin();
     try {
       const data = await captured.view.read(first * bs, Math.min(count * bs, this.sizeBytes - first * bs));
+      // Read: a frozen filesystem is thawed now, not held through the exchange with the replica.
+      await captured.settle?.();
       const leaves = leafHashes(data, bs);
       // The replica must be asked about after every differential that may touch this window. A resync or
       // repair owns the volume (no scanning), and its own earlier windows cover other blocks: only what

@@ -31,6 +31,11 @@ export class FreezeCapture implements Capture {
     if (dev.isBlockDevice() && mp.dev !== dev.rdev) {
       throw tmError('TM_ERR_CONFIG_INVALID', `freeze.mountpoint ${this.opts.mountpoint} is not a filesystem on ${this.volume.path}; name where this volume is mounted`, { path: this.opts.mountpoint });
     }
+    // An agent killed while the filesystem was frozen left it frozen: thaw it (EINVAL: it was not).
+    await thaw(this.opts.mountpoint).then(
+      () => this.log.warn({ mountpoint: this.opts.mountpoint }, 'thawed a filesystem left frozen (by an agent that was killed?)'),
+      () => {},
+    );
     // Writing the journal into the frozen filesystem would wait for the thaw that waits for the journal.
     if ((await fsp.stat(this.stateDir)).dev === mp.dev) {
       throw tmError('TM_ERR_CONFIG_INVALID', `the agent's stateDir ${this.stateDir} is on the filesystem it freezes (${this.opts.mountpoint}); put it elsewhere`, { path: this.stateDir });

@@ -52,6 +52,7 @@ export class BlockTraceTracker implements Tracker {
   private dev!: BlockDeviceInfo;
   private instance!: TraceInstance;
   private root = '';
+  private wanted!: InstanceConfig;
   private queue: Promise<unknown> = Promise.resolve();
   private timer: NodeJS.Timeout | null = null;
   /**
@@ -95,6 +96,7 @@ export class BlockTraceTracker implements Tracker {
       filter: `dev == ${dev.diskDevT} && sector < ${dev.endSector} && !(rwbs ~ "R*")`,
       bufferKiB: this.opts.bufferKiB,
     };
+    this.wanted = wanted;
     let reason: string | null = null;
     let loaded: { map: DirtyMap; meta: unknown } | null = null;
     try {
@@ -186,8 +188,14 @@ export class BlockTraceTracker implements Tracker {
   private async drainNow(): Promise<number> {
     const t0 = performance.now();
     const inst = this.instance;
-    const off = await inst.check({ filter: this.meta.filter, bufferKiB: this.meta.actualKiB });
-    let lost: string | null = off;
+    // Removed or reconfigured under us: events may be gone; start a fresh instance (and a resync) once.
+    const off = (await inst.exists()) ? await inst.check({ filter: this.meta.filter, bufferKiB: this.meta.actualKiB }) : `tracing instance ${inst.name} was removed`;
+    if (off) {
+      this.stats.lost++;
+      await this.restart(this.wanted, off);
+      return 0;
+    }
+    let lost: string | null = null;
     const taken: Array<{ cpu: number; text: string; lines: number; readBefore: number }> = [];
     const bs = this.blockSize;
     const { startSector, endSector } = this.dev;

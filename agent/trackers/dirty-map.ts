@@ -1,6 +1,6 @@
 // The dirty map: one bit per block of a volume, set while the block may differ from what the journal
 // last captured. Persisted as a list of runs (so its size follows how dirty the volume is, not how big),
-// together with the tracker's own metadata, in one durable file: docs/FORMAT.md §7.
+// together with the tracker's own metadata, in one durable file: docs/FORMAT.md §9.
 import { promises as fsp } from 'node:fs';
 import { crc } from '../../common/checksum.js';
 import { writeFileDurable } from '../../common/durable.js';

@@ -142,9 +142,11 @@ export class TraceInstance {
     });
   }
 
-  /** Other instances this volume owned (a name prefix), left by an earlier agent that lost its state. */
+  /** Instances an earlier agent made for this volume (`<prefix><8 hex>`), other than `keep`. */
   static async stale(root: string, prefix: string, keep: string): Promise<TraceInstance[]> {
     const names = await fsp.readdir(path.join(root, 'instances'));
-    return names.filter((n) => n.startsWith(prefix) && n !== keep).map((n) => new TraceInstance(root, n));
+    // Exactly prefix + 8 hex digits: volume "db" must not take "db.logs"'s instance for its own.
+    const mine = (n: string): boolean => n.startsWith(prefix) && /^[0-9a-f]{8}$/.test(n.slice(prefix.length));
+    return names.filter((n) => mine(n) && n !== keep).map((n) => new TraceInstance(root, n));
   }
 }

@@ -92,7 +92,13 @@ t.test('writes made during a resync are replicated after it (Step II)', async (t
   await sleep(1000);
   const refused = await run(process.execPath, [TIDEMARK_BIN, 'verify', 'vol1', '--config', lab.configs.agent], { cwd: lab.opts.dir }).then(() => '', (e: { stderr: string }) => e.stderr);
   t.match(refused, /TM_ERR_USAGE.*under way/, 'a verify asked for during a resync is refused, not left waiting');
-  t.equal((((await lab.status('mt'))?.volumes as Record<string, unknown>[])[0]!).consistent, false, 'the replica is marked inconsistent while the resync runs');
+  // On a loaded machine the master target may still be hashing the seeded replica: wait until it reports.
+  let consistent: unknown;
+  for (let i = 0; i < 100 && consistent === undefined; i++) {
+    consistent = ((await lab.status('mt'))?.volumes as Record<string, unknown>[] | undefined)?.[0]?.consistent;
+    if (consistent === undefined) await sleep(100);
+  }
+  t.equal(consistent, false, 'the replica is marked inconsistent while the resync runs');
   await sleep(2000);
   const written = await writer.stop();
   const resyncing = (await resyncStats(lab)).active;
