@@ -1,10 +1,10 @@
 // The dirty map: one bit per block of a volume, set while the block may differ from what the journal
 // last captured. Persisted as a list of runs (so its size follows how dirty the volume is, not how big),
 // together with the tracker's own metadata, in one durable file: docs/FORMAT.md §9.
-import { promises as fsp } from 'node:fs';
 import { crc } from '../../common/checksum.js';
 import { writeFileDurable } from '../../common/durable.js';
 import { tmError } from '../../common/errors.js';
+import { readStateFile } from '../../common/state-file.js';
 
 const MAGIC = 0x4d444d54; // "TMDM"
 const VERSION = 1;
@@ -93,20 +93,8 @@ export class DirtyMap {
 
   /** The map and metadata in `file`; null if there is none. Damage or other geometry is an error. */
   static async load(file: string, blockSize: number, sizeBytes: number): Promise<{ map: DirtyMap; meta: unknown } | null> {
-    let buf: Buffer;
-    try {
-      buf = await fsp.readFile(file);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
-      throw e;
-    }
-    if (buf.length < HEADER || buf.readUInt32LE(0) !== MAGIC || crc(buf.subarray(0, 32)) !== buf.readUInt32LE(32)) {
-      throw tmError('TM_ERR_STATE_CORRUPT', `${file}: header damaged`, { path: file });
-    }
-    if (buf.readUInt16LE(4) > VERSION) throw tmError('TM_ERR_STATE_CORRUPT', `${file}: newer format version`, { path: file });
-    if (buf.readUInt32LE(8) !== blockSize || Number(buf.readBigUInt64LE(16)) !== sizeBytes) {
-      throw tmError('TM_ERR_VOLUME_GEOMETRY', `${file}: recorded geometry differs from the volume`, { path: file });
-    }
+    const buf = await readStateFile(file, { magic: MAGIC, version: VERSION, headerCrcAt: 32 }, blockSize, sizeBytes);
+    if (buf === null) return null;
     const metaLength = buf.readUInt32LE(12);
     const runCount = buf.readUInt32LE(24);
     const body = buf.subarray(HEADER);
