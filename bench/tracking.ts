@@ -2,8 +2,9 @@
 // device over an image on XFS:
 //   1. fio 4 KiB random-write IOPS and p99 completion latency with tracking OFF (no agent, no tracefs
 //      instance) and ON (all three daemons running, converged, the agent draining), alternated
-//      OFF, ON, OFF, ON and compared by medians; plus one run with the kernel instance recording but no
-//      agent draining it, which isolates the tracepoint's own cost.
+//      OFF, ON, OFF, ON and compared by medians; plus two runs that take ON apart: the kernel instance
+//      recording with no agent draining it (the tracepoint's own cost), and a reflink clone of the image
+//      every cycle with no tracing at all (what capture "reflink" costs the writer).
 //   2. RPO at several churn rates: a probe writes a marker block every 200 ms beside fio's writes and a
 //      poller watches the replica file for it; RPO sample = replica first shows the write − write completed.
 //   3. The trace-line parser (parseRqEvents) on a million generated lines, and the agent's real drain rate
@@ -15,8 +16,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { DirtyMap } from '../agent/trackers/dirty-map.js';
 import { parseRqEvents } from '../agent/trackers/rq-events.js';
+import { TraceInstance, tracefsRoot } from '../agent/trackers/tracefs.js';
 import { Lab, type DaemonName } from '../cli/lab.js';
 import { DEFAULTS } from '../common/defaults.js';
+import { blockDeviceInfo } from '../common/device.js';
+import { ficlone } from '../native/index.js';
 import { benchSizeMiB, cpuSecondsTree, fmt, MiB, WORK_DIR, type BenchResult, type Benchmark, type Figure, type Ratio, type Reference } from './harness.js';
 
 /** Unique to this benchmark: the agent names its tracefs instance tidemark.<volume id>.<random>. */
@@ -46,12 +50,19 @@ export const tracking: Benchmark = {
 };
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-const median = (xs: number[]): number => quantile(xs, 0.5);
+
+/** The usual median: the middle value, or the mean of the two middle values. */
+function median(xs: number[]): number {
+  const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  if (s.length === 0) return NaN;
+  const m = s.length >> 1;
+  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
 
 function quantile(xs: number[], q: number): number {
   const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
   if (s.length === 0) return NaN;
-  // Nearest rank: a value that was actually observed.
+  // Nearest rank (for p99): a value that was actually observed.
   return s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))]!;
 }
 
@@ -155,6 +166,17 @@ function teardownSystem(dir: string): void {
     for (const dev of loopsUnder(dir)) quietly(`losetup -d ${dev}`, () => sh('losetup', '-d', dev));
   }
   removeInstances();
+}
+
+/**
+ * An instance set up exactly as the agent sets up its own (same filter, buffer and options, through the
+ * agent's TraceInstance), for the tracepoint-only run: recording, nobody draining.
+ */
+async function createTracepointInstance(dev: string): Promise<void> {
+  const info = await blockDeviceInfo(dev);
+  if (!info) throw new Error(`${dev} is not a block device`);
+  const inst = new TraceInstance(await tracefsRoot(), `${INSTANCE_PREFIX}tracepoint-only`);
+  await inst.create({ filter: `dev == ${info.diskDevT} && sector < ${info.endSector} && !(rwbs ~ "R*")`, bufferKiB: DEFAULTS.agent.blocktrace.bufferKiB });
 }
 
 interface InstanceCounters {
@@ -285,7 +307,7 @@ async function agentEvents(lab: Lab, from: number, to: number): Promise<{ lost: 
 // ---------------------------------------------------------------------------------------------------
 // Part 1: overhead runs
 
-type Mode = 'OFF' | 'ON' | 'TRACEPOINT';
+type Mode = 'OFF' | 'ON' | 'TRACEPOINT' | 'CLONES';
 
 interface OverheadRun {
   mode: Mode;
@@ -299,17 +321,53 @@ interface OverheadRun {
   trackingLost: number;
   resyncs: number;
   load: number;
+  /** Whether the tracefs instance was as the mode wants it at the start and end of the run (another
+   * process on the machine removing tidemark.* instances would make an ON run partly OFF). */
+  instanceOk: boolean;
+  /** syncfs of the XFS before the run. */
+  settleMs: number;
+  /** CLONES: reflink clones made during the run and their mean duration. */
+  clones: number;
+  cloneMs: number;
 }
 
-async function overheadRun(mode: Mode, index: number, dev: string, lab: Lab | null): Promise<OverheadRun> {
+async function overheadRun(mode: Mode, index: number, dev: string, lab: Lab | null, mnt: string, image?: string): Promise<OverheadRun> {
+  // Every run starts with the XFS's dirty pages written back (to the outer image's page cache), so no run
+  // pays for writeback left by the one before it: the OFF runs leave a fully dirtied image, the ON runs
+  // a replica, clones and the daemons' files.
+  const s0 = performance.now();
+  sh('sync', '-f', mnt);
+  const settleMs = performance.now() - s0;
   const load = os.loadavg()[0]!;
   const c0 = lab ? cpuNow(lab) : null;
   const i0 = instanceCounters();
   const t0 = Date.now();
-  const r = await fio(dev, FIO_SECONDS);
+  // CLONES: what capture "reflink" does to the image each cycle (clone, then drop it), without tracing.
+  let cloning = mode === 'CLONES' && image !== undefined;
+  const cloneMs: number[] = [];
+  const cloner = (async () => {
+    const clone = path.join(path.dirname(image ?? ''), '.bench-clone.img');
+    while (cloning) {
+      const c0 = performance.now();
+      await ficlone(image!, clone);
+      cloneMs.push(performance.now() - c0);
+      await fsp.rm(clone, { force: true });
+      const until = Date.now() + CYCLE_INTERVAL_MS;
+      while (cloning && Date.now() < until) await sleep(50);
+    }
+  })();
+  let r: FioRun;
+  try {
+    r = await fio(dev, FIO_SECONDS);
+  } finally {
+    cloning = false;
+    await cloner;
+  }
   const t1 = Date.now();
   const c1 = lab ? cpuNow(lab) : null;
   const i1 = instanceCounters();
+  const wantInstance = mode === 'ON' || mode === 'TRACEPOINT';
+  const instanceOk = wantInstance ? i0 !== null && i1 !== null && i0.name === i1.name : i0 === null && i1 === null;
   const wall = (t1 - t0) / 1000;
   const cores = {} as Record<DaemonName, number>;
   for (const n of DAEMONS) cores[n] = c0 && c1 ? (c1[n] - c0[n]) / wall : NaN;
@@ -325,9 +383,15 @@ async function overheadRun(mode: Mode, index: number, dev: string, lab: Lab | nu
     trackingLost: ev.lost,
     resyncs: ev.resyncs,
     load,
+    instanceOk,
+    settleMs,
+    clones: cloneMs.length,
+    cloneMs: cloneMs.length ? cloneMs.reduce((a, b) => a + b, 0) / cloneMs.length : NaN,
   };
   const cpu = lab ? `, CPU agent ${fmt(cores.agent, 2)} ps ${fmt(cores.ps, 2)} mt ${fmt(cores.mt, 2)} cores, drained ${fmt(out.drainedPerS, 0)} events/s, overrun ${fmt(out.overrun, 0)}, tracking lost ×${out.trackingLost}` : same ? `, kernel overwrote ${fmt(out.overrun, 0)} events` : '';
-  console.log(`    ${mode} #${index}: ${fmt(r.iops, 0)} IOPS, p99 ${fmt(r.p99us, 1)} µs (load ${load.toFixed(2)})${cpu}`);
+  const clones = mode === 'CLONES' ? `, ${out.clones} clones of ${fmt(out.cloneMs, 0)} ms on average` : '';
+  const warn = instanceOk ? '' : wantInstance ? ' — WARNING: the tracefs instance was gone at the start or end (removed by another process?)' : ' — WARNING: a tracefs instance of this benchmark existed';
+  console.log(`    ${mode} #${index}: ${fmt(r.iops, 0)} IOPS, p99 ${fmt(r.p99us, 1)} µs (load ${load.toFixed(2)})${cpu}${clones}${warn}`);
   return out;
 }
 
@@ -349,6 +413,27 @@ interface RpoRun {
   drainedEvents: number;
   overrun: number;
   trackingLost: number;
+  /** Differentials the master target applied from fio's start until the last probe write was seen. */
+  applied: number;
+  fuzzyApplied: number;
+  appliedBytes: number;
+  /** Mean seconds between applied differentials, and their payload per second of that window. */
+  periodS: number;
+  appliedBytesPerS: number;
+}
+
+/** 'differential applied' lines of the master target in [from, to]. */
+async function appliedBetween(lab: Lab, from: number, to: number): Promise<{ n: number; fuzzy: number; bytes: number; periodS: number; bytesPerS: number }> {
+  const lines = (await lab.logLines('mt')).filter((l) => l.msg === 'differential applied' && num(l.time) >= from && num(l.time) <= to);
+  const times = lines.map((l) => num(l.time));
+  const bytes = lines.reduce((a, l) => a + (num(l.bytes) || 0), 0);
+  return {
+    n: lines.length,
+    fuzzy: lines.filter((l) => l.consistency === 'FUZZY').length,
+    bytes,
+    periodS: times.length > 1 ? (times[times.length - 1]! - times[0]!) / (times.length - 1) / 1000 : NaN,
+    bytesPerS: bytes / ((to - from) / 1000),
+  };
 }
 
 async function rpoRun(lab: Lab, dev: string, replica: string, sizeBytes: number, rate: number, runId: number): Promise<RpoRun> {
@@ -436,7 +521,9 @@ async function rpoRun(lab: Lab, dev: string, replica: string, sizeBytes: number,
   const samples: number[] = [];
   for (let k = 1; k <= written; k++) if (seenAt[k] !== undefined && completed[k] !== undefined) samples.push((seenAt[k]! - completed[k]!) / 1000);
   const same = i0 !== null && i1 !== null && i0.name === i1.name;
-  const ev = await agentEvents(lab, t0, Date.now());
+  const tEnd = Date.now();
+  const ev = await agentEvents(lab, t0, tEnd);
+  const ap = await appliedBetween(lab, t0, tEnd);
   return {
     rate,
     fio: r,
@@ -451,6 +538,11 @@ async function rpoRun(lab: Lab, dev: string, replica: string, sizeBytes: number,
     drainedEvents: same ? i1.read - i0.read : NaN,
     overrun: same ? i1.overrun - i0.overrun : NaN,
     trackingLost: ev.lost,
+    applied: ap.n,
+    fuzzyApplied: ap.fuzzy,
+    appliedBytes: ap.bytes,
+    periodS: ap.periodS,
+    appliedBytesPerS: ap.bytesPerS,
   };
 }
 
@@ -566,30 +658,37 @@ async function run(): Promise<BenchResult> {
       agent: { cycleIntervalMs: CYCLE_INTERVAL_MS },
     });
 
-    console.log(`\n1. fio 4 KiB random writes, iodepth 16, ${FIO_SECONDS} s each: tracking OFF / ON alternated`);
-    runs.push(await overheadRun('OFF', 1, s.dev, null));
+    // Order: OFF and the tracepoint alone first; then the daemons sync the volume and the RPO runs go while they are converged;
+    // ON last in each daemon session, since a full-speed run overruns the kernel buffer and leaves a resync.
+    console.log(`\n1. fio 4 KiB random writes, iodepth 16, ${FIO_SECONDS} s each (tracking OFF, tracepoint only; the ON runs follow the RPO runs)`);
+    runs.push(await overheadRun('OFF', 1, s.dev, null, s.mnt));
+    // The kernel's share alone: an instance made as the agent makes its own, recording, nobody draining.
+    await createTracepointInstance(s.dev);
+    runs.push(await overheadRun('TRACEPOINT', 1, s.dev, null, s.mnt));
+    removeInstances();
     console.log('  starting the daemons (initial sync of the volume)...');
     converge.push({ what: 'initial sync', seconds: await startLab(lab, labDir, 'initial sync') });
     bufferKiB = instanceCounters()?.bufferKiB ?? NaN;
-    runs.push(await overheadRun('ON', 1, s.dev, lab));
-    await lab.stopAll();
-    // The agent leaves its instance recording when stopped: the kernel still traces, nobody drains.
-    runs.push(await overheadRun('TRACEPOINT', 1, s.dev, null));
-    removeInstances();
-    runs.push(await overheadRun('OFF', 2, s.dev, null));
-    console.log('  starting the daemons again (the instance is gone: the agent resyncs the volume)...');
-    converge.push({ what: 'resync after restart', seconds: await startLab(lab, labDir, 'resync') });
-    runs.push(await overheadRun('ON', 2, s.dev, lab));
 
     console.log(`\n2. RPO: fio at a fixed rate beside a probe writing a marker block every ${PROBE_INTERVAL_MS} ms; agent cycle ${CYCLE_INTERVAL_MS} ms`);
-    console.log('  waiting for the daemons to catch up with the last ON run...');
-    converge.push({ what: 'catch-up after ON #2', seconds: await waitConverged(lab, labDir) });
     for (const [i, rate] of RPO_RATES.entries()) {
       if (i > 0) converge.push({ what: `converged before ${rate} IOPS`, seconds: await waitConverged(lab, labDir) });
       const r = await rpoRun(lab, s.dev, s.replica, s.sizeBytes, rate, i + 1);
-      console.log(`    ${rate} IOPS: fio ${fmt(r.fio.iops, 0)} IOPS; RPO p50 ${fmt(median(r.samples), 2)} s, p99 ${fmt(quantile(r.samples, 0.99), 2)} s, max ${fmt(Math.max(...r.samples), 2)} s over ${r.samples.length} probe writes${r.neverSeen ? ` (${r.neverSeen} never seen)` : ''}; drained ${fmt(r.drainedEvents, 0)} of ${r.kernelEvents} events; agent ${fmt(r.cores.agent, 2)} cores`);
+      console.log(`    ${rate} IOPS: fio ${fmt(r.fio.iops, 0)} IOPS; RPO p50 ${fmt(median(r.samples), 2)} s, p99 ${fmt(quantile(r.samples, 0.99), 2)} s, max ${fmt(Math.max(...r.samples), 2)} s over ${r.samples.length} probe writes${r.neverSeen ? ` (${r.neverSeen} never seen)` : ''}; ${r.applied} differentials applied (${r.fuzzyApplied} fuzzy), one per ${fmt(r.periodS, 2)} s; drained ${fmt(r.drainedEvents, 0)} events for ${r.kernelEvents} writes; agent ${fmt(r.cores.agent, 2)} cores`);
       rpo.push(r);
     }
+
+    console.log(`\n1. (continued) tracking ON, clones alone, then OFF and ON again`);
+    converge.push({ what: 'converged before ON #1', seconds: await waitConverged(lab, labDir) });
+    runs.push(await overheadRun('ON', 1, s.dev, lab, s.mnt));
+    await lab.stopAll();
+    // The agent leaves its instance recording when stopped; OFF means no instance at all.
+    removeInstances();
+    runs.push(await overheadRun('CLONES', 1, s.dev, null, s.mnt, s.image));
+    runs.push(await overheadRun('OFF', 2, s.dev, null, s.mnt));
+    console.log('  starting the daemons again (the instance is gone: the agent resyncs the volume)...');
+    converge.push({ what: 'resync after restart', seconds: await startLab(lab, labDir, 'resync') });
+    runs.push(await overheadRun('ON', 2, s.dev, lab, s.mnt));
     await lab.stopAll();
   } finally {
     if (lab) await lab.stopAll().catch(() => {});
@@ -622,12 +721,14 @@ function report(x: { sizeMiB: number; runs: OverheadRun[]; rpo: RpoRun[]; parser
   const offP99 = median(of('OFF').map((r) => r.fio.p99us));
   const onP99 = median(of('ON').map((r) => r.fio.p99us));
   const tp = of('TRACEPOINT')[0];
+  const cl = of('CLONES')[0];
   const overheadPct = (1 - onIops / offIops) * 100;
   const p99Pct = (onP99 / offP99 - 1) * 100;
   const tpPct = tp ? (1 - tp.fio.iops / offIops) * 100 : NaN;
+  const clPct = cl ? (1 - cl.fio.iops / offIops) * 100 : NaN;
   const pct = (v: number): string => (Number.isFinite(v) ? `${v >= 0 ? '+' : ''}${v.toFixed(1)}%` : '-');
   const cores = (r: { cores: Record<DaemonName, number> }): string => (Number.isFinite(r.cores.agent) ? `${fmt(r.cores.agent, 2)} / ${fmt(r.cores.ps, 2)} / ${fmt(r.cores.mt, 2)}` : '-');
-  const label: Record<Mode, string> = { OFF: 'tracking OFF (no agent)', ON: 'tracking ON (3 daemons)', TRACEPOINT: 'tracepoint only (no drain)' };
+  const label: Record<Mode, string> = { OFF: 'tracking OFF (no agent)', ON: 'tracking ON (3 daemons)', TRACEPOINT: 'tracepoint only (no drain)', CLONES: 'reflink clone / cycle only' };
 
   const table: string[][] = [['case', 'IOPS', 'p99 µs', 'RPO p50 s', 'RPO p99 s', 'CPU agent/ps/mt', 'events/s', 'detail']];
   for (const r of runs) {
@@ -639,7 +740,15 @@ function report(x: { sizeMiB: number; runs: OverheadRun[]; rpo: RpoRun[]; parser
       { name: `${L} fio mean completion latency`, value: r.fio.meanUs, unit: 'µs' },
       { name: `${L} fio CPU (usr + sys)`, value: r.fio.cpuPct, unit: '% of a core' },
       { name: `${L} 1-minute load average at start`, value: r.load, unit: 'load' },
+      { name: `${L} sync -f of the XFS before the run`, value: r.settleMs, unit: 'ms' },
+      { name: `${L} tracefs instance as the mode wants it at start and end (ON/TRACEPOINT: the same instance; OFF/CLONES: none)`, value: r.instanceOk, unit: 'bool' },
     );
+    if (r.mode === 'CLONES') {
+      figures.push(
+        { name: `${L} reflink clones of the image made during the run`, value: r.clones, unit: 'count' },
+        { name: `${L} mean FICLONE duration`, value: r.cloneMs, unit: 'ms' },
+      );
+    }
     if (r.mode === 'ON') {
       figures.push(
         { name: `${L} agent CPU during the run`, value: r.cores.agent, unit: 'cores' },
@@ -652,13 +761,20 @@ function report(x: { sizeMiB: number; runs: OverheadRun[]; rpo: RpoRun[]; parser
       );
     }
     if (r.mode === 'TRACEPOINT') figures.push({ name: `${L} events the kernel overwrote (nobody drains)`, value: r.overrun, unit: 'events' });
-    const detail = r.mode === 'ON' ? `overrun ${fmt(r.overrun, 0)} events, tracking lost ×${r.trackingLost}, resyncs ${r.resyncs}` : r.mode === 'TRACEPOINT' ? 'instance recording, agent stopped' : `load ${r.load.toFixed(2)}`;
+    const details: Record<Mode, string> = {
+      ON: `overrun ${fmt(r.overrun, 0)} events, tracking lost ×${r.trackingLost}, resyncs ${r.resyncs}`,
+      TRACEPOINT: `instance recording, no daemons; overwritten ${fmt(r.overrun, 0)}`,
+      CLONES: `${r.clones} FICLONEs, ${fmt(r.cloneMs, 0)} ms each, no tracing`,
+      OFF: '',
+    };
+    const detail = `${details[r.mode] ? `${details[r.mode]}; ` : ''}load ${r.load.toFixed(2)}${r.instanceOk ? '' : '; INSTANCE GONE/UNEXPECTED'}`;
     table.push([`${label[r.mode]} #${r.index}`, fmt(r.fio.iops, 0), fmt(r.fio.p99us, 1), '-', '-', r.mode === 'ON' ? cores(r) : '-', r.mode === 'ON' ? fmt(r.drainedPerS, 0) : '-', detail]);
   }
   table.push(['median OFF', fmt(offIops, 0), fmt(offP99, 1), '-', '-', '-', '-', `${of('OFF').length} runs`]);
   table.push(['median ON', fmt(onIops, 0), fmt(onP99, 1), '-', '-', '-', '-', `${of('ON').length} runs`]);
   table.push(['overhead ON vs OFF', pct(-overheadPct), pct(p99Pct), '-', '-', '-', '-', `IOPS lost ${fmt(overheadPct, 1)}%; target < ${TARGET_OVERHEAD_PCT}% (DRBD's published figure)`]);
-  if (tp) table.push(['tracepoint only vs OFF', pct(-tpPct), pct((tp.fio.p99us / offP99 - 1) * 100), '-', '-', '-', '-', 'kernel tracepoint + filter, no agent']);
+  if (tp) table.push(['tracepoint only vs median OFF', pct(-tpPct), pct((tp.fio.p99us / offP99 - 1) * 100), '-', '-', '-', '-', 'kernel tracepoint + filter, no agent']);
+  if (cl) table.push(['clones only vs median OFF', pct(-clPct), pct((cl.fio.p99us / offP99 - 1) * 100), '-', '-', '-', '-', `FICLONE of the image every ${CYCLE_INTERVAL_MS} ms, no tracing`]);
   figures.push(
     { name: 'median fio write IOPS, tracking OFF', value: offIops, unit: 'IOPS' },
     { name: 'median fio write IOPS, tracking ON', value: onIops, unit: 'IOPS' },
@@ -667,6 +783,7 @@ function report(x: { sizeMiB: number; runs: OverheadRun[]; rpo: RpoRun[]; parser
     { name: 'IOPS overhead of tracking ON (1 − ON/OFF medians)', value: overheadPct, unit: '%' },
     { name: 'p99 latency increase with tracking ON (ON/OFF medians − 1)', value: p99Pct, unit: '%' },
     { name: 'IOPS overhead of the tracepoint alone, agent stopped (1 − TRACEPOINT/median OFF)', value: tpPct, unit: '%' },
+    { name: `IOPS overhead of a reflink clone of the image every ${CYCLE_INTERVAL_MS} ms alone, no tracing (1 − CLONES/median OFF)`, value: clPct, unit: '%' },
   );
   for (const c of x.converge) figures.push({ name: `daemons converged: ${c.what}`, value: c.seconds, unit: 's' });
   ratios.push(
@@ -698,15 +815,21 @@ function report(x: { sizeMiB: number; runs: OverheadRun[]; rpo: RpoRun[]; parser
       { name: `${L} agent CPU`, value: r.cores.agent, unit: 'cores' },
       { name: `${L} process server CPU`, value: r.cores.ps, unit: 'cores' },
       { name: `${L} master target CPU`, value: r.cores.mt, unit: 'cores' },
-      { name: `${L} events written (fio total_ios + probe writes)`, value: r.kernelEvents, unit: 'events' },
+      { name: `${L} writes (fio total_ios + probe writes; each probe fsync also makes a flush request, an event with no sectors)`, value: r.kernelEvents, unit: 'events' },
       { name: `${L} events the agent consumed from the kernel instance`, value: r.drainedEvents, unit: 'events' },
       { name: `${L} events consumed per second of fio run`, value: r.drainedPerS, unit: 'events/s' },
       { name: `${L} events overwritten (overrun)`, value: r.overrun, unit: 'events' },
       { name: `${L} tracking lost`, value: r.trackingLost, unit: 'count' },
+      { name: `${L} differentials applied by the master target (fio start to last probe write seen)`, value: r.applied, unit: 'count' },
+      { name: `${L} of which fuzzy (a differential capped at maxDiffBytes, more dirty data left)`, value: r.fuzzyApplied, unit: 'count' },
+      { name: `${L} mean time between applied differentials`, value: r.periodS, unit: 's' },
+      { name: `${L} differential payload applied`, value: r.appliedBytes, unit: 'bytes' },
+      { name: `${L} differential payload applied per second`, value: r.appliedBytesPerS, unit: 'bytes/s' },
+      { name: `${L} data written by fio per second (IOPS × 4 KiB)`, value: r.fio.iops * BLOCK, unit: 'bytes/s' },
     );
     table.push([
       `RPO at ${r.rate} IOPS`, fmt(r.fio.iops, 0), fmt(r.fio.p99us, 1), fmt(median(r.samples), 2), fmt(quantile(r.samples, 0.99), 2), cores(r), fmt(r.drainedPerS, 0),
-      `max ${fmt(Math.max(...r.samples), 2)} s, n=${r.samples.length}${r.neverSeen ? ` (${r.neverSeen} unseen)` : ''}; mt lag p50 ${fmt(median(lagS), 2)} s`,
+      `max ${fmt(Math.max(...r.samples), 2)} s, n=${r.samples.length}${r.neverSeen ? ` (${r.neverSeen} unseen)` : ''}; a diff per ${fmt(r.periodS, 1)} s${r.fuzzyApplied ? ` (${r.fuzzyApplied}/${r.applied} fuzzy)` : ''}; mt lag p50 ${fmt(median(lagS), 2)} s`,
     ]);
   }
 
@@ -723,9 +846,9 @@ function report(x: { sizeMiB: number; runs: OverheadRun[]; rpo: RpoRun[]; parser
 
   notes.push(
     `Setup: XFS (mkfs.xfs -m reflink=1) in a loop-mounted sparse image under bench/work/tracking, a ${x.sizeMiB} MiB sparse image on it and the protected loop device over that image (${x.dev}); the replica file is on the same XFS. fio runs on the loop device: --direct=1 --rw=randwrite --bs=4k --ioengine=libaio --iodepth=16 --runtime=${FIO_SECONDS} --time_based; IOPS = jobs[0].write.iops, p99 = clat_ns.percentile["99.000000"]. The loop device writes into the image through the page cache, so these IOPS are a CPU-bound path, not a disk's.`,
-    `Modes: OFF = no daemons and no tracefs instance. ON = agent (tracker blocktrace, capture reflink, cycle ${CYCLE_INTERVAL_MS} ms, drain every ${DEFAULTS.agent.blocktrace.drainIntervalMs} ms, kernel buffer ${fmt(x.bufferKiB, 0)} KiB per CPU), process server and master target all running and converged before fio starts: the kernel tracepoint and filter, the agent's drains, clones, reads and sends, and the other daemons all compete with fio on the same cores. "tracepoint only" = the agent's instance left recording after the agent stopped (nothing drains): the kernel's own cost. Runs in the order OFF, ON, tracepoint only, OFF, ON; medians over the OFF and ON runs.`,
+    `Modes: OFF = no daemons and no tracefs instance. ON = agent (tracker blocktrace, capture reflink, cycle ${CYCLE_INTERVAL_MS} ms, drain every ${DEFAULTS.agent.blocktrace.drainIntervalMs} ms, kernel buffer ${fmt(x.bufferKiB, 0)} KiB per CPU), process server and master target all running and converged before fio starts: the kernel tracepoint and filter, the agent's drains, clones, reads and sends, and the other daemons all compete with fio on the same cores. "tracepoint only" = no daemons, a tracefs instance made as the agent makes its own (same filter, ${DEFAULTS.agent.blocktrace.bufferKiB} KiB buffer, options; through the agent's TraceInstance) recording while nobody drains it: the kernel's own cost. "reflink clone / cycle only" = no tracing and no daemons, the image cloned (FICLONE, as capture "reflink" does) and the clone dropped every ${CYCLE_INTERVAL_MS} ms: a clone makes every extent shared, so the next write to each block is a copy-on-write, and it flushes the image's dirty pages. Order: OFF #1, tracepoint only, (initial sync, RPO runs), ON #1, clones only, OFF #2, (resync), ON #2; medians over the OFF and ON runs. Before every run the XFS is synced (sync -f), so no run pays for the writeback the previous one left.`,
     'CPU agent/ps/mt = CPU seconds (utime + stime from /proc) each daemon used during the fio run / the run\'s wall seconds, in cores. events/s = the kernel instance\'s "read events" counter (events the agent consumed, summed over CPUs) over the run; overrun = events the kernel overwrote before anyone drained them, which the agent reports as tracking lost and answers with a resync.',
-    `RPO: fio --rate_iops=N for ${RPO_SECONDS} s on the device past its first MiB; meanwhile a probe writes a 4 KiB marker (run id, counter, time) at offset 0 every ${PROBE_INTERVAL_MS} ms and fsyncs the device, and a poller reads the replica file at offset 0 every ${POLL_INTERVAL_MS} ms. Sample for probe write k = first time the replica held write k or a later one − time write k's fsync returned (a later write on the replica means k's differential was applied). After fio stops the poller waits for the last probe write. Resolution ±${POLL_INTERVAL_MS} ms. "mt lag" = the master target's lagMs (now − the differential's capture time, at apply), sampled every 250 ms.`,
+    `RPO: fio --rate_iops=N for ${RPO_SECONDS} s on the device past its first MiB; meanwhile a probe writes a 4 KiB marker (run id, counter, time) at offset 0 every ${PROBE_INTERVAL_MS} ms and fsyncs the device, and a poller reads the replica file at offset 0 every ${POLL_INTERVAL_MS} ms. Sample for probe write k = first time the replica held write k or a later one − time write k's fsync returned (a later write on the replica means k's differential was applied). After fio stops the poller waits for the last probe write. Resolution ±${POLL_INTERVAL_MS} ms. "mt lag" = the master target's lagMs (now − the differential's capture time, at apply), sampled every 250 ms. "a diff per" = mean time between differentials applied (master target log): the agent waits cycleIntervalMs after each cycle ends, so the period is the interval plus a cycle's own duration; a differential capped at maxDiffBytes (${DEFAULTS.agent.maxDiffBytes / MiB} MiB) with dirty blocks left is fuzzy, and the next cycle starts at once. The probe's block is the volume's first, so it is in every differential even when the agent is behind.`,
     `Parser: parseRqEvents on ${PARSER_LINES.toLocaleString('en')} generated lines "block_rq_complete: 7,0 WS () <sector> + <nr> be,0,4 [0]" (rwbs WS/W/WFS/WM/D, nr 8..2048 sectors), ${PARSER_REPEATS} runs, median; "with dirty map" also marks each event's blocks in a DirtyMap of a 1 GiB volume, as the drain does. The requirement is ≥ ${TARGET_PARSER_EVENTS_PER_S} events/s.`,
     'The machine may be shared with other work (2 cores here): compare OFF and ON runs through the medians of the alternated runs, and prefer figures from a quiet run.',
   );
