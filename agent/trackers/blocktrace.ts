@@ -214,7 +214,7 @@ export class BlockTraceTracker implements Tracker {
       lost ??= this.lostSince(cpu, then, before);
       if (before.read < then.read) lost ??= `cpu ${cpu}: the buffer was cleared by someone else`;
       const text = await inst.peek(cpu);
-      const lines = text.length === 0 ? 0 : parseRqEvents(text, onWrite);
+      const lines = text.length === 0 ? 0 : parseRqEvents(text, onWrite, (n) => { lost ??= `cpu ${cpu}: the kernel buffer overran, ${n} events lost`; });
       this.meta.cpus[cpu] = { read: before.read + lines, overrun: before.overrun, dropped: before.dropped };
       if (lines > 0) taken.push({ cpu, text, lines, readBefore: before.read });
       this.stats.events += lines;

@@ -9,11 +9,15 @@ export interface RqCallback {
 
 const PREFIX = 'block_rq_complete: ';
 
+/** The kernel's own note that a buffer overran: "CPU:1 [LOST 47952 EVENTS]". */
+const LOST = /^CPU:\d+ \[LOST (\d+) EVENTS\]$/;
+
 /**
- * Calls `onWrite` for every write, discard or other non-read request with sectors in `text` (whole lines).
- * Returns the number of event lines, or throws with the first line it cannot account for.
+ * Calls `onWrite` for every write, discard or other non-read request with sectors in `text` (whole lines),
+ * and `onLost` for each note of lost events. Returns the number of event lines (notes are not events), or
+ * throws with the first line it cannot account for.
  */
-export function parseRqEvents(text: string, onWrite: RqCallback): number {
+export function parseRqEvents(text: string, onWrite: RqCallback, onLost?: (events: number) => void): number {
   let lines = 0;
   let pos = 0;
   const n = text.length;
@@ -21,8 +25,14 @@ export function parseRqEvents(text: string, onWrite: RqCallback): number {
     let eol = text.indexOf('\n', pos);
     if (eol < 0) eol = n;
     if (eol > pos) {
-      lines++;
-      parseLine(text, pos, eol, onWrite);
+      if (text.charCodeAt(pos) === 67 /* C */ && text.startsWith('CPU:', pos)) {
+        const m = LOST.exec(text.slice(pos, eol));
+        if (!m) throw bad(text, pos, eol);
+        onLost?.(Number(m[1]));
+      } else {
+        lines++;
+        parseLine(text, pos, eol, onWrite);
+      }
     }
     pos = eol + 1;
   }
@@ -30,7 +40,7 @@ export function parseRqEvents(text: string, onWrite: RqCallback): number {
 }
 
 function parseLine(s: string, start: number, end: number, onWrite: RqCallback): void {
-  if (!s.startsWith(PREFIX, start)) throw new Error(`unexpected trace line: ${s.slice(start, Math.min(end, start + 120))}`);
+  if (!s.startsWith(PREFIX, start)) throw bad(s, start, end);
   let i = s.indexOf(' ', start + PREFIX.length); // past "maj,min"
   if (i < 0 || i >= end) throw bad(s, start, end);
   const rwbs = i + 1;
@@ -60,5 +70,5 @@ function parseLine(s: string, start: number, end: number, onWrite: RqCallback): 
 }
 
 function bad(s: string, start: number, end: number): Error {
-  return new Error(`unparseable block_rq_complete line: ${s.slice(start, Math.min(end, start + 120))}`);
+  return new Error(`unparseable trace line: ${s.slice(start, Math.min(end, start + 120))}`);
 }

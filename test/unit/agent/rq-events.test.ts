@@ -57,13 +57,23 @@ t.test('an unparseable line throws, naming it', async (t) => {
     'block_rq_complete: 8,0 WS ()  8 + 8 [0]',
     'block_rq_issue: 8,0 WS 4096 () 8 + 8 [fio]',
     ' block_rq_complete: 8,0 WS () 8 + 8 [0]',
-    'CPU:0 [LOST 12 EVENTS]',
+    'CPU:0 [LOST x EVENTS]',
+    'CPU:0 something else',
   ];
   for (const line of bad) {
     t.throws(() => parse(line), { message: /line: / }, JSON.stringify(line));
     t.throws(() => parse(`${line}\n`), { message: /line: / }, `${JSON.stringify(line)} + newline`);
   }
   t.throws(() => parse('block_rq_complete: 8,0 WS () 8 + 8 [0]\nnot an event\n'), { message: /not an event/ }, 'the message quotes the bad line');
+});
+
+t.test("the kernel's lost-events note is reported as a loss, not counted as an event", async (t) => {
+  const lost: number[] = [];
+  const calls: Array<[number, number]> = [];
+  const n = parseRqEvents('block_rq_complete: 8,0 W () 1 + 1 [0]\nCPU:1 [LOST 47952 EVENTS]\nblock_rq_complete: 8,0 W () 9 + 1 [0]\n', (s, k) => calls.push([s, k]), (e) => lost.push(e));
+  t.equal(n, 2, 'two events');
+  t.strictSame(lost, [47952], 'the loss, with its count');
+  t.strictSame(calls, [[1, 1], [9, 1]], 'events on both sides still reported');
 });
 
 t.test('a bad line after good ones: the good ones were reported before the throw', async (t) => {
