@@ -164,6 +164,7 @@ export class Agent {
       await this.sender?.close();
       await this.status?.close();
       for (const r of this.replicators) {
+        await r.close();
         await r.tracker.close();
         await r.volume.close();
       }

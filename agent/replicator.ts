@@ -4,7 +4,7 @@ import type { Logger } from '../common/log.js';
 import type { Diff } from '../proto/hrl.js';
 import { FLAG_RESYNC_END } from '../proto/hrl.js';
 import type { OutboundVolume } from '../proto/sender.js';
-import type { Capture } from './capture/capture.js';
+import type { Capture, CapturedView } from './capture/capture.js';
 import type { Journal } from './journal.js';
 import type { Resync } from './resync.js';
 import type { Tracker } from './trackers/tracker.js';
@@ -50,6 +50,8 @@ export class VolumeReplicator implements OutboundVolume {
   modeReason = '';
   modeSince = Date.now();
   readonly points = { crash: null as PointInfo | null, app: null as PointInfo | null };
+  /** A snapshot held while its point spans several differentials. */
+  private held: CapturedView | null = null;
 
   constructor(
     readonly volumeId: string,
@@ -85,6 +87,7 @@ export class VolumeReplicator implements OutboundVolume {
     // by hash); they are captured once the journal drains.
     if (this.chooseMode() === 'bitmap') return { seq: null, bytes: 0, more: false };
     if (this.resync.active) {
+      await this.close(); // a point in progress is moot: the resync compares every block anyway
       const before = this.journal.lastSeq;
       await this.resync.step();
       // A resync owns the volume until it is done. A verify sends nothing, so scanning goes on beside it,
@@ -98,12 +101,26 @@ export class VolumeReplicator implements OutboundVolume {
   }
 
   private async captureCycle(): Promise<CycleResult> {
-    await this.tracker.beforeCapture?.();
-    const captured = await this.capture.begin();
+    // A snapshot whose point did not fit in one differential is read on until the point is complete.
+    const cont = this.held !== null;
+    let captured = this.held;
+    this.held = null;
+    if (!captured) {
+      await this.tracker.beforeCapture?.();
+      // Nothing dirty, no resync end owed, no point owed: no snapshot to take (a clone or a freeze costs
+      // the application I/O; an idle volume should not pay it every cycle).
+      if (this.tracker.dirtyBlocks === 0 && !this.resync.state.endPending && !this.changedSinceLastPoint()) {
+        this.lastCycleAt = Date.now();
+        this.lastCycleBytes = 0;
+        return { seq: null, bytes: 0, more: false };
+      }
+      captured = await this.capture.begin();
+    }
     let point: number | undefined;
+    let keep = false;
     try {
       const startMs = this.lastCycleAt || captured.atMs;
-      const col = await this.tracker.collect(captured.view, this.opts.maxDiffBytes);
+      const col = await this.tracker.collect(captured.view, this.opts.maxDiffBytes, cont);
       const intact = (await captured.settle?.()) ?? true;
       // A recovery point only if this differential completes the view: every dirty block read from it,
       // the view consistent throughout, and no resync making the replica a mix of old and new.
@@ -124,12 +141,21 @@ export class VolumeReplicator implements OutboundVolume {
         }
         this.opts.log.debug({ volume: this.volumeId, seq, bytes: col.bytes, extents: col.extents.length, consistency }, 'differential journaled');
       }
-      this.lastCycleAt = captured.atMs;
+      keep = col.more && seq !== null && captured.lasting === true && intact && captured.consistency !== 'FUZZY';
+      if (!keep) this.lastCycleAt = captured.atMs;
       this.lastCycleBytes = col.bytes;
       return { seq, bytes: col.bytes, more: col.more };
     } finally {
-      await captured.release(point);
+      if (keep) this.held = captured;
+      else await captured.release(point);
     }
+  }
+
+  /** Let go of a snapshot held for a point in progress (at shutdown). */
+  async close(): Promise<void> {
+    const h = this.held;
+    this.held = null;
+    await h?.release();
   }
 
   /** An empty crash point repeats the last point; only the first after a fuzzy differential is worth sending. */

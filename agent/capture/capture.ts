@@ -10,6 +10,8 @@ export interface CapturedView {
   tags: string[];
   /** When the view was taken (ms since the epoch). */
   atMs: number;
+  /** The view stays as taken until released (a snapshot): a point may be read from it over several cycles. */
+  lasting?: boolean;
   /**
    * Every block of the point has been read from `view`: returns whether the view stayed consistent the
    * whole time (a freeze held past its bound was thawed early: not a point). Called before release.

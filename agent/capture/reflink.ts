@@ -59,6 +59,7 @@ export class ReflinkCapture implements Capture {
       consistency: 'CRASH',
       tags: [],
       atMs,
+      lasting: true,
       release: async (seq?: number) => {
         await view.close();
         if (seq === undefined || this.opts.keep === 0) return fsp.rm(clone, { force: true });

@@ -11,15 +11,15 @@
 // be in it, so their blocks are read now and also stay dirty for the next cycle (sent twice, never missed).
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
-import { crc } from '../../common/checksum.js';
 import { blockDeviceInfo, type BlockDeviceInfo } from '../../common/device.js';
 import { tmError } from '../../common/errors.js';
 import type { Logger } from '../../common/log.js';
 import type { VolumeReader } from '../volume.js';
 import { DirtyMap } from './dirty-map.js';
 import { parseRqEvents } from './rq-events.js';
+import { readRuns } from './read-runs.js';
 import { bootId, TraceInstance, tracefsRoot, type CpuStats, type InstanceConfig } from './tracefs.js';
-import type { Collection, DirtyExtent, Tracker } from './tracker.js';
+import type { Collection, Tracker } from './tracker.js';
 
 const MAX_EXTENT = 1024 * 1024;
 /** A map that only shrank (blocks journaled) is saved at most this often; growth is saved before consuming. */
@@ -60,6 +60,8 @@ export class BlockTraceTracker implements Tracker {
    * so they may be missing from it. Read them now and keep them dirty when the collection commits.
    */
   private keep: Array<[number, number]> | null = null;
+  /** Blocks of the point being collected (dirty when its view was taken) not yet journaled. */
+  private point: DirtyMap | null = null;
   private savedAt = 0;
   private unsaved = false;
   private closed = false;
@@ -252,38 +254,45 @@ export class BlockTraceTracker implements Tracker {
     });
   }
 
-  async collect(view: VolumeReader, maxBytes: number): Promise<Collection> {
-    // `more`: dirty blocks left out of this differential. Blocks dirtied while it is read belong to the
-    // next cycle and do not make this one incomplete.
+  /**
+   * Dirty blocks from `view`, up to maxBytes. With `cont`, the same view as the last call: go on with the
+   * blocks that were dirty when it was taken (a point larger than one differential), so a steady stream of
+   * new writes cannot keep the point from completing.
+   */
+  async collect(view: VolumeReader, maxBytes: number, cont = false): Promise<Collection> {
     const { picked, more } = await this.locked(async () => {
       this.keep ??= []; // no beforeCapture: keep whatever this drain finds
       await this.drainNow();
+      // The point's blocks: what was dirty when the view was taken (plus what completed around it).
+      if (!cont || !this.point) this.point = this.map.copy();
       const runs: Array<[number, number]> = [];
       let bytes = 0;
       let blocks = 0;
-      for (const [first, end] of this.map.runs(MAX_EXTENT / this.blockSize)) {
+      for (const [first, end] of this.point.runs(MAX_EXTENT / this.blockSize)) {
         if (bytes >= maxBytes) break;
         runs.push([first, end]);
         bytes += (end - first) * this.blockSize;
         blocks += end - first;
       }
-      return { picked: runs, more: this.map.count > blocks };
+      // `more`: blocks of this point left for the next differential. Blocks dirtied since belong to the
+      // next point and do not make this one incomplete.
+      return { picked: runs, more: this.point.count > blocks };
     });
-    const extents: DirtyExtent[] = [];
-    let bytes = 0;
-    for (const [first, end] of picked) {
-      const data = await view.read(first * this.blockSize, (end - first) * this.blockSize);
-      extents.push({ offset: first * this.blockSize, length: data.length, data, crc32c: crc(data) });
-      bytes += data.length;
-    }
+    const extents = await readRuns(view, picked, this.blockSize);
     return {
       extents,
-      bytes,
+      bytes: extents.reduce((n, e) => n + e.length, 0),
       more,
       commit: () => this.locked(async () => {
-        for (const [first, end] of picked) this.map.clear(first, end);
+        for (const [first, end] of picked) {
+          this.map.clear(first, end);
+          this.point?.clear(first, end);
+        }
+        // Drained since the capture: maybe not in the view; dirty again. While the point goes on, the list
+        // goes on too: a block drained now may be picked (from the old view) by a later differential.
         for (const [first, end] of this.keep ?? []) this.map.set(first, end);
-        this.keep = null;
+        if (!more) this.keep = null;
+        if (!more) this.point = null;
         this.unsaved = true;
       }),
     };

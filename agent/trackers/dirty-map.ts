@@ -20,6 +20,13 @@ export class DirtyMap {
     this.words = new Uint32Array(Math.ceil(blockCount / 32));
   }
 
+  copy(): DirtyMap {
+    const c = new DirtyMap(this.blockCount);
+    c.words.set(this.words);
+    c.count = this.count;
+    return c;
+  }
+
   has(block: number): boolean {
     return (this.words[block >>> 5]! & (1 << (block & 31))) !== 0;
   }

@@ -24,8 +24,12 @@ export interface Tracker {
   open(): Promise<string | null>;
   /** Called just before the cycle's capture: whatever the tracker knows by now must be in the view. */
   beforeCapture?(): Promise<void>;
-  /** Read dirty extents (up to maxBytes) from `view`, a consistent or live view of the volume. */
-  collect(view: VolumeReader, maxBytes: number): Promise<Collection>;
+  /**
+   * Read dirty extents (up to maxBytes) from `view`, a consistent or live view of the volume. `cont`: the
+   * same view as the previous call, whose collection said `more` (trackers that can finish a point over
+   * several differentials go on with it; others may ignore it).
+   */
+  collect(view: VolumeReader, maxBytes: number, cont?: boolean): Promise<Collection>;
   /** These ranges must be sent again (their journal copy was lost or corrupt). */
   invalidate(ranges: { offset: number; length: number }[]): Promise<void>;
   /**

@@ -12,7 +12,8 @@ t.test('blocktrace + reflink: points equal their clones; agent SIGKILLs need no 
   const v = protectedVolume(t, 192);
   const lab = await protectLab(t, v,
     { tracker: 'blocktrace', capture: 'reflink', reflink: { dir: v.agentClones, keep: 100000 } },
-    { cycleIntervalMs: 500 },
+    // Small differentials: points larger than one differential are read from their clone over several.
+    { cycleIntervalMs: 500, maxDiffBytes: 2 * 1024 * 1024 },
     { snapshots: { dir: v.mtSnapshots, keep: 100000 } });
   lab.start('mt');
   lab.start('ps');
@@ -60,6 +61,12 @@ t.test('blocktrace + reflink: points equal their clones; agent SIGKILLs need no 
     compared++;
   }
   t.ok(compared >= 5, `${compared} points compared`);
+  // With 2 MiB differentials, points larger than that were read from their clone over several (fuzzy
+  // until the last); those points are among the ones compared above.
+  const applied = (await lab.logLines('mt')).filter((l) => l.msg === 'differential applied');
+  const firstPoint = applied.findIndex((l) => l.consistency === 'CRASH');
+  const spanning = applied.slice(firstPoint).filter((l) => l.consistency === 'FUZZY').length;
+  t.ok(spanning > 0, `${spanning} differentials were parts of points spanning several`);
 
   // Unmount cleanly; once converged the replica is the device, and fio verifies on it.
   await sh('umount', [v.mnt]);
