@@ -3,8 +3,8 @@
 import t from 'tap';
 import { validateConfig } from '../../../common/config.js';
 import { DEFAULTS } from '../../../common/defaults.js';
-import { TidemarkError } from '../../../common/errors.js';
 import { agentConfigSchema } from '../../../agent/config.js';
+import { caught } from '../caught.js';
 
 const tls = { ca: 'ca.crt', cert: 'node.crt', key: 'node.key' };
 const vol = { id: 'vol-1', path: '/dev/sdb' };
@@ -12,15 +12,6 @@ const agent = (extra: Record<string, unknown> = {}, volume: Record<string, unkno
   name: 'agent-1', stateDir: '/var/lib/tidemark', tls, ...extra, volumes: [{ ...vol, ...volume }],
 });
 
-/** What `fn` throws (undefined when it returns); a TidemarkError is checked by code at each use. */
-function caught(fn: () => unknown): Partial<TidemarkError> | undefined {
-  try {
-    fn();
-  } catch (e) {
-    return e instanceof TidemarkError ? e : { message: `not a TidemarkError: ${String(e)}` };
-  }
-  return undefined;
-}
 
 t.test('defaults for the new keys', async (t) => {
   const c = validateConfig(agentConfigSchema, agent());

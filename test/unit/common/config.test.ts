@@ -5,10 +5,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { validateConfig } from '../../../common/config.js';
 import { DEFAULTS } from '../../../common/defaults.js';
-import { TidemarkError } from '../../../common/errors.js';
 import { agentConfigSchema } from '../../../agent/config.js';
 import { loadPsConfig, psConfigSchema } from '../../../process-server/config.js';
 import { mtConfigSchema } from '../../../master-target/config.js';
+import { caught } from '../caught.js';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tm-'));
 t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -22,15 +22,6 @@ const psMin = {
 };
 const mtMin = { name: 'mt-1', stateDir: '/var/lib/tidemark', tls, volumes: [{ id: 'vol-1', replica: '/srv/vol-1.img' }] };
 
-/** What `fn` throws (undefined when it returns); a TidemarkError is checked by code at each use. */
-function caught(fn: () => unknown): Partial<TidemarkError> | undefined {
-  try {
-    fn();
-  } catch (e) {
-    return e instanceof TidemarkError ? e : { message: `not a TidemarkError: ${String(e)}` };
-  }
-  return undefined;
-}
 
 t.test('a minimal agent config gets the defaults', async (t) => {
   const c = validateConfig(agentConfigSchema, agentMin);
