@@ -195,6 +195,8 @@ export class VolumeReplicator implements OutboundVolume {
       modeReason: this.modeReason,
       modeSince: this.modeSince,
       dirtyBlocks: this.tracker.dirtyBlocks ?? null,
+      trackerStats: this.tracker.stats ?? null,
+      captureStats: this.capture.stats ?? null,
       resync: this.resync.progress(),
       consistentAfterResync: !this.resync.active && !this.resync.state.endPending,
       lastSeq: this.journal.lastSeq,

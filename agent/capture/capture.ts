@@ -23,6 +23,8 @@ export interface CapturedView {
 
 export interface Capture {
   readonly kind: string;
+  /** Counters shown in status (freeze: points made, failures, last error). */
+  readonly stats?: Readonly<Record<string, unknown>>;
   /** Check the provider can work here (clear error at start, not at every cycle); clean up after a crash. */
   open?(): Promise<void>;
   begin(): Promise<CapturedView>;

@@ -63,7 +63,7 @@ export class ReflinkCapture implements Capture {
       release: async (seq?: number) => {
         await view.close();
         if (seq === undefined || this.opts.keep === 0) return fsp.rm(clone, { force: true });
-        await fsp.rename(clone, path.join(this.dir, `${this.volumeId}-${String(seq).padStart(10, '0')}.img`));
+        await fsp.rename(clone, this.keptPath(seq));
         await this.prune();
       },
     };

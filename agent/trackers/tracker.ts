@@ -39,5 +39,7 @@ export interface Tracker {
   adoptBaseline(firstBlock: number, leaves: BigUint64Array): Promise<void>;
   /** Blocks known dirty and not yet journaled, where the tracker keeps such a map. */
   readonly dirtyBlocks?: number;
+  /** Counters shown in status (blocktrace: events, drains, losses). */
+  readonly stats?: Readonly<Record<string, number>>;
   close(): Promise<void>;
 }
