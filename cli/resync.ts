@@ -14,9 +14,10 @@ import { loadMtConfig } from '../master-target/config.js';
 import { seedReplica } from '../master-target/seed.js';
 import { fetchStatus } from './status.js';
 
-function post(port: number, pathAndQuery: string): Promise<Record<string, unknown>> {
+/** An operator action on a daemon's loopback status endpoint; its error comes back with its code. */
+export function post(port: number, pathAndQuery: string, timeoutMs = 10_000): Promise<Record<string, unknown>> {
   return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, path: pathAndQuery, method: 'POST', timeout: 10_000 }, (res) => {
+    const req = http.request({ host: '127.0.0.1', port, path: pathAndQuery, method: 'POST', timeout: timeoutMs }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (c) => (body += c));

@@ -24,7 +24,39 @@ export const DEFAULTS = {
       drainIntervalMs: 250,
     },
   },
-  processServer: { compression: 'lz4' },
+  processServer: {
+    compression: 'lz4',
+    /** Cache quota, backpressure and health thresholds (process-server/health.ts); all % are of the quota, free. */
+    cache: {
+      /** Of the cache filesystem's size; `cache.quotaBytes` (no default) caps it further. */
+      quotaPercent: 80,
+      /** InMage's process-server cache alerts: warning under 30% free, critical under 25%. */
+      warningFreePercent: 30,
+      criticalFreePercent: 25,
+      /** New differentials wait (up to maxAcceptDelayMs) from here... */
+      slowBelowFreePercent: 25,
+      /** ...agents are told to stop here, and to resume once this much is free again. */
+      stopBelowFreePercent: 10,
+      resumeAboveFreePercent: 20,
+      maxAcceptDelayMs: 1000,
+      /** Oldest differential not yet forwarded (InMage: 30 and 45 minutes). */
+      backlogWarningMs: 30 * 60 * 1000,
+      backlogCriticalMs: 45 * 60 * 1000,
+    },
+    /** How often the cache filesystem is measured (statfs); usage is re-evaluated on every change anyway. */
+    cacheCheckIntervalMs: 1000,
+  },
+  masterTarget: {
+    retention: {
+      window: '72h',
+      /** App-consistent points (tagged) are kept, unthinned, this long. */
+      appWindow: '7d',
+      /** Every point for the last hour, one a minute for a day, one an hour after that (Zerto-like). */
+      tiers: [{ after: '1h', every: '1m' }, { after: '24h', every: '1h' }],
+      onFull: 'purge',
+      maintenanceIntervalMs: 10_000,
+    },
+  },
   transfer: {
     /** Differentials sent but not yet acknowledged, per volume. */
     window: 8,

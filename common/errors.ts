@@ -37,7 +37,13 @@ export const ERRORS = {
   TM_ERR_UNSUPPORTED: { class: 'config', summary: 'this platform, device or filesystem lacks a feature the configuration asks for' },
   TM_ERR_NATIVE: { class: 'retryable', summary: 'a system call made by the native addon failed' },
   TM_ERR_TRACKING_LOST: { class: 'retryable', summary: 'kernel change tracking lost events or cannot prove it saw every write; the volume is resynced' },
+  TM_ERR_POINT_NOT_FOUND: { class: 'refused', summary: 'the recovery point asked for is not retained (never a point, thinned, or past the window)' },
+  TM_ERR_RETENTION_FULL: { class: 'retryable', summary: 'the retention log reached its space cap in pause mode; apply waits for room' },
+  TM_ERR_RETENTION_CORRUPT: { class: 'corruption', summary: 'a retention segment failed its checksum or is malformed' },
+  TM_ERR_RECOVERY_VERIFY: { class: 'corruption', summary: 'a recovered image does not match the checksums recorded for its point' },
   TM_ERR_CAPTURE: { class: 'retryable', summary: 'a consistent point could not be captured (freeze timed out, a script failed); the point is dropped' },
+  TM_ERR_PUSH_INSTALL: { class: 'config', summary: 'push-install could not install, upgrade or remove the agent on a machine; the message names the step' },
+  TM_ERR_HOST_KEY: { class: 'refused', summary: "the machine's SSH host key is not the one known_hosts records for it; push-install changed nothing" },
 } as const satisfies Record<string, ErrorSpec>;
 
 export type ErrorCode = keyof typeof ERRORS;

@@ -8,11 +8,12 @@
 // against its source checksum before the first write, so a damaged differential changes nothing.
 import { TidemarkError, tmError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
-import type { DiffStore, RecoveryPoint } from '../proto/diff-store.js';
+import type { DiffStore, RecoveryPoint, StoreState } from '../proto/diff-store.js';
 import { rawDataAsync } from '../proto/extent-codec.js';
 import type { Diff } from '../proto/hrl.js';
 import { FLAG_RESYNC, FLAG_RESYNC_END } from '../proto/hrl.js';
 import type { ReplicaHashes } from './replica-hashes.js';
+import type { RetentionLog } from './retention/retention-log.js';
 import type { Replica } from './replica.js';
 
 export interface ApplierStats {
@@ -34,6 +35,8 @@ export class Applier {
   private closed = false;
   private paused: Promise<unknown> | null = null;
   private waiters: Array<{ seq: number; resolve: () => void }> = [];
+  /** exclusive() callers waiting: the apply loop yields to them between differentials. */
+  private exclusiveWanted = 0;
 
   constructor(
     readonly volumeId: string,
@@ -42,6 +45,7 @@ export class Applier {
     readonly hashes: ReplicaHashes,
     private readonly hooks: { applied(seq: number): void; damaged(seq: number): void; point?(p: RecoveryPoint): Promise<void> },
     private readonly log: Logger,
+    readonly retention: RetentionLog | null = null,
   ) {
     this.stats = { consistent: !store.state?.resyncing, appliedSeq: store.doneSeq, appliedBytes: 0, lastAppliedAt: 0, lagMs: 0, lastConsistency: '', lastError: null };
   }
@@ -63,7 +67,7 @@ export class Applier {
   }
 
   private async drain(): Promise<void> {
-    while (!this.closed) {
+    while (!this.closed && this.exclusiveWanted === 0) {
       const seq = this.store.doneSeq + 1;
       if (!this.store.pending().includes(seq)) return;
       let diff: Diff;
@@ -84,6 +88,12 @@ export class Applier {
         this.hooks.damaged(seq);
         return;
       }
+      const flags = diff.header.flags;
+      const resyncing = flags & FLAG_RESYNC_END ? false : flags & FLAG_RESYNC ? true : this.store.state?.resyncing ?? false;
+      // A recovery point only where the whole replica is at the source's captured instant.
+      const c = diff.header.consistency;
+      const point: RecoveryPoint | null = !resyncing && c !== 'FUZZY' ? { seq, atMs: diff.header.endTimeMs, consistency: c, tags: diff.header.tags, appliedAt: Date.now() } : null;
+      if (this.retention && !(await this.keepBeforeImages(seq, diff, point))) return;
       for (let i = 0; i < raws.length; i++) {
         await this.replica.write(diff.extents[i]!.offset, raws[i]!);
         this.hashes.update(diff.extents[i]!.offset, raws[i]!);
@@ -91,11 +101,6 @@ export class Applier {
       await this.replica.sync();
       // Hashes before doneSeq: a crash between the two re-applies this differential, rewriting both.
       if (raws.length > 0) await this.hashes.persist();
-      const flags = diff.header.flags;
-      const resyncing = flags & FLAG_RESYNC_END ? false : flags & FLAG_RESYNC ? true : this.store.state?.resyncing ?? false;
-      // A recovery point only where the whole replica is at the source's captured instant.
-      const c = diff.header.consistency;
-      const point: RecoveryPoint | null = !resyncing && c !== 'FUZZY' ? { seq, atMs: diff.header.endTimeMs, consistency: c, tags: diff.header.tags, appliedAt: Date.now() } : null;
       await this.store.done(seq, { resyncing, ...(point && (c === 'APP' ? { lastAppPoint: point } : { lastCrashPoint: point })) });
       if (point) await this.hooks.point?.(point);
       this.stats.consistent = !resyncing;
@@ -104,10 +109,28 @@ export class Applier {
       this.stats.lastAppliedAt = Date.now();
       this.stats.lagMs = Date.now() - diff.header.endTimeMs;
       this.stats.lastConsistency = diff.header.consistency;
-      this.log.info({ volume: this.volumeId, seq, bytes: diff.dataBytes, consistency: diff.header.consistency }, 'differential applied');
+      this.log.info({ volume: this.volumeId, seq, bytes: diff.dataBytes, consistency: diff.header.consistency, tags: diff.header.tags }, 'differential applied');
       this.hooks.applied(seq);
       this.waiters = this.waiters.filter((w) => (w.seq <= seq ? (w.resolve(), false) : true));
     }
+  }
+
+  /**
+   * Retention: the before-images of what `diff` overwrites, durable before it is applied. False when the
+   * retention log is full in pause mode (nothing is applied; the pipeline backs up until there is room).
+   * Before the first recovery point (the initial sync) there is no point to go back to, so nothing is kept.
+   */
+  private async keepBeforeImages(seq: number, diff: Diff, tip: RecoveryPoint | null): Promise<boolean> {
+    const retention = this.retention!;
+    const base = currentPoint(this.store.state);
+    if (!base && retention.segments.length === 0) return true;
+    const estimate = diff.extents.reduce((n, e) => n + e.length + 20, 64);
+    if (!retention.admit(estimate)) {
+      this.stats.lastError = `TM_ERR_RETENTION_FULL: ${retention.stats.paused}`;
+      return false;
+    }
+    await retention.beforeApply(seq, diff.extents, this.replica, base, tip);
+    return true;
   }
 
   /** Resolves once every differential up to `seq` is applied. */
@@ -118,7 +141,12 @@ export class Applier {
 
   /** Run `fn` with the replica and its hashes still: no differential is applied meanwhile. */
   async exclusive<T>(fn: () => Promise<T>): Promise<T> {
-    while (this.running || this.paused) await (this.running ?? this.paused);
+    this.exclusiveWanted++;
+    try {
+      while (this.running || this.paused) await (this.running ?? this.paused);
+    } finally {
+      this.exclusiveWanted--;
+    }
     const p = fn();
     this.paused = p.catch(() => {});
     try {
@@ -133,4 +161,14 @@ export class Applier {
     this.closed = true;
     await this.running;
   }
+}
+
+/** The recovery point the replica is at now, if it is at one. */
+export function currentPoint(state: StoreState | null): RecoveryPoint | null {
+  if (!state) return null;
+  const app = state.lastAppPoint;
+  const crash = state.lastCrashPoint;
+  if (app?.seq === state.doneSeq) return app;
+  if (crash?.seq === state.doneSeq) return crash;
+  return null;
 }

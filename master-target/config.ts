@@ -1,7 +1,29 @@
 // The master target's configuration: where process servers connect and where each replica lives.
 import { z } from 'zod';
 import { DEFAULTS } from '../common/defaults.js';
+import { parseDuration } from './retention/policy.js';
 import { endpointSchema, loadConfigFile, nodeNameSchema, tlsSchema, volumeIdSchema } from '../common/config.js';
+
+const R = DEFAULTS.masterTarget.retention;
+const duration = z.string().refine((x) => parseDuration(x) !== null, 'a duration such as "500ms", "30s", "15m", "72h" or "30d"').transform((x) => parseDuration(x)!);
+const tagSchema = z.string().regex(/^[\w.:@+-]{1,64}$/, 'tag: 1-64 characters of A-Z a-z 0-9 _ . : @ + -');
+
+const retentionSchema = z.strictObject({
+  window: duration.prefault(R.window),
+  appWindow: duration.prefault(R.appWindow),
+  /** Past `after`, keep one point per `every` (the oldest in each interval). */
+  tiers: z.array(z.strictObject({ after: duration, every: duration })).prefault(R.tiers.map((t) => ({ ...t }))),
+  /** Points carrying one of these tags are never thinned or expired (bookmarks); only a space-cap purge removes them. */
+  pinTags: z.array(tagSchema).default([]),
+  maxBytes: z.number().int().positive().optional(),
+  onFull: z.enum(['purge', 'pause']).default(R.onFull),
+  maintenanceIntervalMs: z.number().int().min(100).default(R.maintenanceIntervalMs),
+}).transform((r) => ({
+  policy: { windowMs: r.window, appWindowMs: r.appWindow, tiers: r.tiers.map((t) => ({ afterMs: t.after, everyMs: t.every })), pinTags: r.pinTags },
+  maxBytes: r.maxBytes ?? null,
+  onFull: r.onFull,
+  maintenanceIntervalMs: r.maintenanceIntervalMs,
+}));
 
 export const mtConfigSchema = z.strictObject({
   name: nodeNameSchema,
@@ -15,6 +37,8 @@ export const mtConfigSchema = z.strictObject({
     replica: z.string().min(1),
     /** Keep reflink snapshots of the replica at its last `keep` recovery points (XFS, btrfs). */
     snapshots: z.strictObject({ dir: z.string().min(1), keep: z.number().int().min(1).max(100_000) }).optional(),
+    /** Keep before-images so any retained point can be recovered (docs/OPERATIONS.md, retention). */
+    retention: retentionSchema.optional(),
   })).min(1),
 });
 

@@ -1,0 +1,163 @@
+// `tidemark points | recover | test-failover <volume> --config master-target.json`: list a volume's
+// retained recovery points, materialise one, or expose one for a rehearsal. They ask the running master
+// target (which clones the replica between two differentials); with the daemon stopped they work on its
+// state directly.
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { resolveFrom } from '../common/config.js';
+import { codeOf, tmError } from '../common/errors.js';
+import { rootLogger } from '../common/log.js';
+import { STATUS_PORT_FILE } from '../common/status-server.js';
+import { currentPoint } from '../master-target/applier.js';
+import { loadMtConfig, type MtConfig } from '../master-target/config.js';
+import { recoverOptionsFrom, selectorFrom } from '../master-target/operator-actions.js';
+import { recoverPoint, type RecoverResult, type RecoverySource } from '../master-target/recover.js';
+import { ReplicaHashes } from '../master-target/replica-hashes.js';
+import { Replica } from '../master-target/replica.js';
+import { RetentionLog } from '../master-target/retention/retention-log.js';
+import { TestFailovers, type Rehearsal } from '../master-target/test-failover.js';
+import { parseDuration } from '../master-target/retention/policy.js';
+import { DiffStore, type RecoveryPoint } from '../proto/diff-store.js';
+import { post } from './resync.js';
+
+export interface PointArgs {
+  seq?: string;
+  at?: string;
+  tag?: string;
+  latest?: boolean;
+  out?: string;
+  force?: boolean;
+  copy?: boolean;
+  verify?: string;
+  loop?: boolean;
+  json?: boolean;
+}
+
+/** "--at": epoch ms, an ISO 8601 time, or an age such as "15m" / "15m ago". */
+export function parseTime(text: string, nowMs = Date.now()): number {
+  if (/^\d{12,}$/.test(text)) return Number(text);
+  const age = parseDuration(text.replace(/\s*ago$/, '').replace(/^-/, ''));
+  if (age !== null) return nowMs - age;
+  const t = Date.parse(text);
+  if (Number.isNaN(t)) throw tmError('TM_ERR_USAGE', `--at "${text}" is not a time: give an ISO 8601 time (2026-11-22T18:00:00Z), epoch milliseconds, or an age ("15m ago")`);
+  return t;
+}
+
+function paramsOf(volume: string, a: PointArgs): URLSearchParams {
+  const p = new URLSearchParams({ volume });
+  if (a.seq !== undefined) p.set('seq', a.seq);
+  if (a.at !== undefined) p.set('atMs', String(parseTime(a.at)));
+  if (a.tag !== undefined) p.set('tag', a.tag);
+  if (a.latest) p.set('latest', 'true');
+  if (a.out !== undefined) p.set('out', path.resolve(a.out));
+  if (a.force) p.set('force', 'true');
+  if (a.copy) p.set('copy', 'true');
+  if (a.verify !== undefined) p.set('verify', a.verify);
+  if (a.loop) p.set('loop', 'true');
+  return p;
+}
+
+/** The running master target's status port, or null when it is not running. */
+async function daemonPort(cfg: MtConfig): Promise<number | null> {
+  const file = path.join(resolveFrom(cfg.configDir, cfg.stateDir), STATUS_PORT_FILE);
+  const port = await fsp.readFile(file, 'utf8').then(Number, () => 0);
+  if (!port) return null;
+  try {
+    await post(port, '/current-point?volume=', 5000);
+    return port;
+  } catch (e) {
+    return codeOf(e) === 'TM_ERR_CONNECTION' || (e as NodeJS.ErrnoException).code === 'ECONNREFUSED' ? null : port;
+  }
+}
+
+/** With the master target stopped: the volume's state read straight from its folder. */
+async function offlineSource(cfg: MtConfig, volumeId: string): Promise<{ src: RecoverySource; close(): Promise<void> }> {
+  const v = cfg.volumes.find((x) => x.id === volumeId);
+  if (!v) throw tmError('TM_ERR_UNKNOWN_VOLUME', `volume "${volumeId}" is not configured in this master target config`, { volume: volumeId });
+  if (!v.retention) throw tmError('TM_ERR_POINT_NOT_FOUND', `${volumeId} has no retention configured: no point to recover`, { volume: volumeId });
+  const log = rootLogger('recover');
+  const dir = path.join(resolveFrom(cfg.configDir, cfg.stateDir), 'volumes', volumeId);
+  const store = new DiffStore(dir, volumeId, log);
+  await store.open();
+  if (!store.state) throw tmError('TM_ERR_POINT_NOT_FOUND', `${volumeId} has not been replicated here yet`, { volume: volumeId });
+  const { sizeBytes, blockSize } = store.state;
+  const retention = new RetentionLog(path.join(dir, 'retention'), volumeId, { sizeBytes, blockSize }, v.retention, log);
+  await retention.open();
+  const replicaPath = resolveFrom(cfg.configDir, v.replica);
+  const replica = await Replica.open(replicaPath, sizeBytes);
+  const hashes = new ReplicaHashes(dir, sizeBytes, blockSize, log);
+  await hashes.open(replica);
+  return {
+    src: { volumeId, replicaPath, sizeBytes, blockSize, retention, doneSeq: () => store.doneSeq, currentPoint: () => currentPoint(store.state), hashes: () => hashes.hashes, hold: (fn) => fn() },
+    close: () => replica.close(),
+  };
+}
+
+/** Run an action on the daemon when it runs, else offline with `offline`. */
+async function act<T>(configFile: string, action: string, params: URLSearchParams, offline: (src: RecoverySource, cfg: MtConfig) => Promise<T>): Promise<T> {
+  const cfg = loadMtConfig(configFile);
+  const port = await daemonPort(cfg);
+  if (port !== null) return (await post(port, `/${action}?${params}`, 3_600_000)) as T;
+  const { src, close } = await offlineSource(cfg, params.get('volume') ?? '');
+  try {
+    return await offline(src, cfg);
+  } finally {
+    await close();
+  }
+}
+
+function age(ms: number): string {
+  const s = Math.max(0, Math.round(ms / 1000));
+  return s < 120 ? `${s}s` : s < 7200 ? `${Math.round(s / 60)}m` : s < 172_800 ? `${(s / 3600).toFixed(1)}h` : `${(s / 86400).toFixed(1)}d`;
+}
+
+export function formatPoints(points: readonly RecoveryPoint[], nowMs = Date.now()): string {
+  const rows = points.map((p) => [`#${p.seq}`, new Date(p.atMs).toISOString(), age(nowMs - p.atMs), p.consistency.toLowerCase(), p.tags.join(',')]);
+  const head = ['SEQ', 'CAPTURED (UTC)', 'AGE', 'CLASS', 'TAGS'];
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  return [head, ...rows].map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
+}
+
+export async function points(configFile: string, volume: string, a: PointArgs): Promise<void> {
+  const out = await act(configFile, 'points', paramsOf(volume, {}), async (src) => ({ volume, doneSeq: src.doneSeq(), points: src.retention.points(src.doneSeq(), src.currentPoint()), retention: src.retention.stats }));
+  if (a.json) {
+    console.log(JSON.stringify(out, null, 2));
+    return;
+  }
+  const o = out as { points: RecoveryPoint[]; retention: { bytes: number; maxBytes: number | null; alert: string | null; paused: string | null } };
+  console.log(o.points.length ? formatPoints(o.points) : `${volume}: no recovery point retained yet`);
+  const r = o.retention;
+  console.log(`\n${o.points.length} points; retention log ${(r.bytes / 1048576).toFixed(1)} MiB${r.maxBytes ? ` of ${(r.maxBytes / 1048576).toFixed(0)} MiB` : ''}${r.alert ? `; ALERT: ${r.alert}` : ''}${r.paused ? `; PAUSED: ${r.paused}` : ''}`);
+}
+
+function describe(r: RecoverResult): string {
+  return `recovered ${r.volume} to point #${r.point.seq} (${r.point.consistency.toLowerCase()}, captured ${new Date(r.point.atMs).toISOString()}${r.point.tags.length ? `, ${r.point.tags.join(',')}` : ''}) into ${r.out}: ${r.method} of the replica at #${r.fromSeq}, ${(r.rolledBackBytes / 1048576).toFixed(1)} MiB rolled back from ${r.segments} segments, verified (${r.verified}) in ${(r.ms.total / 1000).toFixed(2)} s`;
+}
+
+export async function recover(configFile: string, volume: string, a: PointArgs): Promise<void> {
+  const params = paramsOf(volume, a);
+  const r = await act(configFile, 'recover', params, (src) => recoverPoint(src, recoverOptionsFrom(params)));
+  console.log(a.json ? JSON.stringify(r, null, 2) : describe(r));
+}
+
+export async function testFailover(configFile: string, sub: string | undefined, volume: string | undefined, a: PointArgs): Promise<void> {
+  const cfg = loadMtConfig(configFile);
+  const dir = path.join(resolveFrom(cfg.configDir, cfg.stateDir), 'test-failover');
+  if (sub === 'list') {
+    const list = await act(configFile, 'test-failover-list', new URLSearchParams(), () => new TestFailovers(dir).list());
+    console.log(list.length ? list.map((r) => `${r.volume}: point #${r.recovered.point.seq} at ${r.device ?? r.image} since ${new Date(r.startedAt).toISOString()}`).join('\n') : 'no test failover running');
+    return;
+  }
+  if (!volume || (sub !== 'start' && sub !== 'cleanup')) throw tmError('TM_ERR_USAGE', 'usage: tidemark test-failover start|cleanup|list <volume> --config <master-target.json>');
+  if (sub === 'cleanup') {
+    const r = await act(configFile, 'test-failover-cleanup', paramsOf(volume, {}), () => new TestFailovers(dir).cleanup(volume));
+    console.log(`test failover of ${volume} cleaned up: ${r.device ? `${r.device} detached, ` : ''}${r.image} deleted; replication was never interrupted`);
+    return;
+  }
+  const params = paramsOf(volume, a);
+  const r = await act<Rehearsal>(configFile, 'test-failover-start', params, (src) => {
+    const sel = selectorFrom(params);
+    return new TestFailovers(dir).start(src, Object.keys(sel).length ? sel : { latest: true }, { loop: a.loop });
+  });
+  console.log(a.json ? JSON.stringify(r, null, 2) : `test failover of ${volume}: point #${r.recovered.point.seq} is writable at ${r.device ?? r.image}; replication and retention go on. Clean up with: tidemark test-failover cleanup ${volume} --config ${configFile}`);
+}

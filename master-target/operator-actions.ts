@@ -1,0 +1,59 @@
+// The master target's operator actions, asked for by `tidemark points|recover|test-failover` over the
+// loopback status endpoint (POST /<action>?volume=...). They run inside the daemon because recovery must
+// clone the replica between two differentials, which only the applier can arrange.
+import { tmError } from '../common/errors.js';
+import type { PointSelector, RecoverOptions } from './recover.js';
+import type { MasterTarget } from './server.js';
+import { currentPoint } from './applier.js';
+
+/** A point selector from the action's parameters (seq, atMs, tag, latest). */
+export function selectorFrom(params: URLSearchParams): PointSelector {
+  const num = (k: string): number | undefined => {
+    const v = params.get(k);
+    if (v === null) return undefined;
+    if (!/^\d+$/.test(v)) throw tmError('TM_ERR_USAGE', `${k} must be a whole number, not "${v}"`);
+    return Number(v);
+  };
+  const sel: PointSelector = {};
+  const seq = num('seq');
+  const atMs = num('atMs');
+  if (seq !== undefined) sel.seq = seq;
+  if (atMs !== undefined) sel.atMs = atMs;
+  if (params.has('tag')) sel.tag = params.get('tag')!;
+  if (params.get('latest') === 'true') sel.latest = true;
+  return sel;
+}
+
+export function recoverOptionsFrom(params: URLSearchParams): RecoverOptions {
+  const out = params.get('out');
+  if (!out) throw tmError('TM_ERR_USAGE', 'recover needs --out <file or device>');
+  const verify = params.get('verify') ?? 'changed';
+  if (verify !== 'changed' && verify !== 'full') throw tmError('TM_ERR_USAGE', `--verify is "changed" or "full", not "${verify}"`);
+  return { select: selectorFrom(params), out, force: params.get('force') === 'true', copy: params.get('copy') === 'true', verify };
+}
+
+export async function operatorAction(mt: MasterTarget, action: string, params: URLSearchParams): Promise<unknown> {
+  const volume = params.get('volume') ?? '';
+  switch (action) {
+    case 'points': {
+      const src = mt.recoverySource(volume);
+      return { volume, doneSeq: src.doneSeq(), points: src.retention.points(src.doneSeq(), src.currentPoint()), retention: src.retention.stats };
+    }
+    case 'recover':
+      return mt.recover(volume, recoverOptionsFrom(params));
+    case 'test-failover-start': {
+      const sel = selectorFrom(params);
+      return mt.testFailovers.start(mt.recoverySource(volume), Object.keys(sel).length ? sel : { latest: true }, { loop: params.get('loop') === 'true' });
+    }
+    case 'test-failover-cleanup':
+      return mt.testFailovers.cleanup(volume);
+    case 'test-failover-list':
+      return mt.testFailovers.list();
+    case 'current-point': {
+      const t = mt.targets.get(volume);
+      return { volume, doneSeq: t?.store.doneSeq ?? 0, point: currentPoint(t?.store.state ?? null) };
+    }
+    default:
+      throw tmError('TM_ERR_USAGE', `unknown master target action "${action}"`);
+  }
+}

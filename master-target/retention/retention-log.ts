@@ -1,0 +1,264 @@
+// A volume's retention log: the segments of before-images that take the replica back to its earlier
+// recovery points, the index of those points (read from the segment headers), and the policy work on
+// them (window, thinning by compaction, space cap).
+//
+// Crash safety rests on three rules. A segment is written and renamed into place, durably, before the
+// differential it covers touches the replica. Compaction renames the merged segment into place before
+// deleting the segments it replaces, and open() deletes any segment another one contains. Purging removes
+// the oldest segments first, so what is left is always a chain that reaches the replica's current state.
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { crc } from '../../common/checksum.js';
+import { ensureDir, fsyncDir, removeTempFiles } from '../../common/durable.js';
+import { tmError, wrap } from '../../common/errors.js';
+import type { Logger } from '../../common/log.js';
+import type { RecoveryPoint } from '../../proto/diff-store.js';
+import type { Replica } from '../replica.js';
+import { oldestImages } from './merge.js';
+import { pointsToKeep, type RetentionPolicy } from './policy.js';
+import { parseSegmentName, readSegment, readSegmentHeader, SegmentWriter, type BeforeImage, type SegmentHeader } from './segment.js';
+
+export interface RetentionOptions {
+  policy: RetentionPolicy;
+  /** Space cap for the volume's segments, or null for none. */
+  maxBytes: number | null;
+  /** At the cap: delete the oldest history, or stop applying (the pipeline backs up) until there is room. */
+  onFull: 'purge' | 'pause';
+}
+
+/** Raise an alert once the log fills this much of its cap, whatever onFull says. */
+export const ALERT_FRACTION = 0.8;
+
+export interface SegmentInfo extends SegmentHeader {
+  file: string;
+  bytes: number;
+}
+
+export interface RetentionStats {
+  segments: number;
+  bytes: number;
+  maxBytes: number | null;
+  points: number;
+  oldestPoint: RecoveryPoint | null;
+  compactions: number;
+  thinnedPoints: number;
+  purgedSegments: number;
+  alert: string | null;
+  paused: string | null;
+  lastMaintenanceAt: number;
+  lastError: string | null;
+}
+
+export class RetentionLog {
+  segments: SegmentInfo[] = [];
+  readonly stats: RetentionStats;
+  private locked: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    readonly dir: string,
+    readonly volumeId: string,
+    private readonly geometry: { sizeBytes: number; blockSize: number },
+    readonly opts: RetentionOptions,
+    private readonly log: Logger,
+  ) {
+    this.stats = { segments: 0, bytes: 0, maxBytes: opts.maxBytes, points: 0, oldestPoint: null, compactions: 0, thinnedPoints: 0, purgedSegments: 0, alert: null, paused: null, lastMaintenanceAt: 0, lastError: null };
+  }
+
+  get bytes(): number {
+    return this.segments.reduce((n, s) => n + s.bytes, 0);
+  }
+
+  async open(): Promise<void> {
+    await ensureDir(this.dir);
+    await removeTempFiles(this.dir);
+    const found: SegmentInfo[] = [];
+    for (const name of await fsp.readdir(this.dir)) {
+      if (!parseSegmentName(name)) continue;
+      const file = path.join(this.dir, name);
+      const header = await readSegmentHeader(file).catch((e) => { throw wrap(e, `open retention log of ${this.volumeId}`, { volume: this.volumeId }); });
+      found.push({ ...header, file, bytes: (await fsp.stat(file)).size });
+    }
+    // A segment inside a larger one was merged into it by a compaction a crash interrupted.
+    const contained = (s: SegmentInfo): boolean => found.some((o) => o !== s && o.fromSeq <= s.fromSeq && o.toSeq >= s.toSeq && o.toSeq - o.fromSeq > s.toSeq - s.fromSeq);
+    for (const s of found.filter(contained)) await fsp.rm(s.file, { force: true });
+    const chain = found.filter((s) => !contained(s)).sort((a, b) => a.fromSeq - b.fromSeq);
+    // Only a chain unbroken up to the newest segment can take the replica back; older islands are useless.
+    let start = chain.length - 1;
+    while (start > 0 && chain[start - 1]!.toSeq + 1 === chain[start]!.fromSeq) start--;
+    if (start > 0) {
+      this.log.error({ volume: this.volumeId, dropped: start, gapAfter: chain[start - 1]!.toSeq }, 'retention log has a gap; segments before it cannot be reached and are removed');
+      for (const s of chain.slice(0, start)) await fsp.rm(s.file, { force: true });
+    }
+    this.segments = chain.slice(Math.max(0, start));
+    await fsyncDir(this.dir);
+    this.refreshStats(Number.MAX_SAFE_INTEGER);
+  }
+
+  /** Serialise maintenance and recovery: neither may see segments the other is replacing. */
+  lock<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.locked.then(fn, fn);
+    this.locked = run.catch(() => {});
+    return run;
+  }
+
+  /** Pause mode: may a differential of about `bytes` be applied without passing the cap? */
+  admit(bytes: number): boolean {
+    const { maxBytes, onFull } = this.opts;
+    const full = onFull === 'pause' && maxBytes !== null && this.bytes + bytes > maxBytes;
+    const reason = full ? `retention log full: ${this.bytes} + ${bytes} bytes would pass the cap of ${maxBytes}; apply paused` : null;
+    if (reason && !this.stats.paused) this.log.error({ volume: this.volumeId, code: 'TM_ERR_RETENTION_FULL', bytes: this.bytes, maxBytes }, 'retention log full: apply paused until there is room (raise the cap, shorten the window or use onFull "purge")');
+    if (!reason && this.stats.paused) this.log.info({ volume: this.volumeId }, 'retention log has room again: apply resumes');
+    this.stats.paused = reason;
+    return !full;
+  }
+
+  /**
+   * Record durably, before differential `seq` touches the replica, what the replica holds where it will
+   * write. After a crash the differential is applied again: its segment is kept (the replica may already
+   * hold part of the new data), and only blocks it does not yet cover are read now (they were untouched).
+   */
+  async beforeApply(seq: number, extents: ReadonlyArray<{ offset: number; length: number }>, replica: Replica, base: RecoveryPoint | null, tip: RecoveryPoint | null): Promise<void> {
+    const last = this.segments.at(-1);
+    if (last && last.toSeq < seq - 1) {
+      // Differentials were applied without before-images (retention was off): the old chain cannot reach here.
+      this.log.warn({ volume: this.volumeId, lastSegment: last.toSeq, seq }, 'retention log does not reach the replica; starting a new chain');
+      for (const s of this.segments) await fsp.rm(s.file, { force: true });
+      this.segments = [];
+    }
+    const existing = this.segments.find((s) => s.fromSeq === seq && s.toSeq === seq);
+    const covered = new Map<number, BeforeImage>();
+    if (existing) for await (const img of readSegment(existing.file)) covered.set(img.offset, img);
+    const bs = this.geometry.blockSize;
+    const blocksOf = (m: Map<number, BeforeImage>): Set<number> => {
+      const set = new Set<number>();
+      for (const img of m.values()) for (let b = img.offset / bs; b < (img.offset + img.data.length) / bs; b++) set.add(b);
+      return set;
+    };
+    const have = blocksOf(covered);
+    const missing = extents.filter((e) => {
+      for (let b = Math.floor(e.offset / bs); b < Math.ceil((e.offset + e.length) / bs); b++) if (!have.has(b)) return true;
+      return false;
+    });
+    if (existing && missing.length === 0) return;
+    if (existing) this.log.warn({ volume: this.volumeId, seq, extents: missing.length }, 're-applied differential writes blocks its segment lacks; adding their before-images');
+    const images = [...covered.values()];
+    for (const e of missing) {
+      const data = await replica.read(e.offset, e.length);
+      images.push({ offset: e.offset, data, crc32c: crc(data) });
+    }
+    const header: SegmentHeader = { volumeId: this.volumeId, fromSeq: seq, toSeq: seq, ...this.geometry, base, tip, createdAt: Date.now() };
+    const w = await SegmentWriter.create(this.dir, header);
+    try {
+      for (const img of images) await w.add(img);
+      const { file, bytes } = await w.commit();
+      this.segments = this.segments.filter((s) => s !== existing);
+      this.segments.push({ ...header, file, bytes });
+      Object.assign(this.stats, { segments: this.segments.length, bytes: this.bytes });
+    } catch (e) {
+      await w.abort();
+      throw wrap(e, `retention segment for differential ${seq}`, { volume: this.volumeId, seq });
+    }
+  }
+
+  /** The points the log can take the replica (at `doneSeq`) back to, oldest first; the replica's own state included. */
+  points(doneSeq: number, current: RecoveryPoint | null = null): RecoveryPoint[] {
+    const bySeq = new Map<number, RecoveryPoint>();
+    if (current && current.seq === doneSeq) bySeq.set(current.seq, current);
+    // A chain that stops short of the replica cannot take it back anywhere.
+    if ((this.segments.at(-1)?.toSeq ?? doneSeq) < doneSeq) return [...bySeq.values()];
+    const first = this.segments[0];
+    if (first?.base) bySeq.set(first.base.seq, first.base);
+    for (const s of this.segments) if (s.tip && s.tip.seq <= doneSeq) bySeq.set(s.tip.seq, s.tip);
+    return [...bySeq.values()].filter((p) => p.seq <= doneSeq).sort((a, b) => a.seq - b.seq);
+  }
+
+  /** The segments that take the replica back to point `seq`: every one after it, unbroken. */
+  chainAfter(seq: number): SegmentInfo[] {
+    const chain = this.segments.filter((s) => s.toSeq > seq);
+    if (chain.length > 0 && chain[0]!.fromSeq !== seq + 1) {
+      throw tmError('TM_ERR_POINT_NOT_FOUND', `point ${seq} of ${this.volumeId} is no longer retained (thinned or purged); its history was merged into ${chain[0]!.fromSeq}..${chain[0]!.toSeq}`, { volume: this.volumeId, seq });
+    }
+    return chain;
+  }
+
+  /** Apply the policy: drop points out of the window, thin the rest by compaction, enforce the cap. */
+  maintain(nowMs: number, doneSeq: number, current: RecoveryPoint | null): Promise<void> {
+    return this.lock(async () => {
+      try {
+        const points = this.points(doneSeq, current);
+        const keep = pointsToKeep(points, nowMs, this.opts.policy);
+        const kept = points.filter((p) => keep.has(p.seq));
+        const oldest = kept[0];
+        if (oldest) await this.dropThrough(oldest.seq, 'window');
+        for (let i = 0; i + 1 < kept.length; i++) await this.compact(kept[i]!, kept[i + 1]!);
+        this.stats.thinnedPoints += points.length - kept.length;
+        await this.enforceCap(doneSeq);
+        this.stats.lastError = null;
+      } catch (e) {
+        const err = wrap(e, `retention maintenance of ${this.volumeId}`, { volume: this.volumeId });
+        this.stats.lastError = `${err.code}: ${err.message}`;
+        this.log.error({ volume: this.volumeId, code: err.code, err: err.message }, 'retention maintenance failed; will retry');
+      } finally {
+        this.stats.lastMaintenanceAt = nowMs;
+        this.refreshStats(doneSeq, current);
+      }
+    });
+  }
+
+  /** Delete the oldest segments, up to and including the one ending at `seq`. */
+  private async dropThrough(seq: number, why: string): Promise<void> {
+    const gone = this.segments.filter((s) => s.toSeq <= seq);
+    if (gone.length === 0) return;
+    for (const s of gone) await fsp.rm(s.file, { force: true });
+    await fsyncDir(this.dir);
+    this.segments = this.segments.filter((s) => s.toSeq > seq);
+    this.stats.purgedSegments += gone.length;
+    this.log.info({ volume: this.volumeId, segments: gone.length, throughSeq: seq, why }, 'retention: oldest history removed');
+  }
+
+  /** Merge the segments between two kept points into one that keeps each block's oldest image. */
+  private async compact(from: RecoveryPoint, to: RecoveryPoint): Promise<void> {
+    const parts = this.segments.filter((s) => s.fromSeq > from.seq && s.toSeq <= to.seq);
+    if (parts.length < 2) return;
+    const started = Date.now();
+    const header: SegmentHeader = { volumeId: this.volumeId, fromSeq: from.seq + 1, toSeq: to.seq, ...this.geometry, base: from, tip: to, createdAt: Date.now() };
+    const w = await SegmentWriter.create(this.dir, header);
+    let merged: { file: string; bytes: number };
+    try {
+      for await (const img of oldestImages(parts.map((s) => s.file), this.geometry.blockSize, this.geometry.sizeBytes)) await w.add(img);
+      merged = await w.commit();
+    } catch (e) {
+      await w.abort();
+      throw e;
+    }
+    // The merged segment is durable under its name: the parts are now redundant (open() removes them too).
+    for (const s of parts) await fsp.rm(s.file, { force: true });
+    await fsyncDir(this.dir);
+    const before = parts.reduce((n, s) => n + s.bytes, 0);
+    this.segments = [...this.segments.filter((s) => !parts.includes(s)), { ...header, ...merged }].sort((a, b) => a.fromSeq - b.fromSeq);
+    this.stats.compactions++;
+    this.log.info({ volume: this.volumeId, fromSeq: header.fromSeq, toSeq: header.toSeq, parts: parts.length, bytesBefore: before, bytesAfter: merged.bytes, ms: Date.now() - started }, 'retention: compacted');
+  }
+
+  /** Purge mode: oldest first, never a segment of a differential not yet applied (its apply may be under way). */
+  private async enforceCap(doneSeq: number): Promise<void> {
+    const { maxBytes, onFull } = this.opts;
+    if (maxBytes === null || onFull !== 'purge') return;
+    while (this.segments.length > 0 && this.segments[0]!.toSeq <= doneSeq && this.bytes > maxBytes) {
+      const s = this.segments[0]!;
+      if (s.base && s.base.tags.some((t) => this.opts.policy.pinTags.includes(t))) {
+        this.log.error({ volume: this.volumeId, seq: s.base.seq, tags: s.base.tags }, 'retention cap reached: purging a pinned point (raise maxBytes to keep pinned points)');
+      }
+      await this.dropThrough(s.toSeq, 'space cap');
+    }
+  }
+
+  private refreshStats(doneSeq: number, current: RecoveryPoint | null = null): void {
+    const points = this.points(doneSeq, current);
+    const bytes = this.bytes;
+    const { maxBytes } = this.opts;
+    const alert = maxBytes !== null && bytes >= ALERT_FRACTION * maxBytes ? `retention log ${Math.round((100 * bytes) / maxBytes)}% of its ${maxBytes}-byte cap` : null;
+    if (alert && !this.stats.alert) this.log.warn({ volume: this.volumeId, bytes, maxBytes }, `retention alert: ${alert}`);
+    Object.assign(this.stats, { segments: this.segments.length, bytes, points: points.length, oldestPoint: points[0] ?? null, alert });
+  }
+}

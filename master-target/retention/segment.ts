@@ -1,0 +1,178 @@
+// A retention segment (.tmrl): the before-images of the replica blocks that differentials fromSeq..toSeq
+// overwrote, each block's image taken before the first of them touched it. Applied to the replica at
+// toSeq, it gives the replica at fromSeq - 1. Byte layout in docs/FORMAT.md §10.
+//
+// The header names the recovery points at both ends (`base`: the state before fromSeq; `tip`: the state
+// after toSeq), so the index of points is the set of segment headers and never disagrees with them.
+// Written to a temp name, fsync'd and renamed: a segment under its final name is always complete.
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { crc } from '../../common/checksum.js';
+import { commitRename, TMP_SUFFIX } from '../../common/durable.js';
+import { tmError, wrap } from '../../common/errors.js';
+import type { RecoveryPoint } from '../../proto/diff-store.js';
+
+export const SEGMENT_MAGIC = 0x4c524d54; // "TMRL"
+export const SEGMENT_END_MAGIC = 0x45524d54; // "TMRE"
+export const SEGMENT_VERSION = 1;
+const PREFIX = 12;
+export const RECORD_HEADER = 20;
+const TRAILER = 20;
+const SUFFIX = '.tmrl';
+
+export interface SegmentHeader {
+  volumeId: string;
+  fromSeq: number;
+  toSeq: number;
+  blockSize: number;
+  sizeBytes: number;
+  /** The replica before fromSeq, when that was a recovery point. */
+  base: RecoveryPoint | null;
+  /** The replica after toSeq, when that is a recovery point. */
+  tip: RecoveryPoint | null;
+  createdAt: number;
+}
+
+/** One before-image: `data` is what the replica held at [offset, offset + length) before the segment. */
+export interface BeforeImage {
+  offset: number;
+  data: Buffer;
+  crc32c: number;
+}
+
+export function segmentName(fromSeq: number, toSeq: number): string {
+  return `${String(fromSeq).padStart(10, '0')}-${String(toSeq).padStart(10, '0')}${SUFFIX}`;
+}
+
+/** [fromSeq, toSeq] of a segment file name, or null for any other name. */
+export function parseSegmentName(name: string): { fromSeq: number; toSeq: number } | null {
+  const m = /^(\d{10})-(\d{10})\.tmrl$/.exec(name);
+  return m ? { fromSeq: Number(m[1]), toSeq: Number(m[2]) } : null;
+}
+
+/** Streams records into a new segment; commit() makes it durable under its final name. */
+export class SegmentWriter {
+  private offset = 0;
+  private count = 0;
+  private dataBytes = 0;
+  private constructor(readonly file: string, private readonly fh: fsp.FileHandle) {}
+
+  static async create(dir: string, header: SegmentHeader): Promise<SegmentWriter> {
+    const file = path.join(dir, segmentName(header.fromSeq, header.toSeq));
+    const fh = await fsp.open(file + TMP_SUFFIX, 'w', 0o600).catch((e) => { throw wrap(e, `create retention segment ${file}`, { path: file }); });
+    const w = new SegmentWriter(file, fh);
+    const json = Buffer.from(JSON.stringify(header));
+    const prefix = Buffer.alloc(PREFIX);
+    prefix.writeUInt32LE(SEGMENT_MAGIC, 0);
+    prefix.writeUInt16LE(SEGMENT_VERSION, 4);
+    prefix.writeUInt32LE(json.length, 8);
+    const head = Buffer.concat([prefix, json, Buffer.alloc(4)]);
+    head.writeUInt32LE(crc(head.subarray(0, head.length - 4)), head.length - 4);
+    await w.write(head);
+    return w;
+  }
+
+  private async write(buf: Buffer): Promise<void> {
+    let done = 0;
+    while (done < buf.length) done += (await this.fh.write(buf, done, buf.length - done, this.offset + done)).bytesWritten;
+    this.offset += buf.length;
+  }
+
+  async add(image: BeforeImage): Promise<void> {
+    const h = Buffer.alloc(RECORD_HEADER);
+    h.writeBigUInt64LE(BigInt(image.offset), 0);
+    h.writeUInt32LE(image.data.length, 8);
+    h.writeUInt32LE(image.crc32c, 12);
+    h.writeUInt32LE(crc(h.subarray(0, 16)), 16);
+    await this.write(h);
+    await this.write(image.data);
+    this.count++;
+    this.dataBytes += image.data.length;
+  }
+
+  async commit(): Promise<{ file: string; bytes: number }> {
+    const t = Buffer.alloc(TRAILER);
+    t.writeUInt32LE(SEGMENT_END_MAGIC, 0);
+    t.writeUInt32LE(this.count, 4);
+    t.writeBigUInt64LE(BigInt(this.dataBytes), 8);
+    t.writeUInt32LE(crc(t.subarray(0, 16)), 16);
+    await this.write(t);
+    await this.fh.sync();
+    await this.fh.close();
+    await commitRename(this.file + TMP_SUFFIX, this.file);
+    return { file: this.file, bytes: this.offset };
+  }
+
+  async abort(): Promise<void> {
+    await this.fh.close().catch(() => {});
+    await fsp.rm(this.file + TMP_SUFFIX, { force: true });
+  }
+}
+
+function corrupt(file: string, why: string): Error {
+  return tmError('TM_ERR_RETENTION_CORRUPT', `retention segment ${path.basename(file)}: ${why}`, { path: file });
+}
+
+async function readExactly(fh: fsp.FileHandle, file: string, length: number, position: number): Promise<Buffer> {
+  const buf = Buffer.allocUnsafe(length);
+  let done = 0;
+  while (done < length) {
+    const { bytesRead } = await fh.read(buf, done, length - done, position + done);
+    if (bytesRead === 0) throw corrupt(file, `ends at ${position + done}, expected ${position + length} bytes`);
+    done += bytesRead;
+  }
+  return buf;
+}
+
+async function readHeaderFrom(fh: fsp.FileHandle, file: string): Promise<{ header: SegmentHeader; end: number }> {
+  const prefix = await readExactly(fh, file, PREFIX, 0);
+  if (prefix.readUInt32LE(0) !== SEGMENT_MAGIC) throw corrupt(file, 'not a retention segment (bad magic)');
+  const version = prefix.readUInt16LE(4);
+  if (version > SEGMENT_VERSION) throw tmError('TM_ERR_RETENTION_CORRUPT', `retention segment ${path.basename(file)} is format version ${version}; this Tidemark reads up to ${SEGMENT_VERSION}`, { path: file });
+  const len = prefix.readUInt32LE(8);
+  if (len > 1 << 20) throw corrupt(file, `header length ${len} is implausible`);
+  const rest = await readExactly(fh, file, len + 4, PREFIX);
+  if (crc(rest.subarray(0, len), crc(prefix)) !== rest.readUInt32LE(len)) throw corrupt(file, 'header checksum mismatch');
+  return { header: JSON.parse(rest.subarray(0, len).toString('utf8')) as SegmentHeader, end: PREFIX + len + 4 };
+}
+
+export async function readSegmentHeader(file: string): Promise<SegmentHeader> {
+  const fh = await fsp.open(file, 'r');
+  try {
+    return (await readHeaderFrom(fh, file)).header;
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * Every before-image of a segment, in file order, each checked against its checksum as it is read. The
+ * trailer is checked at the end: a segment that stops early or counts differently is corrupt.
+ */
+export async function* readSegment(file: string): AsyncGenerator<BeforeImage> {
+  const fh = await fsp.open(file, 'r').catch((e) => { throw wrap(e, `open retention segment ${file}`, { path: file }); });
+  try {
+    const size = (await fh.stat()).size;
+    let pos = (await readHeaderFrom(fh, file)).end;
+    let count = 0;
+    let dataBytes = 0;
+    while (pos < size - TRAILER) {
+      const h = await readExactly(fh, file, RECORD_HEADER, pos);
+      if (crc(h.subarray(0, 16)) !== h.readUInt32LE(16)) throw corrupt(file, `record header at ${pos} fails its checksum`);
+      const offset = Number(h.readBigUInt64LE(0));
+      const length = h.readUInt32LE(8);
+      const data = await readExactly(fh, file, length, pos + RECORD_HEADER);
+      const sum = h.readUInt32LE(12);
+      if (crc(data) !== sum) throw corrupt(file, `before-image at replica offset ${offset} fails its checksum`);
+      pos += RECORD_HEADER + length;
+      count++;
+      dataBytes += length;
+      yield { offset, data, crc32c: sum };
+    }
+    const t = await readExactly(fh, file, TRAILER, pos);
+    if (t.readUInt32LE(0) !== SEGMENT_END_MAGIC || crc(t.subarray(0, 16)) !== t.readUInt32LE(16)) throw corrupt(file, 'trailer missing or damaged');
+    if (t.readUInt32LE(4) !== count || Number(t.readBigUInt64LE(8)) !== dataBytes) throw corrupt(file, `trailer counts ${t.readUInt32LE(4)} records, the file holds ${count}`);
+  } finally {
+    await fh.close();
+  }
+}
