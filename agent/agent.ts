@@ -7,6 +7,8 @@ import type { Logger } from '../common/log.js';
 import { readIdentity, type Identity } from '../common/pki.js';
 import { didYouMean, resolveFrom } from '../common/config.js';
 import { startStatusServer, type StatusServer } from '../common/status-server.js';
+import { fileAgeMs } from '../common/metrics.js';
+import { agentMetrics } from './metrics.js';
 import { connectTls } from '../common/tls.js';
 import { DiffSender } from '../proto/sender.js';
 import { DEFAULTS } from '../common/defaults.js';
@@ -19,19 +21,31 @@ import type { Tracker } from './trackers/tracker.js';
 import { NoCapture } from './capture/none.js';
 import { Journal } from './journal.js';
 import { Resync, type ResyncMode } from './resync.js';
-import { VolumeReplicator } from './replicator.js';
+import { VolumeReplicator, type CycleResult } from './replicator.js';
+import { ConsistencyGroup } from './group.js';
 import { ScanTracker } from './trackers/scan.js';
 import { Volume } from './volume.js';
+import { Drains } from './drain.js';
+
+/** How long a cycle waits for one volume (or group) before going on to the next; see runCycle. */
+const UNIT_WAIT_MS = 5000;
 
 export class Agent {
   readonly replicators: VolumeReplicator[] = [];
+  readonly groups: ConsistencyGroup[] = [];
+  /** What a cycle runs, in config order: a volume on its own, or a consistency group with all its members. */
+  private units: Array<() => Promise<CycleResult[]>> = [];
   private sender: DiffSender | null = null;
   private status: StatusServer | null = null;
   private timer: NodeJS.Timeout | null = null;
   private cycling: Promise<void> | null = null;
+  /** Units still running after UNIT_WAIT_MS of an earlier cycle; skipped until they finish. */
+  private readonly lingering = new Map<number, Promise<void>>();
   private wakeRequested = false;
   private closing: Promise<void> | null = null;
   private identity!: Identity;
+  /** Volumes drained for a planned failover (agent/drain.ts). */
+  private drains!: Drains;
 
   constructor(readonly config: AgentConfig & { configDir: string }, private readonly log: Logger) {}
 
@@ -41,6 +55,7 @@ export class Agent {
 
   async open(): Promise<void> {
     const cfg = this.config;
+    const metrics = agentMetrics(this.log, () => this.snapshot());
     this.identity = await readIdentity({ ca: this.path(cfg.tls.ca), cert: this.path(cfg.tls.cert), key: this.path(cfg.tls.key) });
     if (this.identity.role !== 'agent') throw tmError('TM_ERR_PKI', `certificate ${cfg.tls.cert} is for a ${this.identity.role}, not an agent`);
     const { host, port } = cfg.processServer;
@@ -53,8 +68,11 @@ export class Agent {
       connect: () => connectTls(host, port, this.identity, 'process-server'),
     });
     for (const vc of cfg.volumes) this.replicators.push(await this.openVolume(vc));
+    this.drains = new Drains(path.join(this.path(cfg.stateDir), 'volumes'), this.log);
+    await this.drains.open(cfg.volumes.map((v) => v.id));
+    await this.openGroups();
     this.sender.start();
-    this.status = await startStatusServer(DEFAULTS.statusHost, cfg.statusPort, this.path(cfg.stateDir), () => this.snapshot(), (action, params) => this.act(action, params));
+    this.status = await startStatusServer(DEFAULTS.statusHost, cfg.statusPort, this.path(cfg.stateDir), () => this.snapshot(), (action, params) => this.act(action, params), metrics);
     this.log.info({ volumes: cfg.volumes.length, statusPort: this.status.port }, 'agent started');
     this.schedule(0);
   }
@@ -89,6 +107,21 @@ export class Agent {
     });
   }
 
+  private async openGroups(): Promise<void> {
+    const byId = (id: string): VolumeReplicator => this.replicators.find((r) => r.volumeId === id)!;
+    for (const gc of this.config.groups) {
+      const members = gc.volumes.map((id) => ({ replicator: byId(id), config: this.config.volumes.find((v) => v.id === id)! }));
+      const g = new ConsistencyGroup(gc, members, { stateDir: this.path(this.config.stateDir), log: this.log, onError: (id, e) => this.cycleFailed(id, e) });
+      await g.open();
+      this.groups.push(g);
+    }
+    for (const r of this.replicators) {
+      const g = this.groups.find((x) => x.members.some((m) => m.replicator === r));
+      if (!g) this.units.push(async () => { try { return await this.drains.cycle(r, () => this.sender?.notify()); } catch (e) { this.cycleFailed(r.volumeId, e); return []; } });
+      else if (g.members[0]!.replicator === r) this.units.push(() => g.cycle());
+    }
+  }
+
   private makeTracker(vc: AgentVolumeConfig, dir: string, volume: Volume, log: Logger, onLost: (reason: string) => Promise<void>): Tracker {
     if (vc.tracker === 'blocktrace') return new BlockTraceTracker(dir, volume.path, volume.sizeBytes, this.config.blockSize, log, { ...this.config.blocktrace, onLost });
     return new ScanTracker(dir, volume.sizeBytes, this.config.blockSize, log);
@@ -121,16 +154,27 @@ export class Agent {
   /** One cycle over every volume; go again at once while a volume has more dirty data than one differential. */
   private async runCycle(): Promise<void> {
     let more = false;
-    for (const r of this.replicators) {
-      try {
-        const res = await r.cycle();
-        if (res.seq !== null) this.sender?.notify();
-        more ||= res.more;
-      } catch (e) {
-        const err = wrap(e, `cycle of ${r.volumeId}`, { volume: r.volumeId });
-        // A resync needs the replica side; while it is unreachable that is expected, not a failure.
-        if (err.code === 'TM_ERR_CONNECTION') this.log.warn({ volume: r.volumeId, code: err.code, err: err.message }, 'resync waiting for the replica side');
-        else this.log.error({ volume: r.volumeId, code: err.code, err: err.message }, 'cycle failed; will retry');
+    for (const [i, unit] of this.units.entries()) {
+      if (this.lingering.has(i)) continue;
+      let late = false;
+      const done = unit().then((results) => {
+        for (const res of results) {
+          if (res.seq !== null) this.sender?.notify();
+          more ||= res.more;
+        }
+      }, (e: unknown) => this.log.error({ err: (e as Error)?.message ?? String(e) }, 'cycle failed; will retry')).finally(() => {
+        if (!late) return;
+        this.lingering.delete(i);
+        this.wake();
+      });
+      // A unit can wait long on the replica side (a resync question to a master target that hangs): let
+      // it finish in the background rather than hold up this agent's volumes on other master targets.
+      let timer: NodeJS.Timeout | undefined;
+      const finished = await Promise.race([done.then(() => true), new Promise<boolean>((r) => { timer = setTimeout(() => r(false), UNIT_WAIT_MS); })]);
+      clearTimeout(timer);
+      if (!finished) {
+        late = true;
+        this.lingering.set(i, done);
       }
     }
     const now = more || this.wakeRequested;
@@ -138,12 +182,21 @@ export class Agent {
     this.schedule(now ? 0 : this.config.cycleIntervalMs);
   }
 
-  /** Operator requests on the loopback status port: POST /resync?volume=V&mode=resync|verify|repair. */
+  private cycleFailed(volumeId: string, e: unknown): void {
+    const err = wrap(e, `cycle of ${volumeId}`, { volume: volumeId });
+    // A resync needs the replica side; while it is unreachable that is expected, not a failure.
+    if (err.code === 'TM_ERR_CONNECTION') this.log.warn({ volume: volumeId, code: err.code, err: err.message }, 'resync waiting for the replica side');
+    else this.log.error({ volume: volumeId, code: err.code, err: err.message }, 'cycle failed; will retry');
+  }
+
+  /** Operator requests on the loopback status port: POST /resync?volume=V&mode=resync|verify|repair, /drain?volume=V, /resume?volume=V. */
   private async act(action: string, params: URLSearchParams): Promise<unknown> {
-    if (action !== 'resync') throw tmError('TM_ERR_USAGE', `unknown action "${action}"`);
+    if (!['resync', 'drain', 'resume'].includes(action)) throw tmError('TM_ERR_USAGE', `unknown action "${action}"`);
     const id = params.get('volume') ?? '';
     const r = this.replicators.find((x) => x.volumeId === id);
     if (!r) throw tmError('TM_ERR_UNKNOWN_VOLUME', `volume "${id}" is not protected by this agent; ${didYouMean(id, this.replicators.map((x) => x.volumeId))}`, { volume: id });
+    if (action !== 'resync') return this.drainAction(action, r);
+    if (this.drains.get(id)) throw tmError('TM_ERR_USAGE', `${id} is drained for a failover; \`tidemark resume ${id}\` protects it again, starting with a resync`, { volume: id });
     const mode = (params.get('mode') ?? 'resync') as ResyncMode;
     if (!['resync', 'verify', 'repair'].includes(mode)) throw tmError('TM_ERR_USAGE', `unknown mode "${mode}"; ${didYouMean(mode, ['resync', 'verify', 'repair'])}`);
     if (!(await r.resync.start(mode, 'requested by operator'))) {
@@ -153,15 +206,30 @@ export class Agent {
     return { volume: id, mode, started: true };
   }
 
+  /** Planned failover (agent/drain.ts): the final point, taken by the next cycle; or protect again after failback. */
+  private async drainAction(action: string, r: VolumeReplicator): Promise<unknown> {
+    if (action === 'resume') {
+      const resumed = await this.drains.resume(r);
+      this.wake();
+      return { volume: r.volumeId, resumed };
+    }
+    const g = this.groups.find((x) => x.members.some((m) => m.replicator === r));
+    if (g) throw tmError('TM_ERR_USAGE', `${r.volumeId} is in consistency group "${g.name}": draining one member alone is not supported yet`, { volume: r.volumeId });
+    const point = this.drains.request(r);
+    this.wake();
+    return point;
+  }
+
   snapshot(): Record<string, unknown> {
-    return { role: 'agent', name: this.config.name, pid: process.pid, uploader: this.sender?.stats, volumes: this.replicators.map((r) => r.status()) };
+    return { role: 'agent', name: this.config.name, pid: process.pid, uploader: this.sender?.stats, volumes: this.replicators.map((r) => ({ ...r.status(), drained: this.drains?.get(r.volumeId) ?? null, backlogAgeMs: fileAgeMs(r.journal.pending().length > 0 ? r.journal.file(r.journal.pending()[0]!) : null) })), groups: this.groups.map((g) => g.status()) };
   }
 
   close(): Promise<void> {
     this.closing ??= (async () => {
       if (this.timer) clearTimeout(this.timer);
       await this.cycling;
-      await this.sender?.close();
+      await this.sender?.close(); // fails questions still waiting for an answer
+      await Promise.all(this.lingering.values());
       await this.status?.close();
       for (const r of this.replicators) {
         await r.close();

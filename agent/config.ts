@@ -1,7 +1,8 @@
 // The agent's configuration schema: closed (unknown keys are errors), defaults from common/defaults.ts.
 import { z } from 'zod';
 import { DEFAULTS } from '../common/defaults.js';
-import { endpointSchema, loadConfigFile, nodeNameSchema, tlsSchema, volumeIdSchema } from '../common/config.js';
+import { didYouMean, endpointSchema, loadConfigFile, nodeNameSchema, tlsSchema, volumeIdSchema } from '../common/config.js';
+import { GROUP_MAX_MEMBERS, GROUP_NAME } from '../proto/group-tag.js';
 
 const d = DEFAULTS.agent;
 
@@ -54,10 +55,54 @@ export const agentConfigSchema = z.strictObject({
     drainIntervalMs: z.number().int().min(50).max(60_000).default(d.blocktrace.drainIntervalMs),
   }).default({ bufferKiB: d.blocktrace.bufferKiB, drainIntervalMs: d.blocktrace.drainIntervalMs }),
   volumes: z.array(agentVolumeSchema).min(1),
-});
+  /** Consistency groups: volumes whose points are cut at one instant (agent/group.ts). */
+  groups: z.array(z.strictObject({
+    name: z.string().regex(GROUP_NAME, 'a group name is 1-40 letters, digits or . _ - (it goes into the tag cg:<name>:<ms>:<members>)'),
+    volumes: z.array(volumeIdSchema).min(2, 'a group needs at least two volumes').max(GROUP_MAX_MEMBERS),
+  })).default([]),
+}).superRefine((c, ctx) => checkGroups(c.volumes, c.groups, ctx));
+
+type VolumeCfg = z.output<typeof agentVolumeSchema>;
+
+/**
+ * A group's members must stop their writes together: each needs a filesystem to freeze. With capture
+ * "freeze" the point is read live while every member is frozen (APP); with "reflink" all members are
+ * frozen, their images cloned and thawed (CRASH, a short freeze). Nothing else gives an instant shared by
+ * several loop devices or disks.
+ */
+function checkGroups(volumes: VolumeCfg[], groups: Array<{ name: string; volumes: string[] }>, ctx: z.RefinementCtx): void {
+  const ids = volumes.map((v) => v.id);
+  const groupOf = new Map<string, string>();
+  const names = new Set<string>();
+  groups.forEach((g, gi) => {
+    const issue = (message: string, ...at: Array<string | number>): void => ctx.addIssue({ code: 'custom', path: ['groups', gi, ...at], message });
+    if (names.has(g.name)) issue(`there is already a group named "${g.name}"`, 'name');
+    names.add(g.name);
+    const members: VolumeCfg[] = [];
+    g.volumes.forEach((id, vi) => {
+      const v = volumes.find((x) => x.id === id);
+      if (!v) return issue(`volume "${id}" is not among this agent's volumes; ${didYouMean(id, ids)}`, 'volumes', vi);
+      const other = groupOf.get(id);
+      if (other !== undefined) return issue(other === g.name ? `volume "${id}" is listed twice` : `volume "${id}" is already in group "${other}"; a volume can be in one group only`, 'volumes', vi);
+      groupOf.set(id, g.name);
+      if (v.capture === 'none' || !v.freeze) {
+        return issue(`volume "${id}" has capture "${v.capture}"${v.freeze ? '' : ' and no freeze.mountpoint'}: a group member needs capture "freeze", or "reflink" with freeze.mountpoint, because a cut at one instant across volumes needs all their writes stopped together (FIFREEZE) and nothing else gives one across loop devices or disks`, 'volumes', vi);
+      }
+      if (v.capture === 'reflink' && (v.freeze.pre || v.freeze.post)) {
+        return issue(`volume "${id}": freeze.pre and freeze.post run only with capture "freeze"; a reflink group member uses freeze.mountpoint and freeze.timeoutMs only`, 'volumes', vi);
+      }
+      const same = members.find((m) => m.freeze!.mountpoint === v.freeze!.mountpoint);
+      if (same) return issue(`volumes "${same.id}" and "${id}" have the same freeze.mountpoint ${v.freeze.mountpoint}; each member is its own filesystem`, 'volumes', vi);
+      members.push(v);
+    });
+    const kinds = [...new Set(members.map((m) => m.capture))];
+    if (kinds.length > 1) issue(`group "${g.name}" mixes capture ${kinds.map((k) => `"${k}"`).join(' and ')}; a group point has one class: give all its volumes the same capture`, 'volumes');
+  });
+}
 
 export type AgentConfig = z.output<typeof agentConfigSchema>;
 export type AgentVolumeConfig = z.output<typeof agentVolumeSchema>;
+export type AgentGroupConfig = AgentConfig['groups'][number];
 
 export function loadAgentConfig(file: string): AgentConfig & { configDir: string } {
   return loadConfigFile(agentConfigSchema, file);

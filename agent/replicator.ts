@@ -16,6 +16,12 @@ export interface PointInfo {
   tags: string[];
 }
 
+/** A view a consistency group (agent/group.ts) took of this volume with its other members, and its tag. */
+export interface GroupCut {
+  captured: CapturedView;
+  tag: string;
+}
+
 export interface CycleResult {
   seq: number | null;
   bytes: number;
@@ -50,8 +56,8 @@ export class VolumeReplicator implements OutboundVolume {
   modeReason = '';
   modeSince = Date.now();
   readonly points = { crash: null as PointInfo | null, app: null as PointInfo | null };
-  /** A snapshot held while its point spans several differentials. */
-  private held: CapturedView | null = null;
+  /** A snapshot held while its point spans several differentials (with its group tag, if any). */
+  private held: { captured: CapturedView; tag: string | null } | null = null;
 
   constructor(
     readonly volumeId: string,
@@ -83,6 +89,14 @@ export class VolumeReplicator implements OutboundVolume {
   }
 
   async cycle(): Promise<CycleResult> {
+    return (await this.solo()) ?? this.captureCycle(null);
+  }
+
+  /**
+   * The parts of a cycle that take no new view: nothing in bitmap mode, a resync step, the next part of a
+   * point in progress. Null when a new view is due; a consistency group takes it for all its members.
+   */
+  async solo(): Promise<CycleResult | null> {
     // In bitmap mode the tracker keeps every written block dirty (blocktrace: in its persisted map; scan:
     // by hash); they are captured once the journal drains.
     if (this.chooseMode() === 'bitmap') return { seq: null, bytes: 0, more: false };
@@ -97,23 +111,48 @@ export class VolumeReplicator implements OutboundVolume {
         return { seq: this.journal.lastSeq > before ? this.journal.lastSeq : null, bytes: 0, more: true };
       }
     }
-    return this.captureCycle();
+    return this.held ? this.captureCycle(null) : null;
   }
 
-  private async captureCycle(): Promise<CycleResult> {
+  /** A point in progress: its snapshot is held until every block dirty at its instant is journaled. */
+  get holding(): boolean {
+    return this.held !== null;
+  }
+
+  /**
+   * Something to capture (call after tracker.beforeCapture): dirty blocks, a resync end or a point owed.
+   * Without, no snapshot is taken (a clone or a freeze costs the application I/O; an idle volume should
+   * not pay it every cycle).
+   */
+  owesCapture(): boolean {
+    return this.tracker.dirtyBlocks !== 0 || this.resync.state.endPending || this.changedSinceLastPoint();
+  }
+
+  /** A cycle that found nothing to capture. */
+  idle(): CycleResult {
+    this.lastCycleAt = Date.now();
+    this.lastCycleBytes = 0;
+    return { seq: null, bytes: 0, more: false };
+  }
+
+  /**
+   * Journal the view a consistency group took (tracker.beforeCapture ran before it, and solo() returned
+   * null). The differential that completes the point carries the group's tag, also when it is empty: the
+   * master target pairs the members' points by it.
+   */
+  captureCut(cut: GroupCut): Promise<CycleResult> {
+    return this.captureCycle(cut);
+  }
+
+  private async captureCycle(cut: GroupCut | null): Promise<CycleResult> {
     // A snapshot whose point did not fit in one differential is read on until the point is complete.
     const cont = this.held !== null;
-    let captured = this.held;
+    let captured = this.held?.captured ?? cut?.captured ?? null;
+    const groupTag = this.held ? this.held.tag : cut?.tag ?? null;
     this.held = null;
     if (!captured) {
       await this.tracker.beforeCapture?.();
-      // Nothing dirty, no resync end owed, no point owed: no snapshot to take (a clone or a freeze costs
-      // the application I/O; an idle volume should not pay it every cycle).
-      if (this.tracker.dirtyBlocks === 0 && !this.resync.state.endPending && !this.changedSinceLastPoint()) {
-        this.lastCycleAt = Date.now();
-        this.lastCycleBytes = 0;
-        return { seq: null, bytes: 0, more: false };
-      }
+      if (!this.owesCapture()) return this.idle();
       captured = await this.capture.begin();
     }
     let point: number | undefined;
@@ -127,11 +166,11 @@ export class VolumeReplicator implements OutboundVolume {
       const ending = this.resync.state.endPending && !col.more;
       const whole = !col.more && intact && !this.resync.active && (!this.resync.state.endPending || ending);
       const consistency = whole ? captured.consistency : 'FUZZY';
-      const tags = consistency === 'FUZZY' ? [] : captured.tags;
+      const tags = consistency === 'FUZZY' ? [] : groupTag ? [...captured.tags, groupTag] : captured.tags;
       let seq: number | null = null;
       // A consistent view with nothing new is still journaled (empty) when the last differential was fuzzy:
       // it turns the replica's current state into a recovery point.
-      if (col.extents.length > 0 || ending || (consistency !== 'FUZZY' && this.changedSinceLastPoint())) {
+      if (col.extents.length > 0 || ending || (consistency !== 'FUZZY' && (groupTag !== null || this.changedSinceLastPoint()))) {
         seq = await this.journal.write({ startTimeMs: startMs, endTimeMs: captured.atMs, consistency, tags, flags: ending ? FLAG_RESYNC_END : 0 }, col.extents);
         await col.commit(); // only now are these blocks clean: the journal holds them durably
         if (ending) await this.resync.ended();
@@ -146,7 +185,7 @@ export class VolumeReplicator implements OutboundVolume {
       this.lastCycleBytes = col.bytes;
       return { seq, bytes: col.bytes, more: col.more };
     } finally {
-      if (keep) this.held = captured;
+      if (keep) this.held = { captured, tag: groupTag };
       else await captured.release(point);
     }
   }
@@ -155,7 +194,7 @@ export class VolumeReplicator implements OutboundVolume {
   async close(): Promise<void> {
     const h = this.held;
     this.held = null;
-    await h?.release();
+    await h?.captured.release();
   }
 
   /** An empty crash point repeats the last point; only the first after a fuzzy differential is worth sending. */

@@ -2,12 +2,16 @@
 // With no name, list the benchmarks. Benchmarks measure; they never fail on a number.
 import { closest } from 'fastest-levenshtein';
 import { formatTable, machine, writeResults, type Benchmark } from './harness.js';
+import { fanIn } from './fan-in.js';
 import { initialSync } from './initial-sync.js';
+import { recovery } from './recovery.js';
 import { resync } from './resync.js';
 import { tracking } from './tracking.js';
 
 export const BENCHMARKS: Record<string, Benchmark> = {
+  'fan-in': fanIn,
   'initial-sync': initialSync,
+  recovery,
   resync,
   tracking,
 };

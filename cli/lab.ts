@@ -53,6 +53,11 @@ export class Lab {
     this.stateDirs = { agent: path.join(d, 'agent-state'), ps: path.join(d, 'ps-cache'), mt: path.join(d, 'mt-state') };
   }
 
+  /** A folder that already holds the configs and PKI in a lab's layout (as `tidemark reverse` writes them). */
+  static existing(opts: LabOptions): Lab {
+    return new Lab(opts);
+  }
+
   /** PKI, ports and configs in `opts.dir`. */
   static async create(opts: LabOptions): Promise<Lab> {
     const lab = new Lab(opts);

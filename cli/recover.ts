@@ -58,7 +58,7 @@ function paramsOf(volume: string, a: PointArgs): URLSearchParams {
 }
 
 /** The running master target's status port, or null when it is not running. */
-async function daemonPort(cfg: MtConfig): Promise<number | null> {
+export async function daemonPort(cfg: MtConfig): Promise<number | null> {
   const file = path.join(resolveFrom(cfg.configDir, cfg.stateDir), STATUS_PORT_FILE);
   const port = await fsp.readFile(file, 'utf8').then(Number, () => 0);
   if (!port) return null;
@@ -94,7 +94,7 @@ async function offlineSource(cfg: MtConfig, volumeId: string): Promise<{ src: Re
 }
 
 /** Run an action on the daemon when it runs, else offline with `offline`. */
-async function act<T>(configFile: string, action: string, params: URLSearchParams, offline: (src: RecoverySource, cfg: MtConfig) => Promise<T>): Promise<T> {
+export async function act<T>(configFile: string, action: string, params: URLSearchParams, offline: (src: RecoverySource, cfg: MtConfig) => Promise<T>): Promise<T> {
   const cfg = loadMtConfig(configFile);
   const port = await daemonPort(cfg);
   if (port !== null) return (await post(port, `/${action}?${params}`, 3_600_000)) as T;

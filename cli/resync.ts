@@ -33,7 +33,7 @@ export function post(port: number, pathAndQuery: string, timeoutMs = 10_000): Pr
   });
 }
 
-function agentPort(configFile: string): number {
+export function agentPort(configFile: string): number {
   const cfg = loadAgentConfig(configFile);
   const file = path.join(resolveFrom(cfg.configDir, cfg.stateDir), STATUS_PORT_FILE);
   try {

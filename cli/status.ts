@@ -1,5 +1,10 @@
-// `tidemark status`: ask each daemon's loopback status endpoint and print one table a person can read.
+// `tidemark status`: ask each daemon's loopback status endpoint and print what a person needs at a
+// glance: one line per daemon, one row per volume across the chain (agent -> process server -> master
+// target), then the warnings that need someone's attention.
 import http from 'node:http';
+import { ruleName } from '../process-server/metrics.js';
+
+type Snap = Record<string, unknown>;
 
 export async function fetchStatus(port: number, host = '127.0.0.1'): Promise<Record<string, unknown>> {
   return new Promise((resolve, reject) => {
@@ -20,36 +25,184 @@ export async function fetchStatus(port: number, host = '127.0.0.1'): Promise<Rec
   });
 }
 
+const num = (x: unknown): number | null => (typeof x === 'number' && Number.isFinite(x) ? x : null);
+const obj = (x: unknown): Snap | null => (typeof x === 'object' && x !== null && !Array.isArray(x) ? (x as Snap) : null);
+const vols = (s: Snap): Snap[] => (Array.isArray(s.volumes) ? (s.volumes as unknown[]).map(obj).filter((v): v is Snap => v !== null) : []);
 const mib = (n: unknown): string => (typeof n === 'number' ? (n / 1048576).toFixed(1) : '-');
+
+/** 0, 512 B, 1.5 KiB, 12.0 MiB, 1.20 GiB. */
+export function bytes(n: unknown): string {
+  const x = num(n);
+  if (x === null) return '-';
+  if (x === 0) return '0';
+  if (x < 1024) return `${x} B`;
+  if (x < 1048576) return `${(x / 1024).toFixed(1)} KiB`;
+  if (x < 1073741824) return `${(x / 1048576).toFixed(1)} MiB`;
+  return `${(x / 1073741824).toFixed(2)} GiB`;
+}
+
+/** Seconds under 2 min, minutes under 2 h, else hours. */
+export function age(ms: number): string {
+  const s = Math.max(0, Math.round(ms / 1000));
+  return s < 120 ? `${s}s` : s < 7200 ? `${Math.round(s / 60)}m` : `${Math.round(s / 3600)}h`;
+}
 
 interface PointView { seq: number; atMs: number; tags: string[] }
 
-/** "crash #42 3s ago" / "app 'nightly' #40 1m ago": the latest recovery point of a class. */
-function point(kind: string, p: PointView | null | undefined): string {
-  if (!p) return '';
-  const age = Math.max(0, Math.round((Date.now() - p.atMs) / 1000));
-  const ago = age < 120 ? `${age}s` : age < 7200 ? `${Math.round(age / 60)}m` : `${Math.round(age / 3600)}h`;
-  return `${kind}${p.tags.length ? ` '${p.tags.join(',')}'` : ''} #${p.seq} ${ago} ago`;
+/** "#42 3s ago" / "'nightly' #40 1m ago": a recovery point and how old its capture instant is (RPO). */
+function point(p: unknown, now: number): string {
+  const v = obj(p) as PointView | null;
+  if (!v || num(v.atMs) === null) return '-';
+  return `${v.tags?.length ? `'${v.tags.join(',')}' ` : ''}#${v.seq} ${age(now - v.atMs)} ago`;
 }
 
-/** One line per volume per daemon. */
-export function formatStatus(snapshots: Record<string, unknown>[]): string {
-  const rows: string[][] = [['daemon', 'volume', 'seq', 'acked/fwd/applied', 'backlog MiB', 'notes']];
-  for (const s of snapshots) {
-    const vols = (s.volumes as Record<string, unknown>[] | undefined) ?? [];
-    for (const v of vols) {
-      if (s.role === 'agent') {
-        const r = v.resync as Record<string, number | string | boolean> | undefined;
-        const resync = r?.active ? `${r.mode} ${r.percent}% sent ${mib(r.bytesSent)} MiB eta ${Math.round(Number(r.etaMs) / 1000)} s (${r.reason})` : v.consistentAfterResync === false ? 'resync: finishing (step II)' : '';
-        const mode = v.mode === 'bitmap' ? `BITMAP MODE (${v.modeReason}; ${typeof v.dirtyBlocks === 'number' ? `${v.dirtyBlocks} blocks dirty` : 'changes found by scan'})` : '';
-        rows.push([`agent ${s.name}`, String(v.id), String(v.lastSeq), String(v.ackedSeq), mib(v.journalBytes), [`${v.tracker}/${v.capture}`, mode, resync].filter(Boolean).join(' ')]);
-      } else if (s.role === 'process-server') {
-        rows.push([`ps ${s.name}`, String(v.id), String(v.storedSeq), String(v.forwardedSeq), mib(v.backlogBytes), `lz4 ${mib(v.rawBytesIn)}→${mib(v.storedBytesIn)} MiB`]);
-      } else {
-        rows.push([`mt ${s.name}`, String(v.id), String(v.storedSeq), String(v.appliedSeq), mib(v.backlogBytes), [`lag ${((Number(v.lagMs) || 0) / 1000).toFixed(1)} s`, v.consistent === false ? 'INCONSISTENT (resync under way)' : '', point('crash', v.lastCrashPoint as PointView | null), point('app', v.lastAppPoint as PointView | null)].filter(Boolean).join(', ')]);
+/** A hop's backlog: "0", or its size and how long its oldest differential has waited. */
+function backlog(b: unknown, ageMs: unknown): string {
+  const a = num(ageMs);
+  return num(b) === 0 || num(b) === null ? bytes(b) : `${bytes(b)}${a !== null ? ` ${age(a)}` : ''}`;
+}
+
+function ratioOf(v: Snap | undefined): string {
+  if (!v) return '-';
+  const c = obj(v.compression);
+  const raw = num(c?.rawBytes) ?? num(v.rawBytesIn);
+  const stored = num(c?.storedBytes) ?? num(v.storedBytesIn);
+  const r = raw !== null && stored ? num(c?.ratio) ?? raw / stored : null;
+  return r === null ? '-' : `${r.toFixed(2)}x`;
+}
+
+function senderText(to: string, st: Snap | null, now: number): string {
+  if (!st) return `${to} ?`;
+  const sent = `sent ${bytes(st.bytesSent)} in ${num(st.diffsSent) ?? 0} differentials`;
+  if (st.connected === true) return `connected to ${to}${st.backpressure ? ` (BACKPRESSURE${num(st.backpressureSince) ? ` for ${age(now - (st.backpressureSince as number))}` : ''})` : ''}, ${sent}`;
+  const down = num(st.downSince);
+  return `NOT CONNECTED to ${to}${down ? ` for ${age(now - down)}` : ''}, ${sent}`;
+}
+
+function receiverText(r: Snap | null): string {
+  return r ? `received ${bytes(r.bytesReceived)} in ${num(r.diffsReceived) ?? 0} differentials (${num(r.duplicatesSkipped) ?? 0} duplicates skipped)` : 'not receiving yet';
+}
+
+/** Cache quota and health, and the WAN throttle, when the process server reports them. */
+function cacheText(s: Snap): string[] {
+  const out: string[] = [];
+  const c = obj(s.cache);
+  if (c) {
+    const free = num(c.freePercent);
+    const delay = num(c.acceptDelayMs);
+    out.push(`cache ${bytes(c.usedBytes)} of ${bytes(c.quotaBytes)} used (${free !== null ? `${free.toFixed(0)}% free, ` : ''}${String(c.health ?? '?')}${c.backpressure ? ', BACKPRESSURE' : delay ? `, agents slowed ${delay} ms per differential` : ''})`);
+  }
+  const th = obj(s.throttle);
+  if (th) {
+    const rate = num(th.rateBytesPerSec);
+    const w = th.waitingVolumes;
+    const waiting = Array.isArray(w) ? w.length : num(w) ?? 0;
+    const rule = ruleName(th.activeRule);
+    out.push(`throttle ${rate ? `${bytes(rate)}/s` : 'unlimited'}${rule ? ` (rule ${rule})` : ''}${waiting ? `, ${waiting} volume${waiting === 1 ? '' : 's'} waiting${Array.isArray(w) ? ` (${w.join(', ')})` : ''}` : ''}, passed ${bytes(th.bytesPassed)}`);
+  }
+  return out;
+}
+
+/** One line per daemon: who it talks to and what went through. */
+function daemonLines(snaps: Snap[], now: number): string[] {
+  return snaps.map((s) => {
+    if (s.role === 'agent') {
+      const u = obj(s.uploader);
+      return `agent ${s.name}: ${senderText(u?.peer ? String(u.peer) : 'process server', u, now)}`;
+    }
+    if (s.role === 'process-server') {
+      const total = vols(s).reduce<{ raw: number; stored: number }>((t, v) => ({ raw: t.raw + (num(obj(v.compression)?.rawBytes) ?? num(v.rawBytesIn) ?? 0), stored: t.stored + (num(obj(v.compression)?.storedBytes) ?? num(v.storedBytesIn) ?? 0) }), { raw: 0, stored: 0 });
+      const fwd = Object.entries(obj(s.forwarders) ?? {}).map(([mt, st]) => senderText(mt, obj(st), now));
+      const lz = total.stored ? [`compressed ${mib(total.raw)}→${mib(total.stored)} MiB (${(total.raw / total.stored).toFixed(2)}x)`] : [];
+      return `process server ${s.name}: ${[receiverText(obj(s.receiver)), ...lz, ...fwd, ...cacheText(s)].join('; ')}`;
+    }
+    return `master target ${s.name}: ${receiverText(obj(s.receiver))}`;
+  });
+}
+
+/** What needs someone's attention, one line each. */
+function warnings(snaps: Snap[]): string[] {
+  const out: string[] = [];
+  for (const s of snaps) {
+    if (s.role === 'agent') {
+      const u = obj(s.uploader);
+      if (u && u.connected !== true) out.push(`agent ${s.name}: not connected to the process server${u.lastError ? `: ${u.lastError}` : ''}`);
+      if (u?.backpressure) out.push(`agent ${s.name}: held back by ${String(u.peer || 'the process server')}${u.backpressureReason ? `: ${u.backpressureReason}` : ''}`);
+      for (const v of vols(s)) {
+        if (v.mode === 'bitmap') out.push(`${v.id}: BITMAP MODE (${v.modeReason}; ${typeof v.dirtyBlocks === 'number' ? `${v.dirtyBlocks} blocks dirty` : 'changes found by scan'})`);
+        const r = obj(v.resync);
+        if (r?.active) out.push(`${v.id}: ${r.mode} ${r.percent}% sent ${mib(r.bytesSent)} MiB eta ${Math.round(Number(r.etaMs) / 1000)} s (${r.reason})`);
+        else if (v.consistentAfterResync === false) out.push(`${v.id}: resync: finishing (step II)`);
+        const cs = obj(v.captureStats);
+        if (cs?.lastError) out.push(`${v.id}: last capture failure (${num(cs.failures) ?? '?'} so far): ${cs.lastError}`);
+      }
+    } else if (s.role === 'process-server') {
+      for (const [mt, st] of Object.entries(obj(s.forwarders) ?? {})) {
+        if (obj(st)?.connected !== true) out.push(`process server ${s.name}: not connected to ${mt}${obj(st)?.lastError ? `: ${obj(st)!.lastError}` : ''}`);
+      }
+      const c = obj(s.cache);
+      const reasons = Array.isArray(c?.reasons) ? (c!.reasons as unknown[]).map(String) : [];
+      if (c && ((typeof c.health === 'string' && c.health !== 'ok') || reasons.length > 0)) out.push(`process server ${s.name}: cache ${String(c.health ?? '')}${reasons.length ? `: ${reasons.join('; ')}` : ''}`);
+      if (c?.backpressure) out.push(`process server ${s.name}: backpressure: agents are held back until the cache drains`);
+    } else {
+      for (const v of vols(s)) {
+        if (v.consistent === false) out.push(`${v.id}: INCONSISTENT (resync under way) on ${s.name}: the replica is not a usable image`);
+        if (v.lastError) out.push(`${v.id}: last apply error on ${s.name}: ${v.lastError}`);
       }
     }
   }
+  return out;
+}
+
+/** The short health word(s) of one volume's row. */
+function health(a: Snap | undefined, agent: Snap | undefined, m: Snap | undefined, missing: string[]): string {
+  const h: string[] = [];
+  if (m?.consistent === false) h.push('INCONSISTENT');
+  const r = obj(a?.resync);
+  if (r?.active) h.push(`${r.mode} ${r.percent}%`);
+  else if (a?.consistentAfterResync === false) h.push('resync finishing');
+  if (a?.mode === 'bitmap') h.push('BITMAP');
+  if (agent && obj(agent.uploader)?.connected !== true) h.push('DISCONNECTED');
+  else if (obj(agent?.uploader)?.backpressure) h.push('BACKPRESSURE');
+  for (const hop of missing) h.push(`not at ${hop}`);
+  return h.length ? h.join(', ') : 'ok';
+}
+
+/** Daemon lines, then one row per volume across the chain, then warnings. */
+export function formatStatus(snapshots: Record<string, unknown>[], now = Date.now()): string {
+  const byRole = (role: string): Snap[] => snapshots.filter((s) => s.role === role);
+  const agents = byRole('agent');
+  const pss = byRole('process-server');
+  const mts = byRole('master-target');
+  const find = (list: Snap[], id: string): { d: Snap; v: Snap } | undefined => {
+    for (const d of list) for (const v of vols(d)) if (v.id === id) return { d, v };
+    return undefined;
+  };
+  const ids = [...new Set([...agents, ...pss, ...mts].flatMap((s) => vols(s).map((v) => String(v.id))))];
+  const rows: string[][] = [['VOLUME', 'AGENT', 'JOURNAL', 'PS CACHE', 'RATIO', 'MT STAGING', 'SEQ jrnl/ps/mt/applied', 'LAG', 'CRASH POINT', 'APP POINT', 'HEALTH']];
+  for (const id of ids) {
+    const a = find(agents, id);
+    const p = find(pss, id)?.v;
+    const m = find(mts, id)?.v;
+    const missing = [...(pss.length && !p ? ['ps'] : []), ...(mts.length && !m ? ['mt'] : [])];
+    const lag = num(m?.lagMs);
+    rows.push([
+      id,
+      a ? `${a.v.tracker}/${a.v.capture} ${a.v.mode === 'bitmap' ? 'BITMAP' : String(a.v.mode ?? '?')}` : '-',
+      a ? backlog(a.v.journalBytes, a.v.backlogAgeMs) : '-',
+      p ? backlog(p.backlogBytes, p.backlogAgeMs) : '-',
+      ratioOf(p),
+      m ? backlog(m.backlogBytes, m.backlogAgeMs) : '-',
+      [a?.v.lastSeq, p?.storedSeq, m?.storedSeq, m?.appliedSeq].map((x) => (num(x) === null ? '-' : String(x))).join('/'),
+      lag === null ? '-' : `${(lag / 1000).toFixed(1)}s`,
+      m ? point(m.lastCrashPoint, now) : '-',
+      m ? point(m.lastAppPoint, now) : '-',
+      health(a?.v, a?.d, m, missing),
+    ]);
+  }
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
+  const table = rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd());
+  const warn = warnings(snapshots);
+  const head = daemonLines(snapshots, now);
+  return [...head, ...(head.length ? [''] : []), ...table, ...(warn.length ? ['', 'warnings:', ...warn.map((w) => `  ${w}`)] : [])].join('\n');
 }

@@ -14,9 +14,13 @@ import { loadMtConfig } from '../master-target/config.js';
 import { MasterTarget } from '../master-target/server.js';
 import { loadPsConfig } from '../process-server/config.js';
 import { ProcessServer } from '../process-server/server.js';
+import { pushInstall } from '../process-server/push-install/cli.js';
 import { runDemo } from './demo.js';
+import { points, recover, testFailover } from './recover.js';
+import { FAILOVER_COMMANDS, failoverCommand } from './failover.js';
 import { attachSeeded, requestResync, verify } from './resync.js';
 import { runDaemon } from './run-daemon.js';
+import { serviceUnitsCommand } from './service-units.js';
 import { fetchStatus, formatStatus } from './status.js';
 
 const USAGE = `usage: tidemark <command> [options]
@@ -36,10 +40,37 @@ const USAGE = `usage: tidemark <command> [options]
                                    differing ranges (exit 3 if any), or send them with --repair
   attach-seeded <volume> --config <master-target.json>
                                    before first replication: adopt the configured replica, seeded out of band
+  points <volume> --config <master-target.json> [--json]
+                                   list the volume's retained recovery points
+  recover <volume> --config <master-target.json> --out <file|device>
+          (--seq N | --at <time|"15m ago"> | --tag <name> | --latest) [--force] [--copy] [--verify full]
+                                   materialise a retained point (reflink clone + roll back), verified
+  test-failover start <volume> --config <master-target.json> [--seq N|--at T|--tag X] [--loop]
+  test-failover cleanup|list [<volume>] --config <master-target.json>
+                                   a writable copy of a point for a rehearsal; replication goes on
+  failover <volume> --config <master-target.json> --out <file|device> [--force] [--json]
+          [--planned (--agent-config <agent.json> | --seq N) | --seq N | --at T | --tag X | --latest]
+                                   planned: drain the source to a final point (or take the one \`drain\` printed)
+                                   and recover exactly it (no data loss); else the latest (or named) retained
+                                   point, without the source
+  reverse <volume> --config <master-target.json> --agent-config <agent.json> --dir <folder> [--pki <CA dir>]
+          [--source <failed-over volume>] [--primary-host H] [--secondary-host H] [--ps-port N] [--mt-port N]
+                                   configs to protect the failed-over volume back onto the original one
+                                   (attached as a seeded replica: only differing blocks travel)
+  failback <volume> --reverse-dir <folder> [--seq N] [--agent-config <forward agent.json>]
+                                   planned failover back onto the original volume, then resume forward protection
+  drain|resume <volume> --config <agent.json>
+                                   stop protecting a volume after a final point / protect it again (with a resync)
+  service-units --out <dir> --config <file> [--config <file> ...] [--role R] [--install-dir D] [--node N] [--user U]
+                                   write a hardened systemd unit and a Windows install script per daemon config
+  push-install --host <h> --identity <key> --ps-config <ps.json> --pki <ca-dir> --volume id=<id>,path=<path> ...
+  push-install --upgrade|--uninstall --host <h> --identity <key> ...
+                                   install, upgrade or remove the agent on a protected machine over SSH
+                                   (tidemark push-install --help for every option)
   demo [--dir <dir>] [--seconds N] [--size-mib N]
                                    replicate a generated volume through all three daemons and prove it`;
 
-const COMMANDS = ['agent', 'process-server', 'master-target', 'pki', 'demo', 'status', 'resync', 'verify', 'attach-seeded', 'help'];
+const COMMANDS = ['agent', 'process-server', 'master-target', 'pki', 'demo', 'status', 'resync', 'verify', 'attach-seeded', 'points', 'recover', 'test-failover', 'service-units', 'push-install', ...FAILOVER_COMMANDS, 'help'];
 
 function usageError(msg: string): TidemarkError {
   return tmError('TM_ERR_USAGE', `${msg}\n\n${USAGE}`);
@@ -51,6 +82,10 @@ async function main(argv: string[]): Promise<void> {
     console.log(USAGE);
     return;
   }
+  // push-install parses its own options (process-server/push-install/options.ts).
+  if (cmd === 'push-install') return pushInstall(rest);
+  // So do failover, reverse, failback, drain and resume (cli/failover.ts).
+  if (FAILOVER_COMMANDS.includes(cmd)) return failoverCommand(cmd, rest);
   const { values, positionals } = parseArgs({
     args: rest,
     allowPositionals: true,
@@ -63,6 +98,18 @@ async function main(argv: string[]): Promise<void> {
       'size-mib': { type: 'string' },
       force: { type: 'boolean' },
       repair: { type: 'boolean' },
+      role: { type: 'string' },
+      'install-dir': { type: 'string' },
+      node: { type: 'string' },
+      user: { type: 'string' },
+      seq: { type: 'string' },
+      at: { type: 'string' },
+      tag: { type: 'string' },
+      latest: { type: 'boolean' },
+      copy: { type: 'boolean' },
+      verify: { type: 'string' },
+      loop: { type: 'boolean' },
+      json: { type: 'boolean' },
     },
   });
   const config = (): string => {
@@ -95,8 +142,17 @@ async function main(argv: string[]): Promise<void> {
     case 'verify':
       process.exitCode = await verify(config(), volumeArg(positionals), values.repair ?? false);
       return;
+    case 'points':
+      return points(config(), volumeArg(positionals), values);
+    case 'recover':
+      return recover(config(), volumeArg(positionals), values);
+    case 'test-failover':
+      return testFailover(config(), positionals[0], positionals[1], values);
     case 'attach-seeded':
       return attachSeeded(config(), volumeArg(positionals));
+    case 'service-units':
+      for (const f of await serviceUnitsCommand({ out: values.out, configs: values.config ?? [], role: values.role, installDir: values['install-dir'], nodePath: values.node, user: values.user })) console.log(`wrote ${f}`);
+      return;
     case 'demo':
       return runDemo({ dir: values.dir, seconds: values.seconds === undefined ? undefined : Number(values.seconds), sizeMiB: values['size-mib'] === undefined ? undefined : Number(values['size-mib']) });
     default:

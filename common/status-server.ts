@@ -1,4 +1,5 @@
-// Each daemon answers GET /status on a loopback port with a JSON snapshot, read by `tidemark status`.
+// Each daemon answers GET /status on a loopback port with a JSON snapshot, read by `tidemark status`,
+// and GET /metrics with the same figures in Prometheus text format (common/metrics.ts).
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
@@ -16,12 +17,23 @@ export interface StatusServer {
 /** An operator action (POST /<action>?k=v); loopback only, like the rest of this endpoint. */
 export type StatusAction = (action: string, params: URLSearchParams) => Promise<unknown>;
 
-export async function startStatusServer(host: string, port: number, stateDir: string, snapshot: () => unknown, act?: StatusAction): Promise<StatusServer> {
+/** What GET /metrics serves: a DaemonMetrics. */
+export interface MetricsSource {
+  readonly contentType: string;
+  render(): Promise<string>;
+}
+
+export async function startStatusServer(host: string, port: number, stateDir: string, snapshot: () => unknown, act?: StatusAction, metrics?: MetricsSource): Promise<StatusServer> {
   const server = http.createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://localhost');
     if (req.method === 'GET' && url.pathname === '/status') {
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(JSON.stringify(snapshot()));
+    } else if (req.method === 'GET' && url.pathname === '/metrics' && metrics) {
+      metrics.render().then(
+        (text) => res.writeHead(200, { 'content-type': metrics.contentType }).end(text),
+        (e: unknown) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`metrics failed: ${(e as Error).message}\n`),
+      );
     } else if (req.method === 'POST' && act) {
       act(url.pathname.slice(1), url.searchParams).then(
         (out) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(out)),

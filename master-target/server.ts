@@ -8,6 +8,8 @@ import { tmError, wrap } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { readIdentity } from '../common/pki.js';
 import { startStatusServer, type StatusServer } from '../common/status-server.js';
+import { fileAgeMs } from '../common/metrics.js';
+import { masterTargetMetrics } from './metrics.js';
 import { listenTls } from '../common/tls.js';
 import { FramedConnection } from '../proto/connection.js';
 import { DiffStore } from '../proto/diff-store.js';
@@ -22,11 +24,19 @@ import { Applier } from './applier.js';
 import type { MtConfig } from './config.js';
 import { Replica } from './replica.js';
 import { PointSnapshots } from './point-snapshots.js';
+import { currentPoint } from './applier.js';
+import { RetentionLog } from './retention/retention-log.js';
+import { recoverPoint, type RecoverySource } from './recover.js';
+import { TestFailovers } from './test-failover.js';
+import { operatorAction } from './operator-actions.js';
 
 interface Target {
   store: DiffStore;
   replicaPath: string;
   snapshots: PointSnapshots | null;
+  retentionConfig: MtConfig['volumes'][number]['retention'];
+  retention: RetentionLog | null;
+  maintenance: NodeJS.Timeout | null;
   replica: Replica | null;
   applier: Applier | null;
 }
@@ -39,12 +49,14 @@ export class MasterTarget implements InboundSink {
   private status: StatusServer | null = null;
   private retry: NodeJS.Timeout | null = null;
   private closing: Promise<void> | null = null;
+  testFailovers!: TestFailovers;
   port = 0;
 
   constructor(readonly config: MtConfig, private readonly log: Logger) {}
 
   async open(): Promise<void> {
     const cfg = this.config;
+    const metrics = masterTargetMetrics(this.log, () => this.snapshot());
     const p = (x: string): string => resolveFrom(cfg.configDir, x);
     const id = await readIdentity({ ca: p(cfg.tls.ca), cert: p(cfg.tls.cert), key: p(cfg.tls.key) });
     if (id.role !== 'master-target') throw tmError('TM_ERR_PKI', `certificate ${cfg.tls.cert} is for a ${id.role}, not a master target`);
@@ -53,7 +65,7 @@ export class MasterTarget implements InboundSink {
       const store = new DiffStore(path.join(p(cfg.stateDir), 'volumes', v.id), v.id, this.log.child({ volume: v.id }));
       await store.open();
       const snapshots = v.snapshots ? new PointSnapshots(v.id, p(v.replica), { dir: p(v.snapshots.dir), keep: v.snapshots.keep }, this.log.child({ volume: v.id })) : null;
-      const t: Target = { store, replicaPath: p(v.replica), snapshots, replica: null, applier: null };
+      const t: Target = { store, replicaPath: p(v.replica), snapshots, retentionConfig: v.retention, retention: null, maintenance: null, replica: null, applier: null };
       this.targets.set(v.id, t);
       // A volume seen before: finish any differential a crash interrupted, before accepting more.
       // One volume's trouble (missing replica, EIO) must not stop the others: report it and go on.
@@ -74,7 +86,8 @@ export class MasterTarget implements InboundSink {
     this.server = server;
     this.port = port;
     this.retry = setInterval(() => this.kickAll(), 2000);
-    this.status = await startStatusServer(DEFAULTS.statusHost, cfg.statusPort, p(cfg.stateDir), () => this.snapshot());
+    this.testFailovers = new TestFailovers(path.join(p(cfg.stateDir), 'test-failover'));
+    this.status = await startStatusServer(DEFAULTS.statusHost, cfg.statusPort, p(cfg.stateDir), () => this.snapshot(), (action, params) => operatorAction(this, action, params), metrics);
     this.log.info({ port, statusPort: this.status.port }, 'master target started');
   }
 
@@ -84,11 +97,21 @@ export class MasterTarget implements InboundSink {
     await t.snapshots?.open();
     const hashes = new ReplicaHashes(t.store.dir, sizeBytes, blockSize, this.log.child({ volume: t.store.volumeId }));
     await hashes.open(t.replica);
+    const rc = t.retentionConfig;
+    if (rc && !t.retention) {
+      t.retention = new RetentionLog(path.join(t.store.dir, 'retention'), t.store.volumeId, { sizeBytes, blockSize }, rc, this.log.child({ component: 'retention', volume: t.store.volumeId }));
+      await t.retention.open();
+      const maintain = (): void => {
+        void t.retention?.maintain(Date.now(), t.store.doneSeq, currentPoint(t.store.state));
+      };
+      t.maintenance = setInterval(maintain, rc.maintenanceIntervalMs);
+      t.maintenance.unref();
+    }
     t.applier = new Applier(t.store.volumeId, t.store, t.replica, hashes, {
       applied: (seq) => this.receiver.ack(t.store.volumeId, seq),
       damaged: () => this.receiver.dropVolume(t.store.volumeId),
       point: async (pt) => { await t.snapshots?.take(pt); },
-    }, this.log.child({ component: 'applier', volume: t.store.volumeId }));
+    }, this.log.child({ component: 'applier', volume: t.store.volumeId }), t.retention);
     await t.applier.kick();
   }
 
@@ -141,6 +164,30 @@ export class MasterTarget implements InboundSink {
       await applier.hashes.reread(replica, q.ranges, q.rangeBlocks);
       return compare();
     });
+  }
+
+  /** What recovery needs of a volume: its replica, retention log, and a way to hold its applier still. */
+  recoverySource(volumeId: string): RecoverySource {
+    const t = this.target(volumeId);
+    const { retention, applier, store } = t;
+    if (!retention || !applier || !store.state) {
+      throw tmError('TM_ERR_POINT_NOT_FOUND', `${volumeId} has ${retention || !t.retentionConfig ? 'no retention configured (add "retention" to its master target volume)' : 'not been replicated here yet'}: no point to recover`, { volume: volumeId });
+    }
+    return {
+      volumeId,
+      replicaPath: t.replicaPath,
+      sizeBytes: store.state.sizeBytes,
+      blockSize: store.state.blockSize,
+      retention,
+      doneSeq: () => store.doneSeq,
+      currentPoint: () => currentPoint(store.state),
+      hashes: () => applier.hashes.hashes,
+      hold: (fn) => applier.exclusive(fn),
+    };
+  }
+
+  recover(volumeId: string, opts: Parameters<typeof recoverPoint>[1]): ReturnType<typeof recoverPoint> {
+    return recoverPoint(this.recoverySource(volumeId), opts);
   }
 
   private kickAll(): void {
@@ -205,8 +252,10 @@ export class MasterTarget implements InboundSink {
         storedSeq: t.store.storedSeq,
         backlogFiles: t.store.pending().length,
         backlogBytes: t.store.bytes,
+        backlogAgeMs: fileAgeMs(t.store.pending().length > 0 ? t.store.file(t.store.pending()[0]!) : null),
         lastCrashPoint: t.store.state?.lastCrashPoint ?? null,
         lastAppPoint: t.store.state?.lastAppPoint ?? null,
+        retention: t.retention?.stats ?? null,
         ...t.applier?.stats,
       })),
     };
@@ -219,6 +268,8 @@ export class MasterTarget implements InboundSink {
       for (const c of this.connections) c.destroy();
       await closed;
       for (const t of this.targets.values()) {
+        if (t.maintenance) clearInterval(t.maintenance);
+        await t.retention?.lock(async () => {}); // let a maintenance pass finish
         await t.applier?.close();
         await t.replica?.close();
       }

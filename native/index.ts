@@ -13,6 +13,7 @@ interface Addon {
   freeze(mountpoint: string): Promise<void>;
   thaw(mountpoint: string): Promise<void>;
   blockDeviceSize(device: string): number;
+  dropCache(fd: number, offset: number, length: number): void;
 }
 
 /** The folder holding native/binding.gyp: this file runs as native/index.ts or dist/native/index.js. */
@@ -146,5 +147,20 @@ export function blockDeviceSize(device: string): number {
   } catch (e) {
     throw fail(e, `size of ${dev}`, { path: dev }, (f) =>
       f.errno === 'ENOTBLK' ? ['TM_ERR_NATIVE', 'not a block device (for an image file, use its stat size)'] : undefined);
+  }
+}
+
+/**
+ * Drop the cached pages of [offset, offset + length) of an open file or block device, so the next read
+ * comes from the device (posix_fadvise DONTNEED). Needed before reading a block device that a mounted
+ * filesystem writes: the filesystem's writes bypass the device's own page cache, so pages of the device
+ * read earlier go stale there. Synchronous: it only walks the page cache.
+ */
+export function dropCache(fd: number, offset: number, length: number): void {
+  const a = load();
+  try {
+    a.dropCache(fd, offset, length);
+  } catch (e) {
+    throw fail(e, `drop cached pages of fd ${fd}`, {}, () => undefined);
   }
 }

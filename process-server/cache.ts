@@ -1,26 +1,42 @@
 // The process server's durable cache: receives differentials from agents (verifying each extent
 // against its source checksum and compressing it), and hands them to the forwarder of the volume's
-// master target, deleting each only after that master target acknowledged it.
+// master target, deleting each only after that master target acknowledged it. Its quota, health and the
+// backpressure they put on agents are watched by health.ts; compression is compressor.ts.
+import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { didYouMean } from '../common/config.js';
 import { TidemarkError, tmError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { DiffStore } from '../proto/diff-store.js';
-import { compressExtent, rawData } from '../proto/extent-codec.js';
+import { rawData } from '../proto/extent-codec.js';
 import { FLAG_RESYNC, HrlWriter, type Diff, type ExtentRecord } from '../proto/hrl.js';
 import type { HashAnswer, HashQuery, OpenVolume } from '../proto/messages.js';
-import type { InboundSink, Peer } from '../proto/receiver.js';
+import type { FlowState, InboundSink, Peer } from '../proto/receiver.js';
 import type { OutboundVolume } from '../proto/sender.js';
+import { Compressor, type CompressionStats } from './compressor.js';
 import type { PsConfig } from './config.js';
+import { CacheMonitor, type CacheStatus } from './health.js';
 
 export interface CacheVolumeStats {
   rawBytesIn: number;
   storedBytesIn: number;
 }
 
+/** Per volume in the status snapshot, beside the store's own figures. */
+export interface CacheVolumeStatus extends CacheVolumeStats {
+  /** How long the oldest differential not yet acknowledged by the master target has been here (0: none). */
+  backlogAgeMs: number;
+  compression: CompressionStats;
+}
+
 export class Cache implements InboundSink {
   readonly stores = new Map<string, DiffStore>();
   readonly stats = new Map<string, CacheVolumeStats>();
+  readonly compressor: Compressor;
+  readonly monitor: CacheMonitor;
+  /** When each cached differential arrived, per volume (from the file's mtime after a restart). */
+  private readonly arrived = new Map<string, Map<number, number>>();
+  private flowListener: (f: FlowState) => void = () => {};
   /** Called when a volume has something new to forward. */
   onCommitted: (volumeId: string) => void = () => {};
   /** Called to acknowledge to the agent (wired to the receiver). */
@@ -28,7 +44,13 @@ export class Cache implements InboundSink {
   /** Asks the volume's master target (wired to its forwarder). */
   relayQuery: (masterTarget: string, q: Omit<HashQuery, 'requestId'>, hashes: Buffer) => Promise<HashAnswer> = () => Promise.reject(new Error('no forwarder'));
 
-  constructor(private readonly cfg: PsConfig, private readonly dir: string, private readonly log: Logger) {}
+  constructor(private readonly cfg: PsConfig, private readonly dir: string, private readonly log: Logger) {
+    this.compressor = new Compressor(cfg.compression);
+    this.monitor = new CacheMonitor(cfg.cache, dir, {
+      usedBytes: () => [...this.stores.values()].reduce((n, s) => n + s.bytes, 0),
+      backlogAges: () => new Map([...this.stores.keys()].map((v) => [v, this.backlogAge(v)])),
+    }, log, (f) => this.flowListener(f));
+  }
 
   async open(): Promise<void> {
     for (const v of this.cfg.volumes) {
@@ -36,7 +58,35 @@ export class Cache implements InboundSink {
       await store.open();
       this.stores.set(v.id, store);
       this.stats.set(v.id, { rawBytesIn: 0, storedBytesIn: 0 });
+      const arrived = new Map<number, number>();
+      for (const seq of store.pending()) arrived.set(seq, (await fsp.stat(store.file(seq))).mtimeMs);
+      this.arrived.set(v.id, arrived);
     }
+    await this.monitor.open();
+  }
+
+  async close(): Promise<void> {
+    await this.monitor.close();
+  }
+
+  /** Follow the cache's flow state (the receiver applies it to agents); called at once with the current one. */
+  connectFlow(listener: (f: FlowState) => void): void {
+    this.flowListener = listener;
+    listener(this.monitor.flow);
+  }
+
+  status(): CacheStatus {
+    return this.monitor.status();
+  }
+
+  volumeStatus(volumeId: string): CacheVolumeStatus {
+    return { ...this.stats.get(volumeId)!, backlogAgeMs: this.backlogAge(volumeId), compression: this.compressor.stats(volumeId) };
+  }
+
+  private backlogAge(volumeId: string): number {
+    const first = this.stores.get(volumeId)?.pending()[0];
+    const at = first === undefined ? undefined : this.arrived.get(volumeId)?.get(first);
+    return at === undefined ? 0 : Math.max(0, Date.now() - at);
   }
 
   private store(volumeId: string): DiffStore {
@@ -58,12 +108,13 @@ export class Cache implements InboundSink {
 
   async transform(volumeId: string, seq: number, e: ExtentRecord, payload: Buffer): Promise<{ record: ExtentRecord; stored: Buffer }> {
     const raw = rawData(e, payload, volumeId, seq); // throws TM_ERR_EXTENT_CHECKSUM: nothing corrupt is cached
-    const plain: ExtentRecord = { ...e, compression: 'NONE', storedLength: raw.length };
-    return this.cfg.compression === 'lz4' ? compressExtent(plain, raw) : { record: plain, stored: raw };
+    return this.compressor.pack(volumeId, e, raw);
   }
 
   async committed(volumeId: string, seq: number, info: { rawBytes: number; storedBytes: number; diff: Diff | null }): Promise<void> {
     await this.store(volumeId).added(seq, info.diff);
+    this.arrived.get(volumeId)?.set(seq, Date.now());
+    this.monitor.update(); // may slow or stop agents before the next differential
     const st = this.stats.get(volumeId)!;
     st.rawBytesIn += info.rawBytes;
     st.storedBytesIn += info.storedBytes;
@@ -121,7 +172,12 @@ export class Cache implements InboundSink {
         describe: () => (store.state ? { sizeBytes: store.state.sizeBytes, blockSize: store.state.blockSize, replicationId: store.state.replicationId } : null),
         pending: async () => store.pending(),
         load: (seq: number): Promise<Diff> => this.loadOrReplace(store, seq),
-        acked: (seq: number) => store.done(seq),
+        acked: async (seq: number) => {
+          await store.done(seq);
+          const arrived = this.arrived.get(v.id)!;
+          for (const s of arrived.keys()) if (s <= seq) arrived.delete(s);
+          this.monitor.update(); // room again: may let agents resume
+        },
       };
     });
   }

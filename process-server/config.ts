@@ -1,9 +1,33 @@
-// The process server's configuration: where agents connect, which agent owns which volume, and which
-// master target each volume is forwarded to.
+// The process server's configuration: where agents connect, which agent owns which volume, which
+// master target each volume is forwarded to, and the bandwidth towards them.
 import { z } from 'zod';
 import { DEFAULTS } from '../common/defaults.js';
 import { didYouMean, endpointSchema, loadConfigFile, nodeNameSchema, tlsSchema, volumeIdSchema } from '../common/config.js';
 import { tmError } from '../common/errors.js';
+import { throttleSchema } from './schedule.js';
+
+const percent = z.number().min(0).max(100);
+const cacheSchema = z.strictObject({
+  quotaBytes: z.number().int().min(1024 * 1024).optional(),
+  quotaPercent: z.number().gt(0).max(100).default(DEFAULTS.processServer.cache.quotaPercent),
+  warningFreePercent: percent.default(DEFAULTS.processServer.cache.warningFreePercent),
+  criticalFreePercent: percent.default(DEFAULTS.processServer.cache.criticalFreePercent),
+  slowBelowFreePercent: percent.default(DEFAULTS.processServer.cache.slowBelowFreePercent),
+  stopBelowFreePercent: percent.default(DEFAULTS.processServer.cache.stopBelowFreePercent),
+  resumeAboveFreePercent: percent.default(DEFAULTS.processServer.cache.resumeAboveFreePercent),
+  maxAcceptDelayMs: z.number().int().min(0).max(60_000).default(DEFAULTS.processServer.cache.maxAcceptDelayMs),
+  backlogWarningMs: z.number().int().min(1000).default(DEFAULTS.processServer.cache.backlogWarningMs),
+  backlogCriticalMs: z.number().int().min(1000).default(DEFAULTS.processServer.cache.backlogCriticalMs),
+}).superRefine((c, ctx) => {
+  const order = (lo: keyof typeof c, hi: keyof typeof c, strict = false): void => {
+    const [a, b] = [Number(c[lo]), Number(c[hi])];
+    if (strict ? a >= b : a > b) ctx.addIssue({ code: 'custom', path: [lo], message: `${lo} (${a}) must be ${strict ? 'below' : 'at most'} ${hi} (${b})` });
+  };
+  order('criticalFreePercent', 'warningFreePercent');
+  order('stopBelowFreePercent', 'slowBelowFreePercent');
+  order('stopBelowFreePercent', 'resumeAboveFreePercent', true);
+  order('backlogWarningMs', 'backlogCriticalMs');
+});
 
 export const psConfigSchema = z.strictObject({
   name: nodeNameSchema,
@@ -15,6 +39,10 @@ export const psConfigSchema = z.strictObject({
   window: z.number().int().min(1).max(64).default(DEFAULTS.transfer.window),
   masterTargets: z.array(z.strictObject({ name: nodeNameSchema, host: z.string().default('127.0.0.1'), port: z.number().int().min(1).max(65535) })).min(1),
   volumes: z.array(z.strictObject({ id: volumeIdSchema, agent: nodeNameSchema, masterTarget: nodeNameSchema })).min(1),
+  /** Bandwidth cap towards the master targets (stored bytes/s), with a local-time schedule; none: unlimited. */
+  throttle: throttleSchema.optional(),
+  /** Cache quota, backpressure to agents and health (process-server/health.ts, docs/OPERATIONS.md). */
+  cache: cacheSchema.default({ ...DEFAULTS.processServer.cache }),
 });
 
 export type PsConfig = z.output<typeof psConfigSchema> & { configDir: string };

@@ -8,16 +8,20 @@ import { tmError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { readIdentity, type Identity } from '../common/pki.js';
 import { startStatusServer, type StatusServer } from '../common/status-server.js';
+import { processServerMetrics } from './metrics.js';
 import { connectTls, listenTls } from '../common/tls.js';
 import { FramedConnection } from '../proto/connection.js';
 import { DiffReceiver } from '../proto/receiver.js';
 import { DiffSender } from '../proto/sender.js';
 import { Cache } from './cache.js';
 import type { PsConfig } from './config.js';
+import { realClock, Throttle } from './throttle.js';
 
 export class ProcessServer {
   cache!: Cache;
   receiver!: DiffReceiver;
+  /** One bandwidth cap shared by every forwarder. */
+  throttle!: Throttle;
   readonly forwarders = new Map<string, DiffSender>();
   private server: tls.Server | null = null;
   private readonly connections = new Set<FramedConnection>();
@@ -29,6 +33,7 @@ export class ProcessServer {
 
   async open(): Promise<void> {
     const cfg = this.config;
+    const metrics = processServerMetrics(this.log, () => this.snapshot());
     const p = (x: string): string => resolveFrom(cfg.configDir, x);
     const id: Identity = await readIdentity({ ca: p(cfg.tls.ca), cert: p(cfg.tls.cert), key: p(cfg.tls.key) });
     if (id.role !== 'process-server') throw tmError('TM_ERR_PKI', `certificate ${cfg.tls.cert} is for a ${id.role}, not a process server`);
@@ -38,6 +43,8 @@ export class ProcessServer {
     await this.cache.open();
     this.receiver = new DiffReceiver(this.cache, cfg.name, this.log.child({ component: 'receiver' }));
     this.cache.ack = (v, s) => this.receiver.ack(v, s);
+    this.cache.connectFlow((f) => this.receiver.setFlow(f)); // cache quota: slow down / backpressure to agents
+    this.throttle = new Throttle(cfg.throttle ?? null, realClock, this.log.child({ component: 'throttle' }));
     for (const mt of cfg.masterTargets) {
       const fwd = new DiffSender({
         nodeName: cfg.name,
@@ -46,6 +53,7 @@ export class ProcessServer {
         window: cfg.window,
         volumes: () => this.cache.outbound(mt.name),
         connect: () => connectTls(mt.host, mt.port, id, 'master-target'),
+        pace: (volumeId, bytes, signal) => this.throttle.pace(volumeId, bytes, signal),
       });
       this.forwarders.set(mt.name, fwd);
       fwd.start();
@@ -68,7 +76,7 @@ export class ProcessServer {
       (err, where) => refusedLog.warn({ code: (err as { code?: string }).code, peer: where, err: err.message }, 'peer refused'));
     this.server = server;
     this.port = port;
-    this.status = await startStatusServer(DEFAULTS.statusHost, cfg.statusPort, cacheDir, () => this.snapshot());
+    this.status = await startStatusServer(DEFAULTS.statusHost, cfg.statusPort, cacheDir, () => this.snapshot(), undefined, metrics);
     this.log.info({ port, statusPort: this.status.port }, 'process server started');
   }
 
@@ -79,14 +87,18 @@ export class ProcessServer {
       pid: process.pid,
       port: this.port,
       receiver: this.receiver?.stats,
+      // Certificate names of the agents connected now (push-install waits for its agent to appear here).
+      agents: [...this.connections].map((c) => c.peerLabel),
       forwarders: Object.fromEntries([...this.forwarders].map(([k, f]) => [k, f.stats])),
+      throttle: this.throttle?.status(),
+      cache: this.cache?.status(),
       volumes: [...(this.cache?.stores ?? new Map()).values()].map((s) => ({
         id: s.volumeId,
         storedSeq: s.storedSeq,
         forwardedSeq: s.doneSeq,
         backlogFiles: s.pending().length,
         backlogBytes: s.bytes,
-        ...this.cache.stats.get(s.volumeId),
+        ...this.cache.volumeStatus(s.volumeId),
       })),
     };
   }
@@ -96,7 +108,9 @@ export class ProcessServer {
       const closed = new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
       for (const c of this.connections) c.destroy();
       await closed;
+      this.throttle?.close(); // releases forwarders waiting for bandwidth
       for (const f of this.forwarders.values()) await f.close();
+      await this.cache?.close();
       await this.status?.close();
       this.log.info('process server stopped');
     })();

@@ -12,11 +12,21 @@ export function verifyRaw(e: ExtentRecord, raw: Buffer, volume: string, seq: num
   }
 }
 
-/** LZ4 the extent on the libuv thread pool; keep it raw when LZ4 does not make it smaller. */
-export async function compressExtent(e: ExtentRecord, raw: Buffer): Promise<{ record: ExtentRecord; stored: Buffer }> {
-  const packed = await compress(raw);
-  if (packed.length >= raw.length) return { record: { ...e, compression: 'NONE', storedLength: raw.length }, stored: raw };
+/**
+ * Keep an extent raw unless LZ4 brings it under this fraction of its size: below ~5% the saving does not
+ * pay for decompressing it on the master target (and random or encrypted data never gets there).
+ */
+export const LZ4_KEEP_RAW_AT = 0.95;
+
+/** What to store for a raw extent given its LZ4 block (`lz4-napi` output: u32 LE raw size, then the block). */
+export function chooseStored(e: ExtentRecord, raw: Buffer, packed: Buffer): { record: ExtentRecord; stored: Buffer } {
+  if (packed.length >= raw.length * LZ4_KEEP_RAW_AT) return { record: { ...e, compression: 'NONE', storedLength: raw.length }, stored: raw };
   return { record: { ...e, compression: 'LZ4', storedLength: packed.length }, stored: packed };
+}
+
+/** LZ4 the extent on the libuv thread pool; keep it raw when LZ4 does not pay (chooseStored). */
+export async function compressExtent(e: ExtentRecord, raw: Buffer): Promise<{ record: ExtentRecord; stored: Buffer }> {
+  return chooseStored(e, raw, await compress(raw));
 }
 
 function checkLz4Prefix(e: ExtentRecord, stored: Buffer, volume: string, seq: number): void {

@@ -7,7 +7,8 @@ import protobuf from 'protobufjs';
 
 export const PROTOCOL_VERSION = 1;
 export const MIN_PROTOCOL_VERSION = 1;
-export const CAPABILITIES = ['lz4', 'cumulative-ack', 'resync'] as const;
+/** backpressure: the receiver may send Backpressure (and the sender honours it); see docs/PROTOCOL.md. */
+export const CAPABILITIES = ['lz4', 'cumulative-ack', 'resync', 'backpressure'] as const;
 
 export type Consistency = 'FUZZY' | 'CRASH' | 'APP';
 export type CompressionName = 'NONE' | 'LZ4';
@@ -23,6 +24,8 @@ export interface Ack { volumeId: string; durableSeq: number }
 /** Its frame's payload holds the ranges' hashes (8 bytes each, u64 LE). */
 export interface HashQuery { volumeId: string; requestId: number; rangeBlocks: number; ranges: number[]; afterSeq: number; reread: boolean }
 export interface HashAnswer { volumeId: string; requestId: number; differing: number[]; errorCode?: string; errorMessage?: string }
+/** Empty volumeId: every volume on the connection. */
+export interface Backpressure { volumeId: string; paused: boolean; reason: string }
 export interface ErrorReport { code: string; message: string; volumeId: string; seq: number; retryable: boolean }
 
 export type Message =
@@ -36,9 +39,10 @@ export type Message =
   | { ack: Ack }
   | { error: ErrorReport }
   | { hashQuery: HashQuery }
-  | { hashAnswer: HashAnswer };
+  | { hashAnswer: HashAnswer }
+  | { backpressure: Backpressure };
 
-export type MessageKind = 'hello' | 'welcome' | 'openVolume' | 'volumeState' | 'diffBegin' | 'extent' | 'diffEnd' | 'ack' | 'error' | 'hashQuery' | 'hashAnswer';
+export type MessageKind = 'hello' | 'welcome' | 'openVolume' | 'volumeState' | 'diffBegin' | 'extent' | 'diffEnd' | 'ack' | 'error' | 'hashQuery' | 'hashAnswer' | 'backpressure';
 
 // Found beside this file when run from source, or in <root>/proto when run from dist/proto.
 const here = path.dirname(fileURLToPath(import.meta.url));

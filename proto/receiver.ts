@@ -1,11 +1,13 @@
 // The receiving half of the differential protocol, shared by the process server (from agents) and the
 // master target (from process servers). It writes each differential durably as an .hrl file in the
 // sink's directory and acknowledges cumulatively only after the file and its directory entry are fsync'd.
+// The sink may slow or stop what it takes (setFlow): peers that speak "backpressure" are told to pause,
+// others are simply not read from until there is room.
 import type { Logger } from '../common/log.js';
 import { TidemarkError, tmError, codeOf } from '../common/errors.js';
 import type { FramedConnection } from './connection.js';
 import { HrlWriter, type Diff, type ExtentRecord } from './hrl.js';
-import { CAPABILITIES, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, type DiffBegin, type HashAnswer, type HashQuery, type Hello, type OpenVolume } from './messages.js';
+import { CAPABILITIES, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, type DiffBegin, type HashAnswer, type HashQuery, type OpenVolume } from './messages.js';
 
 export interface Peer {
   name: string;
@@ -33,12 +35,34 @@ export interface ReceiverStats {
   diffsReceived: number;
   bytesReceived: number;
   duplicatesSkipped: number;
+  /** Differentials made to wait before they were taken (slow-down, or held while full). */
+  diffsDelayed: number;
 }
 
+/** How much the sink can take now (process server: from its cache quota, process-server/health.ts). */
+export interface FlowState {
+  /** Ask peers that take Backpressure to begin no new differential; hold the others' before reading them. */
+  paused: boolean;
+  reason: string;
+  /** Wait this long before taking each new differential (the sink is filling). */
+  delayMs: number;
+  /** Take no new differential from anyone (what was already begun elsewhere overshot the limit). */
+  full: boolean;
+}
+
+/** Differentials being verified and compressed at once on one connection (process-server/compressor.ts). */
+const TRANSFORM_DEPTH = 4;
+/** A held differential re-checks this often even if no flow change wakes it (e.g. its connection closed). */
+const HOLD_POLL_MS = 1000;
+
 export class DiffReceiver {
-  readonly stats: ReceiverStats = { diffsReceived: 0, bytesReceived: 0, duplicatesSkipped: 0 };
+  readonly stats: ReceiverStats = { diffsReceived: 0, bytesReceived: 0, duplicatesSkipped: 0, diffsDelayed: 0 };
   /** The connection currently allowed to write each volume; a newer one takes over (reconnect). */
   private readonly owners = new Map<string, FramedConnection>();
+  private flow: FlowState = { paused: false, reason: '', delayMs: 0, full: false };
+  private readonly flowWaiters = new Set<() => void>();
+  /** Connections whose peer listed the "backpressure" capability. */
+  private readonly signalled = new Set<FramedConnection>();
 
   constructor(private readonly sink: InboundSink, private readonly nodeName: string, private readonly log: Logger) {}
 
@@ -46,7 +70,11 @@ export class DiffReceiver {
   async serve(conn: FramedConnection, peer: Peer): Promise<void> {
     const log = this.log.child({ peer: peer.name });
     try {
-      await this.handshake(conn, peer);
+      const common = await this.handshake(conn, peer);
+      if (common.includes('backpressure')) {
+        this.signalled.add(conn);
+        if (this.flow.paused) await this.signal(conn);
+      }
       await this.loop(conn, peer, log);
     } catch (e) {
       const err = e instanceof TidemarkError ? e : tmError(codeOf(e), (e as Error).message ?? String(e));
@@ -57,11 +85,13 @@ export class DiffReceiver {
       }
     } finally {
       for (const [vol, owner] of this.owners) if (owner === conn) this.owners.delete(vol);
+      this.signalled.delete(conn);
       conn.close();
     }
   }
 
-  private async handshake(conn: FramedConnection, peer: Peer): Promise<Hello> {
+  /** Returns the capabilities both sides have. */
+  private async handshake(conn: FramedConnection, peer: Peer): Promise<string[]> {
     const { msg } = await conn.expect('hello');
     const h = msg.hello;
     if (h.protocolVersion < MIN_PROTOCOL_VERSION || h.minProtocolVersion > PROTOCOL_VERSION) {
@@ -69,7 +99,7 @@ export class DiffReceiver {
     }
     const common = CAPABILITIES.filter((c) => h.capabilities.includes(c));
     await conn.send({ welcome: { protocolVersion: Math.min(PROTOCOL_VERSION, h.protocolVersion), capabilities: common, nodeName: this.nodeName } });
-    return h;
+    return common;
   }
 
   private async loop(conn: FramedConnection, peer: Peer, log: Logger): Promise<void> {
@@ -96,6 +126,7 @@ export class DiffReceiver {
         if (dir === undefined || this.owners.get(msg.diffBegin.volumeId) !== conn) {
           throw tmError('TM_ERR_PROTOCOL', `differential for volume ${msg.diffBegin.volumeId} that was not opened on this connection`, { volume: msg.diffBegin.volumeId });
         }
+        if (msg.diffBegin.seq > this.sink.storedSeq(msg.diffBegin.volumeId)) await this.admit(conn, log);
         await this.receiveDiff(conn, msg.diffBegin, dir, log);
       } else if ('hashQuery' in msg) {
         const q = msg.hashQuery;
@@ -129,6 +160,13 @@ export class DiffReceiver {
     }, { keep: true });
     let rawBytes = 0;
     let storedBytes = 0;
+    // Several extents are transformed at once (compression runs on other threads) and appended in order.
+    const inFlight: Promise<{ record: ExtentRecord; stored: Buffer }>[] = [];
+    const appendNext = async (): Promise<void> => {
+      const out = await inFlight.shift()!;
+      storedBytes += out.stored.length;
+      await writer!.append(out.record, out.stored);
+    };
     try {
       for (let i = 0; i < begin.extentCount; i++) {
         const { msg, payload } = await conn.expect('extent');
@@ -136,10 +174,12 @@ export class DiffReceiver {
         rawBytes += e.length;
         this.stats.bytesReceived += payload.length;
         if (!writer) continue;
-        const out = await this.sink.transform(volumeId, seq, { offset: e.offset, length: e.length, crc32c: e.crc32c, compression: e.compression, storedLength: e.storedLength }, payload);
-        storedBytes += out.stored.length;
-        await writer.append(out.record, out.stored);
+        const out = this.sink.transform(volumeId, seq, { offset: e.offset, length: e.length, crc32c: e.crc32c, compression: e.compression, storedLength: e.storedLength }, payload);
+        out.catch(() => {}); // awaited in order by appendNext; a failure ahead of it must not go unhandled meanwhile
+        inFlight.push(out);
+        if (inFlight.length >= TRANSFORM_DEPTH) await appendNext();
       }
+      while (inFlight.length > 0) await appendNext();
       const { msg } = await conn.expect('diffEnd');
       const end = msg.diffEnd;
       if (end.seq !== seq || end.extentCount !== begin.extentCount) throw tmError('TM_ERR_PROTOCOL', `DiffEnd for ${end.seq} does not close ${seq}`, { volume: volumeId, seq });
@@ -166,6 +206,44 @@ export class DiffReceiver {
   ack(volumeId: string, seq: number): void {
     const conn = this.owners.get(volumeId);
     if (conn && !conn.closed) void conn.send({ ack: { volumeId, durableSeq: seq } }).catch(() => {});
+  }
+
+  /** The sink's flow state changed: tell the peers that listen, wake held differentials. */
+  setFlow(next: FlowState): void {
+    const was = this.flow.paused;
+    this.flow = { ...next };
+    if (next.paused !== was) for (const conn of this.signalled) void this.signal(conn).catch(() => {});
+    for (const wake of [...this.flowWaiters]) wake();
+  }
+
+  private async signal(conn: FramedConnection): Promise<void> {
+    await conn.send({ backpressure: { volumeId: '', paused: this.flow.paused, reason: this.flow.reason } });
+  }
+
+  /**
+   * Before a new differential: hold it while the sink is full, or paused and the peer cannot be told
+   * (an older peer then waits on TCP flow control, as before); then wait the slow-down delay, if any.
+   */
+  private async admit(conn: FramedConnection, log: Logger): Promise<void> {
+    const blocked = (): boolean => !conn.closed && (this.flow.full || (this.flow.paused && !this.signalled.has(conn)));
+    const delayed = blocked() || this.flow.delayMs > 0;
+    if (blocked()) log.info({ full: this.flow.full, reason: this.flow.reason }, 'holding differentials until there is room');
+    while (blocked()) await this.flowChange(HOLD_POLL_MS);
+    if (this.flow.delayMs > 0 && !conn.closed) await this.flowChange(this.flow.delayMs, false);
+    if (delayed) this.stats.diffsDelayed++;
+  }
+
+  /** Resolves after `ms`, or sooner when the flow state changes (if `wake`). */
+  private flowChange(ms: number, wake = true): Promise<void> {
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        this.flowWaiters.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      if (wake) this.flowWaiters.add(done);
+    });
   }
 
   /** Drop the connection sending this volume, so its sender reconnects and resends after the last ack. */

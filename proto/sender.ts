@@ -8,7 +8,7 @@ import { ERRORS, TidemarkError, codeOf, tmError, type ErrorCode } from '../commo
 import { DEFAULTS } from '../common/defaults.js';
 import { FramedConnection } from './connection.js';
 import type { Diff } from './hrl.js';
-import { CAPABILITIES, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, type HashAnswer, type HashQuery, type OpenVolume } from './messages.js';
+import { CAPABILITIES, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, type Backpressure, type HashAnswer, type HashQuery, type OpenVolume } from './messages.js';
 
 export interface OutboundVolume {
   readonly volumeId: string;
@@ -36,6 +36,12 @@ export interface SenderOptions {
   connect: () => Promise<{ socket: Duplex; peerName: string }>;
   volumes: () => OutboundVolume[];
   window?: number;
+  /**
+   * Awaited before each extent's bytes are written (the process server's bandwidth throttle, shared by
+   * all its forwarders). `signal` aborts when the session ends, so a waiter for a peer that is gone
+   * leaves the queue instead of taking bandwidth it cannot use; a rejection ends the session.
+   */
+  pace?: (volumeId: string, bytes: number, signal: AbortSignal) => Promise<void>;
 }
 
 interface Lane {
@@ -53,16 +59,23 @@ export interface SenderStats {
   lastAckAt: number;
   /** Since when the receiver has been unreachable (ms since the epoch; 0 while connected). */
   downSince: number;
+  /** The receiver asked us to begin no new differential (Backpressure): connected, but not sending. */
+  backpressure: boolean;
+  backpressureReason: string;
+  /** Since when (ms since the epoch; 0 when not paused). */
+  backpressureSince: number;
 }
 
 export class DiffSender {
-  readonly stats: SenderStats = { connected: false, peer: '', diffsSent: 0, bytesSent: 0, lastError: null, lastAckAt: 0, downSince: Date.now() };
+  readonly stats: SenderStats = { connected: false, peer: '', diffsSent: 0, bytesSent: 0, lastError: null, lastAckAt: 0, downSince: Date.now(), backpressure: false, backpressureReason: '', backpressureSince: 0 };
   private closing = false;
   private conn: FramedConnection | null = null;
   private wake: (() => void) | null = null;
   private running: Promise<void> | null = null;
   private readonly window: number;
   private readonly refused = new Map<string, number>(); // volume -> retry-after time
+  /** Volumes the receiver paused ('' = all of them), with its reason; lasts for the session. */
+  private readonly paused = new Map<string, string>();
   private readonly queries = new Map<number, { q: HashQuery; hashes: Buffer; resolve(a: HashAnswer): void; reject(e: Error): void; sent: boolean }>();
   private nextRequest = 1;
 
@@ -149,6 +162,7 @@ export class DiffSender {
         if (!this.closing) this.opts.log.warn({ code: err.code, err: err.message }, 'transfer interrupted; will reconnect');
       } finally {
         this.failQueries(tmError('TM_ERR_CONNECTION', 'session ended before the answer'));
+        this.setPaused(null);
         if (this.stats.connected) this.stats.downSince = Date.now();
         this.stats.connected = false;
         this.conn?.destroy();
@@ -168,18 +182,21 @@ export class DiffSender {
     connected();
     const lanes = new Map<string, Lane>();
     const reader = this.readAcks(conn, lanes);
+    const ended = new AbortController(); // withdraws a pace() waiter once this session cannot send
     // Reader failures end the session; swallow here so the writer's error (or this one) surfaces once.
     let readerError: unknown = null;
-    reader.catch((e) => { readerError = e; conn.destroy(); this.notify(); });
+    reader.catch((e) => { readerError = e; conn.destroy(); ended.abort(); this.notify(); });
     try {
       while (!this.closing && !conn.closed) {
         await this.openNewVolumes(conn, lanes);
-        const progressed = await this.sendRound(conn, lanes);
+        const progressed = await this.sendRound(conn, lanes, ended.signal);
         const asked = await this.sendQueries(conn, lanes);
         if (!progressed && !asked) await this.sleep(1000);
       }
     } catch (e) {
       throw readerError ?? e; // the peer's own report says more than our "connection closed"
+    } finally {
+      ended.abort();
     }
     if (readerError) throw readerError;
   }
@@ -227,6 +244,10 @@ export class DiffSender {
         } else {
           pending?.resolve(a);
         }
+      } else if ('backpressure' in msg) {
+        const b = msg.backpressure;
+        this.setPaused(b);
+        this.notify();
       } else if ('volumeState' in msg || 'ack' in msg) {
         const { volumeId, durableSeq } = 'ack' in msg ? msg.ack : msg.volumeState;
         const lane = lanes.get(volumeId);
@@ -245,33 +266,61 @@ export class DiffSender {
   }
 
   /** Send at most one differential per volume, round robin, so no volume starves the others. */
-  private async sendRound(conn: FramedConnection, lanes: Map<string, Lane>): Promise<boolean> {
+  private async sendRound(conn: FramedConnection, lanes: Map<string, Lane>, ended: AbortSignal): Promise<boolean> {
     let progressed = false;
     for (const lane of lanes.values()) {
-      if (lane.acked < 0 || lane.sent - lane.acked >= this.window) continue;
+      if (lane.acked < 0 || lane.sent - lane.acked >= this.window || this.isPaused(lane.vol.volumeId)) continue;
       const next = (await lane.vol.pending()).find((s) => s > lane.sent);
       if (next === undefined) continue;
       if (next !== lane.sent + 1) {
         throw tmError('TM_ERR_SEQUENCE_GAP', `volume ${lane.vol.volumeId}: receiver is durable to ${lane.acked} but the next differential here is ${next}`, { volume: lane.vol.volumeId, seq: next });
       }
       const diff = await lane.vol.load(next);
-      await this.sendDiff(conn, diff);
+      await this.sendDiff(conn, diff, ended);
       lane.sent = next;
       progressed = true;
       if (conn.closed) break;
+      // Between differentials, not after the round: a throttled round can take minutes.
+      await this.sendQueries(conn, lanes);
     }
     return progressed;
   }
 
-  private async sendDiff(conn: FramedConnection, diff: Diff): Promise<void> {
+  private async sendDiff(conn: FramedConnection, diff: Diff, ended: AbortSignal): Promise<void> {
     const h = diff.header;
     await conn.send({ diffBegin: { volumeId: h.volumeId, seq: h.seq, startTimeMs: h.startTimeMs, endTimeMs: h.endTimeMs, consistency: h.consistency, tags: h.tags, extentCount: diff.extents.length, flags: h.flags } });
     for (const e of diff.extents) {
+      // Per extent (at most ~1 MiB), not per differential (up to maxDiffBytes): keeps the rate smooth.
+      if (this.opts.pace) await this.opts.pace(h.volumeId, e.data.length, ended);
       await conn.send({ extent: { offset: e.offset, length: e.length, crc32c: e.crc32c, compression: e.compression, storedLength: e.storedLength } }, e.data);
       this.stats.bytesSent += e.data.length;
     }
     await conn.send({ diffEnd: { volumeId: h.volumeId, seq: h.seq, extentCount: diff.extents.length, extentDigest: diff.extentDigest } });
     this.stats.diffsSent++;
+  }
+
+  private isPaused(volumeId: string): boolean {
+    return this.paused.has('') || this.paused.has(volumeId);
+  }
+
+  /**
+   * Backpressure from the receiver (docs/PROTOCOL.md): paused volumes begin no new differential, but the
+   * session, acks and queries go on, and it is not counted as the receiver being down. null: session over.
+   */
+  private setPaused(b: Backpressure | null): void {
+    const was = this.paused.size > 0;
+    if (b === null) this.paused.clear();
+    else if (b.paused) this.paused.set(b.volumeId, b.reason);
+    else if (b.volumeId === '') this.paused.clear();
+    else this.paused.delete(b.volumeId);
+    const now = this.paused.size > 0;
+    this.stats.backpressure = now;
+    this.stats.backpressureReason = [...this.paused.values()].join('; ');
+    if (now === was) return;
+    this.stats.backpressureSince = now ? Date.now() : 0;
+    if (b === null) return;
+    if (now) this.opts.log.warn({ peer: this.stats.peer, volume: b.volumeId || undefined, reason: b.reason }, 'receiver asked to pause sending (backpressure)');
+    else this.opts.log.info({ peer: this.stats.peer }, 'receiver asked to resume sending');
   }
 
   private sleep(ms: number): Promise<void> {

@@ -97,8 +97,8 @@ export class FreezeCapture implements Capture {
     };
   }
 
-  /** Run the pre or post script for at most `ms`; past it, the script and its children are killed. */
-  private script(which: 'pre' | 'post', ms: number): Promise<void> {
+  /** Run the pre or post script for at most `ms`; past it, the script and its children are killed. (A consistency group runs them around its freeze of all members: agent/group.ts.) */
+  script(which: 'pre' | 'post', ms: number): Promise<void> {
     const cmd = this.opts[which];
     if (!cmd) return Promise.resolve();
     return new Promise((resolve, reject) => {

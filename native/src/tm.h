@@ -31,5 +31,6 @@ napi_value tm_ficlone(napi_env env, napi_callback_info info);
 napi_value tm_freeze(napi_env env, napi_callback_info info);
 napi_value tm_thaw(napi_env env, napi_callback_info info);
 napi_value tm_block_device_size(napi_env env, napi_callback_info info);
+napi_value tm_drop_cache(napi_env env, napi_callback_info info);
 
 #endif

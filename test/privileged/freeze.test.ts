@@ -1,6 +1,7 @@
 // App-consistent points: pre and post scripts around FIFREEZE make a tagged point on the master target;
 // a pre script that hangs is killed at the bound, the filesystem is not left frozen, no tagged point is
 // made, and replication goes on.
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
@@ -16,7 +17,7 @@ t.test('freeze with scripts makes a tagged app-consistent point; a hung script i
   const v = protectedVolume(t, 128);
   const log = path.join(v.xfs, 'scripts.log');
   const freeze = { mountpoint: v.mnt, pre: `echo "pre $TIDEMARK_TAG" >> ${log}`, post: `echo "post $TIDEMARK_TAG" >> ${log}`, timeoutMs: 5000, tag: 'nightly' };
-  const lab = await protectLab(t, v, { tracker: 'blocktrace', capture: 'freeze', freeze });
+  const lab = await protectLab(t, v, { tracker: 'blocktrace', capture: 'freeze', freeze }, {}, { snapshots: { dir: v.mtSnapshots, keep: 50 } });
   lab.start('mt');
   lab.start('ps');
   lab.start('agent');
@@ -27,17 +28,25 @@ t.test('freeze with scripts makes a tagged app-consistent point; a hung script i
     if (a?.consistentAfterResync === true) break;
     await sleep(500);
   }
-  fs.writeFileSync(path.join(v.mnt, 'data'), 'x'.repeat(100000));
+  // Random bytes written after the initial resync read the whole device: the point must hold them, not
+  // the device's stale cached pages (ext4 writes file data around the block device's page cache).
+  const payload = randomBytes(300_000);
+  fs.writeFileSync(path.join(v.mnt, 'data'), payload);
   await sh('sync', []);
+  const wroteAt = Date.now();
   let mt: Record<string, unknown> | undefined;
   for (let i = 0; i < 60; i++) {
     mt = await mtVolume(lab);
     const p = mt?.lastAppPoint as { tags?: string[] } | null | undefined;
-    if (p?.tags?.includes('nightly')) break;
+    if (p?.tags?.includes('nightly') && (p as { atMs: number }).atMs > wroteAt) break;
     await sleep(500);
   }
   const point = mt?.lastAppPoint as { seq: number; tags: string[] } | null;
   t.same(point?.tags, ['nightly'], 'the master target recorded an app-consistent point tagged "nightly"');
+  const snap = path.join(v.mtSnapshots, `vol1-${String(point?.seq).padStart(10, '0')}.img`);
+  const dumped = path.join(v.xfs, 'data.out');
+  await sh('debugfs', ['-R', `dump /data ${dumped}`, snap]);
+  t.ok(fs.readFileSync(dumped).equals(payload), 'the point holds the bytes written before it, not stale device cache');
   const lines = fs.readFileSync(log, 'utf8');
   t.match(lines, /pre nightly/, 'the pre script ran');
   t.match(lines, /post nightly/, 'the post script ran');

@@ -7,7 +7,9 @@ import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { TidemarkError } from '../../common/errors.js';
-import { blockDeviceSize, ficlone, freeze, thaw } from '../../native/index.js';
+import { blockDeviceSize, dropCache, ficlone, freeze, thaw } from '../../native/index.js';
+import { execFileSync } from 'node:child_process';
+import { Volume } from '../../agent/volume.js';
 import { attachLoop, makeExt4, makeImage, makeXfs, privileged } from './require-root.js';
 
 const MiB = 2 ** 20;
@@ -92,4 +94,39 @@ t.test('blockDeviceSize: a loop device has the size of its image; a regular file
 
   t.throws(() => blockDeviceSize(image), { code: 'TM_ERR_NATIVE', context: { errno: 'ENOTBLK' }, message: /not a block device/ });
   t.throws(() => blockDeviceSize(path.join(path.dirname(image), 'missing')), { code: 'TM_ERR_NATIVE', context: { errno: 'ENOENT' } });
+});
+
+t.test('dropCache: a device read after it sees file data the mounted filesystem wrote since an earlier read', async (t) => {
+  if (!privileged(t, ['mkfs.ext4'])) return;
+  const { dev, mnt } = makeExt4(t, 64);
+  const size = blockDeviceSize(dev);
+  const fd = fs.openSync(dev, 'r');
+  t.teardown(() => fs.closeSync(fd));
+  const readAll = (): Buffer => {
+    const b = Buffer.alloc(size);
+    for (let o = 0; o < size;) o += fs.readSync(fd, b, o, size - o, o);
+    return b;
+  };
+  // Every 1 KiB piece of `data` (ext4's block size here) is somewhere on the device.
+  const holds = (device: Buffer, data: Buffer): boolean => {
+    for (let o = 0; o < data.length; o += 1024) if (device.indexOf(data.subarray(o, Math.min(o + 1024, data.length))) < 0) return false;
+    return true;
+  };
+  const write = (name: string): Buffer => {
+    const data = randomBytes(300_000);
+    fs.writeFileSync(path.join(mnt, name), data);
+    execFileSync('sync');
+    return data;
+  };
+  readAll(); // the device's pages are now cached
+  const payload = write('payload');
+  t.comment(`a buffered read without dropCache ${holds(readAll(), payload) ? 'happened to see the new file' : 'misses the new file: ext4 wrote its data around the device cache'}`);
+  dropCache(fd, 0, size);
+  t.ok(holds(readAll(), payload), 'after dropCache a buffered read of the device holds the new file');
+  const vol = await Volume.open(dev);
+  t.teardown(() => vol.close());
+  await vol.read(0, size); // cached again...
+  const payload2 = write('payload2'); // ...and stale after this
+  t.ok(holds(await vol.read(0, size), payload2), "the agent's Volume reads a block device current, never from stale cache");
+  t.throws(() => dropCache(2 ** 31 - 1, 0, 0), { code: 'TM_ERR_NATIVE' }, 'a bad fd is an error');
 });

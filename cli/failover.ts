@@ -1,0 +1,219 @@
+// `tidemark failover | reverse | failback | drain | resume`: move a protected volume to the secondary site
+// and back (docs/OPERATIONS.md, failover and failback).
+//   failover --planned: the agent takes a final point of the stopped application's volume and stops
+//     protecting it; once the master target has applied that point it is recovered to --out: no data loss.
+//     Operator actions are loopback-only, so with the agent on another machine its final point is taken
+//     there with `tidemark drain` and named here with --seq.
+//   failover (unplanned): the latest retained point (or the one named), without contacting the source.
+//   reverse (cli/reverse.ts): protect the failed-over volume back onto the original one.
+//   failback: a planned failover in the reverse direction, in place (the original volume is the reverse
+//     replica, so once it holds the final point it is the volume again), then the forward agent resumes,
+//     starting with a checksum resync: only the blocks changed since the failover travel.
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { didYouMean, resolveFrom } from '../common/config.js';
+import { tmError } from '../common/errors.js';
+import type { DrainedPoint } from '../agent/drain.js';
+import { loadMtConfig, type MtConfig } from '../master-target/config.js';
+import { writeFailoverRecord, type FailoverRecord } from '../master-target/failover/record.js';
+import { REVERSE_LAYOUT } from '../master-target/failover/reverse-plan.js';
+import { recoverOptionsFrom } from '../master-target/operator-actions.js';
+import { recoverPoint, type RecoverResult } from '../master-target/recover.js';
+import type { RecoveryPoint } from '../proto/diff-store.js';
+import { act, daemonPort, parseTime } from './recover.js';
+import { agentPort, post } from './resync.js';
+import { reverse } from './reverse.js';
+
+export const FAILOVER_COMMANDS = ['failover', 'reverse', 'failback', 'drain', 'resume'];
+
+const OPTIONS = {
+  config: { type: 'string' },
+  'agent-config': { type: 'string' },
+  'reverse-dir': { type: 'string' },
+  out: { type: 'string' },
+  planned: { type: 'boolean' },
+  seq: { type: 'string' },
+  at: { type: 'string' },
+  tag: { type: 'string' },
+  latest: { type: 'boolean' },
+  force: { type: 'boolean' },
+  json: { type: 'boolean' },
+  dir: { type: 'string' },
+  pki: { type: 'string' },
+  source: { type: 'string' },
+  capture: { type: 'string' },
+  'primary-host': { type: 'string' },
+  'secondary-host': { type: 'string' },
+  'ps-port': { type: 'string' },
+  'mt-port': { type: 'string' },
+} as const;
+
+export type FailoverArgs = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>>['values'];
+
+/** Long enough for a final pass over a large volume, or a recovery that copies one. */
+const LONG_MS = 24 * 3_600_000;
+
+const when = (ms: number): string => new Date(ms).toISOString();
+const describePoint = (p: { seq: number; atMs: number; consistency: string; tags: string[] }): string =>
+  `#${p.seq} (${p.consistency.toLowerCase()}, captured ${when(p.atMs)}${p.tags.length ? `, ${p.tags.join(',')}` : ''})`;
+
+export async function failoverCommand(cmd: string, argv: string[]): Promise<void> {
+  const { values: a, positionals } = parseArgs({ args: argv, allowPositionals: true, options: OPTIONS });
+  const volume = positionals[0];
+  if (!volume) throw tmError('TM_ERR_USAGE', `${cmd}: which volume? give its id`);
+  const need = (key: keyof typeof OPTIONS, what: string): string => {
+    const v = a[key];
+    if (typeof v !== 'string' || v === '') throw tmError('TM_ERR_USAGE', `${cmd} needs --${key} <${what}>`);
+    return v;
+  };
+  // Say what is happening as it happens; with --json only the result is printed.
+  const say = (line: string): void => { if (!a.json) console.log(line); };
+  switch (cmd) {
+    case 'failover':
+      return failover(need('config', 'master-target.json'), volume, a, say);
+    case 'reverse':
+      return reverse(volume, a, say);
+    case 'failback':
+      return failback(need('reverse-dir', 'folder written by tidemark reverse'), volume, a, say);
+    case 'drain': {
+      const p = await drain(need('config', 'agent.json'), volume);
+      console.log(a.json ? JSON.stringify(p, null, 2) : `${volume} drained: final point ${describePoint(p)}; the agent takes no more differentials of it until \`tidemark resume\``);
+      return;
+    }
+    case 'resume': {
+      const r = await resume(need('config', 'agent.json'), volume);
+      console.log(a.json ? JSON.stringify(r) : r.resumed ? `${volume} protected again: a checksum resync sends only the blocks that differ from the replica` : `${volume} was not drained: nothing to do`);
+      return;
+    }
+    default:
+      throw tmError('TM_ERR_USAGE', `unknown command "${cmd}"; ${didYouMean(cmd, FAILOVER_COMMANDS)}`);
+  }
+}
+
+/** Ask the agent for the final point of `volume` and to stop protecting it (agent/drain.ts). */
+export async function drain(agentConfig: string, volume: string): Promise<DrainedPoint> {
+  return (await post(agentPort(agentConfig), `/drain?volume=${encodeURIComponent(volume)}`, LONG_MS)) as unknown as DrainedPoint;
+}
+
+export async function resume(agentConfig: string, volume: string): Promise<{ volume: string; resumed: boolean }> {
+  return (await post(agentPort(agentConfig), `/resume?volume=${encodeURIComponent(volume)}`)) as { volume: string; resumed: boolean };
+}
+
+interface CurrentPoint {
+  doneSeq: number;
+  point: RecoveryPoint | null;
+}
+
+/** Wait until the master target has applied differential `seq` of `volume`; progress every 5 s. */
+async function waitApplied(port: number, volume: string, seq: number, say: (l: string) => void): Promise<CurrentPoint> {
+  let told = Date.now();
+  for (;;) {
+    const c = (await post(port, `/current-point?volume=${encodeURIComponent(volume)}`)) as unknown as CurrentPoint;
+    if (c.doneSeq >= seq) return c;
+    if (Date.now() - told >= 5000) {
+      say(`  waiting for the master target to apply #${seq} (applied #${c.doneSeq}; the process server must be running)`);
+      told = Date.now();
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+async function runningMasterTarget(cfg: MtConfig, file: string, why: string): Promise<number> {
+  const port = await daemonPort(cfg);
+  if (port === null) throw tmError('TM_ERR_CONNECTION', `the master target of ${file} is not running: ${why}`);
+  return port;
+}
+
+/**
+ * The source drained at its final point, and that point applied on the replica: what planned failover and
+ * failback share. The agent is asked over its loopback port when its config is given (same machine);
+ * otherwise `--seq` names the final point `tidemark drain` printed on the agent's machine.
+ */
+async function drainApplied(a: FailoverArgs, agentConfig: string | undefined, mtPort: number, volume: string, say: (l: string) => void): Promise<{ finalSeq: number; current: CurrentPoint }> {
+  if ((agentConfig === undefined) === (a.seq === undefined)) {
+    throw tmError('TM_ERR_USAGE', 'name the final point one way: --agent-config <agent.json> to drain the agent from here, or --seq <n> as printed by `tidemark drain` on its machine');
+  }
+  let finalSeq: number;
+  if (agentConfig !== undefined) {
+    say(`draining ${volume}: the agent takes a final point (the application must be stopped) ...`);
+    const final = await drain(agentConfig, volume);
+    say(`  final point ${describePoint(final)}; the agent protects ${volume} no more`);
+    finalSeq = final.seq;
+  } else {
+    if (!/^\d+$/.test(a.seq!)) throw tmError('TM_ERR_USAGE', `--seq must be a whole number, not "${a.seq}"`);
+    finalSeq = Number(a.seq);
+  }
+  const current = await waitApplied(mtPort, volume, finalSeq, say);
+  say(`  the master target has applied #${finalSeq}`);
+  return { finalSeq, current };
+}
+
+async function failover(configFile: string, volume: string, a: FailoverArgs, say: (l: string) => void): Promise<void> {
+  const cfg = loadMtConfig(configFile);
+  if (!cfg.volumes.some((v) => v.id === volume)) throw tmError('TM_ERR_UNKNOWN_VOLUME', `volume "${volume}" is not in ${configFile}; ${didYouMean(volume, cfg.volumes.map((v) => v.id))}`, { volume });
+  if (!a.out) throw tmError('TM_ERR_USAGE', 'failover needs --out <file or device>: where the failed-over volume is written');
+  const params = new URLSearchParams({ volume, out: path.resolve(a.out) });
+  if (a.force) params.set('force', 'true');
+  const named = [a.seq !== undefined, a.at !== undefined, a.tag !== undefined, a.latest === true].filter(Boolean).length;
+  let result: RecoverResult;
+  if (a.planned) {
+    if (a.at !== undefined || a.tag !== undefined || a.latest) throw tmError('TM_ERR_USAGE', 'a planned failover recovers the final point of the drain; --at, --tag and --latest are for an unplanned failover');
+    const port = await runningMasterTarget(cfg, configFile, 'a planned failover waits for it to apply the final point');
+    const { finalSeq } = await drainApplied(a, a['agent-config'], port, volume, say);
+    params.set('seq', String(finalSeq));
+    result = (await post(port, `/recover?${params}`, LONG_MS)) as unknown as RecoverResult;
+  } else {
+    if (a.seq !== undefined) params.set('seq', a.seq);
+    if (a.at !== undefined) params.set('atMs', String(parseTime(a.at)));
+    if (a.tag !== undefined) params.set('tag', a.tag);
+    if (named === 0 || a.latest) params.set('latest', 'true');
+    say(`unplanned failover of ${volume}: recovering ${named === 0 || a.latest ? 'the latest retained point' : 'the point named'} without contacting the source ...`);
+    result = await act(configFile, 'recover', params, (src) => recoverPoint(src, recoverOptionsFrom(params)));
+  }
+  const stateDir = resolveFrom(cfg.configDir, cfg.stateDir);
+  const geometry = JSON.parse(await fsp.readFile(path.join(stateDir, 'volumes', volume, 'state.json'), 'utf8')) as { sizeBytes: number; blockSize: number };
+  const record: FailoverRecord = { volume, kind: a.planned ? 'planned' : 'unplanned', point: result.point, out: result.out, sizeBytes: geometry.sizeBytes, blockSize: geometry.blockSize, method: result.method, at: Date.now() };
+  await writeFailoverRecord(stateDir, record);
+  if (a.json) {
+    console.log(JSON.stringify({ ...record, recovered: result }, null, 2));
+    return;
+  }
+  const lost = a.planned ? 'no data lost: it holds every write made before the drain' : `writes made on the source after ${when(result.point.atMs)} are not in it`;
+  console.log(`${record.kind} failover of ${volume}: point ${describePoint(result.point)} recovered into ${result.out} (${result.method}, ${(result.rolledBackBytes / 1048576).toFixed(1)} MiB rolled back, verified) in ${(result.ms.total / 1000).toFixed(2)} s; ${lost}.`);
+  console.log(`Start the application on ${result.out}. To protect it back onto the original volume: tidemark reverse ${volume} --config ${configFile} --agent-config <agent.json> --dir <folder> --pki <CA folder>`);
+}
+
+async function failback(dir: string, volume: string, a: FailoverArgs, say: (l: string) => void): Promise<void> {
+  const L = REVERSE_LAYOUT;
+  const mtFile = path.join(dir, L.mt);
+  const mtCfg = loadMtConfig(mtFile);
+  const v = mtCfg.volumes.find((x) => x.id === volume);
+  if (!v) throw tmError('TM_ERR_UNKNOWN_VOLUME', `volume "${volume}" is not in ${mtFile}; ${didYouMean(volume, mtCfg.volumes.map((x) => x.id))}`, { volume });
+  const original = resolveFrom(mtCfg.configDir, v.replica);
+  const port = await runningMasterTarget(mtCfg, mtFile, 'a failback waits for it to apply the final point onto the original volume');
+  // The reverse agent's config is in the folder; it can be asked from here only on its own machine.
+  const { finalSeq, current } = await drainApplied(a, a.seq === undefined ? path.join(dir, L.agent) : undefined, port, volume, say);
+  // In place: the original volume is the reverse replica; at the final point it is the volume again.
+  const final = current.point;
+  if (!final || final.seq !== finalSeq || current.doneSeq !== finalSeq) {
+    throw tmError('TM_ERR_POINT_NOT_FOUND', `${original} is at #${current.doneSeq}${final ? '' : ' (not a recovery point)'}, not at the final point #${finalSeq}: is #${finalSeq} the point \`tidemark drain\` printed? wait for \`tidemark status --config ${mtFile}\` to show the replica consistent, then run failback again`, { volume, seq: finalSeq });
+  }
+  let resumed: string;
+  const fwd = a['agent-config'];
+  if (!fwd) resumed = `protect it again with: tidemark resume ${volume} --config <agent.json> (on the primary site)`;
+  else {
+    try {
+      const r = await resume(fwd, volume);
+      resumed = r.resumed ? 'the agent protects it again, starting with a checksum resync (only the blocks changed since the failover travel)' : 'the agent was not drained, so it was protecting the volume already: run `tidemark resync` to be sure the replica is in step';
+    } catch (e) {
+      resumed = `the agent of ${fwd} could not be asked to resume (${(e as Error).message}); once it runs: tidemark resume ${volume} --config ${fwd}`;
+    }
+  }
+  if (a.json) {
+    console.log(JSON.stringify({ volume, final, original, resumed }, null, 2));
+    return;
+  }
+  console.log(`failback of ${volume}: ${original} holds the final point ${describePoint(final)} of the failed-over volume; no data lost. Start the application on it; ${resumed}.`);
+  console.log(`Stop the reverse daemons (configs in ${dir}); the folder can be deleted once they are stopped.`);
+}

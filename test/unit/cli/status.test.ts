@@ -1,0 +1,102 @@
+// `tidemark status` output from status snapshots shaped as the daemons return them (GET /status):
+// one row per volume across the chain, daemon lines, and the warnings an operator must see.
+import t from 'tap';
+import { formatStatus } from '../../../cli/status.js';
+
+const NOW = 1_800_000_000_000;
+const MiB = 1 << 20;
+
+function agent(over: Record<string, unknown> = {}, uploader: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    role: 'agent', name: 'agent-1', pid: 1,
+    uploader: { connected: true, peer: 'ps-1', diffsSent: 42, bytesSent: 40 * MiB, lastError: null, lastAckAt: NOW, downSince: 0, backpressure: false, backpressureReason: '', backpressureSince: 0, ...uploader },
+    volumes: [{
+      id: 'db', path: '/dev/loop3', sizeBytes: 1 << 30, tracker: 'blocktrace', capture: 'reflink', mode: 'data', modeReason: '', modeSince: 0, dirtyBlocks: 0,
+      trackerStats: { events: 10, drains: 5, lost: 0, lastDrainMs: 1 }, captureStats: null,
+      resync: { active: false, mode: 'resync', reason: 'no tracking baseline', percent: 100, etaMs: 0, bytesSent: 0 },
+      consistentAfterResync: true, lastSeq: 42, ackedSeq: 41, journalFiles: 1, journalBytes: MiB, backlogAgeMs: 12_000,
+      lastCycleAt: NOW, lastCycleBytes: 0, lastCrashPoint: { seq: 42, atMs: NOW - 3000, tags: [] }, lastAppPoint: null, ...over,
+    }],
+  };
+}
+
+function ps(over: Record<string, unknown> = {}, top: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    role: 'process-server', name: 'ps-1', pid: 2, port: 7410,
+    receiver: { diffsReceived: 41, bytesReceived: 39 * MiB, duplicatesSkipped: 0 },
+    forwarders: { 'mt-1': { connected: true, peer: 'mt-1', diffsSent: 41, bytesSent: 20 * MiB, lastError: null, lastAckAt: NOW, downSince: 0, backpressure: false } },
+    cache: { quotaBytes: 10 * 1024 * MiB, usedBytes: 1024 * MiB, freePercent: 90, health: 'ok', reasons: [], backpressure: false, acceptDelayMs: 0, filesystemAvailBytes: 50 * 1024 * MiB },
+    throttle: { rateBytesPerSec: 10 * MiB, activeRule: { index: 0, days: 'mon-fri', from: '08:00', to: '18:00' }, waitingVolumes: ['db'], bytesPassed: 20 * MiB },
+    volumes: [{ id: 'db', storedSeq: 41, forwardedSeq: 40, backlogFiles: 1, backlogBytes: 2 * MiB, backlogAgeMs: 5000, rawBytesIn: 40 * MiB, storedBytesIn: 20 * MiB, compression: { rawBytes: 40 * MiB, storedBytes: 20 * MiB, ratio: 2, cpuMs: 300, skippedExtents: 1, compressedExtents: 9 }, ...over }],
+    ...top,
+  };
+}
+
+function mt(over: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    role: 'master-target', name: 'mt-1', pid: 3, port: 7420,
+    receiver: { diffsReceived: 40, bytesReceived: 20 * MiB, duplicatesSkipped: 1 },
+    volumes: [{
+      id: 'db', replica: '/srv/replica.img', storedSeq: 40, backlogFiles: 0, backlogBytes: 0, backlogAgeMs: 0,
+      lastCrashPoint: { seq: 40, atMs: NOW - 4000, consistency: 'CRASH', tags: [], appliedAt: NOW - 3000 },
+      lastAppPoint: { seq: 38, atMs: NOW - 150_000, consistency: 'APP', tags: ['nightly'], appliedAt: NOW - 140_000 },
+      consistent: true, appliedSeq: 40, appliedBytes: 30 * MiB, lastAppliedAt: NOW - 1000, lagMs: 1500, lastConsistency: 'CRASH', lastError: null, ...over,
+    }],
+  };
+}
+
+const lines = (out: string): string[] => out.split('\n');
+const row = (out: string, id: string): string[] => (lines(out).find((l) => l.startsWith(`${id} `)) ?? '').split(/ {2,}/);
+
+t.test('a healthy chain: one row with every hop, and a line per daemon', async (t) => {
+  const out = formatStatus([agent(), ps(), mt()], NOW);
+  const header = lines(out).find((l) => l.startsWith('VOLUME'))!.split(/ {2,}/);
+  t.same(header, ['VOLUME', 'AGENT', 'JOURNAL', 'PS CACHE', 'RATIO', 'MT STAGING', 'SEQ jrnl/ps/mt/applied', 'LAG', 'CRASH POINT', 'APP POINT', 'HEALTH']);
+  t.same(row(out, 'db'), ['db', 'blocktrace/reflink data', '1.0 MiB 12s', '2.0 MiB 5s', '2.00x', '0', '42/41/40/40', '1.5s', '#40 4s ago', "'nightly' #38 3m ago", 'ok']);
+  t.match(out, /^agent agent-1: connected to ps-1, sent 40\.0 MiB in 42 differentials$/m);
+  t.match(out, /^process server ps-1: received 39\.0 MiB in 41 differentials \(0 duplicates skipped\); compressed 40\.0→20\.0 MiB \(2\.00x\); connected to mt-1, sent 20\.0 MiB in 41 differentials; cache 1\.00 GiB of 10\.00 GiB used \(90% free, ok\); throttle 10\.0 MiB\/s \(rule 0 mon-fri 08:00-18:00\), 1 volume waiting \(db\), passed 20\.0 MiB$/m);
+  t.match(out, /^master target mt-1: received 20\.0 MiB in 40 differentials \(1 duplicates skipped\)$/m);
+  t.notMatch(out, /warnings:/, 'nothing to warn about');
+});
+
+t.test('trouble shows in the health column and, in full, under warnings', async (t) => {
+  const out = formatStatus([
+    agent({ mode: 'bitmap', modeReason: 'journal quota reached (1073741824 of 1073741824 bytes)', dirtyBlocks: 12, resync: { active: true, mode: 'resync', reason: 'no tracking baseline', percent: 45, etaMs: 30_000, bytesSent: 12 * MiB }, consistentAfterResync: false }, { connected: false, lastError: 'TM_ERR_CONNECTION: connect ECONNREFUSED', downSince: NOW - 20_000 }),
+    ps({}, { cache: { quotaBytes: 100, usedBytes: 95, freePercent: 5, health: 'critical', reasons: ['cache 5.0% free'], backpressure: true, acceptDelayMs: 0 }, forwarders: { 'mt-1': { connected: false, diffsSent: 0, bytesSent: 0, lastError: 'TM_ERR_CONNECTION: gone', downSince: NOW - 60_000 } } }),
+    mt({ consistent: false, lastError: 'TM_ERR_IO: EIO' }),
+  ], NOW);
+  t.equal(row(out, 'db').at(-1), 'INCONSISTENT, resync 45%, BITMAP, DISCONNECTED');
+  t.equal(row(out, 'db')[1], 'blocktrace/reflink BITMAP');
+  const warn = lines(out).slice(lines(out).indexOf('warnings:') + 1).map((l) => l.trim());
+  t.same(warn, [
+    'agent agent-1: not connected to the process server: TM_ERR_CONNECTION: connect ECONNREFUSED',
+    'db: BITMAP MODE (journal quota reached (1073741824 of 1073741824 bytes); 12 blocks dirty)',
+    'db: resync 45% sent 12.0 MiB eta 30 s (no tracking baseline)',
+    'process server ps-1: not connected to mt-1: TM_ERR_CONNECTION: gone',
+    'process server ps-1: cache critical: cache 5.0% free',
+    'process server ps-1: backpressure: agents are held back until the cache drains',
+    'db: INCONSISTENT (resync under way) on mt-1: the replica is not a usable image',
+    'db: last apply error on mt-1: TM_ERR_IO: EIO',
+  ]);
+  t.match(out, /^agent agent-1: NOT CONNECTED to ps-1 for 20s, sent 40\.0 MiB in 42 differentials$/m);
+  t.match(out, /cache 95 B of 100 B used \(5% free, critical, BACKPRESSURE\)/);
+});
+
+t.test('a held-back agent, a finishing resync, and a scan volume in bitmap mode', async (t) => {
+  const out = formatStatus([agent({ tracker: 'scan', capture: 'none', mode: 'bitmap', modeReason: 'process server unreachable for 300 s', dirtyBlocks: null, consistentAfterResync: false, lastCrashPoint: null }, { backpressure: true, backpressureReason: 'cache 4.0% free', backpressureSince: NOW - 7000 })], NOW);
+  t.equal(row(out, 'db').at(-1), 'resync finishing, BITMAP, BACKPRESSURE');
+  t.match(out, /^agent agent-1: connected to ps-1 \(BACKPRESSURE for 7s\)/m);
+  t.match(out, /^ {2}agent agent-1: held back by ps-1: cache 4\.0% free$/m);
+  t.match(out, /^ {2}db: BITMAP MODE \(process server unreachable for 300 s; changes found by scan\)$/m);
+  t.match(out, /^ {2}db: resync: finishing \(step II\)$/m);
+});
+
+t.test('only the daemons asked about: other hops are "-", and a volume missing from a hop given is said', async (t) => {
+  const alone = formatStatus([agent()], NOW);
+  t.same(row(alone, 'db'), ['db', 'blocktrace/reflink data', '1.0 MiB 12s', '-', '-', '-', '42/-/-/-', '-', '-', '-', 'ok']);
+  const a = agent();
+  (a.volumes as unknown[]).push({ ...(a.volumes as Record<string, unknown>[])[0], id: 'logs' });
+  const out = formatStatus([a, ps(), mt()], NOW);
+  t.equal(row(out, 'logs').at(-1), 'not at ps, not at mt');
+  t.equal(formatStatus([], NOW), 'VOLUME  AGENT  JOURNAL  PS CACHE  RATIO  MT STAGING  SEQ jrnl/ps/mt/applied  LAG  CRASH POINT  APP POINT  HEALTH', 'no daemon answered: the header alone');
+});
