@@ -19,6 +19,7 @@ import { TestFailovers, type Rehearsal } from '../master-target/test-failover.js
 import { parseDuration } from '../master-target/retention/policy.js';
 import { DiffStore, type RecoveryPoint } from '../proto/diff-store.js';
 import { post } from './resync.js';
+import { age } from './status.js';
 
 export interface PointArgs {
   seq?: string;
@@ -104,11 +105,6 @@ export async function act<T>(configFile: string, action: string, params: URLSear
   } finally {
     await close();
   }
-}
-
-function age(ms: number): string {
-  const s = Math.max(0, Math.round(ms / 1000));
-  return s < 120 ? `${s}s` : s < 7200 ? `${Math.round(s / 60)}m` : s < 172_800 ? `${(s / 3600).toFixed(1)}h` : `${(s / 86400).toFixed(1)}d`;
 }
 
 export function formatPoints(points: readonly RecoveryPoint[], nowMs = Date.now()): string {

@@ -148,16 +148,30 @@ function warnings(snaps: Snap[]): string[] {
       for (const v of vols(s)) {
         if (v.consistent === false) out.push(`${v.id}: INCONSISTENT (resync under way) on ${s.name}: the replica is not a usable image`);
         if (v.lastError) out.push(`${v.id}: last apply error on ${s.name}: ${v.lastError}`);
+        const rt = obj(v.retention);
+        if (rt?.paused) out.push(`${v.id}: APPLY PAUSED on ${s.name}: ${rt.paused}`);
+        else if (rt?.alert) out.push(`${v.id}: ${rt.alert} on ${s.name}`);
+        if (rt?.lastError) out.push(`${v.id}: retention maintenance on ${s.name} failing: ${rt.lastError}`);
       }
     }
   }
   return out;
 }
 
+/** Retention on the master target: how many points, back how far, and the log's size. */
+function retained(m: Snap | undefined, now: number): string {
+  const r = obj(m?.retention);
+  if (!r) return '-';
+  const oldest = obj(r.oldestPoint);
+  const back = oldest ? ` back ${age(now - Number(oldest.atMs))}` : '';
+  return `${num(r.points) ?? 0} pts${back}, ${mib(r.bytes)} MiB${r.alert ? ' ALERT' : ''}`;
+}
+
 /** The short health word(s) of one volume's row. */
 function health(a: Snap | undefined, agent: Snap | undefined, m: Snap | undefined, missing: string[]): string {
   const h: string[] = [];
   if (m?.consistent === false) h.push('INCONSISTENT');
+  if (obj(m?.retention)?.paused) h.push('APPLY PAUSED');
   const r = obj(a?.resync);
   if (r?.active) h.push(`${r.mode} ${r.percent}%`);
   else if (a?.consistentAfterResync === false) h.push('resync finishing');
@@ -179,7 +193,7 @@ export function formatStatus(snapshots: Record<string, unknown>[], now = Date.no
     return undefined;
   };
   const ids = [...new Set([...agents, ...pss, ...mts].flatMap((s) => vols(s).map((v) => String(v.id))))];
-  const rows: string[][] = [['VOLUME', 'AGENT', 'JOURNAL', 'PS CACHE', 'RATIO', 'MT STAGING', 'SEQ jrnl/ps/mt/applied', 'LAG', 'CRASH POINT', 'APP POINT', 'HEALTH']];
+  const rows: string[][] = [['VOLUME', 'AGENT', 'JOURNAL', 'PS CACHE', 'RATIO', 'MT STAGING', 'SEQ jrnl/ps/mt/applied', 'LAG', 'CRASH POINT', 'APP POINT', 'RETAINED', 'HEALTH']];
   for (const id of ids) {
     const a = find(agents, id);
     const p = find(pss, id)?.v;
@@ -197,6 +211,7 @@ export function formatStatus(snapshots: Record<string, unknown>[], now = Date.no
       lag === null ? '-' : `${(lag / 1000).toFixed(1)}s`,
       m ? point(m.lastCrashPoint, now) : '-',
       m ? point(m.lastAppPoint, now) : '-',
+      retained(m, now),
       health(a?.v, a?.d, m, missing),
     ]);
   }

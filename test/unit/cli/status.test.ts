@@ -40,6 +40,7 @@ function mt(over: Record<string, unknown> = {}): Record<string, unknown> {
       id: 'db', replica: '/srv/replica.img', storedSeq: 40, backlogFiles: 0, backlogBytes: 0, backlogAgeMs: 0,
       lastCrashPoint: { seq: 40, atMs: NOW - 4000, consistency: 'CRASH', tags: [], appliedAt: NOW - 3000 },
       lastAppPoint: { seq: 38, atMs: NOW - 150_000, consistency: 'APP', tags: ['nightly'], appliedAt: NOW - 140_000 },
+      retention: { points: 120, bytes: 64 * MiB, oldestPoint: { seq: 2, atMs: NOW - 7_200_000, consistency: 'CRASH', tags: [], appliedAt: 0 }, alert: null, paused: null, lastError: null },
       consistent: true, appliedSeq: 40, appliedBytes: 30 * MiB, lastAppliedAt: NOW - 1000, lagMs: 1500, lastConsistency: 'CRASH', lastError: null, ...over,
     }],
   };
@@ -51,8 +52,8 @@ const row = (out: string, id: string): string[] => (lines(out).find((l) => l.sta
 t.test('a healthy chain: one row with every hop, and a line per daemon', async (t) => {
   const out = formatStatus([agent(), ps(), mt()], NOW);
   const header = lines(out).find((l) => l.startsWith('VOLUME'))!.split(/ {2,}/);
-  t.same(header, ['VOLUME', 'AGENT', 'JOURNAL', 'PS CACHE', 'RATIO', 'MT STAGING', 'SEQ jrnl/ps/mt/applied', 'LAG', 'CRASH POINT', 'APP POINT', 'HEALTH']);
-  t.same(row(out, 'db'), ['db', 'blocktrace/reflink data', '1.0 MiB 12s', '2.0 MiB 5s', '2.00x', '0', '42/41/40/40', '1.5s', '#40 4s ago', "'nightly' #38 3m ago", 'ok']);
+  t.same(header, ['VOLUME', 'AGENT', 'JOURNAL', 'PS CACHE', 'RATIO', 'MT STAGING', 'SEQ jrnl/ps/mt/applied', 'LAG', 'CRASH POINT', 'APP POINT', 'RETAINED', 'HEALTH']);
+  t.same(row(out, 'db'), ['db', 'blocktrace/reflink data', '1.0 MiB 12s', '2.0 MiB 5s', '2.00x', '0', '42/41/40/40', '1.5s', '#40 4s ago', "'nightly' #38 3m ago", '120 pts back 2h, 64.0 MiB', 'ok']);
   t.match(out, /^agent agent-1: connected to ps-1, sent 40\.0 MiB in 42 differentials$/m);
   t.match(out, /^process server ps-1: received 39\.0 MiB in 41 differentials \(0 duplicates skipped\); compressed 40\.0→20\.0 MiB \(2\.00x\); connected to mt-1, sent 20\.0 MiB in 41 differentials; cache 1\.00 GiB of 10\.00 GiB used \(90% free, ok\); throttle 10\.0 MiB\/s \(rule 0 mon-fri 08:00-18:00\), 1 volume waiting \(db\), passed 20\.0 MiB$/m);
   t.match(out, /^master target mt-1: received 20\.0 MiB in 40 differentials \(1 duplicates skipped\)$/m);
@@ -63,9 +64,9 @@ t.test('trouble shows in the health column and, in full, under warnings', async 
   const out = formatStatus([
     agent({ mode: 'bitmap', modeReason: 'journal quota reached (1073741824 of 1073741824 bytes)', dirtyBlocks: 12, resync: { active: true, mode: 'resync', reason: 'no tracking baseline', percent: 45, etaMs: 30_000, bytesSent: 12 * MiB }, consistentAfterResync: false }, { connected: false, lastError: 'TM_ERR_CONNECTION: connect ECONNREFUSED', downSince: NOW - 20_000 }),
     ps({}, { cache: { quotaBytes: 100, usedBytes: 95, freePercent: 5, health: 'critical', reasons: ['cache 5.0% free'], backpressure: true, acceptDelayMs: 0 }, forwarders: { 'mt-1': { connected: false, diffsSent: 0, bytesSent: 0, lastError: 'TM_ERR_CONNECTION: gone', downSince: NOW - 60_000 } } }),
-    mt({ consistent: false, lastError: 'TM_ERR_IO: EIO' }),
+    mt({ consistent: false, lastError: 'TM_ERR_IO: EIO', retention: { points: 3, bytes: 90 * MiB, oldestPoint: null, alert: 'retention log 90% of its 104857600-byte cap', paused: 'retention log full: apply paused', lastError: null } }),
   ], NOW);
-  t.equal(row(out, 'db').at(-1), 'INCONSISTENT, resync 45%, BITMAP, DISCONNECTED');
+  t.equal(row(out, 'db').at(-1), 'INCONSISTENT, APPLY PAUSED, resync 45%, BITMAP, DISCONNECTED');
   t.equal(row(out, 'db')[1], 'blocktrace/reflink BITMAP');
   const warn = lines(out).slice(lines(out).indexOf('warnings:') + 1).map((l) => l.trim());
   t.same(warn, [
@@ -77,6 +78,7 @@ t.test('trouble shows in the health column and, in full, under warnings', async 
     'process server ps-1: backpressure: agents are held back until the cache drains',
     'db: INCONSISTENT (resync under way) on mt-1: the replica is not a usable image',
     'db: last apply error on mt-1: TM_ERR_IO: EIO',
+    'db: APPLY PAUSED on mt-1: retention log full: apply paused',
   ]);
   t.match(out, /^agent agent-1: NOT CONNECTED to ps-1 for 20s, sent 40\.0 MiB in 42 differentials$/m);
   t.match(out, /cache 95 B of 100 B used \(5% free, critical, BACKPRESSURE\)/);
@@ -93,10 +95,10 @@ t.test('a held-back agent, a finishing resync, and a scan volume in bitmap mode'
 
 t.test('only the daemons asked about: other hops are "-", and a volume missing from a hop given is said', async (t) => {
   const alone = formatStatus([agent()], NOW);
-  t.same(row(alone, 'db'), ['db', 'blocktrace/reflink data', '1.0 MiB 12s', '-', '-', '-', '42/-/-/-', '-', '-', '-', 'ok']);
+  t.same(row(alone, 'db'), ['db', 'blocktrace/reflink data', '1.0 MiB 12s', '-', '-', '-', '42/-/-/-', '-', '-', '-', '-', 'ok']);
   const a = agent();
   (a.volumes as unknown[]).push({ ...(a.volumes as Record<string, unknown>[])[0], id: 'logs' });
   const out = formatStatus([a, ps(), mt()], NOW);
   t.equal(row(out, 'logs').at(-1), 'not at ps, not at mt');
-  t.equal(formatStatus([], NOW), 'VOLUME  AGENT  JOURNAL  PS CACHE  RATIO  MT STAGING  SEQ jrnl/ps/mt/applied  LAG  CRASH POINT  APP POINT  HEALTH', 'no daemon answered: the header alone');
+  t.equal(formatStatus([], NOW), 'VOLUME  AGENT  JOURNAL  PS CACHE  RATIO  MT STAGING  SEQ jrnl/ps/mt/applied  LAG  CRASH POINT  APP POINT  RETAINED  HEALTH', 'no daemon answered: the header alone');
 });
