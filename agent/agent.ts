@@ -16,6 +16,7 @@ import type { AgentConfig, AgentVolumeConfig } from './config.js';
 import type { Capture } from './capture/capture.js';
 import { FreezeCapture } from './capture/freeze.js';
 import { ReflinkCapture } from './capture/reflink.js';
+import { ScriptCapture } from './capture/script.js';
 import { BlockTraceTracker } from './trackers/blocktrace.js';
 import type { Tracker } from './trackers/tracker.js';
 import { NoCapture } from './capture/none.js';
@@ -130,6 +131,7 @@ export class Agent {
   private makeCapture(vc: AgentVolumeConfig, volume: Volume, log: Logger): Capture {
     if (vc.capture === 'reflink') return new ReflinkCapture(vc.id, volume, { keep: vc.reflink?.keep ?? DEFAULTS.agent.reflinkKeep, dir: vc.reflink?.dir && this.path(vc.reflink.dir) }, log);
     if (vc.capture === 'freeze') return new FreezeCapture(vc.id, volume, vc.freeze!, this.path(this.config.stateDir), log);
+    if (vc.capture === 'script') return new ScriptCapture(vc.id, volume, vc.script!, log);
     return new NoCapture(volume);
   }
 

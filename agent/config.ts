@@ -12,8 +12,11 @@ export const agentVolumeSchema = z.strictObject({
   path: z.string().min(1),
   /** scan: hash and compare (portable). blocktrace: kernel block tracepoints (Linux, root, block devices). */
   tracker: z.enum(['scan', 'blocktrace']).default(d.tracker),
-  /** none: live volume (fuzzy). reflink: clone of its image (crash-consistent). freeze: FIFREEZE (app-consistent). */
-  capture: z.enum(['none', 'reflink', 'freeze']).default(d.capture),
+  /**
+   * none: live volume (fuzzy). reflink: clone of its image (crash-consistent). freeze: FIFREEZE
+   * (app-consistent). script: the application quiesces itself in the pre script (app-consistent).
+   */
+  capture: z.enum(['none', 'reflink', 'freeze', 'script']).default(d.capture),
   reflink: z.strictObject({
     /** Where clones go; on the image's filesystem. Default: .tidemark-clones beside the image. */
     dir: z.string().min(1).optional(),
@@ -31,8 +34,17 @@ export const agentVolumeSchema = z.strictObject({
     /** Name of the app-consistent points. */
     tag: z.string().regex(/^[\w.:@+-]{1,64}$/, 'a tag is 1-64 letters, digits or . : @ + - _').default(d.freezeTag),
   }).optional(),
+  script: z.strictObject({
+    /** Returns once the application has stopped writing and holds it stopped until the post script. */
+    pre: z.string().min(1),
+    post: z.string().min(1).optional(),
+    /** Bound on the pre script and the read together; past it the post script runs and the tag is dropped. */
+    timeoutMs: z.number().int().min(100).max(600_000).default(d.freezeTimeoutMs),
+    tag: z.string().regex(/^[\w.:@+-]{1,64}$/, 'a tag is 1-64 letters, digits or . : @ + - _').default(d.freezeTag),
+  }).optional(),
 }).superRefine((v, ctx) => {
   if (v.capture === 'freeze' && !v.freeze) ctx.addIssue({ code: 'custom', path: ['freeze'], message: 'capture "freeze" needs freeze.mountpoint' });
+  if (v.capture === 'script' && !v.script) ctx.addIssue({ code: 'custom', path: ['script'], message: 'capture "script" needs script.pre (a command that returns once the application is quiesced)' });
 });
 
 export const agentConfigSchema = z.strictObject({

@@ -3,13 +3,13 @@
 // run the post script. Everything is bounded by `timeoutMs`: a script past it is killed; a freeze past
 // it is thawed at once. Either way the tag is dropped, the error logged (TM_ERR_CAPTURE) and the data goes
 // out as fuzzy; the volume is never left frozen and replication never stops for a misbehaving script.
-import { spawn } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import { tmError, wrap } from '../../common/errors.js';
 import type { Logger } from '../../common/log.js';
 import { freeze, thaw } from '../../native/index.js';
 import type { Volume } from '../volume.js';
 import type { Capture, CapturedView } from './capture.js';
+import { runScript } from './run-script.js';
 
 export interface FreezeOptions {
   mountpoint: string;
@@ -101,24 +101,6 @@ export class FreezeCapture implements Capture {
   script(which: 'pre' | 'post', ms: number): Promise<void> {
     const cmd = this.opts[which];
     if (!cmd) return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      const child = spawn('/bin/sh', ['-c', cmd], {
-        detached: true, // its own process group, so a hung script's children die with it
-        stdio: ['ignore', 'ignore', 'pipe'],
-        env: { ...process.env, TIDEMARK_VOLUME: this.volumeId, TIDEMARK_TAG: this.opts.tag, TIDEMARK_MOUNTPOINT: this.opts.mountpoint, TIDEMARK_PHASE: which },
-      });
-      let stderr = '';
-      child.stderr!.on('data', (d: Buffer) => { if (stderr.length < 2000) stderr += d.toString(); });
-      const timer = setTimeout(() => {
-        try { process.kill(-child.pid!, 'SIGKILL'); } catch { /* already gone */ }
-        reject(tmError('TM_ERR_CAPTURE', `${which} script ran past ${ms} ms and was killed: ${cmd}`));
-      }, ms);
-      child.on('error', (e) => { clearTimeout(timer); reject(e); });
-      child.on('exit', (code, signal) => {
-        clearTimeout(timer);
-        if (code === 0) resolve();
-        else reject(tmError('TM_ERR_CAPTURE', `${which} script failed (${signal ?? `exit ${code}`}): ${cmd}${stderr ? `: ${stderr.trim()}` : ''}`));
-      });
-    });
+    return runScript(cmd, which, ms, { TIDEMARK_VOLUME: this.volumeId, TIDEMARK_TAG: this.opts.tag, TIDEMARK_MOUNTPOINT: this.opts.mountpoint });
   }
 }

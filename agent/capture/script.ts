@@ -1,0 +1,79 @@
+// `script`: an application-consistent point where the application quiesces itself. The pre script
+// returns once the application has stopped writing to the volume and holds it stopped (a database lock
+// held by a helper process, a VM paused, a writer told to wait); the point is read from the volume; the
+// post script lets the application go. No filesystem freeze, so it works for image files and raw volumes
+// without a mounted filesystem. One bound (`timeoutMs`) covers the pre script and the read: past it the
+// post script is run at once, the tag dropped and the differential sent fuzzy (TM_ERR_CAPTURE).
+import type { Logger } from '../../common/log.js';
+import { tmError, wrap } from '../../common/errors.js';
+import type { Volume } from '../volume.js';
+import type { Capture, CapturedView } from './capture.js';
+import { runScript } from './run-script.js';
+
+export interface ScriptOptions {
+  pre: string;
+  post?: string;
+  timeoutMs: number;
+  tag: string;
+}
+
+export class ScriptCapture implements Capture {
+  readonly kind = 'script';
+  readonly stats = { points: 0, failures: 0, lastError: null as string | null };
+
+  constructor(private readonly volumeId: string, private readonly volume: Volume, private readonly opts: ScriptOptions, private readonly log: Logger) {}
+
+  private run(which: 'pre' | 'post', ms: number): Promise<void> {
+    const cmd = which === 'pre' ? this.opts.pre : this.opts.post;
+    if (!cmd) return Promise.resolve();
+    return runScript(cmd, which, ms, { TIDEMARK_VOLUME: this.volumeId, TIDEMARK_TAG: this.opts.tag, TIDEMARK_PATH: this.volume.path });
+  }
+
+  private fail(step: string, err: unknown): void {
+    const e = wrap(err, `${step} of volume ${this.volumeId}`, { volume: this.volumeId });
+    this.stats.failures++;
+    this.stats.lastError = e.message;
+    this.log.error({ code: 'TM_ERR_CAPTURE', volume: this.volumeId, cause: e.code, err: e.message }, 'app-consistent point dropped; this differential is fuzzy');
+  }
+
+  async begin(): Promise<CapturedView> {
+    const deadline = Date.now() + this.opts.timeoutMs;
+    const post = (): Promise<void> => this.run('post', this.opts.timeoutMs).catch((e) => this.fail('post script', e));
+    try {
+      await this.run('pre', this.opts.timeoutMs);
+    } catch (e) {
+      this.fail('pre script', e);
+      await post(); // the pre script may have half-quiesced the application
+      return { view: this.volume, consistency: 'FUZZY', tags: [], atMs: Date.now(), release: async () => {} };
+    }
+    const atMs = Date.now();
+    let released = false;
+    let expired = false;
+    const letGo = async (): Promise<void> => {
+      if (released) return;
+      released = true;
+      await post();
+    };
+    const bound = setTimeout(() => {
+      expired = true;
+      this.fail('quiesce', tmError('TM_ERR_CAPTURE', `pre script and read together ran past ${this.opts.timeoutMs} ms; the application was let go`));
+      void letGo();
+    }, Math.max(0, deadline - Date.now()));
+    return {
+      view: this.volume,
+      consistency: 'APP',
+      tags: [this.opts.tag],
+      atMs,
+      settle: async () => {
+        clearTimeout(bound);
+        await letGo();
+        return !expired;
+      },
+      release: async () => {
+        clearTimeout(bound);
+        await letGo();
+        if (!expired) this.stats.points++;
+      },
+    };
+  }
+}
