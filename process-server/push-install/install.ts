@@ -6,7 +6,7 @@ import type { PsConfig } from '../config.js';
 import { agentConfig, missingRouting, psEndpoint, stageEtc, statusDirOf } from './agent-config.js';
 import { layout, type InstallRecord, type Layout } from './layout.js';
 import type { PushOptions } from './options.js';
-import { obtainPackage, type Say } from './prepare.js';
+import { obtainPackage, packageArch, type Say } from './prepare.js';
 import { becomeRoot, probe, problems } from './remote-checks.js';
 import { agentUnit, startScript } from './service.js';
 import { pushError, type Ssh } from './ssh.js';
@@ -27,8 +27,7 @@ export async function install(o: PushOptions, ps: PsConfig, ssh: Ssh, work: stri
   say(`checking ${ssh.where} (host key from ${o.knownHosts})`);
   const login = await becomeRoot(ssh);
   const f = await probe(ssh, L, o.node, o.volumes.map((v) => v.path!));
-  const pkg = await obtainPackage(o, work, say);
-  const bad = problems(f, pkg.manifest.arch);
+  const bad = problems(f, await packageArch(o));
   if (f.installed) bad.push(`an agent is already installed in ${o.prefix}: use --upgrade to replace its package, or --uninstall`);
   else if (f.prefixUsed) bad.push(`${o.prefix} exists and is not empty: give a --prefix of its own`);
   if (bad.length > 0) throw pushError('prerequisites', host, `nothing was changed:\n  - ${bad.join('\n  - ')}`);
@@ -46,6 +45,7 @@ export async function install(o: PushOptions, ps: PsConfig, ssh: Ssh, work: stri
       throw pushError('agent config', host, `nothing was changed: ${(e as Error).message}`, e);
     }
   }
+  const pkg = await obtainPackage(o, work, say);
   if (f.keptState) say(`reusing the agent state in ${L.state} (left by an uninstall with --keep-state)`);
   const rec: InstallRecord = {
     name: o.name, mode, node: f.node, volumes: o.volumes.map((v) => v.id!),

@@ -22,18 +22,26 @@ export function psConfig(o: PushOptions): PsConfig {
   return loadPsConfig(o.psConfig!);
 }
 
+async function readManifest(o: PushOptions): Promise<PackageManifest> {
+  try {
+    return JSON.parse((await run('tar', ['-xzOf', o.packageFile!, MANIFEST_FILE])).stdout) as PackageManifest;
+  } catch (e) {
+    throw pushError('read package', o.host, `${o.packageFile} is not a Tidemark agent package (no ${MANIFEST_FILE} inside): ${(e as Error).message}`, e);
+  }
+}
+
+/** The architecture the package's native parts are for, known before the package is built. */
+export async function packageArch(o: PushOptions): Promise<string> {
+  return o.packageFile === undefined ? process.arch : (await readManifest(o)).arch;
+}
+
 export async function obtainPackage(o: PushOptions, work: string, say: Say): Promise<AgentPackage> {
   if (o.packageFile === undefined) {
     const pkg = await buildAgentPackage(work);
     say(`built the agent package: ${(pkg.bytes / 1048576).toFixed(1)} MiB, commit ${pkg.manifest.commit}, sha256 ${pkg.sha256.slice(0, 16)}…`);
     return pkg;
   }
-  let manifest: PackageManifest;
-  try {
-    manifest = JSON.parse((await run('tar', ['-xzOf', o.packageFile, MANIFEST_FILE])).stdout) as PackageManifest;
-  } catch (e) {
-    throw pushError('read package', o.host, `${o.packageFile} is not a Tidemark agent package (no ${MANIFEST_FILE} inside): ${(e as Error).message}`, e);
-  }
+  const manifest = await readManifest(o);
   const { size } = await fsp.stat(o.packageFile);
   say(`using the agent package ${o.packageFile} (commit ${manifest.commit}, built ${manifest.builtAt})`);
   return { file: o.packageFile, sha256: await sha256File(o.packageFile), bytes: size, manifest };

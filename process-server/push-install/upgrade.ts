@@ -6,7 +6,7 @@ import { statusDirOf } from './agent-config.js';
 import { start } from './install.js';
 import { layout, type InstallRecord, type Layout } from './layout.js';
 import type { PushOptions } from './options.js';
-import { obtainPackage, type Say } from './prepare.js';
+import { obtainPackage, packageArch, type Say } from './prepare.js';
 import { becomeRoot, probe, problems } from './remote-checks.js';
 import { stopScript } from './service.js';
 import { pushError, q, type Ssh } from './ssh.js';
@@ -38,9 +38,9 @@ export async function upgrade(o: PushOptions, ps: PsConfig, ssh: Ssh, work: stri
     say(`note: the agent was installed for process server ${old.processServer.name}; ${o.psConfig} is ${ps.name}`);
   }
   const f = await probe(ssh, L, o.node ?? old.node, []);
-  const pkg = await obtainPackage(o, work, say);
-  const bad = problems(f, pkg.manifest.arch);
+  const bad = problems(f, await packageArch(o));
   if (bad.length > 0) throw pushError('prerequisites', o.host, `nothing was changed:\n  - ${bad.join('\n  - ')}`);
+  const pkg = await obtainPackage(o, work, say);
   say(`upgrading agent ${old.name}: package ${old.package.commit} (built ${old.package.builtAt}) → ${pkg.manifest.commit} (built ${pkg.manifest.builtAt})`);
 
   let config: unknown;

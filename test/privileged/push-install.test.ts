@@ -173,6 +173,18 @@ t.test('push-install over SSH: host key checked, installed, replicating, upgrade
     t.same(fs.readdirSync(remote('/opt')), [], 'nothing was created on the machine');
   });
 
+  await t.test('an agent that cannot connect: a clear error with its log tail; uninstall removes it', async (t) => {
+    const r = await tidemark(['push-install', ...ssh, ...installArgs.map((a) => (a === '90' ? '5' : a)), '--ps-address', `${here}:1`]);
+    t.equal(r.code, 1, 'exit status 1');
+    t.match(r.stderr, /TM_ERR_PUSH_INSTALL: .*wait for the agent: not connected after 5 s: the agent is not connected/, 'it says the agent did not connect');
+    t.match(r.stderr, `Last lines of ${prefix}/log/agent.log:`, "and shows the agent's log");
+    t.match(r.stderr, /"name":"agent agent-1"/, 'with the lines the agent wrote');
+    const u = await tidemark(['push-install', ...ssh, '--uninstall']);
+    t.equal(u.code, 0, 'push-install --uninstall succeeds');
+    if (u.code !== 0) t.comment(diag(u));
+    t.same(fs.readdirSync(remote('/opt')), [], 'and leaves nothing on the machine');
+  });
+
   let firstPid = 0;
   let firstBuild = '';
   await t.test('install: the agent starts without systemd, connects back and replicates', async (t) => {
