@@ -126,23 +126,31 @@ async function runningMasterTarget(cfg: MtConfig, file: string, why: string): Pr
 }
 
 /**
- * The source drained at its final point, and that point applied on the replica: what planned failover and
- * failback share. The agent is asked over its loopback port when its config is given (same machine);
- * otherwise `--seq` names the final point `tidemark drain` printed on the agent's machine.
+ * Where the final point comes from: the agent, asked over its loopback port (its config given: same
+ * machine), or `--seq`, the point `tidemark drain` printed on the agent's machine. Checked before any
+ * daemon is asked anything.
  */
-async function drainApplied(a: FailoverArgs, agentConfig: string | undefined, mtPort: number, volume: string, say: (l: string) => void): Promise<{ finalSeq: number; current: CurrentPoint }> {
+type FinalPoint = { agentConfig: string } | { seq: number };
+
+function finalPointFrom(a: FailoverArgs, agentConfig: string | undefined): FinalPoint {
   if ((agentConfig === undefined) === (a.seq === undefined)) {
     throw tmError('TM_ERR_USAGE', 'name the final point one way: --agent-config <agent.json> to drain the agent from here, or --seq <n> as printed by `tidemark drain` on its machine');
   }
+  if (agentConfig !== undefined) return { agentConfig };
+  if (!/^\d+$/.test(a.seq!)) throw tmError('TM_ERR_USAGE', `--seq must be a whole number, not "${a.seq}"`);
+  return { seq: Number(a.seq) };
+}
+
+/** The source drained at its final point, and that point applied on the replica: what planned failover and failback share. */
+async function drainApplied(from: FinalPoint, mtPort: number, volume: string, say: (l: string) => void): Promise<{ finalSeq: number; current: CurrentPoint }> {
   let finalSeq: number;
-  if (agentConfig !== undefined) {
+  if ('agentConfig' in from) {
     say(`draining ${volume}: the agent takes a final point (the application must be stopped) ...`);
-    const final = await drain(agentConfig, volume);
+    const final = await drain(from.agentConfig, volume);
     say(`  final point ${describePoint(final)}; the agent protects ${volume} no more`);
     finalSeq = final.seq;
   } else {
-    if (!/^\d+$/.test(a.seq!)) throw tmError('TM_ERR_USAGE', `--seq must be a whole number, not "${a.seq}"`);
-    finalSeq = Number(a.seq);
+    finalSeq = from.seq;
   }
   const current = await waitApplied(mtPort, volume, finalSeq, say);
   say(`  the master target has applied #${finalSeq}`);
@@ -159,8 +167,9 @@ async function failover(configFile: string, volume: string, a: FailoverArgs, say
   let result: RecoverResult;
   if (a.planned) {
     if (a.at !== undefined || a.tag !== undefined || a.latest) throw tmError('TM_ERR_USAGE', 'a planned failover recovers the final point of the drain; --at, --tag and --latest are for an unplanned failover');
+    const from = finalPointFrom(a, a['agent-config']);
     const port = await runningMasterTarget(cfg, configFile, 'a planned failover waits for it to apply the final point');
-    const { finalSeq } = await drainApplied(a, a['agent-config'], port, volume, say);
+    const { finalSeq } = await drainApplied(from, port, volume, say);
     params.set('seq', String(finalSeq));
     result = (await post(port, `/recover?${params}`, LONG_MS)) as unknown as RecoverResult;
   } else {
@@ -191,9 +200,10 @@ async function failback(dir: string, volume: string, a: FailoverArgs, say: (l: s
   const v = mtCfg.volumes.find((x) => x.id === volume);
   if (!v) throw tmError('TM_ERR_UNKNOWN_VOLUME', `volume "${volume}" is not in ${mtFile}; ${didYouMean(volume, mtCfg.volumes.map((x) => x.id))}`, { volume });
   const original = resolveFrom(mtCfg.configDir, v.replica);
-  const port = await runningMasterTarget(mtCfg, mtFile, 'a failback waits for it to apply the final point onto the original volume');
   // The reverse agent's config is in the folder; it can be asked from here only on its own machine.
-  const { finalSeq, current } = await drainApplied(a, a.seq === undefined ? path.join(dir, L.agent) : undefined, port, volume, say);
+  const from = finalPointFrom(a, a.seq === undefined ? path.join(dir, L.agent) : undefined);
+  const port = await runningMasterTarget(mtCfg, mtFile, 'a failback waits for it to apply the final point onto the original volume');
+  const { finalSeq, current } = await drainApplied(from, port, volume, say);
   // In place: the original volume is the reverse replica; at the final point it is the volume again.
   const final = current.point;
   if (!final || final.seq !== finalSeq || current.doneSeq !== finalSeq) {

@@ -10,7 +10,8 @@ import { rootLogger } from '../common/log.js';
 import { STATUS_PORT_FILE } from '../common/status-server.js';
 import { currentPoint } from '../master-target/applier.js';
 import { loadMtConfig, type MtConfig } from '../master-target/config.js';
-import { recoverOptionsFrom, selectorFrom } from '../master-target/operator-actions.js';
+import { groupAction, recoverOptionsFrom, selectorFrom } from '../master-target/operator-actions.js';
+import type { GroupPoint } from '../master-target/group-recovery.js';
 import { recoverPoint, type RecoverResult, type RecoverySource } from '../master-target/recover.js';
 import { ReplicaHashes } from '../master-target/replica-hashes.js';
 import { Replica } from '../master-target/replica.js';
@@ -32,6 +33,8 @@ export interface PointArgs {
   verify?: string;
   loop?: boolean;
   json?: boolean;
+  group?: string;
+  'out-dir'?: string;
 }
 
 /** "--at": epoch ms, an ISO 8601 time, or an age such as "15m" / "15m ago". */
@@ -55,6 +58,8 @@ function paramsOf(volume: string, a: PointArgs): URLSearchParams {
   if (a.copy) p.set('copy', 'true');
   if (a.verify !== undefined) p.set('verify', a.verify);
   if (a.loop) p.set('loop', 'true');
+  if (a.group !== undefined) p.set('group', a.group);
+  if (a['out-dir'] !== undefined) p.set('outDir', path.resolve(a['out-dir']));
   return p;
 }
 
@@ -92,6 +97,51 @@ async function offlineSource(cfg: MtConfig, volumeId: string): Promise<{ src: Re
     src: { volumeId, replicaPath, sizeBytes, blockSize, retention, doneSeq: () => store.doneSeq, currentPoint: () => currentPoint(store.state), hashes: () => hashes.hashes, hold: (fn) => fn() },
     close: () => replica.close(),
   };
+}
+
+/** A group action: on the daemon, or offline over every configured volume. */
+async function actOnGroup(configFile: string, action: 'group-points' | 'recover-group', params: URLSearchParams): Promise<unknown> {
+  const cfg = loadMtConfig(configFile);
+  const port = await daemonPort(cfg);
+  if (port !== null) return post(port, `/${action}?${params}`, 3_600_000);
+  const opened = new Map<string, Awaited<ReturnType<typeof offlineSource>>>();
+  try {
+    for (const v of cfg.volumes) {
+      if (!v.retention) continue;
+      const o = await offlineSource(cfg, v.id).catch(() => null);
+      if (o) opened.set(v.id, o);
+    }
+    return await groupAction(action, [...opened.keys()], (id) => {
+      const o = opened.get(id);
+      if (!o) throw tmError('TM_ERR_POINT_NOT_FOUND', `${id} has no retention here`, { volume: id });
+      return o.src;
+    }, params);
+  } finally {
+    for (const o of opened.values()) await o.close();
+  }
+}
+
+export async function groupPointsCommand(configFile: string, group: string, a: PointArgs): Promise<void> {
+  const out = (await actOnGroup(configFile, 'group-points', paramsOf('', { ...a, group }))) as { points: GroupPoint[]; groups: string[] };
+  if (a.json) {
+    console.log(JSON.stringify(out, null, 2));
+    return;
+  }
+  if (out.points.length === 0) {
+    console.log(`no complete point of group "${group}" is retained${out.groups.length ? ` (groups seen: ${out.groups.join(', ')})` : ''}`);
+    return;
+  }
+  for (const g of out.points) console.log(`${new Date(g.atMs).toISOString()}  ${g.tag}  ${g.members.map((m) => `${m.volume}#${m.seq}`).join(' ')}`);
+}
+
+export async function recoverGroupCommand(configFile: string, group: string, a: PointArgs): Promise<void> {
+  const r = (await actOnGroup(configFile, 'recover-group', paramsOf('', { ...a, group }))) as { point: GroupPoint; volumes: RecoverResult[] };
+  if (a.json) {
+    console.log(JSON.stringify(r, null, 2));
+    return;
+  }
+  console.log(`recovered group ${group} to its cut ${r.point.tag} (${new Date(r.point.atMs).toISOString()}):`);
+  for (const v of r.volumes) console.log(`  ${describe(v)}`);
 }
 
 /** Run an action on the daemon when it runs, else offline with `offline`. */

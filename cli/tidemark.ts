@@ -16,7 +16,7 @@ import { loadPsConfig } from '../process-server/config.js';
 import { ProcessServer } from '../process-server/server.js';
 import { pushInstall } from '../process-server/push-install/cli.js';
 import { runDemo } from './demo.js';
-import { points, recover, testFailover } from './recover.js';
+import { groupPointsCommand, points, recover, recoverGroupCommand, testFailover } from './recover.js';
 import { FAILOVER_COMMANDS, failoverCommand } from './failover.js';
 import { attachSeeded, requestResync, verify } from './resync.js';
 import { runDaemon } from './run-daemon.js';
@@ -45,6 +45,9 @@ const USAGE = `usage: tidemark <command> [options]
   recover <volume> --config <master-target.json> --out <file|device>
           (--seq N | --at <time|"15m ago"> | --tag <name> | --latest) [--force] [--copy] [--verify full]
                                    materialise a retained point (reflink clone + roll back), verified
+  points --group <name> --config <master-target.json>
+  recover --group <name> --config <master-target.json> --out-dir <dir> (--latest | --at <time> | --tag cg:...)
+                                   a consistency group's points; recover every member to one cut
   test-failover start <volume> --config <master-target.json> [--seq N|--at T|--tag X] [--loop]
   test-failover cleanup|list [<volume>] --config <master-target.json>
                                    a writable copy of a point for a rehearsal; replication goes on
@@ -110,6 +113,8 @@ async function main(argv: string[]): Promise<void> {
       verify: { type: 'string' },
       loop: { type: 'boolean' },
       json: { type: 'boolean' },
+      group: { type: 'string' },
+      'out-dir': { type: 'string' },
     },
   });
   const config = (): string => {
@@ -143,9 +148,9 @@ async function main(argv: string[]): Promise<void> {
       process.exitCode = await verify(config(), volumeArg(positionals), values.repair ?? false);
       return;
     case 'points':
-      return points(config(), volumeArg(positionals), values);
+      return values.group !== undefined ? groupPointsCommand(config(), values.group, values) : points(config(), volumeArg(positionals), values);
     case 'recover':
-      return recover(config(), volumeArg(positionals), values);
+      return values.group !== undefined ? recoverGroupCommand(config(), values.group, values) : recover(config(), volumeArg(positionals), values);
     case 'test-failover':
       return testFailover(config(), positionals[0], positionals[1], values);
     case 'attach-seeded':

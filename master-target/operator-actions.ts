@@ -5,6 +5,9 @@ import { tmError } from '../common/errors.js';
 import type { PointSelector, RecoverOptions } from './recover.js';
 import type { MasterTarget } from './server.js';
 import { currentPoint } from './applier.js';
+import type { RecoveryPoint } from '../proto/diff-store.js';
+import { groupNames, groupPoints, recoverGroup, selectGroupPoint, type GroupSelector } from './group-recovery.js';
+import type { RecoverySource } from './recover.js';
 
 /** A point selector from the action's parameters (seq, atMs, tag, latest). */
 export function selectorFrom(params: URLSearchParams): PointSelector {
@@ -32,6 +35,38 @@ export function recoverOptionsFrom(params: URLSearchParams): RecoverOptions {
   return { select: selectorFrom(params), out, force: params.get('force') === 'true', copy: params.get('copy') === 'true', verify };
 }
 
+/** The retained points of every volume that has retention and has been replicated here. */
+export function pointsByVolume(ids: readonly string[], sourceOf: (id: string) => RecoverySource): Map<string, RecoveryPoint[]> {
+  const out = new Map<string, RecoveryPoint[]>();
+  for (const id of ids) {
+    try {
+      const src = sourceOf(id);
+      out.set(id, src.retention.points(src.doneSeq(), src.currentPoint()));
+    } catch {
+      // no retention, or not replicated yet: not a member of any group point here
+    }
+  }
+  return out;
+}
+
+export function groupSelectorFrom(params: URLSearchParams): GroupSelector {
+  const sel = selectorFrom(params);
+  if (sel.seq !== undefined) throw tmError('TM_ERR_USAGE', 'a group point is named by --latest, --at or --tag, not --seq (each member has its own)');
+  return { ...(sel.latest ? { latest: true } : {}), ...(sel.atMs !== undefined ? { atMs: sel.atMs } : {}), ...(sel.tag !== undefined ? { tag: sel.tag } : {}) };
+}
+
+/** Group points and group recovery over whatever gives each volume's recovery source (daemon or offline). */
+export async function groupAction(action: 'group-points' | 'recover-group', ids: readonly string[], sourceOf: (id: string) => RecoverySource, params: URLSearchParams): Promise<unknown> {
+  const group = params.get('group') ?? '';
+  const all = pointsByVolume(ids, sourceOf);
+  const points = groupPoints(all, group);
+  if (action === 'group-points') return { group, points, groups: groupNames(all) };
+  const outDir = params.get('outDir');
+  if (!outDir) throw tmError('TM_ERR_USAGE', 'recover --group needs --out-dir <folder> (one <volume>.img per member)');
+  const verify = params.get('verify') === 'full' ? 'full' : 'changed';
+  return recoverGroup(sourceOf, selectGroupPoint(points, groupSelectorFrom(params), group, groupNames(all)), outDir, { force: params.get('force') === 'true', verify });
+}
+
 export async function operatorAction(mt: MasterTarget, action: string, params: URLSearchParams): Promise<unknown> {
   const volume = params.get('volume') ?? '';
   switch (action) {
@@ -49,6 +84,9 @@ export async function operatorAction(mt: MasterTarget, action: string, params: U
       return mt.testFailovers.cleanup(volume);
     case 'test-failover-list':
       return mt.testFailovers.list();
+    case 'group-points':
+    case 'recover-group':
+      return groupAction(action, [...mt.targets.keys()], (id) => mt.recoverySource(id), params);
     case 'current-point': {
       const t = mt.targets.get(volume);
       return { volume, doneSeq: t?.store.doneSeq ?? 0, point: currentPoint(t?.store.state ?? null) };
