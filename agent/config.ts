@@ -97,7 +97,7 @@ function checkGroups(volumes: VolumeCfg[], groups: Array<{ name: string; volumes
       const other = groupOf.get(id);
       if (other !== undefined) return issue(other === g.name ? `volume "${id}" is listed twice` : `volume "${id}" is already in group "${other}"; a volume can be in one group only`, 'volumes', vi);
       groupOf.set(id, g.name);
-      if (v.capture === 'none' || !v.freeze) {
+      if ((v.capture !== 'freeze' && v.capture !== 'reflink') || !v.freeze) {
         return issue(`volume "${id}" has capture "${v.capture}"${v.freeze ? '' : ' and no freeze.mountpoint'}: a group member needs capture "freeze", or "reflink" with freeze.mountpoint, because a cut at one instant across volumes needs all their writes stopped together (FIFREEZE) and nothing else gives one across loop devices or disks`, 'volumes', vi);
       }
       if (v.capture === 'reflink' && (v.freeze.pre || v.freeze.post)) {

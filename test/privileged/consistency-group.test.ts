@@ -97,11 +97,12 @@ async function mismatch(dataImage: string, logImage: string): Promise<{ committe
   return { committed: lines.length, missing };
 }
 
-/** Remount (ro: no more writes, and a freeze becomes a no-op, so the group goes on to idle). */
-async function remount(d: Disk, mode: 'ro' | 'rw'): Promise<void> {
+/** Remount read-only (a freeze becomes a no-op) or unmount, once no cut holds the filesystem frozen. */
+async function quiesce(d: Disk, how: 'ro' | 'umount'): Promise<void> {
   for (let i = 0; ; i++) {
     try {
-      run('mount', '-o', `remount,${mode}`, d.mnt);
+      if (how === 'ro') run('mount', '-o', 'remount,ro', d.mnt);
+      else run('umount', d.mnt);
       return;
     } catch (e) {
       if (i > 40) throw e;
@@ -110,10 +111,15 @@ async function remount(d: Disk, mode: 'ro' | 'rw'): Promise<void> {
   }
 }
 
-/** Stop writing (read-only), wait for convergence, and compare each replica with its source. */
-async function replicasEqual(t: Test, l: Lab, disks: Disk[]): Promise<void> {
+/**
+ * Stop the writes, wait for convergence, and compare each replica with what its device holds. `ro`: the
+ * group keeps cutting (a freeze of a read-only filesystem is a no-op). `umount`: every filesystem buffer
+ * is written out first; needed where the agent reads the live device (capture freeze), as a mounted ext4
+ * keeps its journal's superblock changed in memory, and pinned there, without writing it.
+ */
+async function replicasEqual(t: Test, l: Lab, disks: Disk[], how: 'ro' | 'umount'): Promise<void> {
   await sh('sync', []);
-  for (const d of disks) await remount(d, 'ro');
+  for (const d of disks) await quiesce(d, how);
   await l.waitConverged(Date.now(), 120_000);
   for (const d of disks) {
     const same = t.equal(await sha256(d.replica), await deviceSha256(d.dev), `${d.id}: replica equals the source device`);
@@ -184,7 +190,7 @@ t.test('capture reflink: one instant across two volumes, group points that agree
   wl.stdout.on('data', (b: Buffer) => { out += b.toString(); });
   const code = await new Promise<number | null>((resolve) => wl.once('exit', resolve));
   t.equal(code, 0, `the workload ran (${out.trim()} records)`);
-  await replicasEqual(t, l, disks);
+  await replicasEqual(t, l, disks, 'ro');
 
   // What the master target applied: both volumes' differentials of a cut carry its tag.
   const diffs = await applied(l);
@@ -261,10 +267,8 @@ t.test('capture freeze: every pre script before any freeze, APP group points, a 
   t.ok(cuts.length >= 2, `${cuts.length} cuts ran their scripts`);
   t.strictSame(cuts.filter((c) => c.join() !== 'pre data,pre log,post data,post log'), [], 'each cut runs every pre script, then freezes, then every post script');
   t.ok(fs.existsSync(touch), "the log's pre script wrote to the data filesystem: it was not frozen yet");
-  await replicasEqual(t, l, disks);
 
   // Now the log's pre script hangs: the group's bound (the smallest timeoutMs) cuts it off.
-  for (const d of disks) await remount(d, 'rw');
   await l.stop('agent');
   const cfg = JSON.parse(fs.readFileSync(l.configs.agent, 'utf8')) as { volumes: Array<Record<string, unknown>> };
   cfg.volumes[1]!.freeze = { ...freeze(log), pre: 'sleep 600', timeoutMs: 1500 };
@@ -278,10 +282,13 @@ t.test('capture freeze: every pre script before any freeze, APP group points, a 
   t.ok(cut.length >= 1, 'the hung script was reported (TM_ERR_CAPTURE)');
   t.match(String(cut[0]?.err), /ran past \d+ ms and was killed/, 'as killed at the bound');
   t.equal(cut[0]?.msg, 'group point dropped; this cycle is fuzzy for every member');
+  // (Differentials journaled before the restart may still arrive now: their cuts are older.)
   const after = await applied(l, restarted);
-  t.strictSame([...groupTags(after).keys()], [], 'no group point since');
-  t.ok((after.data ?? []).length > 0 && (after.data ?? []).every((d) => d.consistency === 'FUZZY'), 'data went on replicating, fuzzy');
+  t.strictSame([...groupTags(after).keys()].filter((tag) => parseGroupTag(tag)!.atMs >= restarted), [], 'no group point cut since');
+  t.ok((after.data ?? []).some((d) => d.consistency === 'FUZZY'), 'data went on replicating, fuzzy');
   const { stdout } = await sh('sh', ['-c', 'pgrep -f "^sleep 600$" || true']);
   t.ok(stdout.trim().split('\n').filter(Boolean).length <= 1, 'hung scripts of earlier cycles are gone');
   t.ok(Number((await agentGroup(l))?.failures) >= 1, 'status counts the failed cuts');
+  // Unmounted, the group's freezes fail and each cycle reads the devices live: the replicas catch up.
+  await replicasEqual(t, l, disks, 'umount');
 });

@@ -45,6 +45,8 @@ t.test('members that cannot be cut at one instant are refused, saying why', asyn
   t.match(bare?.message, /volume "b" has capture "reflink" and no freeze\.mountpoint/, 'reflink without a filesystem to freeze');
   const noneWithFreeze = check([reflink('a', '/a'), { id: 'b', path: '/dev/b', capture: 'none', freeze: { mountpoint: '/b' } }], [{ name: 'g', volumes: ['a', 'b'] }]);
   t.match(noneWithFreeze?.message, /volume "b" has capture "none": a group member needs/, 'capture none, even with a freeze section');
+  const script = check([reflink('a', '/a'), { id: 'b', path: '/dev/b', capture: 'script', script: { pre: 'x' }, freeze: { mountpoint: '/b' } }], [{ name: 'g', volumes: ['a', 'b'] }]);
+  t.match(script?.message, /volume "b" has capture "script": a group member needs/, 'any other capture too');
   const mixed = check([reflink('a', '/a'), frozen('b', '/b')], [{ name: 'g', volumes: ['a', 'b'] }]);
   t.match(mixed?.message, /groups\[0\]\.volumes: group "g" mixes capture "reflink" and "freeze"; a group point has one class/);
   const scripts = check([reflink('a', '/a', { freeze: { mountpoint: '/a', pre: 'x' } }), reflink('b', '/b')], [{ name: 'g', volumes: ['a', 'b'] }]);
