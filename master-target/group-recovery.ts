@@ -3,6 +3,7 @@
 // whose tag is on a retained point of as many volumes as it names; recovering it recovers every member to
 // its point of that cut, so the set is consistent across volumes.
 import path from 'node:path';
+import { ensureDir } from '../common/durable.js';
 import { tmError } from '../common/errors.js';
 import { didYouMean } from '../common/config.js';
 import { parseGroupTag } from '../proto/group-tag.js';
@@ -69,6 +70,7 @@ export function selectGroupPoint(points: readonly GroupPoint[], sel: GroupSelect
 
 /** Recover every member of a group point into `<outDir>/<volume>.img`. */
 export async function recoverGroup(sourceOf: (volume: string) => RecoverySource, point: GroupPoint, outDir: string, opts: { force?: boolean; verify?: 'changed' | 'full' } = {}): Promise<{ point: GroupPoint; volumes: RecoverResult[] }> {
+  await ensureDir(outDir);
   const volumes: RecoverResult[] = [];
   for (const m of point.members) {
     volumes.push(await recoverPoint(sourceOf(m.volume), { select: { seq: m.seq }, out: path.join(outDir, `${m.volume}.img`), force: opts.force, verify: opts.verify }));
