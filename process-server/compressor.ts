@@ -2,13 +2,14 @@
 // chooseStored: under 95% of the raw size or not at all), with the ratio and the time it costs counted
 // per volume for the status snapshot.
 //
-// Where it runs (measured on this 2-core machine, docs/OPERATIONS.md "Compression"): lz4-napi's async
-// `compress` runs on the libuv thread pool, and with two extents in flight it uses both cores (1 MiB
-// extents of mixed files: ~720 MiB/s, against ~210-450 MiB/s for `compressSync` on the event loop and
-// ~440 MiB/s for `compressSync` in two worker threads, which pay a copy each way). Below 64 KiB an
-// extent is cheaper to compress inline than to hand to a thread (4 KiB: ~365 MiB/s inline, ~75-100
-// async). At most `threads` extents are on the pool at once, process-wide: enough for every core, and
-// the pool (4 threads by default) keeps room for the cache's file writes and fsyncs.
+// Where it runs (measured on this 2-core machine; docs/OPERATIONS.md "Compression" has the tables):
+// lz4-napi's async `compress` runs on the libuv thread pool, and with two extents in flight it uses both
+// cores (1 MiB extents of mixed files: ~720 MiB/s in memory, against ~210 MiB/s for `compressSync` on
+// the event loop and ~440 MiB/s for `compressSync` in two worker threads with four in flight). Below
+// 64 KiB an extent is cheaper to compress inline than to hand to a thread (4 KiB: ~365 MiB/s inline,
+// ~75-105 async). At most `threads` extents are on the pool at once, process-wide: enough for every
+// core (four in flight gained <10% more), and the pool (4 threads by default) keeps room for the
+// cache's file writes and fsyncs.
 import { availableParallelism } from 'node:os';
 import { compress, compressSync } from 'lz4-napi';
 import { chooseStored } from '../proto/extent-codec.js';
@@ -24,7 +25,11 @@ export interface CompressionStats {
   storedBytes: number;
   /** rawBytes / storedBytes (1 when nothing was stored yet). */
   ratio: number;
-  /** Thread time spent compressing: each compression from hand-off to result (inline: on the event loop). */
+  /**
+   * Time spent compressing: each compression from hand-off to result (inline: on the event loop). An
+   * upper bound of its CPU time (waiting for a core, or for the event loop to take a pooled result,
+   * counts too); Node 20 has no per-thread CPU clock to do better.
+   */
   cpuMs: number;
   /** Extents LZ4 did not shrink enough, stored raw. */
   skippedExtents: number;

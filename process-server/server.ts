@@ -108,8 +108,8 @@ export class ProcessServer {
       const closed = new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
       for (const c of this.connections) c.destroy();
       await closed;
-      this.throttle?.close(); // releases forwarders waiting for bandwidth
-      for (const f of this.forwarders.values()) await f.close();
+      for (const f of this.forwarders.values()) await f.close(); // a session's end withdraws its throttle waiter
+      this.throttle?.close();
       await this.cache?.close();
       await this.status?.close();
       this.log.info('process server stopped');

@@ -11,6 +11,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { Lab, TIDEMARK_BIN } from '../../cli/lab.js';
 import { crc } from '../../common/checksum.js';
+import { DEFAULTS } from '../../common/defaults.js';
 import { FramedConnection } from '../../proto/connection.js';
 import { rawData } from '../../proto/extent-codec.js';
 import { HrlWriter, listDiffs, readHrl } from '../../proto/hrl.js';
@@ -68,8 +69,9 @@ t.test('corrupted frames are detected by checksum and recovered by retransmissio
   const logs: Record<string, unknown>[] = [];
   const log = pino({ level: 'info' }, { write: (s: string) => void logs.push(JSON.parse(s) as Record<string, unknown>) });
   const cacheDir = path.join(dir, 'cache');
-  const cfg = { name: 'ps', compression: 'lz4', volumes: [{ id: 'vol1', agent: 'agent-1', masterTarget: 'mt' }], masterTargets: [{ name: 'mt', host: '127.0.0.1', port: 1 }] } as unknown as PsConfig;
+  const cfg = { name: 'ps', compression: 'lz4', cache: { ...DEFAULTS.processServer.cache }, volumes: [{ id: 'vol1', agent: 'agent-1', masterTarget: 'mt' }], masterTargets: [{ name: 'mt', host: '127.0.0.1', port: 1 }] } as unknown as PsConfig;
   const cache = new Cache(cfg, cacheDir, log);
+  t.teardown(() => cache.close());
   await cache.open();
   const receiver = new DiffReceiver(cache, 'ps', log);
   cache.ack = (v, s) => receiver.ack(v, s);
