@@ -34,7 +34,7 @@ export function processServerMetrics(log: Logger, snapshot: () => Snapshot): Dae
   m.counter('tidemark_compression_input_bytes_total', 'Extent bytes cached, before compression.', ['volume'], perVolume((v) => compression(v).raw));
   m.counter('tidemark_compression_output_bytes_total', 'Extent bytes cached, after compression (what is stored and forwarded).', ['volume'], perVolume((v) => compression(v).stored));
   m.gauge('tidemark_compression_ratio', 'Input over output bytes of the compression so far (absent before the first byte).', ['volume'], perVolume((v) => compression(v).ratio));
-  m.counter('tidemark_compression_cpu_seconds_total', 'CPU time spent compressing.', ['volume'], perVolume((v) => obj(v.compression)?.cpuMs, 1 / 1000));
+  m.counter('tidemark_compression_seconds_total', 'Time spent compressing, from hand-off to result: an upper bound of the CPU time (it includes waiting for a core).', ['volume'], perVolume((v) => obj(v.compression)?.cpuMs, 1 / 1000));
   m.counter('tidemark_compressed_extents_total', 'Extents stored compressed.', ['volume'], perVolume((v) => obj(v.compression)?.compressedExtents));
   m.counter('tidemark_compression_skipped_extents_total', 'Extents stored as they came (compression would not have saved enough).', ['volume'], perVolume((v) => obj(v.compression)?.skippedExtents));
 
