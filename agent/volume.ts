@@ -1,31 +1,42 @@
 // Access to a protected volume: a block device or an image file, read by offset.
-import { promises as fsp } from 'node:fs';
+import { constants, promises as fsp } from 'node:fs';
 import { volumeSize } from '../common/device.js';
-import { wrap } from '../common/errors.js';
-import { dropCache } from '../native/index.js';
-
-/** The largest page-cache folio (PMD size on x86-64 and arm64 with 4 KiB pages). */
-const FOLIO_MAX = 2 * 1024 * 1024;
+import { tmError, wrap } from '../common/errors.js';
+import { readDirect } from '../native/index.js';
 
 export interface VolumeReader {
   readonly sizeBytes: number;
-  /** Read `length` bytes at `offset` into `into` (or a new buffer); short only at the end of the volume. */
+  /**
+   * `length` bytes at `offset`; short only at the end of the volume. `into` is a buffer the caller has
+   * done with, which may be read into instead of allocating; always use the buffer returned.
+   */
   read(offset: number, length: number, into?: Buffer): Promise<Buffer>;
 }
 
 export class Volume implements VolumeReader {
+  /** Direct reads still on the libuv pool: close() waits for them, or the fd could be reused under them. */
+  private readonly pending = new Set<Promise<unknown>>();
+  private closing: Promise<void> | undefined;
+
   /**
-   * `uncached`: a block device. A filesystem mounted on it writes file data through its own page cache,
-   * not the device's, so device pages read earlier go stale in the device's cache; every read first drops
-   * the range's cached pages (a buffered read would otherwise return old data).
+   * `direct`: a block device, opened with O_DIRECT and read with readDirect. A filesystem mounted on it
+   * writes file data around the device's page cache, so device pages read earlier go stale there, and
+   * holds metadata in that cache newer than the disk; only a read that skips the cache returns what is on
+   * the device. Image files are read through the page cache: a file has one cache, which writes go through.
    */
-  private constructor(readonly path: string, private readonly fh: fsp.FileHandle, readonly sizeBytes: number, private readonly base = 0, private readonly uncached = false) {}
+  private constructor(readonly path: string, private readonly fh: fsp.FileHandle, readonly sizeBytes: number, private readonly base = 0, private readonly direct = false) {}
 
   static async open(p: string): Promise<Volume> {
     try {
       const size = await volumeSize(p);
-      const fh = await fsp.open(p, 'r');
-      return new Volume(p, fh, size, 0, (await fh.stat()).isBlockDevice());
+      const isDevice = (await fsp.stat(p)).isBlockDevice();
+      const fh = await fsp.open(p, isDevice ? constants.O_RDONLY | constants.O_DIRECT : 'r');
+      // Checked again on the open file: the path could have been replaced in between.
+      if ((await fh.stat()).isBlockDevice() !== isDevice) {
+        await fh.close();
+        throw tmError('TM_ERR_IO', 'the volume changed from file to block device or back while it was opened', { path: p });
+      }
+      return new Volume(p, fh, size, 0, isDevice);
     } catch (e) {
       throw wrap(e, `open volume ${p}`, { path: p });
     }
@@ -41,14 +52,21 @@ export class Volume implements VolumeReader {
   }
 
   async read(offset: number, length: number, into?: Buffer): Promise<Buffer> {
+    if (this.closing) throw tmError('TM_ERR_CLOSED', `read of volume ${this.path} after close`, { path: this.path });
     const n = Math.max(0, Math.min(length, this.sizeBytes - offset));
-    const buf = into && into.length >= n ? into.subarray(0, n) : Buffer.allocUnsafe(n);
-    if (this.uncached && n > 0) {
-      // Whole folios only are dropped, and the device's cache holds large ones (seen: 1 MiB after a
-      // sequential read): widen the range to the largest folio (2 MiB) or a small read stays stale.
-      const from = Math.floor((this.base + offset) / FOLIO_MAX) * FOLIO_MAX;
-      dropCache(this.fh.fd, from, Math.ceil((this.base + offset + n) / FOLIO_MAX) * FOLIO_MAX - from);
+    if (this.direct) {
+      if (n === 0) return Buffer.alloc(0);
+      const p = readDirect(this.fh.fd, this.base + offset, n);
+      this.pending.add(p);
+      try {
+        return await p; // short if the device shrank under us; the next cycle sees the new size
+      } catch (e) {
+        throw wrap(e, `read volume ${this.path}`, { path: this.path, offset, length: n });
+      } finally {
+        this.pending.delete(p);
+      }
     }
+    const buf = into && into.length >= n ? into.subarray(0, n) : Buffer.allocUnsafe(n);
     let done = 0;
     while (done < n) {
       const { bytesRead } = await this.fh.read(buf, done, n - done, this.base + offset + done);
@@ -58,7 +76,9 @@ export class Volume implements VolumeReader {
     return done === n ? buf : buf.subarray(0, done);
   }
 
-  async close(): Promise<void> {
-    await this.fh.close();
+  /** Idempotent; waits for direct reads in flight, then closes the file. */
+  close(): Promise<void> {
+    this.closing ??= Promise.allSettled([...this.pending]).then(() => this.fh.close());
+    return this.closing;
   }
 }

@@ -1,6 +1,8 @@
-// Linux system calls Node does not offer: reflink clone, filesystem freeze/thaw, block device size.
+// Linux system calls Node does not offer: reflink clone, filesystem freeze/thaw, block device size,
+// reads that bypass the page cache (O_DIRECT needs aligned memory, which Node cannot allocate).
 // The C side (native/src/) is built by `npm run build:native`; this file checks arguments and turns
 // the addon's errno errors into Tidemark errors that say what to do.
+import { constants as bufferConstants } from 'node:buffer';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
@@ -13,7 +15,7 @@ interface Addon {
   freeze(mountpoint: string): Promise<void>;
   thaw(mountpoint: string): Promise<void>;
   blockDeviceSize(device: string): number;
-  dropCache(fd: number, offset: number, length: number): void;
+  readDirect(fd: number, offset: number, length: number): Promise<Buffer>;
 }
 
 /** The folder holding native/binding.gyp: this file runs as native/index.ts or dist/native/index.js. */
@@ -30,7 +32,7 @@ let addon: Addon | undefined;
 /** Loaded on first use, so importing this module costs nothing where no native call is made. */
 function load(): Addon {
   if (process.platform !== 'linux') {
-    throw tmError('TM_ERR_UNSUPPORTED', `reflink clone, filesystem freeze and block device size need Linux; this is ${process.platform}: use capture "none"`, { platform: process.platform });
+    throw tmError('TM_ERR_UNSUPPORTED', `reflink clone, filesystem freeze, block device size and direct reads need Linux; this is ${process.platform}: use capture "none"`, { platform: process.platform });
   }
   if (addon === undefined) {
     const file = path.join(projectRoot(), 'native', 'build', 'Release', 'tidemark_native.node');
@@ -151,16 +153,27 @@ export function blockDeviceSize(device: string): number {
 }
 
 /**
- * Drop the cached pages of [offset, offset + length) of an open file or block device, so the next read
- * comes from the device (posix_fadvise DONTNEED). Needed before reading a block device that a mounted
- * filesystem writes: the filesystem's writes bypass the device's own page cache, so pages of the device
- * read earlier go stale there. Synchronous: it only walks the page cache.
+ * Read [offset, offset + length) of a block device opened with fs.constants.O_DIRECT: the bytes on the
+ * device, never the page cache's. Needed for a device a filesystem is mounted on: its file data is written
+ * around the device's cache (earlier-read pages go stale) and its metadata in the cache can be newer than
+ * the disk, and cached pages the filesystem holds cannot be dropped. Any offset and length: the aligned
+ * superset (to the device's logical block size) is read and the range returned. Short only at the end of
+ * the device. Runs on the libuv pool.
  */
-export function dropCache(fd: number, offset: number, length: number): void {
+export async function readDirect(fd: number, offset: number, length: number): Promise<Buffer> {
   const a = load();
+  const context = { fd, offset, length };
+  for (const [name, v] of Object.entries(context)) {
+    if (!Number.isSafeInteger(v) || v < 0) throw tmError('TM_ERR_NATIVE', `readDirect: ${name} must be a non-negative integer, got ${String(v)}`, context);
+  }
+  if (length > bufferConstants.MAX_LENGTH) throw tmError('TM_ERR_NATIVE', `readDirect: ${length} bytes is more than a Buffer holds (${bufferConstants.MAX_LENGTH})`, context);
   try {
-    a.dropCache(fd, offset, length);
+    return await a.readDirect(fd, offset, length);
   } catch (e) {
-    throw fail(e, `drop cached pages of fd ${fd}`, {}, () => undefined);
+    throw fail(e, `direct read of ${length} bytes at ${offset} from fd ${fd}`, context, (f) => {
+      if (f.syscall === 'O_DIRECT') return ['TM_ERR_NATIVE', 'the file was not opened with O_DIRECT, so the read would come from the page cache; open it with fs.constants.O_DIRECT'];
+      if (f.errno === 'EBADF') return ['TM_ERR_NATIVE', 'not an open file descriptor (closed already?)'];
+      return undefined;
+    });
   }
 }

@@ -12,7 +12,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"freeze", NULL, tm_freeze, NULL, NULL, NULL, napi_enumerable, NULL},
       {"thaw", NULL, tm_thaw, NULL, NULL, NULL, napi_enumerable, NULL},
       {"blockDeviceSize", NULL, tm_block_device_size, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"dropCache", NULL, tm_drop_cache, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"readDirect", NULL, tm_read_direct, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof fns / sizeof fns[0], fns);
 #else

@@ -1,4 +1,4 @@
-// Plumbing for the other C files: string arguments, errno errors, promise-returning async work.
+// Plumbing for the other C files: string and number arguments, errno errors, promise-returning async work.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,17 +50,29 @@ static void complete(napi_env env, napi_status status, void *data) {
     job->err = ECANCELED;
     job->what = "queue";
   }
+  napi_value value = NULL;
+  if (job->err == 0 && job->done != NULL) value = job->done(env, job);
   if (job->err == 0) {
-    napi_value undef;
-    napi_get_undefined(env, &undef);
-    napi_resolve_deferred(env, job->deferred, undef);
+    if (value == NULL) napi_get_undefined(env, &value);
+    napi_resolve_deferred(env, job->deferred, value);
   } else {
     napi_reject_deferred(env, job->deferred, tm_errno_error(env, job->what, job->err));
   }
   napi_delete_async_work(env, job->work);
   free(job->path[0]);
   free(job->path[1]);
+  free(job->mem);
   free(job);
+}
+
+// Queues a job whose arguments are read; returns its promise.
+static napi_value queue(napi_env env, tm_job *job) {
+  napi_value promise, name;
+  napi_create_promise(env, &job->deferred, &promise);
+  napi_create_string_utf8(env, "tidemark_native", NAPI_AUTO_LENGTH, &name);
+  napi_create_async_work(env, NULL, name, execute, complete, job, &job->work);
+  napi_queue_async_work(env, job->work);
+  return promise;
 }
 
 napi_value tm_async(napi_env env, napi_callback_info info, size_t argc, void (*run)(tm_job *)) {
@@ -74,10 +86,38 @@ napi_value tm_async(napi_env env, napi_callback_info info, size_t argc, void (*r
     return NULL;
   }
   job->run = run;
-  napi_value promise, name;
-  napi_create_promise(env, &job->deferred, &promise);
-  napi_create_string_utf8(env, "tidemark_native", NAPI_AUTO_LENGTH, &name);
-  napi_create_async_work(env, NULL, name, execute, complete, job, &job->work);
-  napi_queue_async_work(env, job->work);
-  return promise;
+  return queue(env, job);
+}
+
+// Reads argc (at most 3) non-negative integers a double holds exactly (up to 2^53: file offsets and
+// lengths, never rounded); on a bad argument throws a TypeError and returns -1.
+static int number_args(napi_env env, napi_callback_info info, size_t argc, double *out) {
+  napi_value argv[3];
+  size_t n = 3;
+  if (argc > 3 || napi_get_cb_info(env, info, &n, argv, NULL, NULL) != napi_ok || n < argc) goto bad;
+  for (size_t i = 0; i < argc; i++) {
+    double v;
+    if (napi_get_value_double(env, argv[i], &v) != napi_ok || !(v >= 0) || v > 9007199254740991.0 || v != (double)(long long)v) goto bad;
+    out[i] = v;
+  }
+  return 0;
+bad:
+  napi_throw_type_error(env, NULL, "expected non-negative integers");
+  return -1;
+}
+
+napi_value tm_async_numbers(napi_env env, napi_callback_info info, size_t argc, void (*run)(tm_job *),
+                            napi_value (*done)(napi_env, tm_job *)) {
+  tm_job *job = calloc(1, sizeof *job);
+  if (job == NULL) {
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  if (number_args(env, info, argc, job->num) != 0) {
+    free(job);
+    return NULL;
+  }
+  job->run = run;
+  job->done = done;
+  return queue(env, job);
 }

@@ -1,13 +1,13 @@
 // The native addon on real filesystems and loop devices: a reflink clone is a true copy that does not
-// follow later writes, ext4 is refused with advice, a frozen filesystem holds writes until thaw, and
-// block device sizes come from the kernel.
+// follow later writes, ext4 is refused with advice, a frozen filesystem holds writes until thaw, block
+// device sizes come from the kernel, and direct reads return what is on the device.
 import t from 'tap';
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { TidemarkError } from '../../common/errors.js';
-import { blockDeviceSize, dropCache, ficlone, freeze, thaw } from '../../native/index.js';
+import { blockDeviceSize, ficlone, freeze, readDirect, thaw } from '../../native/index.js';
 import { execFileSync } from 'node:child_process';
 import { Volume } from '../../agent/volume.js';
 import { attachLoop, makeExt4, makeImage, makeXfs, privileged } from './require-root.js';
@@ -96,37 +96,52 @@ t.test('blockDeviceSize: a loop device has the size of its image; a regular file
   t.throws(() => blockDeviceSize(path.join(path.dirname(image), 'missing')), { code: 'TM_ERR_NATIVE', context: { errno: 'ENOENT' } });
 });
 
-t.test('dropCache: a device read after it sees file data the mounted filesystem wrote since an earlier read', async (t) => {
-  if (!privileged(t, ['mkfs.ext4'])) return;
+t.test('readDirect: the bytes on the device, not stale page cache, for any offset and length; Volume reads a device that way', async (t) => {
+  if (!privileged(t, ['mkfs.ext4', 'dd'])) return;
   const { dev, mnt } = makeExt4(t, 64);
   const size = blockDeviceSize(dev);
-  const fd = fs.openSync(dev, 'r');
-  t.teardown(() => fs.closeSync(fd));
-  const readAll = (): Buffer => {
+  const buffered = fs.openSync(dev, 'r');
+  t.teardown(() => fs.closeSync(buffered));
+  const direct = fs.openSync(dev, fs.constants.O_RDONLY | fs.constants.O_DIRECT);
+  t.teardown(() => fs.closeSync(direct));
+  const readBuffered = (): Buffer => {
     const b = Buffer.alloc(size);
-    for (let o = 0; o < size;) o += fs.readSync(fd, b, o, size - o, o);
+    for (let o = 0; o < size;) o += fs.readSync(buffered, b, o, size - o, o);
     return b;
   };
-  // Every 1 KiB piece of `data` (ext4's block size here) is somewhere on the device.
-  const holds = (device: Buffer, data: Buffer): boolean => {
-    for (let o = 0; o < data.length; o += 1024) if (device.indexOf(data.subarray(o, Math.min(o + 1024, data.length))) < 0) return false;
-    return true;
+  /** The reference: what dd reads from the device bypassing the cache. */
+  const dd = (): Buffer => execFileSync('dd', [`if=${dev}`, 'iflag=direct', 'bs=1M', 'status=none'], { maxBuffer: 2 * size });
+  const stalePages = (a: Buffer, b: Buffer): number => {
+    let n = 0;
+    for (let o = 0; o < size; o += 4096) if (a.compare(b, o, o + 4096, o, o + 4096) !== 0) n++;
+    return n;
   };
-  const write = (name: string): Buffer => {
-    const data = randomBytes(300_000);
-    fs.writeFileSync(path.join(mnt, name), data);
-    execFileSync('sync');
-    return data;
-  };
-  readAll(); // the device's pages are now cached
-  const payload = write('payload');
-  t.comment(`a buffered read without dropCache ${holds(readAll(), payload) ? 'happened to see the new file' : 'misses the new file: ext4 wrote its data around the device cache'}`);
-  dropCache(fd, 0, size);
-  t.ok(holds(readAll(), payload), 'after dropCache a buffered read of the device holds the new file');
+
+  readBuffered(); // the device's pages are now in its page cache
   const vol = await Volume.open(dev);
   t.teardown(() => vol.close());
-  await vol.read(0, size); // cached again...
-  const payload2 = write('payload2'); // ...and stale after this
-  t.ok(holds(await vol.read(0, size), payload2), "the agent's Volume reads a block device current, never from stale cache");
-  t.throws(() => dropCache(2 ** 31 - 1, 0, 0), { code: 'TM_ERR_NATIVE' }, 'a bad fd is an error');
+  const files = [randomBytes(300_000), randomBytes(1_000_000), randomBytes(5000)];
+  files.forEach((data, i) => fs.writeFileSync(path.join(mnt, `file${i}`), data));
+  execFileSync('sync');
+  const onDisk = dd();
+  for (const [i, data] of files.entries()) t.ok(onDisk.includes(data.subarray(0, 1024)), `file${i} is on the device (dd iflag=direct)`);
+  t.comment(`a buffered read of the device differs from it in ${stalePages(readBuffered(), onDisk)} of ${size / 4096} pages`);
+
+  t.equal(sha(await readDirect(direct, 0, size)), sha(onDisk), 'readDirect of the whole device equals dd iflag=direct');
+  t.equal(sha(await vol.read(0, size)), sha(onDisk), "the agent's Volume reads a block device as it is on the disk");
+
+  // Offsets and lengths off the 512-byte and 4 KiB grid, a span across many blocks, and the device's end.
+  const cases: Array<[number, number]> = [[0, 1], [1, 4095], [511, 513], [4095, 2], [12_345, 3 * MiB + 7], [size - 100, 100], [size - 100, 1000], [size, 10], [size + 4096, 10]];
+  for (let i = 0; i < 8; i++) cases.push([Math.floor(Math.random() * size), 1 + Math.floor(Math.random() * 2 * MiB)]);
+  for (const [offset, length] of cases) {
+    const want = onDisk.subarray(Math.min(offset, size), Math.min(offset + length, size));
+    const got = await readDirect(direct, offset, length);
+    t.equal(got.length, want.length, `readDirect(${offset}, ${length}) returns ${want.length} bytes`);
+    t.ok(got.equals(want), '... equal to those of dd');
+    t.ok((await vol.read(offset, length)).equals(want), '... and so does Volume.read');
+  }
+
+  await t.rejects(readDirect(2 ** 31 - 1, 0, 4096), { code: 'TM_ERR_NATIVE', context: { errno: 'EBADF' } }, 'a bad fd is an error');
+  await t.rejects(readDirect(buffered, 0, 4096), { code: 'TM_ERR_NATIVE', message: /not opened with O_DIRECT/ }, 'an fd without O_DIRECT is refused: it would read the cache');
+  await t.rejects(readDirect(direct, -1, 4096), { code: 'TM_ERR_NATIVE', message: /offset must be a non-negative integer/ }, 'a negative offset is refused');
 });
