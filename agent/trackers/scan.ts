@@ -60,10 +60,21 @@ export class ScanTracker implements Tracker {
     let scanned = 0;
     let block = this.cursor;
     // A clean chunk's buffer is read into again; one holding dirty extents belongs to them from now on.
-    let spare: Buffer | undefined;
-    while (scanned < this.blockCount && bytes < maxBytes) {
-      const count = Math.min(chunkBlocks, this.blockCount - block);
-      const buf = await view.read(block * bs, count * bs, spare);
+    const spares: Buffer[] = [];
+    // The next chunk is read while this one is hashed: a block device is read with O_DIRECT, which has no
+    // kernel readahead to overlap the two for us.
+    const readChunk = (at: number): { at: number; count: number; data: Promise<Buffer> } => {
+      const count = Math.min(chunkBlocks, this.blockCount - at);
+      const data = view.read(at * bs, count * bs, spares.pop());
+      data.catch(() => {}); // awaited below, or abandoned when the scan stops early
+      return { at, count, data };
+    };
+    let ahead = this.blockCount > 0 ? readChunk(block) : null;
+    while (ahead && scanned < this.blockCount && bytes < maxBytes) {
+      const { count } = ahead;
+      const buf = await ahead.data;
+      const nextAt = (block + count) % Math.max(1, this.blockCount);
+      ahead = scanned + count < this.blockCount ? readChunk(nextAt) : null;
       const extentsBefore = extents.length;
       let runStart = -1;
       const flush = (end: number): void => {
@@ -85,10 +96,11 @@ export class ScanTracker implements Tracker {
         }
       }
       if (runStart >= 0) flush(count);
-      spare = extents.length === extentsBefore ? buf : undefined;
+      if (extents.length === extentsBefore) spares.push(buf);
       scanned += count;
-      block = (block + count) % Math.max(1, this.blockCount);
+      block = nextAt;
     }
+    await ahead?.data.catch(() => {}); // a read started for a chunk this pass will not look at
     this.cursor = block;
     return {
       extents,
