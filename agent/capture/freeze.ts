@@ -9,6 +9,7 @@ import type { Logger } from '../../common/log.js';
 import { freeze, thaw } from '../../native/index.js';
 import type { Volume } from '../volume.js';
 import type { Capture, CapturedView } from './capture.js';
+import { heldPoint } from './held-point.js';
 import { runScript } from './run-script.js';
 
 export interface FreezeOptions {
@@ -65,36 +66,16 @@ export class FreezeCapture implements Capture {
       this.fail('freeze', e);
       return fuzzy();
     }
-    const atMs = Date.now();
-    let frozen = true;
-    let expired = false;
-    const doThaw = async (): Promise<void> => {
-      if (!frozen) return;
-      frozen = false;
-      await thaw(this.opts.mountpoint);
-    };
-    const bound = setTimeout(() => {
-      expired = true;
-      doThaw().catch((e) => this.log.error({ err: (e as Error).message }, 'thaw failed'));
-      this.fail('freeze', tmError('TM_ERR_CAPTURE', `pre script and freeze together ran past ${this.opts.timeoutMs} ms; thawed`));
-    }, Math.max(0, deadline - Date.now()));
-    return {
+    return heldPoint({
       view: this.volume,
-      consistency: 'APP',
-      tags: [this.opts.tag],
-      atMs,
-      settle: async () => {
-        clearTimeout(bound);
-        await doThaw();
-        return !expired;
-      },
-      release: async () => {
-        clearTimeout(bound);
-        await doThaw().catch((e) => this.log.error({ err: (e as Error).message }, 'thaw failed'));
-        await this.script('post', this.opts.timeoutMs).catch((e) => this.fail('post script', e));
-        if (!expired) this.stats.points++;
-      },
-    };
+      tag: this.opts.tag,
+      atMs: Date.now(),
+      deadline,
+      end: () => thaw(this.opts.mountpoint).catch((e) => this.log.error({ err: (e as Error).message }, 'thaw failed')),
+      expired: () => this.fail('freeze', tmError('TM_ERR_CAPTURE', `pre script and freeze together ran past ${this.opts.timeoutMs} ms; thawed`)),
+      after: () => this.script('post', this.opts.timeoutMs).catch((e) => this.fail('post script', e)),
+      made: () => { this.stats.points++; },
+    });
   }
 
   /** Run the pre or post script for at most `ms`; past it, the script and its children are killed. (A consistency group runs them around its freeze of all members: agent/group.ts.) */

@@ -8,6 +8,7 @@ import type { Logger } from '../../common/log.js';
 import { tmError, wrap } from '../../common/errors.js';
 import type { Volume } from '../volume.js';
 import type { Capture, CapturedView } from './capture.js';
+import { heldPoint } from './held-point.js';
 import { runScript } from './run-script.js';
 
 export interface ScriptOptions {
@@ -46,34 +47,14 @@ export class ScriptCapture implements Capture {
       await post(); // the pre script may have half-quiesced the application
       return { view: this.volume, consistency: 'FUZZY', tags: [], atMs: Date.now(), release: async () => {} };
     }
-    const atMs = Date.now();
-    let released = false;
-    let expired = false;
-    const letGo = async (): Promise<void> => {
-      if (released) return;
-      released = true;
-      await post();
-    };
-    const bound = setTimeout(() => {
-      expired = true;
-      this.fail('quiesce', tmError('TM_ERR_CAPTURE', `pre script and read together ran past ${this.opts.timeoutMs} ms; the application was let go`));
-      void letGo();
-    }, Math.max(0, deadline - Date.now()));
-    return {
+    return heldPoint({
       view: this.volume,
-      consistency: 'APP',
-      tags: [this.opts.tag],
-      atMs,
-      settle: async () => {
-        clearTimeout(bound);
-        await letGo();
-        return !expired;
-      },
-      release: async () => {
-        clearTimeout(bound);
-        await letGo();
-        if (!expired) this.stats.points++;
-      },
-    };
+      tag: this.opts.tag,
+      atMs: Date.now(),
+      deadline,
+      end: post,
+      expired: () => this.fail('quiesce', tmError('TM_ERR_CAPTURE', `pre script and read together ran past ${this.opts.timeoutMs} ms; the application was let go`)),
+      made: () => { this.stats.points++; },
+    });
   }
 }
