@@ -139,18 +139,31 @@ export function sharedExtents(file: string): number {
 export interface CpRun {
   copySeconds: number;
   syncSeconds: number;
+  /** CPU (user + system) of cp and sync: wall time on a shared machine waits for the CPU too. */
+  cpuSeconds: number;
   sharedExtents: number;
+}
+
+let ticks = 0;
+/** CPU seconds of this process's reaped children (cutime + cstime in /proc/self/stat). */
+function childCpuSeconds(): number {
+  ticks ||= Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+  const text = readFileSync('/proc/self/stat', 'utf8');
+  const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[13]) + Number(f[14])) / ticks;
 }
 
 /** `cp --reflink=<mode>` of a cold file, then `sync` of the copy (the recovery fsyncs its output too). */
 export async function cpReference(mnt: string, from: string, to: string, mode: 'never' | 'always', coldFiles: readonly string[]): Promise<CpRun> {
   await fsp.rm(to, { force: true });
   coldCache(mnt, coldFiles);
+  const cpu0 = childCpuSeconds();
   const c = await timed(async () => sh('cp', `--reflink=${mode}`, from, to));
   const s = await timed(async () => sh('sync', to));
+  const cpuSeconds = childCpuSeconds() - cpu0;
   const shared = sharedExtents(to);
   await fsp.rm(to, { force: true });
-  return { copySeconds: c.seconds, syncSeconds: s.seconds, sharedExtents: shared };
+  return { copySeconds: c.seconds, syncSeconds: s.seconds, cpuSeconds, sharedExtents: shared };
 }
 
 /** crc32c of a whole file: the recovered image against the replica as it was at the point. */

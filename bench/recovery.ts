@@ -1,19 +1,23 @@
 // Recovery from the master target's retention log, and what keeping it costs:
-//   1. Time to recover points 10, 100 and N (default 1000) differentials back on a 1 GiB and a 4 GiB
-//      replica, through the reflink path (FICLONE + roll back) and the copy path (copy: true), each from
-//      a cold cache, next to `cp --reflink=never` + sync and `cp --reflink=always` of the replica measured
-//      in the same run; the copy fallback on ext4 (no reflink there); verify "changed" vs "full".
+//   1. Time to recover points 10, 100 and N (default 300; TIDEMARK_BENCH_RECOVERY_DIFFS) differentials
+//      back on a 1 GiB and a 4 GiB replica, through the reflink path (FICLONE + roll back) and the copy
+//      path (copy: true), each from a cold cache, next to `cp --reflink=never` + sync and
+//      `cp --reflink=always` of the replica measured in the same run; the copy fallback on ext4 (no reflink
+//      there); verify "changed" vs "full".
 //   2. Apply throughput with retention on and off (the real Applier, DiffStore and RetentionLog in-process,
-//      differentials written by HrlWriter into the staging folder), alternated OFF, ON, OFF, ON.
+//      differentials written by HrlWriter into the staging folder): OFF, ON, OFF, ON on 1 GiB, OFF then
+//      the history on 4 GiB.
 //   3. Retention bytes per changed byte, before and after a maintenance pass that thins and compacts, for a
-//      workload spread over the volume and one that overwrites a 64 MiB hot region.
+//      workload spread over the volume and one that overwrites a 64 MiB hot region; then what compaction
+//      writes while points keep aging out, one maintenance pass per simulated minute.
 // Every recovered image is checked against the crc32c of the replica taken when it was at that point.
 // Needs root (loop devices, mounts). Cleans up its mounts and loop devices.
 import { promises as fsp } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { silentLogger } from '../common/log.js';
 import { currentPoint } from '../master-target/applier.js';
-import { recoverPoint, type RecoverySource } from '../master-target/recover.js';
+import { recoverPoint, type RecoverResult, type RecoverySource } from '../master-target/recover.js';
 import type { RetentionPolicy } from '../master-target/retention/policy.js';
 import { RetentionLog, type RetentionOptions } from '../master-target/retention/retention-log.js';
 import { benchSizeMiB, GiB, MiB, WORK_DIR, timed, type BenchResult, type Benchmark } from './harness.js';
@@ -30,19 +34,24 @@ const MAX_CHANGE = 4 * MiB;
 const HOT_BYTES = 64 * MiB;
 const COMPACT_DIFFS = 100;
 const CYCLE_MS = 5000;
+/** Maintenance passes a simulated minute apart after the first (part 3). */
+const AGING_PASSES = 15;
+/** Quick recoveries (reflink, up to 100 back) run this many times; the median is reported. */
+const REPEATS = 3;
 const HOUR = 3_600_000;
 const KEEP_ALL: RetentionOptions = { policy: { windowMs: 1e12, appWindowMs: 1e12, tiers: [], pinTags: [] }, maxBytes: null, onFull: 'purge' };
 /** Every point of the last 30 minutes, then the oldest of each hour. */
 const THIN: RetentionPolicy = { windowMs: 72 * HOUR, appWindowMs: 0, tiers: [{ afterMs: 30 * 60_000, everyMs: HOUR }], pinTags: [] };
 
 export const recovery: Benchmark = {
-  description: 'retention log: recover points 10/100/1000 differentials back on 1 and 4 GiB replicas (reflink vs copy vs cp), apply MB/s with retention on vs off, retention bytes per changed byte before/after compaction',
+  description: 'retention log: recover points 10/100/300 differentials back on 1 and 4 GiB replicas (reflink vs copy vs cp; TIDEMARK_BENCH_RECOVERY_DIFFS sets the 300), apply MB/s with retention on vs off, retention bytes per changed byte before/after compaction',
   run,
 };
 
+/** Differentials of history behind the replica: the oldest point recovered. 300 keeps the run near 10 minutes. */
 function historyLength(): number {
   const env = process.env.TIDEMARK_BENCH_RECOVERY_DIFFS;
-  if (env === undefined || env === '') return 1000;
+  if (env === undefined || env === '') return 300;
   const n = Number(env);
   if (!Number.isInteger(n) || n < 100) throw new Error(`TIDEMARK_BENCH_RECOVERY_DIFFS must be an integer of at least 100, not "${env}"`);
   return n;
@@ -69,22 +78,46 @@ async function advance(v: BenchVolume, fs: Fs, wl: Workload, toSeq: number, atMs
 /** What the rows need to know of a volume: the replica's own path comes with the RecoverySource. */
 type VolumeFacts = Pick<BenchVolume, 'id' | 'sizeBytes' | 'dataBytes'>;
 
-async function recoverRun(v: VolumeFacts, fs: Fs, src: RecoverySource, seq: number, requested: RecoveryRow['requested'], crcs: Map<number, number>, verify: 'changed' | 'full' = 'changed'): Promise<RecoveryRow> {
+/** One cold recovery, checked against the replica's crc at the point. */
+async function recoverOnce(v: VolumeFacts, fs: Fs, src: RecoverySource, seq: number, requested: RecoveryRow['requested'], crcs: Map<number, number>, verify: 'changed' | 'full'): Promise<RecoverySample> {
   const out = path.join(fs.mnt, `recovered-${v.id}-${seq}.img`);
   const chain = src.retention.chainAfter(seq);
   coldCache(fs.mnt, [src.replicaPath, ...chain.map((s) => s.file)]);
-  const stillCached = cachedBytes(chain[0]?.file ?? src.replicaPath);
+  const cachedAfterDrop = cachedBytes(chain[0]?.file ?? src.replicaPath);
+  const load = os.loadavg()[0]!;
+  const cpu0 = process.cpuUsage();
   const r = await recoverPoint(src, { select: { seq }, out, copy: requested === 'copy', verify });
+  const cpu = process.cpuUsage(cpu0);
   const expected = crcs.get(seq);
   const ok = expected !== undefined && (await fileCrc(out)) === expected;
   await fsp.rm(out, { force: true });
+  return { result: r, cpuSeconds: (cpu.user + cpu.system) / 1e6, cpuSystemSeconds: cpu.system / 1e6, load, ok, cachedAfterDrop, chainBytes: chain.reduce((n, s) => n + s.bytes, 0) };
+}
+
+/** A recovery, repeated `repeats` times (median of the totals reported), every output checked. */
+async function recoverRun(v: VolumeFacts, fs: Fs, src: RecoverySource, seq: number, requested: RecoveryRow['requested'], crcs: Map<number, number>, verify: 'changed' | 'full' = 'changed', repeats = 1): Promise<RecoveryRow> {
+  const samples: RecoverySample[] = [];
+  for (let i = 0; i < repeats; i++) samples.push(await recoverOnce(v, fs, src, seq, requested, crcs, verify));
+  const mid = [...samples].sort((a, b) => a.result.ms.total - b.result.ms.total)[samples.length >> 1]!;
+  const r = mid.result;
   const row: RecoveryRow = {
-    fs: fs.type, volumeBytes: v.sizeBytes, back: src.doneSeq() - seq, seq, requested, method: r.method, verify, ms: r.ms,
-    rolledBackBytes: r.rolledBackBytes, segments: r.segments, chainBytes: chain.reduce((n, s) => n + s.bytes, 0),
-    changedBytes: [...v.dataBytes].filter(([s]) => s > seq && s <= src.doneSeq()).reduce((n, [, b]) => n + b, 0), ok, cachedAfterDrop: stillCached,
+    fs: fs.type, volumeBytes: v.sizeBytes, back: src.doneSeq() - seq, seq, requested, method: r.method, verify, ms: r.ms, cpuSeconds: mid.cpuSeconds, cpuSystemSeconds: mid.cpuSystemSeconds, load: mid.load,
+    samplesSeconds: samples.map((x) => x.result.ms.total / 1000), rolledBackBytes: r.rolledBackBytes, segments: r.segments, chainBytes: mid.chainBytes,
+    changedBytes: [...v.dataBytes].filter(([s]) => s > seq && s <= src.doneSeq()).reduce((n, [, b]) => n + b, 0),
+    ok: samples.every((x) => x.ok && x.result.method === r.method), cachedAfterDrop: Math.max(...samples.map((x) => x.cachedAfterDrop)),
   };
-  console.log(`    ${fs.type} ${v.sizeBytes / GiB} GiB, ${row.back} back, ${requested} -> ${r.method}, verify ${verify}: ${(r.ms.total / 1000).toFixed(2)} s (clone ${(r.ms.clone / 1000).toFixed(2)}, rollback ${(r.ms.rollback / 1000).toFixed(2)}, verify ${(r.ms.verify / 1000).toFixed(2)}); ${(r.rolledBackBytes / MiB).toFixed(0)} MiB rolled back from ${r.segments} segments; bytes ${ok ? 'ok' : 'WRONG'}`);
+  console.log(`    ${fs.type} ${v.sizeBytes / GiB} GiB, ${row.back} back, ${requested} -> ${r.method}, verify ${verify}: ${(r.ms.total / 1000).toFixed(2)} s (clone ${(r.ms.clone / 1000).toFixed(2)}, rollback ${(r.ms.rollback / 1000).toFixed(2)}, verify ${(r.ms.verify / 1000).toFixed(2)}; CPU ${row.cpuSeconds.toFixed(2)} s; load ${row.load.toFixed(1)})${repeats > 1 ? ` median of ${row.samplesSeconds.map((x) => x.toFixed(2)).join(', ')}` : ''}; ${(r.rolledBackBytes / MiB).toFixed(0)} MiB rolled back from ${r.segments} segments; bytes ${row.ok ? 'ok' : 'WRONG'}`);
   return row;
+}
+
+interface RecoverySample {
+  result: RecoverResult;
+  cpuSeconds: number;
+  cpuSystemSeconds: number;
+  load: number;
+  ok: boolean;
+  cachedAfterDrop: number;
+  chainBytes: number;
 }
 
 async function cpRows(v: Pick<BenchVolume, 'id' | 'sizeBytes'>, replicaPath: string, fs: Fs, modes: Array<'never' | 'always'>): Promise<CpRow[]> {
@@ -105,7 +138,7 @@ function agesFor(n: number): number[] {
 async function recoveries(v: BenchVolume, fs: Fs, ages: number[], copyAges: number[], crcs: Map<number, number>, rows: RecoveryRow[]): Promise<void> {
   const src = v.source();
   for (const back of ages) {
-    rows.push(await recoverRun(v, fs, src, v.doneSeq - back, 'reflink', crcs));
+    rows.push(await recoverRun(v, fs, src, v.doneSeq - back, 'reflink', crcs, 'changed', back <= 100 ? REPEATS : 1));
     if (copyAges.includes(back)) rows.push(await recoverRun(v, fs, src, v.doneSeq - back, 'copy', crcs));
   }
 }
@@ -147,13 +180,20 @@ async function retentionCase(root: string, base: BenchVolume, fs: Fs, spec: Work
     const pointsBefore = v.retention.points(v.doneSeq, currentPoint(v.store.state)).length;
     const segBefore = v.retention.bytes;
     const recBefore = await recoverRun(v, fs, src, 1, 'reflink', crcs);
-    const m = await timed(() => v.retention.maintain(Date.now(), v.doneSeq, currentPoint(v.store.state)));
+    const m0 = Date.now();
+    const m = await timed(() => v.retention.maintain(m0, v.doneSeq, currentPoint(v.store.state)));
     if (v.retention.stats.lastError) throw new Error(`maintenance of ${v.id} failed: ${v.retention.stats.lastError}`);
     const recAfter = await recoverRun(v, fs, src, 1, 'reflink', crcs);
+    const segAfter = v.retention.bytes;
+    const pointsAfter = v.retention.points(v.doneSeq, currentPoint(v.store.state)).length;
+    const segmentsAfter = v.retention.segments.length;
+    const merged = v.retention.segments.filter((x) => x.toSeq > x.fromSeq);
+    const mergedDataBytes = merged.reduce((sum, x) => sum + [...v.dataBytes].filter(([q]) => q >= x.fromSeq && q <= x.toSeq).reduce((a, [, b]) => a + b, 0), 0);
     const row: RetentionRow = {
+      mergedBytes: merged.reduce((a, x) => a + x.bytes, 0), mergedDataBytes,
       workload: spec.name, regionBytes: spec.regionBytes, volumeBytes: v.sizeBytes, diffs, dataBytes: run.dataBytes, apply: run,
-      segBefore, segAfter: v.retention.bytes, pointsBefore, pointsAfter: v.retention.points(v.doneSeq, currentPoint(v.store.state)).length,
-      segmentsBefore: diffs, segmentsAfter: v.retention.segments.length, compactions: v.retention.stats.compactions, maintainSeconds: m.seconds, recBefore, recAfter,
+      segBefore, segAfter, pointsBefore, pointsAfter, segmentsBefore: diffs, segmentsAfter, compactions: v.retention.stats.compactions, maintainSeconds: m.seconds, recBefore, recAfter,
+      incremental: await agingPasses(v, m0, atMs),
     };
     console.log(`    ${spec.name}: segments/changed ${(segBefore / row.dataBytes).toFixed(3)} before, ${(row.segAfter / row.dataBytes).toFixed(3)} after thinning ${pointsBefore} -> ${row.pointsAfter} points (${m.seconds.toFixed(1)} s)`);
     return row;
@@ -161,6 +201,32 @@ async function retentionCase(root: string, base: BenchVolume, fs: Fs, spec: Work
     await v.close();
     await fsp.rm(v.dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * What the daemon's periodic maintenance does as time passes: one pass per simulated minute after the
+ * first, each thinning the point that just aged out of the "every point" window. Counts the segment bytes
+ * compaction writes (new segment files) and reads (files it replaced) against the differential data of
+ * the points that aged out: each pass merges the one new segment into the growing merged one.
+ */
+async function agingPasses(v: BenchVolume, m0: number, atMs: (seq: number) => number): Promise<RetentionRow['incremental']> {
+  let writtenBytes = 0;
+  let readBytes = 0;
+  let seconds = 0;
+  for (let k = 1; k <= AGING_PASSES; k++) {
+    const before = new Map(v.retention.segments.map((x) => [x.file, x.bytes]));
+    const t = await timed(() => v.retention.maintain(m0 + k * 60_000, v.doneSeq, currentPoint(v.store.state)));
+    if (v.retention.stats.lastError) throw new Error(`maintenance of ${v.id} failed: ${v.retention.stats.lastError}`);
+    seconds += t.seconds;
+    const after = new Set(v.retention.segments.map((x) => x.file));
+    for (const x of v.retention.segments) if (!before.has(x.file)) writtenBytes += x.bytes;
+    for (const [file, bytes] of before) if (!after.has(file)) readBytes += bytes;
+  }
+  // Points that left the window of every point during the passes (their segments got merged).
+  const window = THIN.tiers[0]!.afterMs;
+  const agedDataBytes = [...v.dataBytes].filter(([q]) => atMs(q) < m0 + AGING_PASSES * 60_000 - window && atMs(q) >= m0 - window).reduce((a, [, b]) => a + b, 0);
+  console.log(`    ${v.id}: ${AGING_PASSES} passes a simulated minute apart wrote ${(writtenBytes / MiB).toFixed(0)} MiB of merged segments (read ${(readBytes / MiB).toFixed(0)} MiB) for ${(agedDataBytes / MiB).toFixed(0)} MiB of differential data aged out, in ${seconds.toFixed(1)} s`);
+  return { passes: AGING_PASSES, writtenBytes, readBytes, seconds, agedDataBytes, finalBytes: v.retention.bytes };
 }
 
 /** copyVolume's all-zero test (Array.prototype.every over a 4 MiB chunk) against Buffer.equals, for the notes. */
@@ -210,17 +276,16 @@ async function run(): Promise<BenchResult> {
     const xfs = await makeFs(dir, 'xfs', 'xfs', xfsMiB);
 
     // ---- the 4x volume: a first point, then n differentials with retention; recoveries, references
-    console.log(`\n1. ${big / GiB} GiB replica: a first point, then ${n} differentials with retention`);
+    console.log(`\n1. ${big / GiB} GiB replica: ${BATCH} differentials without retention, then ${n} with it`);
     let s = await timed(() => BenchVolume.create(path.join(xfs.mnt, 'big'), 'big', big, KEEP_ALL));
     const vb = s.value;
     setup[`create and hash the ${big / GiB} GiB replica`] = s.seconds;
     const wlBig = new Workload(spread(big), 1);
     const crcBig = new Map<number, number>();
-    const totalBig = 1 + n;
-    // The first differential makes the first point; retention keeps before-images from the next one on.
-    for (const r of await advance(vb, xfs, wlBig, totalBig, atMs(totalBig), true, [1, totalBig - 100, totalBig - 10].filter((c) => c >= 1), crcBig)) {
-      if (r.toSeq > 1) applies.push({ label: 'history', volumeBytes: big, run: r });
-    }
+    const totalBig = BATCH + n;
+    // The last differential without retention is the first point; retention keeps before-images from the next one on.
+    for (const r of await advance(vb, xfs, wlBig, BATCH, atMs(totalBig), false, [], crcBig)) applies.push({ label: 'OFF #1', volumeBytes: big, run: r });
+    for (const r of await advance(vb, xfs, wlBig, totalBig, atMs(totalBig), true, [totalBig - 100, totalBig - 10], crcBig)) applies.push({ label: 'history', volumeBytes: big, run: r });
     await recoveries(vb, xfs, ages, [ages[0]!], crcBig, recRows);
     cps.push(...(await cpRows(vb, vb.replicaPath, xfs, ['never', 'always'])));
     done(vb, `${big / GiB} GiB`);
