@@ -95,42 +95,51 @@ async function writeAll(fh: fsp.FileHandle, buf: Buffer, position: number): Prom
   while (done < buf.length) done += (await fh.write(buf, done, buf.length - done, position + done)).bytesWritten;
 }
 
-async function readAll(fh: fsp.FileHandle, length: number, position: number): Promise<Buffer> {
-  const buf = Buffer.alloc(length);
+/** `length` bytes at `position` (zeros past the end), into `into` when given. */
+async function readAll(fh: fsp.FileHandle, length: number, position: number, into?: Buffer): Promise<Buffer> {
+  const buf = into ? into.subarray(0, length) : Buffer.allocUnsafe(length);
   let done = 0;
   while (done < length) {
     const { bytesRead } = await fh.read(buf, done, length - done, position + done);
     if (bytesRead === 0) break;
     done += bytesRead;
   }
+  buf.fill(0, done);
   return buf;
 }
+
+const ZEROS = Buffer.alloc(CHUNK);
 
 /** Copy `size` bytes; into a new file, all-zero chunks are left as holes (the file was truncated to size). */
 async function copyVolume(from: string, to: fsp.FileHandle, size: number, sparse: boolean): Promise<void> {
   const src = await fsp.open(from, 'r');
+  const buf = Buffer.allocUnsafe(CHUNK);
   try {
     for (let pos = 0; pos < size; pos += CHUNK) {
-      const buf = await readAll(src, Math.min(CHUNK, size - pos), pos);
-      if (sparse && buf.every((b) => b === 0)) continue;
-      await writeAll(to, buf, pos);
+      const n = Math.min(CHUNK, size - pos);
+      const chunk = await readAll(src, n, pos, buf);
+      if (sparse && chunk.equals(ZEROS.subarray(0, chunk.length))) continue;
+      await writeAll(to, chunk, pos);
     }
   } finally {
     await src.close();
   }
 }
 
-/** Clone the replica into `tmp` (a new file) or onto a device; returns how. */
-async function cloneReplica(src: RecoverySource, target: string, isDevice: boolean, forceCopy: boolean): Promise<'reflink' | 'copy'> {
-  if (!isDevice && !forceCopy) {
-    try {
-      await ficlone(src.replicaPath, target);
-      return 'reflink';
-    } catch (e) {
-      if ((e as TidemarkError).code !== 'TM_ERR_UNSUPPORTED') throw e;
-      await fsp.rm(target, { force: true });
-    }
+/** A reflink clone of the replica into `target` (a new file); false where the filesystem cannot clone. */
+async function tryReflink(src: RecoverySource, target: string): Promise<boolean> {
+  try {
+    await ficlone(src.replicaPath, target);
+    return true;
+  } catch (e) {
+    if ((e as TidemarkError).code !== 'TM_ERR_UNSUPPORTED') throw e;
+    await fsp.rm(target, { force: true });
+    return false;
   }
+}
+
+/** A copy of the replica into `target`: a new sparse file, or a device. */
+async function copyReplica(src: RecoverySource, target: string, isDevice: boolean): Promise<void> {
   const fh = await fsp.open(target, isDevice ? constants.O_WRONLY : 'wx', 0o600);
   try {
     if (!isDevice) await fh.truncate(src.sizeBytes);
@@ -139,7 +148,6 @@ async function cloneReplica(src: RecoverySource, target: string, isDevice: boole
   } finally {
     await fh.close();
   }
-  return 'copy';
 }
 
 async function outputKind(out: string, sizeBytes: number, force: boolean): Promise<{ isDevice: boolean }> {
@@ -167,13 +175,27 @@ export async function recoverPoint(src: RecoverySource, opts: RecoverOptions): P
     let chain: SegmentInfo[] = [];
     let table: BigUint64Array | null = null;
     let fromSeq = 0;
-    // The clone and the list of segments it needs are taken with no differential being applied.
-    const method = await src.hold(async () => {
+    // A reflink clone (and a full verify's hash table) are taken with no differential being applied. A
+    // copy is not: it would hold replication for as long as it takes. It needs no hold, because every
+    // differential's segment is durable before the differential writes the replica: whatever the copy
+    // caught of a write under way belongs to a segment listed after the copy, and is rolled back with it.
+    const record = (): void => {
       fromSeq = src.doneSeq();
       chain = src.retention.chainAfter(point.seq);
       if (verify === 'full') table = src.hashes()?.slice() ?? null;
-      return cloneReplica(src, target, isDevice, opts.copy ?? false);
-    });
+    };
+    let method: 'reflink' | 'copy' = 'copy';
+    const reflinked = !isDevice && !opts.copy && (await src.hold(async () => {
+      const ok = await tryReflink(src, target);
+      if (ok) record();
+      return ok;
+    }));
+    if (reflinked) method = 'reflink';
+    else if (verify === 'full') await src.hold(async () => { await copyReplica(src, target, isDevice); record(); });
+    else {
+      await copyReplica(src, target, isDevice);
+      record();
+    }
     const cloned = Date.now();
     const written: Array<{ offset: number; length: number; crc32c: number }> = [];
     let rolledBackBytes = 0;

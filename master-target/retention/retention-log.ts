@@ -140,12 +140,19 @@ export class RetentionLog {
       return false;
     });
     if (existing && missing.length === 0) return;
+    const inFlight = limiter(8);
     if (existing) this.log.warn({ volume: this.volumeId, seq, extents: missing.length }, 're-applied differential writes blocks its segment lacks; adding their before-images');
     const images = [...covered.values()];
-    for (const e of missing) {
-      const data = await replica.read(e.offset, e.length);
-      images.push({ offset: e.offset, data, crc32c: crc(data) });
-    }
+    // Eight reads in flight: a differential has a hundred or more extents, and this is on the apply path.
+    const read = await Promise.all(missing.map((e, i) => Promise.resolve().then(async () => {
+      await inFlight.slot(i);
+      try {
+        return await replica.read(e.offset, e.length);
+      } finally {
+        inFlight.done();
+      }
+    })));
+    missing.forEach((e, i) => images.push({ offset: e.offset, data: read[i]!, crc32c: crc(read[i]!) }));
     const header: SegmentHeader = { volumeId: this.volumeId, fromSeq: seq, toSeq: seq, ...this.geometry, base, tip, createdAt: Date.now() };
     const w = await SegmentWriter.create(this.dir, header);
     try {
@@ -190,7 +197,10 @@ export class RetentionLog {
         const kept = points.filter((p) => keep.has(p.seq));
         const oldest = kept[0];
         if (oldest) await this.dropThrough(oldest.seq, 'window');
-        for (let i = 0; i + 1 < kept.length; i++) await this.compact(kept[i]!, kept[i + 1]!);
+        // Compact a range once its newer end is itself past the first thinning age: before that, the points
+        // after it are still being thinned one by one and the merged segment would be rewritten each pass.
+        const settled = nowMs - Math.min(...this.opts.policy.tiers.map((t) => t.afterMs), Number.MAX_SAFE_INTEGER);
+        for (let i = 0; i + 1 < kept.length; i++) if (kept[i + 1]!.atMs < settled) await this.compact(kept[i]!, kept[i + 1]!);
         this.stats.thinnedPoints += points.length - kept.length;
         await this.enforceCap(doneSeq);
         this.stats.lastError = null;
@@ -261,4 +271,23 @@ export class RetentionLog {
     if (alert && !this.stats.alert) this.log.warn({ volume: this.volumeId, bytes, maxBytes }, `retention alert: ${alert}`);
     Object.assign(this.stats, { segments: this.segments.length, bytes, points: points.length, oldestPoint: points[0] ?? null, alert });
   }
+}
+
+/** At most `n` tasks at once; each waits for a slot and gives it back when done. */
+function limiter(n: number): { slot(i: number): Promise<void>; done(): void } {
+  let running = 0;
+  const waiting: Array<() => void> = [];
+  return {
+    slot: () => {
+      if (running < n) {
+        running++;
+        return Promise.resolve();
+      }
+      return new Promise<void>((resolve) => waiting.push(() => { running++; resolve(); }));
+    },
+    done: () => {
+      running--;
+      waiting.shift()?.();
+    },
+  };
 }

@@ -50,11 +50,16 @@ export function parseSegmentName(name: string): { fromSeq: number; toSeq: number
   return m ? { fromSeq: Number(m[1]), toSeq: Number(m[2]) } : null;
 }
 
+/** Records are gathered and written this many bytes at a time (one writev), not two writes per record. */
+const WRITE_BATCH = 4 << 20;
+
 /** Streams records into a new segment; commit() makes it durable under its final name. */
 export class SegmentWriter {
   private offset = 0;
   private count = 0;
   private dataBytes = 0;
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
   private constructor(readonly file: string, private readonly fh: fsp.FileHandle) {}
 
   static async create(dir: string, header: SegmentHeader): Promise<SegmentWriter> {
@@ -73,9 +78,22 @@ export class SegmentWriter {
   }
 
   private async write(buf: Buffer): Promise<void> {
-    let done = 0;
-    while (done < buf.length) done += (await this.fh.write(buf, done, buf.length - done, this.offset + done)).bytesWritten;
-    this.offset += buf.length;
+    this.pending.push(buf);
+    this.pendingBytes += buf.length;
+    if (this.pendingBytes >= WRITE_BATCH) await this.flush();
+  }
+
+  private async flush(): Promise<void> {
+    let bufs = this.pending;
+    this.pending = [];
+    this.pendingBytes = 0;
+    while (bufs.length > 0) {
+      let { bytesWritten } = await this.fh.writev(bufs, this.offset);
+      this.offset += bytesWritten;
+      // A short writev: drop what went out and write the rest.
+      while (bufs.length > 0 && bytesWritten >= bufs[0]!.length) bytesWritten -= bufs.shift()!.length;
+      if (bytesWritten > 0) bufs[0] = bufs[0]!.subarray(bytesWritten);
+    }
   }
 
   async add(image: BeforeImage): Promise<void> {
@@ -97,6 +115,7 @@ export class SegmentWriter {
     t.writeBigUInt64LE(BigInt(this.dataBytes), 8);
     t.writeUInt32LE(crc(t.subarray(0, 16)), 16);
     await this.write(t);
+    await this.flush();
     await this.fh.sync();
     await this.fh.close();
     await commitRename(this.file + TMP_SUFFIX, this.file);
@@ -149,19 +168,44 @@ export async function readSegmentHeader(file: string): Promise<SegmentHeader> {
  * Every before-image of a segment, in file order, each checked against its checksum as it is read. The
  * trailer is checked at the end: a segment that stops early or counts differently is corrupt.
  */
+/** Reads a file front to back in large chunks; take(n) hands out the next n bytes (a copy-free slice when it can). */
+class ChunkReader {
+  private buf: Buffer = Buffer.alloc(0);
+  private at = 0;
+  constructor(private readonly fh: fsp.FileHandle, private readonly file: string, private pos: number, private readonly size: number) {}
+
+  async take(n: number): Promise<Buffer> {
+    if (this.buf.length - this.at < n) {
+      const rest = this.buf.subarray(this.at);
+      const want = Math.max(n - rest.length, Math.min(READ_CHUNK, this.size - this.pos));
+      const more = await readExactly(this.fh, this.file, want, this.pos);
+      this.pos += more.length;
+      this.buf = rest.length ? Buffer.concat([rest, more]) : more;
+      this.at = 0;
+    }
+    const out = this.buf.subarray(this.at, this.at + n);
+    this.at += n;
+    return out;
+  }
+}
+
+const READ_CHUNK = 4 << 20;
+
 export async function* readSegment(file: string): AsyncGenerator<BeforeImage> {
   const fh = await fsp.open(file, 'r').catch((e) => { throw wrap(e, `open retention segment ${file}`, { path: file }); });
   try {
     const size = (await fh.stat()).size;
     let pos = (await readHeaderFrom(fh, file)).end;
+    const reader = new ChunkReader(fh, file, pos, size);
     let count = 0;
     let dataBytes = 0;
     while (pos < size - TRAILER) {
-      const h = await readExactly(fh, file, RECORD_HEADER, pos);
+      const h = await reader.take(RECORD_HEADER);
       if (crc(h.subarray(0, 16)) !== h.readUInt32LE(16)) throw corrupt(file, `record header at ${pos} fails its checksum`);
       const offset = Number(h.readBigUInt64LE(0));
       const length = h.readUInt32LE(8);
-      const data = await readExactly(fh, file, length, pos + RECORD_HEADER);
+      if (pos + RECORD_HEADER + length > size - TRAILER) throw corrupt(file, `record at ${pos} runs past the trailer`);
+      const data = await reader.take(length);
       const sum = h.readUInt32LE(12);
       if (crc(data) !== sum) throw corrupt(file, `before-image at replica offset ${offset} fails its checksum`);
       pos += RECORD_HEADER + length;
@@ -169,7 +213,7 @@ export async function* readSegment(file: string): AsyncGenerator<BeforeImage> {
       dataBytes += length;
       yield { offset, data, crc32c: sum };
     }
-    const t = await readExactly(fh, file, TRAILER, pos);
+    const t = await reader.take(TRAILER);
     if (t.readUInt32LE(0) !== SEGMENT_END_MAGIC || crc(t.subarray(0, 16)) !== t.readUInt32LE(16)) throw corrupt(file, 'trailer missing or damaged');
     if (t.readUInt32LE(4) !== count || Number(t.readBigUInt64LE(8)) !== dataBytes) throw corrupt(file, `trailer counts ${t.readUInt32LE(4)} records, the file holds ${count}`);
   } finally {
