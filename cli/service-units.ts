@@ -196,7 +196,7 @@ export function renderSystemdUnit(opts: ServiceOptions, n: Needs): string {
     add(`ExecStartPre=+/bin/chown -- ${user} ${mk}`, `${user} owns what it writes.`);
   }
   add(`SyslogIdentifier=tidemark-${role}`);
-  add('Restart=on-failure', 'Killed or crashed at any instant, a daemon converges again on restart (docs/OPERATIONS.md section 7).');
+  add('Restart=on-failure', 'Killed or crashed at any instant, a daemon converges again on restart (docs/OPERATIONS.md section 8).');
   add('RestartSec=5s');
   add('KillSignal=SIGTERM', `First SIGTERM: graceful close, bounded by the daemon at 10 s; SIGKILL after ${STOP_TIMEOUT_S} s is safe too.`);
   add('KillMode=mixed', agent ? 'SIGTERM to the daemon only: it stops its freeze scripts itself and never leaves a filesystem frozen.' : 'SIGTERM to the daemon only; SIGKILL to everything left at the timeout.');
