@@ -10,9 +10,9 @@ import { makeImage, scratchDir, sha256, sleep } from './helpers.js';
 const MiB = 1 << 20;
 const RULE_RATE = 2 * MiB;
 const DEFAULT_RATE = 4 * MiB;
-const SIZE_MIB = 160;
+const SIZE_MIB = 176;
 /** Enough to keep the pipe full: ~42 s at 2 MiB/s, then ~12 s at 4 MiB/s, with some left over. */
-const DATA_MIB = 144;
+const DATA_MIB = 160;
 const DAYS = ['sun', 'mon', 'tue', 'wed', 'thu', 'fri', 'sat'];
 
 const hms = (d: Date): string => [d.getHours(), d.getMinutes(), d.getSeconds()].map((n) => String(n).padStart(2, '0')).join(':');
