@@ -37,6 +37,8 @@ export class Cache implements InboundSink {
   /** When each cached differential arrived, per volume (from the file's mtime after a restart). */
   private readonly arrived = new Map<string, Map<number, number>>();
   private flowListener: (f: FlowState) => void = () => {};
+  /** Is the volume's master target taking its differentials (wired to its forwarder)? */
+  draining: (volumeId: string) => boolean = () => true;
   /** Called when a volume has something new to forward. */
   onCommitted: (volumeId: string) => void = () => {};
   /** Called to acknowledge to the agent (wired to the receiver). */
@@ -49,6 +51,7 @@ export class Cache implements InboundSink {
     this.monitor = new CacheMonitor(cfg.cache, dir, {
       usedBytes: () => [...this.stores.values()].reduce((n, s) => n + s.bytes, 0),
       backlogAges: () => new Map([...this.stores.keys()].map((v) => [v, this.backlogAge(v)])),
+      volumes: () => [...this.stores.values()].map((st) => ({ id: st.volumeId, bytes: st.bytes, draining: this.draining(st.volumeId) })),
     }, log, (f) => this.flowListener(f));
   }
 

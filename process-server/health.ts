@@ -20,6 +20,8 @@ export interface CacheStatus {
   health: HealthLevel;
   reasons: string[];
   backpressure: boolean;
+  /** The volumes agents are told to hold back (those filling the cache). */
+  pausedVolumes: string[];
   /** Wait before each new differential from an agent while the cache fills (0: none). */
   acceptDelayMs: number;
   /** The filesystem's space available to us at the last check (statfs). */
@@ -32,6 +34,8 @@ export interface CacheUsage {
   usedBytes(): number;
   /** Per volume: ms since the oldest differential not yet acknowledged by its master target arrived (0: none). */
   backlogAges(): Map<string, number>;
+  /** Per volume: bytes cached, and whether its master target is taking them (connected and acknowledging). */
+  volumes(): Array<{ id: string; bytes: number; draining: boolean }>;
 }
 
 interface Filesystem {
@@ -94,9 +98,18 @@ export function evaluateHealth(cfg: CacheConfig, quota: number, used: number, ba
  * cache fills (up to `maxAcceptDelayMs` at `stopBelowFreePercent`); below that, agents are told to stop
  * until free space is back to `resumeAboveFreePercent`; at the quota nothing more is taken at all.
  */
-export function nextFlow(cfg: CacheConfig, prev: FlowState, quota: number, used: number): FlowState {
+/** Below this share of its filesystem free, the cache takes nothing from anyone (the quota may be above it). */
+export const EXHAUSTED_FREE_FRACTION = 0.02;
+
+export function nextFlow(cfg: CacheConfig, prev: FlowState, quota: number, used: number, vols: ReadonlyArray<{ id: string; bytes: number; draining: boolean }> = [], exhausted = false): FlowState {
   const freePercent = (100 * Math.max(0, quota - used)) / quota;
   const paused = prev.paused ? freePercent < cfg.resumeAboveFreePercent : freePercent < cfg.stopBelowFreePercent;
+  // Who is stopped: the volumes whose master target is not taking them (one dead master target must not
+  // stop the volumes of the others); if every one is draining, those holding at least a fair share.
+  const holding = vols.filter((v) => v.bytes > 0);
+  const stuck = holding.filter((v) => !v.draining);
+  const fair = used / Math.max(1, holding.length);
+  const volumes = !paused ? [] : (stuck.length > 0 ? stuck : holding.filter((v) => v.bytes >= fair)).map((v) => v.id).sort();
   let delayMs = 0;
   if (freePercent < cfg.slowBelowFreePercent) {
     const span = cfg.slowBelowFreePercent - cfg.stopBelowFreePercent;
@@ -104,7 +117,7 @@ export function nextFlow(cfg: CacheConfig, prev: FlowState, quota: number, used:
     delayMs = Math.round((cfg.maxAcceptDelayMs * depth) / 10) * 10; // coarse steps: fewer updates, same effect
   }
   const reason = paused ? `cache ${freePercent.toFixed(1)}% free of its ${mib(quota)} quota (resumes at ${cfg.resumeAboveFreePercent}%)` : '';
-  return { paused, reason, delayMs, full: used >= quota };
+  return { paused, volumes, reason, delayMs, full: used >= quota, exhausted };
 }
 
 export class CacheMonitor {
@@ -112,8 +125,8 @@ export class CacheMonitor {
   private timer: NodeJS.Timeout | null = null;
   private checking: Promise<void> | null = null;
   private lastKey = 'ok';
-  private current: CacheStatus = { quotaBytes: 0, usedBytes: 0, freePercent: 100, health: 'ok', reasons: [], backpressure: false, acceptDelayMs: 0, filesystemAvailBytes: 0 };
-  flow: FlowState = { paused: false, reason: '', delayMs: 0, full: false };
+  private current: CacheStatus = { quotaBytes: 0, usedBytes: 0, freePercent: 100, health: 'ok', reasons: [], backpressure: false, pausedVolumes: [], acceptDelayMs: 0, filesystemAvailBytes: 0 };
+  flow: FlowState = { paused: false, volumes: [], reason: '', delayMs: 0, full: false };
 
   constructor(
     private readonly cfg: CacheConfig,
@@ -154,7 +167,7 @@ export class CacheMonitor {
     const { quota, avail } = effectiveQuota(this.cfg, this.fs, used);
     const ages = this.usage.backlogAges();
     const { health, findings } = evaluateHealth(this.cfg, quota, used, ages);
-    const flow = nextFlow(this.cfg, this.flow, quota, used);
+    const flow = nextFlow(this.cfg, this.flow, quota, used, this.usage.volumes(), this.fs.sizeBytes > 0 && avail < EXHAUSTED_FREE_FRACTION * this.fs.sizeBytes);
     this.current = {
       quotaBytes: quota,
       usedBytes: used,
@@ -162,6 +175,7 @@ export class CacheMonitor {
       health,
       reasons: findings.map((f) => f.text),
       backpressure: flow.paused,
+      pausedVolumes: flow.paused ? flow.volumes : [],
       acceptDelayMs: flow.delayMs,
       filesystemAvailBytes: avail,
     };
@@ -181,11 +195,11 @@ export class CacheMonitor {
 
   private setFlow(next: FlowState): void {
     const prev = this.flow;
-    if (next.paused === prev.paused && next.delayMs === prev.delayMs && next.full === prev.full) return;
+    if (next.paused === prev.paused && next.delayMs === prev.delayMs && next.full === prev.full && next.exhausted === prev.exhausted && next.volumes.join() === prev.volumes.join()) return;
     this.flow = next;
     const fields = { usedBytes: this.current.usedBytes, quotaBytes: this.current.quotaBytes, freePercent: this.current.freePercent };
     if (next.paused !== prev.paused) {
-      if (next.paused) this.log.warn({ ...fields, reason: next.reason }, 'cache nearly full: agents told to stop sending');
+      if (next.paused) this.log.warn({ ...fields, reason: next.reason, volumes: next.volumes }, 'cache nearly full: agents told to stop sending these volumes');
       else this.log.info(fields, 'cache has room again: agents told to resume');
     }
     if ((next.delayMs > 0) !== (prev.delayMs > 0)) {
@@ -193,8 +207,12 @@ export class CacheMonitor {
       else this.log.info(fields, 'cache no longer filling: differentials accepted without delay');
     }
     if (next.full !== prev.full) {
-      if (next.full) this.log.error(fields, 'cache at its quota: no differential is accepted until the master target takes some');
+      if (next.full) this.log.error({ ...fields, volumes: next.volumes }, 'cache at its quota: no differential of these volumes is accepted until their master target takes some');
       else this.log.info(fields, 'cache below its quota again');
+    }
+    if (next.exhausted !== prev.exhausted) {
+      if (next.exhausted) this.log.error(fields, 'cache filesystem nearly out of space: no differential is accepted from anyone');
+      else this.log.info(fields, 'cache filesystem has space again');
     }
     this.onFlow(next);
   }

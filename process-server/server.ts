@@ -17,6 +17,9 @@ import { Cache } from './cache.js';
 import type { PsConfig } from './config.js';
 import { realClock, Throttle } from './throttle.js';
 
+/** A master target that acknowledged nothing for this long is not draining its volumes. */
+const DRAIN_STALL_MS = 10_000;
+
 export class ProcessServer {
   cache!: Cache;
   receiver!: DiffReceiver;
@@ -44,6 +47,13 @@ export class ProcessServer {
     this.receiver = new DiffReceiver(this.cache, cfg.name, this.log.child({ component: 'receiver' }));
     this.cache.ack = (v, s) => this.receiver.ack(v, s);
     this.cache.connectFlow((f) => this.receiver.setFlow(f)); // cache quota: slow down / backpressure to agents
+    // A volume drains while its master target is connected and acknowledging; one that does not is the one
+    // to hold back when the cache fills, not the volumes of the other master targets.
+    this.cache.draining = (volumeId) => {
+      const mt = cfg.volumes.find((v) => v.id === volumeId)?.masterTarget;
+      const st = mt ? this.forwarders.get(mt)?.stats : undefined;
+      return !!st && st.connected && Date.now() - st.lastAckAt < DRAIN_STALL_MS;
+    };
     this.throttle = new Throttle(cfg.throttle ?? null, realClock, this.log.child({ component: 'throttle' }));
     for (const mt of cfg.masterTargets) {
       const fwd = new DiffSender({

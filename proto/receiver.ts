@@ -43,11 +43,15 @@ export interface ReceiverStats {
 export interface FlowState {
   /** Ask peers that take Backpressure to begin no new differential; hold the others' before reading them. */
   paused: boolean;
+  /** Which volumes are paused (the ones filling the cache); the others go on. */
+  volumes: string[];
   reason: string;
   /** Wait this long before taking each new differential (the sink is filling). */
   delayMs: number;
-  /** Take no new differential from anyone (what was already begun elsewhere overshot the limit). */
+  /** At the quota: take no new differential of the paused volumes, even from peers told to pause. */
   full: boolean;
+  /** The cache's filesystem itself is nearly out of space: take nothing from anyone. */
+  exhausted?: boolean;
 }
 
 /** Differentials being verified and compressed at once on one connection (process-server/compressor.ts). */
@@ -59,7 +63,7 @@ export class DiffReceiver {
   readonly stats: ReceiverStats = { diffsReceived: 0, bytesReceived: 0, duplicatesSkipped: 0, diffsDelayed: 0 };
   /** The connection currently allowed to write each volume; a newer one takes over (reconnect). */
   private readonly owners = new Map<string, FramedConnection>();
-  private flow: FlowState = { paused: false, reason: '', delayMs: 0, full: false };
+  private flow: FlowState = { paused: false, volumes: [], reason: '', delayMs: 0, full: false };
   private readonly flowWaiters = new Set<() => void>();
   /** Connections whose peer listed the "backpressure" capability. */
   private readonly signalled = new Set<FramedConnection>();
@@ -126,7 +130,7 @@ export class DiffReceiver {
         if (dir === undefined || this.owners.get(msg.diffBegin.volumeId) !== conn) {
           throw tmError('TM_ERR_PROTOCOL', `differential for volume ${msg.diffBegin.volumeId} that was not opened on this connection`, { volume: msg.diffBegin.volumeId });
         }
-        if (msg.diffBegin.seq > this.sink.storedSeq(msg.diffBegin.volumeId)) await this.admit(conn, log);
+        if (msg.diffBegin.seq > this.sink.storedSeq(msg.diffBegin.volumeId)) await this.admit(conn, msg.diffBegin.volumeId, log);
         await this.receiveDiff(conn, msg.diffBegin, dir, log);
       } else if ('hashQuery' in msg) {
         const q = msg.hashQuery;
@@ -210,22 +214,30 @@ export class DiffReceiver {
 
   /** The sink's flow state changed: tell the peers that listen, wake held differentials. */
   setFlow(next: FlowState): void {
-    const was = this.flow.paused;
-    this.flow = { ...next };
-    if (next.paused !== was) for (const conn of this.signalled) void this.signal(conn).catch(() => {});
+    const before = new Set(this.flow.paused ? this.flow.volumes : []);
+    this.flow = { ...next, volumes: [...next.volumes] };
+    const after = new Set(next.paused ? next.volumes : []);
+    const changed = [...new Set([...before, ...after])].filter((v) => before.has(v) !== after.has(v));
+    for (const conn of this.signalled) for (const v of changed) void this.signalVolume(conn, v, after.has(v)).catch(() => {});
     for (const wake of [...this.flowWaiters]) wake();
   }
 
+  /** A new connection learns which volumes are paused now. */
   private async signal(conn: FramedConnection): Promise<void> {
-    await conn.send({ backpressure: { volumeId: '', paused: this.flow.paused, reason: this.flow.reason } });
+    if (this.flow.paused) for (const v of this.flow.volumes) await this.signalVolume(conn, v, true);
+  }
+
+  private async signalVolume(conn: FramedConnection, volumeId: string, paused: boolean): Promise<void> {
+    await conn.send({ backpressure: { volumeId, paused, reason: paused ? this.flow.reason : '' } });
   }
 
   /**
    * Before a new differential: hold it while the sink is full, or paused and the peer cannot be told
    * (an older peer then waits on TCP flow control, as before); then wait the slow-down delay, if any.
    */
-  private async admit(conn: FramedConnection, log: Logger): Promise<void> {
-    const blocked = (): boolean => !conn.closed && (this.flow.full || (this.flow.paused && !this.signalled.has(conn)));
+  private async admit(conn: FramedConnection, volumeId: string, log: Logger): Promise<void> {
+    const held = (): boolean => this.flow.paused && this.flow.volumes.includes(volumeId);
+    const blocked = (): boolean => !conn.closed && (this.flow.exhausted === true || (held() && (this.flow.full || !this.signalled.has(conn))));
     const delayed = blocked() || this.flow.delayMs > 0;
     if (blocked()) log.info({ full: this.flow.full, reason: this.flow.reason }, 'holding differentials until there is room');
     while (blocked()) await this.flowChange(HOLD_POLL_MS);

@@ -109,5 +109,5 @@ t.test('cache quota: backpressure to agents, bitmap mode past their journals, he
     t.equal(await sha256(v.replica), await sha256(v.source), `${v.id}: replica equals source`);
   }
   const logs = (await lab.logLines('ps')).map((l) => String(l.msg));
-  t.equal(logs.filter((m) => m === 'cache nearly full: agents told to stop sending').length, logs.filter((m) => m === 'cache has room again: agents told to resume').length, 'every pause was followed by a resume');
+  t.equal(logs.filter((m) => m === 'cache nearly full: agents told to stop sending these volumes').length, logs.filter((m) => m === 'cache has room again: agents told to resume').length, 'every pause was followed by a resume');
 });

@@ -44,7 +44,7 @@ t.test('health: free space and backlog age, worst wins, each reason named', asyn
 
 t.test('flow: slower from 25% free, stop under 10%, resume only from 20%, full at the quota', async (t) => {
   const q = 100 * MiB;
-  let f: FlowState = { paused: false, reason: '', delayMs: 0, full: false };
+  let f: FlowState = { paused: false, volumes: [], reason: '', delayMs: 0, full: false };
   const step = (usedMiB: number): FlowState => (f = nextFlow(cfg, f, q, usedMiB * MiB));
   t.match(step(70), { paused: false, delayMs: 0 }, '30% free: no delay');
   t.match(step(80), { paused: false }, '20% free: slower');
@@ -55,4 +55,14 @@ t.test('flow: slower from 25% free, stop under 10%, resume only from 20%, full a
   t.match(step(100), { paused: true, full: true }, 'at the quota: full');
   t.match(step(79), { paused: false, full: false }, '21% free: resumed');
   t.match(step(85), { paused: false }, '15% free again: not paused until under 10%');
+});
+
+t.test('flow: only the volumes filling the cache are paused; a dead master target does not stop the others', async (t) => {
+  const q = 100 * MiB;
+  const idle: FlowState = { paused: false, volumes: [], reason: '', delayMs: 0, full: false };
+  const stuck = nextFlow(cfg, idle, q, 92 * MiB, [{ id: 'a', bytes: 60 * MiB, draining: false }, { id: 'b', bytes: 30 * MiB, draining: false }, { id: 'c', bytes: 2 * MiB, draining: true }, { id: 'd', bytes: 0, draining: true }]);
+  t.same(stuck.volumes, ['a', 'b'], 'the volumes whose master target takes nothing are paused; c and d go on');
+  const slow = nextFlow(cfg, idle, q, 92 * MiB, [{ id: 'a', bytes: 70 * MiB, draining: true }, { id: 'b', bytes: 20 * MiB, draining: true }, { id: 'c', bytes: 2 * MiB, draining: true }]);
+  t.same(slow.volumes, ['a'], 'all draining: those holding at least a fair share');
+  t.same(nextFlow(cfg, idle, q, 50 * MiB, [{ id: 'a', bytes: 50 * MiB, draining: false }]).volumes, [], 'room enough: nobody paused');
 });

@@ -17,8 +17,8 @@ import { FramedConnection } from '../../../proto/connection.js';
 import { digestStep, readHrl } from '../../../proto/hrl.js';
 import { DiffReceiver } from '../../../proto/receiver.js';
 
-const PAUSED = { paused: true, reason: 'cache 5.0% free', delayMs: 0, full: false };
-const OPEN = { paused: false, reason: '', delayMs: 0, full: false };
+const PAUSED = { paused: true, volumes: ['v1'], reason: 'cache 5.0% free', delayMs: 0, full: false };
+const OPEN = { paused: false, volumes: [] as string[], reason: '', delayMs: 0, full: false };
 
 async function setup(t: Test): Promise<{ receiver: DiffReceiver; cache: Cache; connect: (caps: string[]) => Promise<FramedConnection> }> {
   const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'tm-bp-'));
@@ -84,7 +84,7 @@ t.test('a peer with the capability is told to pause and resume; what it already 
   const conn = await connect(['lz4', 'backpressure']);
   t.equal(await openVolume(conn), 0);
   receiver.setFlow(PAUSED);
-  t.match((await conn.expect('backpressure')).msg.backpressure, { volumeId: '', paused: true, reason: 'cache 5.0% free' }, 'Backpressure(paused) for every volume, with the reason');
+  t.match((await conn.expect('backpressure')).msg.backpressure, { volumeId: 'v1', paused: true, reason: 'cache 5.0% free' }, 'Backpressure(paused) for the volume filling the cache, with the reason');
   const blocks = await sendDiff(conn, 1, 3); // in flight when the pause was sent
   t.match((await conn.expect('ack')).msg.ack, { volumeId: 'v1', durableSeq: 1 }, 'a differential begun anyway is still taken and acknowledged');
   const stored = await readHrl(path.join(cache.stores.get('v1')!.dir, '0000000000000001.hrl'));
