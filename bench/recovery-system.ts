@@ -2,22 +2,13 @@
 // without), cold caches before each timed step, the `cp` references, and a teardown that only touches what
 // lies under the benchmark's own folder. Needs root.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, promises as fsp, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, promises as fsp, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { crc } from '../common/checksum.js';
 import { MiB, timed } from './harness.js';
+import { bin, sh, unmountAndDetach, version } from './system.js';
 
-export function bin(name: string): string | null {
-  for (const dir of [...(process.env.PATH ?? '').split(path.delimiter), '/usr/local/sbin', '/usr/sbin', '/sbin']) {
-    const p = path.join(dir, name);
-    if (dir && existsSync(p)) return p;
-  }
-  return null;
-}
-
-export function sh(name: string, ...args: string[]): string {
-  return execFileSync(bin(name) ?? name, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim();
-}
+export { bin, sh, version };
 
 export function requirements(): void {
   const missing = ['mkfs.xfs', 'mkfs.ext4', 'losetup', 'mount', 'umount', 'cp', 'sync', 'filefrag'].filter((t) => bin(t) === null);
@@ -28,56 +19,9 @@ export function requirements(): void {
   if (problems.length > 0) throw new Error(`recovery needs ${problems.join('; ')}`);
 }
 
-export function version(cmd: string, arg: string): string {
-  try {
-    return /\d+\.\d+(\.\d+)?/.exec(execFileSync(bin(cmd) ?? cmd, [arg], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }))?.[0] ?? 'unknown';
-  } catch {
-    return 'unknown';
-  }
-}
-
-function quietly(what: string, fn: () => unknown): void {
-  try {
-    fn();
-  } catch (e) {
-    console.log(`  cleanup: ${what}: ${((e as Error).message ?? String(e)).split('\n')[0]}`);
-  }
-}
-
-/** Mount points at or under `dir`, deepest first. */
-function mountsUnder(dir: string): string[] {
-  const out: string[] = [];
-  for (const line of readFileSync('/proc/mounts', 'utf8').split('\n')) {
-    const mp = line.split(' ')[1]?.replace(/\\040/g, ' ');
-    if (mp && (mp === dir || mp.startsWith(dir + '/'))) out.push(mp);
-  }
-  return out.sort((a, b) => b.length - a.length);
-}
-
-/** Loop devices whose backing file is at or under `dir`. */
-function loopsUnder(dir: string): string[] {
-  const out: string[] = [];
-  for (const n of readdirSync('/sys/block').filter((x) => /^loop\d+$/.test(x))) {
-    try {
-      const backing = readFileSync(`/sys/block/${n}/loop/backing_file`, 'utf8').trim().replace(/ \(deleted\)$/, '');
-      if (backing === dir || backing.startsWith(dir + '/')) out.push(`/dev/${n}`);
-    } catch {
-      // not attached
-    }
-  }
-  return out;
-}
-
 /** Unmount everything under `dir` and detach the loop devices over images in it (never other ones). */
 export function teardownSystem(dir: string): void {
-  for (const mp of mountsUnder(dir)) {
-    try {
-      sh('umount', mp);
-    } catch {
-      quietly(`umount -l ${mp}`, () => sh('umount', '-l', mp));
-    }
-  }
-  for (const dev of loopsUnder(dir)) quietly(`losetup -d ${dev}`, () => sh('losetup', '-d', dev));
+  unmountAndDetach(dir);
 }
 
 export interface Fs {

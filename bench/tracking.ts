@@ -21,6 +21,7 @@ import { Lab, type DaemonName } from '../cli/lab.js';
 import { DEFAULTS } from '../common/defaults.js';
 import { blockDeviceInfo } from '../common/device.js';
 import { ficlone } from '../native/index.js';
+import { bin, quietly, sh, unmountAndDetach, version } from './system.js';
 import { benchSizeMiB, cpuSecondsTree, fmt, MiB, WORK_DIR, type BenchResult, type Benchmark, type Figure, type Ratio, type Reference } from './harness.js';
 
 /** Unique to this benchmark: the agent names its tracefs instance tidemark.<volume id>.<random>. */
@@ -69,18 +70,6 @@ function quantile(xs: number[], q: number): number {
 // ---------------------------------------------------------------------------------------------------
 // Tools and the system: sbin lookups, mounts, loop devices, the tracefs instance.
 
-function bin(name: string): string | null {
-  for (const dir of [...(process.env.PATH ?? '').split(path.delimiter), '/usr/local/sbin', '/usr/sbin', '/sbin']) {
-    const p = path.join(dir, name);
-    if (dir && existsSync(p)) return p;
-  }
-  return null;
-}
-
-function sh(name: string, ...args: string[]): string {
-  return execFileSync(bin(name) ?? name, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim();
-}
-
 function requirements(): void {
   const missing = ['fio', 'mkfs.xfs', 'losetup', 'mount', 'umount'].filter((t) => bin(t) === null);
   const problems: string[] = [];
@@ -88,52 +77,6 @@ function requirements(): void {
   if (!existsSync('/dev/loop-control')) problems.push('/dev/loop-control');
   if (missing.length > 0) problems.push(`${missing.join(', ')} on PATH (Debian packages: fio, xfsprogs, mount)`);
   if (problems.length > 0) throw new Error(`tracking needs ${problems.join('; ')}`);
-}
-
-function version(cmd: string, arg: string): string {
-  try {
-    return /\d+\.\d+(\.\d+)?/.exec(execFileSync(bin(cmd) ?? cmd, [arg], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }))?.[0] ?? 'unknown';
-  } catch {
-    return 'unknown';
-  }
-}
-
-function quietly(what: string, fn: () => unknown): void {
-  try {
-    fn();
-  } catch (e) {
-    console.log(`  cleanup: ${what}: ${((e as Error).message ?? String(e)).split('\n')[0]}`);
-  }
-}
-
-/** Mount points at or under `dir`, deepest first. */
-function mountsUnder(dir: string): string[] {
-  const out: string[] = [];
-  for (const line of readFileSync('/proc/mounts', 'utf8').split('\n')) {
-    const mp = line.split(' ')[1]?.replace(/\\040/g, ' ');
-    if (mp && (mp === dir || mp.startsWith(dir + '/'))) out.push(mp);
-  }
-  return out.sort((a, b) => b.length - a.length);
-}
-
-/** Loop devices whose backing file is at or under `dir`. */
-function loopsUnder(dir: string): string[] {
-  const out: string[] = [];
-  let names: string[] = [];
-  try {
-    names = readdirSync('/sys/block').filter((n) => /^loop\d+$/.test(n));
-  } catch {
-    return out;
-  }
-  for (const n of names) {
-    try {
-      const backing = readFileSync(`/sys/block/${n}/loop/backing_file`, 'utf8').trim().replace(/ \(deleted\)$/, '');
-      if (backing === dir || backing.startsWith(dir + '/')) out.push(`/dev/${n}`);
-    } catch {
-      // not attached
-    }
-  }
-  return out;
 }
 
 function ourInstances(): string[] {
@@ -151,20 +94,7 @@ function removeInstances(): void {
 
 /** Undo everything under `dir`: loop devices over images in it (inner first), mounts, then the tracefs instance. */
 function teardownSystem(dir: string): void {
-  // The inner loop device (image on the XFS mount) must go before the XFS can be unmounted.
-  for (let pass = 0; pass < 2; pass++) {
-    for (const mp of mountsUnder(dir)) {
-      for (const dev of loopsUnder(mp)) quietly(`losetup -d ${dev}`, () => sh('losetup', '-d', dev));
-    }
-    for (const mp of mountsUnder(dir)) {
-      try {
-        sh('umount', mp);
-      } catch {
-        quietly(`umount -l ${mp}`, () => sh('umount', '-l', mp));
-      }
-    }
-    for (const dev of loopsUnder(dir)) quietly(`losetup -d ${dev}`, () => sh('losetup', '-d', dev));
-  }
+  unmountAndDetach(dir);
   removeInstances();
 }
 
