@@ -7,6 +7,7 @@
 import { constants, promises as fsp } from 'node:fs';
 import { blockHash, crc } from '../common/checksum.js';
 import { didYouMean } from '../common/config.js';
+import { volumeSize } from '../common/device.js';
 import { TidemarkError, tmError, wrap } from '../common/errors.js';
 import { ficlone } from '../native/index.js';
 import type { RecoveryPoint } from '../proto/diff-store.js';
@@ -153,7 +154,6 @@ async function copyReplica(src: RecoverySource, target: string, isDevice: boolea
 async function outputKind(out: string, sizeBytes: number, force: boolean): Promise<{ isDevice: boolean }> {
   const st = await fsp.stat(out).catch((e: NodeJS.ErrnoException) => (e.code === 'ENOENT' ? null : Promise.reject(e)));
   if (st?.isBlockDevice()) {
-    const { volumeSize } = await import('../common/device.js');
     const size = await volumeSize(out);
     if (size < sizeBytes) throw tmError('TM_ERR_VOLUME_GEOMETRY', `${out} holds ${size} bytes; the volume has ${sizeBytes}`, { path: out });
     return { isDevice: true };

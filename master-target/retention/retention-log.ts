@@ -160,7 +160,9 @@ export class RetentionLog {
       const { file, bytes } = await w.commit();
       this.segments = this.segments.filter((s) => s !== existing);
       this.segments.push({ ...header, file, bytes });
-      Object.assign(this.stats, { segments: this.segments.length, bytes: this.bytes });
+      // On the apply path: adjust the totals rather than summing every segment again.
+      this.stats.segments = this.segments.length;
+      this.stats.bytes += bytes - (existing?.bytes ?? 0);
     } catch (e) {
       await w.abort();
       throw wrap(e, `retention segment for differential ${seq}`, { volume: this.volumeId, seq });
