@@ -22,6 +22,7 @@ import type { Tracker } from './trackers/tracker.js';
 import { NoCapture } from './capture/none.js';
 import { Journal } from './journal.js';
 import { Resync, type ResyncMode } from './resync.js';
+import { BackgroundVerify } from './background-verify.js';
 import { VolumeReplicator, type CycleResult } from './replicator.js';
 import { ConsistencyGroup } from './group.js';
 import { ScanTracker } from './trackers/scan.js';
@@ -91,13 +92,15 @@ export class Agent {
     let resync: Resync | null = null;
     const tracker = this.makeTracker(vc, dir, volume, log, (reason) => resync!.start('resync', reason).then(() => this.wake()));
     resync = new Resync(dir, id, volume.sizeBytes, this.config.blockSize, {
-      capture, tracker, journal, log, windowBytes: this.config.resyncWindowBytes,
+      capture, tracker, journal, log, windowBytes: this.config.resyncWindowBytes, live: new NoCapture(volume),
       ask: (q, hashes) => this.sender!.query(q, hashes),
     });
     await resync.open();
     // No baseline to trust (a new volume, or one lost or damaged): compare with the replica first.
     const why = await tracker.open().catch((e) => { throw wrap(e, `tracker "${vc.tracker}" of ${id}`, { volume: id }); });
     if (why !== null) await resync.start('resync', why, { resume: true });
+    const verifier = new BackgroundVerify(dir, id, resync, this.config.verify, log);
+    await verifier.open();
     return new VolumeReplicator(id, volume, tracker, capture, journal, resync, {
       maxDiffBytes: this.config.maxDiffBytes,
       journalQuotaBytes: this.config.journalQuotaBytes,
@@ -105,7 +108,7 @@ export class Agent {
       bitmapAfterMs: this.config.bitmapAfterMs,
       unreachableMs: () => (this.sender && this.sender.stats.downSince > 0 ? Date.now() - this.sender.stats.downSince : 0),
       log,
-    });
+    }, verifier);
   }
 
   private async openGroups(): Promise<void> {

@@ -61,6 +61,13 @@ export const agentConfigSchema = z.strictObject({
   window: z.number().int().min(1).max(64).default(DEFAULTS.transfer.window),
   /** Process server unreachable this long: stop journaling data and keep only the dirty map. */
   bitmapAfterMs: z.number().int().min(1000).default(d.bitmapAfterMs),
+  /** Background verify: a capped, continuous comparison of each source with its replica (agent/background-verify.ts). */
+  verify: z.strictObject({
+    background: z.boolean().default(d.verify.background),
+    bytesPerSecond: z.number().int().min(64 * 1024).default(d.verify.bytesPerSecond),
+    startDelayMs: z.number().int().min(0).default(d.verify.startDelayMs),
+    intervalMs: z.number().int().min(0).default(d.verify.intervalMs),
+  }).default({ ...d.verify }),
   blocktrace: z.strictObject({
     /** Kernel ring buffer per CPU per volume: events kept between drains and while the agent is down. */
     bufferKiB: z.number().int().min(4).max(1024 * 1024).default(d.blocktrace.bufferKiB),

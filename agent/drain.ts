@@ -106,7 +106,7 @@ export class Drains {
       if (res.more) continue;
       const { crash, app } = r.points;
       const last = (crash?.seq ?? 0) >= (app?.seq ?? 0) ? crash : app;
-      const settled = !r.resync.active && !r.resync.state.endPending;
+      const settled = !r.resync.owning && !r.resync.state.endPending;
       if (last && settled && last.seq === r.journal.lastSeq) {
         const p: DrainedPoint = { volume: id, seq: last.seq, atMs: last.atMs, consistency: last === app ? 'APP' : 'CRASH', tags: last.tags, drainedAt: Date.now() };
         await writeFileDurable(this.file(id), JSON.stringify(p));

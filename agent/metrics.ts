@@ -29,5 +29,9 @@ export function agentMetrics(log: Logger, snapshot: () => Snapshot): DaemonMetri
   m.gauge('tidemark_resync_progress_ratio', 'Share of the volume compared by the current (or last) pass, 0 to 1.', ['volume'], perVolume((v) => obj(v.resync)?.percent, 1 / 100));
   m.gauge('tidemark_resync_sent_bytes', 'Bytes of differing blocks the current (or last) pass journaled.', ['volume'], perVolume((v) => obj(v.resync)?.bytesSent));
   m.gauge('tidemark_resync_eta_seconds', 'Estimated seconds until the active pass ends (0 when none is active).', ['volume'], perVolume((v) => obj(v.resync)?.etaMs, 1 / 1000));
+  m.counter('tidemark_verify_passes_total', 'Complete background verify passes (source compared with the replica as read back).', ['volume'], perVolume((v) => obj(v.verify)?.passes));
+  m.gauge('tidemark_verify_last_pass_age_seconds', 'Seconds since the last complete background verify pass ended (absent before the first).', ['volume'], perVolume((v) => obj(v.verify)?.lastPassAgeMs, 1 / 1000));
+  m.counter('tidemark_verify_damaged_blocks_total', 'Replica blocks found differing from the source where nothing was being written (damage), by every background pass.', ['volume'], perVolume((v) => obj(v.verify)?.damagedBlocks));
+  m.counter('tidemark_verify_repaired_blocks_total', 'Damaged replica blocks sent again by the repair that follows a background pass.', ['volume'], perVolume((v) => obj(v.verify)?.repairedBlocks));
   return m;
 }

@@ -4,6 +4,7 @@ import type { Logger } from '../common/log.js';
 import type { Diff } from '../proto/hrl.js';
 import { FLAG_RESYNC_END } from '../proto/hrl.js';
 import type { OutboundVolume } from '../proto/sender.js';
+import type { BackgroundVerify } from './background-verify.js';
 import type { Capture, CapturedView } from './capture/capture.js';
 import type { Journal } from './journal.js';
 import type { Resync } from './resync.js';
@@ -67,6 +68,7 @@ export class VolumeReplicator implements OutboundVolume {
     readonly journal: Journal,
     readonly resync: Resync,
     private readonly opts: ReplicatorOptions,
+    readonly verifier: BackgroundVerify | null = null,
   ) {}
 
   /** Decide between data and bitmap mode before each cycle. */
@@ -100,10 +102,14 @@ export class VolumeReplicator implements OutboundVolume {
     // In bitmap mode the tracker keeps every written block dirty (blocktrace: in its persisted map; scan:
     // by hash); they are captured once the journal drains.
     if (this.chooseMode() === 'bitmap') return { seq: null, bytes: 0, more: false };
-    if (this.resync.active) {
-      await this.close(); // a point in progress is moot: the resync compares every block anyway
+    await this.verifier?.maybeStart();
+    if (this.resync.active && !this.verifier?.resting) {
+      // A point in progress is moot once a resync or repair sends blocks; a verify only reads.
+      if (this.resync.owning) await this.close();
       const before = this.journal.lastSeq;
-      await this.resync.step();
+      const read = this.resync.state.bytesProcessed;
+      const done = await this.resync.step();
+      await this.verifier?.stepped(this.resync.state.bytesProcessed - read, done);
       // A resync owns the volume until it is done. A verify sends nothing, so scanning goes on beside it,
       // at its usual interval rather than once per verified window.
       const verifying = this.resync.active && this.resync.state.mode === 'verify';
@@ -164,7 +170,7 @@ export class VolumeReplicator implements OutboundVolume {
       // A recovery point only if this differential completes the view: every dirty block read from it,
       // the view consistent throughout, and no resync making the replica a mix of old and new.
       const ending = this.resync.state.endPending && !col.more;
-      const whole = !col.more && intact && !this.resync.active && (!this.resync.state.endPending || ending);
+      const whole = !col.more && intact && !this.resync.owning && (!this.resync.state.endPending || ending);
       const consistency = whole ? captured.consistency : 'FUZZY';
       const tags = consistency === 'FUZZY' ? [] : groupTag ? [...captured.tags, groupTag] : captured.tags;
       let seq: number | null = null;
@@ -237,7 +243,8 @@ export class VolumeReplicator implements OutboundVolume {
       trackerStats: this.tracker.stats ?? null,
       captureStats: this.capture.stats ?? null,
       resync: this.resync.progress(),
-      consistentAfterResync: !this.resync.active && !this.resync.state.endPending,
+      consistentAfterResync: !this.resync.owning && !this.resync.state.endPending,
+      verify: this.verifier?.status() ?? null,
       lastSeq: this.journal.lastSeq,
       ackedSeq: this.journal.state.ackedSeq,
       journalFiles: this.journal.pending().length,

@@ -25,6 +25,8 @@ const MAX_EXTENT = 1024 * 1024;
 const REPORT_RANGES = 1000;
 /** Ranges per query, so a query's header stays small (its hashes travel as the frame's payload). */
 const QUERY_RANGES = 4096;
+/** Damaged ranges remembered for a targeted repair; past this, the repair covers the whole volume. */
+const MAX_DAMAGED_RANGES = 65536;
 
 export interface ResyncState {
   active: boolean;
@@ -45,6 +47,17 @@ export interface ResyncState {
   baseSeq: number;
   /** Last differential journaled when the cursor was saved: anything newer belongs to the window being redone. */
   cursorSeq: number;
+  /** Started by the background verify (agent/background-verify.ts), not by an operator or a loss. */
+  background: boolean;
+  /** Visit only these 1 MiB ranges (ascending indexes), not the whole volume: a repair of what a verify found. */
+  only: number[] | null;
+  /**
+   * Blocks that differ although the tracker holds them as captured unchanged: damage on the replica side,
+   * not writes still on their way (those differ too, and the tracker sends them anyway).
+   */
+  damagedBlocks: number;
+  /** The 1 MiB ranges holding those blocks (ascending, capped; null once past the cap: all of them). */
+  damagedRanges: number[] | null;
 }
 
 export type Ask = (q: Omit<HashQuery, 'requestId'>, hashes: Buffer) => Promise<HashAnswer>;
@@ -60,7 +73,7 @@ export class Resync {
     private readonly volumeId: string,
     private readonly sizeBytes: number,
     private readonly blockSize: number,
-    private readonly deps: { capture: Capture; tracker: Tracker; journal: Journal; ask: Ask; log: Logger; windowBytes: number },
+    private readonly deps: { capture: Capture; tracker: Tracker; journal: Journal; ask: Ask; log: Logger; windowBytes: number; live?: Capture },
   ) {
     // Whole coarse ranges per window, so both sides agree on every range's extent.
     this.windowBlocks = Math.max(LEVELS[0]!, Math.floor(deps.windowBytes / blockSize / LEVELS[0]!) * LEVELS[0]!);
@@ -70,7 +83,7 @@ export class Resync {
   }
 
   private static idle(): ResyncState {
-    return { active: false, mode: 'resync', reason: '', cursorBlock: 0, startedAt: 0, finishedAt: 0, bytesProcessed: 0, bytesSent: 0, hashBytes: 0, differingBlocks: 0, differing: [], endPending: false, baseSeq: 0, cursorSeq: 0 };
+    return { active: false, mode: 'resync', reason: '', cursorBlock: 0, startedAt: 0, finishedAt: 0, bytesProcessed: 0, bytesSent: 0, hashBytes: 0, differingBlocks: 0, differing: [], endPending: false, baseSeq: 0, cursorSeq: 0, background: false, only: null, damagedBlocks: 0, damagedRanges: [] };
   }
 
   async open(): Promise<void> {
@@ -89,17 +102,29 @@ export class Resync {
     return this.state.active;
   }
 
+  /** A pass that sends (resync, repair) is under way: the replica is a mix until it ends. A verify only reads. */
+  get owning(): boolean {
+    return this.state.active && this.state.mode !== 'verify';
+  }
+
   /**
    * Start a pass from the beginning. A resync or repair overrides a running verify, not the reverse (false:
    * not started); with `resume`, a resync or repair already running just goes on. An end marker still
    * owed by an earlier pass stays owed.
    */
-  async start(mode: ResyncMode, reason: string, opts: { resume?: boolean } = {}): Promise<boolean> {
-    const running = this.state.active && this.state.mode !== 'verify';
+  async start(mode: ResyncMode, reason: string, opts: { resume?: boolean; background?: boolean; only?: number[] | null } = {}): Promise<boolean> {
+    // A background pass gives way to anything asked for; a targeted background repair covers less than a resync.
+    const running = this.owning && !this.state.background;
     if (running && (mode === 'verify' || opts.resume)) return false;
-    this.state = { ...Resync.idle(), active: true, mode, reason, startedAt: Date.now(), endPending: this.state.endPending, baseSeq: this.deps.journal.lastSeq, cursorSeq: this.deps.journal.lastSeq };
+    if (opts.only && opts.only.length === 0) return false;
+    this.state = {
+      ...Resync.idle(), active: true, mode, reason, startedAt: Date.now(), endPending: this.state.endPending, baseSeq: this.deps.journal.lastSeq, cursorSeq: this.deps.journal.lastSeq,
+      background: opts.background ?? false, only: opts.only ?? null,
+    };
+    if (this.state.only) this.state.cursorBlock = this.state.only[0]! * LEVELS[0]!;
     await this.save();
-    this.deps.log.warn({ volume: this.volumeId, mode, reason }, 'resync started');
+    if (this.state.background) this.deps.log.info({ volume: this.volumeId, mode, reason, ranges: this.state.only?.length }, `background ${mode} started`);
+    else this.deps.log.warn({ volume: this.volumeId, mode, reason }, 'resync started');
     return true;
   }
 
@@ -117,9 +142,10 @@ export class Resync {
   async step(): Promise<boolean> {
     const s = this.state;
     const bs = this.blockSize;
-    const first = s.cursorBlock;
-    const count = Math.min(this.windowBlocks, this.blockCount - first);
-    const captured = await this.deps.capture.begin();
+    const [first, count] = this.nextWindow();
+    // A background pass reads the live volume: a clone or a freeze per window would cost the application
+    // more than the pass is worth, and blocks written meanwhile are told apart by the tracker (countDamage).
+    const captured = await (s.background ? this.deps.live ?? this.deps.capture : this.deps.capture).begin();
     try {
       const data = await captured.view.read(first * bs, Math.min(count * bs, this.sizeBytes - first * bs));
       // Read: a frozen filesystem is thawed now, not held through the exchange with the replica.
@@ -135,6 +161,7 @@ export class Resync {
       const afterSeq = s.mode === 'verify' || last > s.cursorSeq ? last : s.baseSeq;
       const differing = await this.compare(first, count, leaves, afterSeq, s.mode !== 'resync');
       s.differingBlocks += differing.length;
+      if (s.background && differing.length > 0) await this.countDamage(first, leaves, differing);
       const extents = this.extents(differing, first, data);
       if (s.mode === 'verify') {
         for (const e of extents) if (s.differing.length < REPORT_RANGES) s.differing.push([e.offset, e.length]);
@@ -148,6 +175,8 @@ export class Resync {
       }
       s.bytesProcessed += data.length;
       s.cursorBlock = first + count;
+      // A targeted pass is done once no listed range is left past the cursor.
+      if (s.only && !s.only.some((r) => (r + 1) * LEVELS[0]! > s.cursorBlock)) s.cursorBlock = this.blockCount;
       s.cursorSeq = this.deps.journal.lastSeq;
       if (s.cursorBlock >= this.blockCount) {
         s.active = false;
@@ -159,6 +188,43 @@ export class Resync {
       return !s.active;
     } finally {
       await captured.release();
+    }
+  }
+
+  /**
+   * The blocks to compare next: a window from the cursor, or in a targeted pass the next listed ranges
+   * (neighbours joined, up to a window), so nothing outside them is read or adopted as a baseline.
+   */
+  private nextWindow(): [number, number] {
+    const s = this.state;
+    const coarse = LEVELS[0]!;
+    if (!s.only) return [s.cursorBlock, Math.min(this.windowBlocks, this.blockCount - s.cursorBlock)];
+    let k = s.only.findIndex((r) => (r + 1) * coarse > s.cursorBlock);
+    if (k < 0) k = s.only.length - 1; // unreachable: the pass ends when none is left
+    const first = Math.max(s.cursorBlock, s.only[k]! * coarse);
+    let end = (s.only[k]! + 1) * coarse;
+    while (k + 1 < s.only.length && s.only[k + 1] === s.only[k]! + 1 && end + coarse - first <= this.windowBlocks) {
+      k++;
+      end += coarse;
+    }
+    return [first, Math.min(end, this.blockCount) - first];
+  }
+
+  /**
+   * Of the differing blocks, count those the tracker holds as captured with exactly the contents just read:
+   * the replica should hold them, so they are damage. Others are writes on their way (not yet journaled or
+   * applied), which the tracker sends; a background pass must not call them damage.
+   */
+  private async countDamage(first: number, leaves: BigUint64Array, differing: number[]): Promise<void> {
+    const s = this.state;
+    const settled = await this.deps.tracker.settled?.(first, leaves);
+    for (const b of differing) {
+      if (settled && !settled[b - first]) continue;
+      s.damagedBlocks++;
+      const r = Math.floor(b / LEVELS[0]!);
+      if (s.damagedRanges === null || s.damagedRanges.at(-1) === r) continue;
+      if (s.damagedRanges.length >= MAX_DAMAGED_RANGES) s.damagedRanges = null;
+      else s.damagedRanges.push(r);
     }
   }
 
@@ -207,6 +273,6 @@ export class Resync {
     const done = Math.min(total, s.cursorBlock * this.blockSize);
     const elapsed = (s.finishedAt || Date.now()) - s.startedAt;
     const etaMs = s.active && s.bytesProcessed > 0 ? Math.round((elapsed / s.bytesProcessed) * (total - done)) : 0;
-    return { ...s, percent: total === 0 ? 100 : Math.round((done / total) * 1000) / 10, etaMs, differing: s.differing.slice(0, 50), differingRanges: s.differing.length };
+    return { ...s, only: s.only?.length ?? null, damagedRanges: s.damagedRanges?.length ?? null, percent: total === 0 ? 100 : Math.round((done / total) * 1000) / 10, etaMs, differing: s.differing.slice(0, 50), differingRanges: s.differing.length };
   }
 }

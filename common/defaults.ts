@@ -17,6 +17,16 @@ export const DEFAULTS = {
     reflinkKeep: 0,
     freezeTimeoutMs: 10_000,
     freezeTag: 'app',
+    /** Background verify (agent/background-verify.ts): always on, capped, a pass every hour. */
+    verify: {
+      background: true,
+      /** Source bytes compared per second (the master target re-reads as much of the replica). */
+      bytesPerSecond: 16 * 1024 * 1024,
+      /** After the agent first protects a volume, before the first pass (the initial sync comes first). */
+      startDelayMs: 10 * 60 * 1000,
+      /** From the end of one pass to the start of the next. */
+      intervalMs: 60 * 60 * 1000,
+    },
     blocktrace: {
       /** Per CPU, per volume. At ~60 bytes an event: ~70k writes per CPU between drains or during a restart. */
       bufferKiB: 4096,

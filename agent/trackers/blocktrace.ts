@@ -317,6 +317,12 @@ export class BlockTraceTracker implements Tracker {
   /** Writes made during a resync stay in the map and are sent after it (Step II): nothing to adopt. */
   async adoptBaseline(): Promise<void> {}
 
+  /** Settled: not dirty once every event completed so far is drained (a write before the read is in the map). */
+  async settled(firstBlock: number, leaves: BigUint64Array): Promise<boolean[]> {
+    await this.drain();
+    return Array.from(leaves, (_, i) => !this.map.has(firstBlock + i));
+  }
+
   /** Blocks waiting to be captured (the bitmap the agent falls back to when it cannot journal data). */
   get dirtyBlocks(): number {
     return this.map.count;

@@ -127,5 +127,9 @@ export class ScanTracker implements Tracker {
     await this.persist();
   }
 
+  async settled(firstBlock: number, leaves: BigUint64Array): Promise<boolean[]> {
+    return Array.from(leaves, (h, i) => this.hashes[firstBlock + i] === h);
+  }
+
   async close(): Promise<void> {}
 }

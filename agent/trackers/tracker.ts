@@ -37,6 +37,12 @@ export interface Tracker {
    * (leaves = their hashes then); called once that resync differential is durable in the journal.
    */
   adoptBaseline(firstBlock: number, leaves: BigUint64Array): Promise<void>;
+  /**
+   * For blocks [firstBlock, +leaves.length) just read with these hashes: true where the tracker holds the
+   * block as captured (journaled) with exactly these contents, false where a write is still on its way.
+   * A verify calls a difference from the replica damage only where this is true.
+   */
+  settled?(firstBlock: number, leaves: BigUint64Array): Promise<boolean[]>;
   /** Blocks known dirty and not yet journaled, where the tracker keeps such a map. */
   readonly dirtyBlocks?: number;
   /** Counters shown in status (blocktrace: events, drains, losses). */
