@@ -19,6 +19,7 @@ export function agentMetrics(log: Logger, snapshot: () => Snapshot): DaemonMetri
   m.gauge('tidemark_tracker_mode', '1 for the mode the volume is in (data: journaling differentials; bitmap: keeping only the dirty map), 0 for the other.', ['volume', 'mode'], (set, s) => {
     for (const v of volumesOf(s)) for (const mode of MODES) set({ volume: String(v.id), mode }, v.mode === mode ? 1 : 0);
   });
+  m.gauge('tidemark_volume_drained', '1 while the volume is drained for a failover: not protected until `tidemark resume`.', ['volume'], perVolume((v) => v.drained !== null && v.drained !== undefined));
   m.gauge('tidemark_dirty_blocks', 'Blocks in the blocktrace dirty map not yet journaled (absent for the scan tracker).', ['volume'], perVolume((v) => v.dirtyBlocks));
   m.counter('tidemark_tracker_events_total', 'Kernel block events drained by the blocktrace tracker since the agent started.', ['volume'], perVolume((v) => obj(v.trackerStats)?.events));
   m.counter('tidemark_tracking_losses_total', 'Tracking losses (each starts a resync) seen by the blocktrace tracker since the agent started.', ['volume'], perVolume((v) => obj(v.trackerStats)?.lost));

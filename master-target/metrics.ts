@@ -14,6 +14,7 @@ export function masterTargetMetrics(log: Logger, snapshot: () => Snapshot): Daem
   m.gauge('tidemark_replication_lag_seconds', 'Age of the newest data in the last applied differential when it was applied (its capture end on the source to its apply).', ['volume'], perVolume((v) => v.lagMs, 1 / 1000));
   m.gauge('tidemark_replica_consistent', '0 while a resync is under way on the replica (it is no usable image then), else 1.', ['volume'], perVolume((v) => v.consistent));
   m.gauge('tidemark_retention_bytes', 'Size of the volume\'s retention log (before-images kept for recovery).', ['volume'], perVolume((v) => (v.retention as { bytes?: number } | null)?.bytes));
+  m.gauge('tidemark_retention_max_bytes', 'Cap on the volume\'s retention log (retention.maxBytes); absent when uncapped.', ['volume'], perVolume((v) => (v.retention as { maxBytes?: number | null } | null)?.maxBytes));
   m.gauge('tidemark_retention_points', 'Recovery points the retention log can take the replica back to.', ['volume'], perVolume((v) => (v.retention as { points?: number } | null)?.points));
   m.gauge('tidemark_retention_oldest_point_age_seconds', 'Age of the oldest retained recovery point (how far back recovery can go).', ['volume'], perVolume((v) => {
     const o = (v.retention as { oldestPoint?: { atMs: number } | null } | null)?.oldestPoint;
