@@ -4,7 +4,7 @@ import path from 'node:path';
 import { ensureDir } from '../common/durable.js';
 import { tmError, wrap } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
-import { readIdentity, type Identity } from '../common/pki.js';
+import { PeerTrust, trustPaths } from '../common/peer-trust.js';
 import { didYouMean, resolveFrom } from '../common/config.js';
 import { startStatusServer, type StatusServer } from '../common/status-server.js';
 import { fileAgeMs } from '../common/metrics.js';
@@ -45,7 +45,7 @@ export class Agent {
   private readonly lingering = new Map<number, Promise<void>>();
   private wakeRequested = false;
   private closing: Promise<void> | null = null;
-  private identity!: Identity;
+  private trust: PeerTrust | null = null;
   /** Volumes drained for a planned failover (agent/drain.ts). */
   private drains!: Drains;
 
@@ -58,16 +58,17 @@ export class Agent {
   async open(): Promise<void> {
     const cfg = this.config;
     const metrics = agentMetrics(this.log, () => this.snapshot());
-    this.identity = await readIdentity({ ca: this.path(cfg.tls.ca), cert: this.path(cfg.tls.cert), key: this.path(cfg.tls.key) });
-    if (this.identity.role !== 'agent') throw tmError('TM_ERR_PKI', `certificate ${cfg.tls.cert} is for a ${this.identity.role}, not an agent`);
-    const { host, port } = cfg.processServer;
+    const trust = await PeerTrust.open(trustPaths(cfg.tls, (x) => this.path(x)), this.log.child({ component: 'trust' }));
+    this.trust = trust;
+    if (trust.identity.role !== 'agent') throw tmError('TM_ERR_PKI', `certificate ${cfg.tls.cert} is for a ${trust.identity.role}, not an agent`);
+    const { host, port, name } = cfg.processServer;
     this.sender = new DiffSender({
       nodeName: cfg.name,
       role: 'agent',
       log: this.log.child({ component: 'uploader' }),
       window: cfg.window,
       volumes: () => this.replicators,
-      connect: () => connectTls(host, port, this.identity, 'process-server'),
+      connect: () => connectTls(host, port, trust, { role: 'process-server', name }),
     });
     for (const vc of cfg.volumes) this.replicators.push(await this.openVolume(vc));
     this.drains = new Drains(path.join(this.path(cfg.stateDir), 'volumes'), this.log);
@@ -234,6 +235,7 @@ export class Agent {
       if (this.timer) clearTimeout(this.timer);
       await this.cycling;
       await this.sender?.close(); // fails questions still waiting for an answer
+      this.trust?.close();
       await Promise.all(this.lingering.values());
       await this.status?.close();
       for (const r of this.replicators) {

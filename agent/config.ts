@@ -1,7 +1,7 @@
 // The agent's configuration schema: closed (unknown keys are errors), defaults from common/defaults.ts.
 import { z } from 'zod';
 import { DEFAULTS } from '../common/defaults.js';
-import { didYouMean, endpointSchema, loadConfigFile, nodeNameSchema, tlsSchema, volumeIdSchema } from '../common/config.js';
+import { didYouMean, loadConfigFile, nodeNameSchema, tlsSchema, volumeIdSchema } from '../common/config.js';
 import { GROUP_MAX_MEMBERS, GROUP_NAME } from '../proto/group-tag.js';
 
 const d = DEFAULTS.agent;
@@ -51,7 +51,12 @@ export const agentConfigSchema = z.strictObject({
   name: nodeNameSchema,
   stateDir: z.string().min(1),
   tls: tlsSchema,
-  processServer: endpointSchema.default({ host: '127.0.0.1', port: DEFAULTS.ports.processServer }),
+  /** `name`: the process server's certificate name (CN); a server presenting any other is refused. */
+  processServer: z.strictObject({
+    name: nodeNameSchema,
+    host: z.string().default('127.0.0.1'),
+    port: z.number().int().min(0).max(65535).default(DEFAULTS.ports.processServer),
+  }),
   statusPort: z.number().int().min(0).max(65535).default(0),
   blockSize: z.number().int().min(512).max(1024 * 1024).refine((n) => (n & (n - 1)) === 0, 'blockSize must be a power of two').default(d.blockSize),
   cycleIntervalMs: z.number().int().min(50).default(d.cycleIntervalMs),

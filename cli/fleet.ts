@@ -57,7 +57,7 @@ export class Fleet {
     const mtPorts = new Map<string, number>();
     for (const m of opts.masterTargets) mtPorts.set(m, await freePort());
     for (const m of opts.masterTargets) {
-      const vols = opts.volumes.filter((v) => v.masterTarget === m).map((v) => ({ id: v.id, replica: v.replica }));
+      const vols = opts.volumes.filter((v) => v.masterTarget === m).map((v) => ({ id: v.id, replica: v.replica, processServers: [PS] }));
       await write(m, { name: m, stateDir: `${m}-state`, tls: tls(m), listen: { host: '127.0.0.1', port: mtPorts.get(m) }, volumes: vols, ...opts.mt });
     }
     await write(PS, {
@@ -68,7 +68,7 @@ export class Fleet {
     });
     for (const a of opts.agents) {
       const vols = opts.volumes.filter((v) => v.agent === a).map((v) => ({ id: v.id, path: v.source }));
-      await write(a, { name: a, stateDir: `${a}-state`, tls: tls(a), processServer: { host: '127.0.0.1', port: psPort }, volumes: vols, ...opts.agent });
+      await write(a, { name: a, stateDir: `${a}-state`, tls: tls(a), processServer: { name: PS, host: '127.0.0.1', port: psPort }, volumes: vols, ...opts.agent });
     }
     return f;
   }

@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { closest, distance } from 'fastest-levenshtein';
 import { z } from 'zod';
+import { DEFAULTS } from './defaults.js';
 import { tmError, type TidemarkError } from './errors.js';
 
 /** The nearest candidate to `name`, if it is close enough to be a plausible typo. */
@@ -77,7 +78,14 @@ export function resolveFrom(dir: string, p: string): string {
 }
 
 // Schema parts the three daemons share.
-export const tlsSchema = z.strictObject({ ca: z.string(), cert: z.string(), key: z.string() });
+/** `crl`: the CA's revocation list; default crl.pem beside `ca` (absent: nothing revoked yet). */
+export const tlsSchema = z.strictObject({ ca: z.string(), cert: z.string(), key: z.string(), crl: z.string().min(1).optional() });
+/** Bounds on a daemon's TLS port (common/tls-listener.ts). */
+export const connectionsSchema = z.strictObject({
+  handshakeTimeoutMs: z.number().int().min(100).max(600_000).default(DEFAULTS.listener.handshakeTimeoutMs),
+  max: z.number().int().min(1).max(1_000_000).default(DEFAULTS.listener.maxConnections),
+  perAddress: z.number().int().min(1).max(1_000_000).default(DEFAULTS.listener.maxPerAddress),
+}).default({ handshakeTimeoutMs: DEFAULTS.listener.handshakeTimeoutMs, max: DEFAULTS.listener.maxConnections, perAddress: DEFAULTS.listener.maxPerAddress });
 export const endpointSchema = z.strictObject({ host: z.string().default('127.0.0.1'), port: z.number().int().min(0).max(65535) });
 export const volumeIdSchema = z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'volume id: 1-64 characters of A-Z a-z 0-9 . _ -');
 export const nodeNameSchema = z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'name: 1-64 characters of A-Z a-z 0-9 . _ -');

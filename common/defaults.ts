@@ -73,5 +73,11 @@ export const DEFAULTS = {
     reconnectMinMs: 200,
     reconnectMaxMs: 5000,
   },
+  /** Every TLS port (common/tls-listener.ts): bounds on what unauthenticated clients can hold. */
+  listener: {
+    handshakeTimeoutMs: 10_000,
+    maxConnections: 1024,
+    maxPerAddress: 128,
+  },
   statusHost: '127.0.0.1',
 } as const;

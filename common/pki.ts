@@ -30,7 +30,7 @@ export function isRole(s: unknown): s is Role {
   return typeof s === 'string' && (ROLES as readonly string[]).includes(s);
 }
 
-function pkiError(message: string, p?: string, cause?: unknown): TidemarkError {
+export function pkiError(message: string, p?: string, cause?: unknown): TidemarkError {
   return tmError('TM_ERR_PKI', message, p === undefined ? {} : { path: p }, cause);
 }
 
@@ -59,7 +59,7 @@ async function keyPem(k: CryptoKey): Promise<string> {
 
 // Temp file + fsync + rename + directory fsync, so a crash leaves the old file or the new one,
 // never a torn key. `exclusive` publishes with link(), which fails instead of replacing.
-async function writeDurable(file: string, data: string, mode: number, exclusive: boolean): Promise<void> {
+export async function writeDurable(file: string, data: string, mode: number, exclusive: boolean): Promise<void> {
   const dir = path.dirname(file);
   const tmp = path.join(dir, `.${path.basename(file)}.${randomBytes(6).toString('hex')}.tmp`);
   try {
@@ -81,7 +81,7 @@ async function mkdirPrivate(dir: string): Promise<void> {
   });
 }
 
-async function readPath(p: string, what: string): Promise<Buffer> {
+export async function readPath(p: string, what: string): Promise<Buffer> {
   try {
     return await fsp.readFile(p);
   } catch (err) {
@@ -89,7 +89,7 @@ async function readPath(p: string, what: string): Promise<Buffer> {
   }
 }
 
-function parseCert(pem: Buffer, p: string): InstanceType<typeof x509.X509Certificate> {
+export function parseCert(pem: Buffer, p: string): InstanceType<typeof x509.X509Certificate> {
   try {
     return new x509.X509Certificate(pem.toString('utf8'));
   } catch (err) {

@@ -1,15 +1,27 @@
-// TLS 1.3 with mutual certificates from our CA. Peers are addressed by IP and names drift, so we
-// authenticate by "signed by our CA + has the right role (OU)", never by hostname.
+// TLS 1.3 with mutual certificates from our CA. Peers are addressed by IP and host names drift, so we
+// authenticate by certificate, never by hostname: signed by our CA, not revoked, the right role (OU) and,
+// for the volumes it sends or the server a client expects, the certificate name (CN) the config names.
 
 import tls from 'node:tls';
-import type { AddressInfo } from 'node:net';
 import { tmError, wrap } from './errors.js';
+import type { PeerTrust } from './peer-trust.js';
 import { isRole, type Identity, type Role } from './pki.js';
 
 export interface Peer {
   name: string;
   role: Role;
+  /** Certificate serial (lower-case hex), checked against the CA's revocation list. */
+  serial: string;
 }
+
+/** Who a client expects at the other end: the role, and the certificate name pinned in its config. */
+export interface ExpectedPeer {
+  role: Role;
+  name: string;
+}
+
+/** Bound on a TCP connect plus TLS handshake to a peer; past it the attempt fails and is retried. */
+export const CONNECT_TIMEOUT_MS = 30_000;
 
 // Node gives an array when a subject repeats an attribute; a cert with two OUs has no single
 // role, so anything but one string is treated as absent.
@@ -22,15 +34,15 @@ export function serverOptions(id: Identity): tls.TlsOptions {
     ca: id.ca,
     cert: id.cert,
     key: id.key,
-    // Clients without a cert from our CA fail the handshake; the role is checked afterwards by
-    // the service (peerIdentity + requireRole) because which roles may connect varies per port.
+    // Clients without a cert from our CA fail the handshake; the role, name and revocation are checked
+    // afterwards by the service (peerIdentity + requireRole), because which peers may connect varies.
     requestCert: true,
     rejectUnauthorized: true,
     minVersion: 'TLSv1.3',
   };
 }
 
-export function clientOptions(id: Identity, expectedRole: Role): tls.ConnectionOptions {
+export function clientOptions(id: Identity, expected: ExpectedPeer, isRevoked: (serial: string) => boolean = () => false): tls.ConnectionOptions {
   return {
     ca: id.ca,
     cert: id.cert,
@@ -39,29 +51,35 @@ export function clientOptions(id: Identity, expectedRole: Role): tls.ConnectionO
     minVersion: 'TLSv1.3',
     // Node calls this only after the chain verified against `ca`, and skips it on a resumed
     // session, so callers must not pass `session`. Returning an Error makes Node destroy the
-    // socket with it, so the 'error' event carries our TM_ERR_PEER_REFUSED.
+    // socket with it, so the 'error' event carries our TM_ERR_PEER_REFUSED. Any certificate of the
+    // right role is not enough: the server must be the one named in our configuration.
     checkServerIdentity: (_host: string, cert: tls.PeerCertificate): Error | undefined => {
       const role = single(cert.subject?.OU);
-      if (role === expectedRole) return undefined;
       const name = single(cert.subject?.CN) ?? '(no CN)';
-      return tmError(
-        'TM_ERR_PEER_REFUSED',
-        `server '${name}' has role '${role ?? '(none)'}', expected '${expectedRole}'`,
-        { peer: name, expected: expectedRole, role },
-      );
+      if (role !== expected.role || name !== expected.name) {
+        return tmError(
+          'TM_ERR_PEER_REFUSED',
+          `server is '${name}' (${role ?? 'no role'}), expected '${expected.name}' (${expected.role})`,
+          { peer: name, expected: expected.name, role },
+        );
+      }
+      if (isRevoked(cert.serialNumber)) {
+        return tmError('TM_ERR_PEER_REFUSED', `server '${name}' presents a revoked certificate (serial ${cert.serialNumber.toLowerCase()})`, { peer: name });
+      }
+      return undefined;
     },
   };
 }
 
-/** Name and role of the authenticated peer on either end of a connection. */
-export function peerIdentity(socket: tls.TLSSocket): Peer {
-  const where = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
+/** Name, role and serial of the authenticated peer on either end of a connection. */
+export function peerIdentity(socket: tls.TLSSocket, where = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`): Peer {
   if (!socket.authorized) {
     // Typed as Error by @types/node, but at runtime it is usually an OpenSSL code string.
     const why = socket.authorizationError === undefined ? 'no certificate' : String(socket.authorizationError);
     throw tmError('TM_ERR_PEER_REFUSED', `peer ${where} is not authorized: ${why}`, { peer: where });
   }
-  const subject = socket.getPeerCertificate().subject as unknown as Record<string, unknown> | undefined;
+  const cert = socket.getPeerCertificate();
+  const subject = cert.subject as unknown as Record<string, unknown> | undefined;
   const name = single(subject?.['CN']);
   const role = single(subject?.['OU']);
   if (name === undefined || !isRole(role)) {
@@ -69,7 +87,7 @@ export function peerIdentity(socket: tls.TLSSocket): Peer {
       peer: name ?? where,
     });
   }
-  return { name, role };
+  return { name, role, serial: String(cert.serialNumber ?? '').toLowerCase() };
 }
 
 /** Throws unless the peer's role is one of `allowed`; returns the peer for chaining. */
@@ -83,55 +101,27 @@ export function requireRole(peer: Peer, allowed: readonly Role[]): Peer {
   return peer;
 }
 
-/** Connect with mutual TLS; resolves once the server's chain and role are verified. */
-export function connectTls(host: string, port: number, id: Identity, role: Role): Promise<{ socket: tls.TLSSocket; peerName: string }> {
+/**
+ * Connect with mutual TLS; resolves once the server's chain, role, pinned name and revocation status
+ * are verified. The connection is then watched by `trust`: revoking the server's certificate drops it.
+ */
+export function connectTls(host: string, port: number, trust: PeerTrust, expected: ExpectedPeer, timeoutMs = CONNECT_TIMEOUT_MS): Promise<{ socket: tls.TLSSocket; peerName: string }> {
   return new Promise((resolve, reject) => {
-    const socket = tls.connect({ host, port, ...clientOptions(id, role) });
+    const socket = tls.connect({ host, port, ...clientOptions(trust.identity, expected, (s) => trust.isRevoked(s)) });
     socket.setNoDelay(true);
-    const fail = (e: Error): void => reject(wrap(e, `connect to ${role} at ${host}:${port}`, { peer: `${host}:${port}` }));
+    const fail = (e: Error): void => {
+      clearTimeout(timer);
+      reject(wrap(e, `connect to ${expected.role} ${expected.name} at ${host}:${port}`, { peer: `${host}:${port}` }));
+    };
+    // A peer that accepts TCP but never finishes the handshake must not hold the sender forever.
+    const timer = setTimeout(() => socket.destroy(tmError('TM_ERR_CONNECTION', `no TLS session within ${timeoutMs} ms`)), timeoutMs);
     socket.once('error', fail);
     socket.once('secureConnect', () => {
+      clearTimeout(timer);
       socket.off('error', fail);
-      resolve({ socket, peerName: single(socket.getPeerCertificate().subject?.CN) ?? `${host}:${port}` });
+      const cert = socket.getPeerCertificate();
+      trust.track(socket, String(cert.serialNumber ?? ''), expected.name);
+      resolve({ socket, peerName: single(cert.subject?.CN) ?? `${host}:${port}` });
     });
   });
-}
-
-/**
- * Listen with mutual TLS. Each connection is handed over with its verified peer; a peer with the wrong
- * role is logged through `onRefused` and dropped before it can send anything.
- */
-export async function listenTls(
-  host: string,
-  port: number,
-  id: Identity,
-  allowed: readonly Role[],
-  onPeer: (socket: tls.TLSSocket, peer: Peer) => void,
-  onRefused: (err: Error, where: string) => void,
-): Promise<{ server: tls.Server; port: number }> {
-  const server = tls.createServer(serverOptions(id), (socket) => {
-    socket.setNoDelay(true);
-    let peer: Peer;
-    try {
-      peer = requireRole(peerIdentity(socket), allowed);
-    } catch (e) {
-      onRefused(e as Error, `${socket.remoteAddress}:${socket.remotePort}`);
-      socket.destroy();
-      return;
-    }
-    onPeer(socket, peer);
-  });
-  // Handshake failures (a certificate from another CA, no certificate) never reach the handler above.
-  server.on('tlsClientError', (err, socket) => {
-    const why = (socket as tls.TLSSocket).authorizationError;
-    onRefused(tmError('TM_ERR_PEER_REFUSED', `TLS handshake refused: ${why == null ? err.message : String(why)}`), `${socket.remoteAddress}:${socket.remotePort}`);
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  return { server, port: (server.address() as AddressInfo).port };
 }

@@ -2,7 +2,7 @@
 import { z } from 'zod';
 import { DEFAULTS } from '../common/defaults.js';
 import { parseDuration } from './retention/policy.js';
-import { endpointSchema, loadConfigFile, nodeNameSchema, tlsSchema, volumeIdSchema } from '../common/config.js';
+import { connectionsSchema, endpointSchema, loadConfigFile, nodeNameSchema, tlsSchema, volumeIdSchema } from '../common/config.js';
 
 const R = DEFAULTS.masterTarget.retention;
 const duration = z.string().refine((x) => parseDuration(x) !== null, 'a duration such as "500ms", "30s", "15m", "72h" or "30d"').transform((x) => parseDuration(x)!);
@@ -33,6 +33,8 @@ export const mtConfigSchema = z.strictObject({
   statusPort: z.number().int().min(0).max(65535).default(0),
   volumes: z.array(z.strictObject({
     id: volumeIdSchema,
+    /** Certificate names (CN) of the process servers that may send this volume; no other peer can open it. */
+    processServers: z.array(nodeNameSchema).min(1, 'name at least one process server certificate allowed to send this volume'),
     /** Image file (created at the source's size) or block device (at least the source's size). */
     replica: z.string().min(1),
     /** Keep reflink snapshots of the replica at its last `keep` recovery points (XFS, btrfs). */
@@ -40,6 +42,8 @@ export const mtConfigSchema = z.strictObject({
     /** Keep before-images so any retained point can be recovered (docs/OPERATIONS.md, retention). */
     retention: retentionSchema.optional(),
   })).min(1),
+  /** Bounds on the TLS port: handshake deadline, connections in total and per address. */
+  connections: connectionsSchema,
 });
 
 export type MtConfig = z.output<typeof mtConfigSchema> & { configDir: string };

@@ -6,11 +6,11 @@ import { didYouMean, resolveFrom } from '../common/config.js';
 import { DEFAULTS } from '../common/defaults.js';
 import { tmError, wrap } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
-import { readIdentity } from '../common/pki.js';
+import { PeerTrust, trustPaths } from '../common/peer-trust.js';
 import { startStatusServer, type StatusServer } from '../common/status-server.js';
 import { fileAgeMs } from '../common/metrics.js';
 import { masterTargetMetrics } from './metrics.js';
-import { listenTls } from '../common/tls.js';
+import { TlsListener } from '../common/tls-listener.js';
 import { FramedConnection } from '../proto/connection.js';
 import { DiffStore } from '../proto/diff-store.js';
 import type { Diff, ExtentRecord } from '../proto/hrl.js';
@@ -19,7 +19,7 @@ import { decodeHashes } from '../proto/range-hash.js';
 import { ReplicaHashes } from './replica-hashes.js';
 import { SEED_FILE } from './seed.js';
 import { promises as fsp } from 'node:fs';
-import { DiffReceiver, type InboundSink } from '../proto/receiver.js';
+import { DiffReceiver, type InboundSink, type Peer } from '../proto/receiver.js';
 import { Applier } from './applier.js';
 import type { MtConfig } from './config.js';
 import { Replica } from './replica.js';
@@ -44,7 +44,8 @@ interface Target {
 export class MasterTarget implements InboundSink {
   readonly targets = new Map<string, Target>();
   receiver!: DiffReceiver;
-  private server: tls.Server | null = null;
+  private listener: TlsListener | null = null;
+  private trust: PeerTrust | null = null;
   private readonly connections = new Set<FramedConnection>();
   private status: StatusServer | null = null;
   private retry: NodeJS.Timeout | null = null;
@@ -58,8 +59,9 @@ export class MasterTarget implements InboundSink {
     const cfg = this.config;
     const metrics = masterTargetMetrics(this.log, () => this.snapshot());
     const p = (x: string): string => resolveFrom(cfg.configDir, x);
-    const id = await readIdentity({ ca: p(cfg.tls.ca), cert: p(cfg.tls.cert), key: p(cfg.tls.key) });
-    if (id.role !== 'master-target') throw tmError('TM_ERR_PKI', `certificate ${cfg.tls.cert} is for a ${id.role}, not a master target`);
+    const trust = await PeerTrust.open(trustPaths(cfg.tls, p), this.log.child({ component: 'trust' }));
+    this.trust = trust;
+    if (trust.identity.role !== 'master-target') throw tmError('TM_ERR_PKI', `certificate ${cfg.tls.cert} is for a ${trust.identity.role}, not a master target`);
     this.receiver = new DiffReceiver(this, cfg.name, this.log.child({ component: 'receiver' }));
     for (const v of cfg.volumes) {
       const store = new DiffStore(path.join(p(cfg.stateDir), 'volumes', v.id), v.id, this.log.child({ volume: v.id }));
@@ -76,14 +78,16 @@ export class MasterTarget implements InboundSink {
         });
       }
     }
-    const { server, port } = await listenTls(cfg.listen.host, cfg.listen.port, id, ['process-server'],
-      (socket, peer) => {
+    this.listener = await TlsListener.listen({
+      host: cfg.listen.host, port: cfg.listen.port, trust, allowed: ['process-server'], log: this.log.child({ component: 'listener' }),
+      limits: { handshakeTimeoutMs: cfg.connections.handshakeTimeoutMs, maxConnections: cfg.connections.max, maxPerAddress: cfg.connections.perAddress },
+      onPeer: (socket, peer) => {
         const conn = new FramedConnection(socket, peer.name);
         this.connections.add(conn);
         void this.receiver.serve(conn, peer).finally(() => this.connections.delete(conn));
       },
-      (err, where) => this.log.warn({ code: (err as { code?: string }).code, peer: where, err: err.message }, 'peer refused'));
-    this.server = server;
+    });
+    const port = this.listener.port;
     this.port = port;
     this.retry = setInterval(() => this.kickAll(), 2000);
     this.testFailovers = new TestFailovers(path.join(p(cfg.stateDir), 'test-failover'));
@@ -200,6 +204,21 @@ export class MasterTarget implements InboundSink {
     }
   }
 
+  /**
+   * Only the process servers configured for a volume may open it: any other certificate of our CA is
+   * refused before anything is read, prepared or adopted. The peer learns only that this volume is not
+   * served to it, not whether it exists or which volumes do; the log keeps the detail.
+   */
+  private authorize(peer: Peer, volumeId: string): Target {
+    const t = this.targets.get(volumeId);
+    const allowed = this.config.volumes.find((v) => v.id === volumeId)?.processServers ?? [];
+    if (t && allowed.includes(peer.name)) return t;
+    const detail = t
+      ? `volume "${volumeId}" accepts only ${allowed.map((n) => `"${n}"`).join(', ')} (processServers in the master target's config)`
+      : `volume "${volumeId}" is not configured here; ${didYouMean(volumeId, [...this.targets.keys()])}`;
+    throw tmError('TM_ERR_VOLUME_NOT_ASSIGNED', `volume "${volumeId}" is not served to "${peer.name}" here`, { volume: volumeId, peer: peer.name, detail });
+  }
+
   private target(volumeId: string): Target {
     const t = this.targets.get(volumeId);
     if (!t) throw tmError('TM_ERR_UNKNOWN_VOLUME', `volume "${volumeId}" is not configured on this master target; ${didYouMean(volumeId, [...this.targets.keys()])}`, { volume: volumeId });
@@ -207,8 +226,8 @@ export class MasterTarget implements InboundSink {
   }
 
   // InboundSink (from process servers)
-  async openVolume(_peer: unknown, ov: OpenVolume): Promise<{ dir: string }> {
-    const t = this.target(ov.volumeId);
+  async openVolume(peer: Peer, ov: OpenVolume): Promise<{ dir: string }> {
+    const t = this.authorize(peer, ov.volumeId);
     if (t.store.state === null) await this.prepareReplica(t, ov);
     // Not a consistent point until the initial resync has ended.
     await t.store.adopt(ov, { resyncing: true });
@@ -264,9 +283,10 @@ export class MasterTarget implements InboundSink {
   close(): Promise<void> {
     this.closing ??= (async () => {
       if (this.retry) clearInterval(this.retry);
-      const closed = new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+      const closed = this.listener?.close();
       for (const c of this.connections) c.destroy();
       await closed;
+      this.trust?.close();
       for (const t of this.targets.values()) {
         if (t.maintenance) clearInterval(t.maintenance);
         await t.retention?.lock(async () => {}); // let a maintenance pass finish

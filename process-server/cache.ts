@@ -100,10 +100,15 @@ export class Cache implements InboundSink {
 
   // InboundSink (from agents)
   async openVolume(peer: Peer, ov: OpenVolume): Promise<{ dir: string }> {
-    const store = this.store(ov.volumeId);
-    const owner = this.cfg.volumes.find((v) => v.id === ov.volumeId)!.agent;
-    if (owner !== peer.name) {
-      throw tmError('TM_ERR_VOLUME_NOT_ASSIGNED', `agent "${peer.name}" may not send volume "${ov.volumeId}" (assigned to "${owner}")`, { volume: ov.volumeId, peer: peer.name });
+    // The agent learns only that this volume is not served to it (not whether it exists, nor which do);
+    // the log keeps the detail for the operator.
+    const store = this.stores.get(ov.volumeId);
+    const owner = this.cfg.volumes.find((v) => v.id === ov.volumeId)?.agent;
+    if (!store || owner !== peer.name) {
+      const detail = store
+        ? `volume "${ov.volumeId}" is assigned to agent "${owner}"`
+        : `volume "${ov.volumeId}" is not configured on this process server; ${didYouMean(ov.volumeId, [...this.stores.keys()])}`;
+      throw tmError('TM_ERR_VOLUME_NOT_ASSIGNED', `volume "${ov.volumeId}" is not served to "${peer.name}" here`, { volume: ov.volumeId, peer: peer.name, detail });
     }
     await store.adopt(ov);
     return { dir: store.dir };

@@ -2,7 +2,7 @@
 // master target each volume is forwarded to, and the bandwidth towards them.
 import { z } from 'zod';
 import { DEFAULTS } from '../common/defaults.js';
-import { didYouMean, endpointSchema, loadConfigFile, nodeNameSchema, tlsSchema, volumeIdSchema } from '../common/config.js';
+import { connectionsSchema, didYouMean, endpointSchema, loadConfigFile, nodeNameSchema, tlsSchema, volumeIdSchema } from '../common/config.js';
 import { tmError } from '../common/errors.js';
 import { throttleSchema } from './schedule.js';
 
@@ -37,12 +37,15 @@ export const psConfigSchema = z.strictObject({
   statusPort: z.number().int().min(0).max(65535).default(0),
   compression: z.enum(['lz4', 'none']).default(DEFAULTS.processServer.compression),
   window: z.number().int().min(1).max(64).default(DEFAULTS.transfer.window),
+  /** `name` is the master target's certificate name (CN): a server presenting any other is refused. */
   masterTargets: z.array(z.strictObject({ name: nodeNameSchema, host: z.string().default('127.0.0.1'), port: z.number().int().min(1).max(65535) })).min(1),
   volumes: z.array(z.strictObject({ id: volumeIdSchema, agent: nodeNameSchema, masterTarget: nodeNameSchema })).min(1),
   /** Bandwidth cap towards the master targets (stored bytes/s), with a local-time schedule; none: unlimited. */
   throttle: throttleSchema.optional(),
   /** Cache quota, backpressure to agents and health (process-server/health.ts, docs/OPERATIONS.md). */
   cache: cacheSchema.default({ ...DEFAULTS.processServer.cache }),
+  /** Bounds on the TLS port: handshake deadline, connections in total and per address. */
+  connections: connectionsSchema,
 });
 
 export type PsConfig = z.output<typeof psConfigSchema> & { configDir: string };

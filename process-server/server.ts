@@ -6,10 +6,11 @@ import { DEFAULTS } from '../common/defaults.js';
 import { ensureDir } from '../common/durable.js';
 import { tmError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
-import { readIdentity, type Identity } from '../common/pki.js';
+import { PeerTrust, trustPaths } from '../common/peer-trust.js';
 import { startStatusServer, type StatusServer } from '../common/status-server.js';
 import { processServerMetrics } from './metrics.js';
-import { connectTls, listenTls } from '../common/tls.js';
+import { connectTls } from '../common/tls.js';
+import { TlsListener } from '../common/tls-listener.js';
 import { FramedConnection } from '../proto/connection.js';
 import { DiffReceiver } from '../proto/receiver.js';
 import { DiffSender } from '../proto/sender.js';
@@ -26,7 +27,8 @@ export class ProcessServer {
   /** One bandwidth cap shared by every forwarder. */
   throttle!: Throttle;
   readonly forwarders = new Map<string, DiffSender>();
-  private server: tls.Server | null = null;
+  private listener: TlsListener | null = null;
+  private trust: PeerTrust | null = null;
   private readonly connections = new Set<FramedConnection>();
   private status: StatusServer | null = null;
   private closing: Promise<void> | null = null;
@@ -38,8 +40,9 @@ export class ProcessServer {
     const cfg = this.config;
     const metrics = processServerMetrics(this.log, () => this.snapshot());
     const p = (x: string): string => resolveFrom(cfg.configDir, x);
-    const id: Identity = await readIdentity({ ca: p(cfg.tls.ca), cert: p(cfg.tls.cert), key: p(cfg.tls.key) });
-    if (id.role !== 'process-server') throw tmError('TM_ERR_PKI', `certificate ${cfg.tls.cert} is for a ${id.role}, not a process server`);
+    const trust = await PeerTrust.open(trustPaths(cfg.tls, p), this.log.child({ component: 'trust' }));
+    this.trust = trust;
+    if (trust.identity.role !== 'process-server') throw tmError('TM_ERR_PKI', `certificate ${cfg.tls.cert} is for a ${trust.identity.role}, not a process server`);
     const cacheDir = p(cfg.cacheDir);
     await ensureDir(cacheDir);
     this.cache = new Cache(cfg, cacheDir, this.log.child({ component: 'cache' }));
@@ -62,7 +65,7 @@ export class ProcessServer {
         log: this.log.child({ component: 'forwarder', peer: mt.name }),
         window: cfg.window,
         volumes: () => this.cache.outbound(mt.name),
-        connect: () => connectTls(mt.host, mt.port, id, 'master-target'),
+        connect: () => connectTls(mt.host, mt.port, trust, { role: 'master-target', name: mt.name }),
         pace: (volumeId, bytes, signal) => this.throttle.pace(volumeId, bytes, signal),
       });
       this.forwarders.set(mt.name, fwd);
@@ -76,15 +79,16 @@ export class ProcessServer {
       const mt = cfg.volumes.find((v) => v.id === volumeId)?.masterTarget;
       if (mt) this.forwarders.get(mt)?.notify();
     };
-    const refusedLog = this.log.child({ component: 'listener' });
-    const { server, port } = await listenTls(cfg.listen.host, cfg.listen.port, id, ['agent'],
-      (socket, peer) => {
+    this.listener = await TlsListener.listen({
+      host: cfg.listen.host, port: cfg.listen.port, trust, allowed: ['agent'], log: this.log.child({ component: 'listener' }),
+      limits: { handshakeTimeoutMs: cfg.connections.handshakeTimeoutMs, maxConnections: cfg.connections.max, maxPerAddress: cfg.connections.perAddress },
+      onPeer: (socket, peer) => {
         const conn = new FramedConnection(socket, peer.name);
         this.connections.add(conn);
         void this.receiver.serve(conn, peer).finally(() => this.connections.delete(conn));
       },
-      (err, where) => refusedLog.warn({ code: (err as { code?: string }).code, peer: where, err: err.message }, 'peer refused'));
-    this.server = server;
+    });
+    const port = this.listener.port;
     this.port = port;
     this.status = await startStatusServer(DEFAULTS.statusHost, cfg.statusPort, cacheDir, () => this.snapshot(), undefined, metrics);
     this.log.info({ port, statusPort: this.status.port }, 'process server started');
@@ -115,10 +119,11 @@ export class ProcessServer {
 
   close(): Promise<void> {
     this.closing ??= (async () => {
-      const closed = new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+      const closed = this.listener?.close();
       for (const c of this.connections) c.destroy();
       await closed;
       for (const f of this.forwarders.values()) await f.close(); // a session's end withdraws its throttle waiter
+      this.trust?.close();
       this.throttle?.close();
       await this.cache?.close();
       await this.status?.close();

@@ -122,7 +122,8 @@ export class DiffReceiver {
         } catch (e) {
           // Refuse this volume only; the peer's other volumes keep flowing.
           const err = e instanceof TidemarkError ? e : tmError(codeOf(e), String(e));
-          log.warn({ volume: ov.volumeId, code: err.code, err: err.message }, 'volume refused');
+          // `detail` (what is configured instead) is for our log only, never for the peer.
+          log.warn({ volume: ov.volumeId, code: err.code, err: err.message, ...(err.context.detail === undefined ? {} : { detail: err.context.detail }) }, 'volume refused');
           await conn.send({ error: { code: err.code, message: err.message, volumeId: ov.volumeId, seq: 0, retryable: err.retryable } });
         }
       } else if ('diffBegin' in msg) {

@@ -64,7 +64,7 @@ export function reversePlan(i: ReversePlanInput): ReversePlan {
       name: names.agent,
       stateDir: L.agentState,
       tls: tls(names.agent),
-      processServer: { host: i.secondaryHost, port: i.psPort },
+      processServer: { name: names.ps, host: i.secondaryHost, port: i.psPort },
       blockSize: i.blockSize,
       cycleIntervalMs: i.cycleIntervalMs,
       volumes: [{ id: i.volume, path: i.source, tracker: 'scan', capture: i.capture }],
@@ -82,7 +82,7 @@ export function reversePlan(i: ReversePlanInput): ReversePlan {
       stateDir: L.mtState,
       tls: tls(names.mt),
       listen: { host: i.primaryHost, port: i.mtPort },
-      volumes: [{ id: i.volume, replica: i.original, ...(i.retention === undefined ? {} : { retention: i.retention }) }],
+      volumes: [{ id: i.volume, replica: i.original, processServers: [names.ps], ...(i.retention === undefined ? {} : { retention: i.retention }) }],
     },
   };
 }

@@ -3,6 +3,7 @@
 // start), its certificate issued by this process server's CA, and the install record.
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
+import { CRL_FILE } from '../../common/crl.js';
 // push-install writes an agent config: the agent's schema is the one definition of what is valid.
 import { agentConfigSchema } from '../../agent/config.js';
 import { resolveFrom, validateConfig } from '../../common/config.js';
@@ -43,7 +44,8 @@ export function statusDirOf(ps: PsConfig): string {
   return resolveFrom(ps.configDir, ps.cacheDir);
 }
 
-export function agentConfig(L: Layout, name: string, ps: { host: string; port: number }, volumes: VolumeSpec[], host: string): Record<string, unknown> {
+/** `ps.name` is the process server's certificate name, which the agent pins. */
+export function agentConfig(L: Layout, name: string, ps: { name: string; host: string; port: number }, volumes: VolumeSpec[], host: string): Record<string, unknown> {
   const cfg = {
     name,
     stateDir: L.state,
@@ -68,6 +70,8 @@ export async function stageEtc(dir: string, pkiDir: string, name: string, config
   await fsp.mkdir(pki, { recursive: true, mode: 0o700 });
   const issued = await issue(pkiDir, 'agent', name, { outDir: pki });
   await fsp.copyFile(issued.caPath, path.join(pki, 'ca.crt'));
+  // The CA's revocation list, if it has one, so the agent refuses revoked process servers from the start.
+  await fsp.copyFile(path.join(pkiDir, CRL_FILE), path.join(pki, CRL_FILE)).catch((e: NodeJS.ErrnoException) => { if (e.code !== 'ENOENT') throw e; });
   await fsp.writeFile(path.join(dir, 'agent.json'), `${JSON.stringify(config, null, 2)}\n`, { mode: 0o600 });
   await fsp.writeFile(path.join(dir, 'install.json'), `${JSON.stringify(record, null, 2)}\n`, { mode: 0o600 });
 }

@@ -22,7 +22,7 @@ export async function install(o: PushOptions, ps: PsConfig, ssh: Ssh, work: stri
     throw pushError('process server routing', host, `${o.psConfig} does not route these volumes from agent "${o.name}" (push-install does not edit it):\n${routing}`);
   }
   const endpoint = psEndpoint(ps, o.psAddress, host);
-  const config = agentConfig(L, o.name, endpoint, o.volumes, host);
+  const config = agentConfig(L, o.name, { name: ps.name, ...endpoint }, o.volumes, host);
 
   say(`checking ${ssh.where} (host key from ${o.knownHosts})`);
   const login = await becomeRoot(ssh);

@@ -14,18 +14,18 @@ const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tm-'));
 t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 const tls = { ca: 'ca.crt', cert: 'node.crt', key: 'node.key' };
-const agentMin = { name: 'agent-1', stateDir: '/var/lib/tidemark', tls, volumes: [{ id: 'vol-1', path: '/dev/sdb' }] };
+const agentMin = { name: 'agent-1', stateDir: '/var/lib/tidemark', tls, processServer: { name: 'ps-1' }, volumes: [{ id: 'vol-1', path: '/dev/sdb' }] };
 const psMin = {
   name: 'ps-1', cacheDir: '/var/cache/tidemark', tls,
   masterTargets: [{ name: 'mt-1', port: 7420 }],
   volumes: [{ id: 'vol-1', agent: 'agent-1', masterTarget: 'mt-1' }],
 };
-const mtMin = { name: 'mt-1', stateDir: '/var/lib/tidemark', tls, volumes: [{ id: 'vol-1', replica: '/srv/vol-1.img' }] };
+const mtMin = { name: 'mt-1', stateDir: '/var/lib/tidemark', tls, volumes: [{ id: 'vol-1', replica: '/srv/vol-1.img', processServers: ['ps-1'] }] };
 
 
 t.test('a minimal agent config gets the defaults', async (t) => {
   const c = validateConfig(agentConfigSchema, agentMin);
-  t.strictSame(c.processServer, { host: '127.0.0.1', port: DEFAULTS.ports.processServer });
+  t.strictSame(c.processServer, { name: 'ps-1', host: '127.0.0.1', port: DEFAULTS.ports.processServer });
   t.equal(c.statusPort, 0);
   t.equal(c.blockSize, DEFAULTS.agent.blockSize);
   t.equal(c.cycleIntervalMs, DEFAULTS.agent.cycleIntervalMs);
@@ -49,13 +49,23 @@ t.test('a minimal master-target config gets the defaults', async (t) => {
   t.strictSame(c.listen, { host: '127.0.0.1', port: DEFAULTS.ports.masterTarget });
   t.equal(c.statusPort, 0);
   t.strictSame(c.volumes, mtMin.volumes);
+  t.strictSame(c.connections, { handshakeTimeoutMs: DEFAULTS.listener.handshakeTimeoutMs, max: DEFAULTS.listener.maxConnections, perAddress: DEFAULTS.listener.maxPerAddress });
+});
+
+t.test('peer names are required: who may send each volume, and which process server an agent expects', async (t) => {
+  const mt = caught(() => validateConfig(mtConfigSchema, { ...mtMin, volumes: [{ id: 'vol-1', replica: '/srv/vol-1.img' }] }));
+  t.match(mt, { code: 'TM_ERR_CONFIG_INVALID', message: /volumes\[0\]\.processServers/ });
+  const none = caught(() => validateConfig(mtConfigSchema, { ...mtMin, volumes: [{ id: 'vol-1', replica: '/srv/vol-1.img', processServers: [] }] }));
+  t.match(none, { code: 'TM_ERR_CONFIG_INVALID', message: /at least one process server/ });
+  const agent = caught(() => validateConfig(agentConfigSchema, { ...agentMin, processServer: { host: 'ps.example', port: 9000 } }));
+  t.match(agent, { code: 'TM_ERR_CONFIG_INVALID', message: /processServer\.name/ });
 });
 
 t.test('explicit values win over defaults', async (t) => {
-  const c = validateConfig(agentConfigSchema, { ...agentMin, cycleIntervalMs: 500, blockSize: 65536, processServer: { host: 'ps.example', port: 9000 } });
+  const c = validateConfig(agentConfigSchema, { ...agentMin, cycleIntervalMs: 500, blockSize: 65536, processServer: { name: 'ps-1', host: 'ps.example', port: 9000 } });
   t.equal(c.cycleIntervalMs, 500);
   t.equal(c.blockSize, 65536);
-  t.strictSame(c.processServer, { host: 'ps.example', port: 9000 });
+  t.strictSame(c.processServer, { name: 'ps-1', host: 'ps.example', port: 9000 });
 });
 
 t.test('an unknown top-level key is named with the key it probably meant', async (t) => {

@@ -76,12 +76,12 @@ t.test('same CA: TLS 1.3 handshake, both ends see name and role', async (t) => {
   const ps = await identity(caA, 'process-server', 'ps-1');
   const { server, port } = await startServer(t, mt);
   const accepted = once(server, 'secureConnection') as Promise<[tls.TLSSocket]>;
-  const { sock, done } = connect(clientOptions(ps, 'master-target'), port);
+  const { sock, done } = connect(clientOptions(ps, { role: 'master-target', name: 'mt-1' }), port);
   await once(sock, 'secureConnect');
   const [serverSide] = await accepted;
   t.equal(sock.getProtocol(), 'TLSv1.3');
-  t.same(peerIdentity(sock), { name: 'mt-1', role: 'master-target' }, 'client sees the server');
-  t.same(peerIdentity(serverSide), { name: 'ps-1', role: 'process-server' }, 'server sees the client');
+  t.match(peerIdentity(sock), { name: 'mt-1', role: 'master-target', serial: /^[0-9a-f]+$/ }, 'client sees the server');
+  t.match(peerIdentity(serverSide), { name: 'ps-1', role: 'process-server', serial: /^[0-9a-f]+$/ }, 'server sees the client');
   t.same(requireRole(peerIdentity(serverSide), ['process-server']).name, 'ps-1');
   t.throws(() => requireRole(peerIdentity(serverSide), ['agent']), { code: 'TM_ERR_PEER_REFUSED', message: /only agent/ });
   sock.end();
@@ -94,7 +94,7 @@ t.test('client with a certificate from another CA is refused by the server', asy
   const rogue = { ...(await identity(caB, 'process-server', 'intruder')), ca: mt.ca };
   const { server, sockets, port } = await startServer(t, mt);
   const refused = once(server, 'tlsClientError') as Promise<[NodeJS.ErrnoException, tls.TLSSocket]>;
-  const { done } = connect(clientOptions(rogue, 'master-target'), port);
+  const { done } = connect(clientOptions(rogue, { role: 'master-target', name: 'mt-2' }), port);
   const [err, raw] = await refused;
   // Node verifies client certs in JS after OpenSSL finishes the handshake, then just destroys the
   // socket: the event carries a generic hang-up and the real reason is on the socket.
@@ -111,11 +111,32 @@ t.test('server with the wrong role is refused by the client', async (t) => {
   const impostor = await identity(caA, 'agent', 'not-a-target');
   const ps = await identity(caA, 'process-server', 'ps-3');
   const { port } = await startServer(t, impostor);
-  const { sock, done } = connect(clientOptions(ps, 'master-target'), port);
+  const { sock, done } = connect(clientOptions(ps, { role: 'master-target', name: 'mt-1' }), port);
   const { secure, error } = await done;
   t.notOk(secure, 'client never reports secureConnect');
-  t.match(error, { code: 'TM_ERR_PEER_REFUSED', message: /role 'agent', expected 'master-target'/ });
+  t.match(error, { code: 'TM_ERR_PEER_REFUSED', message: /'not-a-target' \(agent\), expected 'mt-1' \(master-target\)/ });
   t.equal(sock.authorized, false);
+});
+
+t.test('server with the right role but another name than the pinned one is refused by the client', async (t) => {
+  const other = await identity(caA, 'master-target', 'mt-other');
+  const ps = await identity(caA, 'process-server', 'ps-4');
+  const { port } = await startServer(t, other);
+  const { sock, done } = connect(clientOptions(ps, { role: 'master-target', name: 'mt-1' }), port);
+  const { secure, error } = await done;
+  t.notOk(secure, 'client never reports secureConnect');
+  t.match(error, { code: 'TM_ERR_PEER_REFUSED', message: /'mt-other' \(master-target\), expected 'mt-1'/ });
+  t.equal(sock.authorized, false);
+});
+
+t.test('server whose certificate serial is revoked is refused by the client', async (t) => {
+  const mt = await identity(caA, 'master-target', 'mt-5');
+  const ps = await identity(caA, 'process-server', 'ps-5');
+  const serial = new X509Certificate(mt.cert).serialNumber.toLowerCase();
+  const { port } = await startServer(t, mt);
+  const { secure, error } = await connect(clientOptions(ps, { role: 'master-target', name: 'mt-5' }, (s) => s.toLowerCase() === serial), port).done;
+  t.notOk(secure);
+  t.match(error, { code: 'TM_ERR_PEER_REFUSED', message: /revoked certificate/ });
 });
 
 t.test('unknown role suggests the nearest one; bad names are refused', async (t) => {

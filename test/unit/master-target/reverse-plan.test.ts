@@ -29,7 +29,8 @@ t.test('the reverse configs are valid and run the other way', async (t) => {
   const mt = validateConfig(mtConfigSchema, plan.mt);
   t.strictSame(plan.names, { agent: 'mt-1.agent', ps: 'mt-1.ps', mt: 'db-host.mt' }, 'agent and process server on the secondary site, master target on the primary');
   t.same(agent.volumes[0], { id: 'db', path: input.source, tracker: 'scan', capture: 'reflink' }, 'the agent protects the failed-over volume');
-  t.same(agent.processServer, { host: '10.0.2.5', port: 7411 });
+  t.same(agent.processServer, { name: 'mt-1.ps', host: '10.0.2.5', port: 7411 }, 'the agent pins the reverse process server');
+  t.same(mt.volumes[0]?.processServers, ['mt-1.ps'], 'only the reverse process server may send the volume back');
   t.same(ps.masterTargets, [{ name: 'db-host.mt', host: '10.0.1.7', port: 7421 }], 'the process server forwards to the primary site');
   t.same(ps.volumes, [{ id: 'db', agent: 'mt-1.agent', masterTarget: 'db-host.mt' }]);
   t.equal(mt.volumes[0]?.replica, '/dev/nvme1n1', 'the original volume is the replica');
