@@ -9,6 +9,7 @@ import { didYouMean, resolveFrom } from '../common/config.js';
 import { TidemarkError, tmError, codeOf } from '../common/errors.js';
 import { rootLogger } from '../common/log.js';
 import { initCa, issue, isRole, ROLES } from '../common/pki.js';
+import { listCrl, revoke } from '../common/crl.js';
 import { STATUS_PORT_FILE } from '../common/status-server.js';
 import { loadMtConfig } from '../master-target/config.js';
 import { MasterTarget } from '../master-target/server.js';
@@ -31,6 +32,10 @@ const USAGE = `usage: tidemark <command> [options]
   pki init --dir <dir> [--name N]  create a certificate authority
   pki issue <role> <name> --dir <dir> [--out <dir>]
                                    issue a key and certificate (role: ${ROLES.join(', ')})
+  pki revoke <name|cert file> --dir <dir>
+                                   add a certificate to the CA's revocation list (<dir>/crl.pem); daemons
+                                   reading it refuse and disconnect that peer within seconds
+  pki crl --dir <dir>              list the revoked certificates
   status --config <file> [--config <file> ...]
                                    show replication state of the daemons these configs describe
   resync <volume> --config <agent.json>
@@ -182,8 +187,16 @@ async function pki(positionals: string[], values: { dir?: string; out?: string; 
     if (!isRole(role)) throw tmError('TM_ERR_PKI', `unknown role "${role}"; ${didYouMean(role, ROLES)}`);
     const r = await issue(values.dir, role, name, { outDir: values.out });
     console.log(`issued ${role} ${name}: ${r.certPath} ${r.keyPath}`);
+  } else if (sub === 'revoke') {
+    if (!role) throw usageError('pki revoke needs the name of a certificate in --dir, or a certificate file');
+    const r = await revoke(values.dir, role);
+    console.log(r.already ? `${r.name} (serial ${r.serial}) was already revoked; ${r.crlPath} unchanged` : `revoked ${r.name} (serial ${r.serial}): ${r.crlPath}; copy it beside ca.crt wherever a daemon runs`);
+  } else if (sub === 'crl') {
+    const list = await listCrl(values.dir);
+    if (list.length === 0) console.log('no certificate is revoked');
+    for (const e of list) console.log(`${e.serial}  ${e.revokedAt}  ${e.name ?? '(certificate not in this CA dir)'}`);
   } else {
-    throw usageError(`unknown pki command "${sub ?? ''}"; ${didYouMean(sub ?? '', ['init', 'issue'])}`);
+    throw usageError(`unknown pki command "${sub ?? ''}"; ${didYouMean(sub ?? '', ['init', 'issue', 'revoke', 'crl'])}`);
   }
 }
 

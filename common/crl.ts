@@ -13,6 +13,7 @@ export const CRL_FILE = 'crl.pem';
 
 const EC = { name: 'ECDSA', namedCurve: 'P-256' } as const;
 const SIG = { name: 'ECDSA', hash: 'SHA-256' } as const;
+const NEXT_UPDATE_MS = 10 * 365 * 86_400_000;
 
 export interface RevokedEntry { serial: string; revokedAt: string; name?: string }
 
@@ -95,12 +96,15 @@ export async function revoke(dir: string, what: string): Promise<{ serial: strin
   if (!already) {
     const entries = [...current.entries.map((e) => ({ serialNumber: e.serial, revocationDate: new Date(e.revokedAt) })),
       { serialNumber: target.serial, revocationDate: new Date() }];
-    // No nextUpdate: the list stays valid until replaced (daemons poll the file, they never fetch it).
+    // Daemons poll the file and never expire it; nextUpdate is only there because the CRL parser we use
+    // loses the entries of a list without one (it is optional in RFC 5280).
+    const now = new Date();
     const crl = await x509.X509CrlGenerator.create({
-      issuer: signer.cert.subjectName.toString(), thisUpdate: new Date(), signingAlgorithm: SIG, signingKey: signer.key,
+      issuer: signer.cert.subjectName.toString(), thisUpdate: now, nextUpdate: new Date(now.getTime() + NEXT_UPDATE_MS), signingAlgorithm: SIG, signingKey: signer.key,
       entries: entries.map((e) => ({ serialNumber: e.serialNumber.length % 2 === 1 ? `0${e.serialNumber}` : e.serialNumber, revocationDate: e.revocationDate })),
     });
-    await writeDurable(crlPath, crl.toString('pem') + '\n', 0o644, false);
+    // "X509 CRL" is the PEM label OpenSSL expects (the library writes "CRL"), so `openssl crl` reads it too.
+    await writeDurable(crlPath, `${x509.PemConverter.encode(crl.rawData, 'X509 CRL')}\n`, 0o644, false);
   }
   return { serial: target.serial, name: target.name, crlPath, already };
 }
