@@ -49,9 +49,18 @@ t.test('an agent with a certificate from another CA, or sending a volume not ass
   const psSays = async (code: string, msg: string): Promise<boolean> => (await lab.logLines('ps')).some((l) => l.code === code && l.msg === msg);
   t.ok(await waitFor(() => psSays('TM_ERR_PEER_REFUSED', 'peer refused'), 15_000), 'process server refused the certificate from another CA (TM_ERR_PEER_REFUSED)');
   t.ok(await waitFor(() => psSays('TM_ERR_VOLUME_NOT_ASSIGNED', 'volume refused'), 15_000), 'process server refused agent-2 sending vol1 (TM_ERR_VOLUME_NOT_ASSIGNED)');
-  const unknown = (await lab.logLines('ps')).find((l) => l.code === 'TM_ERR_UNKNOWN_VOLUME');
-  t.match(String(unknown?.err), /did you mean "vol1"/, 'an unknown volume is refused with the nearest configured one');
-  t.ok(await waitFor(async () => (await lab.logLines('agent2')).some((l) => l.code === 'TM_ERR_VOLUME_NOT_ASSIGNED'), 10_000), 'agent-2 was told why (TM_ERR_VOLUME_NOT_ASSIGNED)');
+  t.ok(await waitFor(async () => (await lab.logLines('ps')).some((l) => l.msg === 'volume refused' && l.volume === 'vol-1'), 15_000), 'process server refused vol-1');
+  const unknown = (await lab.logLines('ps')).find((l) => l.msg === 'volume refused' && l.volume === 'vol-1');
+  t.match(String(unknown?.detail), /not configured.*did you mean "vol1"/, 'the operator\'s log names the nearest configured volume');
+  t.ok(await waitFor(async () => {
+    const told = (await lab.logLines('agent2')).filter((l) => l.code === 'TM_ERR_VOLUME_NOT_ASSIGNED');
+    return told.some((l) => l.volume === 'vol1') && told.some((l) => l.volume === 'vol-1');
+  }, 15_000), 'agent-2 was told, for both volumes, that they are not served to it (TM_ERR_VOLUME_NOT_ASSIGNED)');
+  // The peer learns nothing about the configuration: not which volumes exist, nor who owns one.
+  for (const l of (await lab.logLines('agent2')).filter((x) => x.code === 'TM_ERR_VOLUME_NOT_ASSIGNED')) {
+    t.match(String(l.err), /is not served to "agent-2"/);
+    t.notMatch(String(l.err), l.volume === 'vol-1' ? /vol1|agent-1|did you mean/ : /agent-1|did you mean/, `refusal of ${String(l.volume)} names no other volume or owner`);
+  }
 
   await sleep(1000);
   t.same(await hrlFiles(lab.stateDirs.ps), [], 'nothing was cached at the process server');
