@@ -9,7 +9,7 @@ import { caught } from '../caught.js';
 const tls = { ca: 'ca.crt', cert: 'node.crt', key: 'node.key' };
 const vol = { id: 'vol-1', path: '/dev/sdb' };
 const agent = (extra: Record<string, unknown> = {}, volume: Record<string, unknown> = {}) => ({
-  name: 'agent-1', stateDir: '/var/lib/tidemark', tls, ...extra, volumes: [{ ...vol, ...volume }],
+  name: 'agent-1', stateDir: '/var/lib/tidemark', tls, processServer: { name: 'ps-1' }, ...extra, volumes: [{ ...vol, ...volume }],
 });
 
 

@@ -8,7 +8,7 @@ import { caught } from '../caught.js';
 const tls = { ca: 'ca.crt', cert: 'node.crt', key: 'node.key' };
 const reflink = (id: string, mnt: string, extra: Record<string, unknown> = {}) => ({ id, path: `/dev/${id}`, tracker: 'blocktrace', capture: 'reflink', freeze: { mountpoint: mnt }, ...extra });
 const frozen = (id: string, mnt: string, freeze: Record<string, unknown> = {}) => ({ id, path: `/dev/${id}`, capture: 'freeze', freeze: { mountpoint: mnt, ...freeze } });
-const agent = (volumes: unknown[], groups: unknown) => ({ name: 'agent-1', stateDir: '/var/lib/tidemark', tls, volumes, groups });
+const agent = (volumes: unknown[], groups: unknown) => ({ name: 'agent-1', stateDir: '/var/lib/tidemark', tls, processServer: { name: 'ps-1' }, volumes, groups });
 const check = (volumes: unknown[], groups: unknown) => caught(() => validateConfig(agentConfigSchema, agent(volumes, groups), 'agent.json'));
 
 t.test('valid groups', async (t) => {
@@ -16,7 +16,7 @@ t.test('valid groups', async (t) => {
   t.strictSame(c.groups, [{ name: 'db', volumes: ['data', 'log'] }]);
   const f = validateConfig(agentConfigSchema, agent([frozen('a', '/a', { pre: 'checkpoint' }), frozen('b', '/b')], [{ name: 'app', volumes: ['a', 'b'] }]));
   t.equal(f.groups[0]?.volumes.length, 2, 'capture "freeze" members, with scripts');
-  t.strictSame(validateConfig(agentConfigSchema, { name: 'agent-1', stateDir: '/s', tls, volumes: [{ id: 'v', path: '/dev/v' }] }).groups, [], 'groups default to none');
+  t.strictSame(validateConfig(agentConfigSchema, { name: 'agent-1', stateDir: '/s', tls, processServer: { name: 'ps-1' }, volumes: [{ id: 'v', path: '/dev/v' }] }).groups, [], 'groups default to none');
 });
 
 t.test('a member that is not a volume gets a did-you-mean', async (t) => {
