@@ -5,6 +5,7 @@
 // resync and only the blocks that differ travel: what changed on either side since the failover point.
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
+import { CRL_FILE } from '../common/crl.js';
 import { loadAgentConfig } from '../agent/config.js';
 import { didYouMean, resolveFrom } from '../common/config.js';
 import { DEFAULTS } from '../common/defaults.js';
@@ -77,6 +78,8 @@ async function certificates(dir: string, caDir: string | undefined, names: Array
     if (!caDir) throw tmError('TM_ERR_USAGE', `no ca.crt in ${pki}: give --pki <CA folder>`);
     await fsp.copyFile(path.join(caDir, 'ca.crt'), path.join(pki, 'ca.crt'));
   }
+  // The CA's revocation list, when it has one: the reverse daemons refuse what the forward ones refuse.
+  if (caDir) await fsp.copyFile(path.join(caDir, CRL_FILE), path.join(pki, CRL_FILE)).catch((e: NodeJS.ErrnoException) => { if (e.code !== 'ENOENT') throw e; });
   return issued;
 }
 
