@@ -7,6 +7,8 @@ import type { Logger } from '../common/log.js';
 import { PeerTrust, trustPaths } from '../common/peer-trust.js';
 import { didYouMean, resolveFrom } from '../common/config.js';
 import { startStatusServer, type StatusServer } from '../common/status-server.js';
+import { startOperatorSocket, type OperatorSocket } from '../common/operator-socket.js';
+import { lockStateDir, type StateLock } from '../common/state-lock.js';
 import { fileAgeMs } from '../common/metrics.js';
 import { agentMetrics } from './metrics.js';
 import { connectTls } from '../common/tls.js';
@@ -39,6 +41,8 @@ export class Agent {
   private units: Array<() => Promise<CycleResult[]>> = [];
   private sender: DiffSender | null = null;
   private status: StatusServer | null = null;
+  private operator: OperatorSocket | null = null;
+  private lock: StateLock | null = null;
   private timer: NodeJS.Timeout | null = null;
   private cycling: Promise<void> | null = null;
   /** Units still running after UNIT_WAIT_MS of an earlier cycle; skipped until they finish. */
@@ -58,6 +62,8 @@ export class Agent {
   async open(): Promise<void> {
     const cfg = this.config;
     const metrics = agentMetrics(this.log, () => this.snapshot());
+    // Two agents on one state folder would number, send and delete each other's differentials.
+    this.lock = await lockStateDir(this.path(cfg.stateDir), 'an agent');
     const trust = await PeerTrust.open(trustPaths(cfg.tls, (x) => this.path(x)), this.log.child({ component: 'trust' }));
     this.trust = trust;
     if (trust.identity.role !== 'agent') throw tmError('TM_ERR_PKI', `certificate ${cfg.tls.cert} is for a ${trust.identity.role}, not an agent`);
@@ -75,7 +81,8 @@ export class Agent {
     await this.drains.open(cfg.volumes.map((v) => v.id));
     await this.openGroups();
     this.sender.start();
-    this.status = await startStatusServer(DEFAULTS.statusHost, cfg.statusPort, this.path(cfg.stateDir), () => this.snapshot(), (action, params) => this.act(action, params), metrics);
+    this.status = await startStatusServer(DEFAULTS.statusHost, cfg.statusPort, this.path(cfg.stateDir), () => this.snapshot(), metrics);
+    this.operator = await startOperatorSocket(this.path(cfg.stateDir), (action, params) => this.act(action, params), this.log.child({ component: 'operator' }));
     this.log.info({ volumes: cfg.volumes.length, statusPort: this.status.port }, 'agent started');
     this.schedule(0);
   }
@@ -195,7 +202,7 @@ export class Agent {
     else this.log.error({ volume: volumeId, code: err.code, err: err.message }, 'cycle failed; will retry');
   }
 
-  /** Operator requests on the loopback status port: POST /resync?volume=V&mode=resync|verify|repair, /drain?volume=V, /resume?volume=V. */
+  /** Operator requests on the operator socket (common/operator-socket.ts): POST /resync?volume=V&mode=resync|verify|repair, /drain?volume=V, /resume?volume=V. */
   private async act(action: string, params: URLSearchParams): Promise<unknown> {
     if (!['resync', 'drain', 'resume'].includes(action)) throw tmError('TM_ERR_USAGE', `unknown action "${action}"`);
     const id = params.get('volume') ?? '';
@@ -232,6 +239,7 @@ export class Agent {
 
   close(): Promise<void> {
     this.closing ??= (async () => {
+      await this.operator?.close(); // no new operator action once stopping
       if (this.timer) clearTimeout(this.timer);
       await this.cycling;
       await this.sender?.close(); // fails questions still waiting for an answer
@@ -243,6 +251,7 @@ export class Agent {
         await r.tracker.close();
         await r.volume.close();
       }
+      await this.lock?.release();
       this.log.info('agent stopped');
     })();
     return this.closing;

@@ -2,7 +2,7 @@
 import { constants, promises as fsp } from 'node:fs';
 import { volumeSize } from '../common/device.js';
 import { tmError, wrap } from '../common/errors.js';
-import { readDirect } from '../native/index.js';
+import { readDirect, tryLock } from '../native/index.js';
 
 export interface VolumeReader {
   readonly sizeBytes: number;
@@ -36,6 +36,9 @@ export class Volume implements VolumeReader {
         await fh.close();
         throw tmError('TM_ERR_IO', 'the volume changed from file to block device or back while it was opened', { path: p });
       }
+      // A shared lock on an image file marks it as a protected source: recovery refuses to write it
+      // (master-target/recovery-outputs.ts). Devices are left to udev's locking conventions.
+      if (!isDevice) tryLock(fh.fd, false);
       return new Volume(p, fh, size, 0, isDevice);
     } catch (e) {
       throw wrap(e, `open volume ${p}`, { path: p });

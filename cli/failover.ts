@@ -2,7 +2,7 @@
 // and back (docs/OPERATIONS.md, failover and failback).
 //   failover --planned: the agent takes a final point of the stopped application's volume and stops
 //     protecting it; once the master target has applied that point it is recovered to --out: no data loss.
-//     Operator actions are loopback-only, so with the agent on another machine its final point is taken
+//     Operator actions are local (a root-only Unix socket), so with the agent on another machine its final point is taken
 //     there with `tidemark drain` and named here with --seq.
 //   failover (unplanned): the latest retained point (or the one named), without contacting the source.
 //   reverse (cli/reverse.ts): protect the failed-over volume back onto the original one.
@@ -18,11 +18,13 @@ import type { DrainedPoint } from '../agent/drain.js';
 import { loadMtConfig, type MtConfig } from '../master-target/config.js';
 import { writeFailoverRecord, type FailoverRecord } from '../master-target/failover/record.js';
 import { REVERSE_LAYOUT } from '../master-target/failover/reverse-plan.js';
-import { recoverOptionsFrom } from '../master-target/operator-actions.js';
+import { checkedRecoverOptions } from '../master-target/operator-actions.js';
+import { outputPolicy } from '../master-target/recovery-outputs.js';
 import { recoverPoint, type RecoverResult } from '../master-target/recover.js';
 import type { RecoveryPoint } from '../proto/diff-store.js';
-import { act, daemonPort, parseTime } from './recover.js';
-import { agentPort, post } from './resync.js';
+import { act, mtStateDir, parseTime } from './recover.js';
+import { agentStateDir, ask } from './operator.js';
+import { codeOf } from '../common/errors.js';
 import { reverse } from './reverse.js';
 
 export const FAILOVER_COMMANDS = ['failover', 'reverse', 'failback', 'drain', 'resume'];
@@ -38,6 +40,7 @@ const OPTIONS = {
   tag: { type: 'string' },
   latest: { type: 'boolean' },
   force: { type: 'boolean' },
+  device: { type: 'boolean' },
   json: { type: 'boolean' },
   dir: { type: 'string' },
   pki: { type: 'string' },
@@ -93,11 +96,11 @@ export async function failoverCommand(cmd: string, argv: string[]): Promise<void
 
 /** Ask the agent for the final point of `volume` and to stop protecting it (agent/drain.ts). */
 export async function drain(agentConfig: string, volume: string): Promise<DrainedPoint> {
-  return (await post(agentPort(agentConfig), `/drain?volume=${encodeURIComponent(volume)}`, LONG_MS)) as unknown as DrainedPoint;
+  return (await ask(agentStateDir(agentConfig), 'drain', new URLSearchParams({ volume }), LONG_MS)) as unknown as DrainedPoint;
 }
 
 export async function resume(agentConfig: string, volume: string): Promise<{ volume: string; resumed: boolean }> {
-  return (await post(agentPort(agentConfig), `/resume?volume=${encodeURIComponent(volume)}`)) as { volume: string; resumed: boolean };
+  return (await ask(agentStateDir(agentConfig), 'resume', new URLSearchParams({ volume }))) as { volume: string; resumed: boolean };
 }
 
 interface CurrentPoint {
@@ -106,10 +109,10 @@ interface CurrentPoint {
 }
 
 /** Wait until the master target has applied differential `seq` of `volume`; progress every 5 s. */
-async function waitApplied(port: number, volume: string, seq: number, say: (l: string) => void): Promise<CurrentPoint> {
+async function waitApplied(stateDir: string, volume: string, seq: number, say: (l: string) => void): Promise<CurrentPoint> {
   let told = Date.now();
   for (;;) {
-    const c = (await post(port, `/current-point?volume=${encodeURIComponent(volume)}`)) as unknown as CurrentPoint;
+    const c = (await ask(stateDir, 'current-point', new URLSearchParams({ volume }))) as unknown as CurrentPoint;
     if (c.doneSeq >= seq) return c;
     if (Date.now() - told >= 5000) {
       say(`  waiting for the master target to apply #${seq} (applied #${c.doneSeq}; the process server must be running)`);
@@ -119,14 +122,18 @@ async function waitApplied(port: number, volume: string, seq: number, say: (l: s
   }
 }
 
-async function runningMasterTarget(cfg: MtConfig, file: string, why: string): Promise<number> {
-  const port = await daemonPort(cfg);
-  if (port === null) throw tmError('TM_ERR_CONNECTION', `the master target of ${file} is not running: ${why}`);
-  return port;
+/** The running master target's state folder, for its operator socket; it must answer now. */
+async function runningMasterTarget(cfg: MtConfig, file: string, volume: string, why: string): Promise<string> {
+  const stateDir = mtStateDir(cfg);
+  await ask(stateDir, 'current-point', new URLSearchParams({ volume })).catch((e: unknown) => {
+    if (codeOf(e) === 'TM_ERR_CONNECTION') throw tmError('TM_ERR_CONNECTION', `the master target of ${file} is not running: ${why}`);
+    throw e;
+  });
+  return stateDir;
 }
 
 /**
- * Where the final point comes from: the agent, asked over its loopback port (its config given: same
+ * Where the final point comes from: the agent, asked over its operator socket (its config given: same
  * machine), or `--seq`, the point `tidemark drain` printed on the agent's machine. Checked before any
  * daemon is asked anything.
  */
@@ -142,7 +149,7 @@ function finalPointFrom(a: FailoverArgs, agentConfig: string | undefined): Final
 }
 
 /** The source drained at its final point, and that point applied on the replica: what planned failover and failback share. */
-async function drainApplied(from: FinalPoint, mtPort: number, volume: string, say: (l: string) => void): Promise<{ finalSeq: number; current: CurrentPoint }> {
+async function drainApplied(from: FinalPoint, mtStateDir: string, volume: string, say: (l: string) => void): Promise<{ finalSeq: number; current: CurrentPoint }> {
   let finalSeq: number;
   if ('agentConfig' in from) {
     say(`draining ${volume}: the agent takes a final point (the application must be stopped) ...`);
@@ -152,7 +159,7 @@ async function drainApplied(from: FinalPoint, mtPort: number, volume: string, sa
   } else {
     finalSeq = from.seq;
   }
-  const current = await waitApplied(mtPort, volume, finalSeq, say);
+  const current = await waitApplied(mtStateDir, volume, finalSeq, say);
   say(`  the master target has applied #${finalSeq}`);
   return { finalSeq, current };
 }
@@ -163,22 +170,23 @@ async function failover(configFile: string, volume: string, a: FailoverArgs, say
   if (!a.out) throw tmError('TM_ERR_USAGE', 'failover needs --out <file or device>: where the failed-over volume is written');
   const params = new URLSearchParams({ volume, out: path.resolve(a.out) });
   if (a.force) params.set('force', 'true');
+  if (a.device) params.set('device', 'true');
   const named = [a.seq !== undefined, a.at !== undefined, a.tag !== undefined, a.latest === true].filter(Boolean).length;
   let result: RecoverResult;
   if (a.planned) {
     if (a.at !== undefined || a.tag !== undefined || a.latest) throw tmError('TM_ERR_USAGE', 'a planned failover recovers the final point of the drain; --at, --tag and --latest are for an unplanned failover');
     const from = finalPointFrom(a, a['agent-config']);
-    const port = await runningMasterTarget(cfg, configFile, 'a planned failover waits for it to apply the final point');
-    const { finalSeq } = await drainApplied(from, port, volume, say);
+    const mtDir = await runningMasterTarget(cfg, configFile, volume, 'a planned failover waits for it to apply the final point');
+    const { finalSeq } = await drainApplied(from, mtDir, volume, say);
     params.set('seq', String(finalSeq));
-    result = (await post(port, `/recover?${params}`, LONG_MS)) as unknown as RecoverResult;
+    result = (await ask(mtDir, 'recover', params, LONG_MS)) as unknown as RecoverResult;
   } else {
     if (a.seq !== undefined) params.set('seq', a.seq);
     if (a.at !== undefined) params.set('atMs', String(parseTime(a.at)));
     if (a.tag !== undefined) params.set('tag', a.tag);
     if (named === 0 || a.latest) params.set('latest', 'true');
     say(`unplanned failover of ${volume}: recovering ${named === 0 || a.latest ? 'the latest retained point' : 'the point named'} without contacting the source ...`);
-    result = await act(configFile, 'recover', params, (src) => recoverPoint(src, recoverOptionsFrom(params)));
+    result = await act(configFile, 'recover', params, async (src, c) => recoverPoint(src, await checkedRecoverOptions(outputPolicy(c), params)));
   }
   const stateDir = resolveFrom(cfg.configDir, cfg.stateDir);
   const geometry = JSON.parse(await fsp.readFile(path.join(stateDir, 'volumes', volume, 'state.json'), 'utf8')) as { sizeBytes: number; blockSize: number };
@@ -202,8 +210,8 @@ async function failback(dir: string, volume: string, a: FailoverArgs, say: (l: s
   const original = resolveFrom(mtCfg.configDir, v.replica);
   // The reverse agent's config is in the folder; it can be asked from here only on its own machine.
   const from = finalPointFrom(a, a.seq === undefined ? path.join(dir, L.agent) : undefined);
-  const port = await runningMasterTarget(mtCfg, mtFile, 'a failback waits for it to apply the final point onto the original volume');
-  const { finalSeq, current } = await drainApplied(from, port, volume, say);
+  const mtDir = await runningMasterTarget(mtCfg, mtFile, volume, 'a failback waits for it to apply the final point onto the original volume');
+  const { finalSeq, current } = await drainApplied(from, mtDir, volume, say);
   // In place: the original volume is the reverse replica; at the final point it is the volume again.
   const final = current.point;
   if (!final || final.seq !== finalSeq || current.doneSeq !== finalSeq) {

@@ -29,6 +29,8 @@ export interface LabOptions {
   ps?: Record<string, unknown>;
   mt?: Record<string, unknown>;
   env?: NodeJS.ProcessEnv;
+  /** The master target's recovery.roots: where recover may write. Default: the lab folder. */
+  recoveryRoots?: string[];
 }
 
 export async function freePort(): Promise<number> {
@@ -72,7 +74,7 @@ export class Lab {
     const mtPort = await freePort();
     const tls = (n: string): Record<string, string> => ({ ca: 'pki/ca.crt', cert: `pki/${n}.crt`, key: `pki/${n}.key` });
     const write = (f: string, o: unknown): Promise<void> => fsp.writeFile(f, JSON.stringify(o, null, 2));
-    await write(lab.configs.mt, { name: 'mt-1', stateDir: 'mt-state', tls: tls('mt-1'), listen: { host: '127.0.0.1', port: mtPort }, volumes: opts.volumes.map((v) => ({ id: v.id, replica: v.replica, processServers: ['ps-1'], ...v.mt })), ...opts.mt });
+    await write(lab.configs.mt, { name: 'mt-1', stateDir: 'mt-state', tls: tls('mt-1'), listen: { host: '127.0.0.1', port: mtPort }, volumes: opts.volumes.map((v) => ({ id: v.id, replica: v.replica, processServers: ['ps-1'], ...v.mt })), recovery: { roots: opts.recoveryRoots ?? [d] }, ...opts.mt });
     await write(lab.configs.ps, { name: 'ps-1', cacheDir: 'ps-cache', tls: tls('ps-1'), listen: { host: '127.0.0.1', port: psPort }, masterTargets: [{ name: 'mt-1', host: '127.0.0.1', port: mtPort }], volumes: opts.volumes.map((v) => ({ id: v.id, agent: 'agent-1', masterTarget: 'mt-1' })), ...opts.ps });
     await write(lab.configs.agent, { name: 'agent-1', stateDir: 'agent-state', tls: tls('agent-1'), processServer: { name: 'ps-1', host: '127.0.0.1', port: psPort }, volumes: opts.volumes.map((v) => ({ id: v.id, path: v.source, ...v.agent })), ...opts.agent });
     return lab;

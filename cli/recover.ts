@@ -1,16 +1,15 @@
 // `tidemark points | recover | test-failover <volume> --config master-target.json`: list a volume's
 // retained recovery points, materialise one, or expose one for a rehearsal. They ask the running master
-// target (which clones the replica between two differentials); with the daemon stopped they work on its
-// state directly.
-import { promises as fsp } from 'node:fs';
+// target over its operator socket (it clones the replica between two differentials); with the daemon
+// stopped (its state folder's lock free) they take the lock and work on its state directly.
 import path from 'node:path';
 import { resolveFrom } from '../common/config.js';
-import { codeOf, tmError } from '../common/errors.js';
+import { tmError } from '../common/errors.js';
 import { rootLogger } from '../common/log.js';
-import { STATUS_PORT_FILE } from '../common/status-server.js';
 import { currentPoint } from '../master-target/applier.js';
 import { loadMtConfig, type MtConfig } from '../master-target/config.js';
-import { groupAction, recoverOptionsFrom, selectorFrom } from '../master-target/operator-actions.js';
+import { checkedRecoverOptions, configuredVolume, groupAction, selectorFrom } from '../master-target/operator-actions.js';
+import { outputPolicy } from '../master-target/recovery-outputs.js';
 import type { GroupPoint } from '../master-target/group-recovery.js';
 import { recoverPoint, type RecoverResult, type RecoverySource } from '../master-target/recover.js';
 import { ReplicaHashes } from '../master-target/replica-hashes.js';
@@ -19,7 +18,7 @@ import { RetentionLog } from '../master-target/retention/retention-log.js';
 import { TestFailovers, type Rehearsal } from '../master-target/test-failover.js';
 import { parseDuration } from '../master-target/retention/policy.js';
 import { DiffStore, type RecoveryPoint } from '../proto/diff-store.js';
-import { post } from './resync.js';
+import { ask, onlineOrOffline } from './operator.js';
 import { age } from './status.js';
 
 export interface PointArgs {
@@ -35,6 +34,7 @@ export interface PointArgs {
   json?: boolean;
   group?: string;
   'out-dir'?: string;
+  device?: boolean;
 }
 
 /** "--at": epoch ms, an ISO 8601 time, or an age such as "15m" / "15m ago". */
@@ -54,6 +54,7 @@ function paramsOf(volume: string, a: PointArgs): URLSearchParams {
   if (a.tag !== undefined) p.set('tag', a.tag);
   if (a.latest) p.set('latest', 'true');
   if (a.out !== undefined) p.set('out', path.resolve(a.out));
+  if (a.device) p.set('device', 'true');
   if (a.force) p.set('force', 'true');
   if (a.copy) p.set('copy', 'true');
   if (a.verify !== undefined) p.set('verify', a.verify);
@@ -63,17 +64,8 @@ function paramsOf(volume: string, a: PointArgs): URLSearchParams {
   return p;
 }
 
-/** The running master target's status port, or null when it is not running. */
-export async function daemonPort(cfg: MtConfig): Promise<number | null> {
-  const file = path.join(resolveFrom(cfg.configDir, cfg.stateDir), STATUS_PORT_FILE);
-  const port = await fsp.readFile(file, 'utf8').then(Number, () => 0);
-  if (!port) return null;
-  try {
-    await post(port, '/current-point?volume=', 5000);
-    return port;
-  } catch (e) {
-    return codeOf(e) === 'TM_ERR_CONNECTION' || (e as NodeJS.ErrnoException).code === 'ECONNREFUSED' ? null : port;
-  }
+export function mtStateDir(cfg: MtConfig): string {
+  return resolveFrom(cfg.configDir, cfg.stateDir);
 }
 
 /** With the master target stopped: the volume's state read straight from its folder. */
@@ -102,8 +94,10 @@ async function offlineSource(cfg: MtConfig, volumeId: string): Promise<{ src: Re
 /** A group action: on the daemon, or offline over every configured volume. */
 async function actOnGroup(configFile: string, action: 'group-points' | 'recover-group', params: URLSearchParams): Promise<unknown> {
   const cfg = loadMtConfig(configFile);
-  const port = await daemonPort(cfg);
-  if (port !== null) return post(port, `/${action}?${params}`, 3_600_000);
+  return onlineOrOffline(mtStateDir(cfg), `tidemark ${action}`, () => ask(mtStateDir(cfg), action, params, LONG_MS), () => groupOffline(cfg, action, params));
+}
+
+async function groupOffline(cfg: MtConfig, action: 'group-points' | 'recover-group', params: URLSearchParams): Promise<unknown> {
   const opened = new Map<string, Awaited<ReturnType<typeof offlineSource>>>();
   try {
     for (const v of cfg.volumes) {
@@ -115,7 +109,7 @@ async function actOnGroup(configFile: string, action: 'group-points' | 'recover-
       const o = opened.get(id);
       if (!o) throw tmError('TM_ERR_POINT_NOT_FOUND', `${id} has no retention here`, { volume: id });
       return o.src;
-    }, params);
+    }, params, outputPolicy(cfg));
   } finally {
     for (const o of opened.values()) await o.close();
   }
@@ -144,17 +138,30 @@ export async function recoverGroupCommand(configFile: string, group: string, a: 
   for (const v of r.volumes) console.log(`  ${describe(v)}`);
 }
 
-/** Run an action on the daemon when it runs, else offline with `offline`. */
+/** Long enough for a recovery that copies a large volume. */
+export const LONG_MS = 24 * 3_600_000;
+
+/**
+ * Run an action on the daemon when it runs (it holds the state folder), else offline with `offline`,
+ * holding the state folder so the daemon cannot start under it.
+ */
 export async function act<T>(configFile: string, action: string, params: URLSearchParams, offline: (src: RecoverySource, cfg: MtConfig) => Promise<T>): Promise<T> {
   const cfg = loadMtConfig(configFile);
-  const port = await daemonPort(cfg);
-  if (port !== null) return (await post(port, `/${action}?${params}`, 3_600_000)) as T;
-  const { src, close } = await offlineSource(cfg, params.get('volume') ?? '');
-  try {
-    return await offline(src, cfg);
-  } finally {
-    await close();
-  }
+  const stateDir = mtStateDir(cfg);
+  return onlineOrOffline(stateDir, `tidemark ${action}`, async () => (await ask(stateDir, action, params, LONG_MS)) as T, async () => {
+    const { src, close } = await offlineSource(cfg, configuredVolume(cfg.volumes.map((v) => v.id), params));
+    try {
+      return await offline(src, cfg);
+    } finally {
+      await close();
+    }
+  });
+}
+
+/** Like act, for actions that need no volume's state offline (test-failover list and cleanup). */
+async function actOnState<T>(configFile: string, action: string, params: URLSearchParams, offline: () => Promise<T>): Promise<T> {
+  const stateDir = mtStateDir(loadMtConfig(configFile));
+  return onlineOrOffline(stateDir, `tidemark ${action}`, async () => (await ask(stateDir, action, params, LONG_MS)) as T, offline);
 }
 
 export function formatPoints(points: readonly RecoveryPoint[], nowMs = Date.now()): string {
@@ -182,7 +189,7 @@ function describe(r: RecoverResult): string {
 
 export async function recover(configFile: string, volume: string, a: PointArgs): Promise<void> {
   const params = paramsOf(volume, a);
-  const r = await act(configFile, 'recover', params, (src) => recoverPoint(src, recoverOptionsFrom(params)));
+  const r = await act(configFile, 'recover', params, async (src, cfg) => recoverPoint(src, await checkedRecoverOptions(outputPolicy(cfg), params)));
   console.log(a.json ? JSON.stringify(r, null, 2) : describe(r));
 }
 
@@ -190,13 +197,14 @@ export async function testFailover(configFile: string, sub: string | undefined, 
   const cfg = loadMtConfig(configFile);
   const dir = path.join(resolveFrom(cfg.configDir, cfg.stateDir), 'test-failover');
   if (sub === 'list') {
-    const list = await act(configFile, 'test-failover-list', new URLSearchParams(), () => new TestFailovers(dir).list());
+    const list = await actOnState(configFile, 'test-failover-list', new URLSearchParams(), () => new TestFailovers(dir).list());
     console.log(list.length ? list.map((r) => `${r.volume}: point #${r.recovered.point.seq} at ${r.device ?? r.image} since ${new Date(r.startedAt).toISOString()}`).join('\n') : 'no test failover running');
     return;
   }
   if (!volume || (sub !== 'start' && sub !== 'cleanup')) throw tmError('TM_ERR_USAGE', 'usage: tidemark test-failover start|cleanup|list <volume> --config <master-target.json>');
   if (sub === 'cleanup') {
-    const r = await act(configFile, 'test-failover-cleanup', paramsOf(volume, {}), () => new TestFailovers(dir).cleanup(volume));
+    const params = paramsOf(volume, {});
+    const r = await actOnState(configFile, 'test-failover-cleanup', params, () => new TestFailovers(dir).cleanup(configuredVolume(cfg.volumes.map((v) => v.id), params)));
     console.log(`test failover of ${volume} cleaned up: ${r.device ? `${r.device} detached, ` : ''}${r.image} deleted; replication was never interrupted`);
     return;
   }

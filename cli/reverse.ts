@@ -19,7 +19,8 @@ import { REVERSE_LAYOUT, reversePlan, type ReversePlanInput } from '../master-ta
 import { seedReplica } from '../master-target/seed.js';
 import { ficlone } from '../native/index.js';
 import { loadPsConfig } from '../process-server/config.js';
-import { agentPort, post } from './resync.js';
+import { agentPort } from './resync.js';
+import { agentStateDir, ask } from './operator.js';
 import { fetchStatus } from './status.js';
 
 /** The options `reverse` reads (parsed by cli/failover.ts). */
@@ -95,7 +96,7 @@ async function stopForwardAgent(agentConfig: string, volume: string): Promise<st
     return `the agent of ${agentConfig} cannot be reached from here (stopped, or on another machine): make sure it is drained before the reverse master target starts (\`tidemark drain ${volume} --config ${agentConfig}\` on its machine; a drained volume answers with its final point)`;
   }
   try {
-    const p = await post(port, `/drain?volume=${encodeURIComponent(volume)}`, 24 * 3_600_000);
+    const p = await ask(agentStateDir(agentConfig), 'drain', new URLSearchParams({ volume }), 24 * 3_600_000);
     return `the agent of ${agentConfig} was still protecting ${volume}: drained now (final point #${String(p.seq)}, replicated to the old replica only)`;
   } catch (e) {
     return `the agent of ${agentConfig} still protects ${volume} and could not be drained (${(e as Error).message}): stop it before starting the reverse master target`;

@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// `tidemark`: one command, a subcommand per daemon and per operator action.
+// `tidemark`: one command, a subcommand per daemon and per operator action. Operator actions reach the
+// daemons through their root-only operator sockets (common/operator-socket.ts).
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -48,15 +49,16 @@ const USAGE = `usage: tidemark <command> [options]
   points <volume> --config <master-target.json> [--json]
                                    list the volume's retained recovery points
   recover <volume> --config <master-target.json> --out <file|device>
-          (--seq N | --at <time|"15m ago"> | --tag <name> | --latest) [--force] [--copy] [--verify full]
-                                   materialise a retained point (reflink clone + roll back), verified
+          (--seq N | --at <time|"15m ago"> | --tag <name> | --latest) [--force] [--copy] [--verify full] [--device]
+                                   materialise a retained point (reflink clone + roll back), verified; --out must be
+                                   under the config's recovery.roots (a device: in recovery.devices, with --device)
   points --group <name> --config <master-target.json>
   recover --group <name> --config <master-target.json> --out-dir <dir> (--latest | --at <time> | --tag cg:...)
                                    a consistency group's points; recover every member to one cut
   test-failover start <volume> --config <master-target.json> [--seq N|--at T|--tag X] [--loop]
   test-failover cleanup|list [<volume>] --config <master-target.json>
                                    a writable copy of a point for a rehearsal; replication goes on
-  failover <volume> --config <master-target.json> --out <file|device> [--force] [--json]
+  failover <volume> --config <master-target.json> --out <file|device> [--force] [--device] [--json]
           [--planned (--agent-config <agent.json> | --seq N) | --seq N | --at T | --tag X | --latest]
                                    planned: drain the source to a final point (or take the one \`drain\` printed)
                                    and recover exactly it (no data loss); else the latest (or named) retained
@@ -120,6 +122,7 @@ async function main(argv: string[]): Promise<void> {
       json: { type: 'boolean' },
       group: { type: 'string' },
       'out-dir': { type: 'string' },
+      device: { type: 'boolean' },
     },
   });
   const config = (): string => {

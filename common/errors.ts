@@ -44,6 +44,9 @@ export const ERRORS = {
   TM_ERR_CAPTURE: { class: 'retryable', summary: 'a consistent point could not be captured (freeze timed out, a script failed); the point is dropped' },
   TM_ERR_PUSH_INSTALL: { class: 'config', summary: 'push-install could not install, upgrade or remove the agent on a machine; the message names the step' },
   TM_ERR_HOST_KEY: { class: 'refused', summary: "the machine's SSH host key is not the one known_hosts records for it; push-install changed nothing" },
+  TM_ERR_FORBIDDEN: { class: 'refused', summary: 'an operator request from someone not allowed to make it (not root, a web page, a foreign Host), or a write to the status port; nothing was done' },
+  TM_ERR_OUTPUT_REFUSED: { class: 'refused', summary: 'a recovery output outside the configured roots or devices, a configured replica or state path, or a busy device; nothing was written' },
+  TM_ERR_STATE_LOCKED: { class: 'refused', summary: 'another daemon or command holds the state (or cache) directory; the message names its pid' },
 } as const satisfies Record<string, ErrorSpec>;
 
 export type ErrorCode = keyof typeof ERRORS;

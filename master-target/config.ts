@@ -31,6 +31,15 @@ export const mtConfigSchema = z.strictObject({
   tls: tlsSchema,
   listen: endpointSchema.default({ host: '127.0.0.1', port: DEFAULTS.ports.masterTarget }),
   statusPort: z.number().int().min(0).max(65535).default(0),
+  /**
+   * Where `tidemark recover`, `failover` and `recover --group` may write (docs/SECURITY.md): files only
+   * inside `roots`, block devices only those listed in `devices` (and only with --device). Nothing is
+   * allowed until configured.
+   */
+  recovery: z.strictObject({
+    roots: z.array(z.string().min(1)).default([]),
+    devices: z.array(z.string().min(1)).default([]),
+  }).default({ roots: [], devices: [] }),
   volumes: z.array(z.strictObject({
     id: volumeIdSchema,
     /** Certificate names (CN) of the process servers that may send this volume; no other peer can open it. */

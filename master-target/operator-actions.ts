@@ -1,7 +1,11 @@
 // The master target's operator actions, asked for by `tidemark points|recover|test-failover` over the
-// loopback status endpoint (POST /<action>?volume=...). They run inside the daemon because recovery must
-// clone the replica between two differentials, which only the applier can arrange.
+// operator socket (common/operator-socket.ts: root only). They run inside the daemon because recovery must
+// clone the replica between two differentials, which only the applier can arrange. Every volume named is
+// checked against the configuration and every output against the recovery policy (recovery-outputs.ts).
+import { didYouMean } from '../common/config.js';
+import path from 'node:path';
 import { tmError } from '../common/errors.js';
+import { checkOutput, outputPolicy, type OutputPolicy } from './recovery-outputs.js';
 import type { PointSelector, RecoverOptions } from './recover.js';
 import type { MasterTarget } from './server.js';
 import { currentPoint } from './applier.js';
@@ -35,6 +39,20 @@ export function recoverOptionsFrom(params: URLSearchParams): RecoverOptions {
   return { select: selectorFrom(params), out, force: params.get('force') === 'true', copy: params.get('copy') === 'true', verify };
 }
 
+/** recoverOptionsFrom, with the output checked against the policy: what the daemon and the offline CLI run. */
+export async function checkedRecoverOptions(policy: OutputPolicy, params: URLSearchParams): Promise<RecoverOptions> {
+  const opts = recoverOptionsFrom(params);
+  await checkOutput(policy, opts.out, { device: params.get('device') === 'true' });
+  return opts;
+}
+
+/** A configured volume id, or TM_ERR_UNKNOWN_VOLUME: never a path made from what the caller sent. */
+export function configuredVolume(ids: readonly string[], params: URLSearchParams): string {
+  const volume = params.get('volume') ?? '';
+  if (!ids.includes(volume)) throw tmError('TM_ERR_UNKNOWN_VOLUME', `volume "${volume.slice(0, 64)}" is not configured on this master target; ${didYouMean(volume, ids)}`, { volume: volume.slice(0, 64) });
+  return volume;
+}
+
 /** The retained points of every volume that has retention and has been replicated here. */
 export function pointsByVolume(ids: readonly string[], sourceOf: (id: string) => RecoverySource): Map<string, RecoveryPoint[]> {
   const out = new Map<string, RecoveryPoint[]>();
@@ -56,7 +74,7 @@ export function groupSelectorFrom(params: URLSearchParams): GroupSelector {
 }
 
 /** Group points and group recovery over whatever gives each volume's recovery source (daemon or offline). */
-export async function groupAction(action: 'group-points' | 'recover-group', ids: readonly string[], sourceOf: (id: string) => RecoverySource, params: URLSearchParams): Promise<unknown> {
+export async function groupAction(action: 'group-points' | 'recover-group', ids: readonly string[], sourceOf: (id: string) => RecoverySource, params: URLSearchParams, policy: OutputPolicy): Promise<unknown> {
   const group = params.get('group') ?? '';
   const all = pointsByVolume(ids, sourceOf);
   const points = groupPoints(all, group);
@@ -64,18 +82,24 @@ export async function groupAction(action: 'group-points' | 'recover-group', ids:
   const outDir = params.get('outDir');
   if (!outDir) throw tmError('TM_ERR_USAGE', 'recover --group needs --out-dir <folder> (one <volume>.img per member)');
   const verify = params.get('verify') === 'full' ? 'full' : 'changed';
-  return recoverGroup(sourceOf, selectGroupPoint(points, groupSelectorFrom(params), group, groupNames(all)), outDir, { force: params.get('force') === 'true', verify });
+  const point = selectGroupPoint(points, groupSelectorFrom(params), group, groupNames(all));
+  // Every member's output checked before the first is written.
+  for (const m of point.members) await checkOutput(policy, path.join(outDir, `${m.volume}.img`));
+  return recoverGroup(sourceOf, point, outDir, { force: params.get('force') === 'true', verify });
 }
 
+const VOLUME_ACTIONS = ['points', 'recover', 'test-failover-start', 'test-failover-cleanup', 'current-point'];
+
 export async function operatorAction(mt: MasterTarget, action: string, params: URLSearchParams): Promise<unknown> {
-  const volume = params.get('volume') ?? '';
+  const volume = VOLUME_ACTIONS.includes(action) ? configuredVolume([...mt.targets.keys()], params) : '';
+  const policy = (): OutputPolicy => outputPolicy(mt.config);
   switch (action) {
     case 'points': {
       const src = mt.recoverySource(volume);
       return { volume, doneSeq: src.doneSeq(), points: src.retention.points(src.doneSeq(), src.currentPoint()), retention: src.retention.stats };
     }
     case 'recover':
-      return mt.recover(volume, recoverOptionsFrom(params));
+      return mt.recover(volume, await checkedRecoverOptions(policy(), params));
     case 'test-failover-start': {
       const sel = selectorFrom(params);
       return mt.testFailovers.start(mt.recoverySource(volume), Object.keys(sel).length ? sel : { latest: true }, { loop: params.get('loop') === 'true' });
@@ -86,7 +110,7 @@ export async function operatorAction(mt: MasterTarget, action: string, params: U
       return mt.testFailovers.list();
     case 'group-points':
     case 'recover-group':
-      return groupAction(action, [...mt.targets.keys()], (id) => mt.recoverySource(id), params);
+      return groupAction(action, [...mt.targets.keys()], (id) => mt.recoverySource(id), params, policy());
     case 'current-point': {
       const t = mt.targets.get(volume);
       return { volume, doneSeq: t?.store.doneSeq ?? 0, point: currentPoint(t?.store.state ?? null) };

@@ -141,7 +141,8 @@ async function tryReflink(src: RecoverySource, target: string): Promise<boolean>
 
 /** A copy of the replica into `target`: a new sparse file, or a device. */
 async function copyReplica(src: RecoverySource, target: string, isDevice: boolean): Promise<void> {
-  const fh = await fsp.open(target, isDevice ? constants.O_WRONLY : 'wx', 0o600);
+  // O_EXCL on a device: refused (EBUSY) while it is mounted or otherwise claimed, and nobody can mount it meanwhile.
+  const fh = await fsp.open(target, isDevice ? constants.O_WRONLY | constants.O_EXCL : 'wx', 0o600);
   try {
     if (!isDevice) await fh.truncate(src.sizeBytes);
     await copyVolume(src.replicaPath, fh, src.sizeBytes, !isDevice);
@@ -200,7 +201,7 @@ export async function recoverPoint(src: RecoverySource, opts: RecoverOptions): P
     const written: Array<{ offset: number; length: number; crc32c: number }> = [];
     let rolledBackBytes = 0;
     try {
-      const fh = await fsp.open(target, isDevice ? constants.O_RDWR : 'r+');
+      const fh = await fsp.open(target, isDevice ? constants.O_RDWR | constants.O_EXCL : 'r+');
       try {
         for await (const img of oldestImages(chain.map((s) => s.file), src.blockSize, src.sizeBytes)) {
           await writeAll(fh, img.data, img.offset);

@@ -2,6 +2,7 @@
 import { promises as fsp } from 'node:fs';
 import { tmError, wrap } from '../common/errors.js';
 import { volumeSize } from '../common/device.js';
+import { tryLock } from '../native/index.js';
 
 export class Replica {
   private constructor(readonly path: string, private readonly fh: fsp.FileHandle, readonly isDevice: boolean) {}
@@ -12,7 +13,10 @@ export class Replica {
       const st = await fsp.stat(p);
       const size = await volumeSize(p);
       if (size < sizeBytes) throw tmError('TM_ERR_VOLUME_GEOMETRY', `replica ${p} holds ${size} bytes; the source has ${sizeBytes}`, { path: p });
-      return new Replica(p, await fsp.open(p, 'r+'), st.isBlockDevice());
+      const fh = await fsp.open(p, 'r+');
+      // Marks the image as a live replica: recovery refuses to write it (recovery-outputs.ts).
+      if (!st.isBlockDevice()) tryLock(fh.fd, false);
+      return new Replica(p, fh, st.isBlockDevice());
     } catch (e) {
       throw wrap(e, `open replica ${p}`, { path: p });
     }

@@ -8,6 +8,8 @@ import { tmError, wrap } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { PeerTrust, trustPaths } from '../common/peer-trust.js';
 import { startStatusServer, type StatusServer } from '../common/status-server.js';
+import { startOperatorSocket, type OperatorSocket } from '../common/operator-socket.js';
+import { lockStateDir, type StateLock } from '../common/state-lock.js';
 import { fileAgeMs } from '../common/metrics.js';
 import { masterTargetMetrics } from './metrics.js';
 import { TlsListener } from '../common/tls-listener.js';
@@ -48,6 +50,8 @@ export class MasterTarget implements InboundSink {
   private trust: PeerTrust | null = null;
   private readonly connections = new Set<FramedConnection>();
   private status: StatusServer | null = null;
+  private operator: OperatorSocket | null = null;
+  private lock: StateLock | null = null;
   private retry: NodeJS.Timeout | null = null;
   private closing: Promise<void> | null = null;
   testFailovers!: TestFailovers;
@@ -62,6 +66,8 @@ export class MasterTarget implements InboundSink {
     const trust = await PeerTrust.open(trustPaths(cfg.tls, p), this.log.child({ component: 'trust' }));
     this.trust = trust;
     if (trust.identity.role !== 'master-target') throw tmError('TM_ERR_PKI', `certificate ${cfg.tls.cert} is for a ${trust.identity.role}, not a master target`);
+    // Before anything reads the state: a second master target would run start-up recovery on live staging.
+    this.lock = await lockStateDir(p(cfg.stateDir), 'a master target');
     this.receiver = new DiffReceiver(this, cfg.name, this.log.child({ component: 'receiver' }));
     for (const v of cfg.volumes) {
       const store = new DiffStore(path.join(p(cfg.stateDir), 'volumes', v.id), v.id, this.log.child({ volume: v.id }));
@@ -91,7 +97,8 @@ export class MasterTarget implements InboundSink {
     this.port = port;
     this.retry = setInterval(() => this.kickAll(), 2000);
     this.testFailovers = new TestFailovers(path.join(p(cfg.stateDir), 'test-failover'));
-    this.status = await startStatusServer(DEFAULTS.statusHost, cfg.statusPort, p(cfg.stateDir), () => this.snapshot(), (action, params) => operatorAction(this, action, params), metrics);
+    this.status = await startStatusServer(DEFAULTS.statusHost, cfg.statusPort, p(cfg.stateDir), () => this.snapshot(), metrics);
+    this.operator = await startOperatorSocket(p(cfg.stateDir), (action, params) => operatorAction(this, action, params), this.log.child({ component: 'operator' }));
     this.log.info({ port, statusPort: this.status.port }, 'master target started');
   }
 
@@ -282,6 +289,7 @@ export class MasterTarget implements InboundSink {
 
   close(): Promise<void> {
     this.closing ??= (async () => {
+      await this.operator?.close(); // no new operator action once stopping
       if (this.retry) clearInterval(this.retry);
       const closed = this.listener?.close();
       for (const c of this.connections) c.destroy();
@@ -294,6 +302,7 @@ export class MasterTarget implements InboundSink {
         await t.replica?.close();
       }
       await this.status?.close();
+      await this.lock?.release();
       this.log.info('master target stopped');
     })();
     return this.closing;

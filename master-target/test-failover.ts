@@ -11,6 +11,7 @@ import { tmError } from '../common/errors.js';
 import { recoverPoint, type PointSelector, type RecoverResult, type RecoverySource } from './recover.js';
 
 const run = promisify(execFile);
+const VOLUME_ID = /^[A-Za-z0-9._-]{1,64}$/;
 
 export interface Rehearsal {
   volume: string;
@@ -24,12 +25,20 @@ export class TestFailovers {
   constructor(private readonly dir: string) {}
 
   private recordOf(volume: string): string {
+    // Callers check the id against the configuration; this keeps a path out of it whatever they do.
+    if (!VOLUME_ID.test(volume)) throw tmError('TM_ERR_UNKNOWN_VOLUME', 'not a volume id', { volume: volume.slice(0, 64) });
     return path.join(this.dir, `${volume}.json`);
   }
 
   async get(volume: string): Promise<Rehearsal | null> {
     const raw = await fsp.readFile(this.recordOf(volume), 'utf8').catch((e: NodeJS.ErrnoException) => (e.code === 'ENOENT' ? null : Promise.reject(e)));
-    return raw === null ? null : (JSON.parse(raw) as Rehearsal);
+    if (raw === null) return null;
+    try {
+      return JSON.parse(raw) as Rehearsal;
+    } catch {
+      // The parser's message quotes the file's first bytes: never repeat them.
+      throw tmError('TM_ERR_STATE_CORRUPT', `test failover record ${this.recordOf(volume)} is not valid JSON`, { volume });
+    }
   }
 
   async list(): Promise<Rehearsal[]> {

@@ -16,6 +16,15 @@ interface Addon {
   thaw(mountpoint: string): Promise<void>;
   blockDeviceSize(device: string): number;
   readDirect(fd: number, offset: number, length: number): Promise<Buffer>;
+  peerCredentials(fd: number): PeerCredentials;
+  flock(fd: number, exclusive: boolean): void;
+}
+
+/** Who is at the other end of a Unix socket, as the kernel recorded it at connect (SO_PEERCRED). */
+export interface PeerCredentials {
+  pid: number;
+  uid: number;
+  gid: number;
 }
 
 /** The folder holding native/binding.gyp: this file runs as native/index.ts or dist/native/index.js. */
@@ -175,5 +184,39 @@ export async function readDirect(fd: number, offset: number, length: number): Pr
       if (f.errno === 'EBADF') return ['TM_ERR_NATIVE', 'not an open file descriptor (closed already?)'];
       return undefined;
     });
+  }
+}
+
+/** The file descriptor under a connected Unix socket (libuv's pipe handle; absent once closed). */
+function socketFd(socket: { _handle?: { fd?: number } | null }): number {
+  const fd = socket._handle?.fd;
+  if (typeof fd !== 'number' || fd < 0) throw tmError('TM_ERR_NATIVE', 'peer credentials: the socket has no file descriptor (closed, or not a Unix socket)');
+  return fd;
+}
+
+/** The peer of a connected Unix-domain net.Socket: its pid, uid and gid at connect time. */
+export function peerCredentials(socket: object): PeerCredentials {
+  const a = load();
+  const fd = socketFd(socket as { _handle?: { fd?: number } | null });
+  try {
+    return a.peerCredentials(fd);
+  } catch (e) {
+    throw fail(e, `peer credentials of fd ${fd}`, { fd }, () => undefined);
+  }
+}
+
+/**
+ * Take an advisory lock on the open file `fd` (exclusive, or shared), without waiting; released when
+ * the file is closed or the process ends. Returns false when another open file holds a conflicting lock.
+ */
+export function tryLock(fd: number, exclusive: boolean): boolean {
+  const a = load();
+  if (!Number.isSafeInteger(fd) || fd < 0) throw tmError('TM_ERR_NATIVE', `tryLock: fd must be a non-negative integer, got ${String(fd)}`, { fd });
+  try {
+    a.flock(fd, exclusive);
+    return true;
+  } catch (e) {
+    if (failure(e).errno === 'EWOULDBLOCK' || failure(e).errno === 'EAGAIN') return false;
+    throw fail(e, `lock fd ${fd}`, { fd }, () => undefined);
   }
 }

@@ -8,6 +8,7 @@ import { tmError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { PeerTrust, trustPaths } from '../common/peer-trust.js';
 import { startStatusServer, type StatusServer } from '../common/status-server.js';
+import { lockStateDir, type StateLock } from '../common/state-lock.js';
 import { processServerMetrics } from './metrics.js';
 import { connectTls } from '../common/tls.js';
 import { TlsListener } from '../common/tls-listener.js';
@@ -31,6 +32,7 @@ export class ProcessServer {
   private trust: PeerTrust | null = null;
   private readonly connections = new Set<FramedConnection>();
   private status: StatusServer | null = null;
+  private lock: StateLock | null = null;
   private closing: Promise<void> | null = null;
   port = 0;
 
@@ -45,6 +47,8 @@ export class ProcessServer {
     if (trust.identity.role !== 'process-server') throw tmError('TM_ERR_PKI', `certificate ${cfg.tls.cert} is for a ${trust.identity.role}, not a process server`);
     const cacheDir = p(cfg.cacheDir);
     await ensureDir(cacheDir);
+    // Two process servers on one cache would forward and delete each other's differentials.
+    this.lock = await lockStateDir(cacheDir, 'a process server');
     this.cache = new Cache(cfg, cacheDir, this.log.child({ component: 'cache' }));
     await this.cache.open();
     this.receiver = new DiffReceiver(this.cache, cfg.name, this.log.child({ component: 'receiver' }));
@@ -90,7 +94,7 @@ export class ProcessServer {
     });
     const port = this.listener.port;
     this.port = port;
-    this.status = await startStatusServer(DEFAULTS.statusHost, cfg.statusPort, cacheDir, () => this.snapshot(), undefined, metrics);
+    this.status = await startStatusServer(DEFAULTS.statusHost, cfg.statusPort, cacheDir, () => this.snapshot(), metrics);
     this.log.info({ port, statusPort: this.status.port }, 'process server started');
   }
 
@@ -127,6 +131,7 @@ export class ProcessServer {
       this.throttle?.close();
       await this.cache?.close();
       await this.status?.close();
+      await this.lock?.release();
       this.log.info('process server stopped');
     })();
     return this.closing;

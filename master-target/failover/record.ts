@@ -4,6 +4,7 @@
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { ensureDir, writeFileDurable } from '../../common/durable.js';
+import { tmError } from '../../common/errors.js';
 import type { RecoveryPoint } from '../../proto/diff-store.js';
 
 export interface FailoverRecord {
@@ -32,5 +33,11 @@ export async function writeFailoverRecord(stateDir: string, r: FailoverRecord): 
 
 export async function readFailoverRecord(stateDir: string, volume: string): Promise<FailoverRecord | null> {
   const raw = await fsp.readFile(failoverRecordPath(stateDir, volume), 'utf8').catch((e: NodeJS.ErrnoException) => (e.code === 'ENOENT' ? null : Promise.reject(e)));
-  return raw === null ? null : (JSON.parse(raw) as FailoverRecord);
+  if (raw === null) return null;
+  try {
+    return JSON.parse(raw) as FailoverRecord;
+  } catch {
+    // The parser's message quotes the file's first bytes: never repeat them.
+    throw tmError('TM_ERR_STATE_CORRUPT', `failover record ${failoverRecordPath(stateDir, volume)} is not valid JSON`, { volume });
+  }
 }

@@ -13,6 +13,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"thaw", NULL, tm_thaw, NULL, NULL, NULL, napi_enumerable, NULL},
       {"blockDeviceSize", NULL, tm_block_device_size, NULL, NULL, NULL, napi_enumerable, NULL},
       {"readDirect", NULL, tm_read_direct, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"peerCredentials", NULL, tm_peer_credentials, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"flock", NULL, tm_flock, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof fns / sizeof fns[0], fns);
 #else

@@ -1,6 +1,7 @@
 // Fan-in: many agents into one process server, routed to three master targets. One master target
 // killed and another hung (SIGSTOP, its connection left open) must not stall the volumes routed to
 // the third; when both are back their volumes catch up, and every replica equals its source.
+import { operatorRequest } from '../../common/operator-socket.js';
 import { randomBytes, randomInt } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
@@ -67,9 +68,8 @@ t.test(`${AGENTS} agents x ${VOLUMES_PER_AGENT} volumes to ${MASTER_TARGETS.leng
   fleet.pause('mt-2'); // hung: its connection stays open and nothing is read or acknowledged
   // A resync needs the replica's hashes: agent-1 asks about a volume on the hung master target.
   const resyncVol = on('mt-2').find((v) => v.agent === 'agent-1')!;
-  const agentPort = Number(await fsp.readFile(path.join(fleet.stateDir('agent-1'), 'status-port'), 'utf8'));
-  const res = await fetch(`http://127.0.0.1:${agentPort}/resync?volume=${resyncVol.id}&mode=resync`, { method: 'POST' });
-  t.equal(res.status, 200, `resync of ${resyncVol.id} requested: ${await res.text()}`);
+  const res = await operatorRequest(fleet.stateDir('agent-1'), 'resync', new URLSearchParams({ volume: resyncVol.id, mode: 'resync' }));
+  t.equal(res.started, true, `resync of ${resyncVol.id} requested (operator socket)`);
   await scribble(volumes, 8);
   const wroteAt = Date.now();
   await fleet.waitConverged(wroteAt, 60_000, ids(on('mt-1')));

@@ -131,6 +131,7 @@ async function replicasEqual(t: Test, l: Lab, disks: Disk[], how: 'ro' | 'umount
 async function groupLab(t: Test, xfs: string, disks: Disk[], agentVolume: (d: Disk) => Record<string, unknown>): Promise<Lab> {
   const l = await Lab.create({
     dir: tempDir(t),
+    recoveryRoots: [xfs],
     volumes: disks.map((d) => ({ id: d.id, source: d.dev, replica: d.replica, agent: agentVolume(d), mt: { snapshots: { dir: path.join(xfs, 'mt-snapshots'), keep: 100000 }, retention: { window: '1h' } } })),
     // Small differentials: points larger than one are read from their clones over several.
     agent: { cycleIntervalMs: 500, maxDiffBytes: 1024 * 1024, groups: [{ name: 'db', volumes: disks.map((d) => d.id) }] },

@@ -62,6 +62,7 @@ async function sites(t: Test, agentVolume: Record<string, unknown>): Promise<{ l
   await makeImage(source, SIZE_MIB, 24);
   const lab = await Lab.create({
     dir: tempDir(t),
+    recoveryRoots: [xfs],
     volumes: [{ id: 'vol1', source, replica, agent: { capture: 'reflink', ...agentVolume }, mt: { retention: { window: '1h' } } }],
     agent: { cycleIntervalMs: 300 },
   });

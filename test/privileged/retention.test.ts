@@ -49,6 +49,7 @@ t.test('retained points recover exactly through kills, compaction, thinning and 
   const retention = { window: '1h', tiers: [{ after: '30s', every: '4s' }], maintenanceIntervalMs: 700 };
   const lab = await Lab.create({
     dir: tempDir(t),
+    recoveryRoots: [xfs],
     volumes: [{ id: 'vol1', source, replica: path.join(xfs, 'replica.img'), agent: { capture: 'reflink', reflink: { dir: clones, keep: 5000 } }, mt: { retention } }],
     agent: { cycleIntervalMs: 300 },
   });
