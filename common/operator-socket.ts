@@ -85,16 +85,13 @@ export async function startOperatorSocket(stateDir: string, act: OperatorAction,
     }
   });
   await fsp.rm(file, { force: true });
-  // Created 0600 from the start (umask), not chmod'ed after: no moment where anyone else may connect.
-  const umask = process.umask(0o177);
-  try {
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(file, resolve);
-    });
-  } finally {
-    process.umask(umask);
-  }
+  // No umask games (it is process-wide, and other files are being created meanwhile): a socket needs write
+  // permission to connect, which the usual umasks (022, the units' 077) never give others, it is made 0600
+  // at once, and the peer check below decides anyway.
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(file, resolve);
+  });
   await fsp.chmod(file, 0o600);
   let closed: Promise<void> | null = null;
   return {
