@@ -7,11 +7,11 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { ensureDir, writeFileDurable } from '../common/durable.js';
+import { volumeIdSchema } from '../common/config.js';
 import { tmError } from '../common/errors.js';
 import { recoverPoint, type PointSelector, type RecoverResult, type RecoverySource } from './recover.js';
 
 const run = promisify(execFile);
-const VOLUME_ID = /^[A-Za-z0-9._-]{1,64}$/;
 
 export interface Rehearsal {
   volume: string;
@@ -26,7 +26,7 @@ export class TestFailovers {
 
   private recordOf(volume: string): string {
     // Callers check the id against the configuration; this keeps a path out of it whatever they do.
-    if (!VOLUME_ID.test(volume)) throw tmError('TM_ERR_UNKNOWN_VOLUME', 'not a volume id', { volume: volume.slice(0, 64) });
+    if (!volumeIdSchema.safeParse(volume).success) throw tmError('TM_ERR_UNKNOWN_VOLUME', 'not a volume id', { volume: volume.slice(0, 64) });
     return path.join(this.dir, `${volume}.json`);
   }
 
