@@ -241,7 +241,7 @@ export function renderSystemdUnit(opts: ServiceOptions, n: Needs): string {
   add('LockPersonality=yes');
   add('SystemCallArchitectures=native');
   add('MemoryDenyWriteExecute=no', "RELAXED: Node's JIT (V8) needs memory that is writable and executable.");
-  if (n.scripts === undefined) add('RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK', 'TLS to peers, the loopback status port; netlink for glibc address lookups.');
+  if (n.scripts === undefined) add('RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK', 'TLS to peers, the loopback status port, the operator socket (AF_UNIX); netlink for glibc address lookups.');
   else add('# RestrictAddressFamilies= not set: RELAXED, the freeze scripts may talk to anything (a database, say).');
   const caps = agent
     ? ['CAP_SYS_ADMIN', 'CAP_DAC_READ_SEARCH']
