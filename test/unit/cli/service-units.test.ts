@@ -54,7 +54,7 @@ t.test('`tidemark service-units` writes a unit and a Windows script per config; 
   fs.mkdirSync(path.dirname(img), { recursive: true });
   fs.writeFileSync(img, '');
   const agent = write('agent.json', {
-    name: 'db-host', stateDir: 'agent-state', tls,
+    name: 'db-host', stateDir: 'agent-state', tls, processServer: { host: '127.0.0.1', port: 7410, name: 'ps-1' },
     volumes: [
       { id: 'db', path: '/dev/loop7', tracker: 'blocktrace', capture: 'freeze', freeze: { mountpoint: '/srv/db' } },
       { id: 'vm', path: img, capture: 'reflink' },
@@ -63,7 +63,7 @@ t.test('`tidemark service-units` writes a unit and a Windows script per config; 
   const ps = write('ps.json', { name: 'ps-1', cacheDir: 'ps-cache', tls, masterTargets: [{ name: 'mt-1', port: 7420 }], volumes: [{ id: 'db', agent: 'db-host', masterTarget: 'mt-1' }] });
   const mt = write('mt.json', {
     name: 'mt-1', stateDir: 'mt-state', tls,
-    volumes: [{ id: 'db', replica: 'replicas/db.img', snapshots: { dir: 'replicas/snaps', keep: 3 } }, { id: 'vm', replica: '/dev/sdz' }],
+    volumes: [{ id: 'db', replica: 'replicas/db.img', processServers: ['ps-1'], snapshots: { dir: 'replicas/snaps', keep: 3 } }, { id: 'vm', replica: '/dev/sdz', processServers: ['ps-1'] }],
   });
   const out = path.join(dir, 'out');
   const r = spawnSync(process.execPath, [BIN, 'service-units', '--out', out, '--config', agent, '--config', ps, '--config', mt, '--install-dir', ROOT, '--node', process.execPath], { encoding: 'utf8' });
@@ -144,7 +144,7 @@ t.test('the check can fail: a misspelt directive, a bad value and a missing bina
 t.test('sandbox decisions follow the config', async (t) => {
   const etc = (role: ServiceOptions['role'], config: unknown, extra: Partial<ServiceOptions> = {}): Map<string, string[]> =>
     directives(systemdUnit({ role, configPath: '/etc/tidemark/x.json', config, ...extra }));
-  const agentCfg = { name: 'a', stateDir: '/var/lib/tidemark/agent', tls, volumes: [{ id: 'v', path: '/dev/sdb' }] };
+  const agentCfg = { name: 'a', stateDir: '/var/lib/tidemark/agent', tls, processServer: { host: 'ps.example', port: 7410, name: 'p' }, volumes: [{ id: 'v', path: '/dev/sdb' }] };
   const a = etc(undefined, agentCfg);
   t.strictSame(a.get('PrivateTmp'), ['yes'], 'nothing under /tmp: a private /tmp');
   t.strictSame(a.get('ProtectHome'), ['yes'], 'nothing under /home: home folders hidden');
@@ -167,7 +167,7 @@ t.test('sandbox decisions follow the config', async (t) => {
   t.strictSame(low.get('User'), ['tidemark']);
   t.strictSame(low.get('ExecStartPre'), ['+/bin/mkdir -p -- /var/cache/tidemark', '+/bin/chown -- tidemark /var/cache/tidemark'], 'the user owns its cache dir');
 
-  const mt = etc(undefined, { name: 'm', stateDir: '/var/lib/tidemark/mt', tls, volumes: [{ id: 'v', replica: '/srv/replicas/v.img' }, { id: 'w', replica: '/var/lib/tidemark/mt/w.img' }] });
+  const mt = etc(undefined, { name: 'm', stateDir: '/var/lib/tidemark/mt', tls, volumes: [{ id: 'v', replica: '/srv/replicas/v.img', processServers: ['p'] }, { id: 'w', replica: '/var/lib/tidemark/mt/w.img', processServers: ['p'] }] });
   t.strictSame(mt.get('ReadWritePaths'), ['/var/lib/tidemark/mt', '-/srv/replicas'], 'replica folder optional (a replica is created there if missing); one inside the state dir needs no second grant');
   t.strictSame(mt.get('PrivateDevices'), ['yes'], 'image replicas only: no devices at all');
 
@@ -190,7 +190,7 @@ t.test('paths with blanks, quotes, % and $ are quoted so systemd reads them back
   const node = path.join(nodeDir, 'node bin');
   fs.symlinkSync(process.execPath, node);
   const configPath = path.join(dir, 'cfg "q" 100% $HOME', 'agent.json');
-  const opts: ServiceOptions = { role: 'agent', configPath, config: { name: 'a', stateDir: 'state dir', tls, volumes: [{ id: 'v', path: '/dev/sdb' }] }, nodePath: node, installDir: ROOT };
+  const opts: ServiceOptions = { role: 'agent', configPath, config: { name: 'a', stateDir: 'state dir', tls, processServer: { host: 'ps.example', port: 7410, name: 'p' }, volumes: [{ id: 'v', path: '/dev/sdb' }] }, nodePath: node, installDir: ROOT };
   const text = systemdUnit(opts);
   const f = path.join(dir, 'odd.service');
   fs.writeFileSync(f, text);
@@ -285,8 +285,8 @@ t.test('the Windows install script is well formed', async (t) => {
 });
 
 t.test('several configs of one role get one instance unit each; a clash is refused', async (t) => {
-  const mtA = write('mt-a.json', { name: 'mt-a', stateDir: 'a', tls, volumes: [{ id: 'v', replica: 'a.img' }] });
-  const mtB = write('mt-b.json', { name: 'mt-b', stateDir: 'b', tls, volumes: [{ id: 'v', replica: 'b.img' }] });
+  const mtA = write('mt-a.json', { name: 'mt-a', stateDir: 'a', tls, volumes: [{ id: 'v', replica: 'a.img', processServers: ['p'] }] });
+  const mtB = write('mt-b.json', { name: 'mt-b', stateDir: 'b', tls, volumes: [{ id: 'v', replica: 'b.img', processServers: ['p'] }] });
   const out = path.join(dir, 'out2');
   await serviceUnitsCommand({ out, configs: [mtA, mtB], installDir: ROOT, nodePath: process.execPath });
   t.strictSame(fs.readdirSync(out).sort(), ['install-master-target-mt-a.ps1', 'install-master-target-mt-b.ps1', 'tidemark-master-target@mt-a.service', 'tidemark-master-target@mt-b.service']);
