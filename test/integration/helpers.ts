@@ -1,10 +1,13 @@
 // Shared by the integration tests: volumes with data, a writer that keeps changing them, checksums.
-import { randomBytes, randomInt } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Test } from 'tap';
 import type { Lab } from '../../cli/lab.js';
+import { Rng } from '../seed.js';
+
+/** Streams numbered in call order, so each image and writer draws the same bytes on a replay. */
+let streams = 0;
 
 export async function scratchDir(t: Test, prefix: string): Promise<string> {
   const dir = await fsp.mkdtemp(path.join(os.tmpdir(), `tm-${prefix}-`));
@@ -14,8 +17,9 @@ export async function scratchDir(t: Test, prefix: string): Promise<string> {
 
 /** An image of `sizeMiB` whose first `dataMiB` are random and the rest zeros. */
 export async function makeImage(file: string, sizeMiB: number, dataMiB: number): Promise<void> {
+  const rng = new Rng(`image:${path.basename(file)}:${streams++}`);
   const fh = await fsp.open(file, 'w');
-  for (let i = 0; i < dataMiB; i++) await fh.write(randomBytes(1 << 20), 0, 1 << 20, i << 20);
+  for (let i = 0; i < dataMiB; i++) await fh.write(rng.bytes(1 << 20), 0, 1 << 20, i << 20);
   await fh.truncate(sizeMiB << 20);
   await fh.close();
 }
@@ -24,16 +28,17 @@ export async function makeImage(file: string, sizeMiB: number, dataMiB: number):
 export { sha256File as sha256 } from '../../cli/demo.js';
 
 /** Random writes of 4 KiB..64 KiB (block-aligned) anywhere in the image, until stopped. Counts bytes. */
-export function startWriter(file: string, sizeBytes: number, intervalMs = 20): { stop(): Promise<number> } {
+export function startWriter(file: string, sizeBytes: number, intervalMs = 20): { stop(): Promise<number>; readonly written: number } {
   let written = 0;
   let running = true;
+  const rng = new Rng(`writer:${streams++}`);
   const loop = (async () => {
     const fh = await fsp.open(file, 'r+');
     try {
       while (running) {
-        const len = randomInt(1, 17) * 4096;
-        const off = randomInt(0, Math.floor((sizeBytes - len) / 4096)) * 4096;
-        await fh.write(randomBytes(len), 0, len, off);
+        const len = rng.int(1, 17) * 4096;
+        const off = rng.int(0, Math.floor((sizeBytes - len) / 4096)) * 4096;
+        await fh.write(rng.bytes(len), 0, len, off);
         written += len;
         await new Promise((r) => setTimeout(r, intervalMs));
       }
@@ -42,6 +47,9 @@ export function startWriter(file: string, sizeBytes: number, intervalMs = 20): {
     }
   })();
   return {
+    get written() {
+      return written;
+    },
     async stop() {
       running = false;
       await loop;
@@ -52,16 +60,25 @@ export function startWriter(file: string, sizeBytes: number, intervalMs = 20): {
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-/** What the master target received, from its own log: every differential once, and every resend. */
-export async function received(l: Lab): Promise<{ distinct: number; resent: number }> {
+/**
+ * What the master target received, from its own log: every differential once, and every resend. `durable`
+ * and `resends` count the log lines, so a check can require that the counted event happened at all (a
+ * renamed message would otherwise pass every upper bound at zero); `largest` is the biggest differential.
+ */
+export async function received(l: Lab): Promise<{ distinct: number; resent: number; durable: number; resends: number; largest: number }> {
   const bySeq = new Map<number, number>();
   let total = 0;
+  let durable = 0;
+  let resends = 0;
   for (const line of await l.logLines('mt')) {
-    if (line.msg === 'differential durable' || line.msg === 'retransmitted differential skipped') {
+    const dup = line.msg === 'retransmitted differential skipped';
+    if (line.msg === 'differential durable' || dup) {
+      if (dup) resends++;
+      else durable++;
       total += Number(line.rawBytes);
       bySeq.set(Number(line.seq), Number(line.rawBytes));
     }
   }
   const distinct = [...bySeq.values()].reduce((a, b) => a + b, 0);
-  return { distinct, resent: total - distinct };
+  return { distinct, resent: total - distinct, durable, resends, largest: Math.max(0, ...bySeq.values()) };
 }

@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
-import { privileged } from './require-root.js';
+import { pgrep, privileged } from './require-root.js';
 import { protectedVolume, protectLab, sh, sleep } from './protected.js';
 
 async function mtVolume(lab: { status(n: 'mt'): Promise<Record<string, unknown> | null> }): Promise<Record<string, unknown> | undefined> {
@@ -13,7 +13,7 @@ async function mtVolume(lab: { status(n: 'mt'): Promise<Record<string, unknown> 
 }
 
 t.test('freeze with scripts makes a tagged app-consistent point; a hung script is cut off', async (t) => {
-  if (!privileged(t, ['mkfs.xfs', 'mkfs.ext4', 'fsfreeze'])) return;
+  if (!privileged(t, ['mkfs.xfs', 'mkfs.ext4', 'fsfreeze', 'pgrep'])) return;
   const v = protectedVolume(t, 128);
   const log = path.join(v.xfs, 'scripts.log');
   const freeze = { mountpoint: v.mnt, pre: `echo "pre $TIDEMARK_TAG" >> ${log}`, post: `echo "post $TIDEMARK_TAG" >> ${log}`, timeoutMs: 5000, tag: 'nightly' };
@@ -56,17 +56,20 @@ t.test('freeze with scripts makes a tagged app-consistent point; a hung script i
   const cfg = JSON.parse(fs.readFileSync(lab.configs.agent, 'utf8')) as { volumes: Array<Record<string, unknown>> };
   cfg.volumes[0]!.freeze = { ...freeze, pre: 'sleep 600', timeoutMs: 1500, tag: 'hung' };
   fs.writeFileSync(lab.configs.agent, JSON.stringify(cfg));
+  const logBefore = (await lab.logLines('agent')).length;
   lab.start('agent');
-  await sleep(6000);
+  // Wait until two cycles have had their hung script cut off: then there were earlier scripts to kill.
+  let cut: Record<string, unknown>[] = [];
+  for (const end = Date.now() + 60_000; cut.length < 2 && Date.now() < end; await sleep(200)) {
+    cut = (await lab.logLines('agent')).slice(logBefore).filter((l) => l.code === 'TM_ERR_CAPTURE');
+  }
+  t.ok(cut.length >= 2, `the hung script was reported (TM_ERR_CAPTURE), in ${cut.length} cycles`);
+  t.match(String(cut[0]?.err), /ran past 1500 ms and was killed/, 'as killed at the bound');
   // The filesystem takes writes (it is not frozen) and they replicate.
   const wrote = sh('sh', ['-c', `echo more > ${path.join(v.mnt, 'after')} && sync`], { timeout: 10_000 });
   await t.resolves(wrote, 'a write to the filesystem completes: it was not left frozen');
-  const cut = (await lab.logLines('agent')).filter((l) => l.code === 'TM_ERR_CAPTURE');
-  t.ok(cut.length >= 1, 'the hung script was reported (TM_ERR_CAPTURE)');
-  t.match(String(cut[0]?.err), /ran past 1500 ms and was killed/, 'as killed at the bound');
   // Each cycle tries again; only the current cycle's script may be alive, the earlier ones were killed.
-  const { stdout } = await sh('sh', ['-c', 'pgrep -f "^sleep 600$" || true']);
-  t.ok(stdout.trim().split('\n').filter(Boolean).length <= 1, 'hung scripts of earlier cycles are gone, children included');
+  t.ok(pgrep('^sleep 600$').length <= 1, 'hung scripts of earlier cycles are gone, children included');
   const now = await mtVolume(lab);
   t.notOk(((now?.lastAppPoint as { tags?: string[] } | null)?.tags ?? []).includes('hung'), 'no point carries the dropped tag');
   t.ok(Number(now?.appliedSeq) > (point?.seq ?? 0), 'replication went on (fuzzy differentials)');

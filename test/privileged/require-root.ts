@@ -46,6 +46,21 @@ export function privileged(t: TestLike, tools: string[] = []): boolean {
   return false;
 }
 
+/**
+ * Pids of processes whose full command line matches `pattern` (pgrep -f). No match is an empty list;
+ * any other failure (pgrep missing, a bad pattern) throws rather than reading as "none left".
+ */
+export function pgrep(pattern: string): number[] {
+  const bin = tool('pgrep');
+  if (bin === null) throw new Error('pgrep is not installed (procps)');
+  try {
+    return execFileSync(bin, ['-f', pattern], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).split('\n').filter(Boolean).map(Number);
+  } catch (e) {
+    if ((e as { status?: number }).status === 1) return [];
+    throw e;
+  }
+}
+
 /** Run a tool, return its trimmed stdout; throws with its stderr on a non-zero exit. */
 export function run(name: string, ...args: string[]): string {
   return execFileSync(tool(name) ?? name, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim();
