@@ -2,6 +2,7 @@
 // writer patterns, data) comes from one seed, taken from TIDEMARK_SEED or drawn and printed, so a failure
 // seen in CI can be replayed exactly with `TIDEMARK_SEED=<n> npx tap <file>`.
 import { createCipheriv, createHash, randomInt } from 'node:crypto';
+import fc from 'fast-check';
 import t from 'tap';
 
 function drawSeed(): number {
@@ -71,7 +72,7 @@ export class Rng {
   }
 }
 
-/** fast-check parameters that replay with the same seed (fast-check prints its own path on failure too). */
-export function fcSeed(label: string): { seed: number } {
-  return { seed: new Rng(`fc:${label}`).int(-(2 ** 31), 2 ** 31) };
+/** Every fast-check run in this process draws from the seed (fast-check also prints its path on failure). */
+export function seedFastCheck(): void {
+  fc.configureGlobal({ ...fc.readConfigureGlobal(), seed: new Rng('fast-check').int(-(2 ** 31), 2 ** 31) });
 }

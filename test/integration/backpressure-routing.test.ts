@@ -1,18 +1,20 @@
 // A dead master target fills the process server's cache: only its volumes are held back; the volume
 // routed to the live master target keeps replicating; when the dead one returns, everything drains.
-import { randomBytes, randomInt } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
 import { Fleet, PS, type FleetVolume } from '../../cli/fleet.js';
 import { scratchDir, sha256, sleep } from './helpers.js';
+import { Rng } from '../seed.js';
+
+const rng = new Rng('backpressure-routing');
 
 const SIZE = 32 << 20;
 
 async function scribble(v: FleetVolume, bytes: number): Promise<void> {
   const fh = await fsp.open(v.source, 'r+');
   try {
-    for (let done = 0; done < bytes; done += 65536) await fh.write(randomBytes(65536), 0, 65536, randomInt(0, SIZE / 65536) * 65536);
+    for (let done = 0; done < bytes; done += 65536) await fh.write(rng.bytes(65536), 0, 65536, rng.int(0, SIZE / 65536) * 65536);
   } finally {
     await fh.close();
   }

@@ -1,6 +1,5 @@
 // Damage in transit and on disk is detected by checksum, reported with its code, and recovered;
 // nothing corrupt is ever stored or applied.
-import { randomBytes, randomInt } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -20,6 +19,9 @@ import { DiffSender, type OutboundVolume } from '../../proto/sender.js';
 import { Cache } from '../../process-server/cache.js';
 import type { PsConfig } from '../../process-server/config.js';
 import { makeImage, scratchDir, sha256, sleep, startWriter } from './helpers.js';
+import { Rng } from '../seed.js';
+
+const rng = new Rng('corruption');
 
 /** A TCP proxy that flips one random byte in each of the first `bad` connections' client->server streams. */
 async function corruptingProxy(target: number, bad: number): Promise<{ port: number; corrupted: () => number; close(): void }> {
@@ -27,7 +29,7 @@ async function corruptingProxy(target: number, bad: number): Promise<{ port: num
   let corrupted = 0;
   const server = net.createServer((client) => {
     const upstream = net.connect(target, '127.0.0.1');
-    let at = ++conns <= bad ? randomInt(200, 300_000) : -1;
+    let at = ++conns <= bad ? rng.int(200, 300_000) : -1;
     const flip = new Transform({
       transform(chunk: Buffer, _enc, done) {
         if (at >= 0 && at < chunk.length) {
@@ -58,7 +60,7 @@ t.test('corrupted frames are detected by checksum and recovered by retransmissio
     const w = await HrlWriter.create(src, { volumeId: 'vol1', seq, startTimeMs: 1, endTimeMs: 2, volumeSize: 64 << 20, blockSize: 4096, consistency: 'FUZZY', flags: 0, tags: [] });
     const datas: Buffer[] = [];
     for (let i = 0; i < 8; i++) {
-      const data = i % 2 ? randomBytes(64 << 10) : Buffer.alloc(64 << 10, `seq ${seq} extent ${i} `);
+      const data = i % 2 ? rng.bytes(64 << 10) : Buffer.alloc(64 << 10, `seq ${seq} extent ${i} `);
       datas.push(data);
       await w.append({ offset: (seq * 8 + i) * (64 << 10), length: data.length, crc32c: crc(data), compression: 'NONE', storedLength: data.length }, data);
     }

@@ -2,13 +2,15 @@
 // protected when it cannot take one; usage and missing-retention errors are clear. The full round trip
 // (planned failover, reverse, failback; unplanned failover) is test/privileged/failover.test.ts (XFS reflink).
 import { execFile } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import t from 'tap';
 import { Lab, TIDEMARK_BIN } from '../../cli/lab.js';
 import { makeImage, scratchDir, sha256 } from './helpers.js';
+import { Rng } from '../seed.js';
+
+const rng = new Rng('failover');
 
 const run = promisify(execFile);
 
@@ -41,7 +43,7 @@ t.test('capture "none": no final point, the volume stays protected; failover err
 
   // Still protected: a write reaches the replica.
   const fh = await fsp.open(source, 'r+');
-  await fh.write(randomBytes(8192), 0, 8192, 1 << 20);
+  await fh.write(rng.bytes(8192), 0, 8192, 1 << 20);
   await fh.close();
   await lab.waitConverged(Date.now(), 60_000);
   t.equal(await sha256(replica), await sha256(source), 'the volume is still replicated');

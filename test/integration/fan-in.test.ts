@@ -2,12 +2,14 @@
 // killed and another hung (SIGSTOP, its connection left open) must not stall the volumes routed to
 // the third; when both are back their volumes catch up, and every replica equals its source.
 import { operatorRequest } from '../../common/operator-socket.js';
-import { randomBytes, randomInt } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
 import { Fleet, PS, type FleetVolume } from '../../cli/fleet.js';
 import { scratchDir, sha256 } from './helpers.js';
+import { Rng } from '../seed.js';
+
+const rng = new Rng('fan-in');
 
 const AGENTS = 5;
 const VOLUMES_PER_AGENT = 20;
@@ -20,7 +22,7 @@ async function scribble(vols: FleetVolume[], blocks: number): Promise<void> {
   for (const v of vols) {
     const fh = await fsp.open(v.source, 'r+');
     try {
-      for (let i = 0; i < blocks; i++) await fh.write(randomBytes(4096), 0, 4096, randomInt(0, VOLUME_BYTES / 4096) * 4096);
+      for (let i = 0; i < blocks; i++) await fh.write(rng.bytes(4096), 0, 4096, rng.int(0, VOLUME_BYTES / 4096) * 4096);
     } finally {
       await fh.close();
     }
@@ -42,7 +44,7 @@ t.test(`${AGENTS} agents x ${VOLUMES_PER_AGENT} volumes to ${MASTER_TARGETS.leng
     for (let i = 0; i < VOLUMES_PER_AGENT; i++) {
       const id = `a${a + 1}-v${String(i).padStart(2, '0')}`;
       const source = path.join(dir, `${id}.img`);
-      await fsp.writeFile(source, randomBytes(DATA_BYTES));
+      await fsp.writeFile(source, rng.bytes(DATA_BYTES));
       await fsp.truncate(source, VOLUME_BYTES);
       // Every agent has volumes on every master target.
       volumes.push({ id, agent, masterTarget: MASTER_TARGETS[(a + i) % MASTER_TARGETS.length]!, source, replica: path.join(dir, `${id}.replica.img`) });

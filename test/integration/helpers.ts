@@ -27,6 +27,11 @@ export async function makeImage(file: string, sizeMiB: number, dataMiB: number):
 /** The same sha256 the demo prints. */
 export { sha256File as sha256 } from '../../cli/demo.js';
 
+/** The most `n` differentials of these sizes (largest first) can add up to. */
+export function largestSum(sizes: number[], n: number): number {
+  return sizes.slice(0, n).reduce((a, b) => a + b, 0);
+}
+
 /** Random writes of 4 KiB..64 KiB (block-aligned) anywhere in the image, until stopped. Counts bytes. */
 export function startWriter(file: string, sizeBytes: number, intervalMs = 20): { stop(): Promise<number>; readonly written: number } {
   let written = 0;
@@ -63,9 +68,9 @@ export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeou
 /**
  * What the master target received, from its own log: every differential once, and every resend. `durable`
  * and `resends` count the log lines, so a check can require that the counted event happened at all (a
- * renamed message would otherwise pass every upper bound at zero); `largest` is the biggest differential.
+ * renamed message would otherwise pass every upper bound at zero); `sizes` are the differentials' sizes, largest first.
  */
-export async function received(l: Lab): Promise<{ distinct: number; resent: number; durable: number; resends: number; largest: number }> {
+export async function received(l: Lab): Promise<{ distinct: number; resent: number; durable: number; resends: number; sizes: number[] }> {
   const bySeq = new Map<number, number>();
   let total = 0;
   let durable = 0;
@@ -80,5 +85,5 @@ export async function received(l: Lab): Promise<{ distinct: number; resent: numb
     }
   }
   const distinct = [...bySeq.values()].reduce((a, b) => a + b, 0);
-  return { distinct, resent: total - distinct, durable, resends, largest: Math.max(0, ...bySeq.values()) };
+  return { distinct, resent: total - distinct, durable, resends, sizes: [...bySeq.values()].sort((a, b) => b - a) };
 }

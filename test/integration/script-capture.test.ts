@@ -1,7 +1,6 @@
 // App-consistent points by an application that quiesces itself (capture "script", no root, an image
 // file on any filesystem), kept by the master target's retention log and recovered: each recovered point
 // equals the copy the pre script took of the volume while the application was held.
-import { randomBytes, randomInt } from 'node:crypto';
 import { execFile } from 'node:child_process';
 import fs, { promises as fsp } from 'node:fs';
 import path from 'node:path';
@@ -9,6 +8,9 @@ import { promisify } from 'node:util';
 import t from 'tap';
 import { Lab, TIDEMARK_BIN } from '../../cli/lab.js';
 import { makeImage, scratchDir, sha256, sleep } from './helpers.js';
+import { Rng } from '../seed.js';
+
+const rng = new Rng('script-capture');
 
 const execFileP = promisify(execFile);
 const SIZE = 16 << 20;
@@ -26,8 +28,8 @@ function quiescingWriter(image: string, dir: string): { stop(): Promise<number> 
         fs.writeFileSync(W, ''); // mid-write from here...
         if (!fs.existsSync(Q)) {
           for (let i = 0; i < 8; i++) {
-            const len = randomInt(1, 9) * 4096;
-            fs.writeSync(fd, randomBytes(len), 0, len, randomInt(0, (SIZE - len) / 4096) * 4096);
+            const len = rng.int(1, 9) * 4096;
+            fs.writeSync(fd, rng.bytes(len), 0, len, rng.int(0, (SIZE - len) / 4096) * 4096);
           }
           fs.fsyncSync(fd);
           rounds++;

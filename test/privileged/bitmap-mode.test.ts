@@ -15,6 +15,7 @@ t.test('journal quota -> bitmap mode -> drained without resync', async (t) => {
   lab.start('agent');
   await lab.waitConverged(Date.now(), 120_000);
   const resyncsBefore = (await agentMessages(lab)).filter((m) => m === 'resync started').length;
+  t.equal(resyncsBefore, 1, 'the new volume was resynced once (the count below would pass at zero if the message changed)');
 
   await lab.stop('ps');
   await sh('sh', ['-c', `cp -r ${TREE} ${path.join(v.mnt, 'a')} && dd if=/dev/urandom of=${path.join(v.mnt, 'b')} bs=1M count=16 status=none && sync`]);
@@ -30,10 +31,16 @@ t.test('journal quota -> bitmap mode -> drained without resync', async (t) => {
   t.ok(Number(agent?.dirtyBlocks) > 0, `the dirty map holds the changes (${String(agent?.dirtyBlocks)} blocks)`);
   t.ok(Number(agent?.journalBytes) <= 2 * 1024 * 1024, 'and the journal stays near its quota');
 
-  // A restart in bitmap mode keeps the map (it is on disk).
+  // A restart in bitmap mode keeps the map (it is on disk): the restarted agent reports it before the
+  // process server returns.
   await lab.kill('agent');
   lab.start('agent');
-  await sleep(2000);
+  let restarted: Record<string, unknown> | undefined;
+  for (const end = Date.now() + 60_000; restarted?.mode !== 'bitmap' && Date.now() < end; await sleep(100)) {
+    restarted = ((await lab.status('agent'))?.volumes as Record<string, unknown>[] | undefined)?.[0];
+  }
+  t.equal(restarted?.mode, 'bitmap', 'the restarted agent is in bitmap mode again');
+  t.ok(Number(restarted?.dirtyBlocks) > 0, `with the dirty map it kept (${String(restarted?.dirtyBlocks)} blocks)`);
   lab.start('ps');
   await sleep(1500);
   await sh('umount', [v.mnt]);
@@ -41,6 +48,7 @@ t.test('journal quota -> bitmap mode -> drained without resync', async (t) => {
   await lab.waitConverged(Date.now(), 120_000);
   const after = ((await lab.status('agent'))?.volumes as Record<string, unknown>[])[0]!;
   t.equal(after.mode, 'data', 'back in data mode');
+  t.ok((await agentMessages(lab)).includes('data mode: draining the dirty map'), 'after draining the dirty map');
   t.equal((await agentMessages(lab)).filter((m) => m === 'resync started').length, resyncsBefore, 'no resync: the dirty map was drained');
   t.equal(await sha256(v.replica), await sha256(v.dev), 'the replica equals the source');
   await sh('mount', [v.dev, v.mnt]);

@@ -1,12 +1,14 @@
 // App-consistent points: pre and post scripts around FIFREEZE make a tagged point on the master target;
 // a pre script that hangs is killed at the bound, the filesystem is not left frozen, no tagged point is
 // made, and replication goes on.
-import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
 import { pgrep, privileged } from './require-root.js';
 import { protectedVolume, protectLab, sh, sleep } from './protected.js';
+import { Rng } from '../seed.js';
+
+const rng = new Rng('freeze');
 
 async function mtVolume(lab: { status(n: 'mt'): Promise<Record<string, unknown> | null> }): Promise<Record<string, unknown> | undefined> {
   return ((await lab.status('mt'))?.volumes as Record<string, unknown>[] | undefined)?.[0];
@@ -30,7 +32,7 @@ t.test('freeze with scripts makes a tagged app-consistent point; a hung script i
   }
   // Random bytes written after the initial resync read the whole device: the point must hold them, not
   // the device's stale cached pages (ext4 writes file data around the block device's page cache).
-  const payload = randomBytes(300_000);
+  const payload = rng.bytes(300_000);
   fs.writeFileSync(path.join(v.mnt, 'data'), payload);
   await sh('sync', []);
   const wroteAt = Date.now();

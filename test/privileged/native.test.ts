@@ -3,7 +3,7 @@
 // device sizes come from the kernel, and direct reads return what is on the device.
 import t from 'tap';
 import { spawn } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { TidemarkError } from '../../common/errors.js';
@@ -11,6 +11,9 @@ import { blockDeviceSize, ficlone, freeze, readDirect, thaw } from '../../native
 import { execFileSync } from 'node:child_process';
 import { Volume } from '../../agent/volume.js';
 import { attachLoop, makeExt4, makeImage, makeXfs, privileged } from './require-root.js';
+import { Rng } from '../seed.js';
+
+const rng = new Rng('native');
 
 const MiB = 2 ** 20;
 /** Compare contents by digest: tap's deep compare of megabyte buffers is very slow. */
@@ -22,7 +25,7 @@ t.test('ficlone on XFS: an identical file that later writes to the source do not
   const { mnt } = makeXfs(t);
   const src = path.join(mnt, 'disk.img');
   const dst = path.join(mnt, 'disk.clone');
-  const before = randomBytes(4 * MiB);
+  const before = rng.bytes(4 * MiB);
   fs.writeFileSync(src, before);
 
   await ficlone(src, dst);
@@ -30,7 +33,7 @@ t.test('ficlone on XFS: an identical file that later writes to the source do not
   t.equal(fs.statSync(dst).mode & 0o777, 0o600, 'clone is private to its owner');
 
   const fd = fs.openSync(src, 'r+');
-  fs.writeSync(fd, randomBytes(MiB), 0, MiB, MiB);
+  fs.writeSync(fd, rng.bytes(MiB), 0, MiB, MiB);
   fs.closeSync(fd);
   t.not(shaOf(src), sha(before), 'source changed');
   t.equal(shaOf(dst), sha(before), 'clone still has the bytes of the moment it was made');
@@ -45,7 +48,7 @@ t.test('ficlone on ext4: TM_ERR_UNSUPPORTED pointing to XFS, and no clone left b
   const { mnt } = makeExt4(t);
   const src = path.join(mnt, 'disk.img');
   const dst = path.join(mnt, 'disk.clone');
-  fs.writeFileSync(src, randomBytes(MiB));
+  fs.writeFileSync(src, rng.bytes(MiB));
 
   const err = await ficlone(src, dst).catch((e: unknown) => e);
   t.type(err, TidemarkError);
@@ -120,7 +123,7 @@ t.test('readDirect: the bytes on the device, not stale page cache, for any offse
   readBuffered(); // the device's pages are now in its page cache
   const vol = await Volume.open(dev);
   t.teardown(() => vol.close());
-  const files = [randomBytes(300_000), randomBytes(1_000_000), randomBytes(5000)];
+  const files = [rng.bytes(300_000), rng.bytes(1_000_000), rng.bytes(5000)];
   files.forEach((data, i) => fs.writeFileSync(path.join(mnt, `file${i}`), data));
   execFileSync('sync');
   const onDisk = dd();
@@ -132,7 +135,7 @@ t.test('readDirect: the bytes on the device, not stale page cache, for any offse
 
   // Offsets and lengths off the 512-byte and 4 KiB grid, a span across many blocks, and the device's end.
   const cases: Array<[number, number]> = [[0, 1], [1, 4095], [511, 513], [4095, 2], [12_345, 3 * MiB + 7], [size - 100, 100], [size - 100, 1000], [size, 10], [size + 4096, 10]];
-  for (let i = 0; i < 8; i++) cases.push([Math.floor(Math.random() * size), 1 + Math.floor(Math.random() * 2 * MiB)]);
+  for (let i = 0; i < 8; i++) cases.push([Math.floor(rng.float() * size), 1 + Math.floor(rng.float() * 2 * MiB)]);
   for (const [offset, length] of cases) {
     const want = onDisk.subarray(Math.min(offset, size), Math.min(offset + length, size));
     const got = await readDirect(direct, offset, length);

@@ -3,13 +3,15 @@
 // /run are fresh tmpfs, so nothing lands in this host's /opt. The process server and master target run
 // here; the agent that push-install starts over there must connect back and replicate an image.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes, randomInt } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
 import { Lab, freePort, TIDEMARK_BIN } from '../../cli/lab.js';
 import { makeImage, sha256, sleep } from '../integration/helpers.js';
 import { privileged, run, tempDir } from './require-root.js';
+import { Rng } from '../seed.js';
+
+const rng = new Rng('push-install');
 
 interface Result { code: number; stdout: string; stderr: string }
 
@@ -61,7 +63,7 @@ t.test('push-install over SSH: host key checked, installed, replicating, upgrade
   fs.chmodSync(dir, 0o755);
 
   // The second machine's network: 10.231.<n>.1 here, .2 in the namespace.
-  const n = randomInt(1, 250);
+  const n = rng.int(1, 250);
   const tag = `${process.pid % 100000}`;
   const ns = `tm-push-${tag}`;
   const [here, there] = [`10.231.${n}.1`, `10.231.${n}.2`];
@@ -207,7 +209,7 @@ t.test('push-install over SSH: host key checked, installed, replicating, upgrade
 
   await t.test('upgrade: new package, agent restarted, replication goes on', async (t) => {
     const fh = await fs.promises.open(src, 'r+');
-    await fh.write(randomBytes(65536), 0, 65536, 1 << 20);
+    await fh.write(rng.bytes(65536), 0, 65536, 1 << 20);
     const r = await tidemark(['push-install', ...ssh, '--upgrade', '--ps-config', lab.configs.ps, '--timeout', '90']);
     t.equal(r.code, 0, 'push-install --upgrade succeeds');
     if (r.code !== 0) t.comment(diag(r));
@@ -219,7 +221,7 @@ t.test('push-install over SSH: host key checked, installed, replicating, upgrade
     t.not(fs.readFileSync(remote(`${prefix}/app/tidemark-package.json`), 'utf8'), firstBuild, 'the package was replaced');
     t.notOk(fs.existsSync(remote(`${prefix}/app.old`)), 'the previous package was removed after the reconnect');
     // Written while the new agent runs: only it can carry this.
-    await fh.write(randomBytes(131072), 0, 131072, 6 << 20);
+    await fh.write(rng.bytes(131072), 0, 131072, 6 << 20);
     await fh.close();
     await until('replica equals source after the upgrade', 90_000, () => sameBytes(src, replica));
     t.equal(await sha256(replica), await sha256(src), 'the replica has the source bytes, written before and after the upgrade');

@@ -11,6 +11,7 @@ import { promisify } from 'node:util';
 import t from 'tap';
 import { Lab, TIDEMARK_BIN } from '../../cli/lab.js';
 import { makeImage, startWriter } from '../integration/helpers.js';
+import { Rng } from '../seed.js';
 import { makeXfs, privileged, tempDir } from './require-root.js';
 import { sha256, sleep } from './protected.js';
 
@@ -61,12 +62,13 @@ t.test('retained points recover exactly through kills, compaction, thinning and 
   await lab.waitConverged(Date.now(), 120_000);
 
   // Random writes; the master target killed every few seconds, mid-apply or mid-compaction.
+  const rng = new Rng('retention');
   const writer = startWriter(source, SIZE_MIB << 20, 15);
   let kills = 0;
   let rehearsal: { seq: number; image: string } | null = null;
   const until = Date.now() + 65_000;
   while (Date.now() < until) {
-    await sleep(3000 + Math.random() * 4000);
+    await sleep(rng.int(3000, 7000));
     if (!rehearsal && Date.now() > until - 30_000) {
       const r = await cli(lab, 'test-failover', 'start', 'vol1', '--json');
       t.ok(r.ok, `test failover started while replication runs ${r.ok ? '' : r.out}`);
@@ -112,7 +114,7 @@ t.test('retained points recover exactly through kills, compaction, thinning and 
   const points = await listPoints(lab);
   t.ok(points.length >= 25, `${points.length} points retained`);
   const kept = new Set(points.map((p) => p.seq));
-  const picks = [points[0]!, points.at(-1)!, ...points.slice(1, -1).sort(() => Math.random() - 0.5).slice(0, 20)];
+  const picks = [points[0]!, points.at(-1)!, ...rng.shuffle(points.slice(1, -1)).slice(0, 20)];
   let exact = 0;
   for (const p of picks) {
     const out = path.join(xfs, `recovered-${p.seq}.img`);
@@ -156,11 +158,18 @@ t.test('retained points recover exactly through kills, compaction, thinning and 
     const r = (await mtVolume(lab))?.retention as Record<string, unknown> | undefined;
     if (r?.paused) paused = r;
   }
-  await w2.stop();
   t.ok(paused, `pause mode: apply paused at the cap (${String(paused?.paused)})`);
   t.match(String(paused?.alert), /% of its/, 'and the 80% alert is raised');
+  // With the writer still going, wait for a differential the master target holds and could apply: only
+  // then does an unchanged applied sequence show that the pause holds them back.
   const stuck = Number((await mtVolume(lab))?.appliedSeq);
-  await sleep(3000);
+  let stored = stuck;
+  for (let i = 0; i < 120 && stored <= stuck; i++) {
+    await sleep(250);
+    stored = Number((await mtVolume(lab))?.storedSeq);
+  }
+  await w2.stop();
+  t.ok(stored > stuck, `a differential waits to be applied (stored #${stored}, applied #${stuck})`);
   t.equal(Number((await mtVolume(lab))?.appliedSeq), stuck, 'nothing is applied while paused');
   t.ok((await lab.logLines('mt')).some((l) => l.code === 'TM_ERR_RETENTION_FULL'), 'TM_ERR_RETENTION_FULL logged');
 

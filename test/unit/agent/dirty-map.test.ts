@@ -10,6 +10,9 @@ import path from 'node:path';
 import { crc } from '../../../common/checksum.js';
 import { TidemarkError } from '../../../common/errors.js';
 import { DirtyMap } from '../../../agent/trackers/dirty-map.js';
+import { seedFastCheck } from '../../seed.js';
+
+seedFastCheck();
 
 const BS = 4096;
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tm-'));

@@ -1,6 +1,5 @@
 // The resync engine on a real volume, journal and tracker; only the transport (`ask`) is injected, so the
 // questions it asks, and what it journals from the answers, can be checked exactly.
-import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -13,6 +12,9 @@ import { Volume } from '../../../agent/volume.js';
 import { silentLogger } from '../../../common/log.js';
 import { readHrl } from '../../../proto/hrl.js';
 import type { HashQuery } from '../../../proto/messages.js';
+import { Rng } from '../../seed.js';
+
+const rng = new Rng('resync');
 
 const BS = 4096;
 const SIZE = 4 << 20;
@@ -22,7 +24,7 @@ async function setup(t: Test) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tm-resync-'));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   const img = path.join(dir, 'disk.img');
-  fs.writeFileSync(img, randomBytes(SIZE));
+  fs.writeFileSync(img, rng.bytes(SIZE));
   const volume = await Volume.open(img);
   t.teardown(() => volume.close());
   const journal = new Journal(dir, 'v', silentLogger());

@@ -5,6 +5,9 @@ import t from 'tap';
 import fc from 'fast-check';
 import assert from 'node:assert/strict';
 import { parseRqEvents } from '../../../agent/trackers/rq-events.js';
+import { seedFastCheck } from '../../seed.js';
+
+seedFastCheck();
 
 /** Parse `text`; the calls as [sector, sectors] and the line count. */
 function parse(text: string): { calls: Array<[number, number]>; lines: number } {

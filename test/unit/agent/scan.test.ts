@@ -1,7 +1,6 @@
 // The scan tracker finds exactly the blocks that differ from what was last journaled, remembers that
 // across restarts, and falls back to "everything" when it cannot trust its memory.
 import t from 'tap';
-import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -11,6 +10,9 @@ import { ScanTracker } from '../../../agent/trackers/scan.js';
 import { leafHashes } from '../../../proto/range-hash.js';
 import type { Collection } from '../../../agent/trackers/tracker.js';
 import { Volume } from '../../../agent/volume.js';
+import { Rng } from '../../seed.js';
+
+const rng = new Rng('scan');
 
 const BS = 4096;
 const ALL = 1 << 30;
@@ -36,7 +38,7 @@ async function setup(t: { teardown(fn: () => unknown): void }, size: number) {
   /** Overwrite whole blocks with fresh random bytes. */
   const dirty = (...blocks: number[]) => {
     const fd = fs.openSync(img, 'r+');
-    for (const b of blocks) fs.writeSync(fd, randomBytes(BS), 0, BS, b * BS);
+    for (const b of blocks) fs.writeSync(fd, rng.bytes(BS), 0, BS, b * BS);
     fs.closeSync(fd);
   };
   return { img, state, vol, open, dirty };

@@ -12,6 +12,9 @@ import { Replica } from '../../../master-target/replica.js';
 import { parseDuration, pointsToKeep, type RetentionPolicy } from '../../../master-target/retention/policy.js';
 import { RetentionLog } from '../../../master-target/retention/retention-log.js';
 import { readSegment, SegmentWriter } from '../../../master-target/retention/segment.js';
+import { seedFastCheck } from '../../seed.js';
+
+seedFastCheck();
 
 const BS = 512;
 const BLOCKS = 48;

@@ -1,12 +1,15 @@
 // Compression that pays: every extent comes back exact, extents LZ4 does not shrink by 5% are stored
 // raw, and the per-volume figures add up to what was stored.
-import { randomBytes } from 'node:crypto';
 import fc from 'fast-check';
 import t from 'tap';
 import { crc } from '../../../common/checksum.js';
 import { Compressor, INLINE_BELOW } from '../../../process-server/compressor.js';
 import { chooseStored, LZ4_KEEP_RAW_AT, rawData } from '../../../proto/extent-codec.js';
 import type { ExtentRecord } from '../../../proto/hrl.js';
+import { Rng, seedFastCheck } from '../../seed.js';
+
+seedFastCheck();
+const rng = new Rng('compressor');
 
 function record(raw: Buffer, offset = 4096): ExtentRecord {
   return { offset, length: raw.length, crc32c: crc(raw), compression: 'NONE', storedLength: raw.length };
@@ -46,7 +49,7 @@ t.test('any extent: stored form decodes to the exact bytes, LZ4 only when it sav
 t.test('incompressible extents, small and large, are stored raw and counted as skipped', async (t) => {
   const c = new Compressor('lz4');
   for (const size of [4096, INLINE_BELOW - 4096, INLINE_BELOW, 1 << 20]) {
-    const noise = randomBytes(size);
+    const noise = rng.bytes(size);
     const out = await c.pack('noise', record(noise), noise);
     t.equal(out.record.compression, 'NONE', `${size} random bytes: raw`);
     t.ok(out.stored.equals(noise), 'stored bytes are the raw bytes');
@@ -80,7 +83,7 @@ t.test('volumes are counted apart; compression "none" stores raw and compresses 
 
 t.test('more extents in flight than threads: each waits its turn and all come back exact', async (t) => {
   const c = new Compressor('lz4', 1);
-  const inputs = Array.from({ length: 12 }, (_, i) => Buffer.concat([Buffer.alloc(100_000 + i * 1000, i), randomBytes(30_000)]));
+  const inputs = Array.from({ length: 12 }, (_, i) => Buffer.concat([Buffer.alloc(100_000 + i * 1000, i), rng.bytes(30_000)]));
   const outs = await Promise.all(inputs.map((d) => c.pack('q', record(d), d)));
   t.ok(outs.every((o, i) => rawData(o.record, o.stored, 'q', 1).equals(inputs[i]!)), 'every extent decodes to its own bytes');
   t.equal(c.stats('q').compressedExtents, 12);

@@ -3,7 +3,6 @@
 // the receiver is paused) and what it already began is still taken; a peer that did not (an older
 // sender) is never sent the new message: its differential is simply not taken until there is room,
 // then acknowledged as usual.
-import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -16,6 +15,9 @@ import { psConfigSchema } from '../../../process-server/config.js';
 import { FramedConnection } from '../../../proto/connection.js';
 import { digestStep, readHrl } from '../../../proto/hrl.js';
 import { DiffReceiver } from '../../../proto/receiver.js';
+import { Rng } from '../../seed.js';
+
+const rng = new Rng('backpressure');
 
 const PAUSED = { paused: true, volumes: ['v1'], reason: 'cache 5.0% free', delayMs: 0, full: false };
 const OPEN = { paused: false, volumes: [] as string[], reason: '', delayMs: 0, full: false };
@@ -55,7 +57,7 @@ async function openVolume(conn: FramedConnection): Promise<number> {
 
 /** One differential of `extents` random 4 KiB blocks, as a sender writes it. */
 async function sendDiff(conn: FramedConnection, seq: number, extents: number): Promise<Buffer[]> {
-  const blocks = Array.from({ length: extents }, () => randomBytes(4096));
+  const blocks = Array.from({ length: extents }, () => rng.bytes(4096));
   await conn.send({ diffBegin: { volumeId: 'v1', seq, startTimeMs: 1, endTimeMs: 2, consistency: 'CRASH', tags: [], extentCount: extents, flags: 0 } });
   let digest = 0;
   for (const [i, b] of blocks.entries()) {

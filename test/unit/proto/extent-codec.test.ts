@@ -1,11 +1,13 @@
 // Extent data through the pipeline: LZ4 only when it helps, and the raw bytes always come back exact
 // or not at all.
 import t from 'tap';
-import { randomBytes } from 'node:crypto';
 import { crc } from '../../../common/checksum.js';
 import { TidemarkError } from '../../../common/errors.js';
 import type { ExtentRecord } from '../../../proto/hrl.js';
 import { compressExtent, rawData, verifyRaw } from '../../../proto/extent-codec.js';
+import { Rng } from '../../seed.js';
+
+const rng = new Rng('extent-codec');
 
 function record(raw: Buffer, offset = 1 << 20): ExtentRecord {
   return { offset, length: raw.length, crc32c: crc(raw), compression: 'NONE', storedLength: raw.length };
@@ -13,7 +15,7 @@ function record(raw: Buffer, offset = 1 << 20): ExtentRecord {
 
 // Compressible but not periodic: log-like lines with changing numbers.
 const text = Buffer.from(Array.from({ length: 1500 }, (_, i) => `2024-05-01T12:00:${String(i % 60).padStart(2, '0')} write block ${i * 7} ok\n`).join(''));
-const noise = randomBytes(64 * 1024);
+const noise = rng.bytes(64 * 1024);
 
 function flipped(buf: Buffer, i: number, mask = 0xff): Buffer {
   const b = Buffer.from(buf);

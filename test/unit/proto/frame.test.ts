@@ -6,6 +6,9 @@ import { crc } from '../../../common/checksum.js';
 import { TidemarkError } from '../../../common/errors.js';
 import { FrameDecoder, MAX_HEADER_BYTES, MAX_PAYLOAD_BYTES, PREFIX_BYTES, encodeFramePrefix, type Frame } from '../../../proto/frame.js';
 import type { Message } from '../../../proto/messages.js';
+import { seedFastCheck } from '../../seed.js';
+
+seedFastCheck();
 
 const BIG = 2 ** 52 + 3; // uint64 values beyond 32 bits must survive as exact JS numbers
 

@@ -9,6 +9,9 @@ import path from 'node:path';
 import { crc } from '../../../common/checksum.js';
 import { TidemarkError } from '../../../common/errors.js';
 import { HrlWriter, decodeHrl, hrlName, readHrl, salvageRanges, type DiffHeader, type Extent } from '../../../proto/hrl.js';
+import { seedFastCheck } from '../../seed.js';
+
+seedFastCheck();
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tm-'));
 t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
