@@ -1,0 +1,89 @@
+// The master target's hash table of its replica when something is wrong with it: missing, damaged or of
+// another geometry, it is rebuilt from the replica's data (never trusted, never guessed); blocks changed
+// behind its back are found by a re-read, corrected and persisted. Real replica files.
+import { promises as fsp } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { pino } from 'pino';
+import t, { type Test } from 'tap';
+import { loadHashTable, saveHashTable } from '../../../common/hash-table.js';
+import { Replica } from '../../../master-target/replica.js';
+import { ReplicaHashes } from '../../../master-target/replica-hashes.js';
+import { leafHashes } from '../../../proto/range-hash.js';
+import { Rng } from '../../seed.js';
+
+const rng = new Rng('replica-hashes');
+const BS = 4096;
+// Not a multiple of the 4 MiB read chunk, and a short last block.
+const SIZE = 5 * 1024 * 1024 + 3 * BS + 100;
+
+async function setup(t: Test): Promise<{ dir: string; replica: Replica; logs: Record<string, unknown>[]; hashes: () => ReplicaHashes; actual: () => Promise<BigUint64Array> }> {
+  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'tm-rh-'));
+  t.teardown(() => fsp.rm(dir, { recursive: true, force: true }));
+  const file = path.join(dir, 'replica.img');
+  await fsp.writeFile(file, rng.bytes(SIZE));
+  const replica = await Replica.open(file, SIZE);
+  t.teardown(() => replica.close());
+  const logs: Record<string, unknown>[] = [];
+  const log = pino({ level: 'info' }, { write: (s: string) => void logs.push(JSON.parse(s) as Record<string, unknown>) });
+  return { dir, replica, logs, hashes: () => new ReplicaHashes(dir, SIZE, BS, log), actual: async () => leafHashes(await fsp.readFile(file), BS) };
+}
+
+t.test('a missing table is built from the replica and persisted', async (t) => {
+  const s = await setup(t);
+  const h = s.hashes();
+  await h.open(s.replica);
+  t.strictSame(h.hashes, await s.actual(), 'one hash per block of the replica, the short last one included');
+  t.strictSame(await loadHashTable(path.join(s.dir, 'replica-hashes.bin'), BS, SIZE), h.hashes, 'and saved');
+  t.ok(s.logs.some((l) => l.msg === 'replica hashed'));
+});
+
+t.test('a damaged table is rebuilt from the data, not loaded', async (t) => {
+  const s = await setup(t);
+  const file = path.join(s.dir, 'replica-hashes.bin');
+  // A table that once was right for other data, then damaged in its body.
+  await saveHashTable(file, BS, SIZE, new BigUint64Array(Math.ceil(SIZE / BS)).fill(7n));
+  const bytes = await fsp.readFile(file);
+  bytes[100] = bytes[100]! ^ 0xff;
+  await fsp.writeFile(file, bytes);
+  const h = s.hashes();
+  await h.open(s.replica);
+  t.strictSame(h.hashes, await s.actual(), 'the hashes are those of the replica');
+  t.ok(s.logs.some((l) => l.msg === 'replica hash table damaged; rebuilding it from the replica' && /hash table damaged/.test(String(l.err))), 'the damage was logged');
+  t.strictSame(await loadHashTable(file, BS, SIZE), h.hashes, 'and the good table replaced it');
+});
+
+t.test("a table of another geometry is rebuilt, not loaded", async (t) => {
+  const s = await setup(t);
+  await saveHashTable(path.join(s.dir, 'replica-hashes.bin'), 512, SIZE, new BigUint64Array(Math.ceil(SIZE / 512)));
+  const h = s.hashes();
+  await h.open(s.replica);
+  t.strictSame(h.hashes, await s.actual());
+  t.ok(s.logs.some((l) => /recorded geometry differs/.test(String(l.err))), 'the geometry mismatch was logged');
+});
+
+t.test('blocks changed behind its back are found by a re-read, corrected and persisted', async (t) => {
+  const s = await setup(t);
+  const h = s.hashes();
+  await h.open(s.replica);
+  const changed = [0, 17, 300, Math.ceil(SIZE / BS) - 1];
+  for (const b of changed) await s.replica.write(b * BS, rng.bytes(Math.min(BS, SIZE - b * BS)));
+  const rangeBlocks = 256;
+  const ranges = Array.from({ length: Math.ceil(SIZE / BS / rangeBlocks) }, (_, i) => i);
+  t.equal(await h.reread(s.replica, ranges, rangeBlocks), changed.length, 'exactly the changed blocks differ');
+  t.strictSame(h.hashes, await s.actual(), 'the table now matches the data');
+  t.strictSame(await loadHashTable(path.join(s.dir, 'replica-hashes.bin'), BS, SIZE), h.hashes, 'and was persisted');
+  t.ok(s.logs.some((l) => l.msg === 'replica blocks differ from their recorded hashes; recorded the actual data' && l.blocks === changed.length));
+  t.equal(await h.reread(s.replica, ranges, rangeBlocks), 0, 'a second re-read finds nothing');
+  t.equal(await h.reread(s.replica, [ranges.length + 5], rangeBlocks), 0, 'a range past the end reads nothing');
+});
+
+t.test('a sparse replica is hashed as zeros without reading it, and that matches its data', async (t) => {
+  const s = await setup(t);
+  const file = path.join(s.dir, 'sparse.img');
+  const sparse = await Replica.createSparse(file, SIZE);
+  t.teardown(() => sparse.close());
+  const h = s.hashes();
+  await h.initZero();
+  t.strictSame(h.hashes, leafHashes(await fsp.readFile(file), BS));
+});
