@@ -84,4 +84,21 @@ t.test('script capture: points taken while the application holds still, recovere
     t.equal(await sha256(out), await sha256(copyOf(p.atMs)), `point #${p.seq} recovered equals the volume as the pre script found it`);
   }
   t.equal(await sha256(path.join(dir, 'replica.img')), await sha256(source), 'the replica equals the source');
+
+  // A replica damaged behind the master target's back: a fully verified recovery refuses to hand it out.
+  await lab.stop('mt');
+  const at = rng.int(0, SIZE);
+  const fh = await fsp.open(path.join(dir, 'replica.img'), 'r+');
+  const b = Buffer.alloc(1);
+  await fh.read(b, 0, 1, at);
+  b[0] = b[0]! ^ 0x10;
+  await fh.write(b, 0, 1, at);
+  await fh.close();
+  const out = path.join(dir, 'recovered-damaged.img');
+  const refused = await execFileP(process.execPath, [TIDEMARK_BIN, 'recover', 'vol1', '--latest', '--verify', 'full', '--out', out, '--config', lab.configs.mt], { cwd: dir })
+    .then((r) => ({ code: 0, err: r.stderr }), (e: { code: number; stderr: string }) => ({ code: e.code, err: e.stderr }));
+  t.not(refused.code, 0, 'recover --verify full fails');
+  t.match(refused.err, /TM_ERR_RECOVERY_VERIFY/, 'with TM_ERR_RECOVERY_VERIFY');
+  t.match(refused.err, `block ${Math.floor(at / 4096)} (offset ${Math.floor(at / 4096) * 4096})`, 'naming the damaged block');
+  t.notOk(fs.existsSync(out), 'and leaves no output behind');
 });

@@ -19,10 +19,11 @@ t.test('a forced ring-buffer overrun turns into a resync and the replica converg
   const deadline = Date.now() + 60_000;
   let lost: Record<string, unknown> | undefined;
   while (!lost && Date.now() < deadline) {
-    lost = (await lab.logLines('agent')).find((l) => l.msg === 'blocktrace lost events; the volume will be resynced');
-    await sleep(500);
+    lost = (await lab.logLines('agent')).find((l) => l.code === 'TM_ERR_TRACKING_LOST');
+    if (!lost) await sleep(500);
   }
-  t.ok(lost, 'the overrun was detected');
+  t.equal(lost?.code, 'TM_ERR_TRACKING_LOST', 'the overrun was detected (TM_ERR_TRACKING_LOST)');
+  t.equal(lost?.level, 50, 'and logged as an error');
   t.match(String(lost?.reason), /overran/, 'and named as an overrun');
   const resyncs = (await lab.logLines('agent')).filter((l) => l.msg === 'resync started' && /overran|consumed/.test(String(l.reason)));
   t.ok(resyncs.length >= 1, 'a resync was marked for it');

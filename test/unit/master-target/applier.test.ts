@@ -1,0 +1,118 @@
+// The applier killed between each of its durable steps (some extents written, replica written but not
+// fsync'd, fsync'd but hashes not saved, hashes saved but the differential not marked applied): a
+// restarted applier over what is on disk ends with the replica at the last differential's boundary,
+// byte for byte, with its hash table matching the data. The crash is injected through the collaborators
+// the applier is built with (real replica, hash table and store, one call of which throws).
+import { promises as fsp } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import t, { type Test } from 'tap';
+import { crc } from '../../../common/checksum.js';
+import { loadHashTable } from '../../../common/hash-table.js';
+import { silentLogger } from '../../../common/log.js';
+import { Applier } from '../../../master-target/applier.js';
+import { Replica } from '../../../master-target/replica.js';
+import { ReplicaHashes } from '../../../master-target/replica-hashes.js';
+import { DiffStore } from '../../../proto/diff-store.js';
+import { HrlWriter } from '../../../proto/hrl.js';
+import { leafHashes } from '../../../proto/range-hash.js';
+import { Rng } from '../../seed.js';
+
+const BS = 4096;
+const SIZE = 256 * BS;
+const DIFFS = 3;
+const log = silentLogger();
+
+class Crash extends Error {}
+
+interface Volume { dir: string; replicaFile: string; expected: Buffer }
+
+/** A store with DIFFS staged differentials whose extents overlap each other, and the image they lead to. */
+async function staged(t: Test, rng: Rng): Promise<Volume> {
+  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'tm-applier-'));
+  t.teardown(() => fsp.rm(dir, { recursive: true, force: true }));
+  const store = new DiffStore(dir, 'v1', log);
+  await store.open();
+  await store.adopt({ volumeId: 'v1', sizeBytes: SIZE, blockSize: BS, replicationId: 'r1' });
+  const replicaFile = path.join(dir, 'replica.img');
+  const replica = await Replica.createSparse(replicaFile, SIZE);
+  await new ReplicaHashes(dir, SIZE, BS, log).initZero();
+  await replica.close();
+  const expected = Buffer.alloc(SIZE);
+  for (let seq = 1; seq <= DIFFS; seq++) {
+    const w = await HrlWriter.create(dir, { volumeId: 'v1', seq, startTimeMs: seq, endTimeMs: seq, volumeSize: SIZE, blockSize: BS, consistency: 'CRASH', flags: 0, tags: [] });
+    for (let i = 0; i < 6; i++) {
+      const blocks = rng.int(1, 9);
+      const offset = rng.int(0, SIZE / BS - blocks) * BS;
+      const data = rng.bytes(blocks * BS);
+      await w.append({ offset, length: data.length, crc32c: crc(data), compression: 'NONE', storedLength: data.length }, data);
+      data.copy(expected, offset);
+    }
+    await w.commit();
+    await store.added(seq);
+  }
+  return { dir, replicaFile, expected };
+}
+
+interface Parts { replica: Replica; hashes: ReplicaHashes; store: DiffStore }
+type Faults = (real: Parts) => { replica?: Partial<Replica>; hashes?: Partial<ReplicaHashes>; store?: Partial<DiffStore> };
+
+/** `real` with some methods replaced; every other property and method is the real object's. */
+function withFaults<T extends object>(real: T, over: Partial<T> | undefined): T {
+  if (!over) return real;
+  return new Proxy(real, {
+    get(o, k) {
+      if (k in over) return (over as Record<PropertyKey, unknown>)[k];
+      const v = Reflect.get(o, k) as unknown;
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(o) : v;
+    },
+  });
+}
+
+/** An applier over the volume as it is on disk, its collaborators optionally given faults. */
+async function applier(v: Volume, faults?: Faults): Promise<{ applier: Applier; store: DiffStore; close(): Promise<void> }> {
+  const store = new DiffStore(v.dir, 'v1', log);
+  await store.open();
+  const replica = await Replica.open(v.replicaFile, SIZE);
+  const hashes = new ReplicaHashes(v.dir, SIZE, BS, log);
+  await hashes.open(replica);
+  const f = faults?.({ replica, hashes, store }) ?? {};
+  const a = new Applier('v1', withFaults(store, f.store), withFaults(replica, f.replica), withFaults(hashes, f.hashes), { applied: () => {}, damaged: () => {} }, log);
+  return { applier: a, store, close: async () => { await a.close(); await replica.close(); } };
+}
+
+/** Fails the `n`th call (counting from 1) of a method, delegating the others to the real object. */
+function failOn<A extends unknown[], R>(real: (...a: A) => Promise<R>, n: number): (...a: A) => Promise<R> {
+  let calls = 0;
+  return (...a: A) => (++calls === n ? Promise.reject(new Crash(`crash at call ${n}`)) : real(...a));
+}
+
+// Each crash lands inside the second differential (the first is fully applied by then).
+const crashes: Array<[string, Faults]> = [
+  ['after some of its extents were written', ({ replica }) => ({ replica: { write: failOn(replica.write.bind(replica), 6 + 3) } })],
+  ['after its extents were written, before the replica fsync', ({ replica }) => ({ replica: { sync: failOn(replica.sync.bind(replica), 2) } })],
+  ['after the replica fsync, before the hash table was saved', ({ hashes }) => ({ hashes: { persist: failOn(hashes.persist.bind(hashes), 2) } })],
+  ['after the hash table was saved, before it was marked applied', ({ store }) => ({ store: { done: failOn(store.done.bind(store), 2) } })],
+];
+
+for (const [when, fault] of crashes) {
+  t.test(`killed ${when}: a restart ends at the last boundary, exactly`, async (t) => {
+    const v = await staged(t, new Rng(`applier:${when}`));
+    const crashing = await applier(v, fault);
+    const err = await crashing.applier.kick().then(() => null, (e: unknown) => e);
+    t.ok(err instanceof Crash, 'the applier stopped at the injected crash');
+    await crashing.close();
+    const onDisk = new DiffStore(v.dir, 'v1', log);
+    await onDisk.open();
+    t.equal(onDisk.doneSeq, 1, 'the interrupted differential is not marked applied');
+    t.ok(onDisk.pending().includes(2), 'and is still staged');
+
+    const restarted = await applier(v);
+    await restarted.applier.kick();
+    t.equal(restarted.store.doneSeq, DIFFS, 'the restarted applier applied everything staged');
+    await restarted.close();
+    const replica = await fsp.readFile(v.replicaFile);
+    t.ok(replica.equals(v.expected), 'the replica is byte for byte the last differential\'s boundary');
+    t.strictSame(await loadHashTable(path.join(v.dir, 'replica-hashes.bin'), BS, SIZE), leafHashes(replica, BS), 'and its saved hash table matches its data');
+  });
+}
