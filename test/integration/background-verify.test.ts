@@ -1,12 +1,14 @@
 // Background verify with real daemons: passes run on their own, blocks being written during a pass are
 // not called damage, and bytes flipped in the replica behind the master target are found, alerted and
 // repaired through the normal path until the replica equals the source again.
-import { randomInt } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
 import { Lab } from '../../cli/lab.js';
 import { makeImage, scratchDir, sha256, sleep, startWriter } from './helpers.js';
+import { Rng } from '../seed.js';
+
+const rng = new Rng('background-verify');
 
 const BS = 4096;
 const SIZE_MIB = 32;
@@ -60,10 +62,10 @@ t.test('background verify: no damage reported for writes in flight; flipped repl
 
   // Damage behind the master target: three bytes in three blocks of the replica file.
   const blocks = new Set<number>();
-  while (blocks.size < 3) blocks.add(randomInt(0, (SIZE_MIB << 20) / BS));
+  while (blocks.size < 3) blocks.add(rng.int(0, (SIZE_MIB << 20) / BS));
   const fh = await fsp.open(replica, 'r+');
   for (const b of blocks) {
-    const at = b * BS + randomInt(0, BS);
+    const at = b * BS + rng.int(0, BS);
     const one = Buffer.alloc(1);
     await fh.read(one, 0, 1, at);
     one[0] = one[0]! ^ 0xff;

@@ -70,8 +70,11 @@ t.test('freeze holds a write until thaw', async (t) => {
   await freeze(mnt);
   const writer = spawn('sh', ['-c', 'echo x > "$1"', 'sh', file], { stdio: 'ignore' });
   const exited = new Promise<number | null>((resolve) => writer.on('exit', (code) => resolve(code)));
-  await new Promise((r) => setTimeout(r, 500));
-  t.equal(writer.exitCode, null, 'the write is still blocked 500 ms later');
+  // Positive signal that it waits on the frozen filesystem: the writer sleeps uninterruptibly (state D).
+  const state = (): string => { try { return /^\d+ \(.*\) (\S)/.exec(fs.readFileSync(`/proc/${writer.pid}/stat`, 'utf8'))?.[1] ?? ''; } catch { return ''; } };
+  for (const end = Date.now() + 10_000; state() !== 'D' && writer.exitCode === null && Date.now() < end;) await new Promise((r) => setTimeout(r, 10));
+  t.equal(state(), 'D', `the writer is blocked in the kernel (waiting in ${fs.readFileSync(`/proc/${writer.pid}/wchan`, 'utf8') || '?'})`);
+  t.equal(writer.exitCode, null, 'and has not finished');
 
   const again = await freeze(mnt).catch((e: unknown) => e);
   t.match(again, { code: 'TM_ERR_NATIVE', context: { errno: 'EBUSY' }, message: /already frozen/ }, 'freezing twice says it is already frozen');
