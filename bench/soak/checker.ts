@@ -60,10 +60,10 @@ async function evidence(lab: Lab, f: Fault): Promise<string | null> {
   if (!f.expect) return null;
   for (const d of f.expect.daemons) {
     const lines = await logAfter(lab, d, f.logOffsets[d]);
-    const ok = f.expect.what === 'resync' ? lines.some((l) => l.msg === 'resync started') : lines.some((l) => Number(l.level) >= 40);
-    if (ok) return null;
+    const re = new RegExp(f.expect.match, 'i');
+    if (lines.some((l) => Number(l.level) >= 40 && re.test(`${String(l.msg)} ${String(l.code ?? '')}`))) return null;
   }
-  return `${f.kind} at ${new Date(f.atMs).toISOString()} (${f.detail}): no ${f.expect.what === 'resync' ? 'resync' : 'warning or error'} from ${f.expect.daemons.join(' or ')}`;
+  return `${f.kind} at ${new Date(f.atMs).toISOString()} (${f.detail}): ${f.expect.what} expected, but nothing at warn or above matching /${f.expect.match}/i in the log of ${f.expect.daemons.join(' or ')}`;
 }
 
 export async function check(opts: { lab: Lab; source: string; replica: string; outDir: string; history: readonly Write[]; blocks: number; faults: readonly Fault[]; log(s: string): void }): Promise<Verdict> {

@@ -20,10 +20,14 @@ export type FaultKind = (typeof FAULT_KINDS)[number];
  */
 export const DEFAULT_KINDS: readonly FaultKind[] = ['kill', 'net-delay', 'net-drop', 'net-partition', 'disk-full'];
 
-/** Evidence the pipeline must leave after a fault: a resync started, or a warning/error from one of `daemons`. */
+/**
+ * Evidence the pipeline must leave after a fault: a warning or error from one of `daemons` whose message
+ * or code matches `match` (a resync started matches "resync started").
+ */
 export interface Expectation {
   daemons: DaemonName[];
-  what: 'resync' | 'warning';
+  what: string;
+  match: string;
 }
 
 export interface Fault {
@@ -106,7 +110,7 @@ async function injectKind(kind: FaultKind, ctx: FaultContext): Promise<Injected 
       const hold = rng.int(1500, 6000);
       await sleep(hold);
       await free(mnt, 'soak-filler');
-      return { kind, detail: `${d} filesystem filled (${(taken / 1048576).toFixed(0)} MiB) for ${hold} ms`, expect: { daemons: [d], what: 'warning' } };
+      return { kind, detail: `${d} filesystem filled (${(taken / 1048576).toFixed(0)} MiB) for ${hold} ms`, expect: { daemons: [d], what: 'a full-disk warning', match: 'TM_ERR_DISK_FULL|space' } };
     }
     case 'clock-step': {
       if (!ctx.clock) return null;
@@ -115,7 +119,7 @@ async function injectKind(kind: FaultKind, ctx: FaultContext): Promise<Injected 
       const to = rng.int(-240, 241);
       await ctx.clock.step(to);
       // A step back makes capture times go backwards: the master target must notice (issue 11.3).
-      return { kind, detail: `source clock ${from >= 0 ? '+' : ''}${from} s -> ${to >= 0 ? '+' : ''}${to} s`, ...(to < from ? { expect: { daemons: ['mt'], what: 'warning' } } : {}) };
+      return { kind, detail: `source clock ${from >= 0 ? '+' : ''}${from} s -> ${to >= 0 ? '+' : ''}${to} s`, ...(to < from ? { expect: { daemons: ['mt'], what: 'a warning that capture time went back', match: 'clock|capture time|backward' } } : {}) };
     }
     case 'state-restore': {
       // One draw copies the agent's state (agent stopped, as a VM snapshot would catch it); a draw at
@@ -135,7 +139,7 @@ async function injectKind(kind: FaultKind, ctx: FaultContext): Promise<Injected 
       await fsp.rm(stateDir, { recursive: true, force: true });
       execFileSync(bin('cp') ?? 'cp', ['-a', ctx.snapshot.dir, stateDir]);
       ctx.startAgent();
-      return { kind, detail: `agent state restored from the copy of ${((Date.now() - takenAt) / 1000).toFixed(0)} s ago`, expect: { daemons: ['agent'], what: 'resync' } };
+      return { kind, detail: `agent state restored from the copy of ${((Date.now() - takenAt) / 1000).toFixed(0)} s ago`, expect: { daemons: ['agent'], what: 'a resync', match: 'resync started' } };
     }
     case 'replica-flip': {
       const off = rng.int(0, ctx.volumeBytes);
@@ -150,7 +154,7 @@ async function injectKind(kind: FaultKind, ctx: FaultContext): Promise<Injected 
       } finally {
         await fh.close();
       }
-      return { kind, detail: `replica byte ${off} xor ${bit}`, expect: { daemons: ['agent', 'mt'], what: 'warning' } };
+      return { kind, detail: `replica byte ${off} xor ${bit}`, expect: { daemons: ['agent', 'mt'], what: 'a verify alert', match: 'verify|differ|damage|mismatch' } };
     }
   }
 }

@@ -67,6 +67,19 @@ async function logFigures(lab: Lab): Promise<{ bytesResent: number; resyncs: num
   return { bytesResent, resyncs };
 }
 
+/**
+ * Stop thinning before the check (the master target restarted with a policy that thins nothing more),
+ * so every point listed at its start is still there when its turn comes, as the retention test does.
+ */
+async function holdRetention(lab: Lab): Promise<void> {
+  await lab.stop('mt');
+  const cfg = JSON.parse(await fsp.readFile(lab.configs.mt, 'utf8')) as { volumes: Array<{ retention: Record<string, unknown> }> };
+  cfg.volumes[0]!.retention = { ...cfg.volumes[0]!.retention, tiers: [{ after: '7d', every: '1h' }] };
+  await fsp.writeFile(lab.configs.mt, JSON.stringify(cfg, null, 2));
+  lab.start('mt');
+  await lab.waitConverged(Date.now(), 120_000);
+}
+
 export async function runSoak(o: SoakOptions): Promise<SoakRun> {
   const log = o.log ?? ((s: string) => console.log(s));
   const volumeBytes = (o.volumeMiB ?? 16) * 1048576;
@@ -147,6 +160,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakRun> {
       converged = false;
       log(`NOT CONVERGED: ${(e as Error).message}`);
     }
+    await holdRetention(l);
     const verdict = await check({ lab: l, source, replica, outDir: path.join(disks.xfs.mnt, 'recovered'), history: writer.history, blocks, faults, log });
     return { seed: o.seed, minutes: o.minutes, kinds: o.kinds, faults, writes: writer.history.length, bytesWritten: writer.bytesWritten, converged, unexpectedExits, refusedStarts, ...(await logFigures(l)), verdict };
   } finally {
