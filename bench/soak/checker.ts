@@ -4,9 +4,10 @@
 // fault had to leave.
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
-import type { DaemonName, Lab } from '../../cli/lab.js';
+import type { Lab } from '../../cli/lab.js';
 import { post } from '../../cli/resync.js';
 import { STATUS_PORT_FILE } from '../../common/status-server.js';
+import { logged } from './evidence.js';
 import { checkExact, checkPrefix, diffBlocks, readBlocks } from './check-image.js';
 import type { Fault } from './faults.js';
 import { Replay } from './history.js';
@@ -50,19 +51,9 @@ async function listPoints(lab: Lab): Promise<Listed[]> {
   return (r.points as Listed[]).slice().sort((a, b) => a.seq - b.seq);
 }
 
-/** Log lines a daemon wrote after `offset` bytes. */
-async function logAfter(lab: Lab, d: DaemonName, offset: number): Promise<Record<string, unknown>[]> {
-  const text = (await fsp.readFile(path.join(lab.opts.dir, `${d}.log`))).subarray(offset).toString('utf8');
-  return text.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
-}
-
 async function evidence(lab: Lab, f: Fault): Promise<string | null> {
   if (!f.expect) return null;
-  for (const d of f.expect.daemons) {
-    const lines = await logAfter(lab, d, f.logOffsets[d]);
-    const re = new RegExp(f.expect.match, 'i');
-    if (lines.some((l) => Number(l.level) >= 40 && re.test(`${String(l.msg)} ${String(l.code ?? '')}`))) return null;
-  }
+  for (const d of f.expect.daemons) if (await logged(lab, d, f.logOffsets[d], f.expect.match)) return null;
   return `${f.kind} at ${new Date(f.atMs).toISOString()} (${f.detail}): ${f.expect.what} expected, but nothing at warn or above matching /${f.expect.match}/i in the log of ${f.expect.daemons.join(' or ')}`;
 }
 

@@ -8,6 +8,7 @@ import type { DaemonName, Lab } from '../../cli/lab.js';
 import { bin } from '../system.js';
 import type { SourceClock } from './clock.js';
 import { fill, free, type SoakDisks } from './disks.js';
+import { logged, logSize } from './evidence.js';
 import type { ChaosProxy } from './proxy.js';
 import type { Rng } from './rng.js';
 
@@ -55,7 +56,6 @@ export interface FaultContext {
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-const logSize = (lab: Lab, d: DaemonName): Promise<number> => fsp.stat(path.join(lab.opts.dir, `${d}.log`)).then((s) => s.size, () => 0);
 
 function restart(ctx: FaultContext, d: DaemonName): void {
   if (d === 'agent') ctx.startAgent();
@@ -66,11 +66,11 @@ function restart(ctx: FaultContext, d: DaemonName): void {
 export async function inject(kind: FaultKind, ctx: FaultContext): Promise<Fault | null> {
   const atMs = Date.now();
   const logOffsets = { agent: await logSize(ctx.lab, 'agent'), ps: await logSize(ctx.lab, 'ps'), mt: await logSize(ctx.lab, 'mt') };
-  const f = await injectKind(kind, ctx);
+  const f = await injectKind(kind, ctx, logOffsets);
   return f && { ...f, atMs, logOffsets };
 }
 
-async function injectKind(kind: FaultKind, ctx: FaultContext): Promise<Injected | null> {
+async function injectKind(kind: FaultKind, ctx: FaultContext, logOffsets: Record<DaemonName, number>): Promise<Injected | null> {
   const { lab, rng } = ctx;
   switch (kind) {
     case 'kill': {
@@ -106,11 +106,14 @@ async function injectKind(kind: FaultKind, ctx: FaultContext): Promise<Injected 
     case 'disk-full': {
       const d = rng.pick(['ps', 'mt'] as const);
       const mnt = d === 'ps' ? ctx.disks.psCache.mnt : ctx.disks.mtState.mnt;
+      const match = 'TM_ERR_DISK_FULL|space';
       const taken = await fill(mnt, 'soak-filler');
-      const hold = rng.int(1500, 6000);
-      await sleep(hold);
+      const t0 = Date.now();
+      await sleep(rng.int(1500, 6000));
+      // Kept full until the daemon says so (its check runs every second, later on a busy machine), at most 20 s.
+      while (Date.now() - t0 < 20_000 && !(await logged(lab, d, logOffsets[d], match))) await sleep(250);
       await free(mnt, 'soak-filler');
-      return { kind, detail: `${d} filesystem filled (${(taken / 1048576).toFixed(0)} MiB) for ${hold} ms`, expect: { daemons: [d], what: 'a full-disk warning', match: 'TM_ERR_DISK_FULL|space' } };
+      return { kind, detail: `${d} filesystem filled (${(taken / 1048576).toFixed(0)} MiB) for ${Date.now() - t0} ms`, expect: { daemons: [d], what: 'a full-disk warning', match } };
     }
     case 'clock-step': {
       if (!ctx.clock) return null;
