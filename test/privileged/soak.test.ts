@@ -9,7 +9,7 @@ import { seedFrom } from '../../bench/soak/rng.js';
 import { runSoak } from '../../bench/soak/soak.js';
 import { privileged, tempDir } from './require-root.js';
 
-const MINUTES = Number(process.env.TIDEMARK_SOAK_MINUTES ?? '2.5');
+const MINUTES = Number(process.env.TIDEMARK_SOAK_MINUTES ?? '2');
 // Thinned after 40 s: fewer points to recover in the check (each is recovered and read whole), and
 // retention compaction runs under the faults.
 const RETENTION = { window: '24h', tiers: [{ after: '40s', every: '10s' }], maintenanceIntervalMs: 2000 };
