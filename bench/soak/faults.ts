@@ -147,7 +147,12 @@ async function injectKind(kind: FaultKind, ctx: FaultContext, logOffsets: Record
     case 'replica-flip': {
       const off = rng.int(0, ctx.volumeBytes);
       const bit = 1 << rng.int(0, 8);
-      const fh = await fsp.open(ctx.replica, 'r+');
+      // Not created yet (the master target makes it at the volume's first connection): nothing to flip.
+      const fh = await fsp.open(ctx.replica, 'r+').catch((e: NodeJS.ErrnoException) => {
+        if (e.code === 'ENOENT') return null;
+        throw e;
+      });
+      if (!fh) return null;
       try {
         const b = Buffer.alloc(1);
         await fh.read(b, 0, 1, off);
