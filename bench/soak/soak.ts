@@ -45,8 +45,11 @@ export interface SoakRun {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-/** Every point for 2 minutes, then thinned (compaction runs under the faults too); the check recovers each. */
-const RETENTION = { window: '24h', tiers: [{ after: '2m', every: '20s' }], maintenanceIntervalMs: 3000 };
+/**
+ * Every point for 2 minutes, then thinned, within a space cap that purges the oldest (compaction and
+ * purge run under the faults too; without a cap the log fills the master target's small disk in ~10 min).
+ */
+export const RETENTION = { window: '24h', tiers: [{ after: '2m', every: '20s' }], maintenanceIntervalMs: 3000, maxBytes: 128 << 20, onFull: 'purge' };
 
 async function routeThroughProxies(lab: Lab, rng: Rng): Promise<{ 'agent-ps': ChaosProxy; 'ps-mt': ChaosProxy }> {
   const agent = JSON.parse(await fsp.readFile(lab.configs.agent, 'utf8')) as { processServer: { port: number } };
@@ -101,7 +104,9 @@ export async function runSoak(o: SoakOptions): Promise<SoakRun> {
     const l = await Lab.create({
       dir: labDir,
       volumes: [{ id: 'vol1', source, replica, agent: { capture: 'reflink', reflink: { dir: path.join(disks.xfs.mnt, 'clones') } }, mt: { retention: o.retention ?? RETENTION } }],
-      agent: { cycleIntervalMs: 700, maxDiffBytes: 4 << 20, window: 4 },
+      // Background verify continuous rather than hourly, so the soak exercises it under the faults and a
+      // flipped replica byte is found within the run.
+      agent: { cycleIntervalMs: 700, maxDiffBytes: 4 << 20, window: 4, verify: { startDelayMs: 0, intervalMs: 5000, bytesPerSecond: 32 << 20 } },
       ps: { window: 4 },
     });
     lab = l;

@@ -12,7 +12,7 @@ import { privileged, tempDir } from './require-root.js';
 const MINUTES = Number(process.env.TIDEMARK_SOAK_MINUTES ?? '2');
 // Thinned after 40 s: fewer points to recover in the check (each is recovered and read whole), and
 // retention compaction runs under the faults.
-const RETENTION = { window: '24h', tiers: [{ after: '40s', every: '10s' }], maintenanceIntervalMs: 2000 };
+const RETENTION = { window: '24h', tiers: [{ after: '40s', every: '10s' }], maintenanceIntervalMs: 2000, maxBytes: 128 << 20, onFull: 'purge' };
 
 t.test(`a ${MINUTES}-minute chaos soak loses nothing and every recovery point is a prefix of the writes`, async (t) => {
   if (!privileged(t, ['mkfs.xfs', 'mkfs.ext4', 'fallocate'])) return;
