@@ -94,6 +94,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakRun> {
   const labDir = path.join(o.workDir, 'lab');
   const proxiesToClose: ChaosProxy[] = [];
   let lab: Lab | null = null;
+  let writer: Writer | null = null;
   try {
     const disks = await makeDisks(o.workDir, labDir);
     const source = path.join(disks.xfs.mnt, 'source.img');
@@ -136,8 +137,9 @@ export async function runSoak(o: SoakOptions): Promise<SoakRun> {
     l.start('mt');
     l.start('ps');
     ctx.startAgent();
-    const writer = new Writer(source, blocks, path.join(o.workDir, 'writer.log'), rng.fork());
-    writer.start();
+    const w = new Writer(source, blocks, path.join(o.workDir, 'writer.log'), rng.fork());
+    writer = w;
+    w.start();
 
     const faults: Fault[] = [];
     const schedule = rng.fork();
@@ -156,7 +158,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakRun> {
     log('healing: network, disks and clock restored; writer stopped; waiting for convergence');
     await healAll(ctx);
     keepUp();
-    await writer.stop();
+    await w.stop();
     const stoppedAt = Date.now();
     let converged = true;
     try {
@@ -166,9 +168,11 @@ export async function runSoak(o: SoakOptions): Promise<SoakRun> {
       log(`NOT CONVERGED: ${(e as Error).message}`);
     }
     await holdRetention(l);
-    const verdict = await check({ lab: l, source, replica, outDir: path.join(disks.xfs.mnt, 'recovered'), history: writer.history, blocks, faults, log });
-    return { seed: o.seed, minutes: o.minutes, kinds: o.kinds, faults, writes: writer.history.length, bytesWritten: writer.bytesWritten, converged, unexpectedExits, refusedStarts, ...(await logFigures(l)), verdict };
+    const verdict = await check({ lab: l, source, replica, outDir: path.join(disks.xfs.mnt, 'recovered'), history: w.history, blocks, faults, log });
+    return { seed: o.seed, minutes: o.minutes, kinds: o.kinds, faults, writes: w.history.length, bytesWritten: w.bytesWritten, converged, unexpectedExits, refusedStarts, ...(await logFigures(l)), verdict };
   } finally {
+    // Also when the run failed: a writer left running keeps the process alive and its disk busy.
+    await writer?.stop().catch(() => {});
     await lab?.stopAll();
     for (const p of proxiesToClose) await p.close();
     unmountAndDetach(o.workDir);
