@@ -5,8 +5,7 @@
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import type { Lab } from '../../cli/lab.js';
-import { post } from '../../cli/resync.js';
-import { STATUS_PORT_FILE } from '../../common/status-server.js';
+import { operatorRequest } from '../../common/operator-socket.js';
 import { logged } from './evidence.js';
 import { checkExact, checkPrefix, diffBlocks, readBlocks } from './check-image.js';
 import type { Fault } from './faults.js';
@@ -42,12 +41,8 @@ export interface Verdict {
 
 interface Listed { seq: number; atMs: number; consistency: string }
 
-async function mtPort(lab: Lab): Promise<number> {
-  return Number(await fsp.readFile(path.join(lab.stateDirs.mt, STATUS_PORT_FILE), 'utf8'));
-}
-
 async function listPoints(lab: Lab): Promise<Listed[]> {
-  const r = await post(await mtPort(lab), '/points?volume=vol1', 60_000);
+  const r = await operatorRequest(lab.stateDirs.mt, 'points', new URLSearchParams({ volume: 'vol1' }), 60_000);
   return (r.points as Listed[]).slice().sort((a, b) => a.seq - b.seq);
 }
 
@@ -77,7 +72,7 @@ export async function check(opts: { lab: Lab; source: string; replica: string; o
   for (const p of listed) {
     const out = path.join(opts.outDir, `point-${p.seq}.img`);
     try {
-      await post(await mtPort(lab), `/recover?volume=vol1&seq=${p.seq}&out=${encodeURIComponent(out)}`, 600_000);
+      await operatorRequest(lab.stateDirs.mt, 'recover', new URLSearchParams({ volume: 'vol1', seq: String(p.seq), out }), 600_000);
     } catch (e) {
       const still = (await listPoints(lab)).some((x) => x.seq === p.seq);
       if (!still) thinned++;

@@ -109,6 +109,8 @@ export async function runSoak(o: SoakOptions): Promise<SoakRun> {
       // flipped replica byte is found within the run.
       agent: { cycleIntervalMs: 700, maxDiffBytes: 4 << 20, window: 4, verify: { startDelayMs: 0, intervalMs: 5000, bytesPerSecond: 32 << 20 } },
       ps: { window: 4 },
+      // Recovered points go to the XFS, the one place the master target may write them.
+      mt: { recovery: { roots: [path.join(disks.xfs.mnt, 'recovered')] } },
     });
     lab = l;
     const proxies = await routeThroughProxies(l, rng);
