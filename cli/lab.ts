@@ -80,17 +80,17 @@ export class Lab {
     return lab;
   }
 
-  /** Start a daemon; its JSON log is appended to <dir>/<name>.log across restarts. */
-  start(name: DaemonName): ChildProcess {
-    const child = this.spawn([COMMAND[name], '--config', this.configs[name]], name);
+  /** Start a daemon; its JSON log is appended to <dir>/<name>.log across restarts. `env` adds to the lab's. */
+  start(name: DaemonName, env: NodeJS.ProcessEnv = {}): ChildProcess {
+    const child = this.spawn([COMMAND[name], '--config', this.configs[name]], name, env);
     this.procs.set(name, child);
     return child;
   }
 
   /** Run `tidemark <args>` in the lab folder, output appended to <dir>/<logName>.log. */
-  spawn(args: string[], logName: string): ChildProcess {
+  spawn(args: string[], logName: string, env: NodeJS.ProcessEnv = {}): ChildProcess {
     const log = createWriteStream(path.join(this.opts.dir, `${logName}.log`), { flags: 'a' });
-    const child = spawn(process.execPath, [TIDEMARK_BIN, ...args], { cwd: this.opts.dir, env: { ...process.env, ...this.opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [TIDEMARK_BIN, ...args], { cwd: this.opts.dir, env: { ...process.env, ...this.opts.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     child.stdout!.pipe(log, { end: false });
     child.stderr!.pipe(log, { end: false });
     return child;
