@@ -100,8 +100,9 @@ export class Applier {
       }
       await this.replica.sync();
       // Hashes before doneSeq: a crash between the two re-applies this differential, rewriting both.
-      if (raws.length > 0) await this.hashes.persist();
-      await this.store.done(seq, { resyncing, ...(point && (c === 'APP' ? { lastAppPoint: point } : { lastCrashPoint: point })) });
+      if (raws.length > 0) await this.hashes.persist(seq);
+      // hashesSeq: the table's recorded sequence, checked at attach (a table from a stale applier is rebuilt).
+      await this.store.done(seq, { resyncing, hashesSeq: this.hashes.seq, ...(point && (c === 'APP' ? { lastAppPoint: point } : { lastCrashPoint: point })) });
       if (point) await this.hooks.point?.(point);
       this.stats.consistent = !resyncing;
       this.stats.appliedSeq = seq;

@@ -116,7 +116,7 @@ export class MasterTarget implements InboundSink {
     t.replica = await Replica.open(t.replicaPath, sizeBytes);
     await t.snapshots?.open();
     const hashes = new ReplicaHashes(t.store.dir, sizeBytes, blockSize, this.log.child({ volume: t.store.volumeId }));
-    await hashes.open(t.replica);
+    await hashes.open(t.replica, { seq: t.store.state!.hashesSeq ?? 0, doneSeq: t.store.doneSeq, staged: t.store.pending() });
     const rc = t.retentionConfig;
     if (rc && !t.retention) {
       t.retention = new RetentionLog(path.join(t.store.dir, 'retention'), t.store.volumeId, { sizeBytes, blockSize }, rc, this.log.child({ component: 'retention', volume: t.store.volumeId }));

@@ -25,6 +25,8 @@ export interface StoreState {
   /** Master target: the latest recovery point of each class applied to the replica. */
   lastCrashPoint?: RecoveryPoint;
   lastAppPoint?: RecoveryPoint;
+  /** Master target: the sequence the replica hash table was last persisted as reflecting (checked at attach). */
+  hashesSeq?: number;
   /** Process server: the sender's generation last accepted (docs/PROTOCOL.md "Regression"). */
   sourceGeneration?: string;
   /** Process server: a resync the agent must be told to run (a damaged cached differential), until it starts one. */
