@@ -38,6 +38,16 @@ export async function writeFileDurable(file: string, data: Uint8Array | string):
   await fsyncDir(path.dirname(file));
 }
 
+/** fsync a file written by someone else (a clone made by FICLONE, say). */
+export async function syncFile(file: string): Promise<void> {
+  const fh = await fsp.open(file, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
 /** Rename a fully written and fsync'd temp file into place, durably. */
 export async function commitRename(tmp: string, file: string): Promise<void> {
   await fsp.rename(tmp, file);

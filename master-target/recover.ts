@@ -5,6 +5,8 @@
 // `verify: 'full'` every block is checked against the point's block hashes (the replica's recorded hashes
 // with the before-images' hashes in place of the blocks rolled back).
 import { constants, promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { fsyncDir } from '../common/durable.js';
 import { blockHash, crc } from '../common/checksum.js';
 import { didYouMean } from '../common/config.js';
 import { volumeSize } from '../common/device.js';
@@ -218,7 +220,10 @@ export async function recoverPoint(src: RecoverySource, opts: RecoverOptions): P
           if (crc(back) !== w.crc32c) throw tmError('TM_ERR_RECOVERY_VERIFY', `recovered ${opts.out} differs at ${w.offset} (+${w.length}) from the before-image recorded for point #${point.seq}`, { volume: src.volumeId, seq: point.seq });
         }
         if (verify === 'full') await verifyAll(fh, table, src, opts.out, point);
-        if (!isDevice) await fsp.rename(target, opts.out);
+        if (!isDevice) {
+          await fsp.rename(target, opts.out);
+          await fsyncDir(path.dirname(opts.out)); // the output's name survives a crash, not only its data
+        }
         return {
           volume: src.volumeId,
           point,
