@@ -81,7 +81,12 @@ export function selectPoint(points: readonly RecoveryPoint[], sel: PointSelector
       throw none(`no retained point #${sel.seq} (it was never a recovery point, or thinning or the window removed it)${near.length ? `; nearest: ${near.map(formatPoint).join(', ')}` : ''}`);
     }
   } else if (sel.atMs !== undefined) {
-    found = points.filter((p) => p.atMs <= sel.atMs!).at(-1);
+    // In sequence order: the last point before the first one captured after T. With capture times that are
+    // not monotonic (a source clock stepped back, before the master target made them so) a later point with
+    // an early time must not be taken for one from before T.
+    const bySeq = [...points].sort((a, b) => a.seq - b.seq);
+    const after = bySeq.findIndex((p) => p.atMs > sel.atMs!);
+    found = (after < 0 ? bySeq : bySeq.slice(0, after)).at(-1);
     if (!found) throw none(`no retained point at or before ${new Date(sel.atMs).toISOString()}`);
   } else {
     found = points.filter((p) => p.tags.includes(sel.tag!)).at(-1);
