@@ -104,6 +104,11 @@ export class Agent {
       ask: (q, hashes) => this.sender!.query(q, hashes),
     });
     await resync.open();
+    if (journal.lost) {
+      log.error({ volume: id, code: 'TM_ERR_SOURCE_REGRESSED', err: journal.lost }, 'journal lost: what it held never reached the process server; resyncing');
+      await resync.start('resync', `TM_ERR_SOURCE_REGRESSED: ${journal.lost}`);
+      await journal.markIntact();
+    }
     // No baseline to trust (a new volume, or one lost or damaged): compare with the replica first.
     const why = await tracker.open().catch((e) => { throw wrap(e, `tracker "${vc.tracker}" of ${id}`, { volume: id }); });
     if (why !== null) await resync.start('resync', why, { resume: true });

@@ -1,22 +1,50 @@
 // The agent's change journal for one volume: committed .hrl files waiting for the process server's ack,
-// and the volume's replication state (replication id, highest acknowledged sequence).
-import { randomUUID } from 'node:crypto';
+// and the volume's replication state (replication id, highest acknowledged sequence, and the generation
+// history that lets the process server tell a continuation of this state from a rolled-back copy).
+import { randomBytes, randomUUID } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { crc } from '../common/checksum.js';
-import { ensureDir, removeTempFiles, unlinkDurable, writeFileDurable } from '../common/durable.js';
+import { ensureDir, fsyncDir, removeTempFiles, unlinkDurable, writeFileDurable } from '../common/durable.js';
 import { tmError, TidemarkError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { HrlWriter, decodeHeader, decodeHrl, hrlName, listDiffs, salvageRanges, type Diff, type DiffHeader } from '../proto/hrl.js';
 import { RecentDiffs } from '../proto/recent-diffs.js';
 import type { DirtyExtent } from './trackers/tracker.js';
 
+/** Version of state.json written now; a newer one is refused (docs/FORMAT.md §4). */
+export const AGENT_STATE_VERSION = 2;
+/** Kept inside journal/: its absence beside an existing state.json means the journal was lost. */
+const JOURNAL_MARKER = 'journal.id';
+
 export interface VolumeState {
+  version: number;
   replicationId: string;
   ackedSeq: number;
   sizeBytes: number;
   blockSize: number;
+  /**
+   * Random 128-bit id of this state's current session, and the one it continues. A new generation is
+   * taken at each session once the receiver confirmed the current one, so a restored older copy presents
+   * a parent the receiver has moved past (docs/PROTOCOL.md "Regression").
+   */
+  generation: string;
+  parentGeneration: string;
+  /** The highest sequence journaled when `generation` was taken: the receiver cannot hold more from its parent. */
+  baseSeq: number;
+  /** The receiver accepted `generation` (VolumeState or ResyncNeeded received). */
+  confirmed: boolean;
 }
+
+/** What OpenVolume says of the journal's history. */
+export interface Lineage {
+  generation: string;
+  parentGeneration: string;
+  baseSeq: number;
+  lastSeq: number;
+}
+
+const newGeneration = (): string => randomBytes(16).toString('hex');
 
 /** What to do when a journal file turns out damaged: the ranges to re-read, or null for "all". */
 export type RepairHook = (ranges: { offset: number; length: number }[] | null) => Promise<void>;
@@ -29,6 +57,10 @@ export class Journal {
   private sizes = new Map<number, number>();
   private readonly recent = new RecentDiffs();
   bytes = 0;
+  /** Why the journal's files were lost (journal/ deleted while state.json remained), or null. */
+  lost: string | null = null;
+  /** Serialises writes with a rebase, which renumbers from under them. */
+  private queue: Promise<unknown> = Promise.resolve();
 
   constructor(volumeDir: string, readonly volumeId: string, private readonly log: Logger) {
     this.dir = path.join(volumeDir, 'journal');
@@ -36,10 +68,16 @@ export class Journal {
   }
 
   async open(geometry: { sizeBytes: number; blockSize: number }): Promise<void> {
+    const marker = path.join(this.dir, JOURNAL_MARKER);
+    const hadMarker = await fsp.stat(marker).then(() => true, () => false);
     await ensureDir(this.dir);
     const removed = await removeTempFiles(this.dir);
     if (removed > 0) this.log.info({ removed }, 'removed unfinished journal files left by a crash');
-    this.state = await this.readState(geometry);
+    const { state, fresh, upgraded } = await this.readState(geometry);
+    this.state = state;
+    // Pending differentials were deleted with the journal: their blocks reached nobody, only a resync finds them.
+    if (!fresh && !upgraded && !hadMarker) this.lost = `the journal directory ${this.dir} was lost or emptied while its state remained`;
+    if (!hadMarker && !this.lost) await this.markIntact();
     for (const seq of await listDiffs(this.dir)) {
       if (seq <= this.state.ackedSeq) {
         await unlinkDurable(this.file(seq)); // acked before a crash, not yet deleted
@@ -52,20 +90,91 @@ export class Journal {
     }
   }
 
-  private async readState(geometry: { sizeBytes: number; blockSize: number }): Promise<VolumeState> {
+  private async readState(geometry: { sizeBytes: number; blockSize: number }): Promise<{ state: VolumeState; fresh: boolean; upgraded: boolean }> {
     let state: VolumeState;
     try {
       state = JSON.parse(await fsp.readFile(this.stateFile, 'utf8')) as VolumeState;
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw tmError('TM_ERR_STATE_CORRUPT', `${this.stateFile}: ${(e as Error).message}`, { path: this.stateFile });
-      state = { replicationId: randomUUID(), ackedSeq: 0, ...geometry };
+      state = { version: AGENT_STATE_VERSION, replicationId: randomUUID(), ackedSeq: 0, ...geometry, generation: newGeneration(), parentGeneration: '', baseSeq: 0, confirmed: false };
       await writeFileDurable(this.stateFile, JSON.stringify(state));
-      return state;
+      return { state, fresh: true, upgraded: false };
     }
+    const version = state.version ?? 1;
+    if (version > AGENT_STATE_VERSION) {
+      throw tmError('TM_ERR_STATE_CORRUPT', `${this.stateFile} is format version ${version}; this agent reads up to ${AGENT_STATE_VERSION} (written by a newer Tidemark)`, { path: this.stateFile });
+    }
+    const upgraded = version < AGENT_STATE_VERSION;
+    // Version 1 kept no history: start one, as a continuation of whatever the receiver holds up to ackedSeq.
+    if (upgraded) state = { ...state, version: AGENT_STATE_VERSION, generation: newGeneration(), parentGeneration: '', baseSeq: state.ackedSeq, confirmed: false };
     if (state.sizeBytes !== geometry.sizeBytes || state.blockSize !== geometry.blockSize) {
       throw tmError('TM_ERR_VOLUME_GEOMETRY', `volume ${this.volumeId} is ${geometry.sizeBytes} bytes in ${geometry.blockSize}-byte blocks, but was replicated as ${state.sizeBytes} in ${state.blockSize}`, { volume: this.volumeId });
     }
-    return state;
+    if (upgraded) await writeFileDurable(this.stateFile, JSON.stringify(state));
+    return { state, fresh: false, upgraded };
+  }
+
+  /** The journal directory is whole again (after a loss, once the resync that covers it is durably started). */
+  async markIntact(): Promise<void> {
+    await writeFileDurable(path.join(this.dir, JOURNAL_MARKER), this.state.replicationId);
+    this.lost = null;
+  }
+
+  private saveState(): Promise<void> {
+    return writeFileDurable(this.stateFile, JSON.stringify(this.state));
+  }
+
+  private locked<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(fn, fn);
+    this.queue = run.catch(() => {});
+    return run;
+  }
+
+  /**
+   * The history to present in OpenVolume. Once the receiver confirmed the current generation, a new one
+   * is taken (durably, before it is presented) continuing it from everything journaled so far.
+   */
+  session(): Promise<Lineage> {
+    return this.locked(async () => {
+      if (this.state.confirmed) {
+        this.state = { ...this.state, parentGeneration: this.state.generation, generation: newGeneration(), baseSeq: this.lastSeq, confirmed: false };
+        await this.saveState();
+      }
+      const { generation, parentGeneration, baseSeq } = this.state;
+      return { generation, parentGeneration, baseSeq, lastSeq: this.lastSeq };
+    });
+  }
+
+  /** The receiver accepted the generation presented: the next session continues from it. */
+  async confirm(): Promise<void> {
+    if (this.state.confirmed) return;
+    this.state = { ...this.state, confirmed: true };
+    await this.saveState();
+  }
+
+  /**
+   * The receiver holds a history this journal is not a continuation of (everything <= durableSeq is durable
+   * there, partly from another timeline). The caller has durably started a resync, which re-reads every
+   * block from the volume: the files journaled here are set aside in superseded/ (replacing an earlier set),
+   * never acknowledged, and numbering goes on from durableSeq + 1.
+   */
+  rebase(durableSeq: number): Promise<number> {
+    return this.locked(async () => {
+      const aside = path.join(path.dirname(this.dir), 'superseded');
+      await fsp.rm(aside, { recursive: true, force: true });
+      await ensureDir(aside);
+      const moved = [...this.seqs];
+      for (const s of moved) await fsp.rename(this.file(s), path.join(aside, hrlName(s)));
+      await fsyncDir(aside);
+      await fsyncDir(this.dir);
+      this.recent.forgetFrom(0);
+      this.seqs = [];
+      this.sizes.clear();
+      this.bytes = 0;
+      this.state = { ...this.state, ackedSeq: durableSeq, confirmed: true };
+      await this.saveState();
+      return moved.length;
+    });
   }
 
   file(seq: number): string {
@@ -85,7 +194,11 @@ export class Journal {
   }
 
   /** Write a differential durably (tmp, fsync, rename, fsync dir) and return its sequence number. */
-  async write(h: Omit<DiffHeader, 'seq' | 'volumeId' | 'volumeSize' | 'blockSize'>, extents: DirtyExtent[]): Promise<number> {
+  write(h: Omit<DiffHeader, 'seq' | 'volumeId' | 'volumeSize' | 'blockSize'>, extents: DirtyExtent[]): Promise<number> {
+    return this.locked(() => this.writeNow(h, extents));
+  }
+
+  private async writeNow(h: Omit<DiffHeader, 'seq' | 'volumeId' | 'volumeSize' | 'blockSize'>, extents: DirtyExtent[]): Promise<number> {
     const seq = this.nextSeq;
     const w = await HrlWriter.create(this.dir, { ...h, seq, volumeId: this.volumeId, volumeSize: this.state.sizeBytes, blockSize: this.state.blockSize }, { keep: true });
     try {
@@ -138,11 +251,17 @@ export class Journal {
     }
   }
 
-  /** The process server holds everything up to `seq` durably: record that, then delete those files. */
+  /**
+   * The process server holds everything up to `seq` durably: record that, then delete those files. An
+   * acknowledgement above what this journal ever wrote comes from another history: nothing is deleted.
+   */
   async acked(seq: number): Promise<void> {
     if (seq <= this.state.ackedSeq) return;
+    if (seq > this.lastSeq) {
+      throw tmError('TM_ERR_SOURCE_REGRESSED', `volume ${this.volumeId}: acknowledged up to ${seq}, but this journal wrote only up to ${this.lastSeq}: the receiver holds another history`, { volume: this.volumeId, seq });
+    }
     this.state = { ...this.state, ackedSeq: seq };
-    await writeFileDurable(this.stateFile, JSON.stringify(this.state));
+    await this.saveState();
     this.recent.forgetThrough(seq);
     while (this.seqs.length > 0 && this.seqs[0]! <= seq) {
       const s = this.seqs.shift()!;

@@ -3,6 +3,7 @@
 import type { Logger } from '../common/log.js';
 import type { Diff } from '../proto/hrl.js';
 import { FLAG_RESYNC_END } from '../proto/hrl.js';
+import type { OpenVolume } from '../proto/messages.js';
 import type { OutboundVolume } from '../proto/sender.js';
 import type { BackgroundVerify } from './background-verify.js';
 import type { Capture, CapturedView } from './capture/capture.js';
@@ -209,8 +210,31 @@ export class VolumeReplicator implements OutboundVolume {
   }
 
   // OutboundVolume: what the uploader needs.
-  describe(): { sizeBytes: number; blockSize: number; replicationId: string } {
-    return { sizeBytes: this.journal.state.sizeBytes, blockSize: this.journal.state.blockSize, replicationId: this.journal.state.replicationId };
+  async describe(): Promise<Omit<OpenVolume, 'volumeId'>> {
+    const lineage = await this.journal.session();
+    return { sizeBytes: this.journal.state.sizeBytes, blockSize: this.journal.state.blockSize, replicationId: this.journal.state.replicationId, ...lineage };
+  }
+
+  opened(): Promise<void> {
+    return this.journal.confirm();
+  }
+
+  /**
+   * The process server asks for a resync. On a regression (this state is not a continuation of what it
+   * holds), what the journal holds is set aside and numbering goes on above the process server's: the
+   * resync is started (durably) first, so a crash in between repeats the exchange rather than losing it.
+   */
+  async resyncNeeded(reason: string, regression: boolean, durableSeq: number): Promise<void> {
+    const why = regression ? `TM_ERR_SOURCE_REGRESSED: ${reason}` : reason;
+    if (!regression) {
+      await this.resync.start('resync', why);
+      return;
+    }
+    this.opts.log.error({ volume: this.volumeId, code: 'TM_ERR_SOURCE_REGRESSED', durableSeq, lastSeq: this.journal.lastSeq, err: reason }, 'agent state regressed; setting the journal aside and resyncing');
+    await this.resync.start('resync', why);
+    const moved = await this.journal.rebase(durableSeq);
+    await this.resync.start('resync', why); // again, from the new numbering
+    this.opts.log.warn({ volume: this.volumeId, superseded: moved, nextSeq: this.journal.nextSeq }, 'journal set aside; numbering goes on after the process server');
   }
 
   async pending(): Promise<number[]> {

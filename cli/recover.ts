@@ -84,7 +84,7 @@ async function offlineSource(cfg: MtConfig, volumeId: string): Promise<{ src: Re
   const replicaPath = resolveFrom(cfg.configDir, v.replica);
   const replica = await Replica.open(replicaPath, sizeBytes);
   const hashes = new ReplicaHashes(dir, sizeBytes, blockSize, log);
-  await hashes.open(replica);
+  await hashes.open(replica, { seq: store.state.hashesSeq ?? 0, doneSeq: store.doneSeq, staged: store.pending() });
   return {
     src: { volumeId, replicaPath, sizeBytes, blockSize, retention, doneSeq: () => store.doneSeq, currentPoint: () => currentPoint(store.state), hashes: () => hashes.hashes, hold: (fn) => fn() },
     close: () => replica.close(),

@@ -1,9 +1,19 @@
 // Durable file operations: a file is durable once its data and the directory entry naming it are fsync'd.
 // Every acknowledgement in Tidemark stands on these.
+import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 
 export const TMP_SUFFIX = '.tmp';
+
+/**
+ * A temp name beside `file` no other writer uses (pid + random), so two writers of one file (two
+ * processes, or two async writes in one) never write into each other's temp file. Ends in TMP_SUFFIX,
+ * so removeTempFiles still cleans it after a crash.
+ */
+export function tempName(file: string): string {
+  return `${file}.${process.pid}.${randomBytes(6).toString('hex')}${TMP_SUFFIX}`;
+}
 
 export async function fsyncDir(dir: string): Promise<void> {
   const fh = await fsp.open(dir, 'r');
@@ -16,7 +26,7 @@ export async function fsyncDir(dir: string): Promise<void> {
 
 /** tmp -> fsync -> rename -> fsync dir. Readers never see a partial file under the final name. */
 export async function writeFileDurable(file: string, data: Uint8Array | string): Promise<void> {
-  const tmp = file + TMP_SUFFIX;
+  const tmp = tempName(file);
   const fh = await fsp.open(tmp, 'w', 0o600);
   try {
     await fh.writeFile(data);
@@ -26,6 +36,16 @@ export async function writeFileDurable(file: string, data: Uint8Array | string):
   }
   await fsp.rename(tmp, file);
   await fsyncDir(path.dirname(file));
+}
+
+/** fsync a file written by someone else (a clone made by FICLONE, say). */
+export async function syncFile(file: string): Promise<void> {
+  const fh = await fsp.open(file, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
 }
 
 /** Rename a fully written and fsync'd temp file into place, durably. */

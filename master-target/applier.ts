@@ -92,7 +92,7 @@ export class Applier {
       const resyncing = flags & FLAG_RESYNC_END ? false : flags & FLAG_RESYNC ? true : this.store.state?.resyncing ?? false;
       // A recovery point only where the whole replica is at the source's captured instant.
       const c = diff.header.consistency;
-      const point: RecoveryPoint | null = !resyncing && c !== 'FUZZY' ? { seq, atMs: diff.header.endTimeMs, consistency: c, tags: diff.header.tags, appliedAt: Date.now() } : null;
+      const point: RecoveryPoint | null = !resyncing && c !== 'FUZZY' ? { seq, atMs: this.captureTime(seq, diff.header.endTimeMs), consistency: c, tags: diff.header.tags, appliedAt: Date.now() } : null;
       if (this.retention && !(await this.keepBeforeImages(seq, diff, point))) return;
       for (let i = 0; i < raws.length; i++) {
         await this.replica.write(diff.extents[i]!.offset, raws[i]!);
@@ -100,8 +100,9 @@ export class Applier {
       }
       await this.replica.sync();
       // Hashes before doneSeq: a crash between the two re-applies this differential, rewriting both.
-      if (raws.length > 0) await this.hashes.persist();
-      await this.store.done(seq, { resyncing, ...(point && (c === 'APP' ? { lastAppPoint: point } : { lastCrashPoint: point })) });
+      if (raws.length > 0) await this.hashes.persist(seq);
+      // hashesSeq: the table's recorded sequence, checked at attach (a table from a stale applier is rebuilt).
+      await this.store.done(seq, { resyncing, hashesSeq: this.hashes.seq, ...(point && (c === 'APP' ? { lastAppPoint: point } : { lastCrashPoint: point })) });
       if (point) await this.hooks.point?.(point);
       this.stats.consistent = !resyncing;
       this.stats.appliedSeq = seq;
@@ -131,6 +132,18 @@ export class Applier {
     }
     await retention.beforeApply(seq, diff.extents, this.replica, base, tip);
     return true;
+  }
+
+  /**
+   * A point's capture time, made non-decreasing per volume: a source clock stepped back must not give a
+   * later point an earlier time (recover --at would take it for one from before). Warned when it happens.
+   */
+  private captureTime(seq: number, endTimeMs: number): number {
+    const s = this.store.state;
+    const last = Math.max(s?.lastCrashPoint?.atMs ?? 0, s?.lastAppPoint?.atMs ?? 0);
+    if (endTimeMs >= last) return endTimeMs;
+    this.log.warn({ volume: this.volumeId, seq, captureTimeMs: endTimeMs, previousPointMs: last }, 'capture time earlier than the previous point (source clock stepped back?); recorded as the previous point\'s time');
+    return last;
   }
 
   /** Resolves once every differential up to `seq` is applied. */

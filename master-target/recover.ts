@@ -5,6 +5,8 @@
 // `verify: 'full'` every block is checked against the point's block hashes (the replica's recorded hashes
 // with the before-images' hashes in place of the blocks rolled back).
 import { constants, promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { fsyncDir } from '../common/durable.js';
 import { blockHash, crc } from '../common/checksum.js';
 import { didYouMean } from '../common/config.js';
 import { volumeSize } from '../common/device.js';
@@ -79,7 +81,12 @@ export function selectPoint(points: readonly RecoveryPoint[], sel: PointSelector
       throw none(`no retained point #${sel.seq} (it was never a recovery point, or thinning or the window removed it)${near.length ? `; nearest: ${near.map(formatPoint).join(', ')}` : ''}`);
     }
   } else if (sel.atMs !== undefined) {
-    found = points.filter((p) => p.atMs <= sel.atMs!).at(-1);
+    // In sequence order: the last point before the first one captured after T. With capture times that are
+    // not monotonic (a source clock stepped back, before the master target made them so) a later point with
+    // an early time must not be taken for one from before T.
+    const bySeq = [...points].sort((a, b) => a.seq - b.seq);
+    const after = bySeq.findIndex((p) => p.atMs > sel.atMs!);
+    found = (after < 0 ? bySeq : bySeq.slice(0, after)).at(-1);
     if (!found) throw none(`no retained point at or before ${new Date(sel.atMs).toISOString()}`);
   } else {
     found = points.filter((p) => p.tags.includes(sel.tag!)).at(-1);
@@ -218,7 +225,10 @@ export async function recoverPoint(src: RecoverySource, opts: RecoverOptions): P
           if (crc(back) !== w.crc32c) throw tmError('TM_ERR_RECOVERY_VERIFY', `recovered ${opts.out} differs at ${w.offset} (+${w.length}) from the before-image recorded for point #${point.seq}`, { volume: src.volumeId, seq: point.seq });
         }
         if (verify === 'full') await verifyAll(fh, table, src, opts.out, point);
-        if (!isDevice) await fsp.rename(target, opts.out);
+        if (!isDevice) {
+          await fsp.rename(target, opts.out);
+          await fsyncDir(path.dirname(opts.out)); // the output's name survives a crash, not only its data
+        }
         return {
           volume: src.volumeId,
           point,

@@ -3,15 +3,28 @@
 // A missing or damaged table is rebuilt by reading the replica, never guessed.
 import path from 'node:path';
 import { blockHash } from '../common/checksum.js';
-import { loadHashTable, saveHashTable } from '../common/hash-table.js';
+import { loadHashTableAt, saveHashTable } from '../common/hash-table.js';
 import type { Logger } from '../common/log.js';
 import { leafHashes, rangeHash } from '../proto/range-hash.js';
 import type { Replica } from './replica.js';
 
 const READ_CHUNK = 4 * 1024 * 1024;
 
+/**
+ * What the table must reflect to be trusted at attach: `seq` (the store's record of the last persist), or
+ * doneSeq + 1 when that differential is staged (a crash after the table was written and before doneSeq:
+ * it is applied again, rewriting the same entries).
+ */
+export interface HashExpectation {
+  seq: number;
+  doneSeq: number;
+  staged: readonly number[];
+}
+
 export class ReplicaHashes {
   hashes!: BigUint64Array;
+  /** The sequence whose application the table reflects (recorded in the file, docs/FORMAT.md §3.2). */
+  seq = 0;
   readonly blockCount: number;
   private readonly file: string;
 
@@ -20,18 +33,27 @@ export class ReplicaHashes {
     this.blockCount = Math.ceil(sizeBytes / blockSize);
   }
 
-  /** Load the table; rebuild it from the replica's data when it is missing or damaged. */
-  async open(replica: Replica): Promise<void> {
+  /**
+   * Load the table; rebuild it from the replica's data when it is missing, damaged, or (with `expect`)
+   * reflects another sequence than the store says was applied: a table written by a stale applier, or
+   * one without a recorded sequence (version 1), is never trusted for a resync's answers.
+   */
+  async open(replica: Replica, expect?: HashExpectation): Promise<void> {
     try {
-      const loaded = await loadHashTable(this.file, this.blockSize, this.sizeBytes);
+      const loaded = await loadHashTableAt(this.file, this.blockSize, this.sizeBytes);
       if (loaded) {
-        this.hashes = loaded;
-        return;
+        const ok = !expect || loaded.seq === expect.seq || (loaded.seq === expect.doneSeq + 1 && expect.staged.includes(loaded.seq));
+        if (ok) {
+          this.hashes = loaded.hashes;
+          this.seq = loaded.seq ?? 0;
+          return;
+        }
+        this.log.warn({ tableSeq: loaded.seq, expectedSeq: expect!.seq }, 'replica hash table reflects another sequence than was applied; rebuilding it from the replica');
       }
     } catch (e) {
       this.log.error({ err: (e as Error).message }, 'replica hash table damaged; rebuilding it from the replica');
     }
-    await this.rebuild(replica);
+    await this.rebuild(replica, expect?.seq ?? 0);
   }
 
   /** A new sparse replica: every block reads as zeros, no need to read it. */
@@ -39,10 +61,11 @@ export class ReplicaHashes {
     this.hashes = new BigUint64Array(this.blockCount).fill(blockHash(Buffer.alloc(this.blockSize)));
     const tail = this.sizeBytes - (this.blockCount - 1) * this.blockSize;
     if (this.blockCount > 0 && tail !== this.blockSize) this.hashes[this.blockCount - 1] = blockHash(Buffer.alloc(tail));
-    await this.persist();
+    await this.persist(0);
   }
 
-  async rebuild(replica: Replica): Promise<void> {
+  /** Hash the replica's data; the table then reflects `seq` (what the store says was applied). */
+  async rebuild(replica: Replica, seq = 0): Promise<void> {
     const started = Date.now();
     this.hashes = new BigUint64Array(this.blockCount);
     const chunkBlocks = READ_CHUNK / this.blockSize;
@@ -50,7 +73,7 @@ export class ReplicaHashes {
       const data = await replica.read(b * this.blockSize, Math.min(READ_CHUNK, this.sizeBytes - b * this.blockSize));
       this.hashes.set(leafHashes(data, this.blockSize), b);
     }
-    await this.persist();
+    await this.persist(seq);
     this.log.info({ sizeBytes: this.sizeBytes, ms: Date.now() - started }, 'replica hashed');
   }
 
@@ -59,8 +82,10 @@ export class ReplicaHashes {
     this.hashes.set(leafHashes(data, this.blockSize), offset / this.blockSize);
   }
 
-  persist(): Promise<void> {
-    return saveHashTable(this.file, this.blockSize, this.sizeBytes, this.hashes);
+  /** Write the table durably as reflecting `seq` (default: what it reflected). */
+  async persist(seq = this.seq): Promise<void> {
+    await saveHashTable(this.file, this.blockSize, this.sizeBytes, this.hashes, seq);
+    this.seq = seq;
   }
 
   rangeHash(index: number, rangeBlocks: number): bigint {

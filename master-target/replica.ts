@@ -1,5 +1,7 @@
 // A replica volume on the master target: an image file or a block device, written by offset.
 import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { fsyncDir } from '../common/durable.js';
 import { tmError, wrap } from '../common/errors.js';
 import { volumeSize } from '../common/device.js';
 import { tryLock } from '../native/index.js';
@@ -31,6 +33,7 @@ export class Replica {
     } finally {
       await fh.close();
     }
+    await fsyncDir(path.dirname(p)); // its name too: the hash table written next says it exists
     return Replica.open(p, sizeBytes);
   }
 

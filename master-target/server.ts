@@ -41,6 +41,8 @@ interface Target {
   maintenance: NodeJS.Timeout | null;
   replica: Replica | null;
   applier: Applier | null;
+  /** Opening and attaching run one at a time per volume: two appliers would each keep their own hash table. */
+  opening: Promise<unknown>;
 }
 
 export class MasterTarget implements InboundSink {
@@ -73,12 +75,12 @@ export class MasterTarget implements InboundSink {
       const store = new DiffStore(path.join(p(cfg.stateDir), 'volumes', v.id), v.id, this.log.child({ volume: v.id }));
       await store.open();
       const snapshots = v.snapshots ? new PointSnapshots(v.id, p(v.replica), { dir: p(v.snapshots.dir), keep: v.snapshots.keep }, this.log.child({ volume: v.id })) : null;
-      const t: Target = { store, replicaPath: p(v.replica), snapshots, retentionConfig: v.retention, retention: null, maintenance: null, replica: null, applier: null };
+      const t: Target = { store, replicaPath: p(v.replica), snapshots, retentionConfig: v.retention, retention: null, maintenance: null, replica: null, applier: null, opening: Promise.resolve() };
       this.targets.set(v.id, t);
       // A volume seen before: finish any differential a crash interrupted, before accepting more.
       // One volume's trouble (missing replica, EIO) must not stop the others: report it and go on.
       if (store.state) {
-        await this.attach(t).catch((e) => {
+        await this.serially(t, () => this.attach(t)).catch((e) => {
           const err = wrap(e, `attach replica ${t.replicaPath}`, { volume: v.id });
           this.log.error({ volume: v.id, code: err.code, err: err.message }, 'volume not attached; will retry when its process server connects');
         });
@@ -102,12 +104,19 @@ export class MasterTarget implements InboundSink {
     this.log.info({ port, statusPort: this.status.port }, 'master target started');
   }
 
+  /** Run `fn` after every open or attach of this volume begun before it. */
+  private serially<T>(t: Target, fn: () => Promise<T>): Promise<T> {
+    const run = t.opening.then(fn, fn);
+    t.opening = run.catch(() => {});
+    return run;
+  }
+
   private async attach(t: Target): Promise<void> {
     const { sizeBytes, blockSize } = t.store.state!;
     t.replica = await Replica.open(t.replicaPath, sizeBytes);
     await t.snapshots?.open();
     const hashes = new ReplicaHashes(t.store.dir, sizeBytes, blockSize, this.log.child({ volume: t.store.volumeId }));
-    await hashes.open(t.replica);
+    await hashes.open(t.replica, { seq: t.store.state!.hashesSeq ?? 0, doneSeq: t.store.doneSeq, staged: t.store.pending() });
     const rc = t.retentionConfig;
     if (rc && !t.retention) {
       t.retention = new RetentionLog(path.join(t.store.dir, 'retention'), t.store.volumeId, { sizeBytes, blockSize }, rc, this.log.child({ component: 'retention', volume: t.store.volumeId }));
@@ -233,13 +242,19 @@ export class MasterTarget implements InboundSink {
   }
 
   // InboundSink (from process servers)
+  /**
+   * A second OpenVolume of the volume (a reconnecting process server, whose old connection is still being
+   * torn down) waits for the first: preparing and attaching happen once.
+   */
   async openVolume(peer: Peer, ov: OpenVolume): Promise<{ dir: string }> {
     const t = this.authorize(peer, ov.volumeId);
-    if (t.store.state === null) await this.prepareReplica(t, ov);
-    // Not a consistent point until the initial resync has ended.
-    await t.store.adopt(ov, { resyncing: true });
-    if (!t.applier) await this.attach(t);
-    return { dir: t.store.dir };
+    return this.serially(t, async () => {
+      if (t.store.state === null) await this.prepareReplica(t, ov);
+      // Not a consistent point until the initial resync has ended.
+      await t.store.adopt(ov, { resyncing: true });
+      if (!t.applier) await this.attach(t);
+      return { dir: t.store.dir };
+    });
   }
 
   async transform(_v: string, _s: number, e: ExtentRecord, payload: Buffer): Promise<{ record: ExtentRecord; stored: Buffer }> {

@@ -9,9 +9,9 @@ import { TidemarkError, tmError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { DiffStore } from '../proto/diff-store.js';
 import { rawData } from '../proto/extent-codec.js';
-import { FLAG_RESYNC, HrlWriter, type Diff, type ExtentRecord } from '../proto/hrl.js';
-import type { HashAnswer, HashQuery, OpenVolume } from '../proto/messages.js';
-import type { FlowState, InboundSink, Peer } from '../proto/receiver.js';
+import { FLAG_RESYNC, FLAG_RESYNC_END, HrlWriter, type Diff, type ExtentRecord } from '../proto/hrl.js';
+import type { DiffBegin, HashAnswer, HashQuery, OpenVolume } from '../proto/messages.js';
+import type { FlowState, InboundSink, Peer, ResyncRequest } from '../proto/receiver.js';
 import type { OutboundVolume } from '../proto/sender.js';
 import { Compressor, type CompressionStats } from './compressor.js';
 import type { PsConfig } from './config.js';
@@ -43,6 +43,8 @@ export class Cache implements InboundSink {
   onCommitted: (volumeId: string) => void = () => {};
   /** Called to acknowledge to the agent (wired to the receiver). */
   ack: (volumeId: string, seq: number) => void = () => {};
+  /** Asks the volume's agent to resync, if connected (wired to the receiver); false if it was not told. */
+  requestResync: (volumeId: string, reason: string) => Promise<boolean> = async () => false;
   /** Asks the volume's master target (wired to its forwarder). */
   relayQuery: (masterTarget: string, q: Omit<HashQuery, 'requestId'>, hashes: Buffer) => Promise<HashAnswer> = () => Promise.reject(new Error('no forwarder'));
 
@@ -99,7 +101,7 @@ export class Cache implements InboundSink {
   }
 
   // InboundSink (from agents)
-  async openVolume(peer: Peer, ov: OpenVolume): Promise<{ dir: string }> {
+  async openVolume(peer: Peer, ov: OpenVolume): Promise<{ dir: string; resync?: ResyncRequest }> {
     // The agent learns only that this volume is not served to it (not whether it exists, nor which do);
     // the log keeps the detail for the operator.
     const store = this.stores.get(ov.volumeId);
@@ -111,7 +113,18 @@ export class Cache implements InboundSink {
       throw tmError('TM_ERR_VOLUME_NOT_ASSIGNED', `volume "${ov.volumeId}" is not served to "${peer.name}" here`, { volume: ov.volumeId, peer: peer.name, detail });
     }
     await store.adopt(ov);
-    return { dir: store.dir };
+    // Sequence numbers from a state that does not continue ours would be acknowledged as ours: the agent
+    // would delete what it never sent. It renumbers after ours and resyncs instead (docs/PROTOCOL.md).
+    const regression = store.regression(ov);
+    const capable = peer.capabilities?.includes('resync-needed') ?? false;
+    if (regression) {
+      this.log.error({ volume: ov.volumeId, code: 'TM_ERR_SOURCE_REGRESSED', storedSeq: store.storedSeq, generation: ov.generation, baseSeq: ov.baseSeq, lastSeq: ov.lastSeq, err: regression }, 'agent state regressed; asking it to resync');
+      if (!capable) throw tmError('TM_ERR_SOURCE_REGRESSED', `volume ${ov.volumeId}: ${regression}; this agent is too old to resync by itself: upgrade it`, { volume: ov.volumeId });
+    }
+    if (ov.generation && capable) await store.acceptSource(ov.generation);
+    if (regression) return { dir: store.dir, resync: { reason: regression, regression: true } };
+    const flagged = store.state?.resyncNeeded;
+    return { dir: store.dir, resync: flagged && capable ? { reason: flagged.reason, regression: false } : undefined };
   }
 
   async transform(volumeId: string, seq: number, e: ExtentRecord, payload: Buffer): Promise<{ record: ExtentRecord; stored: Buffer }> {
@@ -119,8 +132,10 @@ export class Cache implements InboundSink {
     return this.compressor.pack(volumeId, e, raw);
   }
 
-  async committed(volumeId: string, seq: number, info: { rawBytes: number; storedBytes: number; diff: Diff | null }): Promise<void> {
-    await this.store(volumeId).added(seq, info.diff);
+  async committed(volumeId: string, seq: number, info: { rawBytes: number; storedBytes: number; begin: DiffBegin; diff: Diff | null }): Promise<void> {
+    const store = this.store(volumeId);
+    await store.added(seq, info.diff);
+    if (info.begin.flags & (FLAG_RESYNC | FLAG_RESYNC_END)) await store.clearResyncNeeded(seq);
     this.arrived.get(volumeId)?.set(seq, Date.now());
     this.monitor.update(); // may slow or stop agents before the next differential
     const st = this.stats.get(volumeId)!;
@@ -163,10 +178,15 @@ export class Cache implements InboundSink {
       return await store.load(seq);
     } catch (e) {
       if (!(e instanceof TidemarkError) || e.errorClass !== 'corruption') throw e;
-      this.log.error({ volume: store.volumeId, seq, code: e.code, err: e.message }, `damaged cached differential replaced; the replica needs a resync: run \`tidemark resync ${store.volumeId}\` on its agent`);
+      this.log.error({ volume: store.volumeId, seq, code: e.code, err: e.message }, 'damaged cached differential replaced; asking the agent to resync the volume');
       const s = store.state!;
       const w = await HrlWriter.create(store.dir, { volumeId: store.volumeId, seq, startTimeMs: Date.now(), endTimeMs: Date.now(), volumeSize: s.sizeBytes, blockSize: s.blockSize, consistency: 'FUZZY', flags: FLAG_RESYNC, tags: [] }, { keep: true });
       await w.commit();
+      // Durably first: an agent not connected now is told at its next OpenVolume, until it starts one.
+      const reason = `process server ${this.cfg.name}: cached differential ${seq} was damaged (${e.code})`;
+      await store.flagResync(reason);
+      const told = await this.requestResync(store.volumeId, reason).catch(() => false);
+      this.log.warn({ volume: store.volumeId, seq, told }, told ? 'agent asked to resync' : 'agent will be asked to resync when it connects');
       return w.diff()!;
     }
   }

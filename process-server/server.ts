@@ -53,6 +53,7 @@ export class ProcessServer {
     await this.cache.open();
     this.receiver = new DiffReceiver(this.cache, cfg.name, this.log.child({ component: 'receiver' }));
     this.cache.ack = (v, s) => this.receiver.ack(v, s);
+    this.cache.requestResync = (v, reason) => this.receiver.requestResync(v, reason);
     this.cache.connectFlow((f) => this.receiver.setFlow(f)); // cache quota: slow down / backpressure to agents
     // A volume drains while its master target is connected and acknowledging; one that does not is the one
     // to hold back when the cache fills, not the volumes of the other master targets.

@@ -10,7 +10,11 @@ import { hrlName, listDiffs, readHrl, type Diff } from './hrl.js';
 import { RecentDiffs } from './recent-diffs.js';
 import type { OpenVolume } from './messages.js';
 
+/** Version of state.json written now; a newer one is refused (docs/FORMAT.md §5). */
+export const STORE_STATE_VERSION = 2;
+
 export interface StoreState {
+  version?: number;
   replicationId: string;
   sizeBytes: number;
   blockSize: number;
@@ -21,6 +25,12 @@ export interface StoreState {
   /** Master target: the latest recovery point of each class applied to the replica. */
   lastCrashPoint?: RecoveryPoint;
   lastAppPoint?: RecoveryPoint;
+  /** Master target: the sequence the replica hash table was last persisted as reflecting (checked at attach). */
+  hashesSeq?: number;
+  /** Process server: the sender's generation last accepted (docs/PROTOCOL.md "Regression"). */
+  sourceGeneration?: string;
+  /** Process server: a resync the agent must be told to run (a damaged cached differential), until it starts one. */
+  resyncNeeded?: { reason: string; storedSeq: number };
 }
 
 /** A differential whose application left the replica at a crash- or app-consistent point. */
@@ -53,6 +63,9 @@ export class DiffStore {
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw tmError('TM_ERR_STATE_CORRUPT', `${this.stateFile}: ${(e as Error).message}`, { path: this.stateFile });
     }
+    if ((this.state?.version ?? 1) > STORE_STATE_VERSION) {
+      throw tmError('TM_ERR_STATE_CORRUPT', `${this.stateFile} is format version ${this.state!.version}; this Tidemark reads up to ${STORE_STATE_VERSION} (written by a newer one)`, { path: this.stateFile });
+    }
     const done = this.state?.doneSeq ?? 0;
     for (const seq of await listDiffs(this.dir)) {
       if (seq <= done) await fsp.rm(this.file(seq), { force: true }); // done before a crash, not yet deleted
@@ -64,8 +77,8 @@ export class DiffStore {
   async adopt(ov: OpenVolume, initial: Partial<StoreState> = {}): Promise<void> {
     const s = this.state;
     if (s === null) {
-      this.state = { replicationId: ov.replicationId, sizeBytes: ov.sizeBytes, blockSize: ov.blockSize, doneSeq: 0, ...initial };
-      await writeFileDurable(this.stateFile, JSON.stringify(this.state));
+      this.state = { version: STORE_STATE_VERSION, replicationId: ov.replicationId, sizeBytes: ov.sizeBytes, blockSize: ov.blockSize, doneSeq: 0, ...initial };
+      await this.save();
       this.log.info({ volume: this.volumeId, sizeBytes: ov.sizeBytes, blockSize: ov.blockSize }, 'new volume');
       return;
     }
@@ -75,6 +88,50 @@ export class DiffStore {
     if (s.sizeBytes !== ov.sizeBytes || s.blockSize !== ov.blockSize) {
       throw tmError('TM_ERR_VOLUME_GEOMETRY', `volume ${this.volumeId} is ${s.sizeBytes} bytes in ${s.blockSize}-byte blocks here; offered ${ov.sizeBytes} in ${ov.blockSize}`, { volume: this.volumeId });
     }
+  }
+
+  /**
+   * Is the sender's state a continuation of what we hold (docs/PROTOCOL.md "Regression")? Null if so (or
+   * the sender keeps no history); else why not. A continuation presents the generation we last accepted,
+   * or a new one whose parent it is, and began it with everything we hold already journaled.
+   */
+  regression(ov: OpenVolume): string | null {
+    if (!ov.generation) return null;
+    const known = this.state?.sourceGeneration;
+    if (known && ov.generation !== known && ov.parentGeneration !== known) {
+      return `the agent's state (generation ${ov.generation}, continuing ${ov.parentGeneration || 'nothing'}) does not continue the one this process server last accepted (${known}): restored from an older copy or recreated`;
+    }
+    if (this.storedSeq > (ov.baseSeq ?? 0)) {
+      return `this process server holds differentials up to ${this.storedSeq}, but the agent's journal had only reached ${ov.baseSeq ?? 0}: its state was rolled back or its journal lost`;
+    }
+    return null;
+  }
+
+  /** Accept the sender's generation: the next must continue it. */
+  async acceptSource(generation: string): Promise<void> {
+    if (!this.state || !generation || this.state.sourceGeneration === generation) return;
+    this.state = { ...this.state, version: STORE_STATE_VERSION, sourceGeneration: generation };
+    await this.save();
+  }
+
+  /** Remember (durably) that the sender must run a resync; cleared by clearResyncNeeded. */
+  async flagResync(reason: string): Promise<void> {
+    if (!this.state) return;
+    this.state = { ...this.state, version: STORE_STATE_VERSION, resyncNeeded: { reason, storedSeq: this.storedSeq } };
+    await this.save();
+  }
+
+  /** A resync differential newer than the flag arrived: the sender has started one. */
+  async clearResyncNeeded(seq: number): Promise<void> {
+    const f = this.state?.resyncNeeded;
+    if (!f || seq <= f.storedSeq) return;
+    const { resyncNeeded: _, ...rest } = this.state!;
+    this.state = rest;
+    await this.save();
+  }
+
+  private save(): Promise<void> {
+    return writeFileDurable(this.stateFile, JSON.stringify(this.state));
   }
 
   file(seq: number): string {
@@ -115,7 +172,7 @@ export class DiffStore {
   async done(seq: number, also: Partial<StoreState> = {}): Promise<void> {
     if (this.state === null || seq <= this.state.doneSeq) return;
     this.state = { ...this.state, ...also, doneSeq: seq };
-    await writeFileDurable(this.stateFile, JSON.stringify(this.state));
+    await this.save();
     this.recent.forgetThrough(seq);
     while (this.seqs.length > 0 && this.seqs[0]! <= seq) {
       const s = this.seqs.shift()!;

@@ -8,14 +8,16 @@ import protobuf from 'protobufjs';
 export const PROTOCOL_VERSION = 1;
 export const MIN_PROTOCOL_VERSION = 1;
 /** backpressure: the receiver may send Backpressure (and the sender honours it); see docs/PROTOCOL.md. */
-export const CAPABILITIES = ['lz4', 'cumulative-ack', 'resync', 'backpressure'] as const;
+/** resync-needed: the receiver may send ResyncNeeded (and the sender acts on it). */
+export const CAPABILITIES = ['lz4', 'cumulative-ack', 'resync', 'backpressure', 'resync-needed'] as const;
 
 export type Consistency = 'FUZZY' | 'CRASH' | 'APP';
 export type CompressionName = 'NONE' | 'LZ4';
 
 export interface Hello { protocolVersion: number; minProtocolVersion: number; capabilities: string[]; nodeName: string; role: string; software: string }
 export interface Welcome { protocolVersion: number; capabilities: string[]; nodeName: string }
-export interface OpenVolume { volumeId: string; sizeBytes: number; blockSize: number; replicationId: string }
+export interface OpenVolume { volumeId: string; sizeBytes: number; blockSize: number; replicationId: string; generation?: string; parentGeneration?: string; baseSeq?: number; lastSeq?: number }
+export interface ResyncNeeded { volumeId: string; reason: string; regression: boolean; durableSeq: number }
 export interface VolumeState { volumeId: string; durableSeq: number }
 export interface DiffBegin { volumeId: string; seq: number; startTimeMs: number; endTimeMs: number; consistency: Consistency; tags: string[]; extentCount: number; flags: number }
 export interface ExtentMsg { offset: number; length: number; crc32c: number; compression: CompressionName; storedLength: number }
@@ -40,9 +42,10 @@ export type Message =
   | { error: ErrorReport }
   | { hashQuery: HashQuery }
   | { hashAnswer: HashAnswer }
-  | { backpressure: Backpressure };
+  | { backpressure: Backpressure }
+  | { resyncNeeded: ResyncNeeded };
 
-export type MessageKind = 'hello' | 'welcome' | 'openVolume' | 'volumeState' | 'diffBegin' | 'extent' | 'diffEnd' | 'ack' | 'error' | 'hashQuery' | 'hashAnswer' | 'backpressure';
+export type MessageKind = 'hello' | 'welcome' | 'openVolume' | 'volumeState' | 'diffBegin' | 'extent' | 'diffEnd' | 'ack' | 'error' | 'hashQuery' | 'hashAnswer' | 'backpressure' | 'resyncNeeded';
 
 // Found beside this file when run from source, or in <root>/proto when run from dist/proto.
 const here = path.dirname(fileURLToPath(import.meta.url));

@@ -12,11 +12,20 @@ import { CAPABILITIES, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, type DiffBegin, t
 export interface Peer {
   name: string;
   role: string;
+  /** The capabilities both sides listed in the handshake (set by the receiver). */
+  capabilities?: readonly string[];
+}
+
+/** A resync the sink needs the sender to run (ResyncNeeded, docs/PROTOCOL.md). */
+export interface ResyncRequest {
+  reason: string;
+  /** The sender's history is not a continuation of ours: answer OpenVolume with this instead of VolumeState. */
+  regression: boolean;
 }
 
 export interface InboundSink {
   /** Authorize the peer for this volume and say where to store it; throw a TidemarkError to refuse. */
-  openVolume(peer: Peer, ov: OpenVolume): Promise<{ dir: string }>;
+  openVolume(peer: Peer, ov: OpenVolume): Promise<{ dir: string; resync?: ResyncRequest }>;
   /** Verify and reshape one extent before it is stored (the process server compresses here). */
   transform(volumeId: string, seq: number, e: ExtentRecord, payload: Buffer): Promise<{ record: ExtentRecord; stored: Buffer }>;
   /** A differential is durable under its final name. The sink acknowledges it (now or later) with DiffReceiver.ack. */
@@ -67,6 +76,8 @@ export class DiffReceiver {
   private readonly flowWaiters = new Set<() => void>();
   /** Connections whose peer listed the "backpressure" capability. */
   private readonly signalled = new Set<FramedConnection>();
+  /** Connections whose peer listed the "resync-needed" capability. */
+  private readonly resyncCapable = new Set<FramedConnection>();
 
   constructor(private readonly sink: InboundSink, private readonly nodeName: string, private readonly log: Logger) {}
 
@@ -75,11 +86,12 @@ export class DiffReceiver {
     const log = this.log.child({ peer: peer.name });
     try {
       const common = await this.handshake(conn, peer);
+      if (common.includes('resync-needed')) this.resyncCapable.add(conn);
       if (common.includes('backpressure')) {
         this.signalled.add(conn);
         if (this.flow.paused) await this.signal(conn);
       }
-      await this.loop(conn, peer, log);
+      await this.loop(conn, { ...peer, capabilities: common }, log);
     } catch (e) {
       const err = e instanceof TidemarkError ? e : tmError(codeOf(e), (e as Error).message ?? String(e));
       if (err.code === 'TM_ERR_CONNECTION' || err.code === 'TM_ERR_CLOSED') log.info({ code: err.code }, 'peer disconnected');
@@ -90,6 +102,7 @@ export class DiffReceiver {
     } finally {
       for (const [vol, owner] of this.owners) if (owner === conn) this.owners.delete(vol);
       this.signalled.delete(conn);
+      this.resyncCapable.delete(conn);
       conn.close();
     }
   }
@@ -113,12 +126,18 @@ export class DiffReceiver {
       if ('openVolume' in msg) {
         const ov = msg.openVolume;
         try {
-          const { dir } = await this.sink.openVolume(peer, ov);
+          const { dir, resync } = await this.sink.openVolume(peer, ov);
           const previous = this.owners.get(ov.volumeId);
           if (previous && previous !== conn) previous.destroy();
           this.owners.set(ov.volumeId, conn);
           opened.set(ov.volumeId, dir);
-          await conn.send({ volumeState: { volumeId: ov.volumeId, durableSeq: this.sink.ackedSeq(ov.volumeId) } });
+          const durableSeq = this.sink.ackedSeq(ov.volumeId);
+          if (resync?.regression) {
+            await conn.send({ resyncNeeded: { volumeId: ov.volumeId, reason: resync.reason, regression: true, durableSeq } });
+          } else {
+            await conn.send({ volumeState: { volumeId: ov.volumeId, durableSeq } });
+            if (resync) await conn.send({ resyncNeeded: { volumeId: ov.volumeId, reason: resync.reason, regression: false, durableSeq } });
+          }
         } catch (e) {
           // Refuse this volume only; the peer's other volumes keep flowing.
           const err = e instanceof TidemarkError ? e : tmError(codeOf(e), String(e));
@@ -257,6 +276,17 @@ export class DiffReceiver {
       const timer = setTimeout(done, ms);
       if (wake) this.flowWaiters.add(done);
     });
+  }
+
+  /**
+   * Tell the sender of this volume to run a resync, if it is connected and takes ResyncNeeded; false if
+   * not (the sink tells it at its next OpenVolume).
+   */
+  async requestResync(volumeId: string, reason: string): Promise<boolean> {
+    const conn = this.owners.get(volumeId);
+    if (!conn || conn.closed || !this.resyncCapable.has(conn)) return false;
+    await conn.send({ resyncNeeded: { volumeId, reason, regression: false, durableSeq: this.sink.ackedSeq(volumeId) } });
+    return true;
   }
 
   /** Drop the connection sending this volume, so its sender reconnects and resends after the last ack. */

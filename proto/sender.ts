@@ -13,7 +13,15 @@ import { CAPABILITIES, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, type Backpressure
 export interface OutboundVolume {
   readonly volumeId: string;
   /** What to open the volume with, or null while not yet known (the volume is skipped until it is). */
-  describe(): Omit<OpenVolume, 'volumeId'> | null;
+  describe(): Omit<OpenVolume, 'volumeId'> | null | Promise<Omit<OpenVolume, 'volumeId'> | null>;
+  /** The receiver accepted the volume (VolumeState or ResyncNeeded with regression), before anything is sent. */
+  opened?(): Promise<void>;
+  /**
+   * ResyncNeeded (docs/PROTOCOL.md): the receiver holds everything up to `durableSeq` from a history this
+   * volume's is not a continuation of (`regression`: renumber after it and resync), or it lost data only a
+   * resync restores. Senders without it are never sent the message (they do not list "resync-needed").
+   */
+  resyncNeeded?(reason: string, regression: boolean, durableSeq: number): Promise<void>;
   /** Committed differentials not yet acknowledged, ascending. */
   pending(): Promise<number[]>;
   /** Load a differential to send. A corrupt file should be repaired here (or the error thrown). */
@@ -206,7 +214,7 @@ export class DiffSender {
     for (const vol of this.opts.volumes()) {
       if (lanes.has(vol.volumeId)) continue;
       if ((this.refused.get(vol.volumeId) ?? 0) > Date.now()) continue;
-      const d = vol.describe();
+      const d = await vol.describe();
       if (!d) continue;
       lanes.set(vol.volumeId, { vol, sent: -1, acked: -1 }); // -1: waiting for VolumeState
       await conn.send({ openVolume: { volumeId: vol.volumeId, ...d } });
@@ -248,11 +256,27 @@ export class DiffSender {
         const b = msg.backpressure;
         this.setPaused(b);
         this.notify();
+      } else if ('resyncNeeded' in msg) {
+        const r = msg.resyncNeeded;
+        const lane = lanes.get(r.volumeId);
+        if (!lane) continue;
+        this.opts.log.warn({ volume: r.volumeId, regression: r.regression, durableSeq: r.regression ? r.durableSeq : undefined, reason: r.reason }, 'receiver says the volume needs a resync');
+        // Before the lane opens: nothing of ours may be sent (or acknowledged) under the old numbering.
+        await lane.vol.resyncNeeded?.(r.reason, r.regression, r.durableSeq);
+        if (r.regression) {
+          await lane.vol.opened?.();
+          lane.sent = r.durableSeq;
+          lane.acked = r.durableSeq;
+          this.notify();
+        }
       } else if ('volumeState' in msg || 'ack' in msg) {
         const { volumeId, durableSeq } = 'ack' in msg ? msg.ack : msg.volumeState;
         const lane = lanes.get(volumeId);
         if (!lane) continue;
-        if ('volumeState' in msg) lane.sent = durableSeq;
+        if ('volumeState' in msg) {
+          await lane.vol.opened?.();
+          lane.sent = durableSeq;
+        }
         if (durableSeq > lane.acked) {
           lane.acked = durableSeq;
           await lane.vol.acked(durableSeq);

@@ -5,6 +5,7 @@
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { blockDeviceInfo } from '../../common/device.js';
+import { commitRename, syncFile } from '../../common/durable.js';
 import { tmError } from '../../common/errors.js';
 import type { Logger } from '../../common/log.js';
 import { ficlone } from '../../native/index.js';
@@ -63,7 +64,8 @@ export class ReflinkCapture implements Capture {
       release: async (seq?: number) => {
         await view.close();
         if (seq === undefined || this.opts.keep === 0) return fsp.rm(clone, { force: true });
-        await fsp.rename(clone, this.keptPath(seq));
+        await syncFile(clone); // kept as the point's snapshot: durable, name and all
+        await commitRename(clone, this.keptPath(seq));
         await this.prune();
       },
     };

@@ -34,6 +34,8 @@ export interface BlockTraceOptions {
   drainIntervalMs: number;
   /** Tracking lost: must durably mark the volume for resync before it returns. */
   onLost: (reason: string) => Promise<void>;
+  /** Makes the map and its counters durable (default: DirtyMap.save); tests inject failures here. */
+  saveMap?: (file: string, map: DirtyMap, meta: unknown) => Promise<void>;
 }
 
 interface Meta {
@@ -173,8 +175,14 @@ export class BlockTraceTracker implements Tracker {
     await this.save();
   }
 
-  private async save(): Promise<void> {
-    await this.map.save(this.file, this.blockSize, this.sizeBytes, this.meta);
+  /**
+   * Save the map with `meta`, which becomes the tracker's only once it is durable: counters that ran ahead
+   * of a failed save would make the next drain see events "consumed without being recorded".
+   */
+  private async save(meta: Meta = this.meta): Promise<void> {
+    if (this.opts.saveMap) await this.opts.saveMap(this.file, this.map, meta);
+    else await this.map.save(this.file, this.blockSize, this.sizeBytes, meta);
+    this.meta = meta;
     this.savedAt = Date.now();
     this.unsaved = false;
   }
@@ -217,6 +225,9 @@ export class BlockTraceTracker implements Tracker {
       this.map.set(first, end);
       this.keep?.push([first, end]);
     };
+    // Counters as of this drain: committed with the map that accounts for them, or not at all (an error
+    // part-way leaves the saved ones, and the unconsumed events are simply read again).
+    const cpus = { ...this.meta.cpus };
     for (const cpu of await inst.cpus()) {
       const before = await inst.stats(cpu);
       const then = this.meta.cpus[cpu] ?? { read: before.read, overrun: before.overrun, dropped: before.dropped };
@@ -224,7 +235,7 @@ export class BlockTraceTracker implements Tracker {
       if (before.read < then.read) lost ??= `cpu ${cpu}: the buffer was cleared by someone else`;
       const text = await inst.peek(cpu);
       const lines = text.length === 0 ? 0 : parseRqEvents(text, onWrite, (n) => { lost ??= `cpu ${cpu}: the kernel buffer overran, ${n} events lost`; });
-      this.meta.cpus[cpu] = { read: before.read + lines, overrun: before.overrun, dropped: before.dropped };
+      cpus[cpu] = { read: before.read + lines, overrun: before.overrun, dropped: before.dropped };
       if (lines > 0) taken.push({ cpu, text, lines, readBefore: before.read });
       busiest = Math.max(busiest, lines);
       this.stats.events += lines;
@@ -235,7 +246,7 @@ export class BlockTraceTracker implements Tracker {
       this.log.error({ code: 'TM_ERR_TRACKING_LOST', reason: lost }, 'blocktrace lost events; the volume will be resynced');
       await this.opts.onLost(lost);
     }
-    if (taken.length > 0 || lost || (this.unsaved && Date.now() - this.savedAt >= SAVE_SHRUNK_MS)) await this.save();
+    if (taken.length > 0 || lost || (this.unsaved && Date.now() - this.savedAt >= SAVE_SHRUNK_MS)) await this.save({ ...this.meta, cpus });
     for (const t of taken) {
       const consumed = await inst.consume(t.cpu, t.text);
       const after = await inst.stats(t.cpu);
@@ -245,8 +256,7 @@ export class BlockTraceTracker implements Tracker {
         const why = `cpu ${t.cpu}: consumed events differ from those recorded`;
         this.log.error({ code: 'TM_ERR_TRACKING_LOST', reason: why }, 'blocktrace lost events; the volume will be resynced');
         await this.opts.onLost(why);
-        this.meta.cpus[t.cpu] = { read: after.read, overrun: after.overrun, dropped: after.dropped };
-        await this.save();
+        await this.save({ ...this.meta, cpus: { ...this.meta.cpus, [t.cpu]: { read: after.read, overrun: after.overrun, dropped: after.dropped } } });
       }
     }
     this.busy = busiest * EVENT_BYTES > (this.meta.actualKiB * 1024) / 4;

@@ -33,6 +33,13 @@ function pinned(p: RecoveryPoint, pinTags: readonly string[]): boolean {
   return p.tags.some((t) => pinTags.includes(t));
 }
 
+/**
+ * When a point counts as made, for ageing: the master target's own apply time. The source's capture time
+ * follows the source's clock, and a clock stepped forward would age (and thin, and compact away) points
+ * irreversibly; 0 (segments written before appliedAt was kept) falls back to it.
+ */
+const madeAt = (p: RecoveryPoint): number => p.appliedAt || p.atMs;
+
 /** The sequence numbers of the points to keep. `points` may be in any order. */
 export function pointsToKeep(points: readonly RecoveryPoint[], nowMs: number, policy: RetentionPolicy): Set<number> {
   const keep = new Set<number>();
@@ -42,7 +49,7 @@ export function pointsToKeep(points: readonly RecoveryPoint[], nowMs: number, po
   const tiers = [...policy.tiers].sort((a, b) => b.afterMs - a.afterMs); // the oldest tier first
   const bucketsTaken = new Set<string>();
   for (const p of sorted) {
-    const age = nowMs - p.atMs;
+    const age = nowMs - madeAt(p);
     if (pinned(p, policy.pinTags) || (p.consistency === 'APP' && age <= policy.appWindowMs)) {
       keep.add(p.seq);
       continue;
@@ -53,7 +60,7 @@ export function pointsToKeep(points: readonly RecoveryPoint[], nowMs: number, po
       keep.add(p.seq);
       continue;
     }
-    const bucket = `${tierIndex}:${Math.floor(p.atMs / tiers[tierIndex]!.everyMs)}`;
+    const bucket = `${tierIndex}:${Math.floor(madeAt(p) / tiers[tierIndex]!.everyMs)}`;
     if (!bucketsTaken.has(bucket)) {
       bucketsTaken.add(bucket);
       keep.add(p.seq);

@@ -202,7 +202,7 @@ export class RetentionLog {
         // Compact a range once its newer end is itself past the first thinning age: before that, the points
         // after it are still being thinned one by one and the merged segment would be rewritten each pass.
         const settled = nowMs - Math.min(...this.opts.policy.tiers.map((t) => t.afterMs), Number.MAX_SAFE_INTEGER);
-        for (let i = 0; i + 1 < kept.length; i++) if (kept[i + 1]!.atMs < settled) await this.compact(kept[i]!, kept[i + 1]!);
+        for (let i = 0; i + 1 < kept.length; i++) if ((kept[i + 1]!.appliedAt || kept[i + 1]!.atMs) < settled) await this.compact(kept[i]!, kept[i + 1]!);
         this.stats.thinnedPoints += points.length - kept.length;
         await this.enforceCap(doneSeq);
         this.stats.lastError = null;

@@ -8,7 +8,7 @@
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { crc } from '../../common/checksum.js';
-import { commitRename, TMP_SUFFIX } from '../../common/durable.js';
+import { commitRename, tempName } from '../../common/durable.js';
 import { tmError, wrap } from '../../common/errors.js';
 import type { RecoveryPoint } from '../../proto/diff-store.js';
 
@@ -60,12 +60,13 @@ export class SegmentWriter {
   private dataBytes = 0;
   private pending: Buffer[] = [];
   private pendingBytes = 0;
-  private constructor(readonly file: string, private readonly fh: fsp.FileHandle) {}
+  private constructor(readonly file: string, private readonly tmp: string, private readonly fh: fsp.FileHandle) {}
 
   static async create(dir: string, header: SegmentHeader): Promise<SegmentWriter> {
     const file = path.join(dir, segmentName(header.fromSeq, header.toSeq));
-    const fh = await fsp.open(file + TMP_SUFFIX, 'w', 0o600).catch((e) => { throw wrap(e, `create retention segment ${file}`, { path: file }); });
-    const w = new SegmentWriter(file, fh);
+    const tmp = tempName(file); // a merge and the apply path may write a segment of the same name at once
+    const fh = await fsp.open(tmp, 'w', 0o600).catch((e) => { throw wrap(e, `create retention segment ${file}`, { path: file }); });
+    const w = new SegmentWriter(file, tmp, fh);
     const json = Buffer.from(JSON.stringify(header));
     const prefix = Buffer.alloc(PREFIX);
     prefix.writeUInt32LE(SEGMENT_MAGIC, 0);
@@ -118,13 +119,13 @@ export class SegmentWriter {
     await this.flush();
     await this.fh.sync();
     await this.fh.close();
-    await commitRename(this.file + TMP_SUFFIX, this.file);
+    await commitRename(this.tmp, this.file);
     return { file: this.file, bytes: this.offset };
   }
 
   async abort(): Promise<void> {
     await this.fh.close().catch(() => {});
-    await fsp.rm(this.file + TMP_SUFFIX, { force: true });
+    await fsp.rm(this.tmp, { force: true });
   }
 }
 

@@ -149,7 +149,7 @@ t.test('recover refuses bad requests clearly and writes nothing', async (t) => {
 t.test('policy: window, tiers, app window and pinned tags', async (t) => {
   const H = 3_600_000;
   const now = 100 * H;
-  const p = (seq: number, ageMs: number, extra: Partial<RecoveryPoint> = {}): RecoveryPoint => ({ seq, atMs: now - ageMs, consistency: 'CRASH', tags: [], appliedAt: 0, ...extra });
+  const p = (seq: number, ageMs: number, extra: Partial<RecoveryPoint> = {}): RecoveryPoint => ({ seq, atMs: now - ageMs, consistency: 'CRASH', tags: [], appliedAt: now - ageMs, ...extra });
   const policy: RetentionPolicy = { windowMs: 72 * H, appWindowMs: 90 * H, tiers: [{ afterMs: H, everyMs: 60_000 }, { afterMs: 24 * H, everyMs: H }], pinTags: ['golden'] };
   const pts = [
     p(1, 99 * H, { tags: ['golden'] }), // pinned, past every window

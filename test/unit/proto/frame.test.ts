@@ -15,12 +15,13 @@ const BIG = 2 ** 52 + 3; // uint64 values beyond 32 bits must survive as exact J
 const samples: Message[] = [
   { hello: { protocolVersion: 3, minProtocolVersion: 1, capabilities: ['lz4', 'cumulative-ack'], nodeName: 'agent-1', role: 'agent', software: 'tidemark/0.1.0' } },
   { welcome: { protocolVersion: 1, capabilities: ['lz4'], nodeName: 'ps-1' } },
-  { openVolume: { volumeId: 'vol-1', sizeBytes: BIG, blockSize: 4096, replicationId: 'r-9f8e' } },
+  { openVolume: { volumeId: 'vol-1', sizeBytes: BIG, blockSize: 4096, replicationId: 'r-9f8e', generation: '0f'.repeat(16), parentGeneration: 'a1'.repeat(16), baseSeq: BIG, lastSeq: BIG + 2 } },
   { volumeState: { volumeId: 'vol-1', durableSeq: 2 ** 40 + 1 } },
   { diffBegin: { volumeId: 'vol-1', seq: BIG, startTimeMs: 1_700_000_000_123, endTimeMs: 1_700_000_000_456, consistency: 'APP', tags: ['snap', 'ü'], extentCount: 17, flags: 1 } },
   { extent: { offset: BIG, length: 65536, crc32c: 0xfedcba98, compression: 'LZ4', storedLength: 1234 } },
   { diffEnd: { volumeId: 'vol-1', seq: 99, extentCount: 17, extentDigest: 0xffffffff } },
   { ack: { volumeId: 'vol-1', durableSeq: BIG } },
+  { resyncNeeded: { volumeId: 'vol-1', reason: 'agent state rolled back', regression: true, durableSeq: BIG } },
   { error: { code: 'TM_ERR_SEQUENCE_GAP', message: 'expected seq 5, got 7', volumeId: 'vol-1', seq: 7, retryable: true } },
 ];
 
