@@ -8,7 +8,7 @@ import t, { type Test } from 'tap';
 import { Lab } from '../../cli/lab.js';
 import { crc } from '../../common/checksum.js';
 import type { Role } from '../../common/pki.js';
-import { PeerTrust } from '../../common/peer-trust.js';
+import { defaultCrlPath, PeerTrust } from '../../common/peer-trust.js';
 import { pino } from 'pino';
 import { connectTls } from '../../common/tls.js';
 import { FramedConnection } from '../../proto/connection.js';
@@ -61,7 +61,7 @@ async function replicating(t: Test, name: string, opts: { ps?: Record<string, un
  */
 async function forge(lab: Lab, as: { cert: string; role: Role; port: number; state: string }): Promise<{ conn: FramedConnection; next: number }> {
   const p = (f: string): string => path.join(lab.opts.dir, 'pki', f);
-  const trust = await PeerTrust.open({ ca: p('ca.crt'), cert: p(`${as.cert}.crt`), key: p(`${as.cert}.key`), crl: p('ca.crl') }, pino({ level: 'silent' }));
+  const trust = await PeerTrust.open({ ca: p('ca.crt'), cert: p(`${as.cert}.crt`), key: p(`${as.cert}.key`), crl: defaultCrlPath(p('ca.crt')) }, pino({ level: 'silent' }));
   const id = trust.identity;
   const { socket } = await connectTls('127.0.0.1', as.port, trust, { role: as.role, name: as.role === 'master-target' ? 'mt-1' : 'ps-1' });
   socket.once('close', () => trust.close());

@@ -313,9 +313,9 @@ t.test('systemd-analyze security: process server and master target <= 2.5, agent
   const cases: Array<[string, ServiceOptions['role'], unknown, number]> = [
     ['process server', 'process-server', { name: 'ps', cacheDir: '/var/lib/tidemark/ps', tls, masterTargets: [{ name: 'mt', port: 7420 }], volumes: [{ id: 'v', agent: 'a', masterTarget: 'mt' }] }, 2.5],
     ['process server on port 443', 'process-server', { name: 'ps', cacheDir: '/var/lib/tidemark/ps', tls, listen: { host: '0.0.0.0', port: 443 }, masterTargets: [{ name: 'mt', port: 7420 }], volumes: [{ id: 'v', agent: 'a', masterTarget: 'mt' }] }, 2.5],
-    ['master target', 'master-target', { name: 'mt', stateDir: '/var/lib/tidemark/mt', tls, volumes: [{ id: 'v', replica: '/dev/sdc' }, { id: 'w', replica: '/srv/replicas/w.img', snapshots: { dir: '/srv/snaps', keep: 3 } }] }, 2.5],
-    ['agent (blocktrace, reflink)', 'agent', { name: 'a', stateDir: '/var/lib/tidemark/agent', tls, volumes: [{ id: 'v', path: '/dev/sdb', tracker: 'blocktrace' }, { id: 'w', path: '/srv/vm/w.img', capture: 'reflink' }] }, 4.5],
-    ['agent with freeze scripts', 'agent', { name: 'a', stateDir: '/var/lib/tidemark/agent', tls, volumes: [{ id: 'v', path: '/dev/sdb', capture: 'freeze', freeze: { mountpoint: '/srv/db', pre: '/usr/local/bin/checkpoint', post: '/usr/local/bin/resume' } }] }, 4.5],
+    ['master target', 'master-target', { name: 'mt', stateDir: '/var/lib/tidemark/mt', tls, volumes: [{ id: 'v', replica: '/dev/sdc', processServers: ['ps'] }, { id: 'w', replica: '/srv/replicas/w.img', processServers: ['ps'], snapshots: { dir: '/srv/snaps', keep: 3 } }] }, 2.5],
+    ['agent (blocktrace, reflink)', 'agent', { name: 'a', stateDir: '/var/lib/tidemark/agent', tls, processServer: { name: 'ps', host: '10.0.0.1' }, volumes: [{ id: 'v', path: '/dev/sdb', tracker: 'blocktrace' }, { id: 'w', path: '/srv/vm/w.img', capture: 'reflink' }] }, 4.5],
+    ['agent with freeze scripts', 'agent', { name: 'a', stateDir: '/var/lib/tidemark/agent', tls, processServer: { name: 'ps', host: '10.0.0.1' }, volumes: [{ id: 'v', path: '/dev/sdb', capture: 'freeze', freeze: { mountpoint: '/srv/db', pre: '/usr/local/bin/checkpoint', post: '/usr/local/bin/resume' } }] }, 4.5],
   ];
   for (const [what, role, config, most] of cases) {
     const file = path.join(dir, `score-${what.replace(/\W+/g, '-')}.service`);
