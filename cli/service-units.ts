@@ -241,13 +241,28 @@ export function renderSystemdUnit(opts: ServiceOptions, n: Needs): string {
   add('LockPersonality=yes');
   add('SystemCallArchitectures=native');
   add('MemoryDenyWriteExecute=no', "RELAXED: Node's JIT (V8) needs memory that is writable and executable.");
-  if (n.scripts === undefined) add('RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK', 'TLS to peers, the loopback status port, the operator socket (AF_UNIX); netlink for glibc address lookups.');
-  else add('# RestrictAddressFamilies= not set: RELAXED, the freeze scripts may talk to anything (a database, say).');
+  add('PrivateMounts=yes', 'Mounts made inside (the agent\'s tracefs) stay inside.');
+  add(`SystemCallFilter=@system-service${agent ? ' @mount' : ''}`, `What a network service needs${agent ? ', plus mounting tracefs for blocktrace' : ''}${n.scripts !== undefined ? ' (freeze scripts get the same: what a database client or service tool uses)' : ''}.`);
+  if (!agent) add('SystemCallFilter=~@privileged @resources', 'It holds no capabilities: nothing privileged, no resource or scheduling changes.');
+  add('SystemCallErrorNumber=EPERM', 'A filtered call fails instead of killing the daemon: libuv falls back from io_uring, Node\'s setrlimit is best effort.');
+  if (agent) {
+    add('# ProtectProc=, ProcSubset= not set: RELAXED, blocktrace reads /proc/sys/kernel/random/boot_id and scripts may look at other processes.');
+  } else {
+    add('ProtectProc=invisible', 'Sees its own processes only.');
+    add('ProcSubset=pid', 'Needs nothing in /proc but its own process.');
+  }
+  if (!agent && n.lowPort === undefined) add('PrivateUsers=yes', 'It holds no capabilities, so a user namespace costs nothing: other users\' files are nobody\'s.');
+  else add(`# PrivateUsers= not set: RELAXED, ${agent ? 'the agent uses CAP_SYS_ADMIN and CAP_DAC_READ_SEARCH on the host\'s volumes' : `binding port ${n.lowPort} needs CAP_NET_BIND_SERVICE on the host`}, which a user namespace would void.`);
+  add('RemoveIPC=yes');
+  add('# IPAddressDeny= not set: RELAXED, peers are named by host name in the config and agents connect from anywhere; mutual TLS decides who may talk.');
+  add('# User= not set: root by default (--user runs it as another user); a service user must own the state, cache and replica paths.');
+  add('RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK', `TLS to peers, the loopback status port, the operator socket (AF_UNIX); netlink for glibc address lookups${n.scripts !== undefined ? '; freeze scripts reach a database over these too' : ''}.`);
   const caps = agent
     ? ['CAP_SYS_ADMIN', 'CAP_DAC_READ_SEARCH']
     : n.lowPort !== undefined ? ['CAP_NET_BIND_SERVICE'] : [];
   if (agent && n.scripts !== undefined) {
-    add('# CapabilityBoundingSet= not set: RELAXED, the freeze scripts run as root with what they need (su to a database user, say).');
+    caps.push('CAP_SETUID', 'CAP_SETGID', 'CAP_DAC_OVERRIDE', 'CAP_CHOWN', 'CAP_FOWNER', 'CAP_KILL');
+    add(`CapabilityBoundingSet=${caps.join(' ')}`, 'RELAXED: CAP_SYS_ADMIN for FIFREEZE/FITHAW and tracefs, CAP_DAC_READ_SEARCH to read volumes other users own; the freeze scripts run as root and may change to a database user (setuid, setgid), use its files (dac override, chown, fowner) and signal it (kill).');
   } else {
     const why = agent
       ? 'RELAXED: CAP_SYS_ADMIN for FIFREEZE/FITHAW and mounting tracefs; CAP_DAC_READ_SEARCH to read volumes other users own (VM images).'

@@ -72,6 +72,11 @@ export const DEFAULTS = {
     window: 8,
     reconnectMinMs: 200,
     reconnectMaxMs: 5000,
+    /**
+     * Largest differential (uncompressed bytes) a process server or master target takes: the largest an
+     * agent can be configured to write (a resync window, `resyncWindowBytes` at most 1 GiB).
+     */
+    maxDiffBytes: 1024 * 1024 * 1024,
   },
   /** Every TLS port (common/tls-listener.ts): bounds on what unauthenticated clients can hold. */
   listener: {

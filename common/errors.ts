@@ -20,6 +20,8 @@ export const ERRORS = {
   TM_ERR_FRAME_CHECKSUM: { class: 'corruption', summary: 'a frame failed its checksum in transit' },
   TM_ERR_FRAME_TOO_LARGE: { class: 'corruption', summary: 'a frame declares a size beyond the limit' },
   TM_ERR_EXTENT_CHECKSUM: { class: 'corruption', summary: 'extent data does not match the checksum taken where it was read' },
+  TM_ERR_EXTENT_BOUNDS: { class: 'refused', summary: 'an extent lies outside the volume, is misaligned, or is longer than any agent makes' },
+  TM_ERR_DIFF_TOO_LARGE: { class: 'refused', summary: "a differential declares more extents or bytes than the receiver's maxDiffBytes" },
   TM_ERR_SEQUENCE_GAP: { class: 'retryable', summary: 'a differential arrived out of sequence' },
   TM_ERR_REPLICATION_MISMATCH: { class: 'refused', summary: 'the source restarted replication from scratch (new replication id) onto an existing replica' },
   TM_ERR_VOLUME_GEOMETRY: { class: 'refused', summary: 'volume size or block size differs from the replica' },

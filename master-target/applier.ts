@@ -10,8 +10,8 @@ import { TidemarkError, tmError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import type { DiffStore, RecoveryPoint, StoreState } from '../proto/diff-store.js';
 import { rawDataAsync } from '../proto/extent-codec.js';
-import type { Diff } from '../proto/hrl.js';
-import { FLAG_RESYNC, FLAG_RESYNC_END } from '../proto/hrl.js';
+import { extentsOf, FLAG_RESYNC, FLAG_RESYNC_END, type StoredDiff } from '../proto/hrl.js';
+import { checkExtent } from '../proto/limits.js';
 import type { ReplicaHashes } from './replica-hashes.js';
 import type { RetentionLog } from './retention/retention-log.js';
 import type { Replica } from './replica.js';
@@ -70,16 +70,22 @@ export class Applier {
     while (!this.closed && this.exclusiveWanted === 0) {
       const seq = this.store.doneSeq + 1;
       if (!this.store.pending().includes(seq)) return;
-      let diff: Diff;
-      let raws: Buffer[];
+      let diff: StoredDiff;
+      // Raw data of every extent when the differential is held in memory; a large one is verified here
+      // extent by extent and read again from its file while it is applied (proto/hrl.ts IN_MEMORY_BYTES).
+      let raws: Buffer[] | null = null;
       try {
         diff = await this.store.load(seq);
         if (diff.header.volumeId !== this.volumeId || diff.header.seq !== seq) {
           throw tmError('TM_ERR_HRL_CORRUPT', `staged file ${seq} names volume ${diff.header.volumeId} seq ${diff.header.seq}`, { volume: this.volumeId, seq });
         }
-        raws = await Promise.all(diff.extents.map((e) => rawDataAsync(e, e.data, this.volumeId, seq)));
+        // Checked by the receiver too; a file staged before that check must not grow or wedge the replica.
+        const geometry = { volumeSize: this.store.state?.sizeBytes ?? 0, blockSize: this.store.state?.blockSize ?? 0 };
+        for (const e of diff.extents) checkExtent(e, geometry, this.volumeId, seq);
+        if ('file' in diff) for await (const e of extentsOf(diff)) await rawDataAsync(e, e.data, this.volumeId, seq);
+        else raws = await Promise.all(diff.extents.map((e) => rawDataAsync(e, e.data, this.volumeId, seq)));
       } catch (e) {
-        if (!(e instanceof TidemarkError) || e.errorClass !== 'corruption') throw e;
+        if (!(e instanceof TidemarkError) || (e.errorClass !== 'corruption' && e.code !== 'TM_ERR_EXTENT_BOUNDS')) throw e;
         // Never applied: discard it and what follows, so the process server (which keeps its copy until
         // we acknowledge the apply) sends it again.
         this.stats.lastError = `${e.code}: ${e.message}`;
@@ -94,13 +100,16 @@ export class Applier {
       const c = diff.header.consistency;
       const point: RecoveryPoint | null = !resyncing && c !== 'FUZZY' ? { seq, atMs: this.captureTime(seq, diff.header.endTimeMs), consistency: c, tags: diff.header.tags, appliedAt: Date.now() } : null;
       if (this.retention && !(await this.keepBeforeImages(seq, diff, point))) return;
-      for (let i = 0; i < raws.length; i++) {
-        await this.replica.write(diff.extents[i]!.offset, raws[i]!);
-        this.hashes.update(diff.extents[i]!.offset, raws[i]!);
+      let i = 0;
+      for await (const e of extentsOf(diff)) {
+        const raw = raws ? raws[i]! : await rawDataAsync(e, e.data, this.volumeId, seq);
+        await this.replica.write(e.offset, raw);
+        this.hashes.update(e.offset, raw);
+        i++;
       }
       await this.replica.sync();
       // Hashes before doneSeq: a crash between the two re-applies this differential, rewriting both.
-      if (raws.length > 0) await this.hashes.persist(seq);
+      if (diff.extents.length > 0) await this.hashes.persist(seq);
       // hashesSeq: the table's recorded sequence, checked at attach (a table from a stale applier is rebuilt).
       await this.store.done(seq, { resyncing, hashesSeq: this.hashes.seq, ...(point && (c === 'APP' ? { lastAppPoint: point } : { lastCrashPoint: point })) });
       if (point) await this.hooks.point?.(point);
@@ -121,7 +130,7 @@ export class Applier {
    * retention log is full in pause mode (nothing is applied; the pipeline backs up until there is room).
    * Before the first recovery point (the initial sync) there is no point to go back to, so nothing is kept.
    */
-  private async keepBeforeImages(seq: number, diff: Diff, tip: RecoveryPoint | null): Promise<boolean> {
+  private async keepBeforeImages(seq: number, diff: StoredDiff, tip: RecoveryPoint | null): Promise<boolean> {
     const retention = this.retention!;
     const base = currentPoint(this.store.state);
     if (!base && retention.segments.length === 0) return true;

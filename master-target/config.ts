@@ -31,6 +31,8 @@ export const mtConfigSchema = z.strictObject({
   tls: tlsSchema,
   listen: endpointSchema.default({ host: '127.0.0.1', port: DEFAULTS.ports.masterTarget }),
   statusPort: z.number().int().min(0).max(65535).default(0),
+  /** Largest differential (uncompressed bytes) taken from a peer; more is refused (TM_ERR_DIFF_TOO_LARGE). */
+  maxDiffBytes: z.number().int().min(1024 * 1024).max(16 * 1024 * 1024 * 1024).default(DEFAULTS.transfer.maxDiffBytes),
   /**
    * Where `tidemark recover`, `failover` and `recover --group` may write (docs/SECURITY.md): files only
    * inside `roots`, block devices only those listed in `devices` (and only with --device). Nothing is

@@ -70,7 +70,7 @@ export class MasterTarget implements InboundSink {
     if (trust.identity.role !== 'master-target') throw tmError('TM_ERR_PKI', `certificate ${cfg.tls.cert} is for a ${trust.identity.role}, not a master target`);
     // Before anything reads the state: a second master target would run start-up recovery on live staging.
     this.lock = await lockStateDir(p(cfg.stateDir), 'a master target');
-    this.receiver = new DiffReceiver(this, cfg.name, this.log.child({ component: 'receiver' }));
+    this.receiver = new DiffReceiver(this, cfg.name, this.log.child({ component: 'receiver' }), cfg.maxDiffBytes);
     for (const v of cfg.volumes) {
       const store = new DiffStore(path.join(p(cfg.stateDir), 'volumes', v.id), v.id, this.log.child({ volume: v.id }));
       await store.open();

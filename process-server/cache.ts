@@ -8,8 +8,8 @@ import { didYouMean } from '../common/config.js';
 import { TidemarkError, tmError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { DiffStore } from '../proto/diff-store.js';
-import { rawData } from '../proto/extent-codec.js';
-import { FLAG_RESYNC, FLAG_RESYNC_END, HrlWriter, type Diff, type ExtentRecord } from '../proto/hrl.js';
+import { rawDataAsync } from '../proto/extent-codec.js';
+import { FLAG_RESYNC, FLAG_RESYNC_END, HrlWriter, type Diff, type ExtentRecord, type StoredDiff } from '../proto/hrl.js';
 import type { DiffBegin, HashAnswer, HashQuery, OpenVolume } from '../proto/messages.js';
 import type { FlowState, InboundSink, Peer, ResyncRequest } from '../proto/receiver.js';
 import type { OutboundVolume } from '../proto/sender.js';
@@ -128,7 +128,8 @@ export class Cache implements InboundSink {
   }
 
   async transform(volumeId: string, seq: number, e: ExtentRecord, payload: Buffer): Promise<{ record: ExtentRecord; stored: Buffer }> {
-    const raw = rawData(e, payload, volumeId, seq); // throws TM_ERR_EXTENT_CHECKSUM: nothing corrupt is cached
+    // Throws TM_ERR_EXTENT_CHECKSUM: nothing corrupt is cached. Off the event loop (an agent may send LZ4).
+    const raw = await rawDataAsync(e, payload, volumeId, seq);
     return this.compressor.pack(volumeId, e, raw);
   }
 
@@ -173,7 +174,7 @@ export class Cache implements InboundSink {
    * restore them: the stand-in keeps the sequence gap-free (other volumes keep flowing) and has the master
    * target mark the replica inconsistent until a resync ends.
    */
-  private async loadOrReplace(store: DiffStore, seq: number): Promise<Diff> {
+  private async loadOrReplace(store: DiffStore, seq: number): Promise<StoredDiff> {
     try {
       return await store.load(seq);
     } catch (e) {
@@ -199,7 +200,7 @@ export class Cache implements InboundSink {
         volumeId: v.id,
         describe: () => (store.state ? { sizeBytes: store.state.sizeBytes, blockSize: store.state.blockSize, replicationId: store.state.replicationId } : null),
         pending: async () => store.pending(),
-        load: (seq: number): Promise<Diff> => this.loadOrReplace(store, seq),
+        load: (seq: number): Promise<StoredDiff> => this.loadOrReplace(store, seq),
         acked: async (seq: number) => {
           await store.done(seq);
           const arrived = this.arrived.get(v.id)!;

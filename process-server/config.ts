@@ -37,6 +37,8 @@ export const psConfigSchema = z.strictObject({
   statusPort: z.number().int().min(0).max(65535).default(0),
   compression: z.enum(['lz4', 'none']).default(DEFAULTS.processServer.compression),
   window: z.number().int().min(1).max(64).default(DEFAULTS.transfer.window),
+  /** Largest differential (uncompressed bytes) taken from a peer; more is refused (TM_ERR_DIFF_TOO_LARGE). */
+  maxDiffBytes: z.number().int().min(1024 * 1024).max(16 * 1024 * 1024 * 1024).default(DEFAULTS.transfer.maxDiffBytes),
   /** `name` is the master target's certificate name (CN): a server presenting any other is refused. */
   masterTargets: z.array(z.strictObject({ name: nodeNameSchema, host: z.string().default('127.0.0.1'), port: z.number().int().min(1).max(65535) })).min(1),
   volumes: z.array(z.strictObject({ id: volumeIdSchema, agent: nodeNameSchema, masterTarget: nodeNameSchema })).min(1),

@@ -51,7 +51,7 @@ export class ProcessServer {
     this.lock = await lockStateDir(cacheDir, 'a process server');
     this.cache = new Cache(cfg, cacheDir, this.log.child({ component: 'cache' }));
     await this.cache.open();
-    this.receiver = new DiffReceiver(this.cache, cfg.name, this.log.child({ component: 'receiver' }));
+    this.receiver = new DiffReceiver(this.cache, cfg.name, this.log.child({ component: 'receiver' }), cfg.maxDiffBytes);
     this.cache.ack = (v, s) => this.receiver.ack(v, s);
     this.cache.requestResync = (v, reason) => this.receiver.requestResync(v, reason);
     this.cache.connectFlow((f) => this.receiver.setFlow(f)); // cache quota: slow down / backpressure to agents

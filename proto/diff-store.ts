@@ -6,7 +6,7 @@ import path from 'node:path';
 import { ensureDir, removeTempFiles, writeFileDurable } from '../common/durable.js';
 import { tmError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
-import { hrlName, listDiffs, readHrl, type Diff } from './hrl.js';
+import { hrlName, listDiffs, loadHrl, type Diff, type StoredDiff } from './hrl.js';
 import { RecentDiffs } from './recent-diffs.js';
 import type { OpenVolume } from './messages.js';
 
@@ -156,10 +156,10 @@ export class DiffStore {
     this.recent.remember(seq, diff);
   }
 
-  /** A stored differential: from memory when just received, else read from disk and verified. */
-  load(seq: number): Promise<Diff> {
+  /** A stored differential: from memory when just received, else verified on disk (read whole if small). */
+  load(seq: number): Promise<StoredDiff> {
     const kept = this.recent.get(seq);
-    return kept ? Promise.resolve(kept) : readHrl(this.file(seq));
+    return kept ? Promise.resolve(kept) : loadHrl(this.file(seq));
   }
 
   private track(seq: number, size: number): void {

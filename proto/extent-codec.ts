@@ -4,6 +4,7 @@ import { compress, uncompress, uncompressSync } from 'lz4-napi';
 import { crc } from '../common/checksum.js';
 import { tmError, type TidemarkError } from '../common/errors.js';
 import type { ExtentRecord } from './hrl.js';
+import { MAX_EXTENT_BYTES } from './limits.js';
 
 /** Check raw (uncompressed) extent data against the checksum taken where it was read. */
 export function verifyRaw(e: ExtentRecord, raw: Buffer, volume: string, seq: number): void {
@@ -30,7 +31,11 @@ export async function compressExtent(e: ExtentRecord, raw: Buffer): Promise<{ re
 }
 
 function checkLz4Prefix(e: ExtentRecord, stored: Buffer, volume: string, seq: number): void {
-  // The block's size prefix decides what the decompressor allocates: never trust it past the record.
+  // The block's size prefix decides what the decompressor allocates: never trust it past the record,
+  // nor the record past the longest extent any agent makes (a 64-byte block may claim a GiB).
+  if (e.length > MAX_EXTENT_BYTES) {
+    throw tmError('TM_ERR_EXTENT_BOUNDS', `extent [${e.offset}, +${e.length}) of ${volume} seq ${seq} is longer than ${MAX_EXTENT_BYTES} bytes; not decompressed`, { volume, seq, offset: e.offset, length: e.length });
+  }
   if (stored.length < 4 || stored.readUInt32LE(0) !== e.length) {
     throw tmError('TM_ERR_EXTENT_CHECKSUM', `extent [${e.offset}, +${e.length}) of ${volume} seq ${seq}: LZ4 size prefix does not match the record`, { volume, seq, offset: e.offset });
   }

@@ -53,6 +53,23 @@ export interface Diff {
   extentDigest: number;
 }
 
+/** A verified differential too large to hold in memory: its extents' data stay in `file` until read. */
+export interface DiffOnDisk {
+  header: DiffHeader;
+  /** `at`: byte position of the extent's stored data in the file. */
+  extents: Array<ExtentRecord & { at: number }>;
+  dataBytes: number;
+  extentDigest: number;
+  file: string;
+}
+
+export type StoredDiff = Diff | DiffOnDisk;
+
+/** Bigger .hrl files are verified and read extent by extent (openHrlOnDisk), never held whole. */
+export const IN_MEMORY_BYTES = 64 * 1024 * 1024;
+/** A writer created with `keep` keeps its extents only up to this many stored bytes. */
+export const KEEP_BYTES = IN_MEMORY_BYTES;
+
 /** The digest the wire's DiffEnd carries: independent of compression, so every hop can check it. */
 export function digestStep(seed: number, e: ExtentRecord): number {
   const b = Buffer.allocUnsafe(16);
@@ -127,8 +144,12 @@ export class HrlWriter {
   private dataBytes = 0;
   private digest = 0;
   private pos = 0;
-  /** With `keep`, the extents as written, so the next hop can use them without reading the file back. */
-  private readonly kept: Extent[] | null;
+  /**
+   * With `keep`, the extents as written, so the next hop can use them without reading the file back;
+   * dropped past KEEP_BYTES, so a large differential is spooled to its file, not held in memory.
+   */
+  private kept: Extent[] | null;
+  private keptBytes = 0;
 
   private constructor(private readonly fh: fsp.FileHandle, readonly finalPath: string, readonly header: DiffHeader, keep: boolean) {
     this.kept = keep ? [] : null;
@@ -155,6 +176,8 @@ export class HrlWriter {
   async append(e: ExtentRecord, stored: Buffer): Promise<void> {
     if (stored.length !== e.storedLength) throw tmError('TM_ERR_PROTOCOL', `extent at ${e.offset}: stored length ${stored.length} != declared ${e.storedLength}`);
     await this.write([encodeExtentHeader(e), stored]);
+    this.keptBytes += stored.length;
+    if (this.keptBytes > KEEP_BYTES) this.kept = null;
     this.kept?.push({ ...e, data: stored });
     this.extentCount++;
     this.dataBytes += e.length;
@@ -179,7 +202,7 @@ export class HrlWriter {
     return this.digest;
   }
 
-  /** The committed differential as written (only for a writer created with `keep`). */
+  /** The committed differential as written (only for a writer created with `keep`, within KEEP_BYTES). */
   diff(): Diff | null {
     return this.kept && { header: this.header, extents: this.kept, dataBytes: this.dataBytes, extentDigest: this.digest };
   }
@@ -239,6 +262,23 @@ export function decodeHeader(buf: Buffer, file = '(buffer)'): DiffHeader & { hea
   };
 }
 
+function decodeExtentHeader(h: Buffer, file: string, pos: number): ExtentRecord {
+  if (crc(h.subarray(0, 24)) !== h.readUInt32LE(24)) corrupt(file, `extent header checksum mismatch at byte ${pos}`);
+  return {
+    offset: Number(h.readBigUInt64LE(0)),
+    length: h.readUInt32LE(8),
+    storedLength: h.readUInt32LE(12),
+    compression: COMPRESSION[h.readUInt8(16)] ?? corrupt(file, 'unknown compression'),
+    crc32c: h.readUInt32LE(20),
+  };
+}
+
+function checkTotals(file: string, trailer: Buffer, count: number, dataBytes: number, digest: number): void {
+  if (count !== trailer.readUInt32LE(4)) corrupt(file, 'extent count mismatch');
+  if (dataBytes !== Number(trailer.readBigUInt64LE(8))) corrupt(file, 'data byte count mismatch');
+  if (digest !== trailer.readUInt32LE(16)) corrupt(file, 'extent digest mismatch');
+}
+
 /** Parse and fully verify a differential held in memory. Extent data are views into `buf`. */
 export function decodeHrl(buf: Buffer, file = '(buffer)'): Diff {
   const { headerLength, ...header } = decodeHeader(buf, file);
@@ -252,15 +292,7 @@ export function decodeHrl(buf: Buffer, file = '(buffer)'): Diff {
   let dataBytes = 0;
   while (pos < end) {
     if (pos + EXTENT_HEADER > end) corrupt(file, `extent header at byte ${pos} runs past the trailer`);
-    const h = buf.subarray(pos, pos + EXTENT_HEADER);
-    if (crc(h.subarray(0, 24)) !== h.readUInt32LE(24)) corrupt(file, `extent header checksum mismatch at byte ${pos}`);
-    const e: ExtentRecord = {
-      offset: Number(h.readBigUInt64LE(0)),
-      length: h.readUInt32LE(8),
-      storedLength: h.readUInt32LE(12),
-      compression: COMPRESSION[h.readUInt8(16)] ?? corrupt(file, 'unknown compression'),
-      crc32c: h.readUInt32LE(20),
-    };
+    const e = decodeExtentHeader(buf.subarray(pos, pos + EXTENT_HEADER), file, pos);
     pos += EXTENT_HEADER;
     if (pos + e.storedLength > end) corrupt(file, `extent data at byte ${pos} runs past the trailer`);
     extents.push({ ...e, data: buf.subarray(pos, pos + e.storedLength) });
@@ -268,9 +300,7 @@ export function decodeHrl(buf: Buffer, file = '(buffer)'): Diff {
     digest = digestStep(digest, e);
     dataBytes += e.length;
   }
-  if (extents.length !== buf.readUInt32LE(end + 4)) corrupt(file, 'extent count mismatch');
-  if (dataBytes !== Number(buf.readBigUInt64LE(end + 8))) corrupt(file, 'data byte count mismatch');
-  if (digest !== buf.readUInt32LE(end + 16)) corrupt(file, 'extent digest mismatch');
+  checkTotals(file, buf.subarray(end), extents.length, dataBytes, digest);
   return { header, extents, dataBytes, extentDigest: digest };
 }
 
@@ -282,6 +312,87 @@ export async function readHrl(file: string): Promise<Diff> {
     throw wrap(e, `read journal file ${file}`, { path: file });
   }
   return decodeHrl(buf, file);
+}
+
+async function readAt(fh: fsp.FileHandle, buf: Buffer, pos: number): Promise<number> {
+  let done = 0;
+  while (done < buf.length) {
+    const { bytesRead } = await fh.read(buf, done, buf.length - done, pos + done);
+    if (bytesRead === 0) break;
+    done += bytesRead;
+  }
+  return done;
+}
+
+/**
+ * Verify a differential on disk as decodeHrl does, holding one read chunk and the extent list only:
+ * the whole file's checksum is streamed, then each extent header is read where it lies.
+ */
+export async function openHrlOnDisk(file: string): Promise<DiffOnDisk> {
+  const fh = await fsp.open(file, 'r').catch((e) => { throw wrap(e, `read journal file ${file}`, { path: file }); });
+  try {
+    const size = (await fh.stat()).size;
+    const first = Buffer.alloc(Math.min(size, 0x10000));
+    await readAt(fh, first, 0);
+    const { headerLength, ...header } = decodeHeader(first, file);
+    if (size < headerLength + TRAILER) truncated(file, 'no trailer');
+    const end = size - TRAILER;
+    const trailer = Buffer.alloc(TRAILER);
+    await readAt(fh, trailer, end);
+    if (trailer.readUInt32LE(0) !== HRL_END_MAGIC) truncated(file, 'trailer missing (file cut short?)');
+    const chunk = Buffer.allocUnsafe(4 * 1024 * 1024);
+    let fileCrc = 0;
+    for (let pos = 0; pos < end + 20;) {
+      const n = await readAt(fh, chunk.subarray(0, Math.min(chunk.length, end + 20 - pos)), pos);
+      if (n === 0) truncated(file, 'cut short while read');
+      fileCrc = crc(chunk.subarray(0, n), fileCrc);
+      pos += n;
+    }
+    if (fileCrc !== trailer.readUInt32LE(20)) corrupt(file, 'file checksum mismatch');
+    const extents: DiffOnDisk['extents'] = [];
+    const h = Buffer.alloc(EXTENT_HEADER);
+    let pos = headerLength;
+    let digest = 0;
+    let dataBytes = 0;
+    while (pos < end) {
+      if (pos + EXTENT_HEADER > end || (await readAt(fh, h, pos)) < EXTENT_HEADER) corrupt(file, `extent header at byte ${pos} runs past the trailer`);
+      const e = decodeExtentHeader(h, file, pos);
+      pos += EXTENT_HEADER;
+      if (pos + e.storedLength > end) corrupt(file, `extent data at byte ${pos} runs past the trailer`);
+      extents.push({ ...e, at: pos });
+      pos += e.storedLength;
+      digest = digestStep(digest, e);
+      dataBytes += e.length;
+    }
+    checkTotals(file, trailer, extents.length, dataBytes, digest);
+    return { header, extents, dataBytes, extentDigest: digest, file };
+  } finally {
+    await fh.close();
+  }
+}
+
+/** A stored differential: whole in memory when small, else verified on disk and read extent by extent. */
+export async function loadHrl(file: string): Promise<StoredDiff> {
+  const size = await fsp.stat(file).then((st) => st.size, (e) => { throw wrap(e, `read journal file ${file}`, { path: file }); });
+  return size <= IN_MEMORY_BYTES ? readHrl(file) : openHrlOnDisk(file);
+}
+
+/** The extents of a stored differential with their stored bytes, one at a time. */
+export async function* extentsOf(d: StoredDiff): AsyncGenerator<Extent> {
+  if (!('file' in d)) {
+    yield* d.extents;
+    return;
+  }
+  const fh = await fsp.open(d.file, 'r').catch((e) => { throw wrap(e, `read journal file ${d.file}`, { path: d.file }); });
+  try {
+    for (const { at, ...e } of d.extents) {
+      const data = Buffer.allocUnsafe(e.storedLength);
+      if ((await readAt(fh, data, at)) < data.length) truncated(d.file, `extent data at byte ${at} cut short`);
+      yield { ...e, data };
+    }
+  } finally {
+    await fh.close();
+  }
 }
 
 /**

@@ -7,6 +7,7 @@ import type { Logger } from '../common/log.js';
 import { TidemarkError, tmError, codeOf } from '../common/errors.js';
 import type { FramedConnection } from './connection.js';
 import { HrlWriter, type Diff, type ExtentRecord } from './hrl.js';
+import { checkDiffSize, checkExtent, checkGeometry, DEFAULT_MAX_DIFF_BYTES } from './limits.js';
 import { CAPABILITIES, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, type DiffBegin, type HashAnswer, type HashQuery, type OpenVolume } from './messages.js';
 
 export interface Peer {
@@ -79,7 +80,8 @@ export class DiffReceiver {
   /** Connections whose peer listed the "resync-needed" capability. */
   private readonly resyncCapable = new Set<FramedConnection>();
 
-  constructor(private readonly sink: InboundSink, private readonly nodeName: string, private readonly log: Logger) {}
+  /** `maxDiffBytes`: the largest differential (uncompressed bytes) taken from a peer (proto/limits.ts). */
+  constructor(private readonly sink: InboundSink, private readonly nodeName: string, private readonly log: Logger, private readonly maxDiffBytes = DEFAULT_MAX_DIFF_BYTES) {}
 
   /** Serve one authenticated connection until it ends. Never throws. */
   async serve(conn: FramedConnection, peer: Peer): Promise<void> {
@@ -126,6 +128,7 @@ export class DiffReceiver {
       if ('openVolume' in msg) {
         const ov = msg.openVolume;
         try {
+          checkGeometry(ov.volumeId, ov.sizeBytes, ov.blockSize);
           const { dir, resync } = await this.sink.openVolume(peer, ov);
           const previous = this.owners.get(ov.volumeId);
           if (previous && previous !== conn) previous.destroy();
@@ -176,6 +179,9 @@ export class DiffReceiver {
     if (seq > durable + 1) {
       throw tmError('TM_ERR_SEQUENCE_GAP', `volume ${volumeId}: got seq ${seq}, expected ${durable + 1}`, { volume: volumeId, seq });
     }
+    // Bounded before anything is written or allocated: every extent lies in the volume, the total is capped.
+    const geometry = this.sink.geometryOf(volumeId);
+    checkDiffSize(volumeId, seq, { extentCount: begin.extentCount }, this.maxDiffBytes, geometry.blockSize);
     // A retransmission of something already durable: read past it and acknowledge again (idempotent).
     const duplicate = seq <= durable;
     const writer = duplicate ? null : await HrlWriter.create(dir, {
@@ -194,11 +200,14 @@ export class DiffReceiver {
     try {
       for (let i = 0; i < begin.extentCount; i++) {
         const { msg, payload } = await conn.expect('extent');
-        const e = msg.extent;
+        const e: ExtentRecord = { offset: msg.extent.offset, length: msg.extent.length, crc32c: msg.extent.crc32c, compression: msg.extent.compression, storedLength: msg.extent.storedLength };
+        checkExtent(e, geometry, volumeId, seq);
+        if (payload.length !== e.storedLength) throw tmError('TM_ERR_PROTOCOL', `volume ${volumeId} seq ${seq}: extent at ${e.offset} carries ${payload.length} bytes, declares ${e.storedLength}`, { volume: volumeId, seq });
         rawBytes += e.length;
+        checkDiffSize(volumeId, seq, { bytes: rawBytes }, this.maxDiffBytes, geometry.blockSize);
         this.stats.bytesReceived += payload.length;
         if (!writer) continue;
-        const out = this.sink.transform(volumeId, seq, { offset: e.offset, length: e.length, crc32c: e.crc32c, compression: e.compression, storedLength: e.storedLength }, payload);
+        const out = this.sink.transform(volumeId, seq, e, payload);
         out.catch(() => {}); // awaited in order by appendNext; a failure ahead of it must not go unhandled meanwhile
         inFlight.push(out);
         if (inFlight.length >= TRANSFORM_DEPTH) await appendNext();

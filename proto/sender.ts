@@ -7,7 +7,7 @@ import type { Logger } from '../common/log.js';
 import { ERRORS, TidemarkError, codeOf, tmError, type ErrorCode } from '../common/errors.js';
 import { DEFAULTS } from '../common/defaults.js';
 import { FramedConnection } from './connection.js';
-import type { Diff } from './hrl.js';
+import { extentsOf, type StoredDiff } from './hrl.js';
 import { CAPABILITIES, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, type Backpressure, type HashAnswer, type HashQuery, type OpenVolume } from './messages.js';
 
 export interface OutboundVolume {
@@ -25,7 +25,7 @@ export interface OutboundVolume {
   /** Committed differentials not yet acknowledged, ascending. */
   pending(): Promise<number[]>;
   /** Load a differential to send. A corrupt file should be repaired here (or the error thrown). */
-  load(seq: number): Promise<Diff>;
+  load(seq: number): Promise<StoredDiff>;
   /** Everything up to `seq` is durable downstream: forget it (durably). */
   acked(seq: number): Promise<void>;
 }
@@ -310,10 +310,10 @@ export class DiffSender {
     return progressed;
   }
 
-  private async sendDiff(conn: FramedConnection, diff: Diff, ended: AbortSignal): Promise<void> {
+  private async sendDiff(conn: FramedConnection, diff: StoredDiff, ended: AbortSignal): Promise<void> {
     const h = diff.header;
     await conn.send({ diffBegin: { volumeId: h.volumeId, seq: h.seq, startTimeMs: h.startTimeMs, endTimeMs: h.endTimeMs, consistency: h.consistency, tags: h.tags, extentCount: diff.extents.length, flags: h.flags } });
-    for (const e of diff.extents) {
+    for await (const e of extentsOf(diff)) {
       // Per extent (at most ~1 MiB), not per differential (up to maxDiffBytes): keeps the rate smooth.
       if (this.opts.pace) await this.opts.pace(h.volumeId, e.data.length, ended);
       await conn.send({ extent: { offset: e.offset, length: e.length, crc32c: e.crc32c, compression: e.compression, storedLength: e.storedLength } }, e.data);

@@ -20,6 +20,46 @@ export interface RemoteFacts {
   tools: string[];
   /** glibc version node runs on; empty on musl (Alpine). */
   glibc: string;
+  /** The prefix or a folder above it that someone other than root could change (prefixOwnership). */
+  unsafePaths: string[];
+}
+
+/**
+ * Shell lines printing `perm=<uid> <octal mode> <path>` for the prefix and every existing folder above it
+ * (following links), and `link=<uid> <path>` for each that is itself a symbolic link.
+ */
+export function prefixOwnershipScript(prefix: string): string {
+  return [
+    `p=${q(prefix)}`,
+    'while :; do',
+    '  if [ -L "$p" ]; then echo "link=$(stat -c %u "$p") $p"; fi',
+    '  if [ -e "$p" ]; then echo "perm=$(stat -L -c \'%u %a\' "$p") $p"; fi',
+    '  [ "$p" = / ] && break',
+    '  p=$(dirname "$p")',
+    'done',
+  ].join('\n');
+}
+
+/**
+ * Which of them another user could use to replace the code root runs: not owned by root, or writable by
+ * group or others. A folder above the prefix that is world-writable but sticky and root's (/tmp) is safe:
+ * nobody else can rename or remove what root made in it. The prefix itself must not be writable at all.
+ */
+export function unsafePrefixPaths(prefix: string, perm: string[], link: string[]): string[] {
+  const out: string[] = [];
+  for (const l of link) {
+    const [uid, ...rest] = l.split(' ');
+    if (uid !== '0') out.push(`${rest.join(' ')} is a symbolic link owned by uid ${uid}`);
+  }
+  for (const l of perm) {
+    const [uid, modeText, ...rest] = l.split(' ');
+    const where = rest.join(' ');
+    const mode = parseInt(modeText ?? '', 8);
+    const stickyRoot = where !== prefix && uid === '0' && (mode & 0o1000) !== 0;
+    if (uid !== '0') out.push(`${where} is owned by uid ${uid}, not root`);
+    else if ((mode & 0o022) !== 0 && !stickyRoot) out.push(`${where} is writable by ${(mode & 0o002) !== 0 ? 'everyone' : 'its group'} (mode ${modeText})`);
+  }
+  return out;
 }
 
 /** node's process.arch → uname -m. */
@@ -61,6 +101,7 @@ export async function probe(ssh: Ssh, L: Layout, node: string | undefined, volum
     // A state folder alone is what uninstall --keep-state leaves: a new install reuses it.
     `if [ -d ${q(L.prefix)} ] && [ -n "$(ls -A ${q(L.prefix)} 2>/dev/null | grep -vx state)" ]; then echo prefixUsed=yes; fi`,
     `if [ -d ${q(L.state)} ]; then echo keptState=yes; fi`,
+    prefixOwnershipScript(L.prefix),
     ...volumePaths.map((p) => `[ -e ${q(p)} ] || echo missing=${q(p)}`),
     'for t in tar gzip sha256sum setsid; do command -v "$t" >/dev/null 2>&1 && echo "tool=$t"; done',
     // The package's prebuilt modules (lz4, xxhash, the addon) are linked against glibc: ask the node that will load them.
@@ -72,6 +113,7 @@ export async function probe(ssh: Ssh, L: Layout, node: string | undefined, volum
     os: one('os'), arch: one('arch'), node: one('node'), nodeVersion: one('nodeVersion'), pid1: one('pid1'),
     systemd: one('systemd') === 'yes' && one('pid1') === 'systemd', installed: one('installed') === 'yes',
     prefixUsed: one('prefixUsed') === 'yes', keptState: one('keptState') === 'yes', missingPaths: m.get('missing') ?? [], tools: m.get('tool') ?? [], glibc: one('glibc'),
+    unsafePaths: unsafePrefixPaths(L.prefix, m.get('perm') ?? [], m.get('link') ?? []),
   };
 }
 
@@ -87,6 +129,8 @@ export function problems(f: RemoteFacts, packageArch: string): string[] {
   else if (!(major >= 20)) out.push(`${f.node} is Node ${f.nodeVersion}; the agent needs Node 20 or later`);
   if (f.nodeVersion && !f.glibc) out.push(`${f.node} does not run on glibc (musl, as on Alpine?); the package's native modules are built for glibc`);
   for (const p of f.missingPaths) out.push(`volume path ${p} does not exist`);
+  // Root runs what is installed there: a folder another user can change lets that user replace it.
+  for (const p of f.unsafePaths) out.push(`${p}: the install prefix and the folders above it must be root's and writable by root only`);
   for (const t of ['tar', 'gzip', 'sha256sum', 'setsid']) if (!f.tools.includes(t)) out.push(`${t} is missing`);
   return out;
 }

@@ -32,7 +32,8 @@ export function startScript(L: Layout, rec: InstallRecord, config: unknown): str
     aliveFn(L),
     `PIDF=${q(L.pidFile)}`,
     'if [ -f "$PIDF" ] && alive "$(cat "$PIDF")"; then echo "running=$(cat "$PIDF")"; exit 0; fi',
-    `rm -f "$PIDF"; mkdir -p ${q(L.logDir)} ${q(L.run)}; cd ${q(L.prefix)}`,
+    // The log may hold volume paths, peers and errors: root's alone, even if an older install made it 0644.
+    `rm -f "$PIDF"; (umask 077; mkdir -p ${q(L.logDir)} ${q(L.run)}; touch ${q(L.log)}); chmod 700 ${q(L.logDir)}; chmod 600 ${q(L.log)}; cd ${q(L.prefix)}`,
     // setsid: a session of its own, so the agent outlives this SSH session; the inner sh records its own
     // pid and then becomes the agent (exec), so the pid file names the agent itself.
     `setsid sh -c 'echo $$ > "$0"; exec "$@"' "$PIDF" ${q(rec.node)} "$APP" agent --config ${q(L.config)} >> ${q(L.log)} 2>&1 < /dev/null &`,

@@ -173,6 +173,14 @@ t.test('push-install over SSH: host key checked, installed, replicating, upgrade
     t.match(r.stderr, /process server routing/, 'refused for the routing');
     t.match(r.stderr, '{ "id": "vol2", "agent": "agent-1", "masterTarget": "mt-1" }', 'with the entry to add to ps.json');
     t.same(fs.readdirSync(remote('/opt')), [], 'nothing was created on the machine');
+    // An empty prefix made in advance by another user, who could then replace the code root runs.
+    fs.mkdirSync(remote(prefix), { mode: 0o755 });
+    fs.chownSync(remote(prefix), 65534, 65534);
+    r = await tidemark(['push-install', ...ssh, ...installArgs]);
+    t.equal(r.code, 1, 'a prefix owned by another user: exit status 1');
+    t.match(r.stderr, new RegExp(`prerequisites: nothing was changed:[^]*${prefix} is owned by uid 65534, not root`), 'refused at the prerequisites, naming the owner');
+    t.same(fs.readdirSync(remote(prefix)), [], 'nothing was written into it');
+    fs.rmdirSync(remote(prefix));
   });
 
   await t.test('an agent that cannot connect: a clear error with its log tail; uninstall removes it', async (t) => {
@@ -200,6 +208,7 @@ t.test('push-install over SSH: host key checked, installed, replicating, upgrade
     t.same(cfg.processServer.host, here, 'the agent config names the process server address');
     t.same(cfg.volumes, [{ id: 'vol1', path: src, tracker: 'scan' }], 'and the volume from --volume');
     t.equal(fs.statSync(remote(`${prefix}/etc/pki/agent-1.key`)).mode & 0o777, 0o600, 'the agent key is private');
+    t.equal(fs.statSync(remote(`${prefix}/log/agent.log`)).mode & 0o777, 0o600, 'the directly started agent\'s log is private');
     firstPid = agentPid();
     t.ok(isAgent(firstPid, agentEntry), `the agent runs from ${agentEntry} (pid ${firstPid})`);
     firstBuild = fs.readFileSync(remote(`${prefix}/app/tidemark-package.json`), 'utf8');

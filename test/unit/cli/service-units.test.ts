@@ -157,8 +157,8 @@ t.test('sandbox decisions follow the config', async (t) => {
 
   const scripts = etc('agent', { ...agentCfg, volumes: [{ id: 'v', path: '/dev/sdb', tracker: 'blocktrace', capture: 'freeze', freeze: { mountpoint: '/srv/db', pre: '/usr/local/bin/checkpoint' } }] });
   t.strictSame(scripts.get('ProtectSystem'), ['full'], 'freeze scripts (the operator\'s programs): ProtectSystem=full');
-  t.notOk(scripts.has('CapabilityBoundingSet'), 'freeze scripts: capabilities not restricted');
-  t.notOk(scripts.has('RestrictAddressFamilies'), 'freeze scripts: address families not restricted');
+  t.match(scripts.get('CapabilityBoundingSet')?.[0], /CAP_SYS_ADMIN CAP_DAC_READ_SEARCH CAP_SETUID CAP_SETGID/, 'freeze scripts: capabilities widened to what a script changing to a database user needs, no more');
+  t.ok(scripts.has('RestrictAddressFamilies'), 'freeze scripts: address families still restricted (unix and IP)');
 
   const ps = { name: 'p', cacheDir: '/var/cache/tidemark', tls, listen: { host: '0.0.0.0', port: 443 }, masterTargets: [{ name: 'm', port: 7420 }], volumes: [{ id: 'v', agent: 'a', masterTarget: 'm' }] };
   const low = etc(undefined, ps, { user: 'tidemark' });
@@ -299,4 +299,35 @@ t.test('several configs of one role get one instance unit each; a clash is refus
   t.match(clash, { code: 'TM_ERR_USAGE', message: /two master-target configs are both named "mt-a"/ }, 'two configs with one name: refused');
   t.match(await serviceUnitsCommand({ configs: [mtA] }).catch((e: unknown) => e), { code: 'TM_ERR_USAGE' }, 'no --out: usage error');
   t.match(await serviceUnitsCommand({ out, configs: [mtA], role: 'master-targt' }).catch((e: unknown) => e), { code: 'TM_ERR_USAGE', message: /did you mean "master-target"/ }, 'a mistyped --role: did you mean');
+});
+
+/** `systemd-analyze security --offline=true`: the unit's overall exposure (0 best .. 10 worst). */
+function exposure(unitFile: string): number {
+  const r = spawnSync(ANALYZE!, ['security', '--offline=true', '--no-pager', unitFile], { encoding: 'utf8' });
+  const m = /Overall exposure level for \S+: (\d+(?:\.\d+)?)/.exec(`${r.stdout}${r.stderr}`);
+  if (!m) throw new Error(`systemd-analyze security said: ${r.stdout}${r.stderr}`);
+  return Number(m[1]);
+}
+
+t.test('systemd-analyze security: process server and master target <= 2.5, agent <= 4.5; every relaxation says why', async (t) => {
+  const cases: Array<[string, ServiceOptions['role'], unknown, number]> = [
+    ['process server', 'process-server', { name: 'ps', cacheDir: '/var/lib/tidemark/ps', tls, masterTargets: [{ name: 'mt', port: 7420 }], volumes: [{ id: 'v', agent: 'a', masterTarget: 'mt' }] }, 2.5],
+    ['process server on port 443', 'process-server', { name: 'ps', cacheDir: '/var/lib/tidemark/ps', tls, listen: { host: '0.0.0.0', port: 443 }, masterTargets: [{ name: 'mt', port: 7420 }], volumes: [{ id: 'v', agent: 'a', masterTarget: 'mt' }] }, 2.5],
+    ['master target', 'master-target', { name: 'mt', stateDir: '/var/lib/tidemark/mt', tls, volumes: [{ id: 'v', replica: '/dev/sdc', processServers: ['ps'] }, { id: 'w', replica: '/srv/replicas/w.img', processServers: ['ps'], snapshots: { dir: '/srv/snaps', keep: 3 } }] }, 2.5],
+    ['agent (blocktrace, reflink)', 'agent', { name: 'a', stateDir: '/var/lib/tidemark/agent', tls, processServer: { name: 'ps', host: '10.0.0.1' }, volumes: [{ id: 'v', path: '/dev/sdb', tracker: 'blocktrace' }, { id: 'w', path: '/srv/vm/w.img', capture: 'reflink' }] }, 4.5],
+    ['agent with freeze scripts', 'agent', { name: 'a', stateDir: '/var/lib/tidemark/agent', tls, processServer: { name: 'ps', host: '10.0.0.1' }, volumes: [{ id: 'v', path: '/dev/sdb', capture: 'freeze', freeze: { mountpoint: '/srv/db', pre: '/usr/local/bin/checkpoint', post: '/usr/local/bin/resume' } }] }, 4.5],
+  ];
+  for (const [what, role, config, most] of cases) {
+    const file = path.join(dir, `score-${what.replace(/\W+/g, '-')}.service`);
+    const unit = systemdUnit({ role, configPath: '/etc/tidemark/x.json', config, installDir: path.dirname(path.dirname(path.dirname(BIN))), nodePath: process.execPath });
+    fs.writeFileSync(file, unit);
+    const score = exposure(file);
+    t.ok(score <= most, `${what}: exposure ${score} <= ${most}`);
+    // A directive left weaker than it could be is announced by a RELAXED comment right above it (or in its place).
+    const lines = unit.split('\n');
+    for (const [i, l] of lines.entries()) {
+      const weak = /^(ProtectSystem=full|ProtectHome=read-only|PrivateTmp=no|PrivateDevices=no|MemoryDenyWriteExecute=no)$/.test(l) || (/^CapabilityBoundingSet=\S/.test(l));
+      if (weak) t.match(lines[i - 1], /^# (RELAXED|.*\bRELAXED\b|No capabilities)/, `${what}: ${l} says why`);
+    }
+  }
 });
