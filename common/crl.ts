@@ -5,13 +5,11 @@
 import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
 import { promises as fsp } from 'node:fs';
-import { webcrypto } from 'node:crypto';
 import path from 'node:path';
-import { parseCert, pkiError, readPath, writeDurable } from './pki.js';
+import { loadCaKey, parseCert, pkiError, readPath, writeDurable } from './pki.js';
 
 export const CRL_FILE = 'crl.pem';
 
-const EC = { name: 'ECDSA', namedCurve: 'P-256' } as const;
 const SIG = { name: 'ECDSA', hash: 'SHA-256' } as const;
 const NEXT_UPDATE_MS = 10 * 365 * 86_400_000;
 
@@ -60,17 +58,9 @@ export async function readCrl(file: string, caPem: Buffer): Promise<Crl> {
 // The CA key as issue() reads it (common/pki.ts); revocation is signed by the same key.
 async function caSigner(dir: string): Promise<{ cert: x509.X509Certificate; certPem: Buffer; key: CryptoKey }> {
   const caPath = path.join(dir, 'ca.crt');
-  const keyPath = path.join(dir, 'ca.key');
   const certPem = await readPath(caPath, 'CA certificate');
   const cert = parseCert(certPem, caPath);
-  const keyPem = (await readPath(keyPath, 'CA key')).toString('utf8');
-  try {
-    const der = x509.PemConverter.decodeFirst(keyPem);
-    const key = (await webcrypto.subtle.importKey('pkcs8', der, EC, false, ['sign'])) as unknown as CryptoKey;
-    return { cert, certPem, key };
-  } catch (err) {
-    throw pkiError(`${keyPath} is not a PKCS#8 P-256 private key: ${(err as Error).message}`, keyPath, err);
-  }
+  return { cert, certPem, key: await loadCaKey(dir) };
 }
 
 /** `what` is a certificate file, or the name of one the CA dir holds (<dir>/<name>.crt). */

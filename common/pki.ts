@@ -97,6 +97,51 @@ export function parseCert(pem: Buffer, p: string): InstanceType<typeof x509.X509
   }
 }
 
+/**
+ * The CA key's passphrase: TIDEMARK_CA_PASSPHRASE_FILE names a file holding it (first line), so it never
+ * sits in the CA folder, on a command line or in a daemon's environment. Null when not set.
+ */
+export async function caPassphrase(): Promise<string | null> {
+  const file = process.env.TIDEMARK_CA_PASSPHRASE_FILE;
+  if (!file) return null;
+  const text = (await readPath(file, 'CA passphrase file')).toString('utf8').split('\n')[0]!.trim();
+  if (text.length < 8) throw pkiError(`the CA passphrase in ${file} is shorter than 8 characters`, file);
+  return text;
+}
+
+/**
+ * The CA's signing key from <dir>/ca.key: plain PKCS#8, or encrypted PKCS#8 ("ENCRYPTED PRIVATE KEY"),
+ * which needs the passphrase (caPassphrase). A process server that holds only an encrypted key cannot
+ * mint certificates if it is compromised.
+ */
+export async function loadCaKey(dir: string): Promise<CryptoKey> {
+  const keyPath = path.join(dir, 'ca.key');
+  const pem = (await readPath(keyPath, 'CA key')).toString('utf8');
+  let der: ArrayBuffer;
+  if (pem.includes('ENCRYPTED PRIVATE KEY')) {
+    const passphrase = await caPassphrase();
+    if (passphrase === null) throw pkiError(`${keyPath} is encrypted: set TIDEMARK_CA_PASSPHRASE_FILE to a file holding its passphrase`, keyPath);
+    try {
+      const plain = createPrivateKey({ key: pem, format: 'pem', passphrase }).export({ type: 'pkcs8', format: 'der' });
+      der = plain.buffer.slice(plain.byteOffset, plain.byteOffset + plain.byteLength) as ArrayBuffer;
+    } catch (err) {
+      throw pkiError(`${keyPath}: wrong passphrase or damaged key (${(err as Error).message})`, keyPath, err);
+    }
+  } else {
+    try {
+      der = x509.PemConverter.decodeFirst(pem);
+    } catch (err) {
+      throw pkiError(`${keyPath} is not a PKCS#8 P-256 private key: ${(err as Error).message}`, keyPath, err);
+    }
+  }
+  try {
+    return (await webcrypto.subtle.importKey('pkcs8', der, EC, false, ['sign'])) as unknown as CryptoKey;
+  } catch (err) {
+    throw pkiError(`${keyPath} is not a PKCS#8 P-256 private key: ${(err as Error).message}`, keyPath, err);
+  }
+}
+
+/** With TIDEMARK_CA_PASSPHRASE_FILE set, the new CA's key is written encrypted (AES-256-CBC PKCS#8) with it. */
 export async function initCa(
   dir: string,
   opts: { name?: string; days?: number; force?: boolean } = {},
@@ -123,7 +168,11 @@ export async function initCa(
     ],
   });
   // Key first: ca.crt appearing is what marks the CA as complete.
-  await writeDurable(keyPath, await keyPem(keys.privateKey), 0o600, !opts.force);
+  const passphrase = await caPassphrase();
+  const plainKey = await keyPem(keys.privateKey);
+  const caKeyText = passphrase === null ? plainKey
+    : (createPrivateKey(plainKey).export({ type: 'pkcs8', format: 'pem', cipher: 'aes-256-cbc', passphrase }) as string);
+  await writeDurable(keyPath, caKeyText, 0o600, !opts.force);
   await writeDurable(certPath, cert.toString('pem') + '\n', 0o644, !opts.force);
   return { certPath, keyPath };
 }
@@ -144,16 +193,8 @@ export async function issue(
   }
   const { notBefore, notAfter } = validity(opts.days, 730);
   const caPath = path.join(dir, 'ca.crt');
-  const caKeyPath = path.join(dir, 'ca.key');
   const caCert = parseCert(await readPath(caPath, 'CA certificate'), caPath);
-  const caKeyPem = (await readPath(caKeyPath, 'CA key')).toString('utf8');
-  let caKey: CryptoKey;
-  try {
-    const der = x509.PemConverter.decodeFirst(caKeyPem);
-    caKey = (await webcrypto.subtle.importKey('pkcs8', der, EC, false, ['sign'])) as unknown as CryptoKey;
-  } catch (err) {
-    throw pkiError(`${caKeyPath} is not a PKCS#8 P-256 private key: ${(err as Error).message}`, caKeyPath, err);
-  }
+  const caKey = await loadCaKey(dir);
   const keys = await newKeys();
   const cert = await x509.X509CertificateGenerator.create({
     serialNumber: serial(), subject: [{ CN: [name] }, { OU: [role] }], issuer: caCert.subjectName,
