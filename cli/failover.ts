@@ -11,7 +11,6 @@
 //     starting with a checksum resync: only the blocks changed since the failover travel.
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import { didYouMean, resolveFrom } from '../common/config.js';
 import { tmError } from '../common/errors.js';
 import type { DrainedPoint } from '../agent/drain.js';
@@ -29,30 +28,29 @@ import { reverse } from './reverse.js';
 
 export const FAILOVER_COMMANDS = ['failover', 'reverse', 'failback', 'drain', 'resume'];
 
-const OPTIONS = {
-  config: { type: 'string' },
-  'agent-config': { type: 'string' },
-  'reverse-dir': { type: 'string' },
-  out: { type: 'string' },
-  planned: { type: 'boolean' },
-  seq: { type: 'string' },
-  at: { type: 'string' },
-  tag: { type: 'string' },
-  latest: { type: 'boolean' },
-  force: { type: 'boolean' },
-  device: { type: 'boolean' },
-  json: { type: 'boolean' },
-  dir: { type: 'string' },
-  pki: { type: 'string' },
-  source: { type: 'string' },
-  capture: { type: 'string' },
-  'primary-host': { type: 'string' },
-  'secondary-host': { type: 'string' },
-  'ps-port': { type: 'string' },
-  'mt-port': { type: 'string' },
-} as const;
-
-export type FailoverArgs = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>>['values'];
+/** The flags of these commands, as commander parsed them (cli/tidemark.ts declares which each accepts). */
+export interface FailoverArgs {
+  config?: string;
+  'agent-config'?: string;
+  'reverse-dir'?: string;
+  out?: string;
+  planned?: boolean;
+  seq?: string;
+  at?: string;
+  tag?: string;
+  latest?: boolean;
+  force?: boolean;
+  device?: boolean;
+  json?: boolean;
+  dir?: string;
+  pki?: string;
+  source?: string;
+  capture?: string;
+  'primary-host'?: string;
+  'secondary-host'?: string;
+  'ps-port'?: string;
+  'mt-port'?: string;
+}
 
 /** Long enough for a final pass over a large volume, or a recovery that copies one. */
 const LONG_MS = 24 * 3_600_000;
@@ -61,11 +59,9 @@ const when = (ms: number): string => new Date(ms).toISOString();
 const describePoint = (p: { seq: number; atMs: number; consistency: string; tags: string[] }): string =>
   `#${p.seq} (${p.consistency.toLowerCase()}, captured ${when(p.atMs)}${p.tags.length ? `, ${p.tags.join(',')}` : ''})`;
 
-export async function failoverCommand(cmd: string, argv: string[]): Promise<void> {
-  const { values: a, positionals } = parseArgs({ args: argv, allowPositionals: true, options: OPTIONS });
-  const volume = positionals[0];
-  if (!volume) throw tmError('TM_ERR_USAGE', `${cmd}: which volume? give its id`);
-  const need = (key: keyof typeof OPTIONS, what: string): string => {
+export async function failoverCommand(cmd: string, volume: string, args: Record<string, unknown>): Promise<void> {
+  const a = args as FailoverArgs;
+  const need = (key: keyof FailoverArgs, what: string): string => {
     const v = a[key];
     if (typeof v !== 'string' || v === '') throw tmError('TM_ERR_USAGE', `${cmd} needs --${key} <${what}>`);
     return v;

@@ -198,14 +198,16 @@ export async function testFailover(configFile: string, sub: string | undefined, 
   const dir = path.join(resolveFrom(cfg.configDir, cfg.stateDir), 'test-failover');
   if (sub === 'list') {
     const list = await actOnState(configFile, 'test-failover-list', new URLSearchParams(), () => new TestFailovers(dir).list());
-    console.log(list.length ? list.map((r) => `${r.volume}: point #${r.recovered.point.seq} at ${r.device ?? r.image} since ${new Date(r.startedAt).toISOString()}`).join('\n') : 'no test failover running');
+    if (a.json) console.log(JSON.stringify({ rehearsals: list }, null, 2));
+    else console.log(list.length ? list.map((r) => `${r.volume}: point #${r.recovered.point.seq} at ${r.device ?? r.image} since ${new Date(r.startedAt).toISOString()}`).join('\n') : 'no test failover running');
     return;
   }
   if (!volume || (sub !== 'start' && sub !== 'cleanup')) throw tmError('TM_ERR_USAGE', 'usage: tidemark test-failover start|cleanup|list <volume> --config <master-target.json>');
   if (sub === 'cleanup') {
     const params = paramsOf(volume, {});
     const r = await actOnState(configFile, 'test-failover-cleanup', params, () => new TestFailovers(dir).cleanup(configuredVolume(cfg.volumes.map((v) => v.id), params)));
-    console.log(`test failover of ${volume} cleaned up: ${r.device ? `${r.device} detached, ` : ''}${r.image} deleted; replication was never interrupted`);
+    if (a.json) console.log(JSON.stringify(r, null, 2));
+    else console.log(`test failover of ${volume} cleaned up: ${r.device ? `${r.device} detached, ` : ''}${r.image} deleted; replication was never interrupted`);
     return;
   }
   const params = paramsOf(volume, a);

@@ -26,17 +26,21 @@ export function agentPort(configFile: string): number {
 const mib = (n: number): string => `${(n / 1048576).toFixed(1)} MiB`;
 
 /** Start a resync; returns at once (progress: `tidemark status`). */
-export async function requestResync(configFile: string, volume: string): Promise<void> {
+export async function requestResync(configFile: string, volume: string, json = false): Promise<void> {
   await ask(agentStateDir(configFile), 'resync', new URLSearchParams({ volume, mode: 'resync' }));
-  console.log(`resync of ${volume} started; follow it with: tidemark status --config ${configFile}`);
+  if (json) console.log(JSON.stringify({ volume, mode: 'resync', started: true }));
+  else console.log(`resync of ${volume} started; follow it with: tidemark status --config ${configFile}`);
 }
 
 /** Verify (optionally repair) and wait for the pass. Exit code 3 when differences remain. */
-export async function verify(configFile: string, volume: string, repair: boolean): Promise<number> {
+export async function verify(configFile: string, volume: string, repair: boolean, json = false): Promise<number> {
   const mode = repair ? 'repair' : 'verify';
   const asked = Date.now();
   await ask(agentStateDir(configFile), 'resync', new URLSearchParams({ volume, mode }));
   const port = agentPort(configFile);
+  // Progress: redrawn in place on a terminal, a plain line at most every second otherwise, none with --json.
+  const tty = process.stdout.isTTY === true;
+  let told = 0;
   for (;;) {
     await new Promise((r) => setTimeout(r, 500));
     const snap = await fetchStatus(port);
@@ -44,19 +48,30 @@ export async function verify(configFile: string, volume: string, repair: boolean
     const r = v?.resync as Record<string, number | boolean | string | Array<[number, number]>> | undefined;
     if (!r || Number(r.startedAt) < asked) continue;
     if (r.active) {
-      process.stdout.write(`\r${mode} ${volume}: ${r.percent}% (${mib(Number(r.bytesProcessed))} compared)   `);
+      const line = `${mode} ${volume}: ${r.percent}% (${mib(Number(r.bytesProcessed))} compared)`;
+      if (json) continue;
+      if (tty) process.stdout.write(`\r${line}   `);
+      else if (Date.now() - told >= 1000) {
+        console.log(line);
+        told = Date.now();
+      }
       continue;
     }
     const ranges = r.differing as Array<[number, number]>;
-    console.log(`\n${mode} of ${volume}: ${mib(Number(r.bytesProcessed))} compared, ${r.differingBlocks} block(s) differ, ${Number(r.hashBytes)} bytes of hashes exchanged`);
+    const differs = Number(r.differingBlocks) > 0 && !repair;
+    if (json) {
+      console.log(JSON.stringify({ volume, mode, bytesCompared: Number(r.bytesProcessed), differingBlocks: Number(r.differingBlocks), differingRanges: Number(r.differingRanges), differing: ranges, hashBytes: Number(r.hashBytes), bytesSent: repair ? Number(r.bytesSent) : 0, exit: differs ? 3 : 0 }, null, 2));
+      return differs ? 3 : 0;
+    }
+    console.log(`${tty ? '\n' : ''}${mode} of ${volume}: ${mib(Number(r.bytesProcessed))} compared, ${r.differingBlocks} block(s) differ, ${Number(r.hashBytes)} bytes of hashes exchanged`);
     for (const [off, len] of ranges) console.log(`  differs: bytes [${off}, ${off + len})`);
     if (Number(r.differingRanges) > ranges.length) console.log(`  ... ${Number(r.differingRanges) - ranges.length} more range(s)`);
     if (repair) console.log(`  repaired: ${mib(Number(r.bytesSent))} sent`);
-    return Number(r.differingBlocks) > 0 && !repair ? 3 : 0;
+    return differs ? 3 : 0;
   }
 }
 
-export async function attachSeeded(configFile: string, volume: string): Promise<void> {
+export async function attachSeeded(configFile: string, volume: string, json = false): Promise<void> {
   const cfg = loadMtConfig(configFile);
   const v = cfg.volumes.find((x) => x.id === volume);
   if (!v) throw tmError('TM_ERR_UNKNOWN_VOLUME', `volume "${volume}" is not in ${configFile}; ${didYouMean(volume, cfg.volumes.map((x) => x.id))}`, { volume });
@@ -69,5 +84,6 @@ export async function attachSeeded(configFile: string, volume: string): Promise<
   } finally {
     await lock.release();
   }
-  console.log(`seeded replica ${out.replica} (${mib(out.sizeBytes)}) attached; the master target hashes it when the agent first connects, and the initial resync sends only the blocks that differ`);
+  if (json) console.log(JSON.stringify({ volume, replica: out.replica, sizeBytes: out.sizeBytes }));
+  else console.log(`seeded replica ${out.replica} (${mib(out.sizeBytes)}) attached; the master target hashes it when the agent first connects, and the initial resync sends only the blocks that differ`);
 }

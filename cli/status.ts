@@ -176,10 +176,32 @@ function health(a: Snap | undefined, agent: Snap | undefined, m: Snap | undefine
   if (r?.active) h.push(`${r.mode} ${r.percent}%`);
   else if (a?.consistentAfterResync === false) h.push('resync finishing');
   if (a?.mode === 'bitmap') h.push('BITMAP');
+  if (obj(a?.drained)) h.push('DRAINED (unprotected until resume)');
   if (agent && obj(agent.uploader)?.connected !== true) h.push('DISCONNECTED');
   else if (obj(agent?.uploader)?.backpressure) h.push('BACKPRESSURE');
   for (const hop of missing) h.push(`not at ${hop}`);
   return h.length ? h.join(', ') : 'ok';
+}
+
+/** Each volume's health word(s) across the chain, as the HEALTH column shows them; "ok" means protected and well. */
+export function volumeHealth(snapshots: Record<string, unknown>[]): Array<{ volume: string; health: string; ok: boolean }> {
+  const byRole = (role: string): Snap[] => snapshots.filter((s) => s.role === role);
+  const agents = byRole('agent');
+  const pss = byRole('process-server');
+  const mts = byRole('master-target');
+  const find = (list: Snap[], id: string): { d: Snap; v: Snap } | undefined => {
+    for (const d of list) for (const v of vols(d)) if (v.id === id) return { d, v };
+    return undefined;
+  };
+  const ids = [...new Set([...agents, ...pss, ...mts].flatMap((s) => vols(s).map((v) => String(v.id))))];
+  return ids.map((id) => {
+    const a = find(agents, id);
+    const p = find(pss, id)?.v;
+    const m = find(mts, id)?.v;
+    const missing = [...(pss.length && !p ? ['ps'] : []), ...(mts.length && !m ? ['mt'] : [])];
+    const h = health(a?.v, a?.d, m, missing);
+    return { volume: id, health: h, ok: h === 'ok' };
+  });
 }
 
 /** Daemon lines, then one row per volume across the chain, then warnings. */

@@ -1,227 +1,233 @@
 #!/usr/bin/env node
-// `tidemark`: one command, a subcommand per daemon and per operator action. Operator actions reach the
-// daemons through their root-only operator sockets (common/operator-socket.ts).
+// `tidemark`: one command, a subcommand per daemon and per operator action, parsed by commander (each
+// has --help; usage errors are TM_ERR_USAGE, exit 64: cli/usage.ts). Operator actions reach the daemons
+// through their root-only operator sockets (common/operator-socket.ts).
 import { readFileSync } from 'node:fs';
-import path from 'node:path';
-import { parseArgs } from 'node:util';
+import { Command, Option, type CommanderError } from 'commander';
 import { Agent } from '../agent/agent.js';
 import { loadAgentConfig } from '../agent/config.js';
-import { didYouMean, resolveFrom } from '../common/config.js';
-import { TidemarkError, tmError, codeOf } from '../common/errors.js';
+import { didYouMean } from '../common/config.js';
+import { tmError, codeOf } from '../common/errors.js';
 import { rootLogger } from '../common/log.js';
 import { initCa, issue, isRole, ROLES } from '../common/pki.js';
 import { listCrl, revoke } from '../common/crl.js';
-import { STATUS_PORT_FILE } from '../common/status-server.js';
 import { loadMtConfig } from '../master-target/config.js';
 import { MasterTarget } from '../master-target/server.js';
 import { loadPsConfig } from '../process-server/config.js';
 import { ProcessServer } from '../process-server/server.js';
 import { pushInstall } from '../process-server/push-install/cli.js';
 import { runDemo } from './demo.js';
-import { groupPointsCommand, points, recover, recoverGroupCommand, testFailover } from './recover.js';
-import { FAILOVER_COMMANDS, failoverCommand } from './failover.js';
+import { groupPointsCommand, points, recover, recoverGroupCommand, testFailover, type PointArgs } from './recover.js';
+import { failoverCommand } from './failover.js';
 import { attachSeeded, requestResync, verify } from './resync.js';
 import { runDaemon } from './run-daemon.js';
 import { serviceUnitsCommand } from './service-units.js';
-import { fetchStatus, formatStatus } from './status.js';
+import { statusCommand } from './status-command.js';
+import { checkRequired, commandPath, EXIT_USAGE, fromCommander, helpPointer, required, usageError } from './usage.js';
 
-const USAGE = `usage: tidemark <command> [options]
+const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
 
-  agent --config <file>            run the agent (protected machine)
-  process-server --config <file>   run the process server (primary site)
-  master-target --config <file>    run the master target (secondary site)
-  pki init --dir <dir> [--name N]  create a certificate authority
-  pki issue <role> <name> --dir <dir> [--out <dir>]
-                                   issue a key and certificate (role: ${ROLES.join(', ')})
-  pki revoke <name|cert file> --dir <dir>
-                                   add a certificate to the CA's revocation list (<dir>/crl.pem); daemons
-                                   reading it refuse and disconnect that peer within seconds
-  pki crl --dir <dir>              list the revoked certificates
-  status --config <file> [--config <file> ...]
-                                   show replication state of the daemons these configs describe
-  resync <volume> --config <agent.json>
-                                   bring the replica in step by checksum comparison (only differing blocks travel)
-  verify <volume> --config <agent.json> [--repair]
-                                   compare source and replica by hashes (the replica is re-read); report
-                                   differing ranges (exit 3 if any), or send them with --repair
-  attach-seeded <volume> --config <master-target.json>
-                                   before first replication: adopt the configured replica, seeded out of band
-  points <volume> --config <master-target.json> [--json]
-                                   list the volume's retained recovery points
-  recover <volume> --config <master-target.json> --out <file|device>
-          (--seq N | --at <time|"15m ago"> | --tag <name> | --latest) [--force] [--copy] [--verify full] [--device]
-                                   materialise a retained point (reflink clone + roll back), verified; --out must be
-                                   under the config's recovery.roots (a device: in recovery.devices, with --device)
-  points --group <name> --config <master-target.json>
-  recover --group <name> --config <master-target.json> --out-dir <dir> (--latest | --at <time> | --tag cg:...)
-                                   a consistency group's points; recover every member to one cut
-  test-failover start <volume> --config <master-target.json> [--seq N|--at T|--tag X] [--loop]
-  test-failover cleanup|list [<volume>] --config <master-target.json>
-                                   a writable copy of a point for a rehearsal; replication goes on
-  failover <volume> --config <master-target.json> --out <file|device> [--force] [--device] [--json]
-          [--planned (--agent-config <agent.json> | --seq N) | --seq N | --at T | --tag X | --latest]
-                                   planned: drain the source to a final point (or take the one \`drain\` printed)
-                                   and recover exactly it (no data loss); else the latest (or named) retained
-                                   point, without the source
-  reverse <volume> --config <master-target.json> --agent-config <agent.json> --dir <folder> [--pki <CA dir>]
-          [--source <failed-over volume>] [--primary-host H] [--secondary-host H] [--ps-port N] [--mt-port N]
-                                   configs to protect the failed-over volume back onto the original one
-                                   (attached as a seeded replica: only differing blocks travel)
-  failback <volume> --reverse-dir <folder> [--seq N] [--agent-config <forward agent.json>]
-                                   planned failover back onto the original volume, then resume forward protection
-  drain|resume <volume> --config <agent.json>
-                                   stop protecting a volume after a final point / protect it again (with a resync)
-  service-units --out <dir> --config <file> [--config <file> ...] [--role R] [--install-dir D] [--node N] [--user U]
-                                   write a hardened systemd unit and a Windows install script per daemon config
-  push-install --host <h> --identity <key> --ps-config <ps.json> --pki <ca-dir> --volume id=<id>,path=<path> ...
-  push-install --upgrade|--uninstall --host <h> --identity <key> ...
-                                   install, upgrade or remove the agent on a protected machine over SSH
-                                   (tidemark push-install --help for every option)
-  demo [--dir <dir>] [--seconds N] [--size-mib N]
-                                   replicate a generated volume through all three daemons and prove it`;
-
-const COMMANDS = ['agent', 'process-server', 'master-target', 'pki', 'demo', 'status', 'resync', 'verify', 'attach-seeded', 'points', 'recover', 'test-failover', 'service-units', 'push-install', ...FAILOVER_COMMANDS, 'help'];
-
-function usageError(msg: string): TidemarkError {
-  return tmError('TM_ERR_USAGE', `${msg}\n\n${USAGE}`);
+/** Commander's camelCase option keys back to the flags' own names (`outDir` → `out-dir`), as the commands use them. */
+function flags<T = Record<string, unknown>>(o: Record<string, unknown>): T {
+  return Object.fromEntries(Object.entries(o).map(([k, v]) => [k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`), v])) as T;
 }
+
+const collect = (v: string, prev: string[]): string[] => [...prev, v];
+const jsonOpt = (): Option => new Option('--json', 'print only the result, as JSON (docs/OPERATIONS.md, "JSON output")');
+const intArg = (name: string) => (v: string): number => {
+  if (!/^\d+$/.test(v)) throw usageError(`tidemark`, `${name} must be a whole number, not "${v}"`);
+  return Number(v);
+};
+
+/** The point selectors recover, failover and test-failover share. */
+function pointOptions(c: Command): Command {
+  return c
+    .option('--seq <n>', 'the point with this sequence number')
+    .option('--at <time>', 'the latest point at or before: ISO 8601, epoch ms, or an age ("15m ago")')
+    .option('--tag <name>', 'the latest point with this tag')
+    .option('--latest', 'the latest retained point');
+}
+
+function build(): Command {
+  const program = new Command('tidemark')
+    .description('block-level continuous replication: agent -> process server -> master target')
+    .version(pkg.version, '-V, --version', 'print the version')
+    .usage('<command> [options]')
+    .showSuggestionAfterError(true)
+    .addHelpText('after', '\nEvery command has --help. Exit status: 0 done, 1 error, 2 could not start, 3 verify found differences, 64 usage error (docs/OPERATIONS.md).');
+
+  for (const [name, what, run] of [
+    ['agent', 'run the agent (protected machine)', (f: string) => { const cfg = loadAgentConfig(f); const log = rootLogger(`agent ${cfg.name}`); return runDaemon(new Agent(cfg, log), log); }],
+    ['process-server', 'run the process server (primary site)', (f: string) => { const cfg = loadPsConfig(f); const log = rootLogger(`process-server ${cfg.name}`); return runDaemon(new ProcessServer(cfg, log), log); }],
+    ['master-target', 'run the master target (secondary site)', (f: string) => { const cfg = loadMtConfig(f); const log = rootLogger(`master-target ${cfg.name}`); return runDaemon(new MasterTarget(cfg, log), log); }],
+  ] as const) {
+    program.command(name).description(what).addOption(required('--config <file>', `the ${name}'s config file`)).action((o: { config: string }) => run(o.config));
+  }
+
+  const pki = program.command('pki').description('certificate authority: init, issue, revoke, crl');
+  pki.command('init').description('create a certificate authority in --dir')
+    .addOption(required('--dir <dir>', 'where the CA lives')).option('--name <name>', 'the CA\'s common name').option('--force', 'replace an existing CA')
+    .action(async (o: { dir: string; name?: string; force?: boolean }) => {
+      const r = await initCa(o.dir, { name: o.name, force: o.force });
+      console.log(`CA created: ${r.certPath}`);
+    });
+  pki.command('issue').description(`issue a key and certificate (role: ${ROLES.join(', ')})`)
+    .argument('<role>', ROLES.join(' | ')).argument('<name>', 'the certificate\'s name (the daemon\'s name)')
+    .addOption(required('--dir <dir>', 'where the CA lives')).option('--out <dir>', 'where to write the key and certificate (default: --dir)')
+    .action(async (role: string, name: string, o: { dir: string; out?: string }) => {
+      if (!isRole(role)) throw tmError('TM_ERR_PKI', `unknown role "${role}"; ${didYouMean(role, ROLES)}`);
+      const r = await issue(o.dir, role, name, { outDir: o.out });
+      console.log(`issued ${role} ${name}: ${r.certPath} ${r.keyPath}`);
+    });
+  pki.command('revoke').description('add a certificate to the CA\'s revocation list (<dir>/crl.pem); daemons reading it refuse and disconnect that peer within seconds')
+    .argument('<cert>', 'the name of a certificate in --dir, or a certificate file')
+    .addOption(required('--dir <dir>', 'where the CA lives'))
+    .action(async (cert: string, o: { dir: string }) => {
+      const r = await revoke(o.dir, cert);
+      console.log(r.already ? `${r.name} (serial ${r.serial}) was already revoked; ${r.crlPath} unchanged` : `revoked ${r.name} (serial ${r.serial}): ${r.crlPath}; copy it beside ca.crt wherever a daemon runs`);
+    });
+  pki.command('crl').description('list the revoked certificates')
+    .addOption(required('--dir <dir>', 'where the CA lives'))
+    .action(async (o: { dir: string }) => {
+      const list = await listCrl(o.dir);
+      if (list.length === 0) console.log('no certificate is revoked');
+      for (const e of list) console.log(`${e.serial}  ${e.revokedAt}  ${e.name ?? '(certificate not in this CA dir)'}`);
+    });
+
+  program.command('status').description('show replication state of the daemons these configs describe')
+    .option('--config <file>', 'a daemon\'s config (repeat for each daemon)', collect, [])
+    .addOption(jsonOpt())
+    .action((o: { config: string[]; json?: boolean }, c: Command) => {
+      if (o.config.length === 0) throw usageError(c, 'status needs at least one --config <file>');
+      return statusCommand(o.config, { json: o.json === true });
+    });
+
+  program.command('resync').description('bring the replica in step by checksum comparison (only differing blocks travel)')
+    .argument('<volume>').addOption(required('--config <file>', 'the agent\'s config')).addOption(jsonOpt())
+    .action((volume: string, o: { config: string; json?: boolean }) => requestResync(o.config, volume, o.json === true));
+
+  program.command('verify').description('compare source and replica by hashes (the replica is re-read); report differing ranges (exit 3 if any), or send them with --repair')
+    .argument('<volume>').addOption(required('--config <file>', 'the agent\'s config')).option('--repair', 'send the differing blocks').addOption(jsonOpt())
+    .action(async (volume: string, o: { config: string; repair?: boolean; json?: boolean }) => {
+      process.exitCode = await verify(o.config, volume, o.repair === true, o.json === true);
+    });
+
+  program.command('attach-seeded').description('before first replication: adopt the configured replica, seeded out of band')
+    .argument('<volume>').addOption(required('--config <file>', 'the master target\'s config')).addOption(jsonOpt())
+    .action((volume: string, o: { config: string; json?: boolean }) => attachSeeded(o.config, volume, o.json === true));
+
+  program.command('points').description('list a volume\'s retained recovery points, or a consistency group\'s (--group)')
+    .argument('[volume]').addOption(required('--config <file>', 'the master target\'s config'))
+    .option('--group <name>', 'a consistency group\'s complete points instead of one volume\'s').addOption(jsonOpt())
+    .action((volume: string | undefined, o: Record<string, unknown>, c: Command) => {
+      const a = flags<PointArgs & { config: string }>(o);
+      if (a.group !== undefined) return groupPointsCommand(a.config, a.group, a);
+      if (!volume) throw usageError(c, 'which volume? give its id (or --group <name>)');
+      return points(a.config, volume, a);
+    });
+
+  pointOptions(program.command('recover').description('materialise a retained point (reflink clone + roll back), verified; --out must be under the config\'s recovery.roots (a device: in recovery.devices, with --device); with --group, every member of a consistency group to one cut'))
+    .argument('[volume]').addOption(required('--config <file>', 'the master target\'s config'))
+    .option('--out <file|device>', 'where the point is written').option('--force', 'replace an existing --out file')
+    .option('--copy', 'copy instead of a reflink clone').option('--verify <mode>', '"full": re-read every block of the result')
+    .option('--device', '--out is a block device (listed in recovery.devices)')
+    .option('--group <name>', 'recover every member of this consistency group').option('--out-dir <dir>', 'with --group: the folder for the members')
+    .addOption(jsonOpt())
+    .action((volume: string | undefined, o: Record<string, unknown>, c: Command) => {
+      const a = flags<PointArgs & { config: string }>(o);
+      if (a.group !== undefined) {
+        if (a['out-dir'] === undefined) throw usageError(c, 'recover --group needs --out-dir <dir>');
+        return recoverGroupCommand(a.config, a.group, a);
+      }
+      if (!volume) throw usageError(c, 'which volume? give its id (or --group <name>)');
+      if (a.out === undefined) throw usageError(c, 'recover needs --out <file or device>');
+      return recover(a.config, volume, a);
+    });
+
+  const tf = program.command('test-failover').description('a writable copy of a point for a rehearsal; replication goes on');
+  pointOptions(tf.command('start').description('expose a point (default: the latest) writable, as a file or a loop device (--loop)'))
+    .argument('<volume>').addOption(required('--config <file>', 'the master target\'s config')).option('--loop', 'attach it as a loop device').addOption(jsonOpt())
+    .action((volume: string, o: Record<string, unknown>) => testFailover(o.config as string, 'start', volume, flags<PointArgs>(o)));
+  tf.command('cleanup').description('remove a volume\'s rehearsal copy')
+    .argument('<volume>').addOption(required('--config <file>', 'the master target\'s config')).addOption(jsonOpt())
+    .action((volume: string, o: Record<string, unknown>) => testFailover(o.config as string, 'cleanup', volume, flags<PointArgs>(o)));
+  tf.command('list').description('the rehearsals running')
+    .addOption(required('--config <file>', 'the master target\'s config')).addOption(jsonOpt())
+    .action((o: Record<string, unknown>) => testFailover(o.config as string, 'list', undefined, flags<PointArgs>(o)));
+
+  pointOptions(program.command('failover').description('planned (--planned): drain the source to a final point (or take the one `drain` printed) and recover exactly it (no data loss); else the latest (or named) retained point, without the source'))
+    .argument('<volume>').addOption(required('--config <file>', 'the master target\'s config'))
+    .option('--out <file|device>', 'where the failed-over volume is written').option('--force', 'replace an existing --out file')
+    .option('--device', '--out is a block device (listed in recovery.devices)')
+    .option('--planned', 'no data loss: recover the final point of a drain').option('--agent-config <file>', 'with --planned: drain the agent of this config from here')
+    .addOption(jsonOpt())
+    .action((volume: string, o: Record<string, unknown>) => failoverCommand('failover', volume, flags(o)));
+  program.command('reverse').description('configs to protect the failed-over volume back onto the original one (attached as a seeded replica: only differing blocks travel)')
+    .argument('<volume>').addOption(required('--config <file>', 'the master target\'s config')).addOption(required('--agent-config <file>', 'the forward agent\'s config'))
+    .addOption(required('--dir <folder>', 'where the reverse configs are written')).option('--pki <dir>', 'the CA that issues the reverse daemons\' certificates')
+    .option('--source <path>', 'the failed-over volume (default: the last failover\'s --out)').option('--capture <provider>', 'the reverse agent\'s capture provider')
+    .option('--primary-host <host>').option('--secondary-host <host>').option('--ps-port <n>').option('--mt-port <n>')
+    .addOption(jsonOpt())
+    .action((volume: string, o: Record<string, unknown>) => failoverCommand('reverse', volume, flags(o)));
+  program.command('failback').description('planned failover back onto the original volume, then resume forward protection')
+    .argument('<volume>').addOption(required('--reverse-dir <folder>', 'the folder written by tidemark reverse'))
+    .option('--seq <n>', 'the final point `tidemark drain` printed on the reverse agent\'s machine').option('--agent-config <file>', 'the forward agent\'s config: resume it')
+    .addOption(jsonOpt())
+    .action((volume: string, o: Record<string, unknown>) => failoverCommand('failback', volume, flags(o)));
+  for (const [name, what] of [['drain', 'stop protecting a volume after a final point'], ['resume', 'protect a drained volume again (with a resync)']] as const) {
+    program.command(name).description(what).argument('<volume>').addOption(required('--config <file>', 'the agent\'s config')).addOption(jsonOpt())
+      .action((volume: string, o: Record<string, unknown>) => failoverCommand(name, volume, flags(o)));
+  }
+
+  program.command('service-units').description('write a hardened systemd unit and a Windows install script per daemon config')
+    .addOption(required('--out <dir>', 'where the units are written')).option('--config <file>', 'a daemon\'s config (repeat)', collect, [])
+    .option('--role <role>').option('--install-dir <dir>').option('--node <path>').option('--user <user>').addOption(jsonOpt())
+    .action(async (o: { out: string; config: string[]; role?: string; installDir?: string; node?: string; user?: string; json?: boolean }) => {
+      const files = await serviceUnitsCommand({ out: o.out, configs: o.config, role: o.role, installDir: o.installDir, nodePath: o.node, user: o.user });
+      if (o.json) console.log(JSON.stringify({ files }, null, 2));
+      else for (const f of files) console.log(`wrote ${f}`);
+    });
+
+  // push-install checks its own options (process-server/push-install/options.ts) and prints its own --help.
+  program.command('push-install').description('install, upgrade (--upgrade) or remove (--uninstall) the agent on a protected machine over SSH (tidemark push-install --help for every option)')
+    .helpOption(false).allowUnknownOption().allowExcessArguments()
+    .action((_o: unknown, c: Command) => pushInstall(c.args));
+
+  program.command('demo').description('replicate a generated volume through all three daemons and prove it')
+    .option('--dir <dir>').option('--seconds <n>', 'how long to write', intArg('--seconds')).option('--size-mib <n>', 'the volume\'s size', intArg('--size-mib'))
+    .action((o: { dir?: string; seconds?: number; sizeMib?: number }) => runDemo({ dir: o.dir, seconds: o.seconds, sizeMiB: o.sizeMib }));
+
+  // Every command: commander's complaints become TM_ERR_USAGE (thrown, so main's one exit path applies).
+  const wire = (c: Command): void => {
+    c.exitOverride((e: CommanderError) => {
+      throw fromCommander(c, e) ?? e;
+    });
+    c.configureOutput({ outputError: () => {} });
+    c.commands.forEach(wire);
+  };
+  wire(program);
+  return program;
+}
+
+let current = 'tidemark';
 
 async function main(argv: string[]): Promise<void> {
-  const [cmd, ...rest] = argv;
-  if (cmd === undefined || cmd === 'help' || cmd === '--help' || cmd === '-h') {
-    console.log(USAGE);
-    return;
-  }
-  // push-install parses its own options (process-server/push-install/options.ts).
-  if (cmd === 'push-install') return pushInstall(rest);
-  // So do failover, reverse, failback, drain and resume (cli/failover.ts).
-  if (FAILOVER_COMMANDS.includes(cmd)) return failoverCommand(cmd, rest);
-  const { values, positionals } = parseArgs({
-    args: rest,
-    allowPositionals: true,
-    options: {
-      config: { type: 'string', multiple: true },
-      dir: { type: 'string' },
-      out: { type: 'string' },
-      name: { type: 'string' },
-      seconds: { type: 'string' },
-      'size-mib': { type: 'string' },
-      force: { type: 'boolean' },
-      repair: { type: 'boolean' },
-      role: { type: 'string' },
-      'install-dir': { type: 'string' },
-      node: { type: 'string' },
-      user: { type: 'string' },
-      seq: { type: 'string' },
-      at: { type: 'string' },
-      tag: { type: 'string' },
-      latest: { type: 'boolean' },
-      copy: { type: 'boolean' },
-      verify: { type: 'string' },
-      loop: { type: 'boolean' },
-      json: { type: 'boolean' },
-      group: { type: 'string' },
-      'out-dir': { type: 'string' },
-      device: { type: 'boolean' },
-    },
+  const program = build();
+  program.hook('preAction', (_p, c) => {
+    current = commandPath(c);
+    checkRequired(c);
   });
-  const config = (): string => {
-    const c = values.config?.[0];
-    if (!c) throw usageError(`${cmd} needs --config <file>`);
-    return c;
-  };
-  switch (cmd) {
-    case 'agent': {
-      const cfg = loadAgentConfig(config());
-      const log = rootLogger(`agent ${cfg.name}`);
-      return runDaemon(new Agent(cfg, log), log);
-    }
-    case 'process-server': {
-      const cfg = loadPsConfig(config());
-      const log = rootLogger(`process-server ${cfg.name}`);
-      return runDaemon(new ProcessServer(cfg, log), log);
-    }
-    case 'master-target': {
-      const cfg = loadMtConfig(config());
-      const log = rootLogger(`master-target ${cfg.name}`);
-      return runDaemon(new MasterTarget(cfg, log), log);
-    }
-    case 'pki':
-      return pki(positionals, values);
-    case 'status':
-      return status(values.config ?? []);
-    case 'resync':
-      return requestResync(config(), volumeArg(positionals));
-    case 'verify':
-      process.exitCode = await verify(config(), volumeArg(positionals), values.repair ?? false);
-      return;
-    case 'points':
-      return values.group !== undefined ? groupPointsCommand(config(), values.group, values) : points(config(), volumeArg(positionals), values);
-    case 'recover':
-      return values.group !== undefined ? recoverGroupCommand(config(), values.group, values) : recover(config(), volumeArg(positionals), values);
-    case 'test-failover':
-      return testFailover(config(), positionals[0], positionals[1], values);
-    case 'attach-seeded':
-      return attachSeeded(config(), volumeArg(positionals));
-    case 'service-units':
-      for (const f of await serviceUnitsCommand({ out: values.out, configs: values.config ?? [], role: values.role, installDir: values['install-dir'], nodePath: values.node, user: values.user })) console.log(`wrote ${f}`);
-      return;
-    case 'demo':
-      return runDemo({ dir: values.dir, seconds: values.seconds === undefined ? undefined : Number(values.seconds), sizeMiB: values['size-mib'] === undefined ? undefined : Number(values['size-mib']) });
-    default:
-      throw usageError(`unknown command "${cmd}"; ${didYouMean(cmd, COMMANDS)}`);
-  }
-}
-
-function volumeArg(positionals: string[]): string {
-  const v = positionals[0];
-  if (!v) throw usageError('which volume? give its id');
-  return v;
-}
-
-async function pki(positionals: string[], values: { dir?: string; out?: string; name?: string; force?: boolean }): Promise<void> {
-  const [sub, role, name] = positionals;
-  if (!values.dir) throw usageError('pki needs --dir <dir> (where the CA lives)');
-  if (sub === 'init') {
-    const r = await initCa(values.dir, { name: values.name, force: values.force });
-    console.log(`CA created: ${r.certPath}`);
-  } else if (sub === 'issue') {
-    if (!role || !name) throw usageError('pki issue needs <role> <name>');
-    if (!isRole(role)) throw tmError('TM_ERR_PKI', `unknown role "${role}"; ${didYouMean(role, ROLES)}`);
-    const r = await issue(values.dir, role, name, { outDir: values.out });
-    console.log(`issued ${role} ${name}: ${r.certPath} ${r.keyPath}`);
-  } else if (sub === 'revoke') {
-    if (!role) throw usageError('pki revoke needs the name of a certificate in --dir, or a certificate file');
-    const r = await revoke(values.dir, role);
-    console.log(r.already ? `${r.name} (serial ${r.serial}) was already revoked; ${r.crlPath} unchanged` : `revoked ${r.name} (serial ${r.serial}): ${r.crlPath}; copy it beside ca.crt wherever a daemon runs`);
-  } else if (sub === 'crl') {
-    const list = await listCrl(values.dir);
-    if (list.length === 0) console.log('no certificate is revoked');
-    for (const e of list) console.log(`${e.serial}  ${e.revokedAt}  ${e.name ?? '(certificate not in this CA dir)'}`);
-  } else {
-    throw usageError(`unknown pki command "${sub ?? ''}"; ${didYouMean(sub ?? '', ['init', 'issue', 'revoke', 'crl'])}`);
-  }
-}
-
-/** Find each daemon's status port through the state folder its config names. */
-async function status(configs: string[]): Promise<void> {
-  if (configs.length === 0) throw usageError('status needs at least one --config <file>');
-  const snaps: Record<string, unknown>[] = [];
-  for (const file of configs) {
-    const raw = JSON.parse(readFileSync(file, 'utf8')) as { stateDir?: string; cacheDir?: string };
-    const dir = resolveFrom(path.dirname(path.resolve(file)), raw.stateDir ?? raw.cacheDir ?? '.');
-    try {
-      const port = Number(readFileSync(path.join(dir, STATUS_PORT_FILE), 'utf8'));
-      snaps.push(await fetchStatus(port));
-    } catch (e) {
-      console.error(`${file}: daemon not reachable (${(e as Error).message})`);
-    }
-  }
-  console.log(formatStatus(snaps));
+  await program.parseAsync(argv, { from: 'user' });
 }
 
 main(process.argv.slice(2)).catch((e: unknown) => {
+  if (String((e as { code?: unknown }).code ?? '').startsWith('commander.')) {
+    // --help, --version (printed, exit 0); a command with subcommands given none (its help printed on stderr).
+    process.exit((e as CommanderError).exitCode === 0 ? 0 : EXIT_USAGE);
+  }
   const code = codeOf(e);
-  console.error(`tidemark: ${code}: ${(e as Error).message ?? String(e)}`);
-  process.exit(code === 'TM_ERR_USAGE' ? 64 : 1);
+  let msg = (e as Error).message ?? String(e);
+  if (code === 'TM_ERR_USAGE' && !msg.includes('--help`)')) msg = `${msg} ${helpPointer(current)}`;
+  console.error(`tidemark: ${code}: ${msg}`);
+  process.exit(code === 'TM_ERR_USAGE' ? EXIT_USAGE : 1);
 });

@@ -52,8 +52,18 @@ export interface PushOptions {
 const VOLUME_KEYS = ['id', 'path', 'tracker', 'capture'];
 const NAME_RE = /^[A-Za-z0-9._-]{1,64}$/;
 
+/** A usage error; the command line adds the pointer to `tidemark push-install --help` (cli/usage.ts). */
 function usage(msg: string): TidemarkError {
-  return tmError('TM_ERR_USAGE', `push-install: ${msg}\n\n${PUSH_INSTALL_USAGE}`);
+  return tmError('TM_ERR_USAGE', `push-install: ${msg}`);
+}
+
+const FLAGS = ['host', 'user', 'ssh-port', 'identity', 'known-hosts', 'prefix', 'node', 'ps-config', 'ps-address', 'pki', 'name', 'volume', 'package', 'timeout', 'upgrade', 'uninstall', 'keep-state'];
+
+/** node:util parseArgs's complaint, with a did-you-mean for an unknown option. */
+function parseError(e: Error): TidemarkError {
+  const unknown = /Unknown option '([^']+)'/.exec(e.message);
+  if (unknown) return usage(`unknown option '${unknown[1]}'; ${didYouMean(unknown[1]!, FLAGS.map((f) => `--${f}`))}`);
+  return usage(e.message.split('. ')[0]!);
 }
 
 /** `id=db,path=/dev/loop5,tracker=scan` → { id, path, tracker }. Paths with a comma cannot be given this way. */
@@ -102,7 +112,7 @@ export function parsePushOptions(argv: string[]): PushOptions {
       },
     });
   } catch (e) {
-    throw usage((e as Error).message);
+    throw parseError(e as Error);
   }
   const v = parsed.values;
   if (v.upgrade && v.uninstall) throw usage('give --upgrade or --uninstall, not both');

@@ -191,7 +191,12 @@ t.test('/metrics of agent, process server and master target while replicating', 
   t.pass('tidemark_errors_total{code="TM_ERR_UNKNOWN_VOLUME"} rose on agent (refused by the process server), process server (refused it; refused by the master target) and master target (refused it)');
   const a2 = await metrics(lab, 'agent');
   t.equal(sampleValue(a2, 'tidemark_rpo_seconds', { volume: 'ghost-ps', hop: 'agent' }), Infinity, 'an RPO series for every agent volume');
-  const after = await promisify(execFile)(process.execPath, [TIDEMARK_BIN, 'status', '--config', lab.configs.agent, '--config', lab.configs.ps, '--config', lab.configs.mt]);
+  // A volume not ok makes `status` exit 3 (docs/OPERATIONS.md, "tidemark status"), with the table on stdout.
+  const after = await promisify(execFile)(process.execPath, [TIDEMARK_BIN, 'status', '--config', lab.configs.agent, '--config', lab.configs.ps, '--config', lab.configs.mt]).then(
+    (r) => ({ ...r, code: 0 }),
+    (e: { code: number; stdout: string; stderr: string }) => e,
+  );
+  t.equal(after.code, 3, 'status exits 3: a volume is not ok');
   const ghost = after.stdout.split('\n').find((l) => l.startsWith('ghost-mt '));
   t.match(ghost, /\d+\/\d+\/-\/- .*not at mt$/, `a volume the master target lacks: "-" for its sequences there, and said in its health:\n${after.stdout}`);
   const wrote = startWriter(source, SIZE_MIB * MiB, 50);

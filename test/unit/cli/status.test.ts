@@ -1,7 +1,7 @@
 // `tidemark status` output from status snapshots shaped as the daemons return them (GET /status):
 // one row per volume across the chain, daemon lines, and the warnings an operator must see.
 import t from 'tap';
-import { formatStatus } from '../../../cli/status.js';
+import { formatStatus, volumeHealth } from '../../../cli/status.js';
 
 const NOW = 1_800_000_000_000;
 const MiB = 1 << 20;
@@ -101,4 +101,13 @@ t.test('only the daemons asked about: other hops are "-", and a volume missing f
   const out = formatStatus([a, ps(), mt()], NOW);
   t.equal(row(out, 'logs').at(-1), 'not at ps, not at mt');
   t.equal(formatStatus([], NOW), 'VOLUME  AGENT  JOURNAL  PS CACHE  RATIO  MT STAGING  SEQ jrnl/ps/mt/applied  LAG  CRASH POINT  APP POINT  RETAINED  HEALTH', 'no daemon answered: the header alone');
+});
+
+t.test('a drained volume is not ok: its health says it is unprotected', async (t) => {
+  const drained = { seq: 7, atMs: NOW - 1000, consistency: 'CRASH', tags: [], drainedAt: NOW };
+  const snaps = [agent({ drained }), ps(), mt()];
+  t.same(volumeHealth(snaps).map((v) => [v.volume, v.ok]), [['db', false]]);
+  t.match(volumeHealth(snaps)[0]!.health, /DRAINED/);
+  t.match(formatStatus(snaps, NOW), /DRAINED \(unprotected until resume\)/);
+  t.same(volumeHealth([agent({ drained: null }), ps(), mt()]).map((v) => v.ok), [true], 'not drained: ok');
 });

@@ -1,0 +1,135 @@
+// The `tidemark` command line (cli/tidemark.ts, commander): --help of every subcommand, --version, usage
+// errors (exit 64, TM_ERR_USAGE, a did-you-mean, a pointer to --help instead of the whole usage), `status`
+// exit statuses, and --json output parseable, against a real lab of three daemons.
+import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import t from 'tap';
+import { Lab, TIDEMARK_BIN } from '../../../cli/lab.js';
+import { makeImage, scratchDir } from '../../integration/helpers.js';
+
+interface Run { code: number; stdout: string; stderr: string }
+
+function tm(args: string[], cwd?: string): Promise<Run> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [TIDEMARK_BIN, ...args], { cwd, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr });
+    });
+  });
+}
+
+const SUBCOMMANDS = [
+  ['agent'], ['process-server'], ['master-target'], ['pki'], ['pki', 'init'], ['pki', 'issue'], ['pki', 'revoke'], ['pki', 'crl'],
+  ['status'], ['resync'], ['verify'], ['attach-seeded'], ['points'], ['recover'], ['test-failover'], ['test-failover', 'start'],
+  ['test-failover', 'cleanup'], ['test-failover', 'list'], ['failover'], ['reverse'], ['failback'], ['drain'], ['resume'],
+  ['service-units'], ['push-install'], ['demo'],
+];
+
+t.test('every subcommand has --help: exit 0, its usage on stdout', async (t) => {
+  for (const c of SUBCOMMANDS) {
+    const r = await tm([...c, '--help']);
+    t.equal(r.code, 0, `${c.join(' ')} --help exits 0`);
+    t.match(r.stdout, /usage: tidemark/i, `${c.join(' ')} --help prints its usage`);
+    t.equal(r.stderr, '', `${c.join(' ')} --help: nothing on stderr`);
+  }
+});
+
+t.test('--version prints package.json\'s version', async (t) => {
+  const pkg = JSON.parse(readFileSync(path.join(path.dirname(TIDEMARK_BIN), '..', '..', 'package.json'), 'utf8')) as { version: string };
+  const r = await tm(['--version']);
+  t.equal(r.code, 0);
+  t.equal(r.stdout.trim(), pkg.version);
+});
+
+t.test('plain tidemark prints the usage and exits 64', async (t) => {
+  const r = await tm([]);
+  t.equal(r.code, 64);
+  t.match(r.stderr, /Usage: tidemark <command>/);
+  t.match(r.stderr, /failover/, 'the commands are listed');
+});
+
+t.test('usage errors: exit 64, TM_ERR_USAGE, a did-you-mean, a short pointer to --help', async (t) => {
+  const cases: Array<[string[], RegExp, string]> = [
+    [['statsu'], /unknown command 'statsu' \(Did you mean status\?\)/, 'tidemark'],
+    [['recover', 'vol1', '--config', 'x.json', '--forse'], /unknown option '--forse' \(Did you mean --force\?\)/, 'tidemark recover'],
+    [['status', '--confg', 'x.json'], /unknown option '--confg' \(Did you mean --config\?\)/, 'tidemark status'],
+    [['points', 'vol1', '--config', 'x.json', '--out', 'y'], /unknown option '--out'/, 'tidemark points'],
+    [['verify', '--config', 'x.json'], /missing required argument 'volume'/, 'tidemark verify'],
+    [['recover', 'vol1'], /required option '--config <file>' not given/, 'tidemark recover'],
+    [['pki', 'issue', 'agent', 'a1'], /required option '--dir <dir>' not given/, 'tidemark pki issue'],
+    [['push-install', '--hots', 'h'], /unknown option '--hots'; did you mean "--host"\?/, 'tidemark push-install'],
+    [['status'], /status needs at least one --config/, 'tidemark status'],
+  ];
+  for (const [args, msg, cmd] of cases) {
+    const r = await tm(args);
+    const what = `tidemark ${args.join(' ')}`;
+    t.equal(r.code, 64, `${what}: exit 64`);
+    t.match(r.stderr, /^tidemark: TM_ERR_USAGE: /, `${what}: TM_ERR_USAGE`);
+    t.match(r.stderr, msg, `${what}: says what is wrong`);
+    t.ok(r.stderr.includes(`(see \`${cmd} --help\`)`), `${what}: points to ${cmd} --help`);
+    t.ok(r.stderr.trim().split('\n').length <= 2, `${what}: short, not the whole usage:\n${r.stderr}`);
+    t.equal(r.stdout, '', `${what}: nothing on stdout`);
+  }
+});
+
+t.test('status with a daemon unreachable: exit 4, and --json says which', async (t) => {
+  const dir = await scratchDir(t, 'cli-unreachable');
+  const r = await tm(['status', '--config', path.join(dir, 'nothing.json'), '--json']);
+  t.equal(r.code, 4);
+  const j = JSON.parse(r.stdout) as { schema: number; ok: boolean; exit: number; daemons: Array<{ reachable: boolean }> };
+  t.equal(j.schema, 1);
+  t.equal(j.ok, false);
+  t.equal(j.exit, 4);
+  t.equal(j.daemons[0]!.reachable, false);
+});
+
+t.test('--json output of a running lab parses, and status exit codes follow health', async (t) => {
+  const dir = await scratchDir(t, 'cli-json');
+  const source = path.join(dir, 'source.img');
+  await makeImage(source, 8, 8);
+  const lab = await Lab.create({ dir, volumes: [{ id: 'vol1', source, replica: path.join(dir, 'replica.img'), mt: { retention: { window: '1h' } } }], agent: { cycleIntervalMs: 200 } });
+  t.teardown(() => lab.stopAll());
+  lab.start('mt');
+  lab.start('ps');
+  lab.start('agent');
+  const since = Date.now();
+  await lab.waitConverged(since, 120_000);
+  const all = ['--config', lab.configs.agent, '--config', lab.configs.ps, '--config', lab.configs.mt];
+  const json = async (args: string[], code = 0): Promise<Record<string, unknown>> => {
+    const r = await tm([...args, '--json'], dir);
+    t.equal(r.code, code, `tidemark ${args[0]} --json exits ${code}: ${r.stderr}`);
+    try {
+      return JSON.parse(r.stdout) as Record<string, unknown>;
+    } catch {
+      t.fail(`tidemark ${args.join(' ')} --json: stdout is not only JSON:\n${r.stdout}`);
+      return {};
+    }
+  };
+  // The volume converges before the status reports it consistent; wait for a healthy status (positive signal).
+  let st = await json(['status', ...all], (await tm(['status', ...all], dir)).code);
+  for (let i = 0; i < 100 && st.ok !== true; i++) {
+    await new Promise((r) => setTimeout(r, 200));
+    st = JSON.parse((await tm(['status', ...all, '--json'], dir)).stdout) as Record<string, unknown>;
+  }
+  t.equal(st.ok, true, `status --json: all ok ${JSON.stringify(st.volumes)}`);
+  t.same((st.volumes as Array<{ volume: string; health: string }>).map((v) => [v.volume, v.health]), [['vol1', 'ok']]);
+  t.equal((await tm(['status', ...all], dir)).code, 0, 'status exits 0 when all is well');
+
+  const v = await json(['verify', 'vol1', '--config', lab.configs.agent]);
+  t.equal(v.differingBlocks, 0, 'verify --json: nothing differs');
+  t.equal(v.exit, 0);
+  const pts = await json(['points', 'vol1', '--config', lab.configs.mt]);
+  t.ok(Array.isArray(pts.points), 'points --json');
+  const list = await json(['test-failover', 'list', '--config', lab.configs.mt]);
+  t.same(list.rehearsals, [], 'test-failover list --json');
+
+  const rs = await json(['resync', 'vol1', '--config', lab.configs.agent]);
+  t.equal(rs.started, true, 'resync --json');
+
+  // The agent stopped: status exits 4 and names the daemon not reachable.
+  await lab.stop('agent');
+  const down = await tm(['status', ...all, '--json'], dir);
+  t.equal(down.code, 4, 'a daemon unreachable: status exits 4');
+  const daemons = (JSON.parse(down.stdout) as { daemons: Array<{ config: string; reachable: boolean }> }).daemons;
+  t.same(daemons.filter((x) => !x.reachable).map((x) => x.config), [lab.configs.agent], 'the agent is the one not reachable');
+});
