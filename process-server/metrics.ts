@@ -37,6 +37,7 @@ export function processServerMetrics(log: Logger, snapshot: () => Snapshot): Dae
   m.counter('tidemark_compression_seconds_total', 'Time spent compressing, from hand-off to result: an upper bound of the CPU time (it includes waiting for a core).', ['volume'], perVolume((v) => obj(v.compression)?.cpuMs, 1 / 1000));
   m.counter('tidemark_compressed_extents_total', 'Extents stored compressed.', ['volume'], perVolume((v) => obj(v.compression)?.compressedExtents));
   m.counter('tidemark_compression_skipped_extents_total', 'Extents stored as they came (compression would not have saved enough).', ['volume'], perVolume((v) => obj(v.compression)?.skippedExtents));
+  m.counter('tidemark_compression_probe_skipped_extents_total', 'Of the skipped extents, those whose samples did not compress, stored raw without compressing them whole.', ['volume'], perVolume((v) => obj(v.compression)?.probeSkippedExtents));
 
   const cache = (s: Snapshot): Snapshot | null => obj(s.cache);
   const one = (pick: (s: Snapshot) => unknown, scale = 1) => (set: (l: Record<string, string>, x: number) => void, s: Snapshot): void => {

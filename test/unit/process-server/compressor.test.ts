@@ -3,7 +3,7 @@
 import fc from 'fast-check';
 import t from 'tap';
 import { crc } from '../../../common/checksum.js';
-import { Compressor, INLINE_BELOW } from '../../../process-server/compressor.js';
+import { Compressor, INLINE_BELOW, PROBE_FROM } from '../../../process-server/compressor.js';
 import { chooseStored, LZ4_KEEP_RAW_AT, rawData } from '../../../proto/extent-codec.js';
 import type { ExtentRecord } from '../../../proto/hrl.js';
 import { Rng, seedFastCheck } from '../../seed.js';
@@ -74,11 +74,11 @@ t.test('volumes are counted apart; compression "none" stores raw and compresses 
   await c.pack('a', record(zeros), zeros);
   t.equal(c.stats('a').compressedExtents, 2);
   t.ok(c.stats('a').ratio > 50, `zeros compress (ratio ${c.stats('a').ratio})`);
-  t.strictSame(c.stats('b'), { rawBytes: 0, storedBytes: 0, ratio: 1, cpuMs: 0, skippedExtents: 0, compressedExtents: 0 }, 'an idle volume has empty figures');
+  t.strictSame(c.stats('b'), { rawBytes: 0, storedBytes: 0, ratio: 1, cpuMs: 0, skippedExtents: 0, compressedExtents: 0, probeSkippedExtents: 0 }, 'an idle volume has empty figures');
   const off = new Compressor('none');
   const out = await off.pack('a', record(zeros), zeros);
   t.equal(out.record.compression, 'NONE');
-  t.strictSame(off.stats('a'), { rawBytes: zeros.length, storedBytes: zeros.length, ratio: 1, cpuMs: 0, skippedExtents: 0, compressedExtents: 0 });
+  t.strictSame(off.stats('a'), { rawBytes: zeros.length, storedBytes: zeros.length, ratio: 1, cpuMs: 0, skippedExtents: 0, compressedExtents: 0, probeSkippedExtents: 0 });
 });
 
 t.test('more extents in flight than threads: each waits its turn and all come back exact', async (t) => {
@@ -87,4 +87,26 @@ t.test('more extents in flight than threads: each waits its turn and all come ba
   const outs = await Promise.all(inputs.map((d) => c.pack('q', record(d), d)));
   t.ok(outs.every((o, i) => rawData(o.record, o.stored, 'q', 1).equals(inputs[i]!)), 'every extent decodes to its own bytes');
   t.equal(c.stats('q').compressedExtents, 12);
+});
+
+t.test('large incompressible extents are judged by samples and never compressed whole', async (t) => {
+  const c = new Compressor('lz4');
+  const noise = randomBytes(1 << 20);
+  const out = await c.pack('p', record(noise), noise);
+  t.equal(out.record.compression, 'NONE', 'stored raw');
+  t.ok(out.stored.equals(noise));
+  t.strictSame({ skipped: c.stats('p').skippedExtents, probed: c.stats('p').probeSkippedExtents }, { skipped: 1, probed: 1 }, 'skipped by the probe');
+  const small = randomBytes(PROBE_FROM - 4096);
+  await c.pack('p', record(small), small);
+  t.strictSame({ skipped: c.stats('p').skippedExtents, probed: c.stats('p').probeSkippedExtents }, { skipped: 2, probed: 1 }, 'below PROBE_FROM: compressed, then kept raw (no probe)');
+  // Compressible only at the start, the middle or the end: one good sample is enough to try the whole.
+  for (const where of [0, 0.5, 1]) {
+    const mixed = randomBytes(1 << 20);
+    const at = Math.max(0, Math.min(mixed.length - 256 * 1024, Math.floor(where * mixed.length) - 128 * 1024));
+    mixed.fill(0, at, at + 256 * 1024);
+    const m = await c.pack('m', record(mixed), mixed);
+    t.equal(m.record.compression, 'LZ4', `a quarter of zeros at ${where}: compressed`);
+    t.ok(rawData(m.record, m.stored, 'm', 1).equals(mixed), 'and decodes exactly');
+  }
+  t.equal(c.stats('m').probeSkippedExtents, 0);
 });
