@@ -91,17 +91,17 @@ t.test('more extents in flight than threads: each waits its turn and all come ba
 
 t.test('large incompressible extents are judged by samples and never compressed whole', async (t) => {
   const c = new Compressor('lz4');
-  const noise = randomBytes(1 << 20);
+  const noise = rng.bytes(1 << 20);
   const out = await c.pack('p', record(noise), noise);
   t.equal(out.record.compression, 'NONE', 'stored raw');
   t.ok(out.stored.equals(noise));
   t.strictSame({ skipped: c.stats('p').skippedExtents, probed: c.stats('p').probeSkippedExtents }, { skipped: 1, probed: 1 }, 'skipped by the probe');
-  const small = randomBytes(PROBE_FROM - 4096);
+  const small = rng.bytes(PROBE_FROM - 4096);
   await c.pack('p', record(small), small);
   t.strictSame({ skipped: c.stats('p').skippedExtents, probed: c.stats('p').probeSkippedExtents }, { skipped: 2, probed: 1 }, 'below PROBE_FROM: compressed, then kept raw (no probe)');
   // Compressible only at the start, the middle or the end: one good sample is enough to try the whole.
   for (const where of [0, 0.5, 1]) {
-    const mixed = randomBytes(1 << 20);
+    const mixed = rng.bytes(1 << 20);
     const at = Math.max(0, Math.min(mixed.length - 256 * 1024, Math.floor(where * mixed.length) - 128 * 1024));
     mixed.fill(0, at, at + 256 * 1024);
     const m = await c.pack('m', record(mixed), mixed);
