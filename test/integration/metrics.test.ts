@@ -156,7 +156,7 @@ t.test('/metrics of agent, process server and master target while replicating', 
   t.equal(sampleValue(a, 'tidemark_tracker_mode', { volume: 'vol1', mode: 'bitmap' }), 0, 'agent: not bitmap mode');
   t.equal(sampleValue(a, 'tidemark_resync_active', { volume: 'vol1' }), 0, 'agent: initial resync over');
   t.equal(sampleValue(a, 'tidemark_resync_progress_ratio', { volume: 'vol1' }), 1, 'agent: resync pass went through the whole volume');
-  for (const [d, f] of [['agent', a], ['ps', p], ['mt', m]] as const) t.equal(sampleValue(f, 'tidemark_errors_total', { code: 'TM_ERR_UNKNOWN_VOLUME' }), undefined, `${d}: no unknown volume yet`);
+  for (const [d, f] of [['agent', a], ['ps', p], ['mt', m]] as const) t.equal(sampleValue(f, 'tidemark_errors_total', { code: 'TM_ERR_VOLUME_NOT_ASSIGNED' }), undefined, `${d}: no unknown volume yet`);
 
   // The status table of the same chain.
   const st = await promisify(execFile)(process.execPath, [TIDEMARK_BIN, 'status', '--config', lab.configs.agent, '--config', lab.configs.ps, '--config', lab.configs.mt]);
@@ -185,10 +185,10 @@ t.test('/metrics of agent, process server and master target while replicating', 
   lab.start('agent');
   const unknown = async (d: DaemonName): Promise<number> => {
     const f = await metrics(lab, d).catch(() => null); // not up yet
-    return (f && sampleValue(f, 'tidemark_errors_total', { code: 'TM_ERR_UNKNOWN_VOLUME' })) ?? 0;
+    return (f && sampleValue(f, 'tidemark_errors_total', { code: 'TM_ERR_VOLUME_NOT_ASSIGNED' })) ?? 0;
   };
   await waitFor('unknown volumes counted', 30_000, async () => (await unknown('agent')) > 0 && (await unknown('ps')) > 0 && (await unknown('mt')) > 0);
-  t.pass('tidemark_errors_total{code="TM_ERR_UNKNOWN_VOLUME"} rose on agent (refused by the process server), process server (refused it; refused by the master target) and master target (refused it)');
+  t.pass('tidemark_errors_total{code="TM_ERR_VOLUME_NOT_ASSIGNED"} (an unknown volume is refused as not served, naming none) rose on agent (refused by the process server), process server (refused it; refused by the master target) and master target (refused it)');
   const a2 = await metrics(lab, 'agent');
   t.equal(sampleValue(a2, 'tidemark_rpo_seconds', { volume: 'ghost-ps', hop: 'agent' }), Infinity, 'an RPO series for every agent volume');
   // A volume not ok makes `status` exit 3 (docs/OPERATIONS.md, "tidemark status"), with the table on stdout.
