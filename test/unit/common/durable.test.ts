@@ -23,7 +23,10 @@ t.test('a failed rename leaves the final name as it was, and only a temp file be
   await fsp.writeFile(path.join(file, 'keep'), 'x');
   t.match(await errno(writeFileDurable(file, 'new')), /^(EISDIR|ENOTEMPTY|EEXIST)$/, 'the write fails with the rename error');
   t.ok((await fsp.stat(file)).isDirectory(), 'the final name is untouched');
-  t.equal(await fsp.readFile(file + TMP_SUFFIX, 'utf8'), 'new', 'the data is only in the temp file');
+  // Temp names are unique per write (<name>.<pid>.<random>.tmp), so two writers never share one.
+  const temps = (await fsp.readdir(d)).filter((n) => n.startsWith('state.json.') && n.endsWith(TMP_SUFFIX));
+  t.equal(temps.length, 1, 'one temp file is left');
+  t.equal(await fsp.readFile(path.join(d, temps[0]!), 'utf8'), 'new', 'the data is only in the temp file');
   t.equal(await removeTempFiles(d), 1, 'which open() removes');
   t.strictSame((await fsp.readdir(d)).sort(), ['state.json']);
 });
