@@ -24,14 +24,12 @@ import type { RecoveryPoint } from '../proto/diff-store.js';
 import { act, mtStateDir, parseTime } from './recover.js';
 import { agentStateDir, ask } from './operator.js';
 import { codeOf } from '../common/errors.js';
-import { reverse } from './reverse.js';
+import { reverse, type ReverseArgs } from './reverse.js';
 
 export const FAILOVER_COMMANDS = ['failover', 'reverse', 'failback', 'drain', 'resume'];
 
 /** The flags of these commands, as commander parsed them (cli/tidemark.ts declares which each accepts). */
-export interface FailoverArgs {
-  config?: string;
-  'agent-config'?: string;
+export interface FailoverArgs extends ReverseArgs {
   'reverse-dir'?: string;
   out?: string;
   planned?: boolean;
@@ -41,15 +39,6 @@ export interface FailoverArgs {
   latest?: boolean;
   force?: boolean;
   device?: boolean;
-  json?: boolean;
-  dir?: string;
-  pki?: string;
-  source?: string;
-  capture?: string;
-  'primary-host'?: string;
-  'secondary-host'?: string;
-  'ps-port'?: string;
-  'mt-port'?: string;
 }
 
 /** Long enough for a final pass over a large volume, or a recovery that copies one. */

@@ -183,8 +183,8 @@ function health(a: Snap | undefined, agent: Snap | undefined, m: Snap | undefine
   return h.length ? h.join(', ') : 'ok';
 }
 
-/** Each volume's health word(s) across the chain, as the HEALTH column shows them; "ok" means protected and well. */
-export function volumeHealth(snapshots: Record<string, unknown>[]): Array<{ volume: string; health: string; ok: boolean }> {
+/** The daemons' snapshots by role, and every volume id any of them has. */
+function chain(snapshots: Record<string, unknown>[]): { agents: Snap[]; pss: Snap[]; mts: Snap[]; ids: string[]; find: (list: Snap[], id: string) => { d: Snap; v: Snap } | undefined } {
   const byRole = (role: string): Snap[] => snapshots.filter((s) => s.role === role);
   const agents = byRole('agent');
   const pss = byRole('process-server');
@@ -194,6 +194,12 @@ export function volumeHealth(snapshots: Record<string, unknown>[]): Array<{ volu
     return undefined;
   };
   const ids = [...new Set([...agents, ...pss, ...mts].flatMap((s) => vols(s).map((v) => String(v.id))))];
+  return { agents, pss, mts, ids, find };
+}
+
+/** Each volume's health word(s) across the chain, as the HEALTH column shows them; "ok" means protected and well. */
+export function volumeHealth(snapshots: Record<string, unknown>[]): Array<{ volume: string; health: string; ok: boolean }> {
+  const { agents, pss, mts, find, ids } = chain(snapshots);
   return ids.map((id) => {
     const a = find(agents, id);
     const p = find(pss, id)?.v;
@@ -206,15 +212,7 @@ export function volumeHealth(snapshots: Record<string, unknown>[]): Array<{ volu
 
 /** Daemon lines, then one row per volume across the chain, then warnings. */
 export function formatStatus(snapshots: Record<string, unknown>[], now = Date.now()): string {
-  const byRole = (role: string): Snap[] => snapshots.filter((s) => s.role === role);
-  const agents = byRole('agent');
-  const pss = byRole('process-server');
-  const mts = byRole('master-target');
-  const find = (list: Snap[], id: string): { d: Snap; v: Snap } | undefined => {
-    for (const d of list) for (const v of vols(d)) if (v.id === id) return { d, v };
-    return undefined;
-  };
-  const ids = [...new Set([...agents, ...pss, ...mts].flatMap((s) => vols(s).map((v) => String(v.id))))];
+  const { agents, pss, mts, find, ids } = chain(snapshots);
   const rows: string[][] = [['VOLUME', 'AGENT', 'JOURNAL', 'PS CACHE', 'RATIO', 'MT STAGING', 'SEQ jrnl/ps/mt/applied', 'LAG', 'CRASH POINT', 'APP POINT', 'RETAINED', 'HEALTH']];
   for (const id of ids) {
     const a = find(agents, id);

@@ -14,7 +14,7 @@ import { connectTls } from '../../common/tls.js';
 import { FramedConnection } from '../../proto/connection.js';
 import { digestStep } from '../../proto/hrl.js';
 import { CAPABILITIES, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, type ExtentMsg } from '../../proto/messages.js';
-import { makeImage, scratchDir, sha256, sleep } from './helpers.js';
+import { makeImage, scratchDir, sha256, until } from './helpers.js';
 
 const SIZE = 16 << 20;
 
@@ -31,14 +31,6 @@ async function hrlFiles(dir: string): Promise<string[]> {
   return out;
 }
 
-async function waitFor(what: () => Promise<boolean>, ms: number): Promise<boolean> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (await what()) return true;
-    await sleep(200);
-  }
-  return false;
-}
 
 /** A lab replicating one 16 MiB volume, converged. */
 async function replicating(t: Test, name: string, opts: { ps?: Record<string, unknown> } = {}): Promise<{ lab: Lab; dir: string; source: string; replica: string }> {
@@ -127,7 +119,7 @@ t.test('a 64-byte LZ4 extent declaring 1 GiB is refused before it is decompresse
   bomb.writeUInt8(0xf0, 4); // then a literal run, as a real block begins
   const code = await offer(conn, next, [{ e: { offset: 0, length: 1 << 30, crc32c: 0, compression: 'LZ4', storedLength: 64 }, payload: bomb }]);
   t.equal(code, 'TM_ERR_EXTENT_BOUNDS', 'the process server refused the extent with TM_ERR_EXTENT_BOUNDS');
-  t.ok(await waitFor(async () => (await lab.logLines('ps')).some((l) => l.code === 'TM_ERR_EXTENT_BOUNDS'), 5000), 'and logged the code');
+  t.ok(await until(async () => (await lab.logLines('ps')).some((l) => l.code === 'TM_ERR_EXTENT_BOUNDS'), 5000), 'and logged the code');
   const after = await memory(ps);
   t.ok(after.hwm - before.hwm < 64 << 20, `peak resident memory of the process server grew ${((after.hwm - before.hwm) / 1048576).toFixed(1)} MiB (< 64 MiB)`);
   t.same(await hrlFiles(lab.stateDirs.ps), [], 'nothing was cached');

@@ -65,6 +65,25 @@ export function startWriter(file: string, sizeBytes: number, intervalMs = 20): {
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+/** Poll `what` every 200 ms until it holds (true) or `ms` pass (false). */
+export async function until(what: () => Promise<boolean>, ms: number): Promise<boolean> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (await what()) return true;
+    await sleep(200);
+  }
+  return false;
+}
+
+/** Poll `what` every 200 ms until it holds; past `ms`, fail with `timed out waiting for: <label>`. */
+export async function waitFor(what: () => Promise<boolean>, ms: number, label: string): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await what())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for: ${label}`);
+    await sleep(200);
+  }
+}
+
 /**
  * What the master target received, from its own log: every differential once, and every resend. `durable`
  * and `resends` count the log lines, so a check can require that the counted event happened at all (a

@@ -10,17 +10,10 @@ import tls from 'node:tls';
 import t from 'tap';
 import { Lab } from '../../cli/lab.js';
 import { initCa, issue } from '../../common/pki.js';
-import { makeImage, scratchDir, sha256, sleep } from './helpers.js';
+import { makeImage, scratchDir, sha256, waitFor } from './helpers.js';
 
 const HANDSHAKE_MS = 5000;
 
-async function waitFor(what: () => Promise<boolean>, ms: number, label: string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await what())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for: ${label}`);
-    await sleep(200);
-  }
-}
 
 function mtPort(cfg: string): Promise<number> {
   return fsp.readFile(cfg, 'utf8').then((s) => (JSON.parse(s) as { listen: { port: number } }).listen.port);

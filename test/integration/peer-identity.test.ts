@@ -7,17 +7,10 @@ import { promisify } from 'node:util';
 import t from 'tap';
 import { freePort, Lab, TIDEMARK_BIN } from '../../cli/lab.js';
 import { issue } from '../../common/pki.js';
-import { makeImage, scratchDir, sha256, sleep } from './helpers.js';
+import { makeImage, scratchDir, sha256, waitFor } from './helpers.js';
 
 const run = promisify(execFile);
 
-async function waitFor(what: () => Promise<boolean>, ms: number, label: string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await what())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for: ${label}`);
-    await sleep(200);
-  }
-}
 
 const says = (l: Lab, log: string, pred: (line: Record<string, unknown>) => boolean): (() => Promise<boolean>) => async () => (await l.logLines(log)).some(pred);
 

@@ -6,7 +6,7 @@ import { promisify } from 'node:util';
 import t from 'tap';
 import { Lab, TIDEMARK_BIN } from '../../cli/lab.js';
 import { initCa, issue } from '../../common/pki.js';
-import { makeImage, scratchDir, sleep } from './helpers.js';
+import { makeImage, scratchDir, until } from './helpers.js';
 
 async function hrlFiles(dir: string): Promise<string[]> {
   const out: string[] = [];
@@ -14,14 +14,6 @@ async function hrlFiles(dir: string): Promise<string[]> {
   return out;
 }
 
-async function waitFor(what: () => Promise<boolean>, ms: number): Promise<boolean> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (await what()) return true;
-    await sleep(200);
-  }
-  return false;
-}
 
 t.test('an agent with a certificate from another CA, or sending a volume not assigned to it, is refused', async (t) => {
   const dir = await scratchDir(t, 'refuse');
@@ -47,12 +39,12 @@ t.test('an agent with a certificate from another CA, or sending a volume not ass
   t.teardown(() => { impostor.kill('SIGKILL'); agent2.kill('SIGKILL'); });
 
   const psSays = async (code: string, msg: string): Promise<boolean> => (await lab.logLines('ps')).some((l) => l.code === code && l.msg === msg);
-  t.ok(await waitFor(() => psSays('TM_ERR_PEER_REFUSED', 'peer refused'), 15_000), 'process server refused the certificate from another CA (TM_ERR_PEER_REFUSED)');
-  t.ok(await waitFor(() => psSays('TM_ERR_VOLUME_NOT_ASSIGNED', 'volume refused'), 15_000), 'process server refused agent-2 sending vol1 (TM_ERR_VOLUME_NOT_ASSIGNED)');
-  t.ok(await waitFor(async () => (await lab.logLines('ps')).some((l) => l.msg === 'volume refused' && l.volume === 'vol-1'), 15_000), 'process server refused vol-1');
+  t.ok(await until(() => psSays('TM_ERR_PEER_REFUSED', 'peer refused'), 15_000), 'process server refused the certificate from another CA (TM_ERR_PEER_REFUSED)');
+  t.ok(await until(() => psSays('TM_ERR_VOLUME_NOT_ASSIGNED', 'volume refused'), 15_000), 'process server refused agent-2 sending vol1 (TM_ERR_VOLUME_NOT_ASSIGNED)');
+  t.ok(await until(async () => (await lab.logLines('ps')).some((l) => l.msg === 'volume refused' && l.volume === 'vol-1'), 15_000), 'process server refused vol-1');
   const unknown = (await lab.logLines('ps')).find((l) => l.msg === 'volume refused' && l.volume === 'vol-1');
   t.match(String(unknown?.detail), /not configured.*did you mean "vol1"/, 'the operator\'s log names the nearest configured volume');
-  t.ok(await waitFor(async () => {
+  t.ok(await until(async () => {
     const told = (await lab.logLines('agent2')).filter((l) => l.code === 'TM_ERR_VOLUME_NOT_ASSIGNED');
     return told.some((l) => l.volume === 'vol1') && told.some((l) => l.volume === 'vol-1');
   }, 15_000), 'agent-2 was told, for both volumes, that they are not served to it (TM_ERR_VOLUME_NOT_ASSIGNED)');

@@ -3,18 +3,14 @@
 // the receiver is paused) and what it already began is still taken; a peer that did not (an older
 // sender) is never sent the new message: its differential is simply not taken until there is room,
 // then acknowledged as usual.
-import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
-import { promises as fsp } from 'node:fs';
 import t, { type Test } from 'tap';
 import { crc } from '../../../common/checksum.js';
-import { silentLogger } from '../../../common/log.js';
-import { Cache } from '../../../process-server/cache.js';
-import { psConfigSchema } from '../../../process-server/config.js';
+import type { Cache } from '../../../process-server/cache.js';
 import { FramedConnection } from '../../../proto/connection.js';
 import { digestStep, readHrl } from '../../../proto/hrl.js';
-import { DiffReceiver } from '../../../proto/receiver.js';
+import type { DiffReceiver } from '../../../proto/receiver.js';
+import { psLoopback } from './ps-loopback.js';
 import { Rng } from '../../seed.js';
 
 const rng = new Rng('backpressure');
@@ -23,25 +19,10 @@ const PAUSED = { paused: true, volumes: ['v1'], reason: 'cache 5.0% free', delay
 const OPEN = { paused: false, volumes: [] as string[], reason: '', delayMs: 0, full: false };
 
 async function setup(t: Test): Promise<{ receiver: DiffReceiver; cache: Cache; connect: (caps: string[]) => Promise<FramedConnection> }> {
-  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'tm-bp-'));
-  t.teardown(() => fsp.rm(dir, { recursive: true, force: true }));
-  const cfg = { ...psConfigSchema.parse({ name: 'ps', cacheDir: dir, tls: { ca: '', cert: '', key: '' }, masterTargets: [{ name: 'mt', port: 1 }], volumes: [{ id: 'v1', agent: 'agent-1', masterTarget: 'mt' }] }), configDir: dir };
-  const cache = new Cache(cfg, dir, silentLogger());
-  await cache.open();
-  t.teardown(() => cache.close());
-  const receiver = new DiffReceiver(cache, 'ps', silentLogger());
-  cache.ack = (v, s) => receiver.ack(v, s);
-  const server = net.createServer((socket) => void receiver.serve(new FramedConnection(socket, 'agent-1'), { name: 'agent-1', role: 'agent' }));
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
-  const { port } = server.address() as net.AddressInfo;
-  const conns: FramedConnection[] = [];
-  t.teardown(() => conns.forEach((c) => c.destroy()));
+  const ps = await psLoopback(t, 'bp');
+  const { receiver, cache } = ps;
   const connect = async (caps: string[]): Promise<FramedConnection> => {
-    const socket = net.connect(port, '127.0.0.1');
-    await new Promise((resolve) => socket.once('connect', resolve));
-    const conn = new FramedConnection(socket, 'ps');
-    conns.push(conn);
+    const conn = await ps.connect();
     await conn.send({ hello: { protocolVersion: 1, minProtocolVersion: 1, capabilities: caps, nodeName: 'agent-1', role: 'agent', software: 'test' } });
     const w = await conn.expect('welcome');
     t.strictSame(w.msg.welcome.capabilities, caps.filter((c) => c !== 'unknown'), 'welcome lists the capabilities both have');

@@ -2,41 +2,16 @@
 // sink: a peer speaking only a newer protocol (TM_ERR_PROTOCOL_VERSION), a volume offered from another
 // source state than the one replicated (TM_ERR_REPLICATION_MISMATCH). The sender side sees each as a
 // TM_ERR_PEER_ERROR carrying the receiver's code, and nothing was stored.
-import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import { promises as fsp } from 'node:fs';
 import t, { type Test } from 'tap';
 import { TidemarkError } from '../../../common/errors.js';
-import { silentLogger } from '../../../common/log.js';
-import { Cache } from '../../../process-server/cache.js';
-import { psConfigSchema } from '../../../process-server/config.js';
 import { FramedConnection } from '../../../proto/connection.js';
 import { PROTOCOL_VERSION } from '../../../proto/messages.js';
-import { DiffReceiver } from '../../../proto/receiver.js';
+import { psLoopback } from './ps-loopback.js';
 
 async function setup(t: Test): Promise<{ dir: string; connect: () => Promise<FramedConnection> }> {
-  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'tm-refuse-'));
-  t.teardown(() => fsp.rm(dir, { recursive: true, force: true }));
-  const cfg = { ...psConfigSchema.parse({ name: 'ps', cacheDir: dir, tls: { ca: '', cert: '', key: '' }, masterTargets: [{ name: 'mt', port: 1 }], volumes: [{ id: 'v1', agent: 'agent-1', masterTarget: 'mt' }] }), configDir: dir };
-  const cache = new Cache(cfg, dir, silentLogger());
-  await cache.open();
-  t.teardown(() => cache.close());
-  const receiver = new DiffReceiver(cache, 'ps', silentLogger());
-  cache.ack = (v, s) => receiver.ack(v, s);
-  const server = net.createServer((socket) => void receiver.serve(new FramedConnection(socket, 'agent-1'), { name: 'agent-1', role: 'agent' }));
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
-  const { port } = server.address() as net.AddressInfo;
-  const conns: FramedConnection[] = [];
-  t.teardown(() => conns.forEach((c) => c.destroy()));
-  const connect = async (): Promise<FramedConnection> => {
-    const socket = net.connect(port, '127.0.0.1');
-    await new Promise((resolve) => socket.once('connect', resolve));
-    const conn = new FramedConnection(socket, 'ps');
-    conns.push(conn);
-    return conn;
-  };
+  const { dir, connect } = await psLoopback(t, 'refuse');
   return { dir, connect };
 }
 
