@@ -1,0 +1,45 @@
+// Shared by the receiver tests: the process server's real cache behind a DiffReceiver on a loopback
+// socket (plain TCP, peer "agent-1"), and a way to open client connections to it, all torn down with `t`.
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { promises as fsp } from 'node:fs';
+import type { Test } from 'tap';
+import { silentLogger } from '../../../common/log.js';
+import { Cache } from '../../../process-server/cache.js';
+import { psConfigSchema } from '../../../process-server/config.js';
+import { FramedConnection } from '../../../proto/connection.js';
+import { DiffReceiver } from '../../../proto/receiver.js';
+
+export interface PsLoopback {
+  dir: string;
+  cache: Cache;
+  receiver: DiffReceiver;
+  /** A new connection to the receiver, as the agent's sender would open it (no hello sent yet). */
+  connect(): Promise<FramedConnection>;
+}
+
+export async function psLoopback(t: Test, prefix: string): Promise<PsLoopback> {
+  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), `tm-${prefix}-`));
+  t.teardown(() => fsp.rm(dir, { recursive: true, force: true }));
+  const cfg = { ...psConfigSchema.parse({ name: 'ps', cacheDir: dir, tls: { ca: '', cert: '', key: '' }, masterTargets: [{ name: 'mt', port: 1 }], volumes: [{ id: 'v1', agent: 'agent-1', masterTarget: 'mt' }] }), configDir: dir };
+  const cache = new Cache(cfg, dir, silentLogger());
+  await cache.open();
+  t.teardown(() => cache.close());
+  const receiver = new DiffReceiver(cache, 'ps', silentLogger());
+  cache.ack = (v, s) => receiver.ack(v, s);
+  const server = net.createServer((socket) => void receiver.serve(new FramedConnection(socket, 'agent-1'), { name: 'agent-1', role: 'agent' }));
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  const { port } = server.address() as net.AddressInfo;
+  const conns: FramedConnection[] = [];
+  t.teardown(() => conns.forEach((c) => c.destroy()));
+  const connect = async (): Promise<FramedConnection> => {
+    const socket = net.connect(port, '127.0.0.1');
+    await new Promise((resolve) => socket.once('connect', resolve));
+    const conn = new FramedConnection(socket, 'ps');
+    conns.push(conn);
+    return conn;
+  };
+  return { dir, cache, receiver, connect };
+}
