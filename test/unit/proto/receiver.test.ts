@@ -1,0 +1,179 @@
+// The receiver's message handling when the peer gets it wrong, on a real socket into the process server's
+// real cache (the master target runs the same DiffReceiver): a message before the handshake, a volume not
+// served here, a differential for a volume not opened, out of sequence, with a bad extent digest, a short
+// extent, or garbage bytes. Each is refused with its code and stores nothing; a retransmission of what is
+// already durable is acknowledged again and stored once; the receiver goes on serving a well-behaved peer.
+import { promises as fsp } from 'node:fs';
+import net from 'node:net';
+import t, { type Test } from 'tap';
+import { crc } from '../../../common/checksum.js';
+import { TidemarkError } from '../../../common/errors.js';
+import { FramedConnection } from '../../../proto/connection.js';
+import { digestStep, type ExtentRecord } from '../../../proto/hrl.js';
+import { PROTOCOL_VERSION } from '../../../proto/messages.js';
+import { Rng } from '../../seed.js';
+import { psLoopback, type PsLoopback } from './ps-loopback.js';
+
+const BS = 4096;
+const SIZE = 1 << 20;
+const rng = new Rng('receiver');
+
+const hello = { hello: { protocolVersion: PROTOCOL_VERSION, minProtocolVersion: 1, capabilities: [], nodeName: 'agent-1', role: 'agent', software: 'test' } };
+
+/** The TidemarkError the next frame raises, or null if a frame arrives instead. */
+async function refusal(conn: FramedConnection): Promise<TidemarkError | null> {
+  return conn.next().then(() => null, (e: unknown) => (e instanceof TidemarkError ? e : null));
+}
+
+/** A connection past the handshake with v1 opened; returns it and the durable sequence the receiver reported. */
+async function opened(ps: PsLoopback): Promise<{ conn: FramedConnection; durableSeq: number }> {
+  const conn = await ps.connect();
+  await conn.send(hello);
+  await conn.expect('welcome');
+  await conn.send({ openVolume: { volumeId: 'v1', sizeBytes: SIZE, blockSize: BS, replicationId: 'r1' } });
+  return { conn, durableSeq: (await conn.expect('volumeState')).msg.volumeState.durableSeq };
+}
+
+interface Sent { extents: Array<{ e: ExtentRecord; data: Buffer }>; digest: number }
+
+function diffOf(count: number): Sent {
+  const extents = Array.from({ length: count }, () => {
+    const blocks = rng.int(1, 4);
+    const data = rng.bytes(blocks * BS);
+    return { e: { offset: rng.int(0, SIZE / BS - blocks) * BS, length: data.length, crc32c: crc(data), compression: 'NONE' as const, storedLength: data.length }, data };
+  });
+  return { extents, digest: extents.reduce((d, x) => digestStep(d, x.e), 0) };
+}
+
+/** Send one differential as the sender does, optionally spoiled on the way. */
+async function send(conn: FramedConnection, seq: number, d: Sent, spoil: { digest?: number; shortPayload?: boolean } = {}): Promise<void> {
+  await conn.send({ diffBegin: { volumeId: 'v1', seq, startTimeMs: seq, endTimeMs: seq, consistency: 'CRASH', tags: [], extentCount: d.extents.length, flags: 0 } });
+  for (const [i, { e, data }] of d.extents.entries()) {
+    await conn.send({ extent: { ...e } }, spoil.shortPayload && i === d.extents.length - 1 ? data.subarray(0, data.length - 1) : data);
+  }
+  await conn.send({ diffEnd: { volumeId: 'v1', seq, extentCount: d.extents.length, extentDigest: spoil.digest ?? d.digest } });
+}
+
+/** Every file under the cache directory with its bytes: what "stored nothing" is checked against. */
+async function cacheFiles(dir: string): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  for (const e of await fsp.readdir(dir, { recursive: true, withFileTypes: true })) {
+    if (e.isFile() && !e.name.endsWith('.lock')) out.set(`${e.parentPath}/${e.name}`, (await fsp.readFile(`${e.parentPath}/${e.name}`)).toString('base64'));
+  }
+  return out;
+}
+
+/** A well-behaved peer is still served: it sends the next differential and sees it acknowledged. */
+async function stillServes(t: Test, ps: PsLoopback): Promise<void> {
+  const { conn, durableSeq } = await opened(ps);
+  await send(conn, durableSeq + 1, diffOf(2));
+  t.equal((await conn.expect('ack')).msg.ack.durableSeq, durableSeq + 1, 'and the receiver still serves a well-behaved peer');
+  conn.destroy();
+}
+
+t.test('a message before the handshake is refused with TM_ERR_PROTOCOL', async (t) => {
+  const ps = await psLoopback(t, 'recv');
+  const conn = await ps.connect();
+  await conn.send({ openVolume: { volumeId: 'v1', sizeBytes: SIZE, blockSize: BS, replicationId: 'r1' } });
+  const err = await refusal(conn);
+  t.equal(err?.code, 'TM_ERR_PEER_ERROR');
+  t.equal(err?.context.peerCode, 'TM_ERR_PROTOCOL', 'the receiver expected a Hello');
+  t.equal(ps.cache.stores.get('v1')?.state, null, 'the volume was not adopted');
+  await stillServes(t, ps);
+});
+
+t.test('a volume not served here is refused alone; the connection goes on for the others', async (t) => {
+  const ps = await psLoopback(t, 'recv');
+  const conn = await ps.connect();
+  await conn.send(hello);
+  await conn.expect('welcome');
+  await conn.send({ openVolume: { volumeId: 'v9', sizeBytes: SIZE, blockSize: BS, replicationId: 'r1' } });
+  const err = await refusal(conn);
+  t.equal(err?.context.peerCode, 'TM_ERR_VOLUME_NOT_ASSIGNED', 'an unknown volume is "not served to you"');
+  t.equal(err?.context.volume, 'v9');
+  t.notMatch(err?.message, /v1/, 'naming no other volume');
+  await conn.send({ openVolume: { volumeId: 'v1', sizeBytes: SIZE, blockSize: BS, replicationId: 'r1' } });
+  t.equal((await conn.expect('volumeState')).msg.volumeState.durableSeq, 0, 'the same connection then opens a served volume');
+  // A differential for the refused volume on that connection: a protocol error, and nothing stored.
+  const before = await cacheFiles(ps.dir);
+  await conn.send({ diffBegin: { volumeId: 'v9', seq: 1, startTimeMs: 1, endTimeMs: 1, consistency: 'CRASH', tags: [], extentCount: 0, flags: 0 } });
+  const late = await refusal(conn);
+  t.equal(late?.context.peerCode, 'TM_ERR_PROTOCOL', 'a differential for a volume not opened is a protocol error');
+  t.strictSame(await cacheFiles(ps.dir), before, 'nothing was stored');
+  await stillServes(t, ps);
+});
+
+t.test('a volume of impossible geometry is refused with TM_ERR_VOLUME_GEOMETRY and not adopted', async (t) => {
+  const ps = await psLoopback(t, 'recv');
+  const conn = await ps.connect();
+  await conn.send(hello);
+  await conn.expect('welcome');
+  await conn.send({ openVolume: { volumeId: 'v1', sizeBytes: SIZE, blockSize: 3000, replicationId: 'r1' } });
+  t.equal((await refusal(conn))?.context.peerCode, 'TM_ERR_VOLUME_GEOMETRY');
+  t.equal(ps.cache.stores.get('v1')?.state, null, 'the volume was not adopted');
+});
+
+t.test('a differential out of sequence is refused with TM_ERR_SEQUENCE_GAP and nothing is stored', async (t) => {
+  const ps = await psLoopback(t, 'recv');
+  const { conn } = await opened(ps);
+  await send(conn, 1, diffOf(3));
+  t.equal((await conn.expect('ack')).msg.ack.durableSeq, 1);
+  const before = await cacheFiles(ps.dir);
+  await send(conn, 3, diffOf(3));
+  const err = await refusal(conn);
+  t.equal(err?.context.peerCode, 'TM_ERR_SEQUENCE_GAP', 'seq 3 after 1 is a gap');
+  t.equal(err?.context.seq, 3);
+  t.equal(ps.cache.storedSeq('v1'), 1, 'the stored sequence did not move');
+  t.strictSame(await cacheFiles(ps.dir), before, 'no file was written for it');
+  await stillServes(t, ps);
+});
+
+t.test('a retransmitted differential is acknowledged again and stored once', async (t) => {
+  const ps = await psLoopback(t, 'recv');
+  const { conn } = await opened(ps);
+  const d = diffOf(3);
+  await send(conn, 1, d);
+  t.equal((await conn.expect('ack')).msg.ack.durableSeq, 1);
+  const before = await cacheFiles(ps.dir);
+  await send(conn, 1, d);
+  t.equal((await conn.expect('ack')).msg.ack.durableSeq, 1, 'the retransmission is acknowledged');
+  t.equal(ps.receiver.stats.duplicatesSkipped, 1, 'as a duplicate');
+  t.strictSame(await cacheFiles(ps.dir), before, 'and stored nothing more');
+});
+
+t.test('an extent list that does not match its digest is TM_ERR_EXTENT_CHECKSUM; no partial file stays', async (t) => {
+  const ps = await psLoopback(t, 'recv');
+  const { conn } = await opened(ps);
+  const before = await cacheFiles(ps.dir);
+  const d = diffOf(4);
+  await send(conn, 1, d, { digest: (d.digest ^ 1) >>> 0 });
+  t.equal((await refusal(conn))?.context.peerCode, 'TM_ERR_EXTENT_CHECKSUM');
+  t.equal(ps.cache.storedSeq('v1'), 0);
+  t.strictSame(await cacheFiles(ps.dir), before, 'the half-written differential was removed');
+  await stillServes(t, ps);
+});
+
+t.test('an extent carrying fewer bytes than it declares is TM_ERR_PROTOCOL; no partial file stays', async (t) => {
+  const ps = await psLoopback(t, 'recv');
+  const { conn } = await opened(ps);
+  const before = await cacheFiles(ps.dir);
+  await send(conn, 1, diffOf(4), { shortPayload: true });
+  t.equal((await refusal(conn))?.context.peerCode, 'TM_ERR_PROTOCOL');
+  t.strictSame(await cacheFiles(ps.dir), before);
+  await stillServes(t, ps);
+});
+
+t.test('garbage bytes in place of a frame: the receiver says why and closes; others are served', async (t) => {
+  const ps = await psLoopback(t, 'recv');
+  const { conn } = await opened(ps);
+  const before = await cacheFiles(ps.dir);
+  // Raw bytes on the socket under the framed connection: not a frame (bad magic / checksum).
+  conn.socket.write(Buffer.from(rng.bytes(64)));
+  const err = await refusal(conn);
+  t.equal(err?.code, 'TM_ERR_PEER_ERROR', 'the receiver reported why before closing');
+  t.match(String(err?.context.peerCode), /^TM_ERR_(FRAME_CHECKSUM|FRAME_TOO_LARGE|PROTOCOL)$/, `a frame error (${String(err?.context.peerCode)})`);
+  await new Promise<void>((resolve) => (conn.socket.destroyed || (conn.socket as net.Socket).readableEnded ? resolve() : conn.socket.once('close', () => resolve())));
+  t.pass('and closed the connection');
+  t.strictSame(await cacheFiles(ps.dir), before, 'nothing was stored');
+  await stillServes(t, ps);
+});
