@@ -17,13 +17,12 @@ import { DiffStore } from '../../../proto/diff-store.js';
 import { HrlWriter } from '../../../proto/hrl.js';
 import { leafHashes } from '../../../proto/range-hash.js';
 import { Rng } from '../../seed.js';
+import { Crash, failOn, withFaults } from '../faults.js';
 
 const BS = 4096;
 const SIZE = 256 * BS;
 const DIFFS = 3;
 const log = silentLogger();
-
-class Crash extends Error {}
 
 interface Volume { dir: string; replicaFile: string; expected: Buffer }
 
@@ -57,18 +56,6 @@ async function staged(t: Test, rng: Rng): Promise<Volume> {
 interface Parts { replica: Replica; hashes: ReplicaHashes; store: DiffStore }
 type Faults = (real: Parts) => { replica?: Partial<Replica>; hashes?: Partial<ReplicaHashes>; store?: Partial<DiffStore> };
 
-/** `real` with some methods replaced; every other property and method is the real object's. */
-function withFaults<T extends object>(real: T, over: Partial<T> | undefined): T {
-  if (!over) return real;
-  return new Proxy(real, {
-    get(o, k) {
-      if (k in over) return (over as Record<PropertyKey, unknown>)[k];
-      const v = Reflect.get(o, k) as unknown;
-      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(o) : v;
-    },
-  });
-}
-
 /** An applier over the volume as it is on disk, its collaborators optionally given faults. */
 async function applier(v: Volume, faults?: Faults): Promise<{ applier: Applier; store: DiffStore; close(): Promise<void> }> {
   const store = new DiffStore(v.dir, 'v1', log);
@@ -79,12 +66,6 @@ async function applier(v: Volume, faults?: Faults): Promise<{ applier: Applier; 
   const f = faults?.({ replica, hashes, store }) ?? {};
   const a = new Applier('v1', withFaults(store, f.store), withFaults(replica, f.replica), withFaults(hashes, f.hashes), { applied: () => {}, damaged: () => {} }, log);
   return { applier: a, store, close: async () => { await a.close(); await replica.close(); } };
-}
-
-/** Fails the `n`th call (counting from 1) of a method, delegating the others to the real object. */
-function failOn<A extends unknown[], R>(real: (...a: A) => Promise<R>, n: number): (...a: A) => Promise<R> {
-  let calls = 0;
-  return (...a: A) => (++calls === n ? Promise.reject(new Crash(`crash at call ${n}`)) : real(...a));
 }
 
 // Each crash lands inside the second differential (the first is fully applied by then).
