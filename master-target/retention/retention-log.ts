@@ -217,6 +217,19 @@ export class RetentionLog {
     });
   }
 
+  /**
+   * Forget every before-image: they were read from a replica that is gone (replaced under its path), so
+   * rolling the present one back with them would recover bytes no point ever held.
+   */
+  discardAll(why: string): Promise<void> {
+    return this.lock(async () => {
+      const n = this.segments.length;
+      await this.dropThrough(Number.MAX_SAFE_INTEGER, why);
+      if (n > 0) this.log.error({ volume: this.volumeId, segments: n, why }, 'retention history discarded: its points cannot be recovered from this replica');
+      this.refreshStats(Number.MAX_SAFE_INTEGER);
+    });
+  }
+
   /** Delete the oldest segments, up to and including the one ending at `seq`. */
   private async dropThrough(seq: number, why: string): Promise<void> {
     const gone = this.segments.filter((s) => s.toSeq <= seq);
