@@ -165,7 +165,7 @@ export class Applier {
       this.stats.lastError = `TM_ERR_RETENTION_FULL: ${retention.stats.paused}`;
       return false;
     }
-    await retention.beforeApply(seq, diff.extents, this.replica, base, tip);
+    await retention.beforeApply(seq, diff.extents, this.replica, base, tip, this.hashes.hashes);
     return true;
   }
 

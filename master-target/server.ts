@@ -253,7 +253,9 @@ export class MasterTarget implements InboundSink {
     // (verify) must hold the applier still, or it could record data the applier is about to replace.
     if (!q.reread) return compare();
     return applier.exclusive(async () => {
-      await applier.hashes.reread(replica, q.ranges, q.rangeBlocks);
+      const damaged = await applier.hashes.reread(replica, q.ranges, q.rangeBlocks);
+      // Points reading those blocks would recover the damage: not listed again (docs/OPERATIONS.md §16).
+      if (damaged.length > 0) await t.retention?.markDamaged(damaged, t.store.doneSeq, { pending: damaged }, 'a verify re-read replica blocks that differ from what was written there');
       return compare();
     });
   }
