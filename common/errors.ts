@@ -40,6 +40,8 @@ export const ERRORS = {
   TM_ERR_NATIVE: { class: 'retryable', summary: 'a system call made by the native addon failed' },
   TM_ERR_TRACKING_LOST: { class: 'retryable', summary: 'kernel change tracking lost events or cannot prove it saw every write; the volume is resynced' },
   TM_ERR_SOURCE_REGRESSED: { class: 'retryable', summary: "the agent's state is not a continuation of what the process server holds (restored, rolled back, journal lost); the volume is resynced" },
+  TM_ERR_REPLICA_REPLACED: { class: 'retryable', summary: 'the replica file or device was replaced under its configured path; it is hashed again and the volume resynced' },
+  TM_ERR_REPLICA_DAMAGED: { class: 'corruption', summary: 'replica blocks differ from what the master target wrote there; the recovery points that would recover them are withdrawn and the blocks repaired' },
   TM_ERR_POINT_NOT_FOUND: { class: 'refused', summary: 'the recovery point asked for is not retained (never a point, thinned, or past the window)' },
   TM_ERR_RETENTION_FULL: { class: 'retryable', summary: 'the retention log reached its space cap in pause mode; apply waits for room' },
   TM_ERR_RETENTION_CORRUPT: { class: 'corruption', summary: 'a retention segment failed its checksum or is malformed' },

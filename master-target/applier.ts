@@ -43,7 +43,13 @@ export class Applier {
     private readonly store: DiffStore,
     private readonly replica: Replica,
     readonly hashes: ReplicaHashes,
-    private readonly hooks: { applied(seq: number): void; damaged(seq: number): void; point?(p: RecoveryPoint): Promise<void> },
+    private readonly hooks: {
+      applied(seq: number): void;
+      damaged(seq: number): void;
+      /** The replica's path names another file or device than the one open: this applier has stopped for good. */
+      replaced?(how: string): void;
+      point?(p: RecoveryPoint): Promise<void>;
+    },
     private readonly log: Logger,
     readonly retention: RetentionLog | null = null,
   ) {
@@ -99,6 +105,8 @@ export class Applier {
       // A recovery point only where the whole replica is at the source's captured instant.
       const c = diff.header.consistency;
       const point: RecoveryPoint | null = !resyncing && c !== 'FUZZY' ? { seq, atMs: this.captureTime(seq, diff.header.endTimeMs), consistency: c, tags: diff.header.tags, appliedAt: Date.now() } : null;
+      // Not a byte more through a descriptor whose file the path no longer names (docs/OPERATIONS.md).
+      if (await this.stale()) return;
       if (this.retention && !(await this.keepBeforeImages(seq, diff, point))) return;
       let i = 0;
       for await (const e of extentsOf(diff)) {
@@ -108,6 +116,8 @@ export class Applier {
         i++;
       }
       await this.replica.sync();
+      // Replaced while this differential was written: it went to the old file; it is not done, not acked.
+      if (await this.stale()) return;
       // Hashes before doneSeq: a crash between the two re-applies this differential, rewriting both.
       if (diff.extents.length > 0) await this.hashes.persist(seq);
       // hashesSeq: the table's recorded sequence, checked at attach (a table from a stale applier is rebuilt).
@@ -125,6 +135,22 @@ export class Applier {
     }
   }
 
+  /** True (and this applier stopped) when the replica was replaced under its path. */
+  private async stale(): Promise<boolean> {
+    const how = await this.replica.replaced();
+    if (how === null) return false;
+    this.closed = true;
+    this.stats.lastError = `TM_ERR_REPLICA_REPLACED: ${how}`;
+    this.hooks.replaced?.(how);
+    return true;
+  }
+
+  /** Whoever waits for an apply here waits for `next` instead (this applier was replaced by it). */
+  handOver(next: Applier): void {
+    for (const w of this.waiters) void next.applied(w.seq).then(w.resolve);
+    this.waiters = [];
+  }
+
   /**
    * Retention: the before-images of what `diff` overwrites, durable before it is applied. False when the
    * retention log is full in pause mode (nothing is applied; the pipeline backs up until there is room).
@@ -139,7 +165,7 @@ export class Applier {
       this.stats.lastError = `TM_ERR_RETENTION_FULL: ${retention.stats.paused}`;
       return false;
     }
-    await retention.beforeApply(seq, diff.extents, this.replica, base, tip);
+    await retention.beforeApply(seq, diff.extents, this.replica, base, tip, this.hashes.hashes);
     return true;
   }
 
@@ -187,7 +213,8 @@ export class Applier {
 
 /** The recovery point the replica is at now, if it is at one. */
 export function currentPoint(state: StoreState | null): RecoveryPoint | null {
-  if (!state) return null;
+  // Resyncing (a replaced replica before its resync started, say): the replica is at no point.
+  if (!state || state.resyncing) return null;
   const app = state.lastAppPoint;
   const crash = state.lastCrashPoint;
   if (app?.seq === state.doneSeq) return app;

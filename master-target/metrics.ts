@@ -13,6 +13,7 @@ export function masterTargetMetrics(log: Logger, snapshot: () => Snapshot): Daem
   m.counter('tidemark_applied_bytes_total', 'Data bytes written to the replica since the master target started.', ['volume'], perVolume((v) => v.appliedBytes));
   m.gauge('tidemark_replication_lag_seconds', 'Age of the newest data in the last applied differential when it was applied (its capture end on the source to its apply).', ['volume'], perVolume((v) => v.lagMs, 1 / 1000));
   m.gauge('tidemark_replica_consistent', '0 while a resync is under way on the replica (it is no usable image then), else 1.', ['volume'], perVolume((v) => v.consistent));
+  m.counter('tidemark_replica_replaced_total', 'Times the replica was found replaced under its path (TM_ERR_REPLICA_REPLACED) since the master target started; each is followed by a resync.', ['volume'], perVolume((v) => v.replicaReplacements));
   m.gauge('tidemark_retention_bytes', 'Size of the volume\'s retention log (before-images kept for recovery).', ['volume'], perVolume((v) => (v.retention as { bytes?: number } | null)?.bytes));
   m.gauge('tidemark_retention_max_bytes', 'Cap on the volume\'s retention log (retention.maxBytes); absent when uncapped.', ['volume'], perVolume((v) => (v.retention as { maxBytes?: number | null } | null)?.maxBytes));
   m.gauge('tidemark_retention_points', 'Recovery points the retention log can take the replica back to.', ['volume'], perVolume((v) => (v.retention as { points?: number } | null)?.points));

@@ -94,10 +94,10 @@ export class ReplicaHashes {
 
   /**
    * Verify: read the blocks of these ranges from the replica itself and correct the table where the data
-   * disagree with it (silent corruption, or writes from outside Tidemark). Returns how many blocks differed.
+   * disagree with it (silent corruption, or writes from outside Tidemark). Returns the blocks that differed.
    */
-  async reread(replica: Replica, ranges: number[], rangeBlocks: number): Promise<number> {
-    let wrong = 0;
+  async reread(replica: Replica, ranges: number[], rangeBlocks: number): Promise<number[]> {
+    const wrong: number[] = [];
     for (const r of ranges) {
       const first = r * rangeBlocks;
       const count = Math.min(rangeBlocks, this.blockCount - first);
@@ -106,13 +106,13 @@ export class ReplicaHashes {
       const actual = leafHashes(data, this.blockSize);
       for (let i = 0; i < actual.length; i++) {
         if (actual[i] !== this.hashes[first + i]) {
-          wrong++;
+          wrong.push(first + i);
           this.hashes[first + i] = actual[i]!;
         }
       }
     }
-    if (wrong > 0) {
-      this.log.error({ blocks: wrong }, 'replica blocks differ from their recorded hashes; recorded the actual data');
+    if (wrong.length > 0) {
+      this.log.error({ blocks: wrong.length }, 'replica blocks differ from their recorded hashes; recorded the actual data');
       await this.persist();
     }
     return wrong;

@@ -5,9 +5,10 @@ import { fsyncDir } from '../common/durable.js';
 import { tmError, wrap } from '../common/errors.js';
 import { volumeSize } from '../common/device.js';
 import { tryLock } from '../native/index.js';
+import { identityOf, replacedHow, type ReplicaIdentity } from '../common/replica-identity.js';
 
 export class Replica {
-  private constructor(readonly path: string, private readonly fh: fsp.FileHandle, readonly isDevice: boolean) {}
+  private constructor(readonly path: string, private readonly fh: fsp.FileHandle, readonly isDevice: boolean, readonly identity: ReplicaIdentity) {}
 
   /** Open an existing replica, checking it can hold `sizeBytes`. */
   static async open(p: string, sizeBytes: number): Promise<Replica> {
@@ -18,7 +19,9 @@ export class Replica {
       const fh = await fsp.open(p, 'r+');
       // Marks the image as a live replica: recovery refuses to write it (recovery-outputs.ts).
       if (!st.isBlockDevice()) tryLock(fh.fd, false);
-      return new Replica(p, fh, st.isBlockDevice());
+      // The identity of what was opened (the descriptor), not of whatever the path names by now.
+      const opened = await fh.stat({ bigint: true });
+      return new Replica(p, fh, st.isBlockDevice(), identityOf(opened, opened.isBlockDevice() ? size : Number(opened.size)));
     } catch (e) {
       throw wrap(e, `open replica ${p}`, { path: p });
     }
@@ -35,6 +38,17 @@ export class Replica {
     }
     await fsyncDir(path.dirname(p)); // its name too: the hash table written next says it exists
     return Replica.open(p, sizeBytes);
+  }
+
+  /**
+   * Null while the path still names the file or device this replica has open; else how it differs (it was
+   * replaced, or removed: then writing on would go to a file nobody can reach).
+   */
+  async replaced(): Promise<string | null> {
+    const [st, mine] = await Promise.all([fsp.stat(this.path, { bigint: true }).catch((e: NodeJS.ErrnoException) => e), this.fh.stat({ bigint: true })]);
+    if (st instanceof Error) return st.code === 'ENOENT' ? `${this.path} no longer exists` : `${this.path}: ${st.message}`;
+    const size = (s: typeof st): number => (s.isBlockDevice() ? this.identity.size : Number(s.size));
+    return replacedHow(identityOf(mine, size(mine)), identityOf(st, size(st)));
   }
 
   async read(offset: number, length: number): Promise<Buffer> {

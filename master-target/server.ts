@@ -16,15 +16,17 @@ import { TlsListener } from '../common/tls-listener.js';
 import { FramedConnection } from '../proto/connection.js';
 import { DiffStore } from '../proto/diff-store.js';
 import type { Diff, ExtentRecord } from '../proto/hrl.js';
-import type { HashAnswer, HashQuery, OpenVolume } from '../proto/messages.js';
+import type { DiffBegin, HashAnswer, HashQuery, OpenVolume } from '../proto/messages.js';
 import { decodeHashes } from '../proto/range-hash.js';
 import { ReplicaHashes } from './replica-hashes.js';
 import { SEED_FILE } from './seed.js';
 import { promises as fsp } from 'node:fs';
-import { DiffReceiver, type InboundSink, type Peer } from '../proto/receiver.js';
+import { DiffReceiver, type InboundSink, type Peer, type ResyncRequest } from '../proto/receiver.js';
 import { Applier } from './applier.js';
 import type { MtConfig } from './config.js';
 import { Replica } from './replica.js';
+import { replacedHow } from '../common/replica-identity.js';
+import { FLAG_RESYNC, FLAG_RESYNC_END } from '../proto/hrl.js';
 import { PointSnapshots } from './point-snapshots.js';
 import { currentPoint } from './applier.js';
 import { RetentionLog } from './retention/retention-log.js';
@@ -43,6 +45,9 @@ interface Target {
   applier: Applier | null;
   /** Opening and attaching run one at a time per volume: two appliers would each keep their own hash table. */
   opening: Promise<unknown>;
+  /** The last time the replica was found replaced under its path (TM_ERR_REPLICA_REPLACED), and how many times. */
+  replaced: { atMs: number; reason: string } | null;
+  replacements: number;
 }
 
 export class MasterTarget implements InboundSink {
@@ -75,7 +80,7 @@ export class MasterTarget implements InboundSink {
       const store = new DiffStore(path.join(p(cfg.stateDir), 'volumes', v.id), v.id, this.log.child({ volume: v.id }));
       await store.open();
       const snapshots = v.snapshots ? new PointSnapshots(v.id, p(v.replica), { dir: p(v.snapshots.dir), keep: v.snapshots.keep }, this.log.child({ volume: v.id })) : null;
-      const t: Target = { store, replicaPath: p(v.replica), snapshots, retentionConfig: v.retention, retention: null, maintenance: null, replica: null, applier: null, opening: Promise.resolve() };
+      const t: Target = { store, replicaPath: p(v.replica), snapshots, retentionConfig: v.retention, retention: null, maintenance: null, replica: null, applier: null, opening: Promise.resolve(), replaced: null, replacements: 0 };
       this.targets.set(v.id, t);
       // A volume seen before: finish any differential a crash interrupted, before accepting more.
       // One volume's trouble (missing replica, EIO) must not stop the others: report it and go on.
@@ -97,7 +102,10 @@ export class MasterTarget implements InboundSink {
     });
     const port = this.listener.port;
     this.port = port;
-    this.retry = setInterval(() => this.kickAll(), 2000);
+    this.retry = setInterval(() => {
+      this.kickAll();
+      void this.checkReplicas();
+    }, 2000);
     this.testFailovers = new TestFailovers(path.join(p(cfg.stateDir), 'test-failover'));
     this.status = await startStatusServer(DEFAULTS.statusHost, cfg.statusPort, p(cfg.stateDir), () => this.snapshot(), metrics);
     this.operator = await startOperatorSocket(p(cfg.stateDir), (action, params) => operatorAction(this, action, params), this.log.child({ component: 'operator' }));
@@ -116,7 +124,8 @@ export class MasterTarget implements InboundSink {
     t.replica = await Replica.open(t.replicaPath, sizeBytes);
     await t.snapshots?.open();
     const hashes = new ReplicaHashes(t.store.dir, sizeBytes, blockSize, this.log.child({ volume: t.store.volumeId }));
-    await hashes.open(t.replica, { seq: t.store.state!.hashesSeq ?? 0, doneSeq: t.store.doneSeq, staged: t.store.pending() });
+    const recorded = t.store.state!.replica;
+    const how = recorded ? replacedHow(recorded, t.replica.identity) : null;
     const rc = t.retentionConfig;
     if (rc && !t.retention) {
       t.retention = new RetentionLog(path.join(t.store.dir, 'retention'), t.store.volumeId, { sizeBytes, blockSize }, rc, this.log.child({ component: 'retention', volume: t.store.volumeId }));
@@ -127,12 +136,73 @@ export class MasterTarget implements InboundSink {
       t.maintenance = setInterval(maintain, rc.maintenanceIntervalMs);
       t.maintenance.unref();
     }
+    if (how) await this.adoptReplaced(t, hashes, how);
+    else {
+      await hashes.open(t.replica, { seq: t.store.state!.hashesSeq ?? 0, doneSeq: t.store.doneSeq, staged: t.store.pending() });
+      // State from before identities were recorded: this is the replica the table was made from, as far as we can tell.
+      if (!recorded) await t.store.setReplica(t.replica.identity);
+    }
+    const previous = t.applier;
     t.applier = new Applier(t.store.volumeId, t.store, t.replica, hashes, {
       applied: (seq) => this.receiver.ack(t.store.volumeId, seq),
       damaged: () => this.receiver.dropVolume(t.store.volumeId),
+      replaced: (how) => void this.replaced(t, how),
       point: async (pt) => { await t.snapshots?.take(pt); },
     }, this.log.child({ component: 'applier', volume: t.store.volumeId }), t.retention);
+    previous?.handOver(t.applier);
     await t.applier.kick();
+  }
+
+  /**
+   * The replica open now is not the one the hash table and retention were made from (replaced while we were
+   * stopped, or found replaced while running and opened again): its content is unknown. In this order, so
+   * a crash anywhere repeats it at the next attach (the recorded identity is still the old one): mark the
+   * volume resyncing and owed a resync, forget the before-images read from the old replica, hash the new
+   * one, then record its identity. The source's resync then sends only the blocks that differ.
+   */
+  private async adoptReplaced(t: Target, hashes: ReplicaHashes, how: string): Promise<void> {
+    const volume = t.store.volumeId;
+    const reason = `replica ${t.replicaPath} was replaced (${how})`;
+    t.replaced = { atMs: Date.now(), reason };
+    t.replacements++;
+    this.log.error({ volume, code: 'TM_ERR_REPLICA_REPLACED', replica: t.replicaPath, err: how }, 'replica replaced under its path: treating its content as unknown; hashing it and asking the source for a resync');
+    await t.store.flagResync(`TM_ERR_REPLICA_REPLACED: ${reason}`, { resyncing: true });
+    await t.retention?.discardAll('replica replaced');
+    await hashes.rebuild(t.replica!, t.store.doneSeq);
+    await t.store.setReplica(t.replica!.identity, { hashesSeq: hashes.seq });
+    const told = await this.receiver?.requestResync(volume, `TM_ERR_REPLICA_REPLACED: ${reason}`).catch(() => false);
+    this.log.warn({ volume, told: told ?? false }, told ? 'source asked to resync the volume' : 'the source will be asked to resync when its process server connects');
+  }
+
+  /** Found while running: stop writing the old file at once, then attach the path's new one. */
+  private replaced(t: Target, how: string): Promise<void> {
+    const stale = t.replica;
+    return this.serially(t, async () => {
+      if (t.replica !== stale || !stale) return; // handled already
+      this.log.error({ volume: t.store.volumeId, code: 'TM_ERR_REPLICA_REPLACED', replica: t.replicaPath, err: how }, 'replica replaced behind the running master target: no more writes to the old file');
+      await t.applier?.close();
+      await stale.close();
+      t.replica = null;
+      try {
+        await this.attach(t);
+      } catch (e) {
+        const err = wrap(e, `attach replica ${t.replicaPath}`, { volume: t.store.volumeId });
+        t.replaced = { atMs: Date.now(), reason: `replica ${t.replicaPath} was replaced (${how}); ${err.message}` };
+        if (t.applier) t.applier.stats.lastError = `${err.code}: ${err.message}`;
+        this.log.error({ volume: t.store.volumeId, code: err.code, err: err.message }, 'replaced replica could not be attached; will retry when its process server connects');
+        this.receiver.dropVolume(t.store.volumeId); // its reconnect's OpenVolume attaches again
+      }
+    });
+  }
+
+  /** Between differentials too: a replica replaced while nothing is applied is found within one interval. */
+  private async checkReplicas(): Promise<void> {
+    for (const t of this.targets.values()) {
+      const r = t.replica;
+      if (!r || !t.applier) continue;
+      const how = await r.replaced().catch(() => null);
+      if (how) await this.replaced(t, how);
+    }
   }
 
   /**
@@ -168,8 +238,10 @@ export class MasterTarget implements InboundSink {
   async answerQuery(q: HashQuery, hashes: Buffer): Promise<HashAnswer> {
     const t = this.target(q.volumeId);
     if (!t.applier || !t.replica) throw tmError('TM_ERR_PROTOCOL', `hash query for ${q.volumeId} before it was opened`, { volume: q.volumeId });
+    await t.applier.applied(q.afterSeq);
+    // The applier may have been replaced meanwhile (a replaced replica): answer from the current one.
     const { applier, replica } = t;
-    await applier.applied(q.afterSeq);
+    if (!applier || !replica) throw tmError('TM_ERR_REPLICA_REPLACED', `${q.volumeId}: its replica was replaced and is not attached`, { volume: q.volumeId });
     const theirs = decodeHashes(hashes);
     if (theirs.length !== q.ranges.length) throw tmError('TM_ERR_PROTOCOL', `hash query for ${q.volumeId} carries ${theirs.length} hashes for ${q.ranges.length} ranges`, { volume: q.volumeId });
     const compare = (): HashAnswer => ({
@@ -181,7 +253,9 @@ export class MasterTarget implements InboundSink {
     // (verify) must hold the applier still, or it could record data the applier is about to replace.
     if (!q.reread) return compare();
     return applier.exclusive(async () => {
-      await applier.hashes.reread(replica, q.ranges, q.rangeBlocks);
+      const damaged = await applier.hashes.reread(replica, q.ranges, q.rangeBlocks);
+      // Points reading those blocks would recover the damage: not listed again (docs/OPERATIONS.md §16).
+      if (damaged.length > 0) await t.retention?.markDamaged(damaged, t.store.doneSeq, { pending: damaged }, 'a verify re-read replica blocks that differ from what was written there');
       return compare();
     });
   }
@@ -246,14 +320,17 @@ export class MasterTarget implements InboundSink {
    * A second OpenVolume of the volume (a reconnecting process server, whose old connection is still being
    * torn down) waits for the first: preparing and attaching happen once.
    */
-  async openVolume(peer: Peer, ov: OpenVolume): Promise<{ dir: string }> {
+  async openVolume(peer: Peer, ov: OpenVolume): Promise<{ dir: string; resync?: ResyncRequest }> {
     const t = this.authorize(peer, ov.volumeId);
     return this.serially(t, async () => {
       if (t.store.state === null) await this.prepareReplica(t, ov);
       // Not a consistent point until the initial resync has ended.
       await t.store.adopt(ov, { resyncing: true });
-      if (!t.applier) await this.attach(t);
-      return { dir: t.store.dir };
+      if (!t.applier || !t.replica) await this.attach(t);
+      // A replaced replica's resync is owed until the source starts it: told at every OpenVolume till then.
+      const owed = t.store.state?.resyncNeeded;
+      const capable = peer.capabilities?.includes('resync-needed') ?? false;
+      return { dir: t.store.dir, resync: owed && capable ? { reason: owed.reason, regression: false } : undefined };
     });
   }
 
@@ -261,9 +338,11 @@ export class MasterTarget implements InboundSink {
     return { record: e, stored: payload }; // verified (decompressed, checksummed) by the applier before any write
   }
 
-  async committed(volumeId: string, seq: number, info: { diff: Diff | null }): Promise<void> {
+  async committed(volumeId: string, seq: number, info: { diff: Diff | null; begin: DiffBegin }): Promise<void> {
     const t = this.target(volumeId);
     await t.store.added(seq, info.diff);
+    // The source started the resync owed for a replaced replica.
+    if (info.begin.flags & (FLAG_RESYNC | FLAG_RESYNC_END)) await t.store.clearResyncNeeded(seq);
     this.kickAll();
   }
 
@@ -298,6 +377,8 @@ export class MasterTarget implements InboundSink {
         lastAppPoint: t.store.state?.lastAppPoint ?? null,
         retention: t.retention?.stats ?? null,
         ...t.applier?.stats,
+        replicaReplaced: t.replaced,
+        replicaReplacements: t.replacements,
       })),
     };
   }

@@ -201,6 +201,13 @@ export class Cache implements InboundSink {
         describe: () => (store.state ? { sizeBytes: store.state.sizeBytes, blockSize: store.state.blockSize, replicationId: store.state.replicationId } : null),
         pending: async () => store.pending(),
         load: (seq: number): Promise<StoredDiff> => this.loadOrReplace(store, seq),
+        // The master target lost what its replica held (replaced under its path): only the agent can resync
+        // it. Flagged durably first, so an agent not connected now is told at its next OpenVolume.
+        resyncNeeded: async (reason: string) => {
+          await store.flagResync(reason);
+          const told = await this.requestResync(v.id, reason).catch(() => false);
+          this.log.warn({ volume: v.id, told, reason }, told ? 'master target needs a resync; agent asked' : 'master target needs a resync; agent will be asked when it connects');
+        },
         acked: async (seq: number) => {
           await store.done(seq);
           const arrived = this.arrived.get(v.id)!;

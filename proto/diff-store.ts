@@ -6,12 +6,13 @@ import path from 'node:path';
 import { ensureDir, removeTempFiles, writeFileDurable } from '../common/durable.js';
 import { tmError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
+import type { ReplicaIdentity } from '../common/replica-identity.js';
 import { hrlName, listDiffs, loadHrl, type Diff, type StoredDiff } from './hrl.js';
 import { RecentDiffs } from './recent-diffs.js';
 import type { OpenVolume } from './messages.js';
 
 /** Version of state.json written now; a newer one is refused (docs/FORMAT.md §5). */
-export const STORE_STATE_VERSION = 2;
+export const STORE_STATE_VERSION = 3;
 
 export interface StoreState {
   version?: number;
@@ -27,9 +28,14 @@ export interface StoreState {
   lastAppPoint?: RecoveryPoint;
   /** Master target: the sequence the replica hash table was last persisted as reflecting (checked at attach). */
   hashesSeq?: number;
+  /** Master target (version 3): the file or device the replica was when its hash table was last made (checked at attach). */
+  replica?: ReplicaIdentity;
   /** Process server: the sender's generation last accepted (docs/PROTOCOL.md "Regression"). */
   sourceGeneration?: string;
-  /** Process server: a resync the agent must be told to run (a damaged cached differential), until it starts one. */
+  /**
+   * A resync the sender must be told to run, until it starts one. Process server: a damaged cached
+   * differential. Master target: its replica was replaced (the replica stays `resyncing` until then).
+   */
   resyncNeeded?: { reason: string; storedSeq: number };
 }
 
@@ -115,9 +121,16 @@ export class DiffStore {
   }
 
   /** Remember (durably) that the sender must run a resync; cleared by clearResyncNeeded. */
-  async flagResync(reason: string): Promise<void> {
+  async flagResync(reason: string, also: Partial<StoreState> = {}): Promise<void> {
     if (!this.state) return;
-    this.state = { ...this.state, version: STORE_STATE_VERSION, resyncNeeded: { reason, storedSeq: this.storedSeq } };
+    this.state = { ...this.state, ...also, version: STORE_STATE_VERSION, resyncNeeded: { reason, storedSeq: this.storedSeq } };
+    await this.save();
+  }
+
+  /** Record the replica's identity (master target), with everything else the state holds. */
+  async setReplica(replica: ReplicaIdentity, also: Partial<StoreState> = {}): Promise<void> {
+    if (!this.state) return;
+    this.state = { ...this.state, ...also, version: STORE_STATE_VERSION, replica };
     await this.save();
   }
 

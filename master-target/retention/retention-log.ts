@@ -14,6 +14,8 @@ import { tmError, wrap } from '../../common/errors.js';
 import type { Logger } from '../../common/log.js';
 import type { RecoveryPoint } from '../../proto/diff-store.js';
 import type { Replica } from '../replica.js';
+import { blockHash } from '../../common/checksum.js';
+import { Damage } from './damage.js';
 import { oldestImages } from './merge.js';
 import { pointsToKeep, type RetentionPolicy } from './policy.js';
 import { parseSegmentName, readSegment, readSegmentHeader, SegmentWriter, type BeforeImage, type SegmentHeader } from './segment.js';
@@ -47,6 +49,8 @@ export interface RetentionStats {
   paused: string | null;
   lastMaintenanceAt: number;
   lastError: string | null;
+  /** Points never listed again because they would recover damaged replica bytes (inclusive seq ranges). */
+  damagedPoints: Array<[number, number]>;
 }
 
 export class RetentionLog {
@@ -61,8 +65,11 @@ export class RetentionLog {
     readonly opts: RetentionOptions,
     private readonly log: Logger,
   ) {
-    this.stats = { segments: 0, bytes: 0, maxBytes: opts.maxBytes, points: 0, oldestPoint: null, compactions: 0, thinnedPoints: 0, purgedSegments: 0, alert: null, paused: null, lastMaintenanceAt: 0, lastError: null };
+    this.stats = { segments: 0, bytes: 0, maxBytes: opts.maxBytes, points: 0, oldestPoint: null, compactions: 0, thinnedPoints: 0, purgedSegments: 0, alert: null, paused: null, lastMaintenanceAt: 0, lastError: null, damagedPoints: [] };
+    this.damage = new Damage(dir);
   }
+
+  private readonly damage: Damage;
 
   get bytes(): number {
     return this.segments.reduce((n, s) => n + s.bytes, 0);
@@ -71,6 +78,8 @@ export class RetentionLog {
   async open(): Promise<void> {
     await ensureDir(this.dir);
     await removeTempFiles(this.dir);
+    await this.damage.open();
+    this.stats.damagedPoints = this.damage.record.ranges;
     const found: SegmentInfo[] = [];
     for (const name of await fsp.readdir(this.dir)) {
       if (!parseSegmentName(name)) continue;
@@ -117,7 +126,7 @@ export class RetentionLog {
    * write. After a crash the differential is applied again: its segment is kept (the replica may already
    * hold part of the new data), and only blocks it does not yet cover are read now (they were untouched).
    */
-  async beforeApply(seq: number, extents: ReadonlyArray<{ offset: number; length: number }>, replica: Replica, base: RecoveryPoint | null, tip: RecoveryPoint | null): Promise<void> {
+  async beforeApply(seq: number, extents: ReadonlyArray<{ offset: number; length: number }>, replica: Replica, base: RecoveryPoint | null, tip: RecoveryPoint | null, expected: BigUint64Array | null = null): Promise<void> {
     const last = this.segments.at(-1);
     if (last && last.toSeq < seq - 1) {
       // Differentials were applied without before-images (retention was off): the old chain cannot reach here.
@@ -153,6 +162,7 @@ export class RetentionLog {
       }
     })));
     missing.forEach((e, i) => images.push({ offset: e.offset, data: read[i]!, crc32c: crc(read[i]!) }));
+    if (expected) await this.checkBeforeImages(seq, missing, read, expected);
     const header: SegmentHeader = { volumeId: this.volumeId, fromSeq: seq, toSeq: seq, ...this.geometry, base, tip, createdAt: Date.now() };
     const w = await SegmentWriter.create(this.dir, header);
     try {
@@ -169,16 +179,71 @@ export class RetentionLog {
     }
   }
 
+  /**
+   * A before-image is what the replica held, which is what Tidemark wrote there unless it was damaged behind
+   * our back: compared with the hash table (what we wrote), a block that differs, or one a verify found
+   * damaged and nothing has rewritten since, makes every point that would read it wrong. Recorded (durably,
+   * before the differential overwrites the evidence) so those points are never listed.
+   */
+  private async checkBeforeImages(seq: number, extents: ReadonlyArray<{ offset: number; length: number }>, read: Buffer[], expected: BigUint64Array): Promise<void> {
+    const bs = this.geometry.blockSize;
+    const bad: number[] = [];
+    const written: number[] = [];
+    extents.forEach((e, i) => {
+      const data = read[i]!;
+      for (let off = 0; off < data.length; off += bs) {
+        const b = (e.offset + off) / bs;
+        const pending = this.damage.isPending(b);
+        if (pending) written.push(b);
+        if (pending || blockHash(data.subarray(off, Math.min(off + bs, data.length))) !== expected[b]) bad.push(b);
+      }
+    });
+    if (bad.length === 0) return;
+    await this.markDamaged(bad, seq - 1, { written }, 'replica blocks about to be overwritten differ from what was written there');
+  }
+
+  /**
+   * Replica blocks found damaged (by a verify's re-read: `pending`, still in the replica; or just before a
+   * differential overwrites them): the points from the last differential that wrote any of them up to
+   * `throughSeq` would recover damaged bytes. That differential is the newest segment holding a before-image
+   * of the block (a compacted one: its first sequence); with none, every retained point.
+   */
+  async markDamaged(blocks: number[], throughSeq: number, change: { pending?: number[]; written?: number[] }, why: string): Promise<void> {
+    // Not under the retention lock (a recovery holding it may wait for the applier that calls this): a
+    // segment compacted away meanwhile fails the search, and then every point counts as damaged.
+    const from = await this.lastWriters(blocks, throughSeq).catch(() => 0);
+    await this.damage.add(from, throughSeq, change);
+    this.stats.damagedPoints = this.damage.record.ranges;
+    this.log.error({ volume: this.volumeId, code: 'TM_ERR_REPLICA_DAMAGED', blocks: blocks.length, firstBlock: blocks[0], points: [from, throughSeq], err: why }, 'replica damage: recovery points that would recover the damaged bytes are no longer listed');
+    this.refreshStats(throughSeq);
+  }
+
+  /** The first sequence of the newest segment (up to `throughSeq`) holding a before-image of each block; the lowest of them. */
+  private async lastWriters(blocks: number[], throughSeq: number): Promise<number> {
+    const bs = this.geometry.blockSize;
+    const left = new Set(blocks);
+    let from = Number.MAX_SAFE_INTEGER;
+    for (const s of [...this.segments].filter((x) => x.toSeq <= throughSeq).reverse()) {
+      for await (const img of readSegment(s.file)) {
+        for (let b = img.offset / bs; b < (img.offset + img.data.length) / bs; b++) {
+          if (left.delete(b)) from = Math.min(from, s.fromSeq);
+        }
+      }
+      if (left.size === 0) return from;
+    }
+    return 0;
+  }
+
   /** The points the log can take the replica (at `doneSeq`) back to, oldest first; the replica's own state included. */
   points(doneSeq: number, current: RecoveryPoint | null = null): RecoveryPoint[] {
     const bySeq = new Map<number, RecoveryPoint>();
     if (current && current.seq === doneSeq) bySeq.set(current.seq, current);
     // A chain that stops short of the replica cannot take it back anywhere.
-    if ((this.segments.at(-1)?.toSeq ?? doneSeq) < doneSeq) return [...bySeq.values()];
+    if ((this.segments.at(-1)?.toSeq ?? doneSeq) < doneSeq) return [...bySeq.values()].filter((p) => !this.damage.covers(p.seq));
     const first = this.segments[0];
     if (first?.base) bySeq.set(first.base.seq, first.base);
     for (const s of this.segments) if (s.tip && s.tip.seq <= doneSeq) bySeq.set(s.tip.seq, s.tip);
-    return [...bySeq.values()].filter((p) => p.seq <= doneSeq).sort((a, b) => a.seq - b.seq);
+    return [...bySeq.values()].filter((p) => p.seq <= doneSeq && !this.damage.covers(p.seq)).sort((a, b) => a.seq - b.seq);
   }
 
   /** The segments that take the replica back to point `seq`: every one after it, unbroken. */
@@ -214,6 +279,19 @@ export class RetentionLog {
         this.stats.lastMaintenanceAt = nowMs;
         this.refreshStats(doneSeq, current);
       }
+    });
+  }
+
+  /**
+   * Forget every before-image: they were read from a replica that is gone (replaced under its path), so
+   * rolling the present one back with them would recover bytes no point ever held.
+   */
+  discardAll(why: string): Promise<void> {
+    return this.lock(async () => {
+      const n = this.segments.length;
+      await this.dropThrough(Number.MAX_SAFE_INTEGER, why);
+      if (n > 0) this.log.error({ volume: this.volumeId, segments: n, why }, 'retention history discarded: its points cannot be recovered from this replica');
+      this.refreshStats(Number.MAX_SAFE_INTEGER);
     });
   }
 
