@@ -3,8 +3,10 @@
 // target), then the warnings that need someone's attention.
 import http from 'node:http';
 import { ruleName } from '../process-server/metrics.js';
+import { age, chain, healthText, num, obj, problemsOf, vols, type Snap, type Unreachable } from './status-health.js';
+import { fitTable, terminalWidth, wrap, type Column } from './status-table.js';
 
-type Snap = Record<string, unknown>;
+export { age, volumeHealth } from './status-health.js';
 
 export async function fetchStatus(port: number, host = '127.0.0.1'): Promise<Record<string, unknown>> {
   return new Promise((resolve, reject) => {
@@ -25,9 +27,6 @@ export async function fetchStatus(port: number, host = '127.0.0.1'): Promise<Rec
   });
 }
 
-const num = (x: unknown): number | null => (typeof x === 'number' && Number.isFinite(x) ? x : null);
-const obj = (x: unknown): Snap | null => (typeof x === 'object' && x !== null && !Array.isArray(x) ? (x as Snap) : null);
-const vols = (s: Snap): Snap[] => (Array.isArray(s.volumes) ? (s.volumes as unknown[]).map(obj).filter((v): v is Snap => v !== null) : []);
 const mib = (n: unknown): string => (typeof n === 'number' ? (n / 1048576).toFixed(1) : '-');
 
 /** 0, 512 B, 1.5 KiB, 12.0 MiB, 1.20 GiB. */
@@ -41,11 +40,6 @@ export function bytes(n: unknown): string {
   return `${(x / 1073741824).toFixed(2)} GiB`;
 }
 
-/** Seconds under 2 min, minutes under 2 h, else hours. */
-export function age(ms: number): string {
-  const s = Math.max(0, Math.round(ms / 1000));
-  return s < 120 ? `${s}s` : s < 7200 ? `${Math.round(s / 60)}m` : `${Math.round(s / 3600)}h`;
-}
 
 interface PointView { seq: number; atMs: number; tags: string[] }
 
@@ -167,58 +161,29 @@ function retained(m: Snap | undefined, now: number): string {
   return `${num(r.points) ?? 0} pts${back}, ${mib(r.bytes)} MiB${r.alert ? ' ALERT' : ''}`;
 }
 
-/** The short health word(s) of one volume's row. */
-function health(a: Snap | undefined, agent: Snap | undefined, m: Snap | undefined, missing: string[]): string {
-  const h: string[] = [];
-  if (m?.consistent === false) h.push('INCONSISTENT');
-  if (obj(m?.retention)?.paused) h.push('APPLY PAUSED');
-  const r = obj(a?.resync);
-  if (r?.active) h.push(`${r.mode} ${r.percent}%`);
-  else if (a?.consistentAfterResync === false) h.push('resync finishing');
-  if (a?.mode === 'bitmap') h.push('BITMAP');
-  if (obj(a?.drained)) h.push('DRAINED (unprotected until resume)');
-  if (agent && obj(agent.uploader)?.connected !== true) h.push('DISCONNECTED');
-  else if (obj(agent?.uploader)?.backpressure) h.push('BACKPRESSURE');
-  for (const hop of missing) h.push(`not at ${hop}`);
-  return h.length ? h.join(', ') : 'ok';
+/** The table's columns; `keep`: the narrower the terminal, the more of the low ones are left out. */
+const COLUMNS: Column[] = [
+  { head: 'VOLUME', keep: 99 }, { head: 'AGENT', keep: 2 }, { head: 'JOURNAL', keep: 6 }, { head: 'PS CACHE', keep: 5 }, { head: 'RATIO', keep: 1 },
+  { head: 'MT STAGING', keep: 4 }, { head: 'SEQ jrnl/ps/mt/applied', keep: 3 }, { head: 'LAG', keep: 9 }, { head: 'CRASH POINT', keep: 8 },
+  { head: 'APP POINT', keep: 7 }, { head: 'RETAINED', keep: 4.5 }, { head: 'HEALTH', keep: 99 },
+];
+
+export interface FormatOptions {
+  /** Fit the table to this many columns (default: COLUMNS, the terminal's, or whole lines). */
+  width?: number;
+  /** Daemons whose config was given but which did not answer: their volumes show as unreachable. */
+  unreachable?: Unreachable[];
 }
 
-/** The daemons' snapshots by role, and every volume id any of them has. */
-function chain(snapshots: Record<string, unknown>[]): { agents: Snap[]; pss: Snap[]; mts: Snap[]; ids: string[]; find: (list: Snap[], id: string) => { d: Snap; v: Snap } | undefined } {
-  const byRole = (role: string): Snap[] => snapshots.filter((s) => s.role === role);
-  const agents = byRole('agent');
-  const pss = byRole('process-server');
-  const mts = byRole('master-target');
-  const find = (list: Snap[], id: string): { d: Snap; v: Snap } | undefined => {
-    for (const d of list) for (const v of vols(d)) if (v.id === id) return { d, v };
-    return undefined;
-  };
-  const ids = [...new Set([...agents, ...pss, ...mts].flatMap((s) => vols(s).map((v) => String(v.id))))];
-  return { agents, pss, mts, ids, find };
-}
-
-/** Each volume's health word(s) across the chain, as the HEALTH column shows them; "ok" means protected and well. */
-export function volumeHealth(snapshots: Record<string, unknown>[]): Array<{ volume: string; health: string; ok: boolean }> {
-  const { agents, pss, mts, find, ids } = chain(snapshots);
-  return ids.map((id) => {
-    const a = find(agents, id);
-    const p = find(pss, id)?.v;
-    const m = find(mts, id)?.v;
-    const missing = [...(pss.length && !p ? ['ps'] : []), ...(mts.length && !m ? ['mt'] : [])];
-    const h = health(a?.v, a?.d, m, missing);
-    return { volume: id, health: h, ok: h === 'ok' };
-  });
-}
-
-/** Daemon lines, then one row per volume across the chain, then warnings. */
-export function formatStatus(snapshots: Record<string, unknown>[], now = Date.now()): string {
-  const { agents, pss, mts, find, ids } = chain(snapshots);
-  const rows: string[][] = [['VOLUME', 'AGENT', 'JOURNAL', 'PS CACHE', 'RATIO', 'MT STAGING', 'SEQ jrnl/ps/mt/applied', 'LAG', 'CRASH POINT', 'APP POINT', 'RETAINED', 'HEALTH']];
+/** Daemon lines, then one row per volume across the chain (fitted to the width), then warnings. */
+export function formatStatus(snapshots: Record<string, unknown>[], now = Date.now(), o: FormatOptions = {}): string {
+  const unreachable = o.unreachable ?? [];
+  const { agents, pss, mts, find, ids } = chain(snapshots, unreachable);
+  const rows: string[][] = [];
   for (const id of ids) {
     const a = find(agents, id);
     const p = find(pss, id)?.v;
     const m = find(mts, id)?.v;
-    const missing = [...(pss.length && !p ? ['ps'] : []), ...(mts.length && !m ? ['mt'] : [])];
     const lag = num(m?.lagMs);
     rows.push([
       id,
@@ -232,12 +197,15 @@ export function formatStatus(snapshots: Record<string, unknown>[], now = Date.no
       m ? point(m.lastCrashPoint, now) : '-',
       m ? point(m.lastAppPoint, now) : '-',
       retained(m, now),
-      health(a?.v, a?.d, m, missing),
+      healthText(problemsOf(id, snapshots, unreachable, now)),
     ]);
   }
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-  const table = rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd());
+  const width = o.width ?? terminalWidth();
+  const { text, hidden } = fitTable(COLUMNS, rows, width);
+  // Free text wraps at the width too, continuation lines indented.
+  const fold = (l: string, indent = ''): string => (Number.isFinite(width) ? indent + wrap(l, Math.max(20, width - indent.length - 2)).split('\n').join(`\n${indent}  `) : indent + l);
+  const table = [...text.split('\n'), ...(hidden.length ? [fold(`(${hidden.length} columns left out to fit the width: ${hidden.join(', ')}; widen the terminal or use --json)`)] : [])];
   const warn = warnings(snapshots);
-  const head = daemonLines(snapshots, now);
-  return [...head, ...(head.length ? [''] : []), ...table, ...(warn.length ? ['', 'warnings:', ...warn.map((w) => `  ${w}`)] : [])].join('\n');
+  const head = [...daemonLines(snapshots, now), ...unreachable.map((u) => `${u.role === 'daemon' ? '' : `${u.role} `}${u.name}: NOT REACHABLE (${u.error})`)].map((l) => fold(l));
+  return [...head, ...(head.length ? [''] : []), ...table, ...(warn.length ? ['', 'warnings:', ...warn.map((w) => fold(w, '  '))] : [])].join('\n');
 }

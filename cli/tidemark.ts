@@ -96,10 +96,13 @@ function build(): Command {
 
   program.command('status').description('show replication state of the daemons these configs describe')
     .option('--config <file>', 'a daemon\'s config (repeat for each daemon)', collect, [])
+    .option('--watch [secs]', 'look again every secs seconds (default 2) until Ctrl-C; exit status of the last look')
     .addOption(jsonOpt())
-    .action((o: { config: string[]; json?: boolean }, c: Command) => {
+    .action((o: { config: string[]; json?: boolean; watch?: string | true }, c: Command) => {
       if (o.config.length === 0) throw usageError(c, 'status needs at least one --config <file>');
-      return statusCommand(o.config, { json: o.json === true });
+      const watch = o.watch === undefined ? undefined : o.watch === true ? 2 : Number(o.watch);
+      if (watch !== undefined && !(watch >= 0.2 && watch <= 86_400)) throw usageError(c, `--watch takes seconds between 0.2 and 86400, not "${String(o.watch)}"`);
+      return statusCommand(o.config, { json: o.json === true, watchSeconds: watch });
     });
 
   program.command('resync').description('bring the replica in step by checksum comparison (only differing blocks travel)')

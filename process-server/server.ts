@@ -117,6 +117,9 @@ export class ProcessServer {
         forwardedSeq: s.doneSeq,
         backlogFiles: s.pending().length,
         backlogBytes: s.bytes,
+        // Which forwarder carries it, and a resync the agent still owes (its cause), for `tidemark status`.
+        masterTarget: this.config.volumes.find((v) => v.id === s.volumeId)?.masterTarget ?? null,
+        resyncNeeded: s.state?.resyncNeeded?.reason ?? null,
         ...this.cache.volumeStatus(s.volumeId),
       })),
     };

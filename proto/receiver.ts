@@ -47,6 +47,9 @@ export interface ReceiverStats {
   duplicatesSkipped: number;
   /** Differentials made to wait before they were taken (slow-down, or held while full). */
   diffsDelayed: number;
+  /** Differentials refused part-way (too large, no room to store them...) and their bytes: not in bytesReceived. */
+  diffsRefused: number;
+  bytesRefused: number;
 }
 
 /** How much the sink can take now (process server: from its cache quota, process-server/health.ts). */
@@ -70,7 +73,7 @@ const TRANSFORM_DEPTH = 4;
 const HOLD_POLL_MS = 1000;
 
 export class DiffReceiver {
-  readonly stats: ReceiverStats = { diffsReceived: 0, bytesReceived: 0, duplicatesSkipped: 0, diffsDelayed: 0 };
+  readonly stats: ReceiverStats = { diffsReceived: 0, bytesReceived: 0, duplicatesSkipped: 0, diffsDelayed: 0, diffsRefused: 0, bytesRefused: 0 };
   /** The connection currently allowed to write each volume; a newer one takes over (reconnect). */
   private readonly owners = new Map<string, FramedConnection>();
   private flow: FlowState = { paused: false, volumes: [], reason: '', delayMs: 0, full: false };
@@ -190,6 +193,7 @@ export class DiffReceiver {
     }, { keep: true });
     let rawBytes = 0;
     let storedBytes = 0;
+    let payloadBytes = 0; // received on the wire for this differential, moved to bytesRefused if it is refused
     // Several extents are transformed at once (compression runs on other threads) and appended in order.
     const inFlight: Promise<{ record: ExtentRecord; stored: Buffer }>[] = [];
     const appendNext = async (): Promise<void> => {
@@ -206,6 +210,7 @@ export class DiffReceiver {
         rawBytes += e.length;
         checkDiffSize(volumeId, seq, { bytes: rawBytes }, this.maxDiffBytes, geometry.blockSize);
         this.stats.bytesReceived += payload.length;
+        payloadBytes += payload.length;
         if (!writer) continue;
         const out = this.sink.transform(volumeId, seq, e, payload);
         out.catch(() => {}); // awaited in order by appendNext; a failure ahead of it must not go unhandled meanwhile
@@ -231,7 +236,14 @@ export class DiffReceiver {
       }
     } catch (e) {
       await writer?.abort();
-      throw e;
+      const err = e instanceof TidemarkError ? e : tmError(codeOf(e), (e as Error)?.message ?? String(e));
+      if (err.code !== 'TM_ERR_CONNECTION' && err.code !== 'TM_ERR_CLOSED') {
+        this.stats.bytesReceived -= payloadBytes;
+        this.stats.bytesRefused += payloadBytes;
+        this.stats.diffsRefused++;
+      }
+      // Named for the sender, which sets this volume aside (and backs off) rather than resending it at once.
+      throw err.context.volume === undefined ? tmError(err.code, `volume ${volumeId} seq ${seq}: ${err.message}`, { ...err.context, volume: volumeId, seq }, err) : err;
     }
   }
 

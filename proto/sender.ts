@@ -34,6 +34,11 @@ export interface OutboundVolume {
 const REFUSED_RETRY_MS = 30_000;
 /** ...and one it could not take for another reason (its replica is unavailable, say). */
 const ERROR_RETRY_MS = 2_000;
+/**
+ * Each refusal in a row doubles the wait, up to this: a differential the receiver cannot take (too
+ * large for its cache or disk) is not sent again and again at full speed.
+ */
+export const REFUSED_RETRY_MAX_MS = 600_000;
 /** A hash query waits for the master target to apply what came before it; generous, then asked again. */
 const QUERY_TIMEOUT_MS = 120_000;
 
@@ -56,6 +61,7 @@ interface Lane {
   vol: OutboundVolume;
   sent: number; // highest seq sent on this connection
   acked: number; // receiver's durable seq
+  inFlight: Map<number, number>; // seq -> bytes sent, until acknowledged
 }
 
 export interface SenderStats {
@@ -72,10 +78,25 @@ export interface SenderStats {
   backpressureReason: string;
   /** Since when (ms since the epoch; 0 when not paused). */
   backpressureSince: number;
+  /** Bytes of differentials the receiver refused (sent, not taken); not in bytesSent's progress. */
+  bytesRefused: number;
+  /** Volumes the receiver refuses now, and why; each waits until `retryAt`, longer each time in a row. */
+  refusals: Record<string, Refusal>;
+}
+
+export interface Refusal {
+  code: string;
+  message: string;
+  /** The differential refused; 0 when the volume itself was (at open). */
+  seq: number;
+  /** Refusals in a row, and since when (ms since the epoch). */
+  count: number;
+  since: number;
+  retryAt: number;
 }
 
 export class DiffSender {
-  readonly stats: SenderStats = { connected: false, peer: '', diffsSent: 0, bytesSent: 0, lastError: null, lastAckAt: 0, downSince: Date.now(), backpressure: false, backpressureReason: '', backpressureSince: 0 };
+  readonly stats: SenderStats = { connected: false, peer: '', diffsSent: 0, bytesSent: 0, lastError: null, lastAckAt: 0, downSince: Date.now(), backpressure: false, backpressureReason: '', backpressureSince: 0, bytesRefused: 0, refusals: {} };
   private closing = false;
   private conn: FramedConnection | null = null;
   private wake: (() => void) | null = null;
@@ -216,7 +237,7 @@ export class DiffSender {
       if ((this.refused.get(vol.volumeId) ?? 0) > Date.now()) continue;
       const d = await vol.describe();
       if (!d) continue;
-      lanes.set(vol.volumeId, { vol, sent: -1, acked: -1 }); // -1: waiting for VolumeState
+      lanes.set(vol.volumeId, { vol, sent: -1, acked: -1, inFlight: new Map() }); // -1: waiting for VolumeState
       await conn.send({ openVolume: { volumeId: vol.volumeId, ...d } });
     }
   }
@@ -231,11 +252,7 @@ export class DiffSender {
         // also dropped the connection, the session ends anyway and resumes from the last ack.
         const vol = e instanceof TidemarkError && e.code === 'TM_ERR_PEER_ERROR' ? String(e.context.volume ?? '') : '';
         if (vol && lanes.has(vol)) {
-          const peerCode = String((e as TidemarkError).context.peerCode ?? '');
-          const refusal = peerCode in ERRORS && ERRORS[peerCode as ErrorCode].class === 'refused';
-          this.opts.log.error({ volume: vol, code: peerCode, err: (e as Error).message }, 'peer refused volume; retrying later');
-          this.stats.lastError = (e as Error).message;
-          this.refused.set(vol, Date.now() + (refusal ? REFUSED_RETRY_MS : ERROR_RETRY_MS));
+          this.refuse(lanes.get(vol)!, e as TidemarkError);
           lanes.delete(vol);
           continue;
         }
@@ -277,7 +294,10 @@ export class DiffSender {
           await lane.vol.opened?.();
           lane.sent = durableSeq;
         }
+        const r = this.stats.refusals[volumeId];
+        if (r && (durableSeq >= Math.max(r.seq, 1) || ('volumeState' in msg && r.seq === 0))) delete this.stats.refusals[volumeId];
         if (durableSeq > lane.acked) {
+          for (const s of lane.inFlight.keys()) if (s <= durableSeq) lane.inFlight.delete(s);
           lane.acked = durableSeq;
           await lane.vol.acked(durableSeq);
           this.stats.lastAckAt = Date.now();
@@ -300,7 +320,8 @@ export class DiffSender {
         throw tmError('TM_ERR_SEQUENCE_GAP', `volume ${lane.vol.volumeId}: receiver is durable to ${lane.acked} but the next differential here is ${next}`, { volume: lane.vol.volumeId, seq: next });
       }
       const diff = await lane.vol.load(next);
-      await this.sendDiff(conn, diff, ended);
+      lane.inFlight.set(next, 0);
+      await this.sendDiff(conn, diff, ended, (n) => lane.inFlight.set(next, (lane.inFlight.get(next) ?? 0) + n));
       lane.sent = next;
       progressed = true;
       if (conn.closed) break;
@@ -310,7 +331,28 @@ export class DiffSender {
     return progressed;
   }
 
-  private async sendDiff(conn: FramedConnection, diff: StoredDiff, ended: AbortSignal): Promise<void> {
+  /**
+   * The receiver refused `lane`'s volume or one of its differentials: set the volume aside, each refusal
+   * in a row twice as long as the last, and count what it did not take apart from what went through.
+   */
+  private refuse(lane: Lane, e: TidemarkError): void {
+    const vol = lane.vol.volumeId;
+    const peerCode = String(e.context.peerCode ?? '');
+    const seq = Number(e.context.seq ?? 0);
+    const refusal = peerCode in ERRORS && ERRORS[peerCode as ErrorCode].class === 'refused';
+    const prev = this.stats.refusals[vol];
+    const count = prev && prev.seq === seq ? prev.count + 1 : 1;
+    const waitMs = Math.min((refusal ? REFUSED_RETRY_MS : ERROR_RETRY_MS) * 2 ** (count - 1), REFUSED_RETRY_MAX_MS);
+    const refusedBytes = seq > 0 ? [...lane.inFlight].filter(([s]) => s >= seq).reduce((n, [, b]) => n + b, 0) : 0;
+    this.stats.bytesRefused += refusedBytes;
+    const now = Date.now();
+    this.stats.refusals[vol] = { code: peerCode, message: e.message, seq, count, since: prev && prev.seq === seq ? prev.since : now, retryAt: now + waitMs };
+    this.opts.log.error({ volume: vol, code: peerCode, seq: seq || undefined, refusedBytes, count, retryInMs: waitMs, err: e.message }, 'peer refused volume; retrying later');
+    this.stats.lastError = e.message;
+    this.refused.set(vol, now + waitMs);
+  }
+
+  private async sendDiff(conn: FramedConnection, diff: StoredDiff, ended: AbortSignal, sent: (bytes: number) => void): Promise<void> {
     const h = diff.header;
     await conn.send({ diffBegin: { volumeId: h.volumeId, seq: h.seq, startTimeMs: h.startTimeMs, endTimeMs: h.endTimeMs, consistency: h.consistency, tags: h.tags, extentCount: diff.extents.length, flags: h.flags } });
     for await (const e of extentsOf(diff)) {
@@ -318,6 +360,7 @@ export class DiffSender {
       if (this.opts.pace) await this.opts.pace(h.volumeId, e.data.length, ended);
       await conn.send({ extent: { offset: e.offset, length: e.length, crc32c: e.crc32c, compression: e.compression, storedLength: e.storedLength } }, e.data);
       this.stats.bytesSent += e.data.length;
+      sent(e.data.length);
     }
     await conn.send({ diffEnd: { volumeId: h.volumeId, seq: h.seq, extentCount: diff.extents.length, extentDigest: diff.extentDigest } });
     this.stats.diffsSent++;

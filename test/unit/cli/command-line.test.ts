@@ -1,7 +1,7 @@
 // The `tidemark` command line (cli/tidemark.ts, commander): --help of every subcommand, --version, usage
 // errors (exit 64, TM_ERR_USAGE, a did-you-mean, a pointer to --help instead of the whole usage), `status`
 // exit statuses, and --json output parseable, against a real lab of three daemons.
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
@@ -132,4 +132,53 @@ t.test('--json output of a running lab parses, and status exit codes follow heal
   t.equal(down.code, 4, 'a daemon unreachable: status exits 4');
   const daemons = (JSON.parse(down.stdout) as { daemons: Array<{ config: string; reachable: boolean }> }).daemons;
   t.same(daemons.filter((x) => !x.reachable).map((x) => x.config), [lab.configs.agent], 'the agent is the one not reachable');
+  const table = await tm(['status', ...all], dir);
+  t.match(table.stdout, /^vol1 .*AGENT UNREACHABLE: agent agent-1: not running/m, 'the table says why vol1 is not ok');
+});
+
+t.test('status fits COLUMNS, and --watch looks again until stopped', async (t) => {
+  const dir = await scratchDir(t, 'cli-watch');
+  const source = path.join(dir, 'source.img');
+  await makeImage(source, 8, 4);
+  // A replica of another size: the master target refuses the volume; status must say so, not "resync 0%".
+  await makeImage(path.join(dir, 'replica.img'), 4, 0);
+  const lab = await Lab.create({ dir, volumes: [{ id: 'vol1', source, replica: path.join(dir, 'replica.img') }], agent: { cycleIntervalMs: 200 } });
+  t.teardown(() => lab.stopAll());
+  lab.start('mt');
+  lab.start('ps');
+  lab.start('agent');
+  const all = ['--config', lab.configs.agent, '--config', lab.configs.ps, '--config', lab.configs.mt];
+  let vol: { ok: boolean; problems: Array<{ state: string; cause: string }> } | undefined;
+  for (let i = 0; i < 150; i++) {
+    const r = await tm(['status', ...all, '--json'], dir);
+    vol = (JSON.parse(r.stdout) as { volumes: Array<{ ok: boolean; problems: Array<{ state: string; cause: string }> }> }).volumes[0];
+    if (vol?.problems.some((p) => p.state.startsWith('REFUSED'))) {
+      t.equal(r.code, 3, 'a refused volume: exit 3');
+      break;
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  const refused = vol?.problems.find((p) => p.state.startsWith('REFUSED'));
+  t.equal(refused?.state, 'REFUSED by mt-1', `the refusal is a problem of vol1: ${JSON.stringify(vol)}`);
+  t.match(refused?.cause, /TM_ERR_VOLUME_GEOMETRY: .*replica\.img holds 4194304 bytes; the source has 8388608/, 'and its cause names the geometry');
+
+  const narrow = await new Promise<Run>((resolve) => {
+    execFile(process.execPath, [TIDEMARK_BIN, 'status', ...all], { cwd: dir, env: { ...process.env, COLUMNS: '80' } }, (err, stdout, stderr) => resolve({ code: err ? Number(err.code) : 0, stdout, stderr }));
+  });
+  t.same(narrow.stdout.split('\n').filter((l) => l.length > 80), [], 'COLUMNS=80: no line longer');
+  t.match(narrow.stdout.replace(/\s+/g, ' '), /REFUSED by mt-1: mt-1 reported TM_ERR_VOLUME_GEOMETRY/, 'the cause, wrapped, in the table');
+
+  // --watch on a pipe: one look after another; SIGTERM ends it with the last look's exit status.
+  const child = spawn(process.execPath, [TIDEMARK_BIN, 'status', ...all, '--watch', '0.3', '--json'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout.setEncoding('utf8').on('data', (c: string) => (out += c));
+  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+  for (let i = 0; i < 200 && out.split('\n').filter(Boolean).length < 3; i++) await new Promise((r) => setTimeout(r, 100));
+  child.kill('SIGTERM');
+  t.equal(await exited, 3, '--watch ends with the last look\'s exit status');
+  const looks = out.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { schema: number; at: number });
+  t.ok(looks.length >= 3, `three looks or more, one JSON document a line (${looks.length})`);
+  t.ok(looks.every((l, i) => l.schema === 1 && (i === 0 || l.at > looks[i - 1]!.at)), 'each a later look');
+  const bad = await tm(['status', ...all, '--watch', '0'], dir);
+  t.equal(bad.code, 64, '--watch 0 is a usage error');
 });
