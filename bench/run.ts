@@ -3,6 +3,7 @@
 import { closest } from 'fastest-levenshtein';
 import { formatTable, machine, writeResults, type Benchmark } from './harness.js';
 import { fanIn } from './fan-in.js';
+import { hashTable } from './hash-table.js';
 import { initialSync } from './initial-sync.js';
 import { recovery } from './recovery.js';
 import { resync } from './resync.js';
@@ -10,6 +11,7 @@ import { tracking } from './tracking.js';
 
 export const BENCHMARKS: Record<string, Benchmark> = {
   'fan-in': fanIn,
+  'hash-table': hashTable,
   'initial-sync': initialSync,
   recovery,
   resync,

@@ -3,7 +3,7 @@
 // A missing or damaged table is rebuilt by reading the replica, never guessed.
 import path from 'node:path';
 import { blockHash } from '../common/checksum.js';
-import { loadHashTableAt, saveHashTable } from '../common/hash-table.js';
+import { HashTableFile } from '../common/hash-table.js';
 import type { Logger } from '../common/log.js';
 import { leafHashes, rangeHash } from '../proto/range-hash.js';
 import type { Replica } from './replica.js';
@@ -26,11 +26,11 @@ export class ReplicaHashes {
   /** The sequence whose application the table reflects (recorded in the file, docs/FORMAT.md §3.2). */
   seq = 0;
   readonly blockCount: number;
-  private readonly file: string;
+  private readonly file: HashTableFile;
 
   constructor(dir: string, readonly sizeBytes: number, readonly blockSize: number, private readonly log: Logger) {
-    this.file = path.join(dir, 'replica-hashes.bin');
-    this.blockCount = Math.ceil(sizeBytes / blockSize);
+    this.file = new HashTableFile(path.join(dir, 'replica-hashes.bin'), blockSize, sizeBytes);
+    this.blockCount = this.file.blockCount;
   }
 
   /**
@@ -40,7 +40,7 @@ export class ReplicaHashes {
    */
   async open(replica: Replica, expect?: HashExpectation): Promise<void> {
     try {
-      const loaded = await loadHashTableAt(this.file, this.blockSize, this.sizeBytes);
+      const loaded = await this.file.load();
       if (loaded) {
         const ok = !expect || loaded.seq === expect.seq || (loaded.seq === expect.doneSeq + 1 && expect.staged.includes(loaded.seq));
         if (ok) {
@@ -61,6 +61,7 @@ export class ReplicaHashes {
     this.hashes = new BigUint64Array(this.blockCount).fill(blockHash(Buffer.alloc(this.blockSize)));
     const tail = this.sizeBytes - (this.blockCount - 1) * this.blockSize;
     if (this.blockCount > 0 && tail !== this.blockSize) this.hashes[this.blockCount - 1] = blockHash(Buffer.alloc(tail));
+    this.file.changedAll();
     await this.persist(0);
   }
 
@@ -73,18 +74,22 @@ export class ReplicaHashes {
       const data = await replica.read(b * this.blockSize, Math.min(READ_CHUNK, this.sizeBytes - b * this.blockSize));
       this.hashes.set(leafHashes(data, this.blockSize), b);
     }
+    this.file.changedAll();
     await this.persist(seq);
     this.log.info({ sizeBytes: this.sizeBytes, ms: Date.now() - started }, 'replica hashed');
   }
 
   /** Record data just written at `offset` (block-aligned, as every extent is). */
   update(offset: number, data: Buffer): void {
-    this.hashes.set(leafHashes(data, this.blockSize), offset / this.blockSize);
+    const first = offset / this.blockSize;
+    const leaves = leafHashes(data, this.blockSize);
+    this.hashes.set(leaves, first);
+    this.file.changed(first, first + leaves.length);
   }
 
   /** Write the table durably as reflecting `seq` (default: what it reflected). */
   async persist(seq = this.seq): Promise<void> {
-    await saveHashTable(this.file, this.blockSize, this.sizeBytes, this.hashes, seq);
+    await this.file.save(this.hashes, seq);
     this.seq = seq;
   }
 
@@ -108,6 +113,7 @@ export class ReplicaHashes {
         if (actual[i] !== this.hashes[first + i]) {
           wrong.push(first + i);
           this.hashes[first + i] = actual[i]!;
+          this.file.changed(first + i);
         }
       }
     }

@@ -4,7 +4,7 @@
 // lost or damaged, is resynced before scanning, so no assumption about the replica's contents is made.
 import path from 'node:path';
 import { crc, blockHash } from '../../common/checksum.js';
-import { loadHashTable, saveHashTable } from '../../common/hash-table.js';
+import { HashTableFile } from '../../common/hash-table.js';
 import type { Logger } from '../../common/log.js';
 import type { VolumeReader } from '../volume.js';
 import type { Collection, DirtyExtent, Tracker } from './tracker.js';
@@ -17,7 +17,7 @@ export class ScanTracker implements Tracker {
   readonly kind = 'scan';
   private hashes!: BigUint64Array;
   private cursor = 0;
-  private readonly file: string;
+  private readonly file: HashTableFile;
   readonly blockCount: number;
 
   constructor(
@@ -26,15 +26,15 @@ export class ScanTracker implements Tracker {
     readonly blockSize: number,
     private readonly log: Logger,
   ) {
-    this.file = path.join(dir, 'scan-hashes.bin');
-    this.blockCount = Math.ceil(sizeBytes / blockSize);
+    this.file = new HashTableFile(path.join(dir, 'scan-hashes.bin'), blockSize, sizeBytes);
+    this.blockCount = this.file.blockCount;
   }
 
   async open(): Promise<string | null> {
     try {
-      const loaded = await loadHashTable(this.file, this.blockSize, this.sizeBytes);
+      const loaded = await this.file.load();
       if (loaded) {
-        this.hashes = loaded;
+        this.hashes = loaded.hashes;
         return null;
       }
     } catch (e) {
@@ -47,7 +47,7 @@ export class ScanTracker implements Tracker {
   }
 
   private persist(): Promise<void> {
-    return saveHashTable(this.file, this.blockSize, this.sizeBytes, this.hashes);
+    return this.file.save(this.hashes);
   }
 
   async collect(view: VolumeReader, maxBytes: number): Promise<Collection> {
@@ -107,7 +107,10 @@ export class ScanTracker implements Tracker {
       bytes,
       more: scanned < this.blockCount,
       commit: async () => {
-        for (const [b, h] of updates) this.hashes[b] = h;
+        for (const [b, h] of updates) {
+          this.hashes[b] = h;
+          this.file.changed(b);
+        }
         await this.persist();
       },
     };
@@ -118,12 +121,14 @@ export class ScanTracker implements Tracker {
       const first = Math.floor(r.offset / this.blockSize);
       const last = Math.min(this.blockCount, Math.ceil((r.offset + r.length) / this.blockSize));
       this.hashes.fill(UNKNOWN, first, last);
+      this.file.changed(first, last);
     }
     await this.persist();
   }
 
   async adoptBaseline(firstBlock: number, leaves: BigUint64Array): Promise<void> {
     this.hashes.set(leaves, firstBlock);
+    this.file.changed(firstBlock, firstBlock + leaves.length);
     await this.persist();
   }
 

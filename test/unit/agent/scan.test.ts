@@ -144,7 +144,7 @@ t.test('invalidate brings back exactly the covering blocks, across a restart', a
 });
 
 t.test('a damaged scan-hashes.bin makes every block dirty', async (t) => {
-  for (const [what, at] of [['hash table', 32 + 8 * 3], ['header', 2]] as const) {
+  for (const [what, at] of [['hash table', 4096 + 8 * 3], ['header', 2]] as const) {
     const { img, state, vol, open, dirty } = await setup(t, 64 * BS);
     dirty(9);
     await (await (await open()).collect(vol, ALL)).commit();
