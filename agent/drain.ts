@@ -21,6 +21,8 @@ export interface DrainedPoint {
   consistency: 'CRASH' | 'APP';
   tags: string[];
   drainedAt: number;
+  /** The record on disk was damaged: the volume stays drained, but its final point is not known. */
+  damaged?: string;
 }
 
 /** Complete passes (no more dirty data) that end without a point before giving up: a freeze that keeps failing, bitmap mode. */
@@ -47,9 +49,12 @@ export class Drains {
     for (const id of ids) {
       const raw = await fsp.readFile(this.file(id), 'utf8').catch((e: NodeJS.ErrnoException) => (e.code === 'ENOENT' ? null : Promise.reject(e)));
       if (raw === null) continue;
-      const p = JSON.parse(raw) as DrainedPoint;
+      const p = parseDrained(id, raw, this.file(id));
       this.drained.set(id, p);
-      this.log.warn({ volume: id, seq: p.seq }, 'volume drained for failover: not protected until `tidemark resume`');
+      // Damaged, it still says "drained": replicating onto a replica that may be serving a failover would be
+      // worse than waiting for the operator's resume, which resyncs.
+      if (p.damaged) this.log.error({ volume: id, code: 'TM_ERR_STATE_CORRUPT', err: p.damaged }, 'drain record damaged: the volume stays drained until `tidemark resume`');
+      else this.log.warn({ volume: id, seq: p.seq }, 'volume drained for failover: not protected until `tidemark resume`');
     }
   }
 
@@ -63,6 +68,7 @@ export class Drains {
    */
   request(r: VolumeReplicator): Promise<DrainedPoint> {
     const done = this.drained.get(r.volumeId);
+    if (done?.damaged) return Promise.reject(tmError('TM_ERR_STATE_CORRUPT', done.damaged, { volume: r.volumeId, path: this.file(r.volumeId) }));
     if (done) return Promise.resolve(done);
     if (r.capture.kind === 'none') {
       return Promise.reject(tmError('TM_ERR_CAPTURE', `${r.volumeId} has capture "none": its differentials are never recovery points, so no final point can be taken; a planned failover needs capture "reflink" or "freeze"`, { volume: r.volumeId }));
@@ -134,4 +140,18 @@ export class Drains {
     this.log.info({ volume: r.volumeId }, 'volume resumed: protected again after a checksum resync');
     return true;
   }
+}
+
+/** A drain record as written by finalPoint; anything else is a damaged record (still drained, point unknown). */
+function parseDrained(id: string, raw: string, file: string): DrainedPoint {
+  let p: Partial<DrainedPoint> | null = null;
+  try {
+    p = JSON.parse(raw) as Partial<DrainedPoint>;
+  } catch {
+    // reported below
+  }
+  const ok = p !== null && typeof p === 'object' && Number.isSafeInteger(p.seq) && typeof p.atMs === 'number' && (p.consistency === 'CRASH' || p.consistency === 'APP') && Array.isArray(p.tags);
+  if (ok) return p as DrainedPoint;
+  const damaged = `${file} is damaged: ${id} was drained for a failover, but its final point is unknown; \`tidemark resume ${id}\` protects it again, starting with a resync`;
+  return { volume: id, seq: 0, atMs: 0, consistency: 'CRASH', tags: [], drainedAt: 0, damaged };
 }

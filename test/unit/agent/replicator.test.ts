@@ -3,80 +3,12 @@
 // and resync in a temp dir; the failure is one method of a real collaborator (test/unit/faults.ts). What
 // the journal holds, replayed in order onto zeros, must be the source byte for byte: no block is lost.
 import { promises as fsp } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import t, { type Test } from 'tap';
+import t from 'tap';
 import { codeOf, tmError } from '../../../common/errors.js';
-import { silentLogger } from '../../../common/log.js';
 import type { Capture, CapturedView } from '../../../agent/capture/capture.js';
-import { NoCapture } from '../../../agent/capture/none.js';
-import { Journal } from '../../../agent/journal.js';
-import { VolumeReplicator } from '../../../agent/replicator.js';
-import { Resync } from '../../../agent/resync.js';
-import { ScanTracker } from '../../../agent/trackers/scan.js';
 import type { Tracker } from '../../../agent/trackers/tracker.js';
-import { Volume } from '../../../agent/volume.js';
-import { Rng } from '../../seed.js';
-import { Crash, errnoError, failOn, withFaults } from '../faults.js';
-
-const BS = 4096;
-const BLOCKS = 96;
-const SIZE = BLOCKS * BS;
-const log = silentLogger();
-
-interface Lab { dir: string; source: string; rng: Rng }
-
-async function lab(t: Test, name: string): Promise<Lab> {
-  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'tm-replicator-'));
-  t.teardown(() => fsp.rm(dir, { recursive: true, force: true }));
-  const rng = new Rng(`replicator:${name}`);
-  const source = path.join(dir, 'source.img');
-  await fsp.writeFile(source, rng.bytes(SIZE));
-  return { dir, source, rng };
-}
-
-interface Faults { journal?: (j: Journal) => Partial<Journal>; tracker?: (tr: Tracker) => Partial<Tracker>; capture?: (c: Capture) => Capture }
-
-/** A replicator over what is on disk now (a restarted agent), its collaborators optionally given faults. */
-async function replicator(t: Test, l: Lab, faults: Faults = {}): Promise<{ r: VolumeReplicator; journal: Journal }> {
-  const vdir = path.join(l.dir, 'state');
-  await fsp.mkdir(vdir, { recursive: true });
-  const volume = await Volume.open(l.source);
-  t.teardown(() => volume.close());
-  const journal = new Journal(vdir, 'v1', log);
-  await journal.open({ sizeBytes: SIZE, blockSize: BS });
-  const tracker = new ScanTracker(vdir, SIZE, BS, log);
-  await tracker.open();
-  const live = new NoCapture(volume);
-  const capture = faults.capture ? faults.capture(live) : live;
-  const j = withFaults(journal, faults.journal?.(journal));
-  const tr = withFaults<Tracker>(tracker, faults.tracker?.(tracker));
-  const resync = new Resync(vdir, 'v1', SIZE, BS, { capture, tracker: tr, journal: j, log, windowBytes: SIZE, live, ask: () => Promise.reject(new Error('no resync in this test')) });
-  await resync.open();
-  const r = new VolumeReplicator('v1', volume, tr, capture, j, resync, { maxDiffBytes: SIZE, journalQuotaBytes: 64 * SIZE, cycleIntervalMs: 0, bitmapAfterMs: 60_000, unreachableMs: () => 0, log });
-  t.teardown(() => r.close());
-  return { r, journal };
-}
-
-/** Every differential the journal holds, applied in sequence order onto a zeroed image. */
-async function replay(journal: Journal): Promise<Buffer> {
-  const image = Buffer.alloc(SIZE);
-  for (const seq of journal.pending()) {
-    const diff = await journal.load(seq, () => Promise.reject(new Error(`journal file ${seq} damaged`)));
-    for (const e of diff.extents) e.data.copy(image, e.offset);
-  }
-  return image;
-}
-
-/** Overwrite a few random runs of blocks of the source, as an application would. */
-async function scribble(l: Lab): Promise<void> {
-  const fh = await fsp.open(l.source, 'r+');
-  for (let i = 0; i < 5; i++) {
-    const blocks = l.rng.int(1, 4);
-    await fh.write(l.rng.bytes(blocks * BS), 0, blocks * BS, l.rng.int(0, BLOCKS - blocks) * BS);
-  }
-  await fh.close();
-}
+import { Crash, errnoError, failOn } from '../faults.js';
+import { lab, replay, replicator, scribble } from './replicator-lab.js';
 
 const errOf = (p: Promise<unknown>): Promise<unknown> => p.then(() => null, (e: unknown) => e);
 
