@@ -279,6 +279,7 @@ function report(mib: number, facts: CorpusFacts, refs: CliResult[], runs: FanInR
     },
     figures,
     references,
+    quoted: [],
     ratios,
     table,
     notes: [

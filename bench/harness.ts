@@ -15,16 +15,33 @@ export const WORK_DIR = path.join(REPO_ROOT, 'bench', 'work');
 export const MiB = 1024 * 1024;
 export const GiB = 1024 * MiB;
 
-/** One measured number. `value` is what the unit says; booleans record checks such as "replica equals source". */
+/**
+ * One measured number. `value` is what the unit says; booleans record checks such as "replica equals
+ * source". A figure the run never observed is `null` with a `note` saying why, never another figure put in
+ * its place (results files: a non-finite number is written as null with a note).
+ */
 export interface Figure {
   name: string;
-  value: number | boolean | string;
+  value: number | boolean | string | null;
   unit: string;
+  note?: string;
 }
 
 /** Something measured in the same run to compare against: a raw read, a pipeline of standard tools. */
 export interface Reference {
   name: string;
+  description: string;
+  figures: Figure[];
+}
+
+/**
+ * A figure quoted from outside (a vendor's published overhead), not measured here: kept apart from the
+ * same-run references and marked as quoted wherever it is printed or written.
+ */
+export interface Quoted {
+  name: string;
+  /** Where the figure comes from. */
+  source: string;
   description: string;
   figures: Figure[];
 }
@@ -43,6 +60,8 @@ export interface BenchResult {
   params: Record<string, unknown>;
   figures: Figure[];
   references: Reference[];
+  /** Outside figures, not measured in this run (may be empty). */
+  quoted: Quoted[];
   ratios: Ratio[];
   /** What is printed: first row is the header. */
   table: string[][];
@@ -199,25 +218,38 @@ export interface ResultsFile {
   params: Record<string, unknown>;
   figures: Figure[];
   references: Reference[];
+  quoted: Quoted[];
   ratios: Ratio[];
   notes: string[];
+}
+
+/** Value as written: rounded, and a number never observed (NaN, ±Infinity) as null with a note. */
+export function resultFigure(f: Figure): Figure {
+  if (typeof f.value === 'number' && !Number.isFinite(f.value)) return { ...f, value: null, note: f.note ?? 'not observed in this run' };
+  if (f.value === null) return { ...f, note: f.note ?? 'not observed in this run' };
+  return { ...f, value: typeof f.value === 'number' ? Number(f.value.toPrecision(6)) : f.value };
+}
+
+/** Figures the run did not observe, as printed under the table: "name: why". */
+export function missingFigures(r: Pick<BenchResult, 'figures' | 'references'>): string[] {
+  const all = [...r.figures, ...r.references.flatMap((x) => x.figures.map((f) => ({ ...f, name: `${x.name}: ${f.name}` })))];
+  return all.map(resultFigure).filter((f) => f.value === null).map((f) => `${f.name}: ${f.note!}`);
 }
 
 /** bench/results/<name>.json: every figure with its unit, the references, the ratios and the machine. */
 export async function writeResults(name: string, description: string, m: Machine, r: BenchResult): Promise<string> {
   await fsp.mkdir(RESULTS_DIR, { recursive: true });
   const file = path.join(RESULTS_DIR, `${name}.json`);
-  const round = (v: Figure['value']): Figure['value'] => (typeof v === 'number' ? Number(v.toPrecision(6)) : v);
-  const fig = (f: Figure): Figure => ({ ...f, value: round(f.value) });
   const out: ResultsFile = {
     name,
     description,
     date: new Date().toISOString(),
     machine: m,
     params: r.params,
-    figures: r.figures.map(fig),
-    references: r.references.map((x) => ({ ...x, figures: x.figures.map(fig) })),
-    ratios: r.ratios.map((x) => ({ ...x, value: Number(x.value.toPrecision(4)) })),
+    figures: r.figures.map(resultFigure),
+    references: r.references.map((x) => ({ ...x, figures: x.figures.map(resultFigure) })),
+    quoted: r.quoted.map((x) => ({ ...x, figures: x.figures.map((f) => ({ ...resultFigure(f), quoted: x.source })) })),
+    ratios: r.ratios.map((x) => ({ ...x, value: Number.isFinite(x.value) ? Number(x.value.toPrecision(4)) : null as unknown as number })),
     notes: r.notes,
   };
   await fsp.writeFile(file, JSON.stringify(out, null, 2) + '\n');

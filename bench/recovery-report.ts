@@ -287,5 +287,5 @@ export function report(x: Measured): BenchResult {
     `Apply on the ${gib(big)} volume: one OFF run, then the history with retention (its batches give the ON figure). Besides retention, the applier rewrites the replica's whole block hash table (8 bytes per 4 KiB block: ${fmt(big / 512 / MiB, 0)} MiB at ${gib(big)}, ${fmt(small / 512 / MiB, 0)} MiB at ${gib(small)}) and fsyncs it after every differential, which is why the larger volume applies more slowly with retention on or off.`,
     'The machine is shared with other work (2 cores); figures from a loaded run are slower, and the apply ON/OFF comparison uses alternated runs and medians for that reason.',
   );
-  return { params: x.params, figures, references, ratios, table, notes };
+  return { params: x.params, figures, references, quoted: [], ratios, table, notes };
 }

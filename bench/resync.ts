@@ -455,7 +455,7 @@ async function tidemark(dir: string, source: string, replica: string, sourceSha:
       console.log(`    CPU profiles in ${profDir}; summarize with node dist/bench/cpuprofile.js <file> (figures are slower with the profiler on)`);
     }
     const rs = (vol0(status.agent)?.resync ?? {}) as Status;
-    if (Number.isNaN(resyncCompleteSeconds)) resyncCompleteSeconds = convergedSeconds;
+    // Never seen by a poll: stays NaN, written as null with a note; convergence is not that moment.
     const hashed = (await lab.logLines('mt')).find((l) => l.msg === 'replica hashed');
     const started = num(rs.startedAt);
     const finished = num(rs.finishedAt);
@@ -657,7 +657,7 @@ function report(cases: CaseResult[], sizes: number[], notes: string[]): BenchRes
       { name: `${L} changed 4 KiB blocks`, value: c.changedBlocks, unit: 'count' },
       { name: `${L} changed bytes`, value: c.changedBytes, unit: 'bytes' },
       { name: `${L} tidemark wall time, daemons started to converged`, value: tm.convergedSeconds, unit: 's' },
-      { name: `${L} tidemark wall time, daemons started to resync pass seen complete`, value: tm.resyncCompleteSeconds, unit: 's' },
+      { name: `${L} tidemark wall time, daemons started to resync pass seen complete`, value: tm.resyncCompleteSeconds, unit: 's', ...(Number.isFinite(tm.resyncCompleteSeconds) ? {} : { note: 'not observed: no status poll saw the resync pass finished before convergence' }) },
       { name: `${L} tidemark resync engine time (finishedAt − startedAt)`, value: tm.resyncEngineSeconds, unit: 's' },
       { name: `${L} tidemark resync started after`, value: tm.resyncStartSeconds, unit: 's' },
       { name: `${L} master target seed hashing of the replica ('replica hashed' ms)`, value: tm.mtSeedHashSeconds, unit: 's' },
@@ -768,6 +768,7 @@ function report(cases: CaseResult[], sizes: number[], notes: string[]): BenchRes
     },
     figures,
     references,
+    quoted: [],
     ratios,
     table,
     notes,

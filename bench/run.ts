@@ -1,7 +1,7 @@
 // `npm run bench -- <name>`: run one benchmark, print its table and write bench/results/<name>.json.
 // With no name, list the benchmarks. Benchmarks measure; they never fail on a number.
 import { closest } from 'fastest-levenshtein';
-import { formatTable, machine, writeResults, type Benchmark } from './harness.js';
+import { formatTable, machine, missingFigures, writeResults, type Benchmark } from './harness.js';
 import { fanIn } from './fan-in.js';
 import { hashTable } from './hash-table.js';
 import { initialSync } from './initial-sync.js';
@@ -45,7 +45,13 @@ async function main(argv: string[]): Promise<number> {
   console.log('\n' + formatTable(r.table));
   if (r.ratios.length > 0) {
     console.log('\nratios:');
-    for (const x of r.ratios) console.log(`  ${x.name}: ${x.value.toFixed(3)}${x.target !== undefined ? ` (target ≥ ${x.target.toFixed(2)})` : ''}`);
+    for (const x of r.ratios) console.log(`  ${x.name}: ${Number.isFinite(x.value) ? x.value.toFixed(3) : 'missing'}${x.target !== undefined ? ` (target ≥ ${x.target.toFixed(2)})` : ''}`);
+  }
+  const missing = missingFigures(r);
+  if (missing.length > 0) console.log(`\nnot observed (null in the results file):\n${missing.map((m) => `  ${m}`).join('\n')}`);
+  if (r.quoted.length > 0) {
+    console.log('\nquoted, not measured in this run:');
+    for (const q of r.quoted) console.log(`  ${q.name} (${q.source}): ${q.figures.map((f) => `${f.name} ${String(f.value)} ${f.unit}`).join(', ')}; ${q.description}`);
   }
   for (const n of r.notes) console.log(`\nnote: ${n}`);
   const file = await writeResults(name, bench.description, m, r);

@@ -64,6 +64,7 @@ export function toResult(r: SoakRun, machineNote: string): BenchResult {
     params: { seed: r.seed, kinds: r.kinds, replay: `npm run soak -- --minutes ${r.minutes} --seed ${r.seed} --faults ${r.kinds.join(',')}` },
     figures,
     references: [],
+    quoted: [],
     ratios: [],
     table,
     notes: [machineNote, ...problems(r), ...r.refusedStarts.map((x) => `refused to start, restarted: ${x}`), ...r.faults.map((f) => `${new Date(f.atMs).toISOString()} ${f.kind}: ${f.detail}`)],
