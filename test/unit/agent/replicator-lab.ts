@@ -22,26 +22,26 @@ export const BLOCKS = 96;
 export const SIZE = BLOCKS * BS;
 export const log = silentLogger();
 
-export interface Lab { dir: string; source: string; rng: Rng }
+export interface Lab { dir: string; source: string; rng: Rng; id: string }
 
-export async function lab(t: Test, name: string): Promise<Lab> {
+export async function lab(t: Test, name: string, id = 'v1'): Promise<Lab> {
   const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'tm-replicator-'));
   t.teardown(() => fsp.rm(dir, { recursive: true, force: true }));
   const rng = new Rng(`replicator:${name}`);
   const source = path.join(dir, 'source.img');
   await fsp.writeFile(source, rng.bytes(SIZE));
-  return { dir, source, rng };
+  return { dir, source, rng, id };
 }
 
 export interface Faults { journal?: (j: Journal) => Partial<Journal>; tracker?: (tr: Tracker) => Partial<Tracker>; capture?: (c: Capture, volume: Volume) => Capture }
 
 /** A replicator over what is on disk now (a restarted agent), its collaborators optionally given faults. */
 export async function replicator(t: Test, l: Lab, faults: Faults = {}): Promise<{ r: VolumeReplicator; journal: Journal; volumesDir: string }> {
-  const vdir = path.join(l.dir, 'volumes', 'v1');
+  const vdir = path.join(l.dir, 'volumes', l.id);
   await fsp.mkdir(vdir, { recursive: true });
   const volume = await Volume.open(l.source);
   t.teardown(() => volume.close());
-  const journal = new Journal(vdir, 'v1', log);
+  const journal = new Journal(vdir, l.id, log);
   await journal.open({ sizeBytes: SIZE, blockSize: BS });
   const tracker = new ScanTracker(vdir, SIZE, BS, log);
   await tracker.open();
@@ -49,9 +49,9 @@ export async function replicator(t: Test, l: Lab, faults: Faults = {}): Promise<
   const capture = faults.capture ? faults.capture(live, volume) : live;
   const j = withFaults(journal, faults.journal?.(journal));
   const tr = withFaults<Tracker>(tracker, faults.tracker?.(tracker));
-  const resync = new Resync(vdir, 'v1', SIZE, BS, { capture, tracker: tr, journal: j, log, windowBytes: SIZE, live, ask: () => Promise.reject(new Error('no resync in this test')) });
+  const resync = new Resync(vdir, l.id, SIZE, BS, { capture, tracker: tr, journal: j, log, windowBytes: SIZE, live, ask: () => Promise.reject(new Error('no resync in this test')) });
   await resync.open();
-  const r = new VolumeReplicator('v1', volume, tr, capture, j, resync, { maxDiffBytes: SIZE, journalQuotaBytes: 64 * SIZE, cycleIntervalMs: 0, bitmapAfterMs: 60_000, unreachableMs: () => 0, log });
+  const r = new VolumeReplicator(l.id, volume, tr, capture, j, resync, { maxDiffBytes: SIZE, journalQuotaBytes: 64 * SIZE, cycleIntervalMs: 0, bitmapAfterMs: 60_000, unreachableMs: () => 0, log });
   t.teardown(() => r.close());
   return { r, journal, volumesDir: path.join(l.dir, 'volumes') };
 }
