@@ -207,7 +207,9 @@ export class BlockTraceTracker implements Tracker {
     // Removed or reconfigured under us: events may be gone; start a fresh instance (and a resync) once.
     const off = (await inst.exists()) ? await inst.check({ filter: this.meta.filter, bufferKiB: this.meta.actualKiB }) : `tracing instance ${inst.name} was removed`;
     if (off) {
+      // A loss like an overrun (events may be gone): logged with its code, so it is counted as one.
       this.stats.lost++;
+      this.log.error({ code: 'TM_ERR_TRACKING_LOST', reason: off }, 'blocktrace lost events; the volume will be resynced');
       await this.restart(this.wanted, off);
       return 0;
     }
