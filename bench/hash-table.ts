@@ -89,6 +89,7 @@ export const hashTable: Benchmark = {
         { name: 'whole-file durable rewrite (format versions 1 and 2)', description: 'tmp file, write, fsync, rename, fsync dir: what each save cost before version 3', figures: figures.filter((f) => f.name.includes('whole rewrite')) },
         { name: 'one page made durable', description: 'a 4 KiB pwrite and fdatasync in the same directory: the least a durable save can cost', figures: figures.filter((f) => f.name.startsWith('one 4 KiB')) },
       ],
+      quoted: [],
       ratios,
       table,
       notes: [`floor: one 4 KiB pwrite + fdatasync p50 ${median(floor).toFixed(2)} ms`],
