@@ -6,7 +6,7 @@ import { promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import t, { type Test } from 'tap';
-import { silentLogger } from '../../../common/log.js';
+import { pino } from 'pino';
 import type { RecoveryPoint } from '../../../proto/diff-store.js';
 import { leafHashes } from '../../../proto/range-hash.js';
 import { recoverPoint, type RecoverySource } from '../../../master-target/recover.js';
@@ -28,7 +28,9 @@ async function setup(t: Test) {
   await fsp.writeFile(replicaPath, rng.bytes(SIZE));
   const replica = await Replica.open(replicaPath, SIZE);
   t.teardown(() => replica.close());
-  const retention = new RetentionLog(path.join(dir, 'retention'), 'v', { sizeBytes: SIZE, blockSize: BS }, { policy: KEEP_ALL, maxBytes: null, onFull: 'purge' }, silentLogger());
+  const logs: Array<Record<string, unknown>> = [];
+  const log = pino({ level: 'info' }, { write: (line: string) => void logs.push(JSON.parse(line) as Record<string, unknown>) });
+  const retention = new RetentionLog(path.join(dir, 'retention'), 'v', { sizeBytes: SIZE, blockSize: BS }, { policy: KEEP_ALL, maxBytes: null, onFull: 'purge' }, log);
   await retention.open();
   const hashes = leafHashes(await replica.read(0, SIZE), BS);
   const states = new Map<number, Buffer>([[0, await replica.read(0, SIZE)]]);
@@ -68,7 +70,7 @@ async function setup(t: Test) {
     }
     return listed;
   };
-  return { replica, retention, hashes, apply, flip, listedRecoverExactly, doneSeq: () => doneSeq };
+  return { replica, retention, hashes, apply, flip, listedRecoverExactly, doneSeq: () => doneSeq, logs };
 }
 
 t.test('a flipped block overwritten before any verify: the points that would recover it are withdrawn', async (t) => {
@@ -82,6 +84,9 @@ t.test('a flipped block overwritten before any verify: the points that would rec
   const listed = await s.listedRecoverExactly(t);
   t.same(listed, [0, 1, 4, 5], 'points 2 and 3 (block 5 as written by 2) are no longer listed; the others are');
   t.same(s.retention.stats.damagedPoints, [[2, 3]], 'status names the withdrawn points');
+  const damage = s.logs.filter((l) => l.code === 'TM_ERR_REPLICA_DAMAGED');
+  t.equal(damage.length, 1, 'the damage is logged once with TM_ERR_REPLICA_DAMAGED');
+  t.same(damage[0]?.points, [2, 3], 'naming the withdrawn points');
 });
 
 t.test('damage a verify found, repaired later: withdrawn until the repair, and what follows is good', async (t) => {
