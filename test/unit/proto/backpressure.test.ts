@@ -50,6 +50,20 @@ async function sendDiff(conn: FramedConnection, seq: number, extents: number): P
   return blocks;
 }
 
+/**
+ * The Backpressure frame the receiver owes now. Bounded, so a receiver that never sends it fails here in
+ * seconds instead of at the runner's timeout; the bound is generous (loopback answers in milliseconds).
+ */
+async function signalled(conn: FramedConnection, ms = 10_000): Promise<Awaited<ReturnType<typeof conn.expect<'backpressure'>>>> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`no Backpressure frame within ${ms} ms`)), ms); });
+  try {
+    return await Promise.race([conn.expect('backpressure'), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** The next frame, or null if none comes within `ms`. */
 async function nextWithin(conn: FramedConnection, ms: number): Promise<string | null> {
   let timer: NodeJS.Timeout | undefined;
@@ -67,16 +81,16 @@ t.test('a peer with the capability is told to pause and resume; what it already 
   const conn = await connect(['lz4', 'backpressure']);
   t.equal(await openVolume(conn), 0);
   receiver.setFlow(PAUSED);
-  t.match((await conn.expect('backpressure')).msg.backpressure, { volumeId: 'v1', paused: true, reason: 'cache 5.0% free' }, 'Backpressure(paused) for the volume filling the cache, with the reason');
+  t.match((await signalled(conn)).msg.backpressure, { volumeId: 'v1', paused: true, reason: 'cache 5.0% free' }, 'Backpressure(paused) for the volume filling the cache, with the reason');
   const blocks = await sendDiff(conn, 1, 3); // in flight when the pause was sent
   t.match((await conn.expect('ack')).msg.ack, { volumeId: 'v1', durableSeq: 1 }, 'a differential begun anyway is still taken and acknowledged');
   const stored = await readHrl(path.join(cache.stores.get('v1')!.dir, '0000000000000001.hrl'));
   t.ok(stored.extents.every((e, i) => e.data.equals(blocks[i]!)), 'and stored exactly');
 
   const late = await connect(['backpressure']);
-  t.equal((await late.expect('backpressure')).msg.backpressure.paused, true, 'a peer connecting while paused is told at once');
+  t.equal((await signalled(late)).msg.backpressure.paused, true, 'a peer connecting while paused is told at once');
   receiver.setFlow(OPEN);
-  t.equal((await conn.expect('backpressure')).msg.backpressure.paused, false, 'resume is signalled');
+  t.equal((await signalled(conn)).msg.backpressure.paused, false, 'resume is signalled');
 });
 
 t.test('an older peer (no capability) gets no Backpressure: its differential waits until there is room', async (t) => {
@@ -99,7 +113,7 @@ t.test('full: no differential is taken from anyone, capability or not', async (t
   const conn = await connect(['backpressure']);
   await openVolume(conn);
   receiver.setFlow({ ...PAUSED, full: true });
-  await conn.expect('backpressure');
+  await signalled(conn);
   await sendDiff(conn, 1, 2);
   t.equal(await nextWithin(conn, 1500), null, 'no ack while full');
   t.equal(cache.storedSeq('v1'), 0, 'nothing stored');
