@@ -19,6 +19,7 @@ import { TestFailovers, type Rehearsal } from '../master-target/test-failover.js
 import { parseDuration } from '../master-target/retention/policy.js';
 import { DiffStore, type RecoveryPoint } from '../proto/diff-store.js';
 import { ask, onlineOrOffline } from './operator.js';
+import { withRecoverProgress } from './recover-progress.js';
 import { age } from './status.js';
 
 export interface PointArgs {
@@ -189,7 +190,8 @@ function describe(r: RecoverResult): string {
 
 export async function recover(configFile: string, volume: string, a: PointArgs): Promise<void> {
   const params = paramsOf(volume, a);
-  const r = await act(configFile, 'recover', params, async (src, cfg) => recoverPoint(src, await checkedRecoverOptions(outputPolicy(cfg), params)));
+  const r = await withRecoverProgress(mtStateDir(loadMtConfig(configFile)), volume, a.out!, a.json === true, (progress) =>
+    act(configFile, 'recover', params, async (src, cfg) => recoverPoint(src, { ...(await checkedRecoverOptions(outputPolicy(cfg), params)), progress })));
   console.log(a.json ? JSON.stringify(r, null, 2) : describe(r));
 }
 

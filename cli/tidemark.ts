@@ -106,8 +106,14 @@ function build(): Command {
     });
 
   program.command('resync').description('bring the replica in step by checksum comparison (only differing blocks travel)')
-    .argument('<volume>').addOption(required('--config <file>', 'the agent\'s config')).addOption(jsonOpt())
-    .action((volume: string, o: { config: string; json?: boolean }) => requestResync(o.config, volume, o.json === true));
+    .argument('<volume>').addOption(required('--config <file>', 'the agent\'s config'))
+    .option('--wait', 'follow the resync to its end, with its progress (bytes, rate, ETA)')
+    .option('--follow', 'start none: follow the pass under way (the initial sync, a resync the agent started) to its end')
+    .addOption(jsonOpt())
+    .action((volume: string, o: { config: string; json?: boolean; wait?: boolean; follow?: boolean }, c: Command) => {
+      if (o.wait && o.follow) throw usageError(c, '--wait starts a resync and follows it, --follow follows the one under way: give one');
+      return requestResync(o.config, volume, o.json === true, { wait: o.wait, follow: o.follow });
+    });
 
   program.command('verify').description('compare source and replica by hashes (the replica is re-read); report differing ranges (exit 3 if any), or send them with --repair')
     .argument('<volume>').addOption(required('--config <file>', 'the agent\'s config')).option('--repair', 'send the differing blocks').addOption(jsonOpt())
