@@ -127,7 +127,12 @@ function build(): Command {
 
   program.command('points').description('list a volume\'s retained recovery points, or a consistency group\'s (--group)')
     .argument('[volume]').addOption(required('--config <file>', 'the master target\'s config'))
-    .option('--group <name>', 'a consistency group\'s complete points instead of one volume\'s').addOption(jsonOpt())
+    .option('--group <name>', 'a consistency group\'s complete points instead of one volume\'s')
+    .option('--since <time>', 'points captured at or after: ISO 8601, epoch ms, or an age ("1h ago")')
+    .option('--until <time>', 'points captured at or before (same forms)')
+    .option('--class <class>', 'crash or app points only')
+    .option('--limit <n>', 'the newest n points (after the other filters)')
+    .addOption(jsonOpt())
     .action((volume: string | undefined, o: Record<string, unknown>, c: Command) => {
       const a = flags<PointArgs & { config: string }>(o);
       if (a.group !== undefined) return groupPointsCommand(a.config, a.group, a);

@@ -71,4 +71,18 @@ t.test('resync, verify and recover show progress on stderr, none with --json', a
   t.equal(rj.code, 0);
   t.equal(rj.stderr, '', 'recover --json: nothing on stderr');
   t.equal((JSON.parse(rj.stdout) as { point: { seq: number } }).point.seq, seq, 'and the result document on stdout');
+
+  // points filters, through the real command line (issue 15 B): the newest, by class, by time.
+  const pj = async (...f: string[]): Promise<{ points: Array<{ seq: number; consistency: string }>; retained: number }> => JSON.parse((await tm(lab, 'points', 'vol1', '--json', '--config', lab.configs.mt, ...f)).stdout) as { points: Array<{ seq: number; consistency: string }>; retained: number };
+  const every = await pj();
+  t.ok(every.points.length >= 1 && every.retained === every.points.length, 'no filter: every retained point');
+  t.same((await pj('--limit', '1')).points.map((p) => p.seq), [every.points.at(-1)!.seq], '--limit 1: the newest');
+  t.same((await pj('--class', 'app')).points, [], '--class app: reflink capture makes crash points only');
+  t.same((await pj('--class', 'crash', '--since', '1h ago', '--until', String(Date.now() + 60_000))).points.map((p) => p.seq), every.points.filter((p) => p.consistency === 'CRASH').map((p) => p.seq), 'crash points of the last hour');
+  const bad = await tm(lab, 'points', 'vol1', '--class', 'fuzzy', '--config', lab.configs.mt);
+  t.equal(bad.code, 64, '--class fuzzy: usage error');
+  t.match(bad.stderr, /TM_ERR_USAGE: --class must be crash or app/);
+  const future = await tm(lab, 'recover', 'vol1', '--at', new Date(Date.now() + 3_600_000).toISOString(), '--out', path.join(xfs, 'future.img'), '--config', lab.configs.mt);
+  t.equal(future.code, 64, 'a future --at is a usage error, not the latest point');
+  t.match(future.stderr, /is in the future/);
 });
