@@ -25,6 +25,7 @@ import { act, mtStateDir, parseTime } from './recover.js';
 import { agentStateDir, ask } from './operator.js';
 import { codeOf } from '../common/errors.js';
 import { reverse, type ReverseArgs } from './reverse.js';
+import { withRecoverProgress } from './recover-progress.js';
 
 export const FAILOVER_COMMANDS = ['failover', 'reverse', 'failback', 'drain', 'resume'];
 
@@ -93,13 +94,13 @@ interface CurrentPoint {
   point: RecoveryPoint | null;
 }
 
-/** Wait until the master target has applied differential `seq` of `volume`; progress every 5 s. */
+/** Wait until the master target has applied differential `seq` of `volume`; progress every second. */
 async function waitApplied(stateDir: string, volume: string, seq: number, say: (l: string) => void): Promise<CurrentPoint> {
   let told = Date.now();
   for (;;) {
     const c = (await ask(stateDir, 'current-point', new URLSearchParams({ volume }))) as unknown as CurrentPoint;
     if (c.doneSeq >= seq) return c;
-    if (Date.now() - told >= 5000) {
+    if (Date.now() - told >= 1000) {
       say(`  waiting for the master target to apply #${seq} (applied #${c.doneSeq}; the process server must be running)`);
       told = Date.now();
     }
@@ -164,14 +165,15 @@ async function failover(configFile: string, volume: string, a: FailoverArgs, say
     const mtDir = await runningMasterTarget(cfg, configFile, volume, 'a planned failover waits for it to apply the final point');
     const { finalSeq } = await drainApplied(from, mtDir, volume, say);
     params.set('seq', String(finalSeq));
-    result = (await ask(mtDir, 'recover', params, LONG_MS)) as unknown as RecoverResult;
+    result = await withRecoverProgress(mtDir, volume, a.out, a.json === true, async () => (await ask(mtDir, 'recover', params, LONG_MS)) as unknown as RecoverResult);
   } else {
     if (a.seq !== undefined) params.set('seq', a.seq);
     if (a.at !== undefined) params.set('atMs', String(parseTime(a.at)));
     if (a.tag !== undefined) params.set('tag', a.tag);
     if (named === 0 || a.latest) params.set('latest', 'true');
     say(`unplanned failover of ${volume}: recovering ${named === 0 || a.latest ? 'the latest retained point' : 'the point named'} without contacting the source ...`);
-    result = await act(configFile, 'recover', params, async (src, c) => recoverPoint(src, await checkedRecoverOptions(outputPolicy(c), params)));
+    result = await withRecoverProgress(mtStateDir(cfg), volume, a.out, a.json === true, (progress) =>
+      act(configFile, 'recover', params, async (src, c) => recoverPoint(src, { ...(await checkedRecoverOptions(outputPolicy(c), params)), progress })));
   }
   const stateDir = resolveFrom(cfg.configDir, cfg.stateDir);
   const geometry = JSON.parse(await fsp.readFile(path.join(stateDir, 'volumes', volume, 'state.json'), 'utf8')) as { sizeBytes: number; blockSize: number };

@@ -19,6 +19,8 @@ import { TestFailovers, type Rehearsal } from '../master-target/test-failover.js
 import { parseDuration } from '../master-target/retention/policy.js';
 import { DiffStore, type RecoveryPoint } from '../proto/diff-store.js';
 import { ask, onlineOrOffline } from './operator.js';
+import { withRecoverProgress } from './recover-progress.js';
+import { filterPoints, pointFilter } from './point-filter.js';
 import { age } from './status.js';
 
 export interface PointArgs {
@@ -35,15 +37,23 @@ export interface PointArgs {
   group?: string;
   'out-dir'?: string;
   device?: boolean;
+  since?: string;
+  until?: string;
+  limit?: string;
+  class?: string;
 }
 
 /** "--at": epoch ms, an ISO 8601 time, or an age such as "15m" / "15m ago". */
-export function parseTime(text: string, nowMs = Date.now()): number {
-  if (/^\d{12,}$/.test(text)) return Number(text);
-  const age = parseDuration(text.replace(/\s*ago$/, '').replace(/^-/, ''));
-  if (age !== null) return nowMs - age;
-  const t = Date.parse(text);
-  if (Number.isNaN(t)) throw tmError('TM_ERR_USAGE', `--at "${text}" is not a time: give an ISO 8601 time (2026-11-22T18:00:00Z), epoch milliseconds, or an age ("15m ago")`);
+export function parseTime(text: string, nowMs = Date.now(), flag = '--at'): number {
+  let t: number;
+  if (/^\d{12,}$/.test(text)) t = Number(text);
+  else {
+    const age = parseDuration(text.replace(/\s*ago$/, '').replace(/^-/, ''));
+    t = age !== null ? nowMs - age : Date.parse(text);
+  }
+  if (Number.isNaN(t)) throw tmError('TM_ERR_USAGE', `${flag} "${text}" is not a time: give an ISO 8601 time (2026-11-22T18:00:00Z), epoch milliseconds, or an age ("15m ago")`);
+  // A point "at or before" a future instant would silently be the latest one: say so instead.
+  if (flag === '--at' && t > nowMs + 1000) throw tmError('TM_ERR_USAGE', `--at ${new Date(t).toISOString()} is in the future (now is ${new Date(nowMs).toISOString()}); for the newest point use --latest`);
   return t;
 }
 
@@ -116,7 +126,10 @@ async function groupOffline(cfg: MtConfig, action: 'group-points' | 'recover-gro
 }
 
 export async function groupPointsCommand(configFile: string, group: string, a: PointArgs): Promise<void> {
-  const out = (await actOnGroup(configFile, 'group-points', paramsOf('', { ...a, group }))) as { points: GroupPoint[]; groups: string[] };
+  const f = pointFilter({ ...a, class: undefined }, (text, flag) => parseTime(text, Date.now(), flag));
+  if (a.class !== undefined) throw tmError('TM_ERR_USAGE', '--class does not apply to --group: a group\'s points are its tagged cuts');
+  const got = (await actOnGroup(configFile, 'group-points', paramsOf('', { group }))) as { points: GroupPoint[]; groups: string[] };
+  const out = { ...got, points: filterPoints(got.points, f) };
   if (a.json) {
     console.log(JSON.stringify(out, null, 2));
     return;
@@ -172,15 +185,19 @@ export function formatPoints(points: readonly RecoveryPoint[], nowMs = Date.now(
 }
 
 export async function points(configFile: string, volume: string, a: PointArgs): Promise<void> {
-  const out = await act(configFile, 'points', paramsOf(volume, {}), async (src) => ({ volume, doneSeq: src.doneSeq(), points: src.retention.points(src.doneSeq(), src.currentPoint()), retention: src.retention.stats }));
+  const f = pointFilter(a, (text, flag) => parseTime(text, Date.now(), flag));
+  const all = await act(configFile, 'points', paramsOf(volume, {}), async (src) => ({ volume, doneSeq: src.doneSeq(), points: src.retention.points(src.doneSeq(), src.currentPoint()), retention: src.retention.stats }));
+  const listed = all as { points: RecoveryPoint[] };
+  const out = { ...all, points: filterPoints(listed.points, f), retained: listed.points.length };
   if (a.json) {
     console.log(JSON.stringify(out, null, 2));
     return;
   }
   const o = out as { points: RecoveryPoint[]; retention: { bytes: number; maxBytes: number | null; alert: string | null; paused: string | null } };
-  console.log(o.points.length ? formatPoints(o.points) : `${volume}: no recovery point retained yet`);
+  const filtered = a.since !== undefined || a.until !== undefined || a.limit !== undefined || a.class !== undefined;
+  console.log(o.points.length ? formatPoints(o.points) : filtered && out.retained > 0 ? `${volume}: no retained point matches` : `${volume}: no recovery point retained yet`);
   const r = o.retention;
-  console.log(`\n${o.points.length} points; retention log ${(r.bytes / 1048576).toFixed(1)} MiB${r.maxBytes ? ` of ${(r.maxBytes / 1048576).toFixed(0)} MiB` : ''}${r.alert ? `; ALERT: ${r.alert}` : ''}${r.paused ? `; PAUSED: ${r.paused}` : ''}`);
+  console.log(`\n${filtered ? `${o.points.length} of ${out.retained}` : o.points.length} points; retention log ${(r.bytes / 1048576).toFixed(1)} MiB${r.maxBytes ? ` of ${(r.maxBytes / 1048576).toFixed(0)} MiB` : ''}${r.alert ? `; ALERT: ${r.alert}` : ''}${r.paused ? `; PAUSED: ${r.paused}` : ''}`);
 }
 
 function describe(r: RecoverResult): string {
@@ -189,7 +206,8 @@ function describe(r: RecoverResult): string {
 
 export async function recover(configFile: string, volume: string, a: PointArgs): Promise<void> {
   const params = paramsOf(volume, a);
-  const r = await act(configFile, 'recover', params, async (src, cfg) => recoverPoint(src, await checkedRecoverOptions(outputPolicy(cfg), params)));
+  const r = await withRecoverProgress(mtStateDir(loadMtConfig(configFile)), volume, a.out!, a.json === true, (progress) =>
+    act(configFile, 'recover', params, async (src, cfg) => recoverPoint(src, { ...(await checkedRecoverOptions(outputPolicy(cfg), params)), progress })));
   console.log(a.json ? JSON.stringify(r, null, 2) : describe(r));
 }
 

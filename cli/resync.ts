@@ -11,7 +11,8 @@ import { lockStateDir } from '../common/state-lock.js';
 import { loadMtConfig } from '../master-target/config.js';
 import { seedReplica } from '../master-target/seed.js';
 import { ask, agentStateDir } from './operator.js';
-import { fetchStatus } from './status.js';
+import { bytes, fetchStatus } from './status.js';
+import { meter } from './progress.js';
 
 /** The agent's status port, for progress (`/status` is read-only and open to local users). */
 export function agentPort(configFile: string): number {
@@ -25,11 +26,60 @@ export function agentPort(configFile: string): number {
 
 const mib = (n: number): string => `${(n / 1048576).toFixed(1)} MiB`;
 
-/** Start a resync; returns at once (progress: `tidemark status`). */
-export async function requestResync(configFile: string, volume: string, json = false): Promise<void> {
-  await ask(agentStateDir(configFile), 'resync', new URLSearchParams({ volume, mode: 'resync' }));
-  if (json) console.log(JSON.stringify({ volume, mode: 'resync', started: true }));
-  else console.log(`resync of ${volume} started; follow it with: tidemark status --config ${configFile}`);
+type Pass = Record<string, number | boolean | string | Array<[number, number]>>;
+
+/**
+ * Follow `volume`'s pass that started at or after `since` until it ends, showing its progress (bytes
+ * compared of the volume, rate, ETA; bytes sent) on stderr; returns the finished pass.
+ */
+async function followPass(port: number, volume: string, since: number, label: string, json: boolean): Promise<Pass> {
+  const m = meter(label, { json });
+  try {
+    for (;;) {
+      const snap = await fetchStatus(port);
+      const v = (snap.volumes as Record<string, unknown>[]).find((x) => x.id === volume);
+      const r = v?.resync as Pass | undefined;
+      if (r && Number(r.startedAt) >= since) {
+        const size = Number(v!.sizeBytes);
+        m.update(r.active ? Math.round((Number(r.percent) / 100) * size) : size, size, `(${bytes(Number(r.bytesSent))} sent)`);
+        if (!r.active) return r;
+      }
+      await new Promise((res) => setTimeout(res, 500));
+    }
+  } finally {
+    m.stop();
+  }
+}
+
+/**
+ * Start a resync and return (progress: `tidemark status`), or with `wait` follow it to its end; with
+ * `follow` start none and follow the pass under way (the initial sync, a resync the agent started).
+ */
+export async function requestResync(configFile: string, volume: string, json = false, o: { wait?: boolean; follow?: boolean } = {}): Promise<void> {
+  let since = Date.now();
+  if (o.follow) {
+    const port = agentPort(configFile);
+    const v = ((await fetchStatus(port)).volumes as Record<string, unknown>[]).find((x) => x.id === volume);
+    if (!v) throw tmError('TM_ERR_UNKNOWN_VOLUME', `the agent of ${configFile} has no volume "${volume}"`, { volume });
+    const r = v.resync as Pass | undefined;
+    if (!r?.active) {
+      if (json) console.log(JSON.stringify({ volume, mode: r?.mode ?? 'resync', started: false, active: false }));
+      else console.log(`no resync of ${volume} is under way${r && Number(r.finishedAt) > 0 ? `; the last ${String(r.mode)} ended ${new Date(Number(r.finishedAt)).toISOString()}` : ''}`);
+      return;
+    }
+    since = Number(r.startedAt);
+  } else {
+    await ask(agentStateDir(configFile), 'resync', new URLSearchParams({ volume, mode: 'resync' }));
+    if (!o.wait) {
+      if (json) console.log(JSON.stringify({ volume, mode: 'resync', started: true }));
+      else console.log(`resync of ${volume} started; follow it with: tidemark resync ${volume} --follow --config ${configFile} (or tidemark status)`);
+      return;
+    }
+  }
+  const r = await followPass(agentPort(configFile), volume, since, `resync ${volume}`, json);
+  const done = { volume, mode: String(r.mode), started: !o.follow, active: false, reason: String(r.reason), bytesCompared: Number(r.bytesProcessed), bytesSent: Number(r.bytesSent), differingBlocks: Number(r.differingBlocks), hashBytes: Number(r.hashBytes), ms: Number(r.finishedAt) - Number(r.startedAt) };
+  if (json) console.log(JSON.stringify(done));
+  else console.log(`${done.mode} of ${volume} done in ${(done.ms / 1000).toFixed(1)} s: ${mib(done.bytesCompared)} compared, ${done.differingBlocks} block(s) differed, ${mib(done.bytesSent)} sent`);
 }
 
 /** Verify (optionally repair) and wait for the pass. Exit code 3 when differences remain. */
@@ -37,38 +87,18 @@ export async function verify(configFile: string, volume: string, repair: boolean
   const mode = repair ? 'repair' : 'verify';
   const asked = Date.now();
   await ask(agentStateDir(configFile), 'resync', new URLSearchParams({ volume, mode }));
-  const port = agentPort(configFile);
-  // Progress: redrawn in place on a terminal, a plain line at most every second otherwise, none with --json.
-  const tty = process.stdout.isTTY === true;
-  let told = 0;
-  for (;;) {
-    await new Promise((r) => setTimeout(r, 500));
-    const snap = await fetchStatus(port);
-    const v = (snap.volumes as Record<string, unknown>[]).find((x) => x.id === volume);
-    const r = v?.resync as Record<string, number | boolean | string | Array<[number, number]>> | undefined;
-    if (!r || Number(r.startedAt) < asked) continue;
-    if (r.active) {
-      const line = `${mode} ${volume}: ${r.percent}% (${mib(Number(r.bytesProcessed))} compared)`;
-      if (json) continue;
-      if (tty) process.stdout.write(`\r${line}   `);
-      else if (Date.now() - told >= 1000) {
-        console.log(line);
-        told = Date.now();
-      }
-      continue;
-    }
-    const ranges = r.differing as Array<[number, number]>;
-    const differs = Number(r.differingBlocks) > 0 && !repair;
-    if (json) {
-      console.log(JSON.stringify({ volume, mode, bytesCompared: Number(r.bytesProcessed), differingBlocks: Number(r.differingBlocks), differingRanges: Number(r.differingRanges), differing: ranges, hashBytes: Number(r.hashBytes), bytesSent: repair ? Number(r.bytesSent) : 0, exit: differs ? 3 : 0 }, null, 2));
-      return differs ? 3 : 0;
-    }
-    console.log(`${tty ? '\n' : ''}${mode} of ${volume}: ${mib(Number(r.bytesProcessed))} compared, ${r.differingBlocks} block(s) differ, ${Number(r.hashBytes)} bytes of hashes exchanged`);
-    for (const [off, len] of ranges) console.log(`  differs: bytes [${off}, ${off + len})`);
-    if (Number(r.differingRanges) > ranges.length) console.log(`  ... ${Number(r.differingRanges) - ranges.length} more range(s)`);
-    if (repair) console.log(`  repaired: ${mib(Number(r.bytesSent))} sent`);
+  const r = await followPass(agentPort(configFile), volume, asked, `${mode} ${volume}`, json);
+  const ranges = r.differing as Array<[number, number]>;
+  const differs = Number(r.differingBlocks) > 0 && !repair;
+  if (json) {
+    console.log(JSON.stringify({ volume, mode, bytesCompared: Number(r.bytesProcessed), differingBlocks: Number(r.differingBlocks), differingRanges: Number(r.differingRanges), differing: ranges, hashBytes: Number(r.hashBytes), bytesSent: repair ? Number(r.bytesSent) : 0, exit: differs ? 3 : 0 }, null, 2));
     return differs ? 3 : 0;
   }
+  console.log(`${mode} of ${volume}: ${mib(Number(r.bytesProcessed))} compared, ${r.differingBlocks} block(s) differ, ${Number(r.hashBytes)} bytes of hashes exchanged`);
+  for (const [off, len] of ranges) console.log(`  differs: bytes [${off}, ${off + len})`);
+  if (Number(r.differingRanges) > ranges.length) console.log(`  ... ${Number(r.differingRanges) - ranges.length} more range(s)`);
+  if (repair) console.log(`  repaired: ${mib(Number(r.bytesSent))} sent`);
+  return differs ? 3 : 0;
 }
 
 export async function attachSeeded(configFile: string, volume: string, json = false): Promise<void> {

@@ -106,8 +106,14 @@ function build(): Command {
     });
 
   program.command('resync').description('bring the replica in step by checksum comparison (only differing blocks travel)')
-    .argument('<volume>').addOption(required('--config <file>', 'the agent\'s config')).addOption(jsonOpt())
-    .action((volume: string, o: { config: string; json?: boolean }) => requestResync(o.config, volume, o.json === true));
+    .argument('<volume>').addOption(required('--config <file>', 'the agent\'s config'))
+    .option('--wait', 'follow the resync to its end, with its progress (bytes, rate, ETA)')
+    .option('--follow', 'start none: follow the pass under way (the initial sync, a resync the agent started) to its end')
+    .addOption(jsonOpt())
+    .action((volume: string, o: { config: string; json?: boolean; wait?: boolean; follow?: boolean }, c: Command) => {
+      if (o.wait && o.follow) throw usageError(c, '--wait starts a resync and follows it, --follow follows the one under way: give one');
+      return requestResync(o.config, volume, o.json === true, { wait: o.wait, follow: o.follow });
+    });
 
   program.command('verify').description('compare source and replica by hashes (the replica is re-read); report differing ranges (exit 3 if any), or send them with --repair')
     .argument('<volume>').addOption(required('--config <file>', 'the agent\'s config')).option('--repair', 'send the differing blocks').addOption(jsonOpt())
@@ -121,7 +127,12 @@ function build(): Command {
 
   program.command('points').description('list a volume\'s retained recovery points, or a consistency group\'s (--group)')
     .argument('[volume]').addOption(required('--config <file>', 'the master target\'s config'))
-    .option('--group <name>', 'a consistency group\'s complete points instead of one volume\'s').addOption(jsonOpt())
+    .option('--group <name>', 'a consistency group\'s complete points instead of one volume\'s')
+    .option('--since <time>', 'points captured at or after: ISO 8601, epoch ms, or an age ("1h ago")')
+    .option('--until <time>', 'points captured at or before (same forms)')
+    .option('--class <class>', 'crash or app points only')
+    .option('--limit <n>', 'the newest n points (after the other filters)')
+    .addOption(jsonOpt())
     .action((volume: string | undefined, o: Record<string, unknown>, c: Command) => {
       const a = flags<PointArgs & { config: string }>(o);
       if (a.group !== undefined) return groupPointsCommand(a.config, a.group, a);

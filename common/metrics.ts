@@ -123,6 +123,8 @@ export function receiverMetrics(m: DaemonMetrics, hop: Hop): void {
   m.counter('tidemark_received_bytes_total', 'Extent bytes received from the previous hop, as they travelled.', ['hop'], one('bytesReceived'));
   m.counter('tidemark_received_differentials_total', 'Differentials received and made durable.', ['hop'], one('diffsReceived'));
   m.counter('tidemark_duplicate_differentials_total', 'Differentials received again after a reconnect and skipped.', ['hop'], one('duplicatesSkipped'));
+  m.counter('tidemark_refused_bytes_total', 'Extent bytes of differentials refused part-way (too large, no room): not in tidemark_received_bytes_total.', ['hop'], one('bytesRefused'));
+  m.counter('tidemark_refused_differentials_total', 'Differentials refused part-way (too large, no room to store them).', ['hop'], one('diffsRefused'));
 }
 
 /** Totals and state of DiffSenders (agent uploader, process-server forwarders), by peer. */
@@ -137,4 +139,13 @@ export function senderMetrics(m: DaemonMetrics, hop: Hop, senders: (s: Snapshot)
   m.gauge('tidemark_backpressure', '1 while the next hop asks this sender to begin no new differential (its cache is full), else 0.', ['hop', 'peer'], each('backpressure'));
   m.counter('tidemark_sent_bytes_total', 'Extent bytes sent to the next hop, as they travelled (resends included).', ['hop', 'peer'], each('bytesSent'));
   m.counter('tidemark_sent_differentials_total', 'Differentials sent to the next hop (resends included).', ['hop', 'peer'], each('diffsSent'));
+  m.counter('tidemark_sent_refused_bytes_total', 'Extent bytes sent that the next hop refused (also in tidemark_sent_bytes_total).', ['hop', 'peer'], each('bytesRefused'));
+  m.gauge('tidemark_volume_refused', 'Refusals in a row of the volume by the next hop (code: why), while it is set aside; absent once taken.', ['hop', 'peer', 'volume', 'code'], (set, s) => {
+    for (const [peer, st] of senders(s)) {
+      for (const [volume, r] of Object.entries(obj(st.refusals) ?? {})) {
+        const n = num(obj(r)?.count);
+        if (n !== null) set({ hop, peer, volume, code: String(obj(r)?.code ?? '') }, n);
+      }
+    }
+  });
 }

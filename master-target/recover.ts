@@ -32,6 +32,14 @@ export interface RecoverOptions {
   /** Copy even where a reflink clone is possible (to measure the copy path). */
   copy?: boolean;
   verify?: 'changed' | 'full';
+  /** Told as the work goes: the phase, bytes done and the phase's total (for `tidemark recover`'s progress). */
+  progress?: (p: RecoverProgress) => void;
+}
+
+export interface RecoverProgress {
+  phase: 'copy' | 'rollback' | 'verify';
+  doneBytes: number;
+  totalBytes: number;
 }
 
 /** What recovery needs from the master target's volume; `hold` keeps the applier still while it runs. */
@@ -119,13 +127,14 @@ async function readAll(fh: fsp.FileHandle, length: number, position: number, int
 const ZEROS = Buffer.alloc(CHUNK);
 
 /** Copy `size` bytes; into a new file, all-zero chunks are left as holes (the file was truncated to size). */
-async function copyVolume(from: string, to: fsp.FileHandle, size: number, sparse: boolean): Promise<void> {
+async function copyVolume(from: string, to: fsp.FileHandle, size: number, sparse: boolean, told?: (done: number) => void): Promise<void> {
   const src = await fsp.open(from, 'r');
   const buf = Buffer.allocUnsafe(CHUNK);
   try {
     for (let pos = 0; pos < size; pos += CHUNK) {
       const n = Math.min(CHUNK, size - pos);
       const chunk = await readAll(src, n, pos, buf);
+      told?.(pos + n);
       if (sparse && chunk.equals(ZEROS.subarray(0, chunk.length))) continue;
       await writeAll(to, chunk, pos);
     }
@@ -147,12 +156,12 @@ async function tryReflink(src: RecoverySource, target: string): Promise<boolean>
 }
 
 /** A copy of the replica into `target`: a new sparse file, or a device. */
-async function copyReplica(src: RecoverySource, target: string, isDevice: boolean): Promise<void> {
+async function copyReplica(src: RecoverySource, target: string, isDevice: boolean, told?: (done: number) => void): Promise<void> {
   // O_EXCL on a device: refused (EBUSY) while it is mounted or otherwise claimed, and nobody can mount it meanwhile.
   const fh = await fsp.open(target, isDevice ? constants.O_WRONLY | constants.O_EXCL : 'wx', 0o600);
   try {
     if (!isDevice) await fh.truncate(src.sizeBytes);
-    await copyVolume(src.replicaPath, fh, src.sizeBytes, !isDevice);
+    await copyVolume(src.replicaPath, fh, src.sizeBytes, !isDevice, told);
     await fh.sync();
   } finally {
     await fh.close();
@@ -192,6 +201,7 @@ export async function recoverPoint(src: RecoverySource, opts: RecoverOptions): P
       chain = src.retention.chainAfter(point.seq);
       if (verify === 'full') table = src.hashes()?.slice() ?? null;
     };
+    const copied = (done: number): void => opts.progress?.({ phase: 'copy', doneBytes: done, totalBytes: src.sizeBytes });
     let method: 'reflink' | 'copy' = 'copy';
     const reflinked = !isDevice && !opts.copy && (await src.hold(async () => {
       const ok = await tryReflink(src, target);
@@ -199,9 +209,9 @@ export async function recoverPoint(src: RecoverySource, opts: RecoverOptions): P
       return ok;
     }));
     if (reflinked) method = 'reflink';
-    else if (verify === 'full') await src.hold(async () => { await copyReplica(src, target, isDevice); record(); });
+    else if (verify === 'full') await src.hold(async () => { await copyReplica(src, target, isDevice, copied); record(); });
     else {
-      await copyReplica(src, target, isDevice);
+      await copyReplica(src, target, isDevice, copied);
       record();
     }
     const cloned = Date.now();
@@ -209,11 +219,15 @@ export async function recoverPoint(src: RecoverySource, opts: RecoverOptions): P
     let rolledBackBytes = 0;
     try {
       const fh = await fsp.open(target, isDevice ? constants.O_RDWR | constants.O_EXCL : 'r+');
+      // The segments' sizes bound what is rolled back (they hold headers and index too).
+      const chainBytes = (await Promise.all(chain.map((seg) => fsp.stat(seg.file).then((st) => st.size, () => 0)))).reduce((a, b) => a + b, 0);
+      opts.progress?.({ phase: 'rollback', doneBytes: 0, totalBytes: chainBytes });
       try {
         for await (const img of oldestImages(chain.map((s) => s.file), src.blockSize, src.sizeBytes)) {
           await writeAll(fh, img.data, img.offset);
           written.push({ offset: img.offset, length: img.data.length, crc32c: img.crc32c });
           rolledBackBytes += img.data.length;
+          opts.progress?.({ phase: 'rollback', doneBytes: Math.min(rolledBackBytes, chainBytes), totalBytes: chainBytes });
           if (table) {
             for (let o = 0; o < img.data.length; o += src.blockSize) (table as BigUint64Array)[(img.offset + o) / src.blockSize] = blockHash(img.data.subarray(o, o + src.blockSize));
           }
@@ -224,7 +238,7 @@ export async function recoverPoint(src: RecoverySource, opts: RecoverOptions): P
           const back = await readAll(fh, w.length, w.offset);
           if (crc(back) !== w.crc32c) throw tmError('TM_ERR_RECOVERY_VERIFY', `recovered ${opts.out} differs at ${w.offset} (+${w.length}) from the before-image recorded for point #${point.seq}`, { volume: src.volumeId, seq: point.seq });
         }
-        if (verify === 'full') await verifyAll(fh, table, src, opts.out, point);
+        if (verify === 'full') await verifyAll(fh, table, src, opts.out, point, (done) => opts.progress?.({ phase: 'verify', doneBytes: done, totalBytes: src.sizeBytes }));
         if (!isDevice) {
           await fsp.rename(target, opts.out);
           await fsyncDir(path.dirname(opts.out)); // the output's name survives a crash, not only its data
@@ -251,11 +265,12 @@ export async function recoverPoint(src: RecoverySource, opts: RecoverOptions): P
 }
 
 /** Every block of the output against the point's block hashes. */
-async function verifyAll(fh: fsp.FileHandle, table: BigUint64Array | null, src: RecoverySource, out: string, point: RecoveryPoint): Promise<void> {
+async function verifyAll(fh: fsp.FileHandle, table: BigUint64Array | null, src: RecoverySource, out: string, point: RecoveryPoint, told: (done: number) => void): Promise<void> {
   if (!table) throw tmError('TM_ERR_RECOVERY_VERIFY', `no block hashes are recorded for ${src.volumeId}: full verification is not possible`, { volume: src.volumeId });
   const bs = src.blockSize;
   for (let pos = 0; pos < src.sizeBytes; pos += CHUNK) {
     const buf = await readAll(fh, Math.min(CHUNK, src.sizeBytes - pos), pos);
+    told(pos + buf.length);
     for (let o = 0; o < buf.length; o += bs) {
       const b = (pos + o) / bs;
       if (blockHash(buf.subarray(o, o + bs)) !== table[b]) {

@@ -30,7 +30,7 @@ import { FLAG_RESYNC, FLAG_RESYNC_END } from '../proto/hrl.js';
 import { PointSnapshots } from './point-snapshots.js';
 import { currentPoint } from './applier.js';
 import { RetentionLog } from './retention/retention-log.js';
-import { recoverPoint, type RecoverySource } from './recover.js';
+import { recoverPoint, type RecoverProgress, type RecoverySource } from './recover.js';
 import { TestFailovers } from './test-failover.js';
 import { operatorAction } from './operator-actions.js';
 
@@ -280,8 +280,17 @@ export class MasterTarget implements InboundSink {
     };
   }
 
-  recover(volumeId: string, opts: Parameters<typeof recoverPoint>[1]): ReturnType<typeof recoverPoint> {
-    return recoverPoint(this.recoverySource(volumeId), opts);
+  /** Recoveries running now, by output: what `tidemark recover` and `failover` show as progress. */
+  readonly recoveries = new Map<string, RecoverProgress & { volume: string; out: string; startedAt: number }>();
+
+  async recover(volumeId: string, opts: Parameters<typeof recoverPoint>[1]): ReturnType<typeof recoverPoint> {
+    const entry = { volume: volumeId, out: opts.out, startedAt: Date.now(), phase: 'copy' as RecoverProgress['phase'], doneBytes: 0, totalBytes: 0 };
+    this.recoveries.set(opts.out, entry);
+    try {
+      return await recoverPoint(this.recoverySource(volumeId), { ...opts, progress: (p) => Object.assign(entry, p) });
+    } finally {
+      this.recoveries.delete(opts.out);
+    }
   }
 
   private kickAll(): void {
@@ -366,6 +375,7 @@ export class MasterTarget implements InboundSink {
       pid: process.pid,
       port: this.port,
       receiver: this.receiver?.stats,
+      recoveries: [...this.recoveries.values()],
       volumes: [...this.targets.values()].map((t) => ({
         id: t.store.volumeId,
         replica: t.replicaPath,

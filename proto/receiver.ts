@@ -209,7 +209,6 @@ export class DiffReceiver {
         if (payload.length !== e.storedLength) throw tmError('TM_ERR_PROTOCOL', `volume ${volumeId} seq ${seq}: extent at ${e.offset} carries ${payload.length} bytes, declares ${e.storedLength}`, { volume: volumeId, seq });
         rawBytes += e.length;
         checkDiffSize(volumeId, seq, { bytes: rawBytes }, this.maxDiffBytes, geometry.blockSize);
-        this.stats.bytesReceived += payload.length;
         payloadBytes += payload.length;
         if (!writer) continue;
         const out = this.sink.transform(volumeId, seq, e, payload);
@@ -221,6 +220,8 @@ export class DiffReceiver {
       const { msg } = await conn.expect('diffEnd');
       const end = msg.diffEnd;
       if (end.seq !== seq || end.extentCount !== begin.extentCount) throw tmError('TM_ERR_PROTOCOL', `DiffEnd for ${end.seq} does not close ${seq}`, { volume: volumeId, seq });
+      this.stats.bytesReceived += payloadBytes;
+      payloadBytes = 0;
       if (writer) {
         if (writer.digestSoFar !== end.extentDigest) {
           throw tmError('TM_ERR_EXTENT_CHECKSUM', `volume ${volumeId} seq ${seq}: extent list digest mismatch`, { volume: volumeId, seq });
@@ -237,8 +238,9 @@ export class DiffReceiver {
     } catch (e) {
       await writer?.abort();
       const err = e instanceof TidemarkError ? e : tmError(codeOf(e), (e as Error)?.message ?? String(e));
-      if (err.code !== 'TM_ERR_CONNECTION' && err.code !== 'TM_ERR_CLOSED') {
-        this.stats.bytesReceived -= payloadBytes;
+      // Counted once the differential is read whole; cut short, it went through (a lost connection) or was refused.
+      if (err.code === 'TM_ERR_CONNECTION' || err.code === 'TM_ERR_CLOSED') this.stats.bytesReceived += payloadBytes;
+      else if (payloadBytes > 0 || err.code === 'TM_ERR_DIFF_TOO_LARGE') {
         this.stats.bytesRefused += payloadBytes;
         this.stats.diffsRefused++;
       }
