@@ -13,6 +13,7 @@ import { outputPolicy } from '../master-target/recovery-outputs.js';
 import type { GroupPoint } from '../master-target/group-recovery.js';
 import { recoverPoint, type RecoverResult, type RecoverySource } from '../master-target/recover.js';
 import { ReplicaHashes } from '../master-target/replica-hashes.js';
+import { replacedHow } from '../common/replica-identity.js';
 import { Replica } from '../master-target/replica.js';
 import { RetentionLog } from '../master-target/retention/retention-log.js';
 import { TestFailovers, type Rehearsal } from '../master-target/test-failover.js';
@@ -93,6 +94,12 @@ async function offlineSource(cfg: MtConfig, volumeId: string): Promise<{ src: Re
   await retention.open();
   const replicaPath = resolveFrom(cfg.configDir, v.replica);
   const replica = await Replica.open(replicaPath, sizeBytes);
+  // Rolling another file back with this replica's before-images would recover bytes no point held.
+  const how = store.state.replica ? replacedHow(store.state.replica, replica.identity) : null;
+  if (how) {
+    await replica.close();
+    throw tmError('TM_ERR_REPLICA_REPLACED', `${volumeId}: the replica ${replicaPath} was replaced since the master target last ran (${how}); its points cannot be recovered from it. Start the master target: it hashes the new replica and has the source resync it`, { volume: volumeId, path: replicaPath });
+  }
   const hashes = new ReplicaHashes(dir, sizeBytes, blockSize, log);
   await hashes.open(replica, { seq: store.state.hashesSeq ?? 0, doneSeq: store.doneSeq, staged: store.pending() });
   return {

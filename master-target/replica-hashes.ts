@@ -101,7 +101,7 @@ export class ReplicaHashes {
    * Verify: read the blocks of these ranges from the replica itself and correct the table where the data
    * disagree with it (silent corruption, or writes from outside Tidemark). Returns the blocks that differed.
    */
-  async reread(replica: Replica, ranges: number[], rangeBlocks: number): Promise<number[]> {
+  async reread(replica: Replica, ranges: number[], rangeBlocks: number, onDamaged?: (blocks: number[]) => Promise<void>): Promise<number[]> {
     const wrong: number[] = [];
     for (const r of ranges) {
       const first = r * rangeBlocks;
@@ -119,6 +119,8 @@ export class ReplicaHashes {
     }
     if (wrong.length > 0) {
       this.log.error({ blocks: wrong.length }, 'replica blocks differ from their recorded hashes; recorded the actual data');
+      // Durably before the table forgets what was written there: the only other evidence of the damage.
+      await onDamaged?.(wrong);
       await this.persist();
     }
     return wrong;

@@ -180,12 +180,16 @@ export class MasterTarget implements InboundSink {
     return this.serially(t, async () => {
       if (t.replica !== stale || !stale) return; // handled already
       this.log.error({ volume: t.store.volumeId, code: 'TM_ERR_REPLICA_REPLACED', replica: t.replicaPath, err: how }, 'replica replaced behind the running master target: no more writes to the old file');
-      await t.applier?.close();
+      await t.applier?.close().catch(() => {}); // its last pass stopped at the check that called us
       await stale.close();
       t.replica = null;
       try {
         await this.attach(t);
       } catch (e) {
+        // Not attached: the next OpenVolume tries again from the start.
+        const half = t.replica as Replica | null; // attach may have opened the new file before it failed
+        await half?.close().catch(() => {});
+        t.replica = null;
         const err = wrap(e, `attach replica ${t.replicaPath}`, { volume: t.store.volumeId });
         t.replaced = { atMs: Date.now(), reason: `replica ${t.replicaPath} was replaced (${how}); ${err.message}` };
         if (t.applier) t.applier.stats.lastError = `${err.code}: ${err.message}`;
@@ -253,9 +257,10 @@ export class MasterTarget implements InboundSink {
     // (verify) must hold the applier still, or it could record data the applier is about to replace.
     if (!q.reread) return compare();
     return applier.exclusive(async () => {
-      const damaged = await applier.hashes.reread(replica, q.ranges, q.rangeBlocks);
-      // Points reading those blocks would recover the damage: not listed again (docs/OPERATIONS.md §16).
-      if (damaged.length > 0) await t.retention?.markDamaged(damaged, t.store.doneSeq, { pending: damaged }, 'a verify re-read replica blocks that differ from what was written there');
+      // Points reading damaged blocks would recover the damage: not listed again (docs/OPERATIONS.md §16).
+      await applier.hashes.reread(replica, q.ranges, q.rangeBlocks, async (damaged) => {
+        await t.retention?.markDamaged(damaged, t.store.doneSeq, { pending: damaged }, 'a verify re-read replica blocks that differ from what was written there');
+      });
       return compare();
     });
   }

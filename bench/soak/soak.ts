@@ -74,6 +74,18 @@ async function logFigures(lab: Lab): Promise<{ bytesResent: number; resyncs: num
  * Stop thinning before the check (the master target restarted with a policy that thins nothing more),
  * so every point listed at its start is still there when its turn comes, as the retention test does.
  */
+/** Wait for a background verify pass that began after `sinceMs` to complete. */
+async function verifiedSince(lab: Lab, sinceMs: number, timeoutMs: number, onTick: () => Promise<void>): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = ((await lab.status('agent'))?.volumes as Array<{ verify?: { lastPassEndedAt: number; lastPassMs: number } }> | undefined)?.[0]?.verify;
+    if (v && v.lastPassEndedAt - v.lastPassMs > sinceMs) return;
+    if (Date.now() > deadline) throw new Error(`no complete background verify pass after ${timeoutMs} ms`);
+    await onTick();
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
 async function holdRetention(lab: Lab): Promise<void> {
   await lab.stop('mt');
   const cfg = JSON.parse(await fsp.readFile(lab.configs.mt, 'utf8')) as { volumes: Array<{ retention: Record<string, unknown> }> };
@@ -168,6 +180,17 @@ export async function runSoak(o: SoakOptions): Promise<SoakRun> {
     } catch (e) {
       converged = false;
       log(`NOT CONVERGED: ${(e as Error).message}`);
+    }
+    // A flipped replica byte no differential rewrote is only found by a verify: wait for a whole background
+    // pass begun after the last fault (and its repair), as an operator would before trusting the replica.
+    if (converged && faults.some((f) => f.kind === 'replica-flip')) {
+      try {
+        await verifiedSince(l, Date.now(), o.convergeTimeoutMs ?? 180_000, async () => keepUp());
+        await l.waitConverged(Date.now(), o.convergeTimeoutMs ?? 180_000, async () => keepUp());
+      } catch (e) {
+        converged = false;
+        log(`NOT VERIFIED: ${(e as Error).message}`);
+      }
     }
     // Not converged again after the restart is reported by the check itself (the replica differs).
     await holdRetention(l).catch((e: Error) => log(`after holding retention: ${e.message}`));

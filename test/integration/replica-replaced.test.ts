@@ -6,7 +6,7 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import t, { type Test } from 'tap';
-import { Lab } from '../../cli/lab.js';
+import { Lab, TIDEMARK_BIN } from '../../cli/lab.js';
 import { Rng } from '../seed.js';
 import { makeImage, scratchDir, sha256, waitFor } from './helpers.js';
 
@@ -15,12 +15,12 @@ const SIZE_MIB = 16;
 const BS = 4096;
 const rng = new Rng('replica-replaced');
 
-async function lab(t: Test, name: string): Promise<{ lab: Lab; source: string; replica: string }> {
+async function lab(t: Test, name: string, mt?: Record<string, unknown>): Promise<{ lab: Lab; source: string; replica: string }> {
   const dir = await scratchDir(t, name);
   const source = path.join(dir, 'source.img');
   const replica = path.join(dir, 'replica.img');
   await makeImage(source, SIZE_MIB, 8);
-  const l = await Lab.create({ dir, volumes: [{ id: 'vol1', source, replica }], agent: { cycleIntervalMs: 200, maxDiffBytes: 1 << 20 } });
+  const l = await Lab.create({ dir, volumes: [{ id: 'vol1', source, replica, ...(mt ? { mt } : {}) }], agent: { cycleIntervalMs: 200, maxDiffBytes: 1 << 20 } });
   t.teardown(() => l.stopAll());
   return { lab: l, source, replica };
 }
@@ -66,7 +66,7 @@ t.test('replica replaced by mv while the master target runs: noticed, resynced, 
 });
 
 t.test('replica replaced by cp --remove-destination while the master target is stopped: not trusted against the old table', async (t) => {
-  const { lab: l, source, replica } = await lab(t, 'replaced-stopped');
+  const { lab: l, source, replica } = await lab(t, 'replaced-stopped', { retention: { window: '1h' } });
   l.start('mt');
   l.start('ps');
   l.start('agent');
@@ -80,6 +80,10 @@ t.test('replica replaced by cp --remove-destination while the master target is s
   // A new file at the same path; the inode number may even be reused, its birth time is not.
   await run('cp', ['--remove-destination', older, replica]);
   t.not(await sha256(replica), await sha256(source), 'the restored copy is older than the source');
+  // Offline recovery would roll the new file back with the old one's before-images: refused.
+  const offline = await run(process.execPath, [TIDEMARK_BIN, 'recover', 'vol1', '--latest', '--out', path.join(l.opts.dir, 'out.img'), '--config', l.configs.mt], { cwd: l.opts.dir })
+    .then((r) => r.stdout + r.stderr, (e: { stdout?: string; stderr?: string }) => `${e.stdout ?? ''}${e.stderr ?? ''}`);
+  t.match(offline, /TM_ERR_REPLICA_REPLACED/, 'offline recover refuses a replaced replica');
   l.start('mt');
   await writeBlocks(source, 2000, 8);
   await l.waitConverged(Date.now(), 180_000);
