@@ -16,10 +16,10 @@ export const FAULT_KINDS = ['kill', 'net-delay', 'net-drop', 'net-partition', 'd
 export type FaultKind = (typeof FAULT_KINDS)[number];
 
 /**
- * What `npm test` injects: the kinds current main survives. clock-step (issue 11.3), state-restore (11.1)
- * and replica-flip (11.8, needs the background verify) are switched on with --faults once fixed.
+ * What `npm test` injects: the kinds current main survives, clock-step (issue 11.3) and state-restore (11.1)
+ * included. replica-flip (11.8) is switched on with --faults until more long runs have passed with it.
  */
-export const DEFAULT_KINDS: readonly FaultKind[] = ['kill', 'net-delay', 'net-drop', 'net-partition', 'disk-full'];
+export const DEFAULT_KINDS: readonly FaultKind[] = ['kill', 'net-delay', 'net-drop', 'net-partition', 'disk-full', 'clock-step', 'state-restore'];
 
 /**
  * Evidence the pipeline must leave after a fault: a warning or error from one of `daemons` whose message
