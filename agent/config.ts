@@ -33,6 +33,8 @@ export const agentVolumeSchema = z.strictObject({
     timeoutMs: z.number().int().min(100).max(600_000).default(d.freezeTimeoutMs),
     /** Name of the app-consistent points. */
     tag: z.string().regex(/^[\w.:@+-]{1,64}$/, 'a tag is 1-64 letters, digits or . : @ + - _').default(d.freezeTag),
+    /** Tag one point per this interval (e.g. 3600000 for an "hourly" tag); the others are untagged app points. Absent: every point. */
+    tagIntervalMs: z.number().int().min(1000).max(31 * 86_400_000).optional(),
   }).optional(),
   script: z.strictObject({
     /** Returns once the application has stopped writing and holds it stopped until the post script. */
@@ -41,6 +43,8 @@ export const agentVolumeSchema = z.strictObject({
     /** Bound on the pre script and the read together; past it the post script runs and the tag is dropped. */
     timeoutMs: z.number().int().min(100).max(600_000).default(d.freezeTimeoutMs),
     tag: z.string().regex(/^[\w.:@+-]{1,64}$/, 'a tag is 1-64 letters, digits or . : @ + - _').default(d.freezeTag),
+    /** Tag one point per this interval (e.g. 3600000 for an "hourly" tag); the others are untagged app points. Absent: every point. */
+    tagIntervalMs: z.number().int().min(1000).max(31 * 86_400_000).optional(),
   }).optional(),
 }).superRefine((v, ctx) => {
   if (v.capture === 'freeze' && !v.freeze) ctx.addIssue({ code: 'custom', path: ['freeze'], message: 'capture "freeze" needs freeze.mountpoint' });
