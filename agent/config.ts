@@ -1,7 +1,7 @@
 // The agent's configuration schema: closed (unknown keys are errors), defaults from common/defaults.ts.
 import { z } from 'zod';
 import { DEFAULTS } from '../common/defaults.js';
-import { didYouMean, loadConfigFile, nodeNameSchema, tlsSchema, volumeIdSchema } from '../common/config.js';
+import { didYouMean, loadConfigFile, nodeNameSchema, tlsSchema, volumeIdSchema, uniqueVolumeIds } from '../common/config.js';
 import { GROUP_MAX_MEMBERS, GROUP_NAME } from '../proto/group-tag.js';
 
 const d = DEFAULTS.agent;
@@ -82,7 +82,7 @@ export const agentConfigSchema = z.strictObject({
     bufferKiB: z.number().int().min(4).max(1024 * 1024).default(d.blocktrace.bufferKiB),
     drainIntervalMs: z.number().int().min(50).max(60_000).default(d.blocktrace.drainIntervalMs),
   }).default({ bufferKiB: d.blocktrace.bufferKiB, drainIntervalMs: d.blocktrace.drainIntervalMs }),
-  volumes: z.array(agentVolumeSchema).min(1),
+  volumes: z.array(agentVolumeSchema).min(1).superRefine(uniqueVolumeIds),
   /** Consistency groups: volumes whose points are cut at one instant (agent/group.ts). */
   groups: z.array(z.strictObject({
     name: z.string().regex(GROUP_NAME, 'a group name is 1-40 letters, digits or . _ - (it goes into the tag cg:<name>:<ms>:<members>)'),
