@@ -1,7 +1,7 @@
 // The agent's configuration schema: closed (unknown keys are errors), defaults from common/defaults.ts.
 import { z } from 'zod';
 import { DEFAULTS } from '../common/defaults.js';
-import { didYouMean, loadConfigFile, nodeNameSchema, tlsSchema, volumeIdSchema } from '../common/config.js';
+import { didYouMean, loadConfigFile, nodeNameSchema, tlsSchema, volumeIdSchema, uniqueVolumeIds } from '../common/config.js';
 import { GROUP_MAX_MEMBERS, GROUP_NAME } from '../proto/group-tag.js';
 
 const d = DEFAULTS.agent;
@@ -33,6 +33,8 @@ export const agentVolumeSchema = z.strictObject({
     timeoutMs: z.number().int().min(100).max(600_000).default(d.freezeTimeoutMs),
     /** Name of the app-consistent points. */
     tag: z.string().regex(/^[\w.:@+-]{1,64}$/, 'a tag is 1-64 letters, digits or . : @ + - _').default(d.freezeTag),
+    /** Tag one point per this interval (e.g. 3600000 for an "hourly" tag); the others are untagged app points. Absent: every point. */
+    tagIntervalMs: z.number().int().min(1000).max(31 * 86_400_000).optional(),
   }).optional(),
   script: z.strictObject({
     /** Returns once the application has stopped writing and holds it stopped until the post script. */
@@ -41,6 +43,8 @@ export const agentVolumeSchema = z.strictObject({
     /** Bound on the pre script and the read together; past it the post script runs and the tag is dropped. */
     timeoutMs: z.number().int().min(100).max(600_000).default(d.freezeTimeoutMs),
     tag: z.string().regex(/^[\w.:@+-]{1,64}$/, 'a tag is 1-64 letters, digits or . : @ + - _').default(d.freezeTag),
+    /** Tag one point per this interval (e.g. 3600000 for an "hourly" tag); the others are untagged app points. Absent: every point. */
+    tagIntervalMs: z.number().int().min(1000).max(31 * 86_400_000).optional(),
   }).optional(),
 }).superRefine((v, ctx) => {
   if (v.capture === 'freeze' && !v.freeze) ctx.addIssue({ code: 'custom', path: ['freeze'], message: 'capture "freeze" needs freeze.mountpoint' });
@@ -78,7 +82,7 @@ export const agentConfigSchema = z.strictObject({
     bufferKiB: z.number().int().min(4).max(1024 * 1024).default(d.blocktrace.bufferKiB),
     drainIntervalMs: z.number().int().min(50).max(60_000).default(d.blocktrace.drainIntervalMs),
   }).default({ bufferKiB: d.blocktrace.bufferKiB, drainIntervalMs: d.blocktrace.drainIntervalMs }),
-  volumes: z.array(agentVolumeSchema).min(1),
+  volumes: z.array(agentVolumeSchema).min(1).superRefine(uniqueVolumeIds),
   /** Consistency groups: volumes whose points are cut at one instant (agent/group.ts). */
   groups: z.array(z.strictObject({
     name: z.string().regex(GROUP_NAME, 'a group name is 1-40 letters, digits or . _ - (it goes into the tag cg:<name>:<ms>:<members>)'),

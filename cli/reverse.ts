@@ -4,6 +4,7 @@
 // volume. The original volume is attached as a seeded replica, so the reverse initial sync is a checksum
 // resync and only the blocks that differ travel: what changed on either side since the failover point.
 import { promises as fsp } from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { CRL_FILE } from '../common/crl.js';
 import { loadAgentConfig } from '../agent/config.js';
@@ -45,6 +46,31 @@ function port(text: string | undefined, fallback: number, key: string): number {
   const n = Number(text);
   if (!Number.isInteger(n) || n < 1 || n > 65535) throw tmError('TM_ERR_USAGE', `--${key} must be a port number (1-65535), not "${text}"`);
   return n;
+}
+
+/**
+ * Whether `port` can be listened on at `host`: false when it is in use, null when `host` is not an
+ * address of this machine (the port is on another machine: it cannot be checked from here).
+ */
+export function portFree(host: string, port: number): Promise<boolean | null> {
+  return new Promise((resolve) => {
+    const srv = net.createServer();
+    srv.once('error', (e: NodeJS.ErrnoException) => resolve(e.code === 'EADDRINUSE' || e.code === 'EACCES' ? false : null));
+    srv.listen(port, host, () => srv.close(() => resolve(true)));
+  });
+}
+
+/** The reverse daemons' ports, checked before anything is written: distinct where they share a host, and free where this machine can tell. */
+async function checkPorts(input: ReversePlanInput): Promise<void> {
+  const ports = [['ps-port', input.secondaryHost, input.psPort], ['mt-port', input.primaryHost, input.mtPort]] as const;
+  if (input.psPort === input.mtPort && input.secondaryHost === input.primaryHost) {
+    throw tmError('TM_ERR_USAGE', `--ps-port and --mt-port are both ${input.psPort} on ${input.primaryHost}: the reverse process server and master target need a port each`);
+  }
+  for (const [flag, host, port] of ports) {
+    if ((await portFree(host, port)) === false) {
+      throw tmError('TM_ERR_USAGE', `port ${port} on ${host} is in use (a forward daemon's, or another program's): the reverse ${flag === 'ps-port' ? 'process server' : 'master target'} could not listen there; give --${flag} <a free port>`);
+    }
+  }
 }
 
 /** reflink when the failed-over image's filesystem can clone it (XFS, btrfs): the reverse points a planned failback needs. */
@@ -138,6 +164,7 @@ export async function reverse(volume: string, a: ReverseArgs, say: (l: string) =
     cycleIntervalMs: agent.cycleIntervalMs,
     retention: rawMt.volumes.find((v) => v.id === volume)?.retention,
   };
+  await checkPorts(input);
   const plan = reversePlan(input);
   await fsp.mkdir(dir, { recursive: true });
   const issued = await certificates(dir, a.pki, [['agent', plan.names.agent], ['process-server', plan.names.ps], ['master-target', plan.names.mt]]);

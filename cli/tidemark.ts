@@ -66,30 +66,32 @@ function build(): Command {
 
   const pki = program.command('pki').description('certificate authority: init, issue, revoke, crl');
   pki.command('init').description('create a certificate authority in --dir')
-    .addOption(required('--dir <dir>', 'where the CA lives')).option('--name <name>', 'the CA\'s common name').option('--force', 'replace an existing CA')
-    .action(async (o: { dir: string; name?: string; force?: boolean }) => {
+    .addOption(required('--dir <dir>', 'where the CA lives')).option('--name <name>', 'the CA\'s common name').option('--force', 'replace an existing CA').addOption(jsonOpt())
+    .action(async (o: { dir: string; name?: string; force?: boolean; json?: boolean }) => {
       const r = await initCa(o.dir, { name: o.name, force: o.force });
-      console.log(`CA created: ${r.certPath}`);
+      console.log(o.json ? JSON.stringify(r) : `CA created: ${r.certPath}`);
     });
   pki.command('issue').description(`issue a key and certificate (role: ${ROLES.join(', ')})`)
     .argument('<role>', ROLES.join(' | ')).argument('<name>', 'the certificate\'s name (the daemon\'s name)')
-    .addOption(required('--dir <dir>', 'where the CA lives')).option('--out <dir>', 'where to write the key and certificate (default: --dir)')
-    .action(async (role: string, name: string, o: { dir: string; out?: string }) => {
+    .addOption(required('--dir <dir>', 'where the CA lives')).option('--out <dir>', 'where to write the key and certificate (default: --dir)').addOption(jsonOpt())
+    .action(async (role: string, name: string, o: { dir: string; out?: string; json?: boolean }) => {
       if (!isRole(role)) throw tmError('TM_ERR_PKI', `unknown role "${role}"; ${didYouMean(role, ROLES)}`);
       const r = await issue(o.dir, role, name, { outDir: o.out });
-      console.log(`issued ${role} ${name}: ${r.certPath} ${r.keyPath}`);
+      console.log(o.json ? JSON.stringify({ role, name, ...r }) : `issued ${role} ${name}: ${r.certPath} ${r.keyPath}`);
     });
   pki.command('revoke').description('add a certificate to the CA\'s revocation list (<dir>/crl.pem); daemons reading it refuse and disconnect that peer within seconds')
     .argument('<cert>', 'the name of a certificate in --dir, or a certificate file')
-    .addOption(required('--dir <dir>', 'where the CA lives'))
-    .action(async (cert: string, o: { dir: string }) => {
+    .addOption(required('--dir <dir>', 'where the CA lives')).addOption(jsonOpt())
+    .action(async (cert: string, o: { dir: string; json?: boolean }) => {
       const r = await revoke(o.dir, cert);
+      if (o.json) return console.log(JSON.stringify(r));
       console.log(r.already ? `${r.name} (serial ${r.serial}) was already revoked; ${r.crlPath} unchanged` : `revoked ${r.name} (serial ${r.serial}): ${r.crlPath}; copy it beside ca.crt wherever a daemon runs`);
     });
   pki.command('crl').description('list the revoked certificates')
-    .addOption(required('--dir <dir>', 'where the CA lives'))
-    .action(async (o: { dir: string }) => {
+    .addOption(required('--dir <dir>', 'where the CA lives')).addOption(jsonOpt())
+    .action(async (o: { dir: string; json?: boolean }) => {
       const list = await listCrl(o.dir);
+      if (o.json) return console.log(JSON.stringify({ revoked: list }, null, 2));
       if (list.length === 0) console.log('no certificate is revoked');
       for (const e of list) console.log(`${e.serial}  ${e.revokedAt}  ${e.name ?? '(certificate not in this CA dir)'}`);
     });

@@ -89,3 +89,16 @@ export const connectionsSchema = z.strictObject({
 export const endpointSchema = z.strictObject({ host: z.string().default('127.0.0.1'), port: z.number().int().min(0).max(65535) });
 export const volumeIdSchema = z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'volume id: 1-64 characters of A-Z a-z 0-9 . _ -');
 export const nodeNameSchema = z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'name: 1-64 characters of A-Z a-z 0-9 . _ -');
+
+/**
+ * A volume id listed twice in one config is refused here, naming both entries, rather than failing
+ * later with an unrelated error (two volumes sharing one journal, staging or replica state).
+ */
+export function uniqueVolumeIds(volumes: ReadonlyArray<{ id: string }>, ctx: z.RefinementCtx): void {
+  const first = new Map<string, number>();
+  volumes.forEach((v, i) => {
+    const j = first.get(v.id);
+    if (j === undefined) first.set(v.id, i);
+    else ctx.addIssue({ code: 'custom', path: [i, 'id'], message: `volume id "${v.id}" is listed twice (volumes[${j}] and volumes[${i}]); each volume once` });
+  });
+}

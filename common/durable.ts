@@ -1,8 +1,9 @@
 // Durable file operations: a file is durable once its data and the directory entry naming it are fsync'd.
 // Every acknowledgement in Tidemark stands on these.
 import { randomBytes } from 'node:crypto';
-import { promises as fsp } from 'node:fs';
+import { constants, promises as fsp } from 'node:fs';
 import path from 'node:path';
+import { tmError } from './errors.js';
 
 export const TMP_SUFFIX = '.tmp';
 
@@ -74,5 +75,16 @@ export async function removeTempFiles(dir: string): Promise<number> {
 }
 
 export async function ensureDir(dir: string): Promise<void> {
-  await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+  try {
+    await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+  } catch (e) {
+    // mkdir -p on a read-only filesystem says ENOENT for the folder it could not make: name the real cause.
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    let up = path.dirname(path.resolve(dir));
+    while (up !== path.dirname(up) && !(await fsp.stat(up).then(() => true, () => false))) up = path.dirname(up);
+    const why = await fsp.access(up, constants.W_OK).then(() => null, (a: NodeJS.ErrnoException) => a);
+    if (why?.code === 'EROFS') throw tmError('TM_ERR_IO', `cannot create ${dir}: ${up} is on a read-only filesystem (EROFS)`, { path: dir }, e);
+    if (why) throw tmError('TM_ERR_IO', `cannot create ${dir}: ${up} is not writable (${why.code})`, { path: dir }, e);
+    throw e;
+  }
 }

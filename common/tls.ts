@@ -5,7 +5,7 @@
 import tls from 'node:tls';
 import { tmError, wrap } from './errors.js';
 import type { PeerTrust } from './peer-trust.js';
-import { isRole, type Identity, type Role } from './pki.js';
+import { isRole, parseCert, type Identity, type Role } from './pki.js';
 
 export interface Peer {
   name: string;
@@ -106,6 +106,10 @@ export function requireRole(peer: Peer, allowed: readonly Role[]): Peer {
  * are verified. The connection is then watched by `trust`: revoking the server's certificate drops it.
  */
 export function connectTls(host: string, port: number, trust: PeerTrust, expected: ExpectedPeer, timeoutMs = CONNECT_TIMEOUT_MS): Promise<{ socket: tls.TLSSocket; peerName: string }> {
+  // The server refuses an expired client certificate with a TLS alert the client may only see as the
+  // connection closing: say so here, where the cause is known.
+  const own = ownCertificateProblem(trust.identity);
+  if (own) return Promise.reject(tmError('TM_ERR_PKI', `not connecting to ${expected.role} ${expected.name} at ${host}:${port}: ${own}`, { peer: `${host}:${port}` }));
   return new Promise((resolve, reject) => {
     const socket = tls.connect({ host, port, ...clientOptions(trust.identity, expected, (s) => trust.isRevoked(s)) });
     socket.setNoDelay(true);
@@ -124,4 +128,12 @@ export function connectTls(host: string, port: number, trust: PeerTrust, expecte
       resolve({ socket, peerName: single(cert.subject?.CN) ?? `${host}:${port}` });
     });
   });
+}
+
+/** Why this daemon's own certificate cannot be accepted by a peer now (expired, not yet valid), or null. */
+export function ownCertificateProblem(id: Identity, now = new Date()): string | null {
+  const c = parseCert(id.cert, 'own certificate');
+  if (c.notAfter < now) return `this ${id.role}'s certificate (${id.name}) expired at ${c.notAfter.toISOString()}; peers refuse it: issue a new one (tidemark pki issue ${id.role} ${id.name}) and put it in place (it is reloaded without a restart)`;
+  if (c.notBefore > now) return `this ${id.role}'s certificate (${id.name}) is valid only from ${c.notBefore.toISOString()}: is this machine's clock right?`;
+  return null;
 }

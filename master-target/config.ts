@@ -2,7 +2,7 @@
 import { z } from 'zod';
 import { DEFAULTS } from '../common/defaults.js';
 import { parseDuration } from './retention/policy.js';
-import { connectionsSchema, endpointSchema, loadConfigFile, nodeNameSchema, tlsSchema, volumeIdSchema } from '../common/config.js';
+import { connectionsSchema, endpointSchema, loadConfigFile, nodeNameSchema, tlsSchema, volumeIdSchema, uniqueVolumeIds } from '../common/config.js';
 
 const R = DEFAULTS.masterTarget.retention;
 const duration = z.string().refine((x) => parseDuration(x) !== null, 'a duration such as "500ms", "30s", "15m", "72h" or "30d"').transform((x) => parseDuration(x)!);
@@ -52,7 +52,7 @@ export const mtConfigSchema = z.strictObject({
     snapshots: z.strictObject({ dir: z.string().min(1), keep: z.number().int().min(1).max(100_000) }).optional(),
     /** Keep before-images so any retained point can be recovered (docs/OPERATIONS.md, retention). */
     retention: retentionSchema.optional(),
-  })).min(1),
+  })).min(1).superRefine(uniqueVolumeIds),
   /** Bounds on the TLS port: handshake deadline, connections in total and per address. */
   connections: connectionsSchema,
 });

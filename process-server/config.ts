@@ -2,7 +2,7 @@
 // master target each volume is forwarded to, and the bandwidth towards them.
 import { z } from 'zod';
 import { DEFAULTS } from '../common/defaults.js';
-import { connectionsSchema, didYouMean, endpointSchema, loadConfigFile, nodeNameSchema, tlsSchema, volumeIdSchema } from '../common/config.js';
+import { connectionsSchema, didYouMean, endpointSchema, loadConfigFile, nodeNameSchema, tlsSchema, volumeIdSchema, uniqueVolumeIds } from '../common/config.js';
 import { tmError } from '../common/errors.js';
 import { throttleSchema } from './schedule.js';
 
@@ -41,7 +41,7 @@ export const psConfigSchema = z.strictObject({
   maxDiffBytes: z.number().int().min(1024 * 1024).max(16 * 1024 * 1024 * 1024).default(DEFAULTS.transfer.maxDiffBytes),
   /** `name` is the master target's certificate name (CN): a server presenting any other is refused. */
   masterTargets: z.array(z.strictObject({ name: nodeNameSchema, host: z.string().default('127.0.0.1'), port: z.number().int().min(1).max(65535) })).min(1),
-  volumes: z.array(z.strictObject({ id: volumeIdSchema, agent: nodeNameSchema, masterTarget: nodeNameSchema })).min(1),
+  volumes: z.array(z.strictObject({ id: volumeIdSchema, agent: nodeNameSchema, masterTarget: nodeNameSchema })).min(1).superRefine(uniqueVolumeIds),
   /** Bandwidth cap towards the master targets (stored bytes/s), with a local-time schedule; none: unlimited. */
   throttle: throttleSchema.optional(),
   /** Cache quota, backpressure to agents and health (process-server/health.ts, docs/OPERATIONS.md). */

@@ -10,6 +10,7 @@ import { freeze, thaw } from '../../native/index.js';
 import type { Volume } from '../volume.js';
 import type { Capture, CapturedView } from './capture.js';
 import { heldPoint } from './held-point.js';
+import { TagCadence } from './tag-cadence.js';
 import { runScript } from './run-script.js';
 
 export interface FreezeOptions {
@@ -18,13 +19,18 @@ export interface FreezeOptions {
   post?: string;
   timeoutMs: number;
   tag: string;
+  /** Tag one point per this interval only (agent/capture/tag-cadence.ts); absent: every point. */
+  tagIntervalMs?: number;
 }
 
 export class FreezeCapture implements Capture {
   readonly kind = 'freeze';
   readonly stats = { points: 0, failures: 0, lastError: null as string | null };
+  private readonly cadence: TagCadence;
 
-  constructor(private readonly volumeId: string, private readonly volume: Volume, private readonly opts: FreezeOptions, private readonly stateDir: string, private readonly log: Logger) {}
+  constructor(private readonly volumeId: string, private readonly volume: Volume, private readonly opts: FreezeOptions, private readonly stateDir: string, private readonly log: Logger) {
+    this.cadence = new TagCadence(opts.tagIntervalMs);
+  }
 
   async open(): Promise<void> {
     const mp = await fsp.stat(this.opts.mountpoint).catch((e) => { throw wrap(e, `freeze mountpoint ${this.opts.mountpoint}`, { path: this.opts.mountpoint }); });
@@ -66,15 +72,20 @@ export class FreezeCapture implements Capture {
       this.fail('freeze', e);
       return fuzzy();
     }
+    const atMs = Date.now();
+    const tagged = this.cadence.due(atMs);
     return heldPoint({
       view: this.volume,
-      tag: this.opts.tag,
-      atMs: Date.now(),
+      tag: tagged ? this.opts.tag : null,
+      atMs,
       deadline,
       end: () => thaw(this.opts.mountpoint).catch((e) => this.log.error({ err: (e as Error).message }, 'thaw failed')),
       expired: () => this.fail('freeze', tmError('TM_ERR_CAPTURE', `pre script and freeze together ran past ${this.opts.timeoutMs} ms; thawed`)),
       after: () => this.script('post', this.opts.timeoutMs).catch((e) => this.fail('post script', e)),
-      made: () => { this.stats.points++; },
+      made: () => {
+        this.stats.points++;
+        if (tagged) this.cadence.tagged(atMs);
+      },
     });
   }
 

@@ -7,7 +7,8 @@ import type { CapturedView } from './capture.js';
 
 export interface HeldPointOptions {
   view: VolumeReader;
-  tag: string;
+  /** null: an app-consistent point without a name (agent/capture/tag-cadence.ts). */
+  tag: string | null;
   atMs: number;
   /** When the hold must end (ms since the epoch). */
   deadline: number;
@@ -33,7 +34,7 @@ export function heldPoint(o: HeldPointOptions): CapturedView {
   return {
     view: o.view,
     consistency: 'APP',
-    tags: [o.tag],
+    tags: o.tag === null ? [] : [o.tag],
     atMs: o.atMs,
     settle: async () => {
       clearTimeout(bound);

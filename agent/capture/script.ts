@@ -9,6 +9,7 @@ import { tmError, wrap } from '../../common/errors.js';
 import type { Volume } from '../volume.js';
 import type { Capture, CapturedView } from './capture.js';
 import { heldPoint } from './held-point.js';
+import { TagCadence } from './tag-cadence.js';
 import { runScript } from './run-script.js';
 
 export interface ScriptOptions {
@@ -16,13 +17,18 @@ export interface ScriptOptions {
   post?: string;
   timeoutMs: number;
   tag: string;
+  /** Tag one point per this interval only (agent/capture/tag-cadence.ts); absent: every point. */
+  tagIntervalMs?: number;
 }
 
 export class ScriptCapture implements Capture {
   readonly kind = 'script';
   readonly stats = { points: 0, failures: 0, lastError: null as string | null };
+  private readonly cadence: TagCadence;
 
-  constructor(private readonly volumeId: string, private readonly volume: Volume, private readonly opts: ScriptOptions, private readonly log: Logger) {}
+  constructor(private readonly volumeId: string, private readonly volume: Volume, private readonly opts: ScriptOptions, private readonly log: Logger) {
+    this.cadence = new TagCadence(opts.tagIntervalMs);
+  }
 
   private run(which: 'pre' | 'post', ms: number): Promise<void> {
     const cmd = which === 'pre' ? this.opts.pre : this.opts.post;
@@ -47,14 +53,19 @@ export class ScriptCapture implements Capture {
       await post(); // the pre script may have half-quiesced the application
       return { view: this.volume, consistency: 'FUZZY', tags: [], atMs: Date.now(), release: async () => {} };
     }
+    const atMs = Date.now();
+    const tagged = this.cadence.due(atMs);
     return heldPoint({
       view: this.volume,
-      tag: this.opts.tag,
-      atMs: Date.now(),
+      tag: tagged ? this.opts.tag : null,
+      atMs,
       deadline,
       end: post,
       expired: () => this.fail('quiesce', tmError('TM_ERR_CAPTURE', `pre script and read together ran past ${this.opts.timeoutMs} ms; the application was let go`)),
-      made: () => { this.stats.points++; },
+      made: () => {
+        this.stats.points++;
+        if (tagged) this.cadence.tagged(atMs);
+      },
     });
   }
 }

@@ -198,7 +198,7 @@ t.test('/metrics of agent, process server and master target while replicating', 
   );
   t.equal(after.code, 3, 'status exits 3: a volume is not ok');
   const ghost = after.stdout.split('\n').find((l) => l.startsWith('ghost-mt '));
-  t.match(ghost, /\d+\/\d+\/-\/- .*not at mt$/, `a volume the master target lacks: "-" for its sequences there, and said in its health:\n${after.stdout}`);
+  t.match(ghost, /\d+\/\d+\/-\/- .*REFUSED by mt-1: .*TM_ERR_VOLUME_NOT_ASSIGNED.*not at mt: no master target given lists ghost-mt$/, `a volume the master target lacks: "-" for its sequences there, and said in its health with the refusal:\n${after.stdout}`);
   const wrote = startWriter(source, SIZE_MIB * MiB, 50);
   await sleep(1000).finally(() => wrote.stop());
   const again = Date.now();

@@ -72,6 +72,21 @@ t.test('usage errors: exit 64, TM_ERR_USAGE, a did-you-mean, a short pointer to 
   }
 });
 
+t.test('pki commands take --json: one document on stdout each', async (t) => {
+  const dir = await scratchDir(t, 'cli-pki-json');
+  const ca = path.join(dir, 'ca');
+  const parse = async (args: string[]): Promise<Record<string, unknown>> => {
+    const r = await tm([...args, '--json']);
+    t.equal(r.code, 0, `tidemark ${args.join(' ')} --json: ${r.stderr}`);
+    return JSON.parse(r.stdout) as Record<string, unknown>;
+  };
+  t.match(await parse(['pki', 'init', '--dir', ca]), { certPath: path.join(ca, 'ca.crt') }, 'pki init');
+  t.match(await parse(['pki', 'issue', 'agent', 'a1', '--dir', ca]), { role: 'agent', name: 'a1', certPath: /a1\.crt$/, keyPath: /a1\.key$/ }, 'pki issue');
+  t.same(await parse(['pki', 'crl', '--dir', ca]), { revoked: [] }, 'pki crl, nothing revoked');
+  t.match(await parse(['pki', 'revoke', 'a1', '--dir', ca]), { name: 'a1', already: false }, 'pki revoke');
+  t.match(((await parse(['pki', 'crl', '--dir', ca])).revoked as unknown[]).length, 1, 'pki crl lists it');
+});
+
 t.test('status with a daemon unreachable: exit 4, and --json says which', async (t) => {
   const dir = await scratchDir(t, 'cli-unreachable');
   const r = await tm(['status', '--config', path.join(dir, 'nothing.json'), '--json']);
