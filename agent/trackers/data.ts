@@ -78,9 +78,14 @@ export class DataTracker implements Tracker {
   /** Dirty blocks were added: put a marker in the stream; re-read only once it is taken. */
   private markWanted = false;
   private reReadMark: number | null = null;
-  /** The marker after the last epoch flip: once journaled, the epoch before is wholly journaled. */
-  private flipMark: number | null = null;
+  /**
+   * Epochs: a marker placed FLIP_MS after a flip follows every record of the epochs before (their
+   * programs ran microseconds long). Once it is journaled, flipping again may empty the older bitmap.
+   */
+  private proofMark: number | null = null;
   private flippedAt = 0;
+  /** Blocks of the last collection's records: dirty again if it is never committed. */
+  private uncommitted: Array<[number, number]> | null = null;
   readonly stats: Record<string, number> = { completions: 0, records: 0, drops: 0, userDrops: 0, droppedBytes: 0, errors: 0, gaps: 0, reReadBlocks: 0, points: 0, queuedBytes: 0, dirtyBlocks: 0, inGap: 0, schedFifo: 0 };
 
   constructor(
@@ -135,8 +140,8 @@ export class DataTracker implements Tracker {
     }
     const s = this.cap.stats();
     this.lastLoss = s.drops + s.userDrops + s.errors;
-    this.flip();
     await this.save();
+    this.flip();
     return reason;
   }
 
@@ -186,15 +191,29 @@ export class DataTracker implements Tracker {
     this.markGap(`writes dropped (ring or reader queue full): ${chunks} chunks re-read`);
   }
 
-  /** A new epoch, then a marker: once that marker is journaled, so is every record of the epoch before. */
   private flip(): void {
     this.cap.flip();
     this.flippedAt = Date.now();
-    const t = this.token();
-    this.flipMark = this.cap.mark(t) ? t : null;
+    this.proofMark = null;
+  }
+
+  /** The slice holding the proof marker is journaled: every record of the older epoch is. */
+  private journaled(proofInSlice: boolean): void {
+    if (proofInSlice) this.flip();
   }
 
   async collect(view: VolumeReader, maxBytes: number): Promise<Collection> {
+    if (this.uncommitted) {
+      // The last collection never reached the journal (it failed, or was not written): its records are gone.
+      for (const [first, end] of this.uncommitted) this.map.set(first, end);
+      this.markGap('a differential was not journaled: its blocks are re-read');
+      await this.save();
+      this.uncommitted = null;
+    }
+    if (this.proofMark === null && Date.now() - this.flippedAt >= FLIP_MS) {
+      const t = this.token();
+      if (this.cap.mark(t)) this.proofMark = t;
+    }
     const s0 = this.cap.stats();
     await this.harvest(s0);
     if (this.markWanted) {
@@ -214,11 +233,11 @@ export class DataTracker implements Tracker {
     const { take, atBoundary } = boundary(all, s.queuedBytes === 0 && fresh.length === 0);
     const slice = all.slice(0, take);
     this.carry = all.slice(take);
-    let flipJournaled = false;
+    let proofInSlice = false;
     for (const r of slice) {
       if (!(r.flags & DC_MARK)) continue;
       if (r.seq === this.reReadMark) this.reReadMark = -1; // taken: re-reads may go
-      if (r.seq === this.flipMark) flipJournaled = true;
+      if (r.seq === this.proofMark) proofInSlice = true;
     }
     const cut = toExtents(slice, this.blockSize);
     const before = this.map.count;
@@ -244,6 +263,9 @@ export class DataTracker implements Tracker {
     const closes = this.gap !== null && pickedBlocks === this.map.count && !lostMeanwhile && !this.markWanted;
     const extents = reRead.length > 0 ? [...cut.extents, ...reRead] : cut.extents;
     this.copyStats(s);
+    // Nothing to journal (markers, flushes only): the replicator writes no differential for it.
+    if (extents.length === 0 && picked.length === 0) this.journaled(proofInSlice);
+    else this.uncommitted = [...cut.extents.map((e): [number, number] => [e.offset / this.blockSize, (e.offset + e.length) / this.blockSize])];
     return {
       extents,
       bytes: extents.reduce((n, e) => n + e.length, 0),
@@ -257,8 +279,8 @@ export class DataTracker implements Tracker {
           this.gap = null;
         }
         if (point) this.stats.points!++;
-        // The epoch before the last flip is journaled: flipping again empties its bitmap.
-        if ((flipJournaled || this.flipMark === null) && Date.now() - this.flippedAt >= FLIP_MS) this.flip();
+        this.uncommitted = null;
+        this.journaled(proofInSlice);
         if (picked.length > 0 || cut.partial.length > 0) await this.save();
         this.stats.dirtyBlocks = this.map.count;
       },

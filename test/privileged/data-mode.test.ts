@@ -109,7 +109,7 @@ t.test('data mode: every point is a prefix of the completed writes; SIGKILLs nee
   fs.writeFileSync(script, WRITER);
   const log = path.join(dir, 'history.log');
   const writers = 4;
-  const writing = sh(tool('python3')!, [script, dev, String(writers), '30', '300', String(seed), log]);
+  const writing = sh(tool('python3')!, [script, dev, String(writers), '40', '300', String(seed), log]);
   for (let k = 0; k < 3; k++) {
     await sleep(6000 + (seed % 1000) * k);
     await lab.kill('agent');
