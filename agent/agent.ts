@@ -141,7 +141,7 @@ export class Agent {
   }
 
   private makeTracker(vc: AgentVolumeConfig, dir: string, volume: Volume, log: Logger, onLost: (reason: string) => Promise<void>): Tracker {
-    if (vc.tracker === 'data') return new DataTracker(dir, volume.path, volume.sizeBytes, this.config.blockSize, log, { ...this.config.data, pinKey: `${dir}` });
+    if (vc.tracker === 'data') return new DataTracker(dir, volume.path, volume.sizeBytes, this.config.blockSize, log, { ...this.config.data, pinKey: dir, onLost });
     if (vc.tracker === 'blocktrace') return new BlockTraceTracker(dir, volume.path, volume.sizeBytes, this.config.blockSize, log, { ...this.config.blocktrace, onLost });
     return new ScanTracker(dir, volume.sizeBytes, this.config.blockSize, log);
   }

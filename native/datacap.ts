@@ -46,6 +46,16 @@ export interface CaptureStats {
   calibrated: number;
   /** 1: the reader runs SCHED_FIFO; negative: asked for and refused (-errno); 0: not asked. */
   schedFifo: number;
+  /** Completions the first program copy skipped (nested on a CPU): the second copy took them. */
+  nestedFirst: number;
+  /** Completions the second copy skipped: possibly seen by neither, so tracking cannot be proven. */
+  nestedSecond: number;
+  /** Write completions with no bytes in this volume, and completions of other operations (ignored). */
+  empty: number;
+  otherOps: number;
+  /** Completions the program saw that /sys/block/X/stat counts too (write group, discards). */
+  statWrites: number;
+  statDiscards: number;
 }
 
 interface Addon {

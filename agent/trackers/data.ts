@@ -14,11 +14,12 @@
 // consumed by an agent that died before journaling them are in an epoch bitmap, and re-read. Only a
 // reboot, or pins that are gone, is an unprovable gap: a resync.
 import { createHash } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { blockDeviceInfo } from '../../common/device.js';
 import { tmError } from '../../common/errors.js';
 import type { Logger } from '../../common/log.js';
-import { BITS_DROPPED, BITS_EPOCH0, DataCapture, DC_MARK, ensureBpffs, parseRecords, type CaptureStats, type DataRecord } from '../../native/datacap.js';
+import { BITS_DROPPED, BITS_EPOCH0, DataCapture, DC_MARK, DC_WRITE, ensureBpffs, parseRecords, type CaptureStats, type DataRecord } from '../../native/datacap.js';
 import type { VolumeReader } from '../volume.js';
 import { boundary, toExtents } from './data-stream.js';
 import { DirtyMap } from './dirty-map.js';
@@ -35,6 +36,8 @@ export interface DataTrackerOptions {
   fifoPriority: number;
   /** Identifies the pins of this volume across restarts (state dir + volume id). */
   pinKey: string;
+  /** Tracking cannot be proven (completions the program never saw): must durably mark a resync. */
+  onLost: (reason: string) => Promise<void>;
 }
 
 interface Meta {
@@ -42,6 +45,8 @@ interface Meta {
   bootId: string;
   pinName: string;
   settings: string;
+  /** /sys/block stat counts minus the program's at its load: more later means completions it missed. */
+  statOffset: { writes: number; discards: number };
 }
 
 /** Bitmap chunks are blocks, unless a bitmap would pass this many bits (then chunks grow). */
@@ -86,7 +91,7 @@ export class DataTracker implements Tracker {
   private flippedAt = 0;
   /** Blocks of the last collection's records: dirty again if it is never committed. */
   private uncommitted: Array<[number, number]> | null = null;
-  readonly stats: Record<string, number> = { completions: 0, records: 0, drops: 0, userDrops: 0, droppedBytes: 0, errors: 0, gaps: 0, reReadBlocks: 0, points: 0, queuedBytes: 0, dirtyBlocks: 0, inGap: 0, schedFifo: 0 };
+  readonly stats: Record<string, number> = { missed: 0, taken: 0, writeRecords: 0, completions: 0, records: 0, drops: 0, userDrops: 0, droppedBytes: 0, errors: 0, gaps: 0, reReadBlocks: 0, points: 0, queuedBytes: 0, dirtyBlocks: 0, inGap: 0, schedFifo: 0 };
 
   constructor(
     dir: string,
@@ -126,7 +131,8 @@ export class DataTracker implements Tracker {
     if (!loaded) reason ??= 'no tracking baseline';
     else if (!resumable) reason ??= meta?.bootId !== boot ? 'the machine rebooted since tracking was saved' : 'the device or data-mode settings changed';
     else if (!this.cap.resumed) reason = `the capture's pins in ${pinDir} are gone: writes since the agent stopped are unknown`;
-    this.meta = { tracker: 'data', bootId: boot, pinName, settings };
+    this.statFile = `/sys/class/block/${dev.name}/stat`;
+    this.meta = { tracker: 'data', bootId: boot, pinName, settings, statOffset: reason === null && meta?.statOffset ? meta.statOffset : await this.statBaseline() };
     if (reason === null) {
       // Writes the last run consumed but may not have journaled, and what was dropped since: re-read,
       // after every record still in the ring from before now.
@@ -143,6 +149,46 @@ export class DataTracker implements Tracker {
     await this.save();
     this.flip();
     return reason;
+  }
+
+  private statFile = '';
+
+  /** The block layer's completion counts for this device (write group, discards). */
+  private async blockStats(): Promise<{ writes: number; discards: number }> {
+    const f = (await fsp.readFile(this.statFile, 'utf8')).trim().split(/\s+/).map(Number);
+    return { writes: f[4] ?? 0, discards: f[11] ?? 0 };
+  }
+
+  /** Stat minus program counts, read while no completion came in between (so the offset is exact). */
+  private async statBaseline(): Promise<{ writes: number; discards: number }> {
+    for (let i = 0; ; i++) {
+      const before = this.cap.stats();
+      const st = await this.blockStats();
+      const after = this.cap.stats();
+      if ((before.statWrites === after.statWrites && before.statDiscards === after.statDiscards) || i >= 100) {
+        return { writes: st.writes - after.statWrites, discards: st.discards - after.statDiscards };
+      }
+    }
+  }
+
+  /**
+   * Completions the block layer counted and the program did not see (the kernel skips a program in
+   * rare cases it does not report, e.g. while probes on the tracepoint are being added or removed):
+   * which blocks they wrote is unknown, so the volume is resynced. Stat is read first: every request it
+   * counts passed the tracepoint before, so a larger stat is a miss, never a race.
+   */
+  private async checkMissed(): Promise<boolean> {
+    const st = await this.blockStats();
+    const s = this.cap.stats();
+    const missed = st.writes - this.meta.statOffset.writes - s.statWrites + (st.discards - this.meta.statOffset.discards - s.statDiscards);
+    if (missed <= 0) return false;
+    this.stats.missed! += missed;
+    const why = `${missed} write completions of ${this.volumePath} were not seen by the data-mode program`;
+    this.log.error({ code: 'TM_ERR_TRACKING_LOST', reason: why }, 'data mode cannot prove it saw every write; the volume will be resynced');
+    await this.opts.onLost(why);
+    this.meta.statOffset = await this.statBaseline();
+    await this.save();
+    return true;
   }
 
   private markGap(why: string): void {
@@ -228,6 +274,10 @@ export class DataTracker implements Tracker {
     const carried = this.carry.reduce((n, r) => n + r.length, 0);
     const fresh = parseRecords(this.cap.take(Math.max(1, maxBytes - carried)));
     const all = this.carry.length > 0 ? [...this.carry, ...fresh] : fresh;
+    this.stats.taken! += fresh.length;
+    for (const r of fresh) if (r.flags & DC_WRITE) this.stats.writeRecords!++;
+    // After the take: a completion missed before the records just taken shows in the stat by now.
+    const missed = await this.checkMissed();
     const s = this.cap.stats();
     // With nothing more queued and no boundary in sight, send what there is (no point claimed).
     const { take, atBoundary } = boundary(all, s.queuedBytes === 0 && fresh.length === 0);
@@ -245,7 +295,7 @@ export class DataTracker implements Tracker {
     if (this.map.count > before) this.markGap('writes of part of a block: those blocks are re-read');
     const lostMeanwhile = s.drops + s.userDrops + s.errors !== this.lastLoss;
     // A point: a request boundary with nothing lost or pending before it.
-    const point = atBoundary && this.gap === null && this.map.count === 0 && !lostMeanwhile;
+    const point = atBoundary && this.gap === null && this.map.count === 0 && !lostMeanwhile && !missed;
     // Dirty blocks, read after the records (their data is the newest) once the marker is taken.
     const picked: Array<[number, number]> = [];
     let reRead: DirtyExtent[] = [];
@@ -288,7 +338,7 @@ export class DataTracker implements Tracker {
   }
 
   private copyStats(s: CaptureStats): void {
-    Object.assign(this.stats, { completions: s.completions, records: s.records, drops: s.drops, userDrops: s.userDrops, droppedBytes: s.droppedBytes, errors: s.errors, queuedBytes: s.queuedBytes, schedFifo: s.schedFifo, dirtyBlocks: this.map.count, inGap: this.gap === null ? 0 : 1 });
+    Object.assign(this.stats, { empty: s.empty, otherOps: s.otherOps, nestedFirst: s.nestedFirst, nestedSecond: s.nestedSecond, completions: s.completions, records: s.records, drops: s.drops, userDrops: s.userDrops, droppedBytes: s.droppedBytes, errors: s.errors, queuedBytes: s.queuedBytes, schedFifo: s.schedFifo, dirtyBlocks: this.map.count, inGap: this.gap === null ? 0 : 1 });
   }
 
   async invalidate(ranges: { offset: number; length: number }[]): Promise<void> {

@@ -46,6 +46,21 @@ struct {
   __type(value, __u64);
 } bits SEC(".maps");
 
+// A second copy of the program (datacap2) exists because the kernel skips a program invoked while it is
+// already running on this CPU (a completion in an interrupt during another): the copy that is not busy
+// takes the event. Per CPU, the first copy notes the event it took, so the second skips that one.
+struct claim {
+  __u64 rq, bio;
+  __u32 nr, size;
+};
+
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, struct claim);
+} claims SEC(".maps");
+
 struct mark_ctx {
   __u32 base;   // first word of the bitmap
   __u64 first;  // bits [first, last]
@@ -197,14 +212,22 @@ static int meta_record(struct dc_ctl *c, __u64 seq, __u16 epoch, __u16 flags, __
   return 0;
 }
 
-SEC("raw_tp/block_rq_complete")
-int datacap(struct bpf_raw_tracepoint_args *ctx) {
+static __always_inline int handle(struct bpf_raw_tracepoint_args *ctx, int second) {
   struct request *rq = (struct request *)ctx->args[0];
   int error = (int)ctx->args[1];
   __u32 nr_bytes = (__u32)ctx->args[2];
   struct gendisk *disk = BPF_CORE_READ(rq, q, disk);
   if (!disk || BPF_CORE_READ(disk, major) != cfg_major || BPF_CORE_READ(disk, first_minor) != cfg_minor) return 0;
   __u32 key = 0;
+  struct claim *cl = bpf_map_lookup_elem(&claims, &key);
+  if (!cl) return 0;
+  struct claim me = {.rq = (__u64)rq, .bio = (__u64)BPF_CORE_READ(rq, bio), .nr = nr_bytes, .size = BPF_CORE_READ(rq, __data_len)};
+  if (!second) {
+    *cl = me;
+  } else if (cl->rq == me.rq && cl->bio == me.bio && cl->nr == me.nr && cl->size == me.size) {
+    cl->rq = 0;  // the first copy took it
+    return 0;
+  }
   struct dc_ctl *c = bpf_map_lookup_elem(&ctl, &key);
   if (!c) return 0;
   __u32 op = BPF_CORE_READ(rq, cmd_flags) & REQ_OP_MASK;
@@ -220,16 +243,27 @@ int datacap(struct bpf_raw_tracepoint_args *ctx) {
     }
     return 0;
   }
+  __u32 rqf = BPF_CORE_READ(rq, rq_flags);
+  if ((rqf & ((1U << __RQF_IO_STAT) | (1U << __RQF_FLUSH_SEQ))) == (1U << __RQF_IO_STAT)) {
+    if (op == REQ_OP_DISCARD) __sync_fetch_and_add(&c->stat_discards, 1);
+    else if (op & 1) __sync_fetch_and_add(&c->stat_writes, 1);  // op_is_write: odd operations write
+  }
   __u64 epoch = c->epoch;
   if (op == REQ_OP_FLUSH) {
     meta_record(c, __sync_fetch_and_add(&c->seq, 1), (__u16)epoch, DC_FLUSH, 0, 0);
     return 0;
   }
-  if (op != REQ_OP_WRITE && op != REQ_OP_DISCARD && op != REQ_OP_WRITE_ZEROES && op != REQ_OP_SECURE_ERASE) return 0;
+  if (op != REQ_OP_WRITE && op != REQ_OP_DISCARD && op != REQ_OP_WRITE_ZEROES && op != REQ_OP_SECURE_ERASE) {
+    __sync_fetch_and_add(&c->other_ops, 1);
+    return 0;
+  }
   __u64 from = sector << 9, to = from + nr_bytes;
   if (from < cfg_start) from = cfg_start;
   if (to > cfg_end) to = cfg_end;
-  if (to <= from) return 0;
+  if (to <= from) {
+    __sync_fetch_and_add(&c->empty, 1);
+    return 0;
+  }
   from -= cfg_start;
   to -= cfg_start;
   mark(epoch & 1, from, to);
@@ -256,6 +290,16 @@ int datacap(struct bpf_raw_tracepoint_args *ctx) {
   // Not captured whole: what remains (and, simply, the part already captured) is re-read.
   if (w.failed || !w.ended) dropped(c, from, to);
   return 0;
+}
+
+SEC("raw_tp/block_rq_complete")
+int datacap(struct bpf_raw_tracepoint_args *ctx) {
+  return handle(ctx, 0);
+}
+
+SEC("raw_tp/block_rq_complete")
+int datacap2(struct bpf_raw_tracepoint_args *ctx) {
+  return handle(ctx, 1);
 }
 
 // Calibration scan, run by user space with BPF_PROG_TEST_RUN: the first base in

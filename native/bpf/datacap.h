@@ -44,6 +44,13 @@ struct dc_ctl {
   unsigned long long calib_page;        // struct page * of that read's first segment
   unsigned long long scan_found;        // calibration scan: the matching base, 0 if none
   unsigned long long user_drops;        // records the reader could not keep (user-space queue full)
+  unsigned long long empty;             // write completions with no bytes in this volume (nothing to capture)
+  unsigned long long other_ops;         // completions of operations that change nothing (ignored)
+  // Completions the block layer's own statistics count (RQF_IO_STAT, not part of a flush sequence):
+  // write-group and discard-group. /sys/block/X/stat counting more than these means completions this
+  // program never saw (datacap.ts: missed).
+  unsigned long long stat_writes;
+  unsigned long long stat_discards;
 };
 
 #endif

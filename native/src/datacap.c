@@ -32,7 +32,7 @@ typedef struct chunk {
 
 typedef struct {
   int used;
-  int link_fd, ring_fd, ctl_fd, bits_fd;
+  int link_fd, ring_fd, ctl_fd, bits_fd, link2_fd, prog_fd, prog2_fd;
   struct dc_ctl *ctl;
   uint64_t *bits;
   size_t words;
@@ -59,7 +59,7 @@ static int aux_load(dc_handle *h, const char *obj_path, const char **what) {
   }
   struct bpf_map *ctlm = bpf_object__find_map_by_name(obj, "ctl"), *ringm = bpf_object__find_map_by_name(obj, "ring");
   struct bpf_program *p;
-  bpf_object__for_each_program(p, obj) bpf_program__set_autoload(p, strcmp(bpf_program__name(p), "datacap") != 0);
+  bpf_object__for_each_program(p, obj) bpf_program__set_autoload(p, strcmp(bpf_program__name(p), "calib_scan") == 0 || strcmp(bpf_program__name(p), "stream_mark") == 0);
   if (!ctlm || !ringm) err = -ENOENT;
   if (!err) err = bpf_map__reuse_fd(ctlm, h->ctl_fd);
   if (!err) err = bpf_map__reuse_fd(ringm, h->ring_fd);
@@ -179,17 +179,17 @@ static int pin_path(char *buf, size_t size, const char *dir, const char *name) {
 }
 
 static void unpin_all(const char *dir) {
-  const char *names[] = {"link", "ring", "ctl", "bits"};
+  const char *names[] = {"link", "ring", "ctl", "bits", "link2"};
   char p[512];
-  for (size_t i = 0; i < 4; i++)
+  for (size_t i = 0; i < 5; i++)
     if (pin_path(p, sizeof p, dir, names[i]) == 0) unlink(p);
 }
 
 static void close_fds(dc_handle *h) {
   if (h->ctl && h->ctl != MAP_FAILED) munmap(h->ctl, sizeof *h->ctl);
   if (h->bits && h->bits != MAP_FAILED) munmap(h->bits, 3 * h->words * 8);
-  int *fds[] = {&h->link_fd, &h->ring_fd, &h->ctl_fd, &h->bits_fd};
-  for (size_t i = 0; i < 4; i++)
+  int *fds[] = {&h->link_fd, &h->ring_fd, &h->ctl_fd, &h->bits_fd, &h->link2_fd, &h->prog_fd, &h->prog2_fd};
+  for (size_t i = 0; i < 7; i++)
     if (*fds[i] >= 0) close(*fds[i]);
 }
 
@@ -245,9 +245,16 @@ static int load_fresh(dc_handle *h, const char *obj_path, const char *dir, uint6
     bpf_object__close(obj);
     return err;
   }
-  struct bpf_program *prog = bpf_object__find_program_by_name(obj, "datacap");
+  // The first copy attaches first: tracepoint probes run in the order they were added.
+  struct bpf_program *prog = bpf_object__find_program_by_name(obj, "datacap"), *prog2 = bpf_object__find_program_by_name(obj, "datacap2");
   struct bpf_link *link = prog ? bpf_program__attach_raw_tracepoint(prog, "block_rq_complete") : NULL;
   err = link ? (int)libbpf_get_error(link) : -ENOENT;
+  struct bpf_link *link2 = NULL;
+  if (!err) {
+    link2 = prog2 ? bpf_program__attach_raw_tracepoint(prog2, "block_rq_complete") : NULL;
+    err = link2 ? (int)libbpf_get_error(link2) : -ENOENT;
+    if (err) bpf_link__destroy(link);
+  }
   if (err) {
     *what = "attach raw tracepoint block_rq_complete";
     bpf_object__close(obj);
@@ -257,14 +264,19 @@ static int load_fresh(dc_handle *h, const char *obj_path, const char *dir, uint6
   mkdir(dir, 0700);
   unpin_all(dir);
   if ((pin_path(p, sizeof p, dir, "ring") || (err = bpf_map__pin(ring, p))) || (pin_path(p, sizeof p, dir, "ctl") || (err = bpf_map__pin(ctl, p))) ||
-      (pin_path(p, sizeof p, dir, "bits") || (err = bpf_map__pin(bits, p))) || (pin_path(p, sizeof p, dir, "link") || (err = bpf_link__pin(link, p)))) {
+      (pin_path(p, sizeof p, dir, "bits") || (err = bpf_map__pin(bits, p))) || (pin_path(p, sizeof p, dir, "link") || (err = bpf_link__pin(link, p))) ||
+      (pin_path(p, sizeof p, dir, "link2") || (err = bpf_link__pin(link2, p)))) {
     *what = "pin BPF maps and link in bpffs";
     unpin_all(dir);
     bpf_link__destroy(link);
+    bpf_link__destroy(link2);
     bpf_object__close(obj);
     return err ? err : -ENAMETOOLONG;
   }
   h->link_fd = dup(bpf_link__fd(link));
+  h->link2_fd = dup(bpf_link__fd(link2));
+  bpf_link__disconnect(link2);
+  bpf_link__destroy(link2);
   h->ring_fd = dup(bpf_map__fd(ring));
   h->ctl_fd = dup(bpf_map__fd(ctl));
   h->bits_fd = dup(bpf_map__fd(bits));
@@ -277,9 +289,9 @@ static int load_fresh(dc_handle *h, const char *obj_path, const char *dir, uint6
 
 static int open_pinned(dc_handle *h, const char *dir) {
   char p[512];
-  const char *names[] = {"link", "ring", "ctl", "bits"};
-  int *fds[] = {&h->link_fd, &h->ring_fd, &h->ctl_fd, &h->bits_fd};
-  for (size_t i = 0; i < 4; i++) {
+  const char *names[] = {"link", "ring", "ctl", "bits", "link2"};
+  int *fds[] = {&h->link_fd, &h->ring_fd, &h->ctl_fd, &h->bits_fd, &h->link2_fd};
+  for (size_t i = 0; i < 5; i++) {
     if (pin_path(p, sizeof p, dir, names[i])) return -ENAMETOOLONG;
     *fds[i] = bpf_obj_get(p);
     if (*fds[i] < 0) return -errno;
@@ -290,6 +302,21 @@ static int open_pinned(dc_handle *h, const char *dir) {
   if (bpf_obj_get_info_by_fd(h->bits_fd, &info, &len) != 0) return -errno;
   if (info.max_entries != 3 * h->words) return -ESTALE;
   return 0;
+}
+
+// The program a link runs (for its recursion-miss counter), or -1.
+static int prog_of_link(int link_fd) {
+  struct bpf_link_info info = {0};
+  uint32_t len = sizeof info;
+  if (link_fd < 0 || bpf_obj_get_info_by_fd(link_fd, &info, &len) != 0) return -1;
+  return bpf_prog_get_fd_by_id(info.prog_id);
+}
+
+static double misses_of(int prog_fd) {
+  struct bpf_prog_info info = {0};
+  uint32_t len = sizeof info;
+  if (prog_fd < 0 || bpf_obj_get_info_by_fd(prog_fd, &info, &len) != 0) return -1;
+  return (double)info.recursion_misses;
 }
 
 // open(objPath, pinDir, major, minor, startByte, endByte, chunkShift, ringBytes, maxQueueBytes, fifoPriority, resume)
@@ -312,7 +339,7 @@ static napi_value dc_open(napi_env env, napi_callback_info info) {
   if (slot < 0) return throw_err(env, "datacap: too many volumes", EMFILE);
   dc_handle *h = &handles[slot];
   memset(h, 0, sizeof *h);
-  h->link_fd = h->ring_fd = h->ctl_fd = h->bits_fd = -1;
+  h->link_fd = h->ring_fd = h->ctl_fd = h->bits_fd = h->link2_fd = h->prog_fd = h->prog2_fd = -1;
   h->chunk_shift = (unsigned)shift;
   uint64_t bits = ((end - start) + (1ULL << shift) - 1) >> shift;
   h->words = (size_t)((bits + 63) / 64);
@@ -323,12 +350,14 @@ static napi_value dc_open(napi_env env, napi_callback_info info) {
   if (resume) {
     err = open_pinned(h, dir);
     if (err == 0) resumed = 1;
-    else close_fds(h), h->link_fd = h->ring_fd = h->ctl_fd = h->bits_fd = -1;
+    else close_fds(h), h->ctl = NULL, h->bits = NULL, h->link_fd = h->ring_fd = h->ctl_fd = h->bits_fd = h->link2_fd = -1;
   }
   if (!resumed) {
     err = load_fresh(h, obj_path, dir, major, minor, start, end, ring_bytes, &what);
     if (err) return throw_err(env, what, -err);
   }
+  h->prog_fd = prog_of_link(h->link_fd);
+  h->prog2_fd = prog_of_link(h->link2_fd);
   h->ctl = mmap(NULL, sizeof *h->ctl, PROT_READ | PROT_WRITE, MAP_SHARED, h->ctl_fd, 0);
   h->bits = mmap(NULL, 3 * h->words * 8, PROT_READ | PROT_WRITE, MAP_SHARED, h->bits_fd, 0);
   if (h->ctl == MAP_FAILED || h->bits == MAP_FAILED) {
@@ -452,6 +481,14 @@ static napi_value dc_stats(napi_env env, napi_callback_info info) {
   set_num(env, out, "queuedBytes", (double)queued);
   set_num(env, out, "calibrated", c.page_offset_base != 0 ? 1 : 0);
   set_num(env, out, "schedFifo", (double)h->sched_fifo);
+  set_num(env, out, "empty", (double)c.empty);
+  set_num(env, out, "statWrites", (double)c.stat_writes);
+  set_num(env, out, "statDiscards", (double)c.stat_discards);
+  set_num(env, out, "otherOps", (double)c.other_ops);
+  // Invocations the kernel skipped because the same copy was already running on that CPU. The first
+  // copy's are taken by the second; one the second skipped may be lost (see datacap.bpf.c).
+  set_num(env, out, "nestedFirst", misses_of(h->prog_fd));
+  set_num(env, out, "nestedSecond", misses_of(h->prog2_fd));
   return out;
 }
 

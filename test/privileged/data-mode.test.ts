@@ -110,7 +110,7 @@ t.test('data mode: every point is a prefix of the completed writes; SIGKILLs nee
   const log = path.join(dir, 'history.log');
   const writers = 4;
   const writing = sh(tool('python3')!, [script, dev, String(writers), '40', '300', String(seed), log]);
-  for (let k = 0; k < 3; k++) {
+  for (let k = 0; k < Number(process.env.KILLS ?? 3); k++) {
     await sleep(6000 + (seed % 1000) * k);
     await lab.kill('agent');
     await sleep(700);
@@ -118,8 +118,20 @@ t.test('data mode: every point is a prefix of the completed writes; SIGKILLs nee
   }
   await writing;
   await lab.waitConverged(Date.now(), 120_000);
-  t.equal((await agentMessages(lab)).filter((m) => m === 'resync started').length, 1, 'no resync after three SIGKILLs of the agent');
-  t.equal(await sha256(replica), await sha256(dev), 'replica equals the source');
+  // A completion the program never saw (the kernel skips it in rare cases) is detected from the block
+  // layer's statistics and costs a resync; nothing else may.
+  const lost = (await lab.logLines('agent')).filter((l) => l.code === 'TM_ERR_TRACKING_LOST').length;
+  t.comment(`${lost} detected misses`);
+  t.equal((await agentMessages(lab)).filter((m) => m === 'resync started').length, 1 + lost, 'no resync after three SIGKILLs of the agent (other than for detected misses)');
+  t.comment(`tracker: ${JSON.stringify(((await lab.status('agent'))!.volumes as Array<Record<string, unknown>>)[0]!.trackerStats)}`);
+  const same = (await sha256(replica)) === (await sha256(dev));
+  t.ok(same, 'replica equals the source');
+  if (!same) {
+    const [a, b] = [fs.readFileSync(replica), fs.readFileSync(image)];
+    const bad: string[] = [];
+    for (let i = 0; i < a.length && bad.length < 10; i += BLOCK) if (!a.subarray(i, i + BLOCK).equals(b.subarray(i, i + BLOCK))) bad.push(`${i / BLOCK}: replica ${a.readUInt32LE(i + 4)}:${a.readBigUInt64LE(i + 8)} source ${b.readUInt32LE(i + 4)}:${b.readBigUInt64LE(i + 8)}`);
+    t.comment(`differing blocks: ${bad.join(', ')}`);
+  }
 
   const history: Write[] = fs.readFileSync(log, 'utf8').trim().split('\n').map((l) => {
     const [w, seq, block, issued, done] = l.split(' ').map(Number) as [number, number, number, number, number];
@@ -133,6 +145,7 @@ t.test('data mode: every point is a prefix of the completed writes; SIGKILLs nee
   for (const n of points) {
     const why = checkPrefix(path.join(snaps, n), history, writers);
     t.equal(why, null, `point ${n}: a prefix of the completed writes`);
+    if (why) t.comment(`point ${n}: ${why}`);
     checked++;
     if (fs.readFileSync(path.join(snaps, n)).includes('TMOR')) nonTrivial++;
   }
