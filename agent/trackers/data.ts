@@ -91,7 +91,7 @@ export class DataTracker implements Tracker {
   private flippedAt = 0;
   /** Blocks of the last collection's records: dirty again if it is never committed. */
   private uncommitted: Array<[number, number]> | null = null;
-  readonly stats: Record<string, number> = { missed: 0, taken: 0, writeRecords: 0, completions: 0, records: 0, drops: 0, userDrops: 0, droppedBytes: 0, errors: 0, gaps: 0, reReadBlocks: 0, points: 0, queuedBytes: 0, dirtyBlocks: 0, inGap: 0, schedFifo: 0 };
+  readonly stats: Record<string, number> = { missed: 0, nestedLost: 0, taken: 0, writeRecords: 0, completions: 0, records: 0, drops: 0, userDrops: 0, droppedBytes: 0, errors: 0, gaps: 0, reReadBlocks: 0, points: 0, queuedBytes: 0, dirtyBlocks: 0, inGap: 0, schedFifo: 0 };
 
   constructor(
     dir: string,
@@ -146,12 +146,15 @@ export class DataTracker implements Tracker {
     }
     const s = this.cap.stats();
     this.lastLoss = s.drops + s.userDrops + s.errors;
+    this.lastNested = [s.nestedFirst, s.nestedSecond];
     await this.save();
     this.flip();
     return reason;
   }
 
   private statFile = '';
+  /** recursion_misses of the two program copies at the last check. */
+  private lastNested: [number, number] = [0, 0];
 
   /** The block layer's completion counts for this device (write group, discards). */
   private async blockStats(): Promise<{ writes: number; discards: number }> {
@@ -181,9 +184,18 @@ export class DataTracker implements Tracker {
     const st = await this.blockStats();
     const s = this.cap.stats();
     const missed = st.writes - this.meta.statOffset.writes - s.statWrites + (st.discards - this.meta.statOffset.discards - s.statDiscards);
-    if (missed <= 0) return false;
-    this.stats.missed! += missed;
-    const why = `${missed} write completions of ${this.volumePath} were not seen by the data-mode program`;
+    // The kernel counts a skipped invocation (recursion_misses) before the request's bio_endio, so
+    // unlike the stat (counted after it) it already shows a miss whose write the writer has seen
+    // complete. An event is lost only if both copies skipped it, so both counters must have risen.
+    const [f0, s0] = this.lastNested;
+    this.lastNested = [s.nestedFirst, s.nestedSecond];
+    const bothSkipped = s.nestedFirst > f0 && s.nestedSecond > s0;
+    if (bothSkipped) this.stats.nestedLost!++;
+    if (missed <= 0 && !bothSkipped) return false;
+    if (missed > 0) this.stats.missed! += missed;
+    const why = missed > 0
+      ? `${missed} write completions of ${this.volumePath} were not seen by the data-mode program`
+      : `a write completion of ${this.volumePath} may have been skipped by both data-mode program copies (kernel recursion misses)`;
     this.log.error({ code: 'TM_ERR_TRACKING_LOST', reason: why }, 'data mode cannot prove it saw every write; the volume will be resynced');
     await this.opts.onLost(why);
     this.meta.statOffset = await this.statBaseline();
