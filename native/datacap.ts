@@ -1,5 +1,5 @@
 // Data mode's kernel capture (native/bpf/datacap.bpf.c, loaded by native/src/datacap.c): every write
-// completion of one disk, with its data, in completion order. This file checks that the host can run it
+// request of one disk, with its data, in issue order. This file checks that the host can run it
 // (refusing with TM_ERR_UNSUPPORTED and the fallback, tracker "blocktrace"), mounts bpffs if needed, and
 // parses ring records (docs/FORMAT.md, "Data-mode ring records").
 import { execFileSync } from 'node:child_process';
@@ -46,14 +46,19 @@ export interface CaptureStats {
   calibrated: number;
   /** 1: the reader runs SCHED_FIFO; negative: asked for and refused (-errno); 0: not asked. */
   schedFifo: number;
-  /** Completions the first program copy skipped (nested on a CPU): the second copy took them. */
-  nestedFirst: number;
-  /** Completions the second copy skipped: possibly seen by neither, so tracking cannot be proven. */
-  nestedSecond: number;
+  /** Requests the issue program was skipped for (kernel recursion_misses): their data was not captured. */
+  issueSkips: number;
+  /** Completions the completion program was skipped for (recursion_misses). */
+  endSkips: number;
+  /** Write-group completions the completion program saw; of those, requests whose issue was not captured (re-read). */
+  ends: number;
+  unseen: number;
+  /** Requests requeued (issued, and captured, again later). */
+  requeues: number;
   /** Write completions with no bytes in this volume, and completions of other operations (ignored). */
   empty: number;
   otherOps: number;
-  /** Completions the program saw that /sys/block/X/stat counts too (write group, discards). */
+  /** Requests /sys/block/X/stat counts too (write group, discards): issued minus requeued, plus completed unseen. */
   statWrites: number;
   statDiscards: number;
 }

@@ -146,7 +146,7 @@ export class DataTracker implements Tracker {
     }
     const s = this.cap.stats();
     this.lastLoss = s.drops + s.userDrops + s.errors;
-    this.lastNested = [s.nestedFirst, s.nestedSecond];
+    this.lastNested = [s.issueSkips, s.endSkips];
     await this.save();
     this.flip();
     return reason;
@@ -162,23 +162,29 @@ export class DataTracker implements Tracker {
     return { writes: f[4] ?? 0, discards: f[11] ?? 0 };
   }
 
-  /** Stat minus program counts, read while no completion came in between (so the offset is exact). */
+  /**
+   * Stat minus program counts, read while nothing was issued meanwhile and nothing was in flight: the
+   * program counts requests at issue, the stat at completion, so a request in flight at the baseline
+   * would later hide a miss.
+   */
   private async statBaseline(): Promise<{ writes: number; discards: number }> {
+    const inflightFile = path.join(path.dirname(this.statFile), 'inflight');
     for (let i = 0; ; i++) {
       const before = this.cap.stats();
       const st = await this.blockStats();
+      const inflight = (await fsp.readFile(inflightFile, 'utf8').catch(() => '0 0')).trim().split(/\s+/).reduce((n, v) => n + Number(v), 0);
       const after = this.cap.stats();
-      if ((before.statWrites === after.statWrites && before.statDiscards === after.statDiscards) || i >= 100) {
+      if ((before.statWrites === after.statWrites && before.statDiscards === after.statDiscards && inflight === 0) || i >= 200) {
         return { writes: st.writes - after.statWrites, discards: st.discards - after.statDiscards };
       }
     }
   }
 
   /**
-   * Completions the block layer counted and the program did not see (the kernel skips a program in
-   * rare cases it does not report, e.g. while probes on the tracepoint are being added or removed):
-   * which blocks they wrote is unknown, so the volume is resynced. Stat is read first: every request it
-   * counts passed the tracepoint before, so a larger stat is a miss, never a race.
+   * Completions the block layer counted of requests neither program saw (issue skipped, and the
+   * completion check skipped too, which the kernel does silently for completions in softirq on top of
+   * some tasks): which blocks they wrote is unknown, so the volume is resynced. Stat is read first: every
+   * request it counts passed both tracepoints before, so a larger stat is a miss, never a race.
    */
   private async checkMissed(): Promise<boolean> {
     const st = await this.blockStats();
@@ -186,16 +192,16 @@ export class DataTracker implements Tracker {
     const missed = st.writes - this.meta.statOffset.writes - s.statWrites + (st.discards - this.meta.statOffset.discards - s.statDiscards);
     // The kernel counts a skipped invocation (recursion_misses) before the request's bio_endio, so
     // unlike the stat (counted after it) it already shows a miss whose write the writer has seen
-    // complete. An event is lost only if both copies skipped it, so both counters must have risen.
+    // complete. A request is lost only if both its issue and its completion check were skipped.
     const [f0, s0] = this.lastNested;
-    this.lastNested = [s.nestedFirst, s.nestedSecond];
-    const bothSkipped = s.nestedFirst > f0 && s.nestedSecond > s0;
+    this.lastNested = [s.issueSkips, s.endSkips];
+    const bothSkipped = s.issueSkips > f0 && s.endSkips > s0;
     if (bothSkipped) this.stats.nestedLost!++;
     if (missed <= 0 && !bothSkipped) return false;
     if (missed > 0) this.stats.missed! += missed;
     const why = missed > 0
-      ? `${missed} write completions of ${this.volumePath} were not seen by the data-mode program`
-      : `a write completion of ${this.volumePath} may have been skipped by both data-mode program copies (kernel recursion misses)`;
+      ? `${missed} write requests of ${this.volumePath} were not seen by the data-mode programs`
+      : `a write request of ${this.volumePath} may have been skipped at issue and at completion (kernel recursion misses)`;
     this.log.error({ code: 'TM_ERR_TRACKING_LOST', reason: why }, 'data mode cannot prove it saw every write; the volume will be resynced');
     await this.opts.onLost(why);
     this.meta.statOffset = await this.statBaseline();
@@ -350,7 +356,7 @@ export class DataTracker implements Tracker {
   }
 
   private copyStats(s: CaptureStats): void {
-    Object.assign(this.stats, { empty: s.empty, otherOps: s.otherOps, nestedFirst: s.nestedFirst, nestedSecond: s.nestedSecond, completions: s.completions, records: s.records, drops: s.drops, userDrops: s.userDrops, droppedBytes: s.droppedBytes, errors: s.errors, queuedBytes: s.queuedBytes, schedFifo: s.schedFifo, dirtyBlocks: this.map.count, inGap: this.gap === null ? 0 : 1 });
+    Object.assign(this.stats, { empty: s.empty, otherOps: s.otherOps, issueSkips: s.issueSkips, endSkips: s.endSkips, unseen: s.unseen, requeues: s.requeues, completions: s.completions, records: s.records, drops: s.drops, userDrops: s.userDrops, droppedBytes: s.droppedBytes, errors: s.errors, queuedBytes: s.queuedBytes, schedFifo: s.schedFifo, dirtyBlocks: this.map.count, inGap: this.gap === null ? 0 : 1 });
   }
 
   async invalidate(ranges: { offset: number; length: number }[]): Promise<void> {

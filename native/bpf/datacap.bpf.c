@@ -1,6 +1,12 @@
-// Data mode, kernel half: at every write completion of one disk, copy the written bytes into a ring
-// buffer in completion order. block_rq_complete fires before the bios end, so their pages are still
-// held; any write that depended on this one is issued after it completes, so its records come later.
+// Data mode, kernel half: at every write request of one disk as it is issued to the driver, copy the
+// bytes it writes into a ring buffer in issue order. The writer cannot see its write complete before the
+// request was issued, so any write that depended on a completed one is issued, and recorded, after it:
+// cutting the stream anywhere gives a crash-consistent point (a prefix of the completion history).
+// Issue, not completion: on kernel 6.18 raw-tracepoint programs on block_rq_complete were measured
+// never to run for completions processed in softirq on top of some tasks, with no recursion count
+// (wip/data-mode/README.md), while block_rq_issue runs in the submitter's context and was never skipped.
+// A second program on block_rq_complete checks each completion against what was issued: a request whose
+// issue was not captured, or that failed, is marked in the `dropped` bitmap and re-read.
 // Pages are read through the kernel's direct map (x86-64): page_offset_base + pfn * 4096 + offset, with
 // the two bases calibrated by user space (they are not exported to BPF on kernels without KALLSYMS_ALL).
 // Whatever cannot be captured (ring full, error, not calibrated yet) is marked in the `dropped` bitmap
@@ -46,20 +52,20 @@ struct {
   __type(value, __u64);
 } bits SEC(".maps");
 
-// A second copy of the program (datacap2) exists because the kernel skips a program invoked while it is
-// already running on this CPU (a completion in an interrupt during another): the copy that is not busy
-// takes the event. Per CPU, the first copy notes the event it took, so the second skips that one.
-struct claim {
-  __u64 rq, bio;
-  __u32 nr, size;
+// Requests issued and not completed yet, by request address: the completion program finds here whether
+// the issue program captured the request it completes. A full map only costs re-reads (conservative).
+struct issued {
+  __u64 sector;
+  __u32 bytes;
+  __u32 pad;
 };
 
 struct {
-  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-  __uint(max_entries, 1);
-  __type(key, __u32);
-  __type(value, struct claim);
-} claims SEC(".maps");
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, 16384);
+  __type(key, __u64);
+  __type(value, struct issued);
+} inflight SEC(".maps");
 
 struct mark_ctx {
   __u32 base;   // first word of the bitmap
@@ -212,26 +218,41 @@ static int meta_record(struct dc_ctl *c, __u64 seq, __u16 epoch, __u16 flags, __
   return 0;
 }
 
-static __always_inline int handle(struct bpf_raw_tracepoint_args *ctx, int second) {
-  struct request *rq = (struct request *)ctx->args[0];
-  int error = (int)ctx->args[1];
-  __u32 nr_bytes = (__u32)ctx->args[2];
+// Block-layer statistics count write-group and discard completions of requests with RQF_IO_STAT
+// (/sys/block/X/stat); the programs keep a matching count (issues minus requeues, plus completions whose
+// issue was not seen), which can only fall behind the stat if a request passed both programs unseen.
+static __u32 stat_group(struct request *rq, __u32 op) {
+  if (!(BPF_CORE_READ(rq, rq_flags) & (1U << __RQF_IO_STAT))) return 0;
+  if (op == REQ_OP_DISCARD) return 2;
+  return (op & 1) ? 1 : 0;  // op_is_write: odd operations write
+}
+
+static int is_mine(struct request *rq) {
   struct gendisk *disk = BPF_CORE_READ(rq, q, disk);
-  if (!disk || BPF_CORE_READ(disk, major) != cfg_major || BPF_CORE_READ(disk, first_minor) != cfg_minor) return 0;
+  return disk && BPF_CORE_READ(disk, major) == cfg_major && BPF_CORE_READ(disk, first_minor) == cfg_minor;
+}
+
+// The volume bytes a request covers, clipped; 0 when none.
+static int vol_range(__u64 sector, __u32 bytes, __u64 *from, __u64 *to) {
+  __u64 f = sector << 9, t = f + bytes;
+  if (f < cfg_start) f = cfg_start;
+  if (t > cfg_end) t = cfg_end;
+  if (t <= f) return 0;
+  *from = f - cfg_start;
+  *to = t - cfg_start;
+  return 1;
+}
+
+SEC("raw_tp/block_rq_issue")
+int datacap(struct bpf_raw_tracepoint_args *ctx) {
+  struct request *rq = (struct request *)ctx->args[0];
+  if (!is_mine(rq)) return 0;
   __u32 key = 0;
-  struct claim *cl = bpf_map_lookup_elem(&claims, &key);
-  if (!cl) return 0;
-  struct claim me = {.rq = (__u64)rq, .bio = (__u64)BPF_CORE_READ(rq, bio), .nr = nr_bytes, .size = BPF_CORE_READ(rq, __data_len)};
-  if (!second) {
-    *cl = me;
-  } else if (cl->rq == me.rq && cl->bio == me.bio && cl->nr == me.nr && cl->size == me.size) {
-    cl->rq = 0;  // the first copy took it
-    return 0;
-  }
   struct dc_ctl *c = bpf_map_lookup_elem(&ctl, &key);
   if (!c) return 0;
   __u32 op = BPF_CORE_READ(rq, cmd_flags) & REQ_OP_MASK;
   __u64 sector = BPF_CORE_READ(rq, __sector);
+  __u32 nr_bytes = BPF_CORE_READ(rq, __data_len);
   if (op == REQ_OP_READ) {
     // Calibration: the first page of a read user space made into memory whose PFN it knows.
     if (c->calib_sector != 0 && c->calib_sector == sector + 1) {
@@ -243,11 +264,9 @@ static __always_inline int handle(struct bpf_raw_tracepoint_args *ctx, int secon
     }
     return 0;
   }
-  __u32 rqf = BPF_CORE_READ(rq, rq_flags);
-  if ((rqf & ((1U << __RQF_IO_STAT) | (1U << __RQF_FLUSH_SEQ))) == (1U << __RQF_IO_STAT)) {
-    if (op == REQ_OP_DISCARD) __sync_fetch_and_add(&c->stat_discards, 1);
-    else if (op & 1) __sync_fetch_and_add(&c->stat_writes, 1);  // op_is_write: odd operations write
-  }
+  __u32 grp = stat_group(rq, op);
+  if (grp == 1) __sync_fetch_and_add(&c->stat_writes, 1);
+  else if (grp == 2) __sync_fetch_and_add(&c->stat_discards, 1);
   __u64 epoch = c->epoch;
   if (op == REQ_OP_FLUSH) {
     meta_record(c, __sync_fetch_and_add(&c->seq, 1), (__u16)epoch, DC_FLUSH, 0, 0);
@@ -257,22 +276,16 @@ static __always_inline int handle(struct bpf_raw_tracepoint_args *ctx, int secon
     __sync_fetch_and_add(&c->other_ops, 1);
     return 0;
   }
-  __u64 from = sector << 9, to = from + nr_bytes;
-  if (from < cfg_start) from = cfg_start;
-  if (to > cfg_end) to = cfg_end;
-  if (to <= from) {
+  __u64 from = 0, to = 0;
+  if (!vol_range(sector, nr_bytes, &from, &to)) {
     __sync_fetch_and_add(&c->empty, 1);
     return 0;
   }
-  from -= cfg_start;
-  to -= cfg_start;
+  __u64 rqk = (__u64)rq;
+  struct issued is = {.sector = sector, .bytes = nr_bytes};
+  bpf_map_update_elem(&inflight, &rqk, &is, BPF_ANY);
   mark(epoch & 1, from, to);
   __u64 seq = __sync_fetch_and_add(&c->seq, 1);
-  if (error != 0) {
-    __sync_fetch_and_add(&c->errors, 1);
-    dropped(c, from, to);
-    return 0;
-  }
   if (op != REQ_OP_WRITE) {
     if (meta_record(c, seq, (__u16)epoch, op == REQ_OP_WRITE_ZEROES ? DC_ZEROES : DC_DISCARD, from, (__u32)(to - from)) != 0) dropped(c, from, to);
     return 0;
@@ -292,14 +305,61 @@ static __always_inline int handle(struct bpf_raw_tracepoint_args *ctx, int secon
   return 0;
 }
 
+// Completion: a failed write, or one whose issue was not captured (issued before the program was
+// attached, or skipped by the kernel), is re-read. It runs before the request's bios end, so the drop
+// is counted before the writer can see the write complete and issue anything depending on it.
 SEC("raw_tp/block_rq_complete")
-int datacap(struct bpf_raw_tracepoint_args *ctx) {
-  return handle(ctx, 0);
+int datacap_end(struct bpf_raw_tracepoint_args *ctx) {
+  struct request *rq = (struct request *)ctx->args[0];
+  int error = (int)ctx->args[1];
+  __u32 nr_bytes = (__u32)ctx->args[2];
+  if (!is_mine(rq)) return 0;
+  __u32 key = 0;
+  struct dc_ctl *c = bpf_map_lookup_elem(&ctl, &key);
+  if (!c) return 0;
+  __u32 op = BPF_CORE_READ(rq, cmd_flags) & REQ_OP_MASK;
+  if (op != REQ_OP_WRITE && op != REQ_OP_DISCARD && op != REQ_OP_WRITE_ZEROES && op != REQ_OP_SECURE_ERASE) return 0;
+  __sync_fetch_and_add(&c->ends, 1);
+  __u64 sector = BPF_CORE_READ(rq, __sector);
+  __u32 size = BPF_CORE_READ(rq, __data_len);
+  __u64 rqk = (__u64)rq;
+  struct issued *is = bpf_map_lookup_elem(&inflight, &rqk);
+  int seen = is != 0;
+  if (is && (sector < is->sector || sector + (size >> 9) > is->sector + (is->bytes >> 9))) seen = 0;  // a stale entry
+  __u64 from = 0, to = 0;
+  int in_vol = vol_range(sector, size > nr_bytes ? size : nr_bytes, &from, &to);
+  if (!seen) {
+    __u32 grp = stat_group(rq, op);
+    if (grp == 1) __sync_fetch_and_add(&c->stat_writes, 1);
+    else if (grp == 2) __sync_fetch_and_add(&c->stat_discards, 1);
+    // An empty write with REQ_PREFLUSH (a cache flush) is never issued itself and writes nothing.
+    if (in_vol && (size != 0 || nr_bytes != 0)) {
+      __sync_fetch_and_add(&c->unseen, 1);
+      dropped(c, from, to);
+    }
+  }
+  if (error != 0 && in_vol) {
+    __sync_fetch_and_add(&c->errors, 1);
+    dropped(c, from, to);
+  }
+  // A write in a flush sequence ends twice (its data, then the sequence, with no bytes): keep it until then.
+  if (is && nr_bytes >= size && !(BPF_CORE_READ(rq, rq_flags) & (1U << __RQF_FLUSH_SEQ))) bpf_map_delete_elem(&inflight, &rqk);
+  return 0;
 }
 
-SEC("raw_tp/block_rq_complete")
-int datacap2(struct bpf_raw_tracepoint_args *ctx) {
-  return handle(ctx, 1);
+// A requeued request is issued again (and captured again): count it once.
+SEC("raw_tp/block_rq_requeue")
+int datacap_requeue(struct bpf_raw_tracepoint_args *ctx) {
+  struct request *rq = (struct request *)ctx->args[0];
+  if (!is_mine(rq)) return 0;
+  __u32 key = 0;
+  struct dc_ctl *c = bpf_map_lookup_elem(&ctl, &key);
+  if (!c) return 0;
+  __u32 grp = stat_group(rq, BPF_CORE_READ(rq, cmd_flags) & REQ_OP_MASK);
+  if (grp == 1) __sync_fetch_and_sub(&c->stat_writes, 1);
+  else if (grp == 2) __sync_fetch_and_sub(&c->stat_discards, 1);
+  __sync_fetch_and_add(&c->requeues, 1);
+  return 0;
 }
 
 // Calibration scan, run by user space with BPF_PROG_TEST_RUN: the first base in

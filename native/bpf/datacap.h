@@ -21,7 +21,7 @@
 #define DC_BITS_DROPPED 2
 
 struct dc_rec {
-  unsigned long long seq;     // completion number (all records of one completion share it)
+  unsigned long long seq;     // request number, issue order (all records of one request share it)
   unsigned long long offset;  // byte offset in the volume
   unsigned int len;           // bytes (data bytes for DC_WRITE)
   unsigned short flags;
@@ -35,7 +35,7 @@ struct dc_ctl {
   unsigned long long page_offset_base;  // 0 until calibrated: completions are then counted as dropped
   unsigned long long vmemmap_base;
   unsigned long long epoch;             // bumped by user space (see datacap.ts: flip)
-  unsigned long long seq;               // completions seen
+  unsigned long long seq;               // requests captured (issue order)
   unsigned long long records;           // records put in the ring
   unsigned long long drops;             // completions (or their tails) not captured whole
   unsigned long long dropped_bytes;
@@ -46,11 +46,14 @@ struct dc_ctl {
   unsigned long long user_drops;        // records the reader could not keep (user-space queue full)
   unsigned long long empty;             // write completions with no bytes in this volume (nothing to capture)
   unsigned long long other_ops;         // completions of operations that change nothing (ignored)
-  // Completions the block layer's own statistics count (RQF_IO_STAT, not part of a flush sequence):
-  // write-group and discard-group. /sys/block/X/stat counting more than these means completions this
-  // program never saw (datacap.ts: missed).
+  // Write-group and discard requests with RQF_IO_STAT: issued (minus requeued) plus completed unseen.
+  // /sys/block/X/stat counting more completions than these means a request passed both programs
+  // unseen (datacap.ts: missed).
   unsigned long long stat_writes;
   unsigned long long stat_discards;
+  unsigned long long ends;      // write-group completions the completion program saw
+  unsigned long long unseen;    // of those, requests whose issue was not captured (re-read: dropped bitmap)
+  unsigned long long requeues;  // requests requeued (issued again later)
 };
 
 #endif

@@ -32,7 +32,7 @@ typedef struct chunk {
 
 typedef struct {
   int used;
-  int link_fd, ring_fd, ctl_fd, bits_fd, link2_fd, prog_fd, prog2_fd;
+  int link_fd, ring_fd, ctl_fd, bits_fd, link2_fd, link3_fd, prog_fd, prog2_fd;
   struct dc_ctl *ctl;
   uint64_t *bits;
   size_t words;
@@ -179,17 +179,17 @@ static int pin_path(char *buf, size_t size, const char *dir, const char *name) {
 }
 
 static void unpin_all(const char *dir) {
-  const char *names[] = {"link", "ring", "ctl", "bits", "link2"};
+  const char *names[] = {"link", "ring", "ctl", "bits", "link2", "link3"};
   char p[512];
-  for (size_t i = 0; i < 5; i++)
+  for (size_t i = 0; i < 6; i++)
     if (pin_path(p, sizeof p, dir, names[i]) == 0) unlink(p);
 }
 
 static void close_fds(dc_handle *h) {
   if (h->ctl && h->ctl != MAP_FAILED) munmap(h->ctl, sizeof *h->ctl);
   if (h->bits && h->bits != MAP_FAILED) munmap(h->bits, 3 * h->words * 8);
-  int *fds[] = {&h->link_fd, &h->ring_fd, &h->ctl_fd, &h->bits_fd, &h->link2_fd, &h->prog_fd, &h->prog2_fd};
-  for (size_t i = 0; i < 7; i++)
+  int *fds[] = {&h->link_fd, &h->ring_fd, &h->ctl_fd, &h->bits_fd, &h->link2_fd, &h->link3_fd, &h->prog_fd, &h->prog2_fd};
+  for (size_t i = 0; i < 8; i++)
     if (*fds[i] >= 0) close(*fds[i]);
 }
 
@@ -245,53 +245,63 @@ static int load_fresh(dc_handle *h, const char *obj_path, const char *dir, uint6
     bpf_object__close(obj);
     return err;
   }
-  // The first copy attaches first: tracepoint probes run in the order they were added.
-  struct bpf_program *prog = bpf_object__find_program_by_name(obj, "datacap"), *prog2 = bpf_object__find_program_by_name(obj, "datacap2");
-  struct bpf_link *link = prog ? bpf_program__attach_raw_tracepoint(prog, "block_rq_complete") : NULL;
-  err = link ? (int)libbpf_get_error(link) : -ENOENT;
-  struct bpf_link *link2 = NULL;
-  if (!err) {
-    link2 = prog2 ? bpf_program__attach_raw_tracepoint(prog2, "block_rq_complete") : NULL;
-    err = link2 ? (int)libbpf_get_error(link2) : -ENOENT;
-    if (err) bpf_link__destroy(link);
+  // Capture at issue; check completions and count requeues (native/bpf/datacap.bpf.c says why).
+  const char *progs[3] = {"datacap", "datacap_end", "datacap_requeue"};
+  const char *tps[3] = {"block_rq_issue", "block_rq_complete", "block_rq_requeue"};
+  const char *pins[3] = {"link", "link2", "link3"};
+  int *link_fds[3] = {&h->link_fd, &h->link2_fd, &h->link3_fd};
+  struct bpf_link *links[3] = {NULL, NULL, NULL};
+  for (int i = 0; i < 3 && !err; i++) {
+    struct bpf_program *prog = bpf_object__find_program_by_name(obj, progs[i]);
+    links[i] = prog ? bpf_program__attach_raw_tracepoint(prog, tps[i]) : NULL;
+    err = links[i] ? (int)libbpf_get_error(links[i]) : -ENOENT;
+    if (err) {
+      links[i] = NULL;
+      *what = i == 0 ? "attach raw tracepoint block_rq_issue" : i == 1 ? "attach raw tracepoint block_rq_complete" : "attach raw tracepoint block_rq_requeue";
+    }
   }
   if (err) {
-    *what = "attach raw tracepoint block_rq_complete";
+    for (int i = 0; i < 3; i++)
+      if (links[i]) bpf_link__destroy(links[i]);
     bpf_object__close(obj);
     return err;
   }
   char p[512];
+  int bad = 0;
   mkdir(dir, 0700);
   unpin_all(dir);
   if ((pin_path(p, sizeof p, dir, "ring") || (err = bpf_map__pin(ring, p))) || (pin_path(p, sizeof p, dir, "ctl") || (err = bpf_map__pin(ctl, p))) ||
-      (pin_path(p, sizeof p, dir, "bits") || (err = bpf_map__pin(bits, p))) || (pin_path(p, sizeof p, dir, "link") || (err = bpf_link__pin(link, p))) ||
-      (pin_path(p, sizeof p, dir, "link2") || (err = bpf_link__pin(link2, p)))) {
-    *what = "pin BPF maps and link in bpffs";
+      (pin_path(p, sizeof p, dir, "bits") || (err = bpf_map__pin(bits, p)))) {
+    bad = 1;
+  }
+  for (int i = 0; i < 3 && !bad; i++)
+    if (pin_path(p, sizeof p, dir, pins[i]) || (err = bpf_link__pin(links[i], p))) bad = 1;
+  if (bad) {
+    *what = "pin BPF maps and links in bpffs";
     unpin_all(dir);
-    bpf_link__destroy(link);
-    bpf_link__destroy(link2);
+    for (int i = 0; i < 3; i++) bpf_link__destroy(links[i]);
     bpf_object__close(obj);
     return err ? err : -ENAMETOOLONG;
   }
-  h->link_fd = dup(bpf_link__fd(link));
-  h->link2_fd = dup(bpf_link__fd(link2));
-  bpf_link__disconnect(link2);
-  bpf_link__destroy(link2);
+  for (int i = 0; i < 3; i++) {
+    *link_fds[i] = dup(bpf_link__fd(links[i]));
+    // The pins and our fds keep program and maps alive.
+    bpf_link__disconnect(links[i]);
+    bpf_link__destroy(links[i]);
+  }
   h->ring_fd = dup(bpf_map__fd(ring));
   h->ctl_fd = dup(bpf_map__fd(ctl));
   h->bits_fd = dup(bpf_map__fd(bits));
-  // The pins and our fds keep program and maps alive; the object itself is no longer needed.
-  bpf_link__disconnect(link);
-  bpf_link__destroy(link);
+  // The object itself is no longer needed.
   bpf_object__close(obj);
   return 0;
 }
 
 static int open_pinned(dc_handle *h, const char *dir) {
   char p[512];
-  const char *names[] = {"link", "ring", "ctl", "bits", "link2"};
-  int *fds[] = {&h->link_fd, &h->ring_fd, &h->ctl_fd, &h->bits_fd, &h->link2_fd};
-  for (size_t i = 0; i < 5; i++) {
+  const char *names[] = {"link", "ring", "ctl", "bits", "link2", "link3"};
+  int *fds[] = {&h->link_fd, &h->ring_fd, &h->ctl_fd, &h->bits_fd, &h->link2_fd, &h->link3_fd};
+  for (size_t i = 0; i < 6; i++) {
     if (pin_path(p, sizeof p, dir, names[i])) return -ENAMETOOLONG;
     *fds[i] = bpf_obj_get(p);
     if (*fds[i] < 0) return -errno;
@@ -339,7 +349,7 @@ static napi_value dc_open(napi_env env, napi_callback_info info) {
   if (slot < 0) return throw_err(env, "datacap: too many volumes", EMFILE);
   dc_handle *h = &handles[slot];
   memset(h, 0, sizeof *h);
-  h->link_fd = h->ring_fd = h->ctl_fd = h->bits_fd = h->link2_fd = h->prog_fd = h->prog2_fd = -1;
+  h->link_fd = h->ring_fd = h->ctl_fd = h->bits_fd = h->link2_fd = h->link3_fd = h->prog_fd = h->prog2_fd = -1;
   h->chunk_shift = (unsigned)shift;
   uint64_t bits = ((end - start) + (1ULL << shift) - 1) >> shift;
   h->words = (size_t)((bits + 63) / 64);
@@ -350,7 +360,7 @@ static napi_value dc_open(napi_env env, napi_callback_info info) {
   if (resume) {
     err = open_pinned(h, dir);
     if (err == 0) resumed = 1;
-    else close_fds(h), h->ctl = NULL, h->bits = NULL, h->link_fd = h->ring_fd = h->ctl_fd = h->bits_fd = h->link2_fd = -1;
+    else close_fds(h), h->ctl = NULL, h->bits = NULL, h->link_fd = h->ring_fd = h->ctl_fd = h->bits_fd = h->link2_fd = h->link3_fd = -1;
   }
   if (!resumed) {
     err = load_fresh(h, obj_path, dir, major, minor, start, end, ring_bytes, &what);
@@ -487,8 +497,11 @@ static napi_value dc_stats(napi_env env, napi_callback_info info) {
   set_num(env, out, "otherOps", (double)c.other_ops);
   // Invocations the kernel skipped because the same copy was already running on that CPU. The first
   // copy's are taken by the second; one the second skipped may be lost (see datacap.bpf.c).
-  set_num(env, out, "nestedFirst", misses_of(h->prog_fd));
-  set_num(env, out, "nestedSecond", misses_of(h->prog2_fd));
+  set_num(env, out, "issueSkips", misses_of(h->prog_fd));
+  set_num(env, out, "endSkips", misses_of(h->prog2_fd));
+  set_num(env, out, "ends", (double)c.ends);
+  set_num(env, out, "unseen", (double)c.unseen);
+  set_num(env, out, "requeues", (double)c.requeues);
   return out;
 }
 
