@@ -1,5 +1,5 @@
-// Turns data-mode ring records (native/datacap.ts) into journal extents, in completion order, cut at a
-// request boundary: a place in the stream where every completion begun has all its records.
+// Turns data-mode ring records (native/datacap.ts) into journal extents, in stream (issue) order, cut at
+// a request boundary: a place in the stream where every request begun has all its records.
 import { crc } from '../../common/checksum.js';
 import { DC_DISCARD, DC_LAST, DC_WRITE, DC_ZEROES, type DataRecord } from '../../native/datacap.js';
 import type { DirtyExtent } from './tracker.js';

@@ -1,10 +1,10 @@
 // The `data` tracker (data mode): the kernel hands over every write of the volume with its data, in
-// completion order (native/datacap.ts). A differential is a slice of that stream cut at a request
+// issue order (native/datacap.ts; a write depending on a completed one is issued after it). A differential is a slice of that stream cut at a request
 // boundary, so the replica after it is the volume as a crash at that instant would have left it: a
 // CRASH point with no clone, freeze or re-read.
 //
 // Degrade, never lose. What the stream cannot carry is kept as dirty blocks (DirtyMap, persisted) and
-// re-read from the live volume: completions the kernel dropped (ring full) or the reader could not queue
+// re-read from the live volume: requests the kernel dropped (ring full) or never saw issued or the reader could not queue
 // (its bound reached, e.g. during a resync), writes not a whole number of blocks, ranges the journal
 // lost. No point is claimed until those blocks are re-read; see `gap`.
 //
@@ -153,7 +153,7 @@ export class DataTracker implements Tracker {
   }
 
   private statFile = '';
-  /** recursion_misses of the two program copies at the last check. */
+  /** recursion_misses of the issue and completion programs at the last check. */
   private lastNested: [number, number] = [0, 0];
 
   /** The block layer's completion counts for this device (write group, discards). */
