@@ -19,10 +19,11 @@ import { agentMessages, sh, sha256, sleep } from './protected.js';
 const BLOCK = 4096;
 
 // Python: writer threads own disjoint blocks (block % writers == writer), so per block the writes are
-// ordered by their writer's sequence. The log line of a write is written after pwrite returned.
+// ordered by their writer's sequence. The log line of a write is written after pwrite returned. They
+// write until the stop file exists (or the time bound passes).
 const WRITER = String.raw`
 import mmap, os, random, struct, sys, threading, time
-dev, writers, seconds, rate, seed, log = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
+dev, writers, seconds, rate, seed, log, stop = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]), sys.argv[6], sys.argv[7]
 blocks = os.stat(dev).st_size // 4096 if os.stat(dev).st_size else int(open('/sys/class/block/' + os.path.basename(os.path.realpath(dev)) + '/size').read()) * 512 // 4096
 out = open(log, 'w', buffering=1)
 lock = threading.Lock()
@@ -32,7 +33,7 @@ def run(w):
     fd = os.open(dev, os.O_WRONLY | os.O_DIRECT)
     buf = mmap.mmap(-1, 4096)
     seq = 0
-    while time.monotonic() < end:
+    while time.monotonic() < end and not os.path.exists(stop):
         seq += 1
         b = rnd.randrange(blocks // writers) * writers + w
         buf.seek(0)
@@ -114,13 +115,23 @@ async function scenario(t: Test, sc: Scenario): Promise<void> {
   fs.writeFileSync(script, WRITER);
   const log = path.join(dir, 'history.log');
   const writers = 4;
-  const writing = sh(tool('python3')!, [script, dev, String(writers), '40', String(sc.rate), String(seed), log]);
+  const stop = path.join(dir, 'stop-writing');
+  // At least 20 s of writes; then on until the master target has applied enough CRASH points since the
+  // last restart (a loaded machine runs fewer cycles per second), within a bound.
+  const writing = sh(tool('python3')!, [script, dev, String(writers), '300', String(sc.rate), String(seed), log, stop]);
+  const crashPoints = async (): Promise<number> => (await lab.logLines('mt')).filter((l) => l.msg === 'differential applied' && l.consistency === 'CRASH').length;
   for (let k = 0; k < sc.kills; k++) {
     await sleep(6000 + (seed % 1000) * k);
     await lab.kill('agent');
     await sleep(700);
     lab.start('agent');
   }
+  const base = await crashPoints();
+  const started = Date.now();
+  await sleep(Math.max(0, 20_000 - sc.kills * 6700));
+  const want = sc.kills > 0 ? sc.minPoints + 2 : 0;
+  while ((await crashPoints()) < base + want && Date.now() - started < 240_000) await sleep(1000);
+  fs.writeFileSync(stop, '');
   await writing;
   await lab.waitConverged(Date.now(), 120_000);
   // A completion the program never saw (the kernel skips it in rare cases) is detected from the block
