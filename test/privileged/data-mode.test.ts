@@ -134,11 +134,11 @@ async function scenario(t: Test, sc: Scenario): Promise<void> {
   fs.writeFileSync(stop, '');
   await writing;
   await lab.waitConverged(Date.now(), 120_000);
-  // A completion the program never saw (the kernel skips it in rare cases) is detected from the block
-  // layer's statistics and costs a resync; nothing else may.
+  // Capture is at issue, checked at completion: no write request may go unseen (the completion-side
+  // capture this replaced lost about 1 in 10^4 and resynced; wip/data-mode/README.md).
   const lost = (await lab.logLines('agent')).filter((l) => l.code === 'TM_ERR_TRACKING_LOST').length;
-  t.comment(`${lost} detected misses`);
-  t.equal((await agentMessages(lab)).filter((m) => m === 'resync started').length, 1 + lost, 'no resync after three SIGKILLs of the agent (other than for detected misses)');
+  t.equal(lost, 0, 'no write request went unseen (TM_ERR_TRACKING_LOST)');
+  t.equal((await agentMessages(lab)).filter((m) => m === 'resync started').length, 1, 'no resync after three SIGKILLs of the agent');
   t.comment(`tracker: ${JSON.stringify(((await lab.status('agent'))!.volumes as Array<Record<string, unknown>>)[0]!.trackerStats)}`);
   const same = (await sha256(replica)) === (await sha256(dev));
   t.ok(same, 'replica equals the source');
