@@ -20,6 +20,7 @@ import { FreezeCapture } from './capture/freeze.js';
 import { ReflinkCapture } from './capture/reflink.js';
 import { ScriptCapture } from './capture/script.js';
 import { BlockTraceTracker } from './trackers/blocktrace.js';
+import { DataTracker } from './trackers/data.js';
 import type { Tracker } from './trackers/tracker.js';
 import { NoCapture } from './capture/none.js';
 import { Journal } from './journal.js';
@@ -140,6 +141,7 @@ export class Agent {
   }
 
   private makeTracker(vc: AgentVolumeConfig, dir: string, volume: Volume, log: Logger, onLost: (reason: string) => Promise<void>): Tracker {
+    if (vc.tracker === 'data') return new DataTracker(dir, volume.path, volume.sizeBytes, this.config.blockSize, log, { ...this.config.data, pinKey: dir, onLost });
     if (vc.tracker === 'blocktrace') return new BlockTraceTracker(dir, volume.path, volume.sizeBytes, this.config.blockSize, log, { ...this.config.blocktrace, onLost });
     return new ScanTracker(dir, volume.sizeBytes, this.config.blockSize, log);
   }

@@ -10,8 +10,12 @@ export const agentVolumeSchema = z.strictObject({
   id: volumeIdSchema,
   /** Block device (/dev/sdb, /dev/loop3) or image file. */
   path: z.string().min(1),
-  /** scan: hash and compare (portable). blocktrace: kernel block tracepoints (Linux, root, block devices). */
-  tracker: z.enum(['scan', 'blocktrace']).default(d.tracker),
+  /**
+   * scan: hash and compare (portable). blocktrace: kernel block tracepoints (Linux, root, block devices).
+   * data: every write captured with its data by eBPF, a CRASH point every cycle (Linux x86-64, root,
+   * request-based block devices; capture "none").
+   */
+  tracker: z.enum(['scan', 'blocktrace', 'data']).default(d.tracker),
   /**
    * none: live volume (fuzzy). reflink: clone of its image (crash-consistent). freeze: FIFREEZE
    * (app-consistent). script: the application quiesces itself in the pre script (app-consistent).
@@ -48,6 +52,7 @@ export const agentVolumeSchema = z.strictObject({
   }).optional(),
 }).superRefine((v, ctx) => {
   if (v.capture === 'freeze' && !v.freeze) ctx.addIssue({ code: 'custom', path: ['freeze'], message: 'capture "freeze" needs freeze.mountpoint' });
+  if (v.tracker === 'data' && v.capture !== 'none') ctx.addIssue({ code: 'custom', path: ['capture'], message: `tracker "data" makes every differential a crash-consistent point by itself; it takes capture "none" (capture "${v.capture}" with data mode is not supported yet)` });
   if (v.capture === 'script' && !v.script) ctx.addIssue({ code: 'custom', path: ['script'], message: 'capture "script" needs script.pre (a command that returns once the application is quiesced)' });
 });
 
@@ -82,6 +87,12 @@ export const agentConfigSchema = z.strictObject({
     bufferKiB: z.number().int().min(4).max(1024 * 1024).default(d.blocktrace.bufferKiB),
     drainIntervalMs: z.number().int().min(50).max(60_000).default(d.blocktrace.drainIntervalMs),
   }).default({ bufferKiB: d.blocktrace.bufferKiB, drainIntervalMs: d.blocktrace.drainIntervalMs }),
+  /** Data mode (tracker "data"): kernel ring and reader, per volume (agent/trackers/data.ts). */
+  data: z.strictObject({
+    ringMiB: z.number().int().min(1).max(4096).refine((n) => (n & (n - 1)) === 0, 'ringMiB must be a power of two').default(d.data.ringMiB),
+    queueMiB: z.number().int().min(1).max(65536).default(d.data.queueMiB),
+    fifoPriority: z.number().int().min(0).max(99).default(d.data.fifoPriority),
+  }).default({ ...d.data }),
   volumes: z.array(agentVolumeSchema).min(1).superRefine(uniqueVolumeIds),
   /** Consistency groups: volumes whose points are cut at one instant (agent/group.ts). */
   groups: z.array(z.strictObject({

@@ -171,8 +171,9 @@ export class VolumeReplicator implements OutboundVolume {
       // A recovery point only if this differential completes the view: every dirty block read from it,
       // the view consistent throughout, and no resync making the replica a mix of old and new.
       const ending = this.resync.state.endPending && !col.more;
-      const whole = !col.more && intact && !this.resync.owning && (!this.resync.state.endPending || ending);
-      const consistency = whole ? captured.consistency : 'FUZZY';
+      // A data-mode slice (col.point) is a point on its own, also when more of the stream follows.
+      const whole = (!col.more || col.point === true) && intact && !this.resync.owning && (!this.resync.state.endPending || ending);
+      const consistency = whole ? (col.point === true && captured.consistency === 'FUZZY' ? 'CRASH' : captured.consistency) : 'FUZZY';
       const tags = consistency === 'FUZZY' ? [] : groupTag ? [...captured.tags, groupTag] : captured.tags;
       let seq: number | null = null;
       // A consistent view with nothing new is still journaled (empty) when the last differential was fuzzy:

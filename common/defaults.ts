@@ -33,6 +33,15 @@ export const DEFAULTS = {
       /** Between drains of an idle or moderately busy volume; a filling buffer is drained within 20 ms. */
       drainIntervalMs: 250,
     },
+    /** Data mode (tracker "data", agent/trackers/data.ts), per volume. */
+    data: {
+      /** Kernel ring: holds writes (with their data) until the reader takes them. */
+      ringMiB: 128,
+      /** Records the reader may hold for the agent (during a resync, a slow journal); past it: re-read later. */
+      queueMiB: 512,
+      /** SCHED_FIFO priority of the reader thread, so its wake-ups are not delayed (0: ordinary). */
+      fifoPriority: 1,
+    },
   },
   processServer: {
     compression: 'lz4',

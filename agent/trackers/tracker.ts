@@ -14,6 +14,12 @@ export interface Collection {
   bytes: number;
   /** True when maxBytes stopped the collection before it saw every dirty block. */
   more: boolean;
+  /**
+   * The extents end at a crash-consistent instant of the volume whatever the view (data mode: a slice of
+   * the write stream at a request boundary with nothing lost before it), so the differential is a CRASH
+   * point even from a live view.
+   */
+  point?: boolean;
   /** Called once the extents are durable in the journal: they are clean from now on. */
   commit(): Promise<void>;
 }

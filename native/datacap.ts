@@ -1,0 +1,254 @@
+// Data mode's kernel capture (native/bpf/datacap.bpf.c, loaded by native/src/datacap.c): every write
+// request of one disk, with its data, in issue order. This file checks that the host can run it
+// (refusing with TM_ERR_UNSUPPORTED and the fallback, tracker "blocktrace"), mounts bpffs if needed, and
+// parses ring records (docs/FORMAT.md, "Data-mode ring records").
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { tmError } from '../common/errors.js';
+
+export const DC_HDR = 32;
+export const DC_WRITE = 0x1;
+export const DC_DISCARD = 0x2;
+export const DC_ZEROES = 0x4;
+export const DC_FLUSH = 0x8;
+export const DC_LAST = 0x10;
+export const DC_MARK = 0x20;
+/** Bitmaps kept by the program: writes of epoch 0 and 1 (alternating) and ranges it could not capture. */
+export const BITS_EPOCH0 = 0;
+export const BITS_DROPPED = 2;
+
+export interface DataRecord {
+  /** Completion number: all records of one completion share it. */
+  seq: number;
+  offset: number;
+  length: number;
+  flags: number;
+  epoch: number;
+  piece: number;
+  /** The written bytes (DC_WRITE), a view into the buffer take() returned. */
+  data: Buffer | null;
+}
+
+export interface CaptureStats {
+  completions: number;
+  records: number;
+  /** Completions (or their tails) the program could not put in the ring: their ranges are in the dropped bitmap. */
+  drops: number;
+  droppedBytes: number;
+  errors: number;
+  /** Records the reader thread could not queue (queue bound reached): also in the dropped bitmap. */
+  userDrops: number;
+  epoch: number;
+  queuedBytes: number;
+  calibrated: number;
+  /** 1: the reader runs SCHED_FIFO; negative: asked for and refused (-errno); 0: not asked. */
+  schedFifo: number;
+  /** Requests the issue program was skipped for (kernel recursion_misses): their data was not captured. */
+  issueSkips: number;
+  /** Completions the completion program was skipped for (recursion_misses). */
+  endSkips: number;
+  /** Write-group completions the completion program saw; of those, requests whose issue was not captured (re-read). */
+  ends: number;
+  unseen: number;
+  /** Requests requeued (issued, and captured, again later). */
+  requeues: number;
+  /** Write completions with no bytes in this volume, and completions of other operations (ignored). */
+  empty: number;
+  otherOps: number;
+  /** Requests /sys/block/X/stat counts too (write group, discards): issued minus requeued, plus completed unseen. */
+  statWrites: number;
+  statDiscards: number;
+}
+
+interface Addon {
+  open(obj: string, pinDir: string, major: number, minor: number, start: number, end: number, chunkShift: number, ringBytes: number, maxQueue: number, fifo: number, resume: number): { handle: number; resumed: boolean };
+  take(h: number, maxBytes: number): Buffer;
+  stats(h: number): CaptureStats;
+  flip(h: number): number;
+  bitmap(h: number, which: number): Buffer;
+  clearBits(h: number, which: number, bits: Buffer): void;
+  calibrate(h: number, obj: string, device: string, sector: number): { pageOffsetBase: string; vmemmapBase: string };
+  mark(h: number, obj: string, token: number): boolean;
+  close(h: number, detach: number, pinDir: string): void;
+}
+
+export interface CaptureOptions {
+  /** bpffs directory whose pins keep the capture running while the agent is down. */
+  pinDir: string;
+  /** The whole disk (major, minor) and this volume's bytes on it. */
+  major: number;
+  minor: number;
+  startByte: number;
+  endByte: number;
+  /** Bytes per bit of the write and drop bitmaps: 1 << chunkShift. */
+  chunkShift: number;
+  /** Kernel ring size: a power of two, at least 64 KiB. */
+  ringBytes: number;
+  /** Bound on records the reader holds for Node; past it records are dropped (and re-read later). */
+  maxQueueBytes: number;
+  /** SCHED_FIFO priority for the reader thread (0: ordinary scheduling). */
+  fifoPriority: number;
+  /** Reuse the pins of an earlier run when they are there. */
+  resume: boolean;
+}
+
+const FALLBACK = 'use tracker "blocktrace" (where-written tracking, re-read from a capture) for this volume';
+
+function root(): string {
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  for (let dir = here; ; dir = path.dirname(dir)) {
+    if (fs.existsSync(path.join(dir, 'native', 'binding.gyp'))) return dir;
+    if (path.dirname(dir) === dir) throw tmError('TM_ERR_NATIVE', `no native/binding.gyp above ${here}`, { path: here });
+  }
+}
+
+export function objectPath(): string {
+  return path.join(root(), 'native', 'build', 'bpf', 'datacap.bpf.o');
+}
+
+function unsupported(why: string, extra: Record<string, unknown> = {}, cause?: unknown): Error {
+  return tmError('TM_ERR_UNSUPPORTED', `data mode cannot run here: ${why}; ${FALLBACK}`, extra, cause);
+}
+
+/** Why this host cannot run data mode, or null. Checked before anything is loaded. */
+export function dataModeUnavailable(): string | null {
+  if (process.platform !== 'linux') return `it needs Linux (this is ${process.platform})`;
+  if (process.arch !== 'x64') return `it reads pages through the x86-64 direct map (this is ${process.arch})`;
+  if (process.getuid?.() !== 0) return 'it needs root (loading BPF programs, reading page frame numbers)';
+  if (!fs.existsSync('/sys/kernel/btf/vmlinux')) return 'the kernel has no BTF (/sys/kernel/btf/vmlinux)';
+  try {
+    const lockdown = fs.readFileSync('/sys/kernel/security/lockdown', 'utf8');
+    if (lockdown.includes('[confidentiality]')) return 'kernel lockdown (confidentiality) forbids BPF reads of kernel memory';
+  } catch {
+    // no lockdown LSM: nothing forbids it
+  }
+  if (!fs.existsSync(objectPath())) return `the BPF object ${objectPath()} was not built (clang, bpftool and libbpf-dev were missing at \`npm ci\`; install them and run \`npm run build:bpf\`)`;
+  return null;
+}
+
+let addon: Addon | undefined;
+
+function load(): Addon {
+  if (addon) return addon;
+  const file = path.join(root(), 'native', 'build', 'Release', 'tidemark_datacap.node');
+  let a: Partial<Addon>;
+  try {
+    a = createRequire(import.meta.url)(file) as Partial<Addon>;
+  } catch (e) {
+    throw unsupported(`its addon ${file} does not load (${(e as Error).message}; is libbpf installed?)`, { path: file }, e);
+  }
+  if (typeof a.open !== 'function') throw unsupported('the addon was built without libbpf-dev (install it and run `npm run build:native`)', { path: file });
+  addon = a as Addon;
+  return addon;
+}
+
+/** bpffs where pins live; mounted at /sys/fs/bpf if nothing is. */
+export function ensureBpffs(): string {
+  const mounts = fs.readFileSync('/proc/mounts', 'utf8').split('\n').map((l) => l.split(' '));
+  const bpf = mounts.find((m) => m[2] === 'bpf');
+  if (bpf) return bpf[1]!;
+  try {
+    fs.mkdirSync('/sys/fs/bpf', { recursive: true });
+    execFileSync('mount', ['-t', 'bpf', 'bpf', '/sys/fs/bpf'], { stdio: 'pipe' });
+  } catch (e) {
+    throw unsupported(`no bpffs is mounted and mounting one at /sys/fs/bpf failed (${(e as Error).message.split('\n')[0]})`, {}, e);
+  }
+  return '/sys/fs/bpf';
+}
+
+/** The records in a buffer take() returned, in ring order. */
+export function parseRecords(buf: Buffer): DataRecord[] {
+  const out: DataRecord[] = [];
+  let at = 0;
+  while (at + DC_HDR <= buf.length) {
+    const flags = buf.readUInt16LE(at + 20);
+    const length = buf.readUInt32LE(at + 16);
+    const dataLen = flags & DC_WRITE ? length : 0;
+    if (at + DC_HDR + dataLen > buf.length) throw tmError('TM_ERR_NATIVE', `data-mode record at ${at} runs past its buffer (${buf.length} bytes)`);
+    out.push({
+      seq: Number(buf.readBigUInt64LE(at)),
+      offset: Number(buf.readBigUInt64LE(at + 8)),
+      length,
+      flags,
+      epoch: buf.readUInt16LE(at + 22),
+      piece: buf.readUInt32LE(at + 24),
+      data: flags & DC_WRITE ? buf.subarray(at + DC_HDR, at + DC_HDR + dataLen) : null,
+    });
+    at += DC_HDR + dataLen;
+  }
+  return out;
+}
+
+/** One volume's capture: attached (or re-opened from its pins) and calibrated. */
+export class DataCapture {
+  private closed = false;
+
+  private constructor(private readonly a: Addon, private readonly h: number, readonly resumed: boolean, readonly pinDir: string) {}
+
+  static open(devicePath: string, o: CaptureOptions): DataCapture {
+    const why = dataModeUnavailable();
+    if (why) throw unsupported(why);
+    if (o.ringBytes < 65536 || (o.ringBytes & (o.ringBytes - 1)) !== 0) throw tmError('TM_ERR_CONFIG_INVALID', `data-mode ring of ${o.ringBytes} bytes: it must be a power of two of at least 64 KiB`);
+    const a = load();
+    let opened: { handle: number; resumed: boolean };
+    try {
+      opened = a.open(objectPath(), o.pinDir, o.major, o.minor, o.startByte, o.endByte, o.chunkShift, o.ringBytes, o.maxQueueBytes, o.fifoPriority, o.resume ? 1 : 0);
+    } catch (e) {
+      const { syscall, message } = e as { syscall?: string; message?: string };
+      throw unsupported(message ?? String(e), { syscall }, e);
+    }
+    const cap = new DataCapture(a, opened.handle, opened.resumed, o.pinDir);
+    if (!opened.resumed || cap.stats().calibrated === 0) {
+      try {
+        // A sector inside the volume: the calibration read must be one of this disk's requests.
+        const sector = Math.floor(o.startByte / 512) + 8 * Math.floor(Math.random() * Math.max(1, Math.floor((o.endByte - o.startByte) / 4096)));
+        a.calibrate(opened.handle, objectPath(), devicePath, Math.min(sector, Math.floor(o.endByte / 512) - 8));
+      } catch (e) {
+        cap.close(true);
+        const { syscall, message } = e as { syscall?: string; message?: string };
+        throw unsupported(`calibration failed: ${message ?? String(e)}`, { syscall }, e);
+      }
+    }
+    return cap;
+  }
+
+  /** Records queued so far, whole, up to about maxBytes (at least one when any is queued). */
+  take(maxBytes: number): Buffer {
+    return this.a.take(this.h, maxBytes);
+  }
+
+  stats(): CaptureStats {
+    return this.a.stats(this.h);
+  }
+
+  /** Start a new epoch: empties the bitmap of the one before the current. Returns the new epoch. */
+  flip(): number {
+    return this.a.flip(this.h);
+  }
+
+  bitmap(which: number): Buffer {
+    return this.a.bitmap(this.h, which);
+  }
+
+  clearBits(which: number, bits: Buffer): void {
+    this.a.clearBits(this.h, which, bits);
+  }
+
+  /**
+   * Put a marker with this token (< 2^53) in the stream: every record reserved before the call comes
+   * before it. False when the ring is full (try again later).
+   */
+  mark(token: number): boolean {
+    return this.a.mark(this.h, objectPath(), token);
+  }
+
+  /** detach: unpin, so the program stops; otherwise it goes on capturing for the next open(). */
+  close(detach: boolean): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.a.close(this.h, detach ? 1 : 0, this.pinDir);
+  }
+}

@@ -1,0 +1,736 @@
+// Data mode, user half: loads native/build/bpf/datacap.bpf.o for one disk, keeps it attached through
+// pins in bpffs (so writes are still captured, or counted as dropped, while the agent restarts), and runs
+// a reader thread that moves ring records into a queue Node takes from. A separate addon from
+// tidemark_native because it links libbpf: hosts without it lose data mode only.
+#include <bpf/bpf.h>
+#include <bpf/btf.h>
+#include <bpf/libbpf.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <node_api.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../bpf/datacap.h"
+
+#define MAX_HANDLES 64
+#define CHUNK (4u << 20)
+
+typedef struct chunk {
+  struct chunk *next;
+  size_t len, off;  // bytes filled, bytes already taken
+  unsigned char data[];
+} chunk;
+
+typedef struct {
+  int used;
+  int link_fd, ring_fd, ctl_fd, bits_fd, link2_fd, link3_fd, prog_fd, prog2_fd;
+  struct dc_ctl *ctl;
+  uint64_t *bits;
+  size_t words;
+  unsigned chunk_shift;
+  struct ring_buffer *rb;
+  pthread_t thread;
+  int running, stop;
+  pthread_mutex_t mu;
+  chunk *head, *tail;
+  size_t queued, max_queue;
+  uint64_t taken_records;
+  int sched_fifo;  // 1: the reader runs SCHED_FIFO; -errno: asked for and refused
+  struct bpf_object *aux;  // calib_scan and mark, loaded on demand, sharing ring and ctl
+} dc_handle;
+
+// The helper programs (calibration scan, stream marker), sharing this handle's ring and ctl maps.
+static int aux_load(dc_handle *h, const char *obj_path, const char **what) {
+  if (h->aux) return 0;
+  struct bpf_object *obj = bpf_object__open_file(obj_path, NULL);
+  int err = (int)libbpf_get_error(obj);
+  if (err) {
+    *what = "open BPF object";
+    return err;
+  }
+  struct bpf_map *ctlm = bpf_object__find_map_by_name(obj, "ctl"), *ringm = bpf_object__find_map_by_name(obj, "ring");
+  struct bpf_program *p;
+  bpf_object__for_each_program(p, obj) bpf_program__set_autoload(p, strcmp(bpf_program__name(p), "calib_scan") == 0 || strcmp(bpf_program__name(p), "stream_mark") == 0);
+  if (!ctlm || !ringm) err = -ENOENT;
+  if (!err) err = bpf_map__reuse_fd(ctlm, h->ctl_fd);
+  if (!err) err = bpf_map__reuse_fd(ringm, h->ring_fd);
+  if (!err) err = bpf_object__load(obj);
+  if (err) {
+    *what = "load helper BPF programs";
+    bpf_object__close(obj);
+    return err;
+  }
+  h->aux = obj;
+  return 0;
+}
+
+static dc_handle handles[MAX_HANDLES];
+
+static napi_value throw_err(napi_env env, const char *what, int err) {
+  char buf[512];
+  snprintf(buf, sizeof buf, "%s: %s", what, strerror(err));
+  napi_value msg, error, num, sys;
+  napi_create_string_utf8(env, buf, NAPI_AUTO_LENGTH, &msg);
+  napi_create_error(env, NULL, msg, &error);
+  napi_create_int32(env, err, &num);
+  napi_create_string_utf8(env, what, NAPI_AUTO_LENGTH, &sys);
+  napi_set_named_property(env, error, "errno", num);
+  napi_set_named_property(env, error, "syscall", sys);
+  napi_throw(env, error);
+  return NULL;
+}
+
+static int get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
+  size_t n = want;
+  if (napi_get_cb_info(env, info, &n, argv, NULL, NULL) != napi_ok || n < want) {
+    napi_throw_type_error(env, NULL, "datacap: missing arguments");
+    return -1;
+  }
+  return 0;
+}
+
+static int get_u64(napi_env env, napi_value v, uint64_t *out) {
+  double d;
+  if (napi_get_value_double(env, v, &d) != napi_ok || !(d >= 0) || d > 9007199254740991.0) {
+    napi_throw_type_error(env, NULL, "datacap: expected a non-negative integer");
+    return -1;
+  }
+  *out = (uint64_t)d;
+  return 0;
+}
+
+static int get_str(napi_env env, napi_value v, char *buf, size_t size) {
+  size_t len;
+  if (napi_get_value_string_utf8(env, v, buf, size, &len) != napi_ok || len + 1 >= size || strlen(buf) != len) {
+    napi_throw_type_error(env, NULL, "datacap: expected a path string");
+    return -1;
+  }
+  return 0;
+}
+
+static dc_handle *get_handle(napi_env env, napi_value v) {
+  uint64_t i;
+  if (get_u64(env, v, &i) != 0) return NULL;
+  if (i >= MAX_HANDLES || !handles[i].used) {
+    napi_throw_error(env, NULL, "datacap: not an open handle");
+    return NULL;
+  }
+  return &handles[i];
+}
+
+// Ring callback on the reader thread: append the record to the queue, or count it dropped (and mark its
+// range for a re-read) when the queue is at its bound.
+static int on_record(void *ctx, void *data, size_t size) {
+  dc_handle *h = ctx;
+  struct dc_rec *r = data;
+  size_t len = DC_HDR + ((r->flags & DC_WRITE) ? r->len : 0);
+  if (len > size) len = size;
+  pthread_mutex_lock(&h->mu);
+  if (h->queued + len > h->max_queue) {
+    pthread_mutex_unlock(&h->mu);
+    if (r->flags & (DC_WRITE | DC_DISCARD | DC_ZEROES)) {
+      uint64_t first = r->offset >> h->chunk_shift, last = (r->offset + (r->len ? r->len : 1) - 1) >> h->chunk_shift;
+      for (uint64_t b = first; b <= last && (b >> 6) < h->words; b++)
+        __atomic_fetch_or(&h->bits[DC_BITS_DROPPED * h->words + (b >> 6)], 1ULL << (b & 63), __ATOMIC_SEQ_CST);
+    }
+    __atomic_fetch_add(&h->ctl->user_drops, 1, __ATOMIC_SEQ_CST);
+    return 0;
+  }
+  if (h->tail == NULL || h->tail->len + len > CHUNK) {
+    chunk *c = malloc(sizeof *c + CHUNK);
+    if (c == NULL) {
+      pthread_mutex_unlock(&h->mu);
+      __atomic_fetch_add(&h->ctl->user_drops, 1, __ATOMIC_SEQ_CST);
+      return 0;
+    }
+    c->next = NULL;
+    c->len = c->off = 0;
+    if (h->tail) h->tail->next = c;
+    else h->head = c;
+    h->tail = c;
+  }
+  memcpy(h->tail->data + h->tail->len, data, len);
+  h->tail->len += len;
+  h->queued += len;
+  pthread_mutex_unlock(&h->mu);
+  return 0;
+}
+
+static void *reader(void *arg) {
+  dc_handle *h = arg;
+  while (!__atomic_load_n(&h->stop, __ATOMIC_SEQ_CST)) {
+    int n = ring_buffer__poll(h->rb, 50);
+    if (n < 0 && n != -EINTR) break;
+  }
+  return NULL;
+}
+
+static int pin_path(char *buf, size_t size, const char *dir, const char *name) {
+  return snprintf(buf, size, "%s/%s", dir, name) >= (int)size ? -1 : 0;
+}
+
+static void unpin_all(const char *dir) {
+  const char *names[] = {"link", "ring", "ctl", "bits", "link2", "link3"};
+  char p[512];
+  for (size_t i = 0; i < 6; i++)
+    if (pin_path(p, sizeof p, dir, names[i]) == 0) unlink(p);
+}
+
+static void close_fds(dc_handle *h) {
+  if (h->ctl && h->ctl != MAP_FAILED) munmap(h->ctl, sizeof *h->ctl);
+  if (h->bits && h->bits != MAP_FAILED) munmap(h->bits, 3 * h->words * 8);
+  int *fds[] = {&h->link_fd, &h->ring_fd, &h->ctl_fd, &h->bits_fd, &h->link2_fd, &h->link3_fd, &h->prog_fd, &h->prog2_fd};
+  for (size_t i = 0; i < 8; i++)
+    if (*fds[i] >= 0) close(*fds[i]);
+}
+
+// Fresh load and attach; pins everything under dir. Returns 0 or -errno, with *what the failed step.
+static int load_fresh(dc_handle *h, const char *obj_path, const char *dir, uint64_t major, uint64_t minor, uint64_t start, uint64_t end,
+                      uint64_t ring_bytes, const char **what) {
+  struct bpf_object *obj = bpf_object__open_file(obj_path, NULL);
+  int err = (int)libbpf_get_error(obj);
+  if (err) {
+    *what = "open BPF object";
+    return err;
+  }
+  struct bpf_map *m, *ring = NULL, *ctl = NULL, *bits = NULL;
+  bpf_object__for_each_map(m, obj) {
+    const char *name = bpf_map__name(m);
+    size_t nlen = strlen(name);
+    if (strcmp(name, "ring") == 0) ring = m;
+    else if (strcmp(name, "ctl") == 0) ctl = m;
+    else if (strcmp(name, "bits") == 0) bits = m;
+    else if (nlen >= 7 && strcmp(name + nlen - 7, ".rodata") == 0) {
+      size_t sz;
+      // The const volatile cfg_* globals, in declaration order.
+      struct __attribute__((packed)) {
+        uint32_t major, minor;
+        uint64_t start, end;
+        uint32_t chunk_shift, words;
+      } *cfg = (void *)bpf_map__initial_value(m, &sz);
+      if (cfg == NULL || sz < sizeof *cfg) {
+        *what = "BPF object: unexpected .rodata";
+        bpf_object__close(obj);
+        return -EINVAL;
+      }
+      cfg->major = (uint32_t)major;
+      cfg->minor = (uint32_t)minor;
+      cfg->start = start;
+      cfg->end = end;
+      cfg->chunk_shift = h->chunk_shift;
+      cfg->words = (uint32_t)h->words;
+    }
+  }
+  if (!ring || !ctl || !bits) {
+    *what = "BPF object: maps missing";
+    bpf_object__close(obj);
+    return -EINVAL;
+  }
+  if ((err = bpf_map__set_max_entries(ring, (uint32_t)ring_bytes)) || (err = bpf_map__set_max_entries(bits, (uint32_t)(3 * h->words)))) {
+    *what = "size BPF maps";
+    bpf_object__close(obj);
+    return err;
+  }
+  if ((err = bpf_object__load(obj))) {
+    *what = "load BPF program (verifier or missing helpers)";
+    bpf_object__close(obj);
+    return err;
+  }
+  // Capture at issue; check completions and count requeues (native/bpf/datacap.bpf.c says why).
+  const char *progs[3] = {"datacap", "datacap_end", "datacap_requeue"};
+  const char *tps[3] = {"block_rq_issue", "block_rq_complete", "block_rq_requeue"};
+  const char *pins[3] = {"link", "link2", "link3"};
+  int *link_fds[3] = {&h->link_fd, &h->link2_fd, &h->link3_fd};
+  struct bpf_link *links[3] = {NULL, NULL, NULL};
+  for (int i = 0; i < 3 && !err; i++) {
+    struct bpf_program *prog = bpf_object__find_program_by_name(obj, progs[i]);
+    links[i] = prog ? bpf_program__attach_raw_tracepoint(prog, tps[i]) : NULL;
+    err = links[i] ? (int)libbpf_get_error(links[i]) : -ENOENT;
+    if (err) {
+      links[i] = NULL;
+      *what = i == 0 ? "attach raw tracepoint block_rq_issue" : i == 1 ? "attach raw tracepoint block_rq_complete" : "attach raw tracepoint block_rq_requeue";
+    }
+  }
+  if (err) {
+    for (int i = 0; i < 3; i++)
+      if (links[i]) bpf_link__destroy(links[i]);
+    bpf_object__close(obj);
+    return err;
+  }
+  char p[512];
+  int bad = 0;
+  mkdir(dir, 0700);
+  unpin_all(dir);
+  if ((pin_path(p, sizeof p, dir, "ring") || (err = bpf_map__pin(ring, p))) || (pin_path(p, sizeof p, dir, "ctl") || (err = bpf_map__pin(ctl, p))) ||
+      (pin_path(p, sizeof p, dir, "bits") || (err = bpf_map__pin(bits, p)))) {
+    bad = 1;
+  }
+  for (int i = 0; i < 3 && !bad; i++)
+    if (pin_path(p, sizeof p, dir, pins[i]) || (err = bpf_link__pin(links[i], p))) bad = 1;
+  if (bad) {
+    *what = "pin BPF maps and links in bpffs";
+    unpin_all(dir);
+    for (int i = 0; i < 3; i++) bpf_link__destroy(links[i]);
+    bpf_object__close(obj);
+    return err ? err : -ENAMETOOLONG;
+  }
+  for (int i = 0; i < 3; i++) {
+    *link_fds[i] = dup(bpf_link__fd(links[i]));
+    // The pins and our fds keep program and maps alive.
+    bpf_link__disconnect(links[i]);
+    bpf_link__destroy(links[i]);
+  }
+  h->ring_fd = dup(bpf_map__fd(ring));
+  h->ctl_fd = dup(bpf_map__fd(ctl));
+  h->bits_fd = dup(bpf_map__fd(bits));
+  // The object itself is no longer needed.
+  bpf_object__close(obj);
+  return 0;
+}
+
+static int open_pinned(dc_handle *h, const char *dir) {
+  char p[512];
+  const char *names[] = {"link", "ring", "ctl", "bits", "link2", "link3"};
+  int *fds[] = {&h->link_fd, &h->ring_fd, &h->ctl_fd, &h->bits_fd, &h->link2_fd, &h->link3_fd};
+  for (size_t i = 0; i < 6; i++) {
+    if (pin_path(p, sizeof p, dir, names[i])) return -ENAMETOOLONG;
+    *fds[i] = bpf_obj_get(p);
+    if (*fds[i] < 0) return -errno;
+  }
+  // The pinned bitmap must be the size this volume needs, or the pins belong to another configuration.
+  struct bpf_map_info info = {0};
+  uint32_t len = sizeof info;
+  if (bpf_obj_get_info_by_fd(h->bits_fd, &info, &len) != 0) return -errno;
+  if (info.max_entries != 3 * h->words) return -ESTALE;
+  return 0;
+}
+
+// The program a link runs (for its recursion-miss counter), or -1.
+static int prog_of_link(int link_fd) {
+  struct bpf_link_info info = {0};
+  uint32_t len = sizeof info;
+  if (link_fd < 0 || bpf_obj_get_info_by_fd(link_fd, &info, &len) != 0) return -1;
+  return bpf_prog_get_fd_by_id(info.prog_id);
+}
+
+static double misses_of(int prog_fd) {
+  struct bpf_prog_info info = {0};
+  uint32_t len = sizeof info;
+  if (prog_fd < 0 || bpf_obj_get_info_by_fd(prog_fd, &info, &len) != 0) return -1;
+  return (double)info.recursion_misses;
+}
+
+// open(objPath, pinDir, major, minor, startByte, endByte, chunkShift, ringBytes, maxQueueBytes, fifoPriority, resume)
+// -> { handle, resumed }
+static napi_value dc_open(napi_env env, napi_callback_info info) {
+  napi_value argv[11];
+  if (get_args(env, info, 11, argv)) return NULL;
+  char obj_path[4096], dir[400];
+  uint64_t major, minor, start, end, shift, ring_bytes, max_queue, fifo, resume;
+  if (get_str(env, argv[0], obj_path, sizeof obj_path) || get_str(env, argv[1], dir, sizeof dir) || get_u64(env, argv[2], &major) ||
+      get_u64(env, argv[3], &minor) || get_u64(env, argv[4], &start) || get_u64(env, argv[5], &end) || get_u64(env, argv[6], &shift) ||
+      get_u64(env, argv[7], &ring_bytes) || get_u64(env, argv[8], &max_queue) || get_u64(env, argv[9], &fifo) || get_u64(env, argv[10], &resume))
+    return NULL;
+  int slot = -1;
+  for (int i = 0; i < MAX_HANDLES; i++)
+    if (!handles[i].used) {
+      slot = i;
+      break;
+    }
+  if (slot < 0) return throw_err(env, "datacap: too many volumes", EMFILE);
+  dc_handle *h = &handles[slot];
+  memset(h, 0, sizeof *h);
+  h->link_fd = h->ring_fd = h->ctl_fd = h->bits_fd = h->link2_fd = h->link3_fd = h->prog_fd = h->prog2_fd = -1;
+  h->chunk_shift = (unsigned)shift;
+  uint64_t bits = ((end - start) + (1ULL << shift) - 1) >> shift;
+  h->words = (size_t)((bits + 63) / 64);
+  h->max_queue = max_queue;
+  libbpf_set_strict_mode(LIBBPF_STRICT_ALL);
+  int resumed = 0, err = 0;
+  const char *what = "open pinned BPF maps";
+  if (resume) {
+    err = open_pinned(h, dir);
+    if (err == 0) resumed = 1;
+    else close_fds(h), h->ctl = NULL, h->bits = NULL, h->link_fd = h->ring_fd = h->ctl_fd = h->bits_fd = h->link2_fd = h->link3_fd = -1;
+  }
+  if (!resumed) {
+    err = load_fresh(h, obj_path, dir, major, minor, start, end, ring_bytes, &what);
+    if (err) return throw_err(env, what, -err);
+  }
+  h->prog_fd = prog_of_link(h->link_fd);
+  h->prog2_fd = prog_of_link(h->link2_fd);
+  h->ctl = mmap(NULL, sizeof *h->ctl, PROT_READ | PROT_WRITE, MAP_SHARED, h->ctl_fd, 0);
+  h->bits = mmap(NULL, 3 * h->words * 8, PROT_READ | PROT_WRITE, MAP_SHARED, h->bits_fd, 0);
+  if (h->ctl == MAP_FAILED || h->bits == MAP_FAILED) {
+    err = errno;
+    close_fds(h);
+    return throw_err(env, "mmap BPF maps", err);
+  }
+  h->rb = ring_buffer__new(h->ring_fd, on_record, h, NULL);
+  if (h->rb == NULL) {
+    err = errno;
+    close_fds(h);
+    return throw_err(env, "ring_buffer__new", err);
+  }
+  pthread_mutex_init(&h->mu, NULL);
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  if (fifo > 0) {
+    struct sched_param sp = {.sched_priority = (int)fifo};
+    pthread_attr_setinheritsched(&attr, PTHREAD_EXPLICIT_SCHED);
+    pthread_attr_setschedpolicy(&attr, SCHED_FIFO);
+    pthread_attr_setschedparam(&attr, &sp);
+  }
+  err = pthread_create(&h->thread, &attr, reader, h);
+  if (err == EPERM && fifo > 0) {
+    h->sched_fifo = -EPERM;  // not allowed: run ordinarily scheduled, and say so in stats
+    pthread_attr_setinheritsched(&attr, PTHREAD_INHERIT_SCHED);
+    err = pthread_create(&h->thread, &attr, reader, h);
+  } else if (err == 0 && fifo > 0) {
+    h->sched_fifo = 1;
+  }
+  pthread_attr_destroy(&attr);
+  if (err) {
+    ring_buffer__free(h->rb);
+    close_fds(h);
+    return throw_err(env, "pthread_create", err);
+  }
+  h->running = 1;
+  h->used = 1;
+  napi_value out, v;
+  napi_create_object(env, &out);
+  napi_create_uint32(env, (uint32_t)slot, &v);
+  napi_set_named_property(env, out, "handle", v);
+  napi_get_boolean(env, resumed, &v);
+  napi_set_named_property(env, out, "resumed", v);
+  return out;
+}
+
+// take(handle, maxBytes) -> Buffer of whole records (possibly empty). At least one record if any is queued.
+static napi_value dc_take(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (get_args(env, info, 2, argv)) return NULL;
+  dc_handle *h = get_handle(env, argv[0]);
+  uint64_t max;
+  if (!h || get_u64(env, argv[1], &max)) return NULL;
+  pthread_mutex_lock(&h->mu);
+  // Size first: whole records only.
+  size_t total = 0;
+  for (chunk *c = h->head; c; c = c->next) {
+    size_t off = c->off;
+    while (off < c->len) {
+      struct dc_rec *r = (struct dc_rec *)(c->data + off);
+      size_t len = DC_HDR + ((r->flags & DC_WRITE) ? r->len : 0);
+      if (total > 0 && total + len > max) goto sized;
+      total += len;
+      off += len;
+    }
+  }
+sized:;
+  void *mem;
+  napi_value buf;
+  if (napi_create_buffer(env, total, &mem, &buf) != napi_ok) {
+    pthread_mutex_unlock(&h->mu);
+    napi_throw_error(env, NULL, "datacap: out of memory");
+    return NULL;
+  }
+  size_t got = 0;
+  while (got < total && h->head) {
+    chunk *c = h->head;
+    size_t n = c->len - c->off;
+    if (n > total - got) n = total - got;
+    memcpy((char *)mem + got, c->data + c->off, n);
+    c->off += n;
+    got += n;
+    if (c->off == c->len && c != h->tail) {
+      h->head = c->next;
+      free(c);
+    } else if (c->off == c->len) {
+      c->off = c->len = 0;  // the tail, emptied: reuse it
+    }
+  }
+  h->queued -= total;
+  pthread_mutex_unlock(&h->mu);
+  return buf;
+}
+
+static void set_num(napi_env env, napi_value obj, const char *name, double v) {
+  napi_value n;
+  napi_create_double(env, v, &n);
+  napi_set_named_property(env, obj, name, n);
+}
+
+static napi_value dc_stats(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (get_args(env, info, 1, argv)) return NULL;
+  dc_handle *h = get_handle(env, argv[0]);
+  if (!h) return NULL;
+  struct dc_ctl c;
+  memcpy(&c, h->ctl, sizeof c);  // fields are read individually; each is a plain counter
+  pthread_mutex_lock(&h->mu);
+  size_t queued = h->queued;
+  pthread_mutex_unlock(&h->mu);
+  napi_value out;
+  napi_create_object(env, &out);
+  set_num(env, out, "completions", (double)c.seq);
+  set_num(env, out, "records", (double)c.records);
+  set_num(env, out, "drops", (double)c.drops);
+  set_num(env, out, "droppedBytes", (double)c.dropped_bytes);
+  set_num(env, out, "errors", (double)c.errors);
+  set_num(env, out, "userDrops", (double)c.user_drops);
+  set_num(env, out, "epoch", (double)c.epoch);
+  set_num(env, out, "queuedBytes", (double)queued);
+  set_num(env, out, "calibrated", c.page_offset_base != 0 ? 1 : 0);
+  set_num(env, out, "schedFifo", (double)h->sched_fifo);
+  set_num(env, out, "empty", (double)c.empty);
+  set_num(env, out, "statWrites", (double)c.stat_writes);
+  set_num(env, out, "statDiscards", (double)c.stat_discards);
+  set_num(env, out, "otherOps", (double)c.other_ops);
+  // Invocations the kernel skipped because the same copy was already running on that CPU. The first
+  // copy's are taken by the second; one the second skipped may be lost (see datacap.bpf.c).
+  set_num(env, out, "issueSkips", misses_of(h->prog_fd));
+  set_num(env, out, "endSkips", misses_of(h->prog2_fd));
+  set_num(env, out, "ends", (double)c.ends);
+  set_num(env, out, "unseen", (double)c.unseen);
+  set_num(env, out, "requeues", (double)c.requeues);
+  return out;
+}
+
+// flip(handle): empty the bitmap of the next epoch, then make it current. Writes counted in the
+// previous epoch's bitmap stay there until the flip after this one.
+static napi_value dc_flip(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (get_args(env, info, 1, argv)) return NULL;
+  dc_handle *h = get_handle(env, argv[0]);
+  if (!h) return NULL;
+  uint64_t e = __atomic_load_n(&h->ctl->epoch, __ATOMIC_SEQ_CST);
+  uint64_t *next = &h->bits[((e + 1) & 1) * h->words];
+  for (size_t i = 0; i < h->words; i++) __atomic_store_n(&next[i], 0, __ATOMIC_SEQ_CST);
+  __atomic_store_n(&h->ctl->epoch, e + 1, __ATOMIC_SEQ_CST);
+  napi_value v;
+  napi_create_double(env, (double)(e + 1), &v);
+  return v;
+}
+
+// bitmap(handle, which) -> Buffer copy of that bitmap's words (little-endian u64).
+static napi_value dc_bitmap(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  if (get_args(env, info, 2, argv)) return NULL;
+  dc_handle *h = get_handle(env, argv[0]);
+  uint64_t which;
+  if (!h || get_u64(env, argv[1], &which)) return NULL;
+  if (which > 2) return throw_err(env, "datacap bitmap", EINVAL);
+  void *mem;
+  napi_value buf;
+  napi_create_buffer(env, h->words * 8, &mem, &buf);
+  uint64_t *dst = mem;
+  for (size_t i = 0; i < h->words; i++) dst[i] = __atomic_load_n(&h->bits[which * h->words + i], __ATOMIC_SEQ_CST);
+  return buf;
+}
+
+// clearBits(handle, which, buffer): clear exactly the bits set in buffer (bits set since stay set).
+static napi_value dc_clear_bits(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  if (get_args(env, info, 3, argv)) return NULL;
+  dc_handle *h = get_handle(env, argv[0]);
+  uint64_t which;
+  if (!h || get_u64(env, argv[1], &which)) return NULL;
+  void *data;
+  size_t len;
+  if (which > 2 || napi_get_buffer_info(env, argv[2], &data, &len) != napi_ok || len != h->words * 8) return throw_err(env, "datacap clearBits", EINVAL);
+  uint64_t w[1];
+  for (size_t i = 0; i < h->words; i++) {
+    memcpy(w, (char *)data + i * 8, 8);
+    if (w[0]) __atomic_fetch_and(&h->bits[which * h->words + i], ~w[0], __ATOMIC_SEQ_CST);
+  }
+  return NULL;
+}
+
+static int pfn_of(void *addr, uint64_t *pfn) {
+  int fd = open("/proc/self/pagemap", O_RDONLY);
+  if (fd < 0) return -errno;
+  uint64_t e = 0;
+  ssize_t n = pread(fd, &e, 8, (off_t)((uintptr_t)addr / 4096 * 8));
+  close(fd);
+  if (n != 8) return -EIO;
+  if (!(e >> 63) || (e & ((1ULL << 55) - 1)) == 0) return -EPERM;  // not present, or PFNs hidden (not root)
+  *pfn = e & ((1ULL << 55) - 1);
+  return 0;
+}
+
+static int run_scan(int prog_fd, struct dc_ctl *ctl, uint64_t phys, const uint64_t canary[2], uint64_t start, uint64_t count, uint64_t *found) {
+  uint64_t args[5] = {phys, canary[0], canary[1], start, count};
+  LIBBPF_OPTS(bpf_test_run_opts, opts, .ctx_in = args, .ctx_size_in = sizeof args);
+  ctl->scan_found = 0;
+  if (bpf_prog_test_run_opts(prog_fd, &opts) != 0) return -errno;
+  *found = __atomic_load_n(&ctl->scan_found, __ATOMIC_SEQ_CST);
+  return 0;
+}
+
+// calibrate(handle, objPath, devicePath, sector): find page_offset_base and vmemmap_base (see the issue
+// notes in datacap.ts) and store them for the program. Returns { pageOffsetBase, vmemmapBase } as strings.
+static napi_value dc_calibrate(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  if (get_args(env, info, 4, argv)) return NULL;
+  dc_handle *h = get_handle(env, argv[0]);
+  char obj_path[4096], dev[4096];
+  uint64_t sector;
+  if (!h || get_str(env, argv[1], obj_path, sizeof obj_path) || get_str(env, argv[2], dev, sizeof dev) || get_u64(env, argv[3], &sector)) return NULL;
+  const char *what = "calibrate";
+  int err = 0;
+  void *buf = NULL;
+  int fd = -1;
+  struct bpf_object *obj = NULL;
+  uint64_t pob = 0, vmb = 0, pfn = 0;
+  if (posix_memalign(&buf, 4096, 4096) != 0) return throw_err(env, "calibrate: memory", ENOMEM);
+  uint64_t canary[2];
+  if (getrandom(canary, sizeof canary, 0) != sizeof canary) {
+    err = EIO, what = "getrandom";
+    goto out;
+  }
+  memcpy(buf, canary, sizeof canary);
+  if (mlock(buf, 4096) != 0) {
+    err = errno, what = "mlock";
+    goto out;
+  }
+  if ((err = -pfn_of(buf, &pfn))) {
+    what = "read PFN from /proc/self/pagemap";
+    goto out;
+  }
+  if ((err = -aux_load(h, obj_path, &what))) goto out;
+  obj = h->aux;
+  int prog_fd = bpf_program__fd(bpf_object__find_program_by_name(obj, "calib_scan"));
+  // The direct map starts on a 1 GiB boundary at or above 0xffff888000000000 (4-level paging); the first
+  // base where our page's physical address shows our canary is it. Stops before vmalloc space matters:
+  // the direct map comes first.
+  if ((err = -run_scan(prog_fd, h->ctl, pfn << 12, canary, 0xffff888000000000ULL, (0xfffffe0000000000ULL - 0xffff888000000000ULL) >> 30, &pob))) {
+    what = "run calibration scan";
+    goto out;
+  }
+  if (pob == 0) {
+    err = ENXIO, what = "find the kernel direct map (page_offset_base)";
+    goto out;
+  }
+  // vmemmap_base: the struct page the block layer uses for our page, seen by the program on an O_DIRECT read.
+  fd = open(dev, O_RDONLY | O_DIRECT);
+  if (fd < 0) {
+    err = errno, what = "open device";
+    goto out;
+  }
+  for (int attempt = 0; attempt < 5 && vmb == 0; attempt++) {
+    h->ctl->calib_page = 0;
+    __atomic_store_n(&h->ctl->calib_sector, sector + 1, __ATOMIC_SEQ_CST);
+    if (pread(fd, buf, 4096, (off_t)(sector * 512)) != 4096) {
+      err = errno ? errno : EIO, what = "O_DIRECT read for calibration";
+      goto out;
+    }
+    uint64_t page = __atomic_load_n(&h->ctl->calib_page, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&h->ctl->calib_sector, 0, __ATOMIC_SEQ_CST);
+    struct btf *btf = btf__load_vmlinux_btf();
+    int id = btf ? btf__find_by_name_kind(btf, "page", BTF_KIND_STRUCT) : -1;
+    uint64_t psize = id > 0 ? (uint64_t)btf__resolve_size(btf, id) : 64;
+    btf__free(btf);
+    if (page == 0 || page < pfn * psize) continue;
+    uint64_t cand = page - pfn * psize;
+    // Check it: our page through the direct map must hold what the read put there.
+    uint64_t now[2], found = 0;
+    memcpy(now, buf, sizeof now);
+    if (getrandom(canary, sizeof canary, 0) != sizeof canary) continue;
+    memcpy(buf, canary, sizeof canary);
+    if (run_scan(prog_fd, h->ctl, pfn << 12, canary, pob, 1, &found) == 0 && found == pob && (cand & ((1ULL << 30) - 1)) == 0) vmb = cand;
+    (void)now;
+  }
+  if (vmb == 0) {
+    err = ENXIO, what = "find the kernel page array (vmemmap_base)";
+    goto out;
+  }
+  h->ctl->vmemmap_base = vmb;
+  __atomic_store_n(&h->ctl->page_offset_base, pob, __ATOMIC_SEQ_CST);  // last: it switches capture on
+out:
+  if (fd >= 0) close(fd);
+  if (buf) munlock(buf, 4096), free(buf);
+  if (err) return throw_err(env, what, err);
+  napi_value out, v;
+  char s[32];
+  napi_create_object(env, &out);
+  snprintf(s, sizeof s, "0x%llx", (unsigned long long)pob);
+  napi_create_string_utf8(env, s, NAPI_AUTO_LENGTH, &v);
+  napi_set_named_property(env, out, "pageOffsetBase", v);
+  snprintf(s, sizeof s, "0x%llx", (unsigned long long)vmb);
+  napi_create_string_utf8(env, s, NAPI_AUTO_LENGTH, &v);
+  napi_set_named_property(env, out, "vmemmapBase", v);
+  return out;
+}
+
+// mark(handle, objPath, token) -> true when the marker is in the ring, false when the ring is full.
+static napi_value dc_mark(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  if (get_args(env, info, 3, argv)) return NULL;
+  dc_handle *h = get_handle(env, argv[0]);
+  char obj_path[4096];
+  uint64_t token;
+  if (!h || get_str(env, argv[1], obj_path, sizeof obj_path) || get_u64(env, argv[2], &token)) return NULL;
+  const char *what = "mark";
+  int err = aux_load(h, obj_path, &what);
+  if (err) return throw_err(env, what, -err);
+  uint64_t args[1] = {token};
+  LIBBPF_OPTS(bpf_test_run_opts, opts, .ctx_in = args, .ctx_size_in = sizeof args);
+  if (bpf_prog_test_run_opts(bpf_program__fd(bpf_object__find_program_by_name(h->aux, "stream_mark")), &opts) != 0) return throw_err(env, "run mark program", errno);
+  napi_value v;
+  napi_get_boolean(env, opts.retval == 0, &v);
+  return v;
+}
+
+// close(handle, detach): stop the reader; with detach, unpin (the program stops once our fds close).
+static napi_value dc_close(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  if (get_args(env, info, 3, argv)) return NULL;
+  dc_handle *h = get_handle(env, argv[0]);
+  uint64_t detach;
+  char dir[400];
+  if (!h || get_u64(env, argv[1], &detach) || get_str(env, argv[2], dir, sizeof dir)) return NULL;
+  __atomic_store_n(&h->stop, 1, __ATOMIC_SEQ_CST);
+  if (h->running) pthread_join(h->thread, NULL);
+  ring_buffer__free(h->rb);
+  if (h->aux) bpf_object__close(h->aux);
+  if (detach) {
+    unpin_all(dir);
+    rmdir(dir);
+  }
+  close_fds(h);
+  for (chunk *c = h->head; c;) {
+    chunk *n = c->next;
+    free(c);
+    c = n;
+  }
+  pthread_mutex_destroy(&h->mu);
+  memset(h, 0, sizeof *h);
+  return NULL;
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_property_descriptor fns[] = {
+      {"open", NULL, dc_open, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"take", NULL, dc_take, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"stats", NULL, dc_stats, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"flip", NULL, dc_flip, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"bitmap", NULL, dc_bitmap, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"clearBits", NULL, dc_clear_bits, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"calibrate", NULL, dc_calibrate, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"mark", NULL, dc_mark, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"close", NULL, dc_close, NULL, NULL, NULL, napi_enumerable, NULL},
+  };
+  napi_define_properties(env, exports, sizeof fns / sizeof fns[0], fns);
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)
