@@ -16,6 +16,7 @@ import { MasterTarget } from '../master-target/server.js';
 import { loadPsConfig } from '../process-server/config.js';
 import { ProcessServer } from '../process-server/server.js';
 import { pushInstall } from '../process-server/push-install/cli.js';
+import { hashPasswordCommand, runConfigServer } from './config-server.js';
 import { runDemo } from './demo.js';
 import { groupPointsCommand, points, recover, recoverGroupCommand, testFailover, type PointArgs } from './recover.js';
 import { failoverCommand } from './failover.js';
@@ -63,6 +64,12 @@ function build(): Command {
   ] as const) {
     program.command(name).description(what).addOption(required('--config <file>', `the ${name}'s config file`)).action((o: { config: string }) => run(o.config));
   }
+
+  const cs = program.command('config-server').description('run the configuration server: fleet status and history, the management website, recovery plans')
+    .addOption(required('--config <file>', 'the configuration server\'s config file'))
+    .action((o: { config: string }) => runConfigServer(o.config));
+  cs.command('hash-password').description('print the scrypt hash of the password given on stdin, for a user entry of the config')
+    .action(() => hashPasswordCommand());
 
   const pki = program.command('pki').description('certificate authority: init, issue, revoke, crl');
   pki.command('init').description('create a certificate authority in --dir')
