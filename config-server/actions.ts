@@ -16,7 +16,8 @@ const LONG_MS = 24 * 3_600_000;
 export class ActionRelay {
   constructor(private readonly cfg: ConfigServerConfig) {}
 
-  private daemon(name: string | null, role: string, volume: string): DaemonEntry {
+  /** The daemon `name` of `role`, reachable through its operator socket, or a clear error. */
+  daemon(name: string | null, role: string, volume: string): DaemonEntry {
     const d = this.cfg.daemons.find((x) => x.name === name);
     if (!d) throw tmError('TM_ERR_UNKNOWN_VOLUME', `no ${role} reports volume ${volume} (is it up?)`, { volume });
     if (d.stateDir === undefined) throw tmError('TM_ERR_UNSUPPORTED', `${role} ${d.name} has no stateDir in the configuration server's config: actions reach a daemon only through its operator socket on this host`, { volume });

@@ -84,6 +84,8 @@ document.addEventListener('DOMContentLoaded', () => {
   if (fleet) { const every = Number(fleet.dataset.interval) || 10000; setInterval(() => refreshFleet(fleet).catch(() => {}), Math.min(every, 5000)); }
   for (const box of document.querySelectorAll('.charts')) { loadCharts(box).catch(() => {}); setInterval(() => loadCharts(box).catch(() => {}), 10000); }
   for (const b of document.querySelectorAll('[data-range-pick]')) b.addEventListener('click', () => { const box = document.querySelector('.charts'); box.dataset.range = b.dataset.rangePick; loadCharts(box); });
+  const run = document.getElementById('run-state');
+  if (run && run.dataset.live === '1') setTimeout(() => location.reload(), 1000);
   document.body.dataset.ready = '1';
 });
 `;

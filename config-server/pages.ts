@@ -123,3 +123,14 @@ ${plans.map((p) => html`<tr><td>${p.name}</td><td>${p.groups}</td><td>${v.role =
 <table id="runs"><tr><th>#</th><th>Plan</th><th>Test</th><th>By</th><th>Started</th><th>State</th></tr>
 ${runs.map((r) => html`<tr><td><a href="/runs/${r.id}">${r.id}</a></td><td>${r.plan}</td><td>${r.test ? 'test' : 'FAILOVER'}</td><td>${r.user}</td><td>${fmtTime(r.startedMs)}</td><td>${r.state}</td></tr>`)}</table>`);
 }
+
+export function runPage(v: Viewer, r: PlanRunRecord, steps: ReadonlyArray<{ group: string; phase: string; name: string; state: string; detail: string }>, report: string): string {
+  const live = r.state === 'running' || r.state === 'waiting-approval';
+  return layout(`Plan run ${r.id}`, v, html`<h1>Recovery plan ${r.plan}: run #${r.id} (${r.test ? 'test' : 'FAILOVER'})</h1>
+<p id="run-state" data-state="${r.state}" data-live="${live ? '1' : '0'}">${r.state}</p>
+${r.state === 'waiting-approval' && v.role === 'operator' ? html`<form method="post" action="/runs/${r.id}/approve"><input type="hidden" name="csrf" value="${v.csrf}"><input type="hidden" name="confirm" value="approve"><button id="approve">Approve and continue</button></form>` : ''}
+<table id="steps"><tr><th>Group</th><th>Phase</th><th>Step</th><th>State</th><th>Detail</th></tr>
+${steps.map((s, i) => html`<tr data-step="${i}" data-state="${s.state}"><td>${s.group}</td><td>${s.phase}</td><td>${s.name}</td><td>${s.state}</td><td>${s.detail.slice(-500)}</td></tr>`)}</table>
+${!live && r.test && r.state !== 'failed' && v.role === 'operator' ? html`<form method="post" action="/runs/${r.id}/cleanup"><input type="hidden" name="csrf" value="${v.csrf}"><input type="hidden" name="confirm" value="cleanup"><button id="cleanup">Clean up the test failovers</button></form>` : ''}
+<h2>Report</h2><pre id="report">${report}</pre>`);
+}

@@ -13,6 +13,7 @@ import { Collector } from './collector.js';
 import { csPath, type ConfigServerConfig } from './config.js';
 import type { Alert } from './pages.js';
 import type { PlanRoutes } from './plan-routes.js';
+import type { PlanRunner } from './plans.js';
 import { SqliteStore } from './sqlite-store.js';
 import type { Store } from './store.js';
 import { webHandler } from './web.js';
@@ -29,6 +30,7 @@ export class ConfigServer {
   store!: Store;
   collector!: Collector;
   relay!: ActionRelay;
+  plans: PlanRunner | null = null;
   port = 0;
   private server: https.Server | null = null;
   private lock: StateLock | null = null;

@@ -153,6 +153,7 @@ export function webHandler(d: WebDeps): (req: http.IncomingMessage, res: http.Se
     }
     if (m === 'GET' && p === '/') return sendHtml(r.res, 200, fleetPage(v, daemonRows(), d.collector.fleet(), d.alerts(), d.collector.rounds, d.cfg.intervalMs));
     if (m === 'GET' && p === '/api/fleet') return sendJson(r.res, 200, { round: d.collector.rounds, intervalMs: d.cfg.intervalMs, daemons: daemonRows(), volumes: d.collector.fleet(), alerts: d.alerts() });
+    if (m === 'GET' && p === '/api/session') return sendJson(r.res, 200, { user: v.user, role: v.role, csrf: v.csrf });
     if (m === 'GET' && p === '/audit') return sendHtml(r.res, 200, auditPage(v, d.store.auditList(500)));
     let x = /^\/api\/volume\/([^/]+)\/history$/.exec(p);
     if (m === 'GET' && x) return history(r, decodeURIComponent(x[1]!));

@@ -23,6 +23,9 @@ export interface CsLab {
   dir: string;
   source: string;
   replica: string;
+  /** The second volume's (vol2). */
+  source2: string;
+  replica2: string;
   csConfig: string;
   csState: string;
   cs: ChildProcess | null;
@@ -34,12 +37,16 @@ export interface CsLab {
 export async function csLab(t: Test, dir: string, opts: { intervalMs: number; csExtra?: Record<string, unknown> }): Promise<CsLab> {
   const source = path.join(dir, 'source.img');
   const replica = path.join(dir, 'replica.img');
+  const source2 = path.join(dir, 'source2.img');
+  const replica2 = path.join(dir, 'replica2.img');
   await makeImage(source, 8, 4);
+  await makeImage(source2, 4, 2);
+  const volume = (id: string, src: string, rep: string) => ({ id, source: src, replica: rep, agent: { capture: 'script', script: { pre: 'true', post: 'true', tag: 'app-cycle', timeoutMs: 5000 } }, mt: { retention: { window: '1h' } } });
   // Script capture: every cycle's point is app-consistent and tagged, so the timeline has tags and a test
   // failover has a point to expose; retention keeps the points.
   const lab = await Lab.create({
     dir,
-    volumes: [{ id: 'vol1', source, replica, agent: { capture: 'script', script: { pre: 'true', post: 'true', tag: 'app-cycle', timeoutMs: 5000 } }, mt: { retention: { window: '1h' } } }],
+    volumes: [volume('vol1', source, replica), volume('vol2', source2, replica2)],
     agent: { cycleIntervalMs: 500 },
   });
   t.teardown(() => lab.stopAll());
@@ -67,7 +74,7 @@ export async function csLab(t: Test, dir: string, opts: { intervalMs: number; cs
   await fsp.mkdir(path.join(dir, 'recovered'));
   let port = 0;
   const c: CsLab = {
-    lab, dir, source, replica, csConfig, csState, cs: null,
+    lab, dir, source, replica, source2, replica2, csConfig, csState, cs: null,
     url: () => `https://127.0.0.1:${port}`,
     async startCs() {
       await fsp.rm(path.join(csState, WEB_PORT_FILE), { force: true });

@@ -26,7 +26,15 @@ const cell = (page: Page, row: string, key: string): Promise<string | null> => p
 
 t.test('configuration server website over real daemons', async (t) => {
   const dir = await scratchDir(t, 'cs-web');
-  const c = await csLab(t, dir, { intervalMs: INTERVAL_MS });
+  // A two-group plan: the database first (a pre script, then a person approves), then the application
+  // (a wait, then a post script). The scripts leave files behind, so the test sees they ran and in order.
+  const marks = path.join(dir, 'marks');
+  const mark = (name: string): string[] => ['/bin/sh', '-c', `echo "$TIDEMARK_PLAN $TIDEMARK_PLAN_GROUP $TIDEMARK_PLAN_TEST" >> ${marks}; echo ${name}`];
+  const plans = [{ name: 'two-tier', groups: [
+    { name: 'db', volumes: [{ id: 'vol1', masterTarget: 'mt-1' }], pre: [{ kind: 'script', name: 'stop replication jobs', run: mark('pre-db') }], post: [{ kind: 'approval', name: 'database checked', prompt: 'is the database up?' }] },
+    { name: 'app', volumes: [{ id: 'vol2', masterTarget: 'mt-1' }], pre: [{ kind: 'wait', name: 'let the database settle', ms: 200 }], post: [{ kind: 'script', name: 'smoke test', run: mark('post-app') }] },
+  ] }];
+  const c = await csLab(t, dir, { intervalMs: INTERVAL_MS, csExtra: { plans } });
   const { lab } = c;
   lab.start('mt');
   lab.start('ps');
@@ -50,6 +58,7 @@ t.test('configuration server website over real daemons', async (t) => {
   await writer.stop();
   await lab.waitConverged(Date.now(), 120_000);
   t.equal(await sha256(c.replica), await sha256(c.source), 'the replica equals the source');
+  t.equal(await sha256(c.replica2), await sha256(c.source2), 'the second replica equals its source');
   const mt = (await lab.status('mt'))!;
   const mv = (mt.volumes as Record<string, unknown>[]).find((v) => v.id === 'vol1')!;
   const lastPoint = mv.lastAppPoint as { seq: number; atMs: number };
@@ -116,6 +125,29 @@ t.test('configuration server website over real daemons', async (t) => {
   for (const want of ['login:refused', 'login:ok', 'test-failover-start:ok', 'test-failover-cleanup:ok', 'drain:refused']) t.ok(audit.includes(want), `audit log: ${want}`);
   t.ok(audit.filter((a) => a === 'drain:refused').length >= 2, 'both refused drains (viewer, cross-site) are in the audit log');
 
+  // --- the two-group recovery plan, run as a test from the page: progress, an approval, the report.
+  await op.goto(`${base}/plans`);
+  await op.click('[data-plan-test="two-tier"]');
+  await op.click('#confirm');
+  await op.waitForSelector('#run-state[data-state="waiting-approval"]', { timeout: 30_000 });
+  t.same(await op.$$eval('#steps tr[data-step]', (rows) => rows.map((r) => (r as HTMLElement).dataset.state)), ['done', 'done', 'waiting-approval', 'pending', 'pending', 'pending'], 'group db failed over, waiting for the approval; group app not started');
+  await op.click('#approve');
+  await op.waitForSelector('#run-state[data-state="succeeded"]', { timeout: 30_000 });
+  t.same(await op.$$eval('#steps tr[data-step]', (rows) => rows.map((r) => (r as HTMLElement).dataset.state)), Array(6).fill('done'), 'every step done');
+  t.equal(await fsp.readFile(marks, 'utf8'), 'two-tier db 1\ntwo-tier app 1\n', 'the pre script of db ran, then the post script of app, each told the plan, group and test');
+  const report = (await op.textContent('#report'))!;
+  t.match(report, /recovery plan two-tier, run #1 \(test failover\) by olga: SUCCEEDED/, 'the report says who ran what and how it ended');
+  const runUrl = op.url();
+  const run = (await (await op.request.get(runUrl.replace('/runs/', '/api/runs/'))).json()) as { steps: Array<{ outputs?: Array<{ volume: string; image: string }> }> };
+  const images = run.steps.flatMap((st) => st.outputs ?? []);
+  t.same(images.map((o) => o.volume), ['vol1', 'vol2'], 'each group\'s volume has its test failover');
+  t.equal(await sha256(images[0]!.image), await sha256(c.source), 'vol1\'s test copy is its latest point (the source)');
+  t.equal(await sha256(images[1]!.image), await sha256(c.source2), 'vol2\'s test copy is its latest point (the source)');
+  await op.screenshot({ path: path.join(ARTIFACTS, 'plan-run.png'), fullPage: true });
+  await op.click('#cleanup');
+  t.equal(await op.getAttribute('#result', 'data-ok'), '1', 'the test run cleaned up');
+  for (const o of images) t.notOk(await fsp.stat(o.image).then(() => true, () => false), `${o.volume}'s test copy removed`);
+
   // --- a daemon that stops answering is down, with its cause, within one interval.
   const killedAt = Date.now();
   await lab.kill('ps');
@@ -142,5 +174,5 @@ t.test('configuration server website over real daemons', async (t) => {
   t.ok(after.samples.length >= before.samples.length, `history kept across SIGKILL (${before.samples.length} samples before, ${after.samples.length} after)`);
   await page.goto(`${base2}/audit`);
   const audit2 = await page.$$eval('tr[data-audit]', (rows) => rows.map((r) => `${(r as HTMLElement).dataset.audit}:${(r as HTMLElement).dataset.result}`));
-  for (const want of ['test-failover-start:ok', 'test-failover-cleanup:ok', 'drain:refused']) t.ok(audit2.includes(want), `audit log after SIGKILL: ${want}`);
+  for (const want of ['test-failover-start:ok', 'test-failover-cleanup:ok', 'drain:refused', 'plan run --test:started', 'plan approve:ok', 'plan cleanup:ok']) t.ok(audit2.includes(want), `audit log after SIGKILL: ${want}`);
 });
