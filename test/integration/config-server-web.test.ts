@@ -4,11 +4,13 @@
 // a viewer cannot act, a cross-site form is refused, a test failover runs from the page and is cleaned up,
 // and the store keeps history and audit across a SIGKILL.
 import { promises as fsp } from 'node:fs';
+import { execFile } from 'node:child_process';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import t from 'tap';
 import type { Page } from 'playwright-core';
+import { TIDEMARK_BIN } from '../../cli/lab.js';
 import { ARTIFACTS, csLab, launchChromium, PASSWORDS } from './config-server-lab.js';
 import { scratchDir, sha256, startWriter, waitFor } from './helpers.js';
 
@@ -33,7 +35,7 @@ t.test('configuration server website over real daemons', async (t) => {
   const plans = [{ name: 'two-tier', groups: [
     { name: 'db', volumes: [{ id: 'vol1', masterTarget: 'mt-1' }], pre: [{ kind: 'script', name: 'stop replication jobs', run: mark('pre-db') }], post: [{ kind: 'approval', name: 'database checked', prompt: 'is the database up?' }] },
     { name: 'app', volumes: [{ id: 'vol2', masterTarget: 'mt-1' }], pre: [{ kind: 'wait', name: 'let the database settle', ms: 200 }], post: [{ kind: 'script', name: 'smoke test', run: mark('post-app') }] },
-  ] }];
+  ] }, { name: 'quick', groups: [{ name: 'all', volumes: [{ id: 'vol2', masterTarget: 'mt-1' }] }] }];
   const c = await csLab(t, dir, { intervalMs: INTERVAL_MS, csExtra: { plans } });
   const { lab } = c;
   lab.start('mt');
@@ -147,6 +149,23 @@ t.test('configuration server website over real daemons', async (t) => {
   await op.click('#cleanup');
   t.equal(await op.getAttribute('#result', 'data-ok'), '1', 'the test run cleaned up');
   for (const o of images) t.notOk(await fsp.stat(o.image).then(() => true, () => false), `${o.volume}'s test copy removed`);
+
+  // --- the command line: the fleet from the server, a plan run followed to its end, a viewer refused.
+  const cli = (args: string[], user: string, password: string): Promise<{ code: number; out: string }> => new Promise((resolve) => {
+    execFile(process.execPath, [TIDEMARK_BIN, ...args, '--server', base, '--user', user, '--ca', path.join(dir, 'pki', 'ca.crt')], { env: { ...process.env, TIDEMARK_PASSWORD: password } }, (e, stdout, stderr) => resolve({ code: e ? Number((e as { code?: number }).code ?? 1) : 0, out: `${stdout}${stderr}` }));
+  });
+  const st = await cli(['status'], 'victor', PASSWORDS.view);
+  t.equal(st.code, 0, 'tidemark status --server');
+  t.match(st.out, new RegExp(`vol1\\s+agent-1\\s+.*#${String(mv.appliedSeq)} `), `it shows vol1 applied to #${String(mv.appliedSeq)}: ${st.out}`);
+  const viewerRun = await cli(['plan', 'run', 'quick', '--test'], 'victor', PASSWORDS.view);
+  t.not(viewerRun.code, 0, 'a viewer cannot run a plan from the command line');
+  t.match(viewerRun.out, /TM_ERR_FORBIDDEN.*viewer/);
+  const quick = await cli(['plan', 'run', 'quick', '--test'], 'olga', PASSWORDS.op);
+  t.equal(quick.code, 0, `tidemark plan run quick --test: ${quick.out}`);
+  t.match(quick.out, /recovery plan quick, run #2 \(test failover\) by olga: SUCCEEDED/, 'prints the report');
+  const cleaned = await cli(['plan', 'cleanup', '2'], 'olga', PASSWORDS.op);
+  t.equal(cleaned.code, 0, `tidemark plan cleanup 2: ${cleaned.out}`);
+  t.notOk(await fsp.stat(images[1]!.image).then(() => true, () => false), 'vol2\'s test copy removed again');
 
   // --- a daemon that stops answering is down, with its cause, within one interval.
   const killedAt = Date.now();
