@@ -9,12 +9,13 @@ import { STATUS_PORT_FILE } from '../common/status-server.js';
 import type { Logger } from '../common/log.js';
 import type { DaemonEntry } from './config.js';
 import { fleetRows, type VolumeRow } from './fleet.js';
+import { parseMetrics, type Sample } from './prom-text.js';
 import type { DaemonState, PointSeen, Store, VolumeSample } from './store.js';
 
 /** Snapshots larger than this are refused: a status answer is a few KiB per volume. */
 const MAX_STATUS_BYTES = 16 * 1024 * 1024;
 
-function getJson(url: string, timeoutMs: number): Promise<Record<string, unknown>> {
+function getText(url: string, timeoutMs: number): Promise<string> {
   return new Promise((resolve, reject) => {
     const req = http.get(url, { timeout: timeoutMs }, (res) => {
       if (res.statusCode !== 200) {
@@ -29,21 +30,27 @@ function getJson(url: string, timeoutMs: number): Promise<Record<string, unknown
         if (size > MAX_STATUS_BYTES) req.destroy(new Error(`status answer larger than ${MAX_STATUS_BYTES} bytes`));
         else chunks.push(c);
       });
-      res.on('end', () => {
-        try {
-          const v = JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown;
-          if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error('not a JSON object');
-          resolve(v as Record<string, unknown>);
-        } catch (e) {
-          reject(new Error(`answered something that is not a status snapshot: ${(e as Error).message}`));
-        }
-      });
+      res.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
       res.on('error', reject);
     });
     req.on('timeout', () => req.destroy(new Error(`no answer in ${timeoutMs} ms`)));
     req.on('error', reject);
   });
 }
+
+async function getJson(url: string, timeoutMs: number): Promise<Record<string, unknown>> {
+  const text = await getText(url, timeoutMs);
+  try {
+    const v = JSON.parse(text) as unknown;
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error('not a JSON object');
+    return v as Record<string, unknown>;
+  } catch (e) {
+    throw new Error(`answered something that is not a status snapshot: ${(e as Error).message}`);
+  }
+}
+
+/** What a round hands the alert rules: every daemon's /metrics samples (labelled instance=<name>), and who is down. */
+export type MetricsObserver = (samples: Sample[], down: Array<{ name: string; cause: string }>, nowMs: number) => void;
 
 function causeOf(e: unknown, url: string): string {
   const code = (e as NodeJS.ErrnoException).code;
@@ -67,6 +74,7 @@ export class Collector {
     private readonly store: Store,
     private readonly intervalMs: number,
     private readonly log: Logger,
+    private readonly observe: MetricsObserver | null = null,
   ) {
     this.roles = new Map(daemons.map((d) => [d.name, d.role]));
     const known = new Set(daemons.map((d) => d.name));
@@ -92,13 +100,15 @@ export class Collector {
     return `http://127.0.0.1:${port}`;
   }
 
-  private async poll(d: DaemonEntry, timeoutMs: number): Promise<{ snapshot: Record<string, unknown> } | { cause: string }> {
+  private async poll(d: DaemonEntry, timeoutMs: number): Promise<{ snapshot: Record<string, unknown>; metrics: Sample[] } | { cause: string }> {
     let url = d.statusUrl ?? '';
     try {
       url = await this.urlOf(d);
-      const snapshot = await getJson(`${url}/status`, timeoutMs);
+      const [snapshot, text] = await Promise.all([getJson(`${url}/status`, timeoutMs), this.observe ? getText(`${url}/metrics`, timeoutMs).catch(() => '') : '']);
       if (snapshot.role !== d.role) return { cause: `${url} is a ${String(snapshot.role)}, not the ${d.role} configured` };
-      return { snapshot };
+      const metrics = parseMetrics(text);
+      for (const m of metrics) m.labels.instance = d.name;
+      return { snapshot, metrics };
     } catch (e) {
       return { cause: causeOf(e, url) };
     }
@@ -139,6 +149,10 @@ export class Collector {
     const samples: VolumeSample[] = this.rows.map((r) => ({ volume: r.id, atMs: now, rpoMs: r.rpoMs, agentBacklog: r.agentBacklog, psBacklog: r.psBacklog, mtBacklog: r.mtBacklog, appliedBytes: r.appliedBytes, appliedSeq: r.appliedSeq, mode: r.mode }));
     const points: PointSeen[] = this.rows.flatMap((r) => [r.lastCrashPoint, r.lastAppPoint].filter((p) => p !== null).map((p) => ({ volume: r.id, seq: p!.seq, atMs: p!.atMs, consistency: p!.consistency, tags: p!.tags })));
     this.store.record(samples, points, changed);
+    if (this.observe) {
+      const all = answers.flatMap(([, a]) => ('metrics' in a ? a.metrics : []));
+      this.observe(all, answers.flatMap(([d, a]) => ('cause' in a ? [{ name: d.name, cause: a.cause }] : [])), now);
+    }
     if (this.rounds++ % 30 === 0) this.store.prune(now);
     this.lastRoundMs = Date.now() - started;
   }

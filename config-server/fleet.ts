@@ -43,24 +43,34 @@ function pointOf(p: unknown, consistency: string): PointRef | null {
 
 /** Each volume's row. `roles` names each daemon's configured role (its snapshot may be missing while it is down). */
 export function fleetRows(states: readonly DaemonState[], roles: ReadonlyMap<string, string>, nowMs: number): VolumeRow[] {
-  const withSnap = states.filter((s) => s.snapshot !== null);
-  const snaps = withSnap.map((s) => s.snapshot!);
-  const health = new Map(volumeHealth(snaps).map((h) => [h.volume, h]));
-  const find = (role: string, id: string): { d: DaemonState; v: Snap } | undefined => {
-    for (const d of withSnap) if (roles.get(d.name) === role) for (const v of vols(d.snapshot)) if (v.id === id) return { d, v };
-    return undefined;
-  };
-  const ids = [...new Set(withSnap.flatMap((s) => vols(s.snapshot).map((v) => String(v.id))))].sort();
-  return ids.map((id) => {
-    const a = find('agent', id);
-    const p = find('process-server', id);
-    const m = find('master-target', id);
+  // One index of (role, volume) -> where it is, so a fleet of thousands of volumes is one pass.
+  const at = new Map<string, { d: DaemonState; v: Snap }>();
+  const ids = new Set<string>();
+  const present = new Set<string>();
+  for (const d of states) {
+    const role = roles.get(d.name);
+    if (d.snapshot === null || role === undefined) continue;
+    present.add(role);
+    for (const v of vols(d.snapshot)) {
+      const id = String(v.id);
+      ids.add(id);
+      if (!at.has(`${role}\0${id}`)) at.set(`${role}\0${id}`, { d, v });
+    }
+  }
+  return [...ids].sort().map((id) => {
+    const a = at.get(`agent\0${id}`);
+    const p = at.get(`process-server\0${id}`);
+    const m = at.get(`master-target\0${id}`);
+    // The HEALTH words of `tidemark status`, from this volume's slice of each daemon's snapshot.
+    const slice = [a, p, m].filter((x): x is { d: DaemonState; v: Snap } => x !== undefined).map((x) => ({ ...x.d.snapshot!, volumes: [x.v] }));
+    const h = volumeHealth(slice)[0];
     const crash = pointOf(m?.v.lastCrashPoint, 'CRASH_CONSISTENT');
     const app = pointOf(m?.v.lastAppPoint, 'APP_CONSISTENT');
     const newest = Math.max(crash?.atMs ?? -Infinity, app?.atMs ?? -Infinity);
     const down = [a, p, m].filter((x): x is { d: DaemonState; v: Snap } => x !== undefined && !x.d.up).map((x) => `${roles.get(x.d.name)} ${x.d.name} DOWN: ${x.d.cause ?? 'no answer'}`);
-    const h = health.get(id);
-    const words = [...down, ...(h && !h.ok ? [h.health] : [])];
+    // As `tidemark status` says when a hop that exists does not know the volume.
+    const missing = [...(present.has('process-server') && !p ? ['not at ps'] : []), ...(present.has('master-target') && !m ? ['not at mt'] : [])];
+    const words = [...down, ...(h && !h.ok ? [h.health] : []), ...missing];
     const r = obj(a?.v.resync);
     return {
       id,

@@ -47,12 +47,21 @@ export function alertList(alerts: readonly Alert[]): Html {
   return html`<div id="alerts" data-count="${alerts.length}">${alerts.map((a) => html`<div class="alert" data-alert="${a.name}"><strong>${a.name}</strong> (${a.severity}) ${a.target}: ${a.summary}</div>`)}</div>`;
 }
 
-export function fleetPage(v: Viewer, daemons: readonly DaemonRow[], rows: readonly VolumeRow[], alerts: readonly Alert[], round: number, intervalMs: number): string {
+/** The volumes table: the page's bulk, the same for every viewer of a round (web.ts keeps it per round). */
+export function fleetTable(rows: readonly VolumeRow[], round: number, intervalMs: number): Html {
   const byAgent = new Map<string, VolumeRow[]>();
   for (const r of rows) {
     const k = r.agent ?? '(no agent)';
-    byAgent.set(k, [...(byAgent.get(k) ?? []), r]);
+    const list = byAgent.get(k);
+    if (list) list.push(r);
+    else byAgent.set(k, [r]);
   }
+  return html`<table id="fleet" data-round="${round}" data-interval="${intervalMs}"><tr><th>Machine</th><th>Volume</th>${VOLUME_HEAD}</tr>
+${[...byAgent].map(([agent, vs]) => vs.map((r) => html`<tr id="vol-${r.id}" class="${r.ok ? '' : 'bad'}"><td>${agent}</td><td><a href="/volume/${encodeURIComponent(r.id)}">${r.id}</a></td>${volumeCells(r)}</tr>`))}
+</table>`;
+}
+
+export function fleetPage(v: Viewer, daemons: readonly DaemonRow[], table: Html, alerts: readonly Alert[]): string {
   return layout('Fleet', v, html`<h1>Fleet</h1>
 <h2>Alerts</h2>${alertList(alerts)}
 <h2>Daemons</h2>
@@ -60,9 +69,7 @@ export function fleetPage(v: Viewer, daemons: readonly DaemonRow[], rows: readon
 ${daemons.map((d) => html`<tr id="daemon-${d.name}"><td>${d.name}</td><td>${d.role}</td><td data-k="state" data-v="${d.up ? 'up' : 'down'}" class="${d.up ? 'ok' : 'down'}">${d.up ? 'up' : 'DOWN'}</td><td>${fmtTime(d.sinceMs)}</td><td data-k="cause">${d.cause ?? ''}</td></tr>`)}
 </table>
 <h2>Volumes</h2>
-<table id="fleet" data-round="${round}" data-interval="${intervalMs}"><tr><th>Machine</th><th>Volume</th>${VOLUME_HEAD}</tr>
-${[...byAgent].map(([agent, vs]) => vs.map((r) => html`<tr id="vol-${r.id}" class="${r.ok ? '' : 'bad'}"><td>${agent}</td><td><a href="/volume/${encodeURIComponent(r.id)}">${r.id}</a></td>${volumeCells(r)}</tr>`))}
-</table>`);
+${table}`);
 }
 
 export const VOLUME_ACTIONS = {

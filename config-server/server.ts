@@ -14,6 +14,7 @@ import { csPath, type ConfigServerConfig } from './config.js';
 import type { Alert } from './pages.js';
 import type { PlanRoutes } from './plan-routes.js';
 import type { PlanRunner } from './plans.js';
+import type { AlertEngine } from './alerts.js';
 import { SqliteStore } from './sqlite-store.js';
 import type { Store } from './store.js';
 import { webHandler } from './web.js';
@@ -22,7 +23,8 @@ import { webHandler } from './web.js';
 export const WEB_PORT_FILE = 'web-port';
 
 export interface ConfigServerParts {
-  alerts?: (cs: ConfigServer) => Alert[];
+  /** Alert rules evaluated each round over the daemons' /metrics (alerts.ts). */
+  alerts?: () => AlertEngine;
   plans?: (cs: ConfigServer) => PlanRoutes;
 }
 
@@ -48,10 +50,12 @@ export class ConfigServer {
     })));
     this.store = await SqliteStore.open(stateDir);
     this.relay = new ActionRelay(cfg);
-    this.collector = new Collector(cfg.daemons, (p) => csPath(cfg, p), this.store, cfg.intervalMs, this.log.child({ component: 'collector' }));
+    const engine = this.parts.alerts?.() ?? null;
+    if (engine?.unsupported.length) this.log.warn({ rules: engine.unsupported }, 'alert rules in a form not evaluated here');
+    this.collector = new Collector(cfg.daemons, (p) => csPath(cfg, p), this.store, cfg.intervalMs, this.log.child({ component: 'collector' }), engine ? (s, down, now) => engine.update(s, down, now) : null);
     const handler = webHandler({
       cfg, store: this.store, collector: this.collector, relay: this.relay, log: this.log.child({ component: 'web' }),
-      alerts: () => this.parts.alerts?.(this) ?? [],
+      alerts: (): Alert[] => engine?.alerts() ?? [],
       plans: this.parts.plans?.(this) ?? null,
     });
     this.server = https.createServer({ cert: cert!, key: key!, minVersion: 'TLSv1.2' }, handler);

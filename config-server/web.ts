@@ -11,9 +11,10 @@ import type { Collector } from './collector.js';
 import type { ConfigServerConfig } from './config.js';
 import type { DaemonRow } from './fleet.js';
 import { cookies, formBody, redirect, send, sendHtml, sendJson, SESSION_COOKIE, type Req } from './http-util.js';
-import { auditPage, confirmPage, fleetPage, loginPage, resultPage, VOLUME_ACTIONS, volumePage, type Alert, type VolumeAction, type Viewer } from './pages.js';
+import { auditPage, confirmPage, fleetPage, fleetTable, loginPage, resultPage, VOLUME_ACTIONS, volumePage, type Alert, type VolumeAction, type Viewer } from './pages.js';
 import { SCRIPT, STYLE } from './assets.js';
 import { tierFor, type Store } from './store.js';
+import type { Html } from './html.js';
 import type { PlanRoutes } from './plan-routes.js';
 
 
@@ -130,6 +131,8 @@ export function webHandler(d: WebDeps): (req: http.IncomingMessage, res: http.Se
     sendJson(r.res, 200, { volume: id, tier: tier.id, bucketMs: tier.bucketMs, samples });
   }
 
+  let table: { round: number; html: Html | null } = { round: -1, html: null };
+
   async function route(r: Req): Promise<void> {
     const p = r.url.pathname;
     const m = r.req.method;
@@ -151,7 +154,10 @@ export function webHandler(d: WebDeps): (req: http.IncomingMessage, res: http.Se
       audit(v.user, 'logout', '', {}, 'ok', '');
       return redirect(r.res, '/login', { 'set-cookie': `${SESSION_COOKIE}=; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=0` });
     }
-    if (m === 'GET' && p === '/') return sendHtml(r.res, 200, fleetPage(v, daemonRows(), d.collector.fleet(), d.alerts(), d.collector.rounds, d.cfg.intervalMs));
+    if (m === 'GET' && p === '/') {
+      if (table.round !== d.collector.rounds || table.html === null) table = { round: d.collector.rounds, html: fleetTable(d.collector.fleet(), d.collector.rounds, d.cfg.intervalMs) };
+      return sendHtml(r.res, 200, fleetPage(v, daemonRows(), table.html!, d.alerts()));
+    }
     if (m === 'GET' && p === '/api/fleet') return sendJson(r.res, 200, { round: d.collector.rounds, intervalMs: d.cfg.intervalMs, daemons: daemonRows(), volumes: d.collector.fleet(), alerts: d.alerts() });
     if (m === 'GET' && p === '/api/session') return sendJson(r.res, 200, { user: v.user, role: v.role, csrf: v.csrf });
     if (m === 'GET' && p === '/audit') return sendHtml(r.res, 200, auditPage(v, d.store.auditList(500)));
