@@ -184,6 +184,7 @@ export const consoleBench: Benchmark = {
         return {
           params: { agents: AGENTS, volumesPerAgent: VOLUMES, roundMs: ROUND_MS, measuredRounds: r1 - r0, pageLoads: PAGE_LOADS, chromium: CHROMIUM, cores: os.cpus().length },
           figures,
+          quoted: [],
           references: [{ name: 'same-run references', description: 'what any collector and any page of this size cost here', figures: ref }],
           ratios: [
             { name: 'collection CPU / bare fetch+parse', numerator: 'collection CPU per round', denominator: ref[0]!.name, value: perRound / median(refCpu) },
