@@ -2,6 +2,7 @@
 // With no name, list the benchmarks. Benchmarks measure; they never fail on a number.
 import { closest } from 'fastest-levenshtein';
 import { formatTable, machine, missingFigures, writeResults, type Benchmark } from './harness.js';
+import { consoleBench } from './console.js';
 import { fanIn } from './fan-in.js';
 import { hashTable } from './hash-table.js';
 import { initialSync } from './initial-sync.js';
@@ -10,6 +11,7 @@ import { resync } from './resync.js';
 import { tracking } from './tracking.js';
 
 export const BENCHMARKS: Record<string, Benchmark> = {
+  console: consoleBench,
   'fan-in': fanIn,
   'hash-table': hashTable,
   'initial-sync': initialSync,

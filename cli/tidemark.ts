@@ -16,6 +16,8 @@ import { MasterTarget } from '../master-target/server.js';
 import { loadPsConfig } from '../process-server/config.js';
 import { ProcessServer } from '../process-server/server.js';
 import { pushInstall } from '../process-server/push-install/cli.js';
+import { hashPasswordCommand, runConfigServer } from './config-server.js';
+import { planCleanup, planRun, serverStatus } from './cs-commands.js';
 import { runDemo } from './demo.js';
 import { groupPointsCommand, points, recover, recoverGroupCommand, testFailover, type PointArgs } from './recover.js';
 import { failoverCommand } from './failover.js';
@@ -64,6 +66,12 @@ function build(): Command {
     program.command(name).description(what).addOption(required('--config <file>', `the ${name}'s config file`)).action((o: { config: string }) => run(o.config));
   }
 
+  const cs = program.command('config-server').description('run the configuration server: fleet status and history, the management website, recovery plans')
+    .addOption(required('--config <file>', 'the configuration server\'s config file'))
+    .action((o: { config: string }) => runConfigServer(o.config));
+  cs.command('hash-password').description('print the scrypt hash of the password given on stdin, for a user entry of the config')
+    .action(() => hashPasswordCommand());
+
   const pki = program.command('pki').description('certificate authority: init, issue, revoke, crl');
   pki.command('init').description('create a certificate authority in --dir')
     .addOption(required('--dir <dir>', 'where the CA lives')).option('--name <name>', 'the CA\'s common name').option('--force', 'replace an existing CA').addOption(jsonOpt())
@@ -96,16 +104,35 @@ function build(): Command {
       for (const e of list) console.log(`${e.serial}  ${e.revokedAt}  ${e.name ?? '(certificate not in this CA dir)'}`);
     });
 
-  program.command('status').description('show replication state of the daemons these configs describe')
+  const serverOpts = (c: Command): Command => c
+    .option('--user <name>', 'the configuration server user (or TIDEMARK_USER); the password comes from TIDEMARK_PASSWORD or --password-file')
+    .option('--password-file <file>', 'a file whose first line is the password').option('--ca <file>', 'the CA that issued the server\'s certificate (the project\'s ca.crt)');
+  serverOpts(program.command('status').description('show replication state of the daemons these configs describe, or of the fleet a configuration server watches (--server)')
     .option('--config <file>', 'a daemon\'s config (repeat for each daemon)', collect, [])
     .option('--watch [secs]', 'look again every secs seconds (default 2) until Ctrl-C; exit status of the last look')
+    .option('--server <url>', 'a configuration server\'s website, https://host:port'))
     .addOption(jsonOpt())
-    .action((o: { config: string[]; json?: boolean; watch?: string | true }, c: Command) => {
-      if (o.config.length === 0) throw usageError(c, 'status needs at least one --config <file>');
+    .action((o: { config: string[]; server?: string; user?: string; passwordFile?: string; ca?: string; json?: boolean; watch?: string | true }, c: Command) => {
+      if (o.server !== undefined) {
+        if (o.config.length > 0) throw usageError(c, 'give --server or --config, not both');
+        return serverStatus({ server: o.server, user: o.user, passwordFile: o.passwordFile, ca: o.ca }, o.json === true);
+      }
+      if (o.config.length === 0) throw usageError(c, 'status needs at least one --config <file> (or --server <url>)');
       const watch = o.watch === undefined ? undefined : o.watch === true ? 2 : Number(o.watch);
       if (watch !== undefined && !(watch >= 0.2 && watch <= 86_400)) throw usageError(c, `--watch takes seconds between 0.2 and 86400, not "${String(o.watch)}"`);
       return statusCommand(o.config, { json: o.json === true, watchSeconds: watch });
     });
+
+  const plan = program.command('plan').description('recovery plans, run by the configuration server');
+  serverOpts(plan.command('run').description('run a recovery plan (--test: as a test failover) and follow its steps; exit 0 if it succeeded')
+    .argument('<name>').addOption(required('--server <url>', 'the configuration server, https://host:port')).option('--test', 'a test failover: replication goes on'))
+    .addOption(jsonOpt())
+    .action(async (name: string, o: { server: string; test?: boolean; user?: string; passwordFile?: string; ca?: string; json?: boolean }) => {
+      process.exitCode = await planRun(name, o.test === true, { server: o.server, user: o.user, passwordFile: o.passwordFile, ca: o.ca, json: o.json });
+    });
+  serverOpts(plan.command('cleanup').description('remove the test failovers of a test run')
+    .argument('<run>', 'the run\'s number').addOption(required('--server <url>', 'the configuration server, https://host:port')))
+    .action((run: string, o: { server: string; user?: string; passwordFile?: string; ca?: string }) => planCleanup(run, { server: o.server, user: o.user, passwordFile: o.passwordFile, ca: o.ca }));
 
   program.command('resync').description('bring the replica in step by checksum comparison (only differing blocks travel)')
     .argument('<volume>').addOption(required('--config <file>', 'the agent\'s config'))

@@ -51,6 +51,7 @@ export const ERRORS = {
   TM_ERR_HOST_KEY: { class: 'refused', summary: "the machine's SSH host key is not the one known_hosts records for it; push-install changed nothing" },
   TM_ERR_FORBIDDEN: { class: 'refused', summary: 'an operator request from someone not allowed to make it (not root, a web page, a foreign Host), or a write to the status port; nothing was done' },
   TM_ERR_OUTPUT_REFUSED: { class: 'refused', summary: 'a recovery output outside the configured roots or devices, a configured replica or state path, or a busy device; nothing was written' },
+  TM_ERR_STORE_VERSION: { class: 'refused', summary: "the configuration server's store was written by a newer tidemark; nothing was changed" },
   TM_ERR_STATE_LOCKED: { class: 'refused', summary: 'another daemon or command holds the state (or cache) directory; the message names its pid' },
 } as const satisfies Record<string, ErrorSpec>;
 

@@ -13,7 +13,7 @@ import { tmError, type TidemarkError } from './errors.js';
 
 x509.cryptoProvider.set(webcrypto as unknown as Crypto);
 
-export const ROLES = ['agent', 'process-server', 'master-target', 'operator'] as const;
+export const ROLES = ['agent', 'process-server', 'master-target', 'operator', 'config-server'] as const;
 export type Role = (typeof ROLES)[number];
 
 /** PEM bytes ready for node:tls, plus who the certificate says we are. */

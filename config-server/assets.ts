@@ -1,0 +1,91 @@
+// The website's one script and stylesheet, served from /assets/ (the Content-Security-Policy allows no
+// inline script). The script refreshes the fleet table and draws the volume charts as SVG.
+export const STYLE = `
+body{font:14px system-ui,sans-serif;margin:0;color:#222}
+header{background:#123;color:#fff;padding:8px 16px;display:flex;gap:16px;align-items:center}
+header a{color:#cde}header form{margin-left:auto}
+main{padding:16px}
+table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #ddd;padding:3px 6px;text-align:left;white-space:nowrap}
+tr.bad td{background:#fee}td.health{white-space:normal}
+.down{color:#b00;font-weight:bold}.ok{color:#070}
+.charts{display:grid;grid-template-columns:repeat(auto-fill,minmax(420px,1fr));gap:12px}
+.chart svg{width:100%;height:140px;border:1px solid #ccc;background:#fafafa}
+.err{color:#b00}.alert{background:#fee;border:1px solid #b00;padding:6px;margin:4px 0}
+button{padding:4px 10px}
+`;
+
+export const SCRIPT = `
+'use strict';
+const fmtBytes = (n) => n === null ? '-' : n === 0 ? '0' : n < 1024 ? n + ' B' : n < 1048576 ? (n / 1024).toFixed(1) + ' KiB' : n < 1073741824 ? (n / 1048576).toFixed(1) + ' MiB' : (n / 1073741824).toFixed(2) + ' GiB';
+const fmtAge = (ms) => { if (ms === null) return '-'; const s = Math.max(0, Math.round(ms / 1000)); return s < 120 ? s + 's' : s < 7200 ? Math.round(s / 60) + 'm' : Math.round(s / 3600) + 'h'; };
+function setCell(tr, key, value, text) {
+  const td = tr.querySelector('[data-k="' + key + '"]');
+  if (!td) return;
+  td.dataset.v = value === null ? '' : String(value);
+  td.textContent = text;
+}
+async function refreshFleet(table) {
+  const r = await fetch('/api/fleet', { credentials: 'same-origin' });
+  if (!r.ok) return;
+  const f = await r.json();
+  for (const v of f.volumes) {
+    const tr = document.getElementById('vol-' + v.id);
+    // A volume the page does not list yet (a daemon seen for the first time): draw the page again.
+    if (!tr) { if (table.id === 'fleet') location.reload(); return; }
+    setCell(tr, 'mode', v.mode, v.mode);
+    setCell(tr, 'rpo', v.rpoMs, fmtAge(v.rpoMs));
+    setCell(tr, 'agentBacklog', v.agentBacklog, fmtBytes(v.agentBacklog));
+    setCell(tr, 'psBacklog', v.psBacklog, fmtBytes(v.psBacklog));
+    setCell(tr, 'mtBacklog', v.mtBacklog, fmtBytes(v.mtBacklog));
+    setCell(tr, 'appliedSeq', v.appliedSeq, v.appliedSeq === null ? '-' : String(v.appliedSeq));
+    setCell(tr, 'appliedBytes', v.appliedBytes, fmtBytes(v.appliedBytes));
+    setCell(tr, 'crash', v.lastCrashPoint ? v.lastCrashPoint.atMs : null, v.lastCrashPoint ? '#' + v.lastCrashPoint.seq : '-');
+    setCell(tr, 'app', v.lastAppPoint ? v.lastAppPoint.atMs : null, v.lastAppPoint ? '#' + v.lastAppPoint.seq + ' ' + v.lastAppPoint.tags.join(',') : '-');
+    setCell(tr, 'health', v.ok ? 'ok' : v.health, v.health);
+    tr.className = v.ok ? '' : 'bad';
+  }
+  for (const d of f.daemons) {
+    const tr = document.getElementById('daemon-' + d.name);
+    if (!tr) continue;
+    setCell(tr, 'state', d.up ? 'up' : 'down', d.up ? 'up' : 'DOWN');
+    setCell(tr, 'cause', d.cause || '', d.cause || '');
+  }
+  table.dataset.round = String(f.round);
+}
+function drawChart(el, points, key) {
+  const W = 400, H = 120;
+  const xs = points.map((p) => p.t), ys = points.map((p) => p[key]).map((y) => y === null ? 0 : y);
+  const x0 = Math.min(...xs), x1 = Math.max(...xs, x0 + 1), y1 = Math.max(...ys, 1);
+  const pts = points.map((p, i) => ((p.t - x0) / (x1 - x0) * W).toFixed(1) + ',' + (H - ys[i] / y1 * (H - 10)).toFixed(1)).join(' ');
+  const ns = 'http://www.w3.org/2000/svg';
+  const svg = document.createElementNS(ns, 'svg');
+  svg.setAttribute('viewBox', '0 0 ' + W + ' ' + H);
+  svg.setAttribute('preserveAspectRatio', 'none');
+  const line = document.createElementNS(ns, 'polyline');
+  line.setAttribute('points', pts); line.setAttribute('fill', 'none'); line.setAttribute('stroke', '#246'); line.setAttribute('stroke-width', '1.5');
+  svg.appendChild(line);
+  const label = document.createElementNS(ns, 'text');
+  label.setAttribute('x', '4'); label.setAttribute('y', '12'); label.setAttribute('font-size', '10');
+  label.textContent = 'max ' + (key === 'rpo' ? fmtAge(y1) : key === 'throughput' ? fmtBytes(y1) + '/s' : fmtBytes(y1));
+  svg.appendChild(label);
+  el.replaceChildren(svg);
+  el.dataset.points = String(points.length);
+}
+async function loadCharts(box) {
+  const range = box.dataset.range;
+  const r = await fetch('/api/volume/' + encodeURIComponent(box.dataset.volume) + '/history?range=' + range, { credentials: 'same-origin' });
+  if (!r.ok) return;
+  const h = await r.json();
+  for (const el of box.querySelectorAll('[data-series]')) drawChart(el, h.samples, el.dataset.series);
+  box.dataset.loaded = '1';
+}
+document.addEventListener('DOMContentLoaded', () => {
+  const fleet = document.getElementById('fleet');
+  if (fleet) { const every = Number(fleet.dataset.interval) || 10000; setInterval(() => refreshFleet(fleet).catch(() => {}), Math.min(every, 5000)); }
+  for (const box of document.querySelectorAll('.charts')) { loadCharts(box).catch(() => {}); setInterval(() => loadCharts(box).catch(() => {}), 10000); }
+  for (const b of document.querySelectorAll('[data-range-pick]')) b.addEventListener('click', () => { const box = document.querySelector('.charts'); box.dataset.range = b.dataset.rangePick; loadCharts(box); });
+  const run = document.getElementById('run-state');
+  if (run && run.dataset.live === '1') setTimeout(() => location.reload(), 1000);
+  document.body.dataset.ready = '1';
+});
+`;

@@ -1,0 +1,101 @@
+// The configuration server's config: where it keeps its store, the HTTPS listener of the website, who may
+// log in, which daemons it watches (their status port, and for actions their state folder on this host),
+// and the recovery plans it can run. Closed schema, like every daemon's (common/config.ts).
+import { z } from 'zod';
+import { loadConfigFile, nodeNameSchema, resolveFrom, volumeIdSchema } from '../common/config.js';
+import { tmError } from '../common/errors.js';
+
+export const CS_DEFAULTS = {
+  port: 7430,
+  intervalMs: 10_000,
+  sessionTtlMs: 8 * 3_600_000,
+} as const;
+
+const daemonSchema = z.strictObject({
+  name: nodeNameSchema,
+  role: z.enum(['agent', 'process-server', 'master-target']),
+  /** The daemon's status port, http://127.0.0.1:<port> (the status port answers loopback only). */
+  statusUrl: z.url({ protocol: /^http$/ }).optional(),
+  /**
+   * The daemon's state folder (cacheDir for a process server) on this host: its status-port file gives the
+   * port when statusUrl is absent, and its operator socket is the only way actions reach the daemon.
+   */
+  stateDir: z.string().min(1).optional(),
+});
+
+const userSchema = z.strictObject({
+  name: z.string().regex(/^[A-Za-z0-9._@-]{1,64}$/, 'user name: 1-64 characters of A-Z a-z 0-9 . _ @ -'),
+  role: z.enum(['viewer', 'operator']),
+  /** `tidemark config-server hash-password` prints one: scrypt$N$r$p$salt$hash. Never the password. */
+  passwordHash: z.string().regex(/^scrypt\$\d+\$\d+\$\d+\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+$/, 'passwordHash: the output of `tidemark config-server hash-password`'),
+});
+
+const stepSchema = z.discriminatedUnion('kind', [
+  z.strictObject({ kind: z.literal('script'), name: z.string().min(1).max(128), run: z.array(z.string()).min(1), timeoutMs: z.number().int().min(100).max(86_400_000).default(300_000) }),
+  z.strictObject({ kind: z.literal('approval'), name: z.string().min(1).max(128), prompt: z.string().max(1000).default('continue?') }),
+  z.strictObject({ kind: z.literal('wait'), name: z.string().min(1).max(128), ms: z.number().int().min(0).max(86_400_000) }),
+]);
+
+const groupSchema = z.strictObject({
+  name: z.string().min(1).max(128),
+  /** Volumes failed over together; each lives on the master target named here. */
+  volumes: z.array(z.strictObject({ id: volumeIdSchema, masterTarget: nodeNameSchema })).min(1),
+  pre: z.array(stepSchema).default([]),
+  post: z.array(stepSchema).default([]),
+});
+
+const planSchema = z.strictObject({
+  name: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'plan name: 1-64 characters of A-Z a-z 0-9 . _ -'),
+  groups: z.array(groupSchema).min(1),
+});
+
+export const configServerSchema = z.strictObject({
+  name: nodeNameSchema.default('config-server'),
+  /** The store (store.sqlite) and what the server writes. */
+  stateDir: z.string().min(1),
+  listen: z.strictObject({ host: z.string().default('127.0.0.1'), port: z.number().int().min(0).max(65535).default(CS_DEFAULTS.port) }),
+  /** The website's HTTPS key and certificate: `tidemark pki issue config-server <name>`. */
+  tls: z.strictObject({ cert: z.string(), key: z.string() }),
+  /** Host names the website is reached by (checked against Host and Origin); default the listen host, localhost, 127.0.0.1. */
+  hostnames: z.array(z.string().min(1)).optional(),
+  intervalMs: z.number().int().min(200).max(3_600_000).default(CS_DEFAULTS.intervalMs),
+  sessionTtlMs: z.number().int().min(60_000).max(30 * 86_400_000).default(CS_DEFAULTS.sessionTtlMs),
+  users: z.array(userSchema).default([]),
+  daemons: z.array(daemonSchema).default([]),
+  plans: z.array(planSchema).default([]),
+  /** Where test failovers and recoveries started from the website write; must be under the master target's recovery.roots. */
+  recoveryDir: z.string().min(1).optional(),
+});
+
+export type ConfigServerConfig = z.output<typeof configServerSchema> & { configDir: string };
+export type DaemonEntry = z.output<typeof daemonSchema>;
+export type PlanConfig = z.output<typeof planSchema>;
+export type PlanStep = z.output<typeof stepSchema>;
+
+export function loadConfigServerConfig(file: string): ConfigServerConfig {
+  const cfg = loadConfigFile(configServerSchema, file) as ConfigServerConfig;
+  return checked(cfg, file);
+}
+
+/** Cross-field checks: unique names, a way to reach each daemon. */
+export function checked(cfg: ConfigServerConfig, source: string): ConfigServerConfig {
+  const dup = (xs: string[]): string | undefined => xs.find((x, i) => xs.indexOf(x) !== i);
+  const d = dup(cfg.daemons.map((x) => x.name));
+  if (d) throw tmError('TM_ERR_CONFIG_INVALID', `${source}: daemons: "${d}" is listed twice`, { key: 'daemons' });
+  const u = dup(cfg.users.map((x) => x.name));
+  if (u) throw tmError('TM_ERR_CONFIG_INVALID', `${source}: users: "${u}" is listed twice`, { key: 'users' });
+  const p = dup(cfg.plans.map((x) => x.name));
+  if (p) throw tmError('TM_ERR_CONFIG_INVALID', `${source}: plans: "${p}" is listed twice`, { key: 'plans' });
+  for (const x of cfg.daemons) {
+    if (x.statusUrl === undefined && x.stateDir === undefined) throw tmError('TM_ERR_CONFIG_INVALID', `${source}: daemons: "${x.name}" needs statusUrl or stateDir`, { key: 'daemons' });
+  }
+  const mts = new Set(cfg.daemons.filter((x) => x.role === 'master-target').map((x) => x.name));
+  for (const plan of cfg.plans) for (const g of plan.groups) for (const v of g.volumes) {
+    if (!mts.has(v.masterTarget)) throw tmError('TM_ERR_CONFIG_INVALID', `${source}: plans: "${plan.name}" group "${g.name}": no master target "${v.masterTarget}" among daemons`, { key: 'plans' });
+  }
+  return cfg;
+}
+
+export function csPath(cfg: ConfigServerConfig, p: string): string {
+  return resolveFrom(cfg.configDir, p);
+}
