@@ -11,6 +11,7 @@ import { promisify } from 'node:util';
 import t from 'tap';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { Lab, TIDEMARK_BIN } from '../../cli/lab.js';
+import { STATUS_PORT_FILE } from '../../common/status-server.js';
 import { makeImage, startWriter, waitFor } from '../integration/helpers.js';
 import { Rng } from '../seed.js';
 import { SWIFT_ACCESS_KEY, SWIFT_SECRET_KEY, SwiftStore } from '../swift-harness.js';
@@ -72,6 +73,12 @@ t.test('points rebuilt from the bucket alone equal the agent\'s clones', async (
   const tier = (await mtVolume()).objectStore as Record<string, unknown>;
   t.equal(tier.lastError, null, 'the tier reports no error');
   t.notMatch(JSON.stringify(await lab.status('mt')), new RegExp(SWIFT_SECRET_KEY), 'status never shows the secret');
+  const statusPort = Number((await fsp.readFile(path.join(lab.stateDirs.mt, STATUS_PORT_FILE), 'utf8')).trim());
+  {
+    const metrics = await (await fetch(`http://127.0.0.1:${statusPort}/metrics`)).text();
+    t.match(metrics, /tidemark_bucket_backlog_segments\{volume="vol1"\} 0/, 'metrics: no backlog once caught up');
+    t.match(metrics, new RegExp(`tidemark_bucket_image_sequence\\{volume="vol1"\\} ${applied}`), 'metrics: the bucket\'s newest image');
+  }
   const localRes = await tm(['points', 'vol1', '--config', lab.configs.mt, '--json']);
   const local = new Set((JSON.parse(localRes.out) as { points: Point[] }).points.map((p) => p.seq));
 
