@@ -20,6 +20,7 @@ import { hashPasswordCommand, runConfigServer } from './config-server.js';
 import { planCleanup, planRun, serverStatus } from './cs-commands.js';
 import { runDemo } from './demo.js';
 import { groupPointsCommand, points, recover, recoverGroupCommand, testFailover, type PointArgs } from './recover.js';
+import { bucketPointsCommand, bucketRecoverCommand, type BucketArgs } from './bucket.js';
 import { failoverCommand } from './failover.js';
 import { attachSeeded, requestResync, verify } from './resync.js';
 import { runDaemon } from './run-daemon.js';
@@ -48,6 +49,16 @@ function pointOptions(c: Command): Command {
     .option('--at <time>', 'the latest point at or before: ISO 8601, epoch ms, or an age ("15m ago")')
     .option('--tag <name>', 'the latest point with this tag')
     .option('--latest', 'the latest retained point');
+}
+
+/** Where --from s3://… reads: the store's endpoint, region, credentials, downloads in flight. */
+function bucketOptions(c: Command): Command {
+  return c
+    .option('--from <s3url>', 's3://bucket/prefix: read the bucket tier\'s history, no master target needed')
+    .option('--endpoint <url>', 'with --from: the S3 endpoint (default TIDEMARK_S3_ENDPOINT)')
+    .option('--region <name>', 'with --from: the S3 region (default us-east-1)')
+    .option('--credentials <file>', 'with --from: JSON {accessKeyId, secretAccessKey} (default: TIDEMARK_S3_* or AWS_* environment)')
+    .option('--parallel <n>', 'with --from: ranged GETs in flight (default 8)');
 }
 
 function build(): Command {
@@ -154,23 +165,28 @@ function build(): Command {
     .argument('<volume>').addOption(required('--config <file>', 'the master target\'s config')).addOption(jsonOpt())
     .action((volume: string, o: { config: string; json?: boolean }) => attachSeeded(o.config, volume, o.json === true));
 
-  program.command('points').description('list a volume\'s retained recovery points, or a consistency group\'s (--group)')
-    .argument('[volume]').addOption(required('--config <file>', 'the master target\'s config'))
+  bucketOptions(program.command('points').description('list a volume\'s retained recovery points, or a consistency group\'s (--group); with --from, the points a bucket alone can rebuild')
+    .argument('[volume]').option('--config <file>', 'the master target\'s config')
     .option('--group <name>', 'a consistency group\'s complete points instead of one volume\'s')
     .option('--since <time>', 'points captured at or after: ISO 8601, epoch ms, or an age ("1h ago")')
     .option('--until <time>', 'points captured at or before (same forms)')
     .option('--class <class>', 'crash or app points only')
     .option('--limit <n>', 'the newest n points (after the other filters)')
-    .addOption(jsonOpt())
+    .addOption(jsonOpt()))
     .action((volume: string | undefined, o: Record<string, unknown>, c: Command) => {
       const a = flags<PointArgs & { config: string }>(o);
+      if (o.from !== undefined) {
+        if (!volume) throw usageError(c, 'which volume? give its id');
+        return bucketPointsCommand(volume, flags<BucketArgs>(o));
+      }
+      if (a.config === undefined) throw usageError(c, "required option '--config <file>' not given (or --from s3://bucket/prefix)");
       if (a.group !== undefined) return groupPointsCommand(a.config, a.group, a);
       if (!volume) throw usageError(c, 'which volume? give its id (or --group <name>)');
       return points(a.config, volume, a);
     });
 
-  pointOptions(program.command('recover').description('materialise a retained point (reflink clone + roll back), verified; --out must be under the config\'s recovery.roots (a device: in recovery.devices, with --device); with --group, every member of a consistency group to one cut'))
-    .argument('[volume]').addOption(required('--config <file>', 'the master target\'s config'))
+  bucketOptions(pointOptions(program.command('recover').description('materialise a retained point (reflink clone + roll back), verified; --out must be under the config\'s recovery.roots (a device: in recovery.devices, with --device); with --group, every member of a consistency group to one cut; with --from, from a bucket alone')))
+    .argument('[volume]').option('--config <file>', 'the master target\'s config')
     .option('--out <file|device>', 'where the point is written').option('--force', 'replace an existing --out file')
     .option('--copy', 'copy instead of a reflink clone').option('--verify <mode>', '"full": re-read every block of the result')
     .option('--device', '--out is a block device (listed in recovery.devices)')
@@ -178,6 +194,12 @@ function build(): Command {
     .addOption(jsonOpt())
     .action((volume: string | undefined, o: Record<string, unknown>, c: Command) => {
       const a = flags<PointArgs & { config: string }>(o);
+      if (o.from !== undefined) {
+        if (!volume) throw usageError(c, 'which volume? give its id');
+        if (a.out === undefined) throw usageError(c, 'recover needs --out <file or device>');
+        return bucketRecoverCommand(volume, flags<BucketArgs>(o));
+      }
+      if (a.config === undefined) throw usageError(c, "required option '--config <file>' not given (or --from s3://bucket/prefix)");
       if (a.group !== undefined) {
         if (a['out-dir'] === undefined) throw usageError(c, 'recover --group needs --out-dir <dir>');
         return recoverGroupCommand(a.config, a.group, a);

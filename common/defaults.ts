@@ -75,6 +75,18 @@ export const DEFAULTS = {
       onFull: 'purge',
       maintenanceIntervalMs: 10_000,
     },
+    /** The bucket tier (docs/OPERATIONS.md, object store). */
+    objectStore: {
+      prefix: 'tidemark',
+      region: 'us-east-1',
+      /** A base image this often: the bucket's newest recoverable point lags by at most this (plus upload). */
+      imageInterval: '1h',
+      /** Every this many images a full one (older history can then expire without its base). */
+      fullEvery: 24,
+      pollIntervalMs: 2000,
+      partSizeMiB: 8,
+      concurrency: 4,
+    },
   },
   transfer: {
     /** Differentials sent but not yet acknowledged, per volume. */

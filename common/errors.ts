@@ -53,6 +53,11 @@ export const ERRORS = {
   TM_ERR_OUTPUT_REFUSED: { class: 'refused', summary: 'a recovery output outside the configured roots or devices, a configured replica or state path, or a busy device; nothing was written' },
   TM_ERR_STORE_VERSION: { class: 'refused', summary: "the configuration server's store was written by a newer tidemark; nothing was changed" },
   TM_ERR_STATE_LOCKED: { class: 'refused', summary: 'another daemon or command holds the state (or cache) directory; the message names its pid' },
+  TM_ERR_BUCKET_AUTH: { class: 'config', summary: 'the object store refused the bucket tier\'s credentials (wrong access key or secret, or no permission on the bucket)' },
+  TM_ERR_BUCKET_MISSING: { class: 'config', summary: 'the configured bucket does not exist on the object store (Tidemark never creates buckets)' },
+  TM_ERR_BUCKET_UNAVAILABLE: { class: 'retryable', summary: 'the object store is unreachable or failed a request; the bucket tier backs off and resumes' },
+  TM_ERR_BUCKET_CORRUPT: { class: 'corruption', summary: 'an object in the bucket is missing, damaged, or differs from the checksum or ETag recorded for it' },
+  TM_ERR_BUCKET_VERSION: { class: 'refused', summary: 'the bucket\'s manifest or an object in it is from a newer format version' },
 } as const satisfies Record<string, ErrorSpec>;
 
 export type ErrorCode = keyof typeof ERRORS;

@@ -25,6 +25,25 @@ const retentionSchema = z.strictObject({
   maintenanceIntervalMs: r.maintenanceIntervalMs,
 }));
 
+const O = DEFAULTS.masterTarget.objectStore;
+/**
+ * The bucket tier of a volume. Credentials come from `credentialsFile` (JSON: accessKeyId,
+ * secretAccessKey; keep it 0600) or the environment (TIDEMARK_S3_ACCESS_KEY_ID / ..._SECRET_ACCESS_KEY,
+ * else AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY); never written to logs or status.
+ */
+export const objectStoreSchema = z.strictObject({
+  endpoint: z.string().url(),
+  bucket: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'an S3 bucket name: 3-63 characters of a-z 0-9 . -'),
+  prefix: z.string().regex(/^[\w./-]*$/, 'prefix: characters A-Z a-z 0-9 _ . / -').transform((x) => x.replace(/^\/+|\/+$/g, '')).default(O.prefix),
+  region: z.string().min(1).default(O.region),
+  credentialsFile: z.string().min(1).optional(),
+  imageInterval: duration.prefault(O.imageInterval),
+  fullEvery: z.number().int().min(1).max(10_000).default(O.fullEvery),
+  pollIntervalMs: z.number().int().min(100).default(O.pollIntervalMs),
+  partSizeMiB: z.number().int().min(5).max(5120).default(O.partSizeMiB),
+  concurrency: z.number().int().min(1).max(64).default(O.concurrency),
+});
+
 export const mtConfigSchema = z.strictObject({
   name: nodeNameSchema,
   stateDir: z.string().min(1),
@@ -52,7 +71,9 @@ export const mtConfigSchema = z.strictObject({
     snapshots: z.strictObject({ dir: z.string().min(1), keep: z.number().int().min(1).max(100_000) }).optional(),
     /** Keep before-images so any retained point can be recovered (docs/OPERATIONS.md, retention). */
     retention: retentionSchema.optional(),
-  })).min(1).superRefine(uniqueVolumeIds),
+    /** Upload retention and base images to an S3-API bucket (needs `retention`). */
+    objectStore: objectStoreSchema.optional(),
+  }).refine((v) => !v.objectStore || v.retention, { message: 'objectStore needs retention on the volume (the bucket holds its segments)', path: ['objectStore'] })).min(1).superRefine(uniqueVolumeIds),
   /** Bounds on the TLS port: handshake deadline, connections in total and per address. */
   connections: connectionsSchema,
 });

@@ -22,5 +22,11 @@ export function masterTargetMetrics(log: Logger, snapshot: () => Snapshot): Daem
     return o ? Date.now() - o.atMs : undefined;
   }, 1 / 1000));
   m.gauge('tidemark_retention_apply_paused', '1 while apply is paused because the retention log is at its cap (onFull "pause").', ['volume'], perVolume((v) => ((v.retention as { paused?: string | null } | null)?.paused ? 1 : 0)));
+  const tier = (v: Snapshot): Record<string, unknown> | null => v.objectStore as Record<string, unknown> | null;
+  m.gauge('tidemark_bucket_backlog_segments', 'Sealed retention segments not yet confirmed in the bucket (objectStore).', ['volume'], perVolume((v) => tier(v)?.backlogSegments));
+  m.gauge('tidemark_bucket_backlog_bytes', 'Bytes of the sealed retention segments not yet confirmed in the bucket.', ['volume'], perVolume((v) => tier(v)?.backlogBytes));
+  m.gauge('tidemark_bucket_backlog_age_seconds', 'Age of the oldest sealed retention segment not yet confirmed in the bucket (0 when none).', ['volume'], perVolume((v) => tier(v)?.backlogAgeMs, 1 / 1000));
+  m.gauge('tidemark_bucket_image_sequence', 'Sequence of the newest base image in the bucket: the newest point the bucket alone can rebuild.', ['volume'], perVolume((v) => tier(v)?.imageSeq));
+  m.gauge('tidemark_bucket_error', '1 while the bucket tier\'s last pass failed (status objectStore.lastErrorCode says why), else 0.', ['volume'], perVolume((v) => (tier(v) ? (tier(v)!.lastError ? 1 : 0) : undefined)));
   return m;
 }

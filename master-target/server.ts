@@ -31,6 +31,9 @@ import { PointSnapshots } from './point-snapshots.js';
 import { currentPoint } from './applier.js';
 import { RetentionLog } from './retention/retention-log.js';
 import { recoverPoint, type RecoverProgress, type RecoverySource } from './recover.js';
+import { BucketTier } from './bucket/tier.js';
+import { BucketStore } from './bucket/store.js';
+import { loadCredentials } from './bucket/credentials.js';
 import { TestFailovers } from './test-failover.js';
 import { operatorAction } from './operator-actions.js';
 
@@ -40,6 +43,8 @@ interface Target {
   snapshots: PointSnapshots | null;
   retentionConfig: MtConfig['volumes'][number]['retention'];
   retention: RetentionLog | null;
+  objectStoreConfig: MtConfig['volumes'][number]['objectStore'];
+  tier: BucketTier | null;
   maintenance: NodeJS.Timeout | null;
   replica: Replica | null;
   applier: Applier | null;
@@ -80,7 +85,7 @@ export class MasterTarget implements InboundSink {
       const store = new DiffStore(path.join(p(cfg.stateDir), 'volumes', v.id), v.id, this.log.child({ volume: v.id }));
       await store.open();
       const snapshots = v.snapshots ? new PointSnapshots(v.id, p(v.replica), { dir: p(v.snapshots.dir), keep: v.snapshots.keep }, this.log.child({ volume: v.id })) : null;
-      const t: Target = { store, replicaPath: p(v.replica), snapshots, retentionConfig: v.retention, retention: null, maintenance: null, replica: null, applier: null, opening: Promise.resolve(), replaced: null, replacements: 0 };
+      const t: Target = { store, replicaPath: p(v.replica), snapshots, retentionConfig: v.retention, retention: null, objectStoreConfig: v.objectStore, tier: null, maintenance: null, replica: null, applier: null, opening: Promise.resolve(), replaced: null, replacements: 0 };
       this.targets.set(v.id, t);
       // A volume seen before: finish any differential a crash interrupted, before accepting more.
       // One volume's trouble (missing replica, EIO) must not stop the others: report it and go on.
@@ -150,7 +155,25 @@ export class MasterTarget implements InboundSink {
       point: async (pt) => { await t.snapshots?.take(pt); },
     }, this.log.child({ component: 'applier', volume: t.store.volumeId }), t.retention);
     previous?.handOver(t.applier);
+    if (t.objectStoreConfig && t.retention && !t.tier) await this.startTier(t, t.objectStoreConfig, t.retention);
     await t.applier.kick();
+  }
+
+  /** The volume's bucket tier: uploads in the background; local retention keeps what it has not confirmed. */
+  private async startTier(t: Target, oc: NonNullable<Target['objectStoreConfig']>, retention: RetentionLog): Promise<void> {
+    const { sizeBytes, blockSize } = t.store.state!;
+    const credentials = loadCredentials(oc.credentialsFile ? resolveFrom(this.config.configDir, oc.credentialsFile) : undefined);
+    const store = new BucketStore({ endpoint: oc.endpoint, region: oc.region, bucket: oc.bucket, prefix: oc.prefix, credentials, partSizeBytes: oc.partSizeMiB << 20, concurrency: oc.concurrency });
+    const volumeId = t.store.volumeId;
+    const tier = new BucketTier({
+      volumeId, replicaPath: t.replicaPath, sizeBytes, blockSize, retention,
+      doneSeq: () => t.store.doneSeq,
+      // The applier of the moment: a replaced replica gets a new one.
+      settledSeq: () => (t.applier ? t.applier.exclusive(async () => t.store.doneSeq) : Promise.resolve(t.store.doneSeq)),
+    }, store, { imageIntervalMs: oc.imageInterval, fullEvery: oc.fullEvery, pollIntervalMs: oc.pollIntervalMs }, t.store.dir, this.log.child({ component: 'bucket-tier', volume: volumeId }));
+    retention.holdAfter(() => tier.keepAfter());
+    t.tier = tier;
+    await tier.open();
   }
 
   /**
@@ -391,6 +414,7 @@ export class MasterTarget implements InboundSink {
         lastCrashPoint: t.store.state?.lastCrashPoint ?? null,
         lastAppPoint: t.store.state?.lastAppPoint ?? null,
         retention: t.retention?.stats ?? null,
+        objectStore: t.tier?.status() ?? null,
         ...t.applier?.stats,
         replicaReplaced: t.replaced,
         replicaReplacements: t.replacements,
@@ -408,6 +432,7 @@ export class MasterTarget implements InboundSink {
       this.trust?.close();
       for (const t of this.targets.values()) {
         if (t.maintenance) clearInterval(t.maintenance);
+        await t.tier?.close();
         await t.retention?.lock(async () => {}); // let a maintenance pass finish
         await t.applier?.close();
         await t.replica?.close();

@@ -57,6 +57,8 @@ export class RetentionLog {
   segments: SegmentInfo[] = [];
   readonly stats: RetentionStats;
   private locked: Promise<unknown> = Promise.resolve();
+  /** Segments ending after what this returns are still needed elsewhere (the bucket tier): never removed. */
+  private keepAfter: () => number = () => Number.MAX_SAFE_INTEGER;
 
   constructor(
     readonly dir: string,
@@ -101,6 +103,11 @@ export class RetentionLog {
     this.segments = chain.slice(Math.max(0, start));
     await fsyncDir(this.dir);
     this.refreshStats(Number.MAX_SAFE_INTEGER);
+  }
+
+  /** Keep every segment ending after `fn()` (the bucket tier: not yet confirmed in the bucket). */
+  holdAfter(fn: () => number): void {
+    this.keepAfter = fn;
   }
 
   /** Serialise maintenance and recovery: neither may see segments the other is replacing. */
@@ -297,11 +304,11 @@ export class RetentionLog {
 
   /** Delete the oldest segments, up to and including the one ending at `seq`. */
   private async dropThrough(seq: number, why: string): Promise<void> {
-    const gone = this.segments.filter((s) => s.toSeq <= seq);
+    const gone = this.segments.filter((s) => s.toSeq <= seq && s.toSeq <= this.keepAfter());
     if (gone.length === 0) return;
     for (const s of gone) await fsp.rm(s.file, { force: true });
     await fsyncDir(this.dir);
-    this.segments = this.segments.filter((s) => s.toSeq > seq);
+    this.segments = this.segments.filter((s) => !gone.includes(s));
     this.stats.purgedSegments += gone.length;
     this.log.info({ volume: this.volumeId, segments: gone.length, throughSeq: seq, why }, 'retention: oldest history removed');
   }
@@ -309,7 +316,7 @@ export class RetentionLog {
   /** Merge the segments between two kept points into one that keeps each block's oldest image. */
   private async compact(from: RecoveryPoint, to: RecoveryPoint): Promise<void> {
     const parts = this.segments.filter((s) => s.fromSeq > from.seq && s.toSeq <= to.seq);
-    if (parts.length < 2) return;
+    if (parts.length < 2 || to.seq > this.keepAfter()) return;
     const started = Date.now();
     const header: SegmentHeader = { volumeId: this.volumeId, fromSeq: from.seq + 1, toSeq: to.seq, ...this.geometry, base: from, tip: to, createdAt: Date.now() };
     const w = await SegmentWriter.create(this.dir, header);
@@ -335,6 +342,10 @@ export class RetentionLog {
     const { maxBytes, onFull } = this.opts;
     if (maxBytes === null || onFull !== 'purge') return;
     while (this.segments.length > 0 && this.segments[0]!.toSeq <= doneSeq && this.bytes > maxBytes) {
+      if (this.segments[0]!.toSeq > this.keepAfter()) {
+        this.log.error({ volume: this.volumeId, seq: this.segments[0]!.toSeq, bytes: this.bytes, maxBytes }, 'retention cap reached, but the oldest segments are not yet confirmed in the bucket: kept until they are');
+        return;
+      }
       const s = this.segments[0]!;
       if (s.base && s.base.tags.some((t) => this.opts.policy.pinTags.includes(t))) {
         this.log.error({ volume: this.volumeId, seq: s.base.seq, tags: s.base.tags }, 'retention cap reached: purging a pinned point (raise maxBytes to keep pinned points)');

@@ -1,0 +1,190 @@
+// The bucket as the tier sees it: a few S3 operations on keys under one prefix, with every failure mapped
+// to a Tidemark code (wrong credentials, missing bucket, store unreachable, damaged object) and every
+// upload confirmed by its ETag (the MD5 of what we sent, or S3's MD5-of-part-MD5s for multipart).
+// Works against AWS S3 and S3-compatible stores (tested against OpenStack Swift's s3api: no conditional
+// PUT, no aws-chunked uploads, so checksums are sent only where required).
+import { createHash } from 'node:crypto';
+import { createReadStream, promises as fsp } from 'node:fs';
+import { DeleteObjectCommand, GetObjectCommand, HeadBucketCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import { tmError, TidemarkError, type ErrorCode } from '../../common/errors.js';
+
+// The SDK warns that future releases need Node 22; the locked version supports Node 20.
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+
+export interface StoreCredentials {
+  accessKeyId: string;
+  secretAccessKey: string;
+}
+
+export interface StoreLocation {
+  endpoint: string;
+  region: string;
+  bucket: string;
+  /** Key prefix, without leading or trailing "/" ("" for the bucket's root). */
+  prefix: string;
+}
+
+export interface StoreOptions extends StoreLocation {
+  credentials: StoreCredentials;
+  partSizeBytes: number;
+  /** Parts or ranges in flight at once. */
+  concurrency: number;
+}
+
+/** Requests made, by kind: what a store bills for (docs/OPERATIONS.md, costs). */
+export interface RequestCounts {
+  put: number;
+  get: number;
+  head: number;
+  delete: number;
+  list: number;
+  multipartParts: number;
+  bytesUp: number;
+  bytesDown: number;
+}
+
+/** "s3://bucket/some/prefix" → bucket and prefix. */
+export function parseS3Url(url: string): { bucket: string; prefix: string } {
+  const m = /^s3:\/\/([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:\/(.*))?$/.exec(url);
+  if (!m) throw tmError('TM_ERR_USAGE', `"${url}" is not a bucket URL: give s3://<bucket>/<prefix>`);
+  return { bucket: m[1]!, prefix: (m[2] ?? '').replace(/^\/+|\/+$/g, '') };
+}
+
+function httpStatus(e: unknown): number | undefined {
+  return (e as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+}
+
+/** A store failure as a Tidemark error; the message names what we did, never a credential. */
+export function storeError(e: unknown, doing: string, loc: StoreLocation, key?: string): TidemarkError {
+  if (e instanceof TidemarkError) return e;
+  const name = (e as { name?: string; Code?: string }).Code ?? (e as { name?: string }).name ?? '';
+  const status = httpStatus(e);
+  const sys = (e as NodeJS.ErrnoException).code ?? (e as { cause?: NodeJS.ErrnoException }).cause?.code;
+  let code: ErrorCode = 'TM_ERR_BUCKET_UNAVAILABLE';
+  let why = `${name || sys || 'error'}${status ? ` (HTTP ${status})` : ''}: ${(e as Error).message ?? String(e)}`;
+  if (['InvalidAccessKeyId', 'SignatureDoesNotMatch', 'AccessDenied', 'InvalidToken', 'ExpiredToken'].includes(name) || status === 403 || status === 401) {
+    code = 'TM_ERR_BUCKET_AUTH';
+    why = `the store refused our credentials (${name || `HTTP ${status}`}); check the access key and secret`;
+  } else if (name === 'NoSuchBucket' || (status === 404 && !key && doing.startsWith('check'))) {
+    code = 'TM_ERR_BUCKET_MISSING';
+    why = `bucket "${loc.bucket}" does not exist at ${loc.endpoint}; create it (Tidemark never creates buckets)`;
+  }
+  return tmError(code, `${doing} ${key ? `s3://${loc.bucket}/${key}` : `bucket ${loc.bucket}`}: ${why}`, { key }, e);
+}
+
+/** Expected ETag of a body uploaded as parts of `partSize` (S3's rule: MD5 of the part MD5s, "-count"). */
+export function expectedEtag(partMd5s: Buffer[]): string {
+  if (partMd5s.length === 1) return partMd5s[0]!.toString('hex');
+  return `${createHash('md5').update(Buffer.concat(partMd5s)).digest('hex')}-${partMd5s.length}`;
+}
+
+async function fileMd5s(file: string, size: number, partSize: number): Promise<Buffer[]> {
+  const out: Buffer[] = [];
+  const fh = await fsp.open(file, 'r');
+  try {
+    const buf = Buffer.allocUnsafe(Math.min(partSize, Math.max(size, 1)));
+    for (let pos = 0; pos < size || out.length === 0; pos += partSize) {
+      const h = createHash('md5');
+      let left = Math.min(partSize, size - pos);
+      let at = pos;
+      while (left > 0) {
+        const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, left), at);
+        if (bytesRead === 0) break;
+        h.update(buf.subarray(0, bytesRead));
+        left -= bytesRead;
+        at += bytesRead;
+      }
+      out.push(h.digest());
+      if (size === 0) break;
+    }
+  } finally {
+    await fh.close();
+  }
+  return out;
+}
+
+export class BucketStore {
+  private readonly s3: S3Client;
+  readonly requests: RequestCounts = { put: 0, get: 0, head: 0, delete: 0, list: 0, multipartParts: 0, bytesUp: 0, bytesDown: 0 };
+
+  constructor(readonly opts: StoreOptions) {
+    this.s3 = new S3Client({
+      endpoint: opts.endpoint,
+      region: opts.region,
+      forcePathStyle: true,
+      credentials: { ...opts.credentials },
+      requestChecksumCalculation: 'WHEN_REQUIRED',
+      responseChecksumValidation: 'WHEN_REQUIRED',
+      maxAttempts: 2, // the tier retries with its own backoff
+    });
+  }
+
+  key(rel: string): string {
+    return this.opts.prefix ? `${this.opts.prefix}/${rel}` : rel;
+  }
+
+  /** The bucket exists and our credentials work. */
+  async check(): Promise<void> {
+    this.requests.head++;
+    await this.s3.send(new HeadBucketCommand({ Bucket: this.opts.bucket })).catch((e) => { throw storeError(e, 'check', this.opts); });
+  }
+
+  /** Upload a small object in one PUT (Content-MD5 lets the store check it) and confirm its ETag. */
+  async putBuffer(rel: string, body: Buffer): Promise<string> {
+    const key = this.key(rel);
+    const md5 = createHash('md5').update(body).digest();
+    this.requests.put++;
+    const r = await this.s3.send(new PutObjectCommand({ Bucket: this.opts.bucket, Key: key, Body: body, ContentMD5: md5.toString('base64'), ContentLength: body.length }))
+      .catch((e) => { throw storeError(e, 'upload', this.opts, key); });
+    this.requests.bytesUp += body.length;
+    const etag = (r.ETag ?? '').replace(/"/g, '');
+    if (etag !== md5.toString('hex')) throw tmError('TM_ERR_BUCKET_CORRUPT', `upload s3://${this.opts.bucket}/${key}: the store answered ETag ${etag}, expected ${md5.toString('hex')}`, { key });
+    return etag;
+  }
+
+  /** Upload a file: one PUT up to the part size, else multipart; the ETag is checked either way. */
+  async putFile(rel: string, file: string): Promise<{ etag: string; bytes: number }> {
+    const { size } = await fsp.stat(file);
+    const { partSizeBytes } = this.opts;
+    if (size <= partSizeBytes) return { etag: await this.putBuffer(rel, await fsp.readFile(file)), bytes: size };
+    const key = this.key(rel);
+    const expected = expectedEtag(await fileMd5s(file, size, partSizeBytes));
+    const up = new Upload({ client: this.s3, params: { Bucket: this.opts.bucket, Key: key, Body: createReadStream(file, { highWaterMark: 1 << 20 }) }, partSize: partSizeBytes, queueSize: this.opts.concurrency, leavePartsOnError: false });
+    const r = await up.done().catch((e) => { throw storeError(e, 'upload', this.opts, key); });
+    const parts = Math.ceil(size / partSizeBytes);
+    this.requests.put += 2; // create + complete
+    this.requests.multipartParts += parts;
+    this.requests.bytesUp += size;
+    const etag = (r.ETag ?? '').replace(/"/g, '');
+    if (etag !== expected) throw tmError('TM_ERR_BUCKET_CORRUPT', `upload s3://${this.opts.bucket}/${key}: the store answered ETag ${etag}, expected ${expected}`, { key });
+    return { etag, bytes: size };
+  }
+
+  /** The object's bytes [start, end) (all of it without a range), or null when it does not exist. */
+  async get(rel: string, range?: { start: number; end: number }): Promise<Buffer | null> {
+    const key = this.key(rel);
+    this.requests.get++;
+    try {
+      const r = await this.s3.send(new GetObjectCommand({ Bucket: this.opts.bucket, Key: key, Range: range ? `bytes=${range.start}-${range.end - 1}` : undefined }));
+      const body = Buffer.from(await r.Body!.transformToByteArray());
+      this.requests.bytesDown += body.length;
+      if (range && body.length !== range.end - range.start) throw tmError('TM_ERR_BUCKET_CORRUPT', `s3://${this.opts.bucket}/${key}: asked for ${range.end - range.start} bytes at ${range.start}, got ${body.length}`, { key });
+      return body;
+    } catch (e) {
+      const name = (e as { name?: string }).name;
+      if (name === 'NoSuchKey' || (httpStatus(e) === 404 && name !== 'NoSuchBucket')) return null;
+      throw storeError(e, 'download', this.opts, key);
+    }
+  }
+
+  async delete(rel: string): Promise<void> {
+    const key = this.key(rel);
+    this.requests.delete++;
+    await this.s3.send(new DeleteObjectCommand({ Bucket: this.opts.bucket, Key: key })).catch((e) => { throw storeError(e, 'delete', this.opts, key); });
+  }
+
+  close(): void {
+    this.s3.destroy();
+  }
+}

@@ -1,0 +1,252 @@
+// The bucket tier of one volume: in the background, uploads its sealed retention segments (those of
+// applied differentials) and, every `imageIntervalMs`, a base image of the replica (a full one first and
+// every `fullEvery` images, else only the blocks changed since the last), then rewrites the manifest.
+// The manifest in the bucket is the tier's only state: at start it is read back (one GET), and nothing is
+// listed in it before its upload is confirmed, so a crash or a failing store leaves at worst an unlisted
+// object that the next attempt overwrites. Local retention keeps every segment the bucket does not yet
+// hold (RetentionLog's `keepAfter`). Failures back off (1 s doubling to 60 s) and resume.
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { crc } from '../../common/checksum.js';
+import { removeTempFiles } from '../../common/durable.js';
+import { wrap } from '../../common/errors.js';
+import type { Logger } from '../../common/log.js';
+import type { RetentionLog } from '../retention/retention-log.js';
+import { readSegment } from '../retention/segment.js';
+import { blockRuns, buildImage } from './image.js';
+import { decodeManifest, emptyManifest, encodeManifest, imageKey, manifestKey, segmentKey, type BucketImage, type Manifest } from './manifest.js';
+import type { BucketStore } from './store.js';
+
+export interface TierOptions {
+  imageIntervalMs: number;
+  fullEvery: number;
+  pollIntervalMs: number;
+}
+
+export interface TierSource {
+  volumeId: string;
+  replicaPath: string;
+  sizeBytes: number;
+  blockSize: number;
+  retention: RetentionLog;
+  doneSeq(): number;
+  /** doneSeq once no differential is being applied (waits for one under way). */
+  settledSeq(): Promise<number>;
+}
+
+export interface TierStats {
+  bucket: string;
+  prefix: string;
+  /** Newest sequence whose segments are all in the bucket. */
+  uploadedSeq: number;
+  /** Newest point the bucket alone can rebuild (its newest image's sequence). */
+  imageSeq: number;
+  images: number;
+  segments: number;
+  /** Sealed segments not yet in the bucket, and their bytes. */
+  backlogSegments: number;
+  backlogBytes: number;
+  /** Age of the oldest sealed segment not yet in the bucket (ms), 0 when none. */
+  backlogAgeMs: number;
+  uploadedBytes: number;
+  requests: BucketStore['requests'];
+  lastUploadAt: number;
+  lastError: string | null;
+  lastErrorCode: string | null;
+  /** What the tier is doing now (idle, segments, image, manifest). */
+  phase: string;
+}
+
+export class BucketTier {
+  manifest: Manifest | null = null;
+  readonly stats: TierStats;
+  private timer: NodeJS.Timeout | null = null;
+  private running: Promise<void> | null = null;
+  private closed = false;
+  private backoffMs = 0;
+  private nextImageAt = 0;
+  private readonly workDir: string;
+
+  constructor(private readonly src: TierSource, readonly store: BucketStore, private readonly opts: TierOptions, stateDir: string, private readonly log: Logger) {
+    this.workDir = path.join(stateDir, 'bucket-tier');
+    this.stats = { bucket: store.opts.bucket, prefix: store.opts.prefix, uploadedSeq: 0, imageSeq: 0, images: 0, segments: 0, backlogSegments: 0, backlogBytes: 0, backlogAgeMs: 0, uploadedBytes: 0, requests: store.requests, lastUploadAt: 0, lastError: null, lastErrorCode: null, phase: 'idle' };
+  }
+
+  /**
+   * Local segments ending after this sequence are not in the bucket yet (or are still needed to find the
+   * blocks the next incremental image holds): local retention must keep them.
+   */
+  keepAfter(): number {
+    const m = this.manifest;
+    if (!m) return 0;
+    const lastImage = m.images.at(-1);
+    return Math.min(this.stats.uploadedSeq, lastImage?.seq ?? 0);
+  }
+
+  async open(): Promise<void> {
+    await fsp.mkdir(this.workDir, { recursive: true, mode: 0o700 });
+    await removeTempFiles(this.workDir);
+    this.schedule(0);
+  }
+
+  private schedule(ms: number): void {
+    if (this.closed) return;
+    this.timer = setTimeout(() => {
+      this.running = this.cycle().finally(() => { this.running = null; });
+    }, ms);
+    this.timer.unref();
+  }
+
+  /** Run one pass now (tests and benchmarks); resolves when it is done. */
+  async pass(): Promise<void> {
+    while (this.running) await this.running;
+    await this.step();
+  }
+
+  private async cycle(): Promise<void> {
+    try {
+      await this.step();
+      this.backoffMs = 0;
+      this.schedule(this.opts.pollIntervalMs);
+    } catch (e) {
+      this.stats.phase = 'backoff';
+      const err = wrap(e, `bucket tier of ${this.src.volumeId}`, { volume: this.src.volumeId });
+      this.stats.lastError = `${err.code}: ${err.message}`;
+      this.stats.lastErrorCode = err.code;
+      this.backoffMs = Math.min(60_000, Math.max(1000, this.backoffMs * 2));
+      this.log.error({ volume: this.src.volumeId, code: err.code, err: err.message, retryInMs: this.backoffMs }, 'bucket tier: upload failed; backing off');
+      this.schedule(this.backoffMs);
+    }
+  }
+
+  private async step(): Promise<void> {
+    this.stats.phase = 'manifest';
+    if (!this.manifest) await this.load();
+    this.stats.phase = 'segments';
+    const done = this.src.doneSeq();
+    let changed = await this.uploadSegments(done);
+    if (Date.now() >= this.nextImageAt && this.src.doneSeq() > (this.manifest!.images.at(-1)?.seq ?? 0)) {
+      await this.uploadImage();
+      changed = true;
+      this.nextImageAt = Date.now() + this.opts.imageIntervalMs;
+    }
+    this.stats.phase = 'manifest';
+    if (changed) await this.saveManifest();
+    this.stats.phase = 'idle';
+    this.refreshBacklog();
+    this.stats.lastError = null;
+    this.stats.lastErrorCode = null;
+  }
+
+  private async load(): Promise<void> {
+    await this.store.check();
+    const key = manifestKey(this.src.volumeId);
+    const buf = await this.store.get(key);
+    const m = buf ? decodeManifest(buf, this.store.key(key)) : emptyManifest(this.src.volumeId, this.src.sizeBytes, this.src.blockSize);
+    this.manifest = m;
+    this.stats.uploadedSeq = m.segments.reduce((n, s) => Math.max(n, s.toSeq), 0);
+    this.stats.imageSeq = m.images.at(-1)?.seq ?? 0;
+    this.stats.images = m.images.length;
+    this.stats.segments = m.segments.length;
+    this.log.info({ volume: this.src.volumeId, bucket: this.store.opts.bucket, segments: m.segments.length, images: m.images.length, uploadedSeq: this.stats.uploadedSeq }, buf ? 'bucket tier: manifest read' : 'bucket tier: new volume in the bucket');
+  }
+
+  private async saveManifest(): Promise<void> {
+    const m = this.manifest!;
+    m.generation++;
+    m.updatedAt = Date.now();
+    await this.store.putBuffer(manifestKey(this.src.volumeId), encodeManifest(m));
+  }
+
+  /** Upload, oldest first, every sealed local segment (through `throughSeq`) the bucket lacks. */
+  private async uploadSegments(throughSeq: number): Promise<boolean> {
+    const m = this.manifest!;
+    let uploaded = false;
+    const todo = this.src.retention.segments.filter((s) => s.toSeq > this.stats.uploadedSeq && s.toSeq <= throughSeq);
+    for (const s of todo) {
+      if (s.fromSeq !== this.stats.uploadedSeq + 1 && this.stats.uploadedSeq > 0) {
+        // Local history has a gap the bucket cannot bridge (retention restarted its chain): the next
+        // image is a full one and points before the gap stay recoverable from the older images.
+        this.log.warn({ volume: this.src.volumeId, uploadedSeq: this.stats.uploadedSeq, fromSeq: s.fromSeq }, 'bucket tier: local retention does not continue the bucket\'s segments; the next image is full');
+      }
+      const body = await fsp.readFile(s.file).catch((e) => { throw wrap(e, `read retention segment ${s.file}`, { volume: this.src.volumeId }); });
+      const key = segmentKey(this.src.volumeId, s.fromSeq, s.toSeq);
+      await this.store.putBuffer(key, body);
+      m.segments.push({ key, fromSeq: s.fromSeq, toSeq: s.toSeq, bytes: body.length, crc32c: crc(body), base: s.base, tip: s.tip, uploadedAt: Date.now() });
+      this.stats.uploadedSeq = s.toSeq;
+      this.stats.uploadedBytes += body.length;
+      this.stats.segments = m.segments.length;
+      this.stats.lastUploadAt = Date.now();
+      uploaded = true;
+    }
+    return uploaded;
+  }
+
+  /** The blocks written since `seq`, from the local segments after it, or null if they do not reach back. */
+  private async changedSince(seq: number): Promise<Set<number> | null> {
+    const after = this.src.retention.segments.filter((s) => s.toSeq > seq);
+    if (after.length === 0 || after[0]!.fromSeq > seq + 1) return null;
+    for (let i = 1; i < after.length; i++) if (after[i]!.fromSeq !== after[i - 1]!.toSeq + 1) return null;
+    const bs = this.src.blockSize;
+    const blocks = new Set<number>();
+    for (const s of after) for await (const img of readSegment(s.file)) for (let o = 0; o < img.data.length; o += bs) blocks.add((img.offset + o) / bs);
+    return blocks;
+  }
+
+  private async uploadImage(): Promise<void> {
+    const m = this.manifest!;
+    this.stats.phase = 'image: settle';
+    const seq = await this.src.settledSeq();
+    this.stats.phase = 'image: changed blocks';
+    const prev = m.images.at(-1);
+    const sinceFull = prev ? m.images.length - m.images.map((i) => i.kind).lastIndexOf('full') : 0;
+    const changed = prev && sinceFull < this.opts.fullEvery && this.stats.uploadedSeq >= prev.needsSeq ? await this.changedSince(prev.seq) : null;
+    const id = m.nextImageId;
+    const kind = changed ? 'incremental' : 'full';
+    const file = path.join(this.workDir, `image-${id}.tmbi.tmp`);
+    const started = Date.now();
+    try {
+      this.stats.phase = 'image: read';
+      const built = await buildImage(this.src.replicaPath, file, { volumeId: this.src.volumeId, id, kind, seq, parentId: changed ? prev!.id : null, sizeBytes: this.src.sizeBytes, blockSize: this.src.blockSize, createdAt: Date.now() }, changed ? blockRuns(changed, this.src.blockSize, this.src.sizeBytes) : null);
+      // Every differential whose write the read may have caught is applied by now: its segment is sealed.
+      this.stats.phase = 'image: settle';
+      const needsSeq = await this.src.settledSeq();
+      this.stats.phase = 'image: segments';
+      await this.uploadSegments(needsSeq);
+      this.stats.phase = 'image: upload';
+      if (needsSeq > seq && this.stats.uploadedSeq < needsSeq) throw wrap(new Error(`segments through #${needsSeq} are not all local (uploaded through #${this.stats.uploadedSeq})`), 'base image');
+      const key = imageKey(this.src.volumeId, id, seq);
+      const { bytes } = await this.store.putFile(key, file);
+      const img: BucketImage = { key, id, kind, seq, needsSeq, parentId: changed ? prev!.id : null, bytes, dataBytes: built.dataBytes, chunks: built.chunks, indexOffset: built.indexOffset, indexCrc32c: built.indexCrc32c, uploadedAt: Date.now() };
+      m.images.push(img);
+      m.nextImageId = id + 1;
+      this.stats.images = m.images.length;
+      this.stats.imageSeq = seq;
+      this.stats.uploadedBytes += bytes;
+      this.log.info({ volume: this.src.volumeId, id, kind, seq, needsSeq, bytes, dataBytes: built.dataBytes, ms: Date.now() - started }, 'bucket tier: base image uploaded');
+    } finally {
+      await fsp.rm(file, { force: true });
+    }
+  }
+
+  /** For status and metrics: the counters with the backlog as of now (no credential in it). */
+  status(): TierStats {
+    this.refreshBacklog();
+    return { ...this.stats, requests: { ...this.store.requests } };
+  }
+
+  private refreshBacklog(): void {
+    const waiting = this.src.retention.segments.filter((s) => s.toSeq > this.stats.uploadedSeq && s.toSeq <= this.src.doneSeq());
+    this.stats.backlogSegments = waiting.length;
+    this.stats.backlogBytes = waiting.reduce((n, s) => n + s.bytes, 0);
+    this.stats.backlogAgeMs = waiting.length ? Math.max(0, Date.now() - waiting[0]!.createdAt) : 0;
+  }
+
+  /** Stop after the pass under way (bounded by the store's own timeouts). */
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.timer) clearTimeout(this.timer);
+    await this.running?.catch(() => {});
+    this.store.close();
+  }
+}
