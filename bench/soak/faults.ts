@@ -130,6 +130,8 @@ async function injectKind(kind: FaultKind, ctx: FaultContext, logOffsets: Record
       const stateDir = lab.stateDirs.agent;
       const takenAt = ctx.snapshot.takenAt;
       if (takenAt !== null && Date.now() - takenAt < 8000) return null;
+      // The agent makes its state folder when it first starts: before that there is nothing to copy.
+      if (takenAt === null && !(await fsp.stat(stateDir).then(() => true, () => false))) return null;
       await lab.kill('agent');
       if (takenAt === null) {
         await fsp.rm(ctx.snapshot.dir, { recursive: true, force: true });
