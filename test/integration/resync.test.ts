@@ -169,7 +169,10 @@ for (const victim of ['agent', 'ps', 'mt'] as DaemonName[]) {
 
     // What can legitimately travel twice. A window redone after a crash asks the replica after what it had
     // journaled is applied, so it finds those blocks equal: the resync sends each differing block once.
-    t.equal(r.bytesSent, changed, `the resync sent exactly the ${changed} bytes that differ`);
+    // Its byte counter is saved with the cursor, after the window's differential is journaled: a killed
+    // agent loses the count (never the data) of the window it had journaled, by at most a window a kill.
+    if (victim === 'agent') t.ok(r.bytesSent <= changed && r.bytesSent >= changed - rounds * window, `the resync counted the ${changed} bytes that differ, less at most the window journaled at each kill (${r.bytesSent})`);
+    else t.equal(r.bytesSent, changed, `the resync sent exactly the ${changed} bytes that differ`);
     const got = await received(lab);
     t.ok(got.durable > 0, `the master target logged ${got.durable} differentials durable`);
     t.equal(got.distinct, changed, 'and received exactly those bytes');
