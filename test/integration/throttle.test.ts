@@ -38,9 +38,7 @@ t.test('a 2 MiB/s rule and a 4 MiB/s default: each rate holds within 10%, and th
 
   // The rule's end is set now, just before the daemons start: room for start-up plus a 30 s window.
   const start = Date.now();
-  // Room for the daemons to start and the first differential to arrive whole at the rule's rate (a busy
-  // machine: ~25 s), then the 30 s window.
-  const ruleEnd = new Date(Math.ceil((start + 60_000) / 1000) * 1000);
+  const ruleEnd = new Date(Math.ceil((start + 48_000) / 1000) * 1000);
   const today = new Date(start);
   const otherDay = DAYS[(today.getDay() + 3) % 7]!;
   const throttle = {
@@ -58,10 +56,15 @@ t.test('a 2 MiB/s rule and a 4 MiB/s default: each rate holds within 10%, and th
   lab.start('ps');
   lab.start('agent');
 
-  /** Bytes the master target has received so far, and when that was read. */
+  /**
+   * Bytes the process server has sent through its throttle so far (counted per extent as it is written),
+   * and when that was read. The master target's receiver counts a differential only once it is read whole,
+   * too coarse for a rate at 2 MiB/s.
+   */
   const received = async (): Promise<{ at: number; bytes: number }> => {
-    const s = await lab.status('mt');
-    return { at: Date.now(), bytes: Number((s?.receiver as { bytesReceived?: number } | undefined)?.bytesReceived ?? NaN) };
+    const s = await lab.status('ps');
+    const fwd = Object.values((s?.forwarders ?? {}) as Record<string, { bytesSent?: number }>);
+    return { at: Date.now(), bytes: fwd.length > 0 ? fwd.reduce((n, f) => n + Number(f.bytesSent ?? 0), 0) : NaN };
   };
   const throttleStatus = async (): Promise<Record<string, unknown>> => ((await lab.status('ps'))?.throttle ?? {}) as Record<string, unknown>;
 
@@ -78,7 +81,7 @@ t.test('a 2 MiB/s rule and a 4 MiB/s default: each rate holds within 10%, and th
   await sleep(a.at + 30_000 - Date.now());
   const b = await received();
   const rate1 = ((b.bytes - a.bytes) * 1000) / (b.at - a.at);
-  t.ok(Math.abs(rate1 / RULE_RATE - 1) <= 0.1, `over ${((b.at - a.at) / 1000).toFixed(1)} s the master target received ${(rate1 / MiB).toFixed(3)} MiB/s; the cap is ${RULE_RATE / MiB} MiB/s (10% allowed)`);
+  t.ok(Math.abs(rate1 / RULE_RATE - 1) <= 0.1, `over ${((b.at - a.at) / 1000).toFixed(1)} s the process server sent ${(rate1 / MiB).toFixed(3)} MiB/s; the cap is ${RULE_RATE / MiB} MiB/s (10% allowed)`);
 
   // Window 2: 10 s at the default rate, from 2 s after the rule ended.
   await sleep(ruleEnd.getTime() + 2_000 - Date.now());
