@@ -55,7 +55,9 @@ function asNobody(requests: Array<{ method: string; port?: number; socketPath?: 
       }
       process.stdout.write(JSON.stringify(out));
     })();`;
-  const r = spawnSync('runuser', ['-u', 'nobody', '--', process.execPath, '-e', script], { env: { ...process.env, REQS: JSON.stringify(requests) }, encoding: 'utf8' });
+  // Only PATH and the requests: the test runner's NODE_OPTIONS load its hooks from node_modules, which
+  // `nobody` may not be able to read (a checkout under a private mktemp folder).
+  const r = spawnSync('runuser', ['-u', 'nobody', '--', process.execPath, '-e', script], { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', REQS: JSON.stringify(requests) }, encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`runuser failed: ${r.stderr}`);
   return JSON.parse(r.stdout) as Array<{ status: number; body: string } | { error: string }>;
 }
