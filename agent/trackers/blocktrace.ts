@@ -215,7 +215,7 @@ export class BlockTraceTracker implements Tracker {
     }
     let lost: string | null = null;
     let busiest = 0;
-    const taken: Array<{ cpu: number; text: string; lines: number; readBefore: number }> = [];
+    const taken: Array<{ cpu: number; text: string; lines: number; readBefore: number; overrunBefore: number }> = [];
     const bs = this.blockSize;
     const { startSector, endSector } = this.dev;
     const onWrite = (sector: number, sectors: number): void => {
@@ -238,7 +238,7 @@ export class BlockTraceTracker implements Tracker {
       const text = await inst.peek(cpu);
       const lines = text.length === 0 ? 0 : parseRqEvents(text, onWrite, (n) => { lost ??= `cpu ${cpu}: the kernel buffer overran, ${n} events lost`; });
       cpus[cpu] = { read: before.read + lines, overrun: before.overrun, dropped: before.dropped };
-      if (lines > 0) taken.push({ cpu, text, lines, readBefore: before.read });
+      if (lines > 0) taken.push({ cpu, text, lines, readBefore: before.read, overrunBefore: before.overrun });
       busiest = Math.max(busiest, lines);
       this.stats.events += lines;
     }
@@ -255,9 +255,17 @@ export class BlockTraceTracker implements Tracker {
       if (consumed !== t.text || after.read !== t.readBefore + t.lines) {
         // Something besides what we saved was consumed (a racing reader, or an overrun in between).
         parseRqEvents(consumed.slice(0, consumed.lastIndexOf('\n') + 1), onWrite);
-        const why = `cpu ${t.cpu}: consumed events differ from those recorded`;
-        this.log.error({ code: 'TM_ERR_TRACKING_LOST', reason: why }, 'blocktrace lost events; the volume will be resynced');
-        await this.opts.onLost(why);
+        // Name the cause the operator can act on (a bigger buffer) when the kernel counted an overrun meanwhile.
+        // A loss this drain already declared (and resynced for) explains the difference: not reported twice.
+        if (!lost) {
+          const overran = after.overrun - t.overrunBefore;
+          lost = overran > 0
+            ? `cpu ${t.cpu}: the kernel buffer overran while it was read, ${overran} events lost`
+            : `cpu ${t.cpu}: consumed events differ from those recorded`;
+          this.stats.lost++;
+          this.log.error({ code: 'TM_ERR_TRACKING_LOST', reason: lost }, 'blocktrace lost events; the volume will be resynced');
+          await this.opts.onLost(lost);
+        }
         await this.save({ ...this.meta, cpus: { ...this.meta.cpus, [t.cpu]: { read: after.read, overrun: after.overrun, dropped: after.dropped } } });
       }
     }

@@ -94,7 +94,12 @@ export async function received(l: Lab): Promise<{ distinct: number; resent: numb
   let total = 0;
   let durable = 0;
   let resends = 0;
+  // A SIGKILL just after a differential became durable can cut its 'differential durable' line (the
+  // acknowledgement died with it, and the sender learns it is held from the next handshake, so it never
+  // comes again): its 'differential applied' line, written after the restart, still names it.
+  const applied = new Map<number, number>();
   for (const line of await l.logLines('mt')) {
+    if (line.msg === 'differential applied') applied.set(Number(line.seq), Number(line.bytes));
     const dup = line.msg === 'retransmitted differential skipped';
     if (line.msg === 'differential durable' || dup) {
       if (dup) resends++;
@@ -103,6 +108,7 @@ export async function received(l: Lab): Promise<{ distinct: number; resent: numb
       bySeq.set(Number(line.seq), Number(line.rawBytes));
     }
   }
+  for (const [seq, bytes] of applied) if (!bySeq.has(seq)) bySeq.set(seq, bytes);
   const distinct = [...bySeq.values()].reduce((a, b) => a + b, 0);
   return { distinct, resent: total - distinct, durable, resends, sizes: [...bySeq.values()].sort((a, b) => b - a) };
 }
