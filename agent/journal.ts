@@ -6,7 +6,7 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { crc } from '../common/checksum.js';
 import { ensureDir, fsyncDir, removeTempFiles, unlinkDurable, writeFileDurable } from '../common/durable.js';
-import { tmError, TidemarkError } from '../common/errors.js';
+import { tmError, isTidemarkError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { HrlWriter, decodeHeader, decodeHrl, hrlName, listDiffs, salvageRanges, type Diff, type DiffHeader } from '../proto/hrl.js';
 import { RecentDiffs } from '../proto/recent-diffs.js';
@@ -234,7 +234,7 @@ export class Journal {
       }
       return diff;
     } catch (e) {
-      if (!(e instanceof TidemarkError) || !e.code.startsWith('TM_ERR_HRL_') || e.code === 'TM_ERR_HRL_VERSION') throw e;
+      if (!isTidemarkError(e) || !e.code.startsWith('TM_ERR_HRL_') || e.code === 'TM_ERR_HRL_VERSION') throw e;
       const ranges = salvageRanges(buf);
       this.log.error({ code: e.code, seq, err: e.message, reread: ranges === null ? 'all' : ranges.length }, 'damaged journal file; re-reading its blocks from the volume');
       await repair(ranges);

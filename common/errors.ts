@@ -98,6 +98,22 @@ export function tmError(code: ErrorCode, message: string, context?: ErrorContext
   return new TidemarkError(code, message, context, cause);
 }
 
+/** A Tidemark error (the one place that asks the class: callers use this, then match on `code`). */
+export function isTidemarkError(err: unknown): err is TidemarkError {
+  return err instanceof TidemarkError;
+}
+
+/** Any thrown value as a Tidemark error: itself, or one with the nearest code and its message. */
+export function asTidemarkError(err: unknown): TidemarkError {
+  if (err instanceof TidemarkError) return err;
+  return new TidemarkError(codeOf(err), (err as Error | undefined)?.message ?? String(err), {}, err);
+}
+
+/** Damaged bytes (a checksum or structure check failed): the caller may set the damaged item aside. */
+export function isCorruption(err: unknown): err is TidemarkError {
+  return err instanceof TidemarkError && err.errorClass === 'corruption';
+}
+
 /** The Tidemark code of any thrown value; OS errors map to the nearest code. */
 export function codeOf(err: unknown): ErrorCode {
   if (err instanceof TidemarkError) return err.code;

@@ -6,7 +6,7 @@
 // start; rewriting the same bytes at the same offsets is idempotent, so the replica ends exactly at
 // that differential's boundary before anything else happens. Every extent is decompressed and checked
 // against its source checksum before the first write, so a damaged differential changes nothing.
-import { TidemarkError, tmError } from '../common/errors.js';
+import { tmError, isCorruption, isTidemarkError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import type { DiffStore, RecoveryPoint, StoreState } from '../proto/diff-store.js';
 import { rawDataAsync } from '../proto/extent-codec.js';
@@ -91,7 +91,7 @@ export class Applier {
         if ('file' in diff) for await (const e of extentsOf(diff)) await rawDataAsync(e, e.data, this.volumeId, seq);
         else raws = await Promise.all(diff.extents.map((e) => rawDataAsync(e, e.data, this.volumeId, seq)));
       } catch (e) {
-        if (!(e instanceof TidemarkError) || (e.errorClass !== 'corruption' && e.code !== 'TM_ERR_EXTENT_BOUNDS')) throw e;
+        if (!isCorruption(e) && !(isTidemarkError(e) && e.code === 'TM_ERR_EXTENT_BOUNDS')) throw e;
         // Never applied: discard it and what follows, so the process server (which keeps its copy until
         // we acknowledge the apply) sends it again.
         this.stats.lastError = `${e.code}: ${e.message}`;

@@ -1,7 +1,6 @@
 // The master target daemon: accepts process servers over mutual TLS, stages each differential durably,
 // applies it to the replica in order, and acknowledges only what is applied and fsync'd.
 import path from 'node:path';
-import type tls from 'node:tls';
 import { didYouMean, resolveFrom } from '../common/config.js';
 import { DEFAULTS } from '../common/defaults.js';
 import { tmError, wrap } from '../common/errors.js';

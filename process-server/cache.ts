@@ -5,7 +5,7 @@
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { didYouMean } from '../common/config.js';
-import { TidemarkError, tmError } from '../common/errors.js';
+import { tmError, isCorruption } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { DiffStore } from '../proto/diff-store.js';
 import { rawDataAsync } from '../proto/extent-codec.js';
@@ -178,7 +178,7 @@ export class Cache implements InboundSink {
     try {
       return await store.load(seq);
     } catch (e) {
-      if (!(e instanceof TidemarkError) || e.errorClass !== 'corruption') throw e;
+      if (!isCorruption(e)) throw e;
       this.log.error({ volume: store.volumeId, seq, code: e.code, err: e.message }, 'damaged cached differential replaced; asking the agent to resync the volume');
       const s = store.state!;
       const w = await HrlWriter.create(store.dir, { volumeId: store.volumeId, seq, startTimeMs: Date.now(), endTimeMs: Date.now(), volumeSize: s.sizeBytes, blockSize: s.blockSize, consistency: 'FUZZY', flags: FLAG_RESYNC, tags: [] }, { keep: true });

@@ -1,6 +1,5 @@
 // The process server daemon: accepts agents over mutual TLS into its durable cache, and forwards each
 // volume, in order, to its master target. build (constructor) is separate from open(), for tests.
-import type tls from 'node:tls';
 import { resolveFrom } from '../common/config.js';
 import { DEFAULTS } from '../common/defaults.js';
 import { ensureDir } from '../common/durable.js';

@@ -13,7 +13,7 @@
 // Tokens are taken only when a request is let through, just before its bytes are written: a waiter
 // holds nothing, and a forwarder whose master target is slow or gone simply asks less often (and
 // withdraws its waiter through the AbortSignal when its session ends).
-import { TidemarkError, tmError } from '../common/errors.js';
+import { tmError, isTidemarkError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { nextBoundary, parseSchedule, ruleAt, type Rule, type ThrottleConfig } from './schedule.js';
 
@@ -198,5 +198,5 @@ export class Throttle {
 
 function abortError(signal: AbortSignal): Error {
   const r: unknown = signal.reason;
-  return r instanceof TidemarkError ? r : tmError('TM_ERR_CONNECTION', 'send abandoned: the session ended');
+  return isTidemarkError(r) ? r : tmError('TM_ERR_CONNECTION', 'send abandoned: the session ended');
 }

@@ -1,7 +1,7 @@
 // A framed, checksummed message stream over one socket (TLS in production, any Duplex in tests).
 // Receiving is pull-based (`next()`), so each side reads exactly what its protocol state expects.
 import type { Duplex } from 'node:stream';
-import { tmError, TidemarkError, codeOf } from '../common/errors.js';
+import { tmError, TidemarkError, asTidemarkError, isTidemarkError } from '../common/errors.js';
 import { FrameDecoder, encodeFramePrefix, type Frame } from './frame.js';
 import type { Message, MessageKind } from './messages.js';
 
@@ -19,7 +19,7 @@ export class FramedConnection {
 
   constructor(readonly socket: Duplex, readonly peerLabel = 'peer') {
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
-    socket.on('error', (e) => this.fail(e instanceof TidemarkError ? e : tmError('TM_ERR_CONNECTION', `${peerLabel}: ${e.message}`, { peer: peerLabel }, e)));
+    socket.on('error', (e) => this.fail(isTidemarkError(e) ? e : tmError('TM_ERR_CONNECTION', `${peerLabel}: ${e.message}`, { peer: peerLabel }, e)));
     socket.on('close', () => this.fail(tmError('TM_ERR_CONNECTION', `${peerLabel}: connection closed`, { peer: peerLabel })));
   }
 
@@ -36,7 +36,7 @@ export class FramedConnection {
       frames = this.decoder.push(chunk);
     } catch (e) {
       // A corrupt stream cannot be resynchronised: say why, then drop the connection.
-      const err = e instanceof TidemarkError ? e : tmError(codeOf(e), String(e));
+      const err = asTidemarkError(e);
       void this.send({ error: { code: err.code, message: err.message, volumeId: '', seq: 0, retryable: true } }).catch(() => {});
       this.fail(err);
       this.socket.end();

@@ -4,7 +4,7 @@
 // The sink may slow or stop what it takes (setFlow): peers that speak "backpressure" are told to pause,
 // others are simply not read from until there is room.
 import type { Logger } from '../common/log.js';
-import { TidemarkError, tmError, codeOf } from '../common/errors.js';
+import { tmError, asTidemarkError } from '../common/errors.js';
 import type { FramedConnection } from './connection.js';
 import { HrlWriter, type Diff, type ExtentRecord } from './hrl.js';
 import { checkDiffSize, checkExtent, checkGeometry, DEFAULT_MAX_DIFF_BYTES } from './limits.js';
@@ -98,7 +98,7 @@ export class DiffReceiver {
       }
       await this.loop(conn, { ...peer, capabilities: common }, log);
     } catch (e) {
-      const err = e instanceof TidemarkError ? e : tmError(codeOf(e), (e as Error).message ?? String(e));
+      const err = asTidemarkError(e);
       if (err.code === 'TM_ERR_CONNECTION' || err.code === 'TM_ERR_CLOSED') log.info({ code: err.code }, 'peer disconnected');
       else {
         log.warn({ code: err.code, err: err.message, ...err.context }, 'connection refused or dropped');
@@ -146,7 +146,7 @@ export class DiffReceiver {
           }
         } catch (e) {
           // Refuse this volume only; the peer's other volumes keep flowing.
-          const err = e instanceof TidemarkError ? e : tmError(codeOf(e), String(e));
+          const err = asTidemarkError(e);
           // `detail` (what is configured instead) is for our log only, never for the peer.
           log.warn({ volume: ov.volumeId, code: err.code, err: err.message, ...(err.context.detail === undefined ? {} : { detail: err.context.detail }) }, 'volume refused');
           await conn.send({ error: { code: err.code, message: err.message, volumeId: ov.volumeId, seq: 0, retryable: err.retryable } });
@@ -165,7 +165,7 @@ export class DiffReceiver {
         this.sink.answerQuery(q, payload).then(
           (a) => conn.send({ hashAnswer: a }),
           (e: unknown) => {
-            const err = e instanceof TidemarkError ? e : tmError(codeOf(e), String(e));
+            const err = asTidemarkError(e);
             log.warn({ volume: q.volumeId, code: err.code, err: err.message }, 'hash query failed');
             return conn.send({ hashAnswer: { volumeId: q.volumeId, requestId: q.requestId, differing: [], errorCode: err.code, errorMessage: err.message } });
           },
@@ -237,7 +237,7 @@ export class DiffReceiver {
       }
     } catch (e) {
       await writer?.abort();
-      const err = e instanceof TidemarkError ? e : tmError(codeOf(e), (e as Error)?.message ?? String(e));
+      const err = asTidemarkError(e);
       // Counted once the differential is read whole; cut short, it went through (a lost connection) or was refused.
       if (err.code === 'TM_ERR_CONNECTION' || err.code === 'TM_ERR_CLOSED') this.stats.bytesReceived += payloadBytes;
       else if (payloadBytes > 0 || err.code === 'TM_ERR_DIFF_TOO_LARGE') {

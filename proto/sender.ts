@@ -4,7 +4,7 @@
 // After any failure it reconnects and resumes from the receiver's durable sequence.
 import type { Duplex } from 'node:stream';
 import type { Logger } from '../common/log.js';
-import { ERRORS, TidemarkError, codeOf, tmError, type ErrorCode } from '../common/errors.js';
+import { ERRORS, TidemarkError, tmError, type ErrorCode, asTidemarkError, isTidemarkError } from '../common/errors.js';
 import { DEFAULTS } from '../common/defaults.js';
 import { FramedConnection } from './connection.js';
 import { extentsOf, type StoredDiff } from './hrl.js';
@@ -186,7 +186,7 @@ export class DiffSender {
         this.stats.peer = peerName;
         await this.session(conn, () => { backoff = DEFAULTS.transfer.reconnectMinMs; });
       } catch (e) {
-        const err = e instanceof TidemarkError ? e : tmError(codeOf(e), (e as Error)?.message ?? String(e));
+        const err = asTidemarkError(e);
         this.stats.lastError = `${err.code}: ${err.message}`;
         if (!this.closing) this.opts.log.warn({ code: err.code, err: err.message }, 'transfer interrupted; will reconnect');
       } finally {
@@ -250,7 +250,7 @@ export class DiffSender {
       } catch (e) {
         // An error about one volume sets that volume aside and leaves the others running; if the receiver
         // also dropped the connection, the session ends anyway and resumes from the last ack.
-        const vol = e instanceof TidemarkError && e.code === 'TM_ERR_PEER_ERROR' ? String(e.context.volume ?? '') : '';
+        const vol = isTidemarkError(e) && e.code === 'TM_ERR_PEER_ERROR' ? String(e.context.volume ?? '') : '';
         if (vol && lanes.has(vol)) {
           this.refuse(lanes.get(vol)!, e as TidemarkError);
           lanes.delete(vol);

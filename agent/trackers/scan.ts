@@ -21,7 +21,7 @@ export class ScanTracker implements Tracker {
   readonly blockCount: number;
 
   constructor(
-    private readonly dir: string,
+    dir: string,
     readonly sizeBytes: number,
     readonly blockSize: number,
     private readonly log: Logger,

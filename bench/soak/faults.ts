@@ -3,7 +3,6 @@
 // the fault.
 import { execFileSync } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
-import path from 'node:path';
 import type { DaemonName, Lab } from '../../cli/lab.js';
 import { bin } from '../system.js';
 import type { SourceClock } from './clock.js';

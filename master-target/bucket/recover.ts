@@ -83,7 +83,7 @@ export async function recoverFromBucket(store: BucketStore, volumeId: string, se
     if (!isDevice) await fh.truncate(m.sizeBytes);
     // Segments download while the images do.
     await fsp.mkdir(work, { recursive: true, mode: 0o700 });
-    const segFiles = plan.segments.map((s, i) => path.join(work, `${String(i).padStart(6, '0')}.tmrl`));
+    const segFiles = plan.segments.map((_s, i) => path.join(work, `${String(i).padStart(6, '0')}.tmrl`));
     const segDone = inParallel(Math.max(1, conc >> 1), plan.segments.map((s, i) => async () => {
       const body = await store.get(s.key);
       if (!body) throw tmError('TM_ERR_BUCKET_CORRUPT', `segment s3://${store.opts.bucket}/${store.key(s.key)} listed in the manifest is missing`, { key: s.key });

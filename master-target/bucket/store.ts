@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream, promises as fsp } from 'node:fs';
 import { DeleteObjectCommand, GetObjectCommand, HeadBucketCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
-import { tmError, TidemarkError, type ErrorCode } from '../../common/errors.js';
+import { tmError, TidemarkError, type ErrorCode, isTidemarkError } from '../../common/errors.js';
 
 // The SDK warns that future releases need Node 22; the locked version supports Node 20.
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
@@ -57,7 +57,7 @@ function httpStatus(e: unknown): number | undefined {
 
 /** A store failure as a Tidemark error; the message names what we did, never a credential. */
 export function storeError(e: unknown, doing: string, loc: StoreLocation, key?: string): TidemarkError {
-  if (e instanceof TidemarkError) return e;
+  if (isTidemarkError(e)) return e;
   const name = (e as { name?: string; Code?: string }).Code ?? (e as { name?: string }).name ?? '';
   const status = httpStatus(e);
   const sys = (e as NodeJS.ErrnoException).code ?? (e as { cause?: NodeJS.ErrnoException }).cause?.code;

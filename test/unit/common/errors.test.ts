@@ -4,7 +4,7 @@ import t from 'tap';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ERRORS, TidemarkError, codeOf, tmError, wrap } from '../../../common/errors.js';
+import { ERRORS, TidemarkError, asTidemarkError, codeOf, isCorruption, isTidemarkError, tmError, wrap } from '../../../common/errors.js';
 
 /** The repository root: the nearest folder above this file holding package.json and docs/. */
 function repoRoot(): string {
@@ -94,4 +94,23 @@ t.test('codeOf maps errno errors to codes', async (t) => {
   t.equal(codeOf(undefined), 'TM_ERR_IO');
   t.equal(codeOf(tmError('TM_ERR_SEQUENCE_GAP', 'x')), 'TM_ERR_SEQUENCE_GAP');
   t.equal(wrap(errno('ENOSPC'), 'write 0000000000000007.hrl').code, 'TM_ERR_DISK_FULL');
+});
+
+t.test('asTidemarkError keeps a Tidemark error and gives anything else the nearest code', async (t) => {
+  const own = tmError('TM_ERR_HRL_CORRUPT', 'bad crc');
+  t.equal(asTidemarkError(own), own, 'the same object, not a copy');
+  const disk = asTidemarkError(Object.assign(new Error('write: no space'), { code: 'ENOSPC' }));
+  t.equal(disk.code, 'TM_ERR_DISK_FULL', 'an errno maps to its code');
+  t.equal(disk.message, 'write: no space', 'keeping the message');
+  t.equal(asTidemarkError('plain string').code, 'TM_ERR_IO', 'a thrown non-error is TM_ERR_IO');
+  t.equal(asTidemarkError(undefined).message, 'undefined');
+  t.ok(isTidemarkError(own));
+  t.notOk(isTidemarkError(new Error('x')));
+  t.notOk(isTidemarkError({ code: 'TM_ERR_IO', message: 'looks like one' }), 'a look-alike object is not one');
+});
+
+t.test('isCorruption is true only for the corruption class', async (t) => {
+  t.ok(isCorruption(tmError('TM_ERR_HRL_CORRUPT', 'x')), 'a checksum failure is corruption');
+  t.notOk(isCorruption(tmError('TM_ERR_DISK_FULL', 'x')), 'a full disk is not');
+  t.notOk(isCorruption(Object.assign(new Error('x'), { code: 'EIO' })), 'nor an OS error');
 });

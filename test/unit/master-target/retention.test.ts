@@ -101,7 +101,7 @@ t.test('every retained point recovers to the replica as it was (copy path), befo
 t.test('a crash mid-compaction leaves a usable log: the merged segment wins, the parts are removed at open', async (t) => {
   const dir = await tempDir(t);
   const diffs: Write[][] = Array.from({ length: 12 }, (_, i) => [{ block: (i * 7) % BLOCKS, blocks: 3, fill: i + 1 }, { block: 5, blocks: 1, fill: 200 + i }]);
-  const { src, retention, states, doneSeq, current } = await replicate(dir, diffs);
+  const { src, retention, states, doneSeq } = await replicate(dir, diffs);
   // Simulate the crash: write the merged segment of 2..6 by hand but leave its parts in place.
   const parts = retention.segments.filter((s) => s.fromSeq >= 3 && s.toSeq <= 6);
   const { oldestImages } = await import('../../../master-target/retention/merge.js');
