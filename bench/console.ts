@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium, type Page } from 'playwright-core';
-import { TIDEMARK_BIN } from '../cli/lab.js';
+import { TIDEMARK_BIN } from '../lab/lab.js';
 import { initCa, issue } from '../common/pki.js';
 import { hashPassword } from '../config-server/auth.js';
 import { WEB_PORT_FILE } from '../config-server/server.js';

@@ -5,7 +5,7 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
-import { Fleet, PS } from '../cli/fleet.js';
+import { Fleet, PS } from '../lab/fleet.js';
 import { makeCorpus, nonZeroBlocks, slice, type CorpusFacts } from './corpus.js';
 import { benchSizeMiB, CpuMeter, fmt, GiB, MiB, timed, which, WORK_DIR, type BenchResult, type Benchmark, type Figure, type Ratio, type Reference } from './harness.js';
 import { sha256File } from './volume.js';

@@ -5,7 +5,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { freePort, Lab, type DaemonName } from '../cli/lab.js';
+import { freePort, Lab, type DaemonName } from '../lab/lab.js';
 import { CpuMeter, fmt, GiB, MiB, timed, which, WORK_DIR, type BenchResult, type Benchmark, type Figure, benchSizeMiB } from './harness.js';
 import { makeVolume, sha256File, type VolumeFacts } from './volume.js';
 

@@ -10,7 +10,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { freePort, Lab, type DaemonName } from '../cli/lab.js';
+import { freePort, Lab, type DaemonName } from '../lab/lab.js';
 import { CpuMeter, cpuSecondsTree, fmt, GiB, MiB, which, WORK_DIR, type BenchResult, type Benchmark, type Figure, type Ratio, type Reference, benchSizeMiB } from './harness.js';
 import { sha256File } from './volume.js';
 

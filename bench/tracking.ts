@@ -17,7 +17,7 @@ import path from 'node:path';
 import { DirtyMap } from '../agent/trackers/dirty-map.js';
 import { parseRqEvents } from '../agent/trackers/rq-events.js';
 import { TraceInstance, tracefsRoot } from '../agent/trackers/tracefs.js';
-import { Lab, type DaemonName } from '../cli/lab.js';
+import { Lab, type DaemonName } from '../lab/lab.js';
 import { DEFAULTS } from '../common/defaults.js';
 import { blockDeviceInfo } from '../common/device.js';
 import { ficlone } from '../native/index.js';

@@ -5,7 +5,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, existsSync, promises as fsp, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Lab, TIDEMARK_BIN } from './lab.js';
+import { Lab, TIDEMARK_BIN } from '../lab/lab.js';
 
 export interface DemoOptions {
   dir?: string;

@@ -15,7 +15,7 @@ import { loadMtConfig } from '../master-target/config.js';
 import { MasterTarget } from '../master-target/server.js';
 import { loadPsConfig } from '../process-server/config.js';
 import { ProcessServer } from '../process-server/server.js';
-import { pushInstall } from '../process-server/push-install/cli.js';
+import { pushInstall } from './push-install/cli.js';
 import { hashPasswordCommand, runConfigServer } from './config-server.js';
 import { planCleanup, planRun, serverStatus } from './cs-commands.js';
 import { runDemo } from './demo.js';
@@ -253,7 +253,7 @@ function build(): Command {
       else for (const f of files) console.log(`wrote ${f}`);
     });
 
-  // push-install checks its own options (process-server/push-install/options.ts) and prints its own --help.
+  // push-install checks its own options (cli/push-install/options.ts) and prints its own --help.
   program.command('push-install').description('install, upgrade (--upgrade) or remove (--uninstall) the agent on a protected machine over SSH (tidemark push-install --help for every option)')
     .helpOption(false).allowUnknownOption().allowExcessArguments()
     .action((_o: unknown, c: Command) => pushInstall(c.args));

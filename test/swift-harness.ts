@@ -9,7 +9,7 @@ import { closeSync, existsSync, openSync, promises as fsp } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { freePort } from '../cli/lab.js';
+import { freePort } from '../lab/lab.js';
 
 const execFileP = promisify(execFile);
 const PYTHON = '/usr/bin/python3';

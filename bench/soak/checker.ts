@@ -4,7 +4,7 @@
 // fault had to leave.
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
-import type { Lab } from '../../cli/lab.js';
+import type { Lab } from '../../lab/lab.js';
 import { operatorRequest } from '../../common/operator-socket.js';
 import { logged } from './evidence.js';
 import { checkExact, checkPrefix, diffBlocks, readBlocks } from './check-image.js';

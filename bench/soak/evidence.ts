@@ -1,7 +1,7 @@
 // What a daemon logged after a fault: the checker's evidence that a fault was noticed (an alert, a resync).
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
-import type { DaemonName, Lab } from '../../cli/lab.js';
+import type { DaemonName, Lab } from '../../lab/lab.js';
 
 export const logSize = (lab: Lab, d: DaemonName): Promise<number> => fsp.stat(path.join(lab.opts.dir, `${d}.log`)).then((s) => s.size, () => 0);
 

@@ -3,7 +3,7 @@
 // the fault.
 import { execFileSync } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
-import type { DaemonName, Lab } from '../../cli/lab.js';
+import type { DaemonName, Lab } from '../../lab/lab.js';
 import { bin } from '../system.js';
 import type { SourceClock } from './clock.js';
 import { fill, free, type SoakDisks } from './disks.js';

@@ -2,7 +2,7 @@
 // schedule for `minutes`, then healing, convergence and the checker's verdict.
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
-import { Lab, type DaemonName } from '../../cli/lab.js';
+import { Lab, type DaemonName } from '../../lab/lab.js';
 import { unmountAndDetach } from '../system.js';
 import { check, type Verdict } from './checker.js';
 import { SourceClock } from './clock.js';

@@ -1,6 +1,6 @@
 // Reverse replication after a failover: the configuration of the three daemons that protect the
 // failed-over volume (now the source, at the secondary site) onto the original volume (now the replica,
-// at the primary site). Plain JSON in the same layout as a lab folder (cli/lab.ts): agent.json,
+// at the primary site). Plain JSON in the same layout as a lab folder (lab/lab.ts): agent.json,
 // process-server.json, master-target.json, state folders beside them, certificates in pki/. The agent and
 // process server run at the secondary site, the master target at the primary site.
 

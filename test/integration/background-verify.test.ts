@@ -4,7 +4,7 @@
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
-import { Lab } from '../../cli/lab.js';
+import { Lab } from '../../lab/lab.js';
 import { makeImage, scratchDir, sha256, sleep, startWriter } from './helpers.js';
 import { Rng } from '../seed.js';
 

@@ -3,7 +3,7 @@
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
-import { Fleet, PS, type FleetVolume } from '../../cli/fleet.js';
+import { Fleet, PS, type FleetVolume } from '../../lab/fleet.js';
 import { scratchDir, sha256, sleep } from './helpers.js';
 import { Rng } from '../seed.js';
 

@@ -6,7 +6,7 @@
 // its source.
 import path from 'node:path';
 import t from 'tap';
-import { Lab } from '../../cli/lab.js';
+import { Lab } from '../../lab/lab.js';
 import { makeImage, scratchDir, sha256, sleep, startWriter } from './helpers.js';
 
 const MiB = 1 << 20;

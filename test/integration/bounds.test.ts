@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import t, { type Test } from 'tap';
-import { Lab } from '../../cli/lab.js';
+import { Lab } from '../../lab/lab.js';
 import { crc } from '../../common/checksum.js';
 import type { Role } from '../../common/pki.js';
 import { defaultCrlPath, PeerTrust } from '../../common/peer-trust.js';

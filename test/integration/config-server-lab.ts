@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import type { Test } from 'tap';
 import type { ChildProcess } from 'node:child_process';
 import { chromium, type Browser } from 'playwright-core';
-import { Lab } from '../../cli/lab.js';
+import { Lab } from '../../lab/lab.js';
 import { issue } from '../../common/pki.js';
 import { hashPassword } from '../../config-server/auth.js';
 import { WEB_PORT_FILE } from '../../config-server/server.js';

@@ -10,7 +10,7 @@ import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import t from 'tap';
 import type { Page } from 'playwright-core';
-import { TIDEMARK_BIN } from '../../cli/lab.js';
+import { TIDEMARK_BIN } from '../../lab/lab.js';
 import { ARTIFACTS, csLab, launchChromium, PASSWORDS } from './config-server-lab.js';
 import { scratchDir, sha256, startWriter, waitFor } from './helpers.js';
 

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { Transform } from 'node:stream';
 import { pino } from 'pino';
 import t from 'tap';
-import { Lab } from '../../cli/lab.js';
+import { Lab } from '../../lab/lab.js';
 import { crc } from '../../common/checksum.js';
 import { DEFAULTS } from '../../common/defaults.js';
 import { FramedConnection } from '../../proto/connection.js';

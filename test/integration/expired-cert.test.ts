@@ -4,7 +4,7 @@
 import { execFile } from 'node:child_process';
 import path from 'node:path';
 import t from 'tap';
-import { Lab, TIDEMARK_BIN } from '../../cli/lab.js';
+import { Lab, TIDEMARK_BIN } from '../../lab/lab.js';
 import { issue } from '../../common/pki.js';
 import { makeImage, scratchDir, sha256, waitFor } from './helpers.js';
 

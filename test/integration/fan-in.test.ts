@@ -5,7 +5,7 @@ import { operatorRequest } from '../../common/operator-socket.js';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
-import { Fleet, PS, type FleetVolume } from '../../cli/fleet.js';
+import { Fleet, PS, type FleetVolume } from '../../lab/fleet.js';
 import { scratchDir, sha256 } from './helpers.js';
 import { Rng } from '../seed.js';
 

@@ -3,7 +3,7 @@ import { promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Test } from 'tap';
-import type { Lab } from '../../cli/lab.js';
+import type { Lab } from '../../lab/lab.js';
 import { Rng } from '../seed.js';
 
 /** Streams numbered in call order, so each image and writer draws the same bytes on a replay. */

@@ -8,7 +8,7 @@ import net from 'node:net';
 import path from 'node:path';
 import tls from 'node:tls';
 import t from 'tap';
-import { Lab } from '../../cli/lab.js';
+import { Lab } from '../../lab/lab.js';
 import { initCa, issue } from '../../common/pki.js';
 import { makeImage, scratchDir, sha256, waitFor } from './helpers.js';
 

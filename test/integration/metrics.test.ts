@@ -7,7 +7,7 @@ import http from 'node:http';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import t from 'tap';
-import { Lab, TIDEMARK_BIN, type DaemonName } from '../../cli/lab.js';
+import { Lab, TIDEMARK_BIN, type DaemonName } from '../../lab/lab.js';
 import { STATUS_PORT_FILE } from '../../common/status-server.js';
 import { formatStatus } from '../../cli/status.js';
 import { makeImage, scratchDir, sha256, sleep, startWriter } from './helpers.js';

@@ -5,7 +5,7 @@
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
-import { Lab } from '../../cli/lab.js';
+import { Lab } from '../../lab/lab.js';
 import { TidemarkError } from '../../common/errors.js';
 import { silentLogger } from '../../common/log.js';
 import { PeerTrust, trustPaths } from '../../common/peer-trust.js';

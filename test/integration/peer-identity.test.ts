@@ -5,7 +5,7 @@ import { existsSync, promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import t from 'tap';
-import { freePort, Lab, TIDEMARK_BIN } from '../../cli/lab.js';
+import { freePort, Lab, TIDEMARK_BIN } from '../../lab/lab.js';
 import { issue } from '../../common/pki.js';
 import { makeImage, scratchDir, sha256, waitFor } from './helpers.js';
 

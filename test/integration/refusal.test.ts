@@ -4,7 +4,7 @@ import { existsSync, promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import t from 'tap';
-import { Lab, TIDEMARK_BIN } from '../../cli/lab.js';
+import { Lab, TIDEMARK_BIN } from '../../lab/lab.js';
 import { initCa, issue } from '../../common/pki.js';
 import { makeImage, scratchDir, until } from './helpers.js';
 

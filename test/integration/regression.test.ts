@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import t, { type Test } from 'tap';
-import { Lab } from '../../cli/lab.js';
+import { Lab } from '../../lab/lab.js';
 import { makeImage, scratchDir, sha256, sleep } from './helpers.js';
 
 const SIZE_MIB = 16;

@@ -1,7 +1,7 @@
 // The pipeline end to end with real daemons as child processes on loopback, real TLS, real files.
 import path from 'node:path';
 import t, { type Test } from 'tap';
-import { Lab, type DaemonName } from '../../cli/lab.js';
+import { Lab, type DaemonName } from '../../lab/lab.js';
 import { Rng } from '../seed.js';
 import { largestSum, makeImage, received, scratchDir, sha256, sleep, startWriter } from './helpers.js';
 

@@ -5,7 +5,7 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import t, { type Test } from 'tap';
-import { Lab, TIDEMARK_BIN, type DaemonName } from '../../cli/lab.js';
+import { Lab, TIDEMARK_BIN, type DaemonName } from '../../lab/lab.js';
 import { DEFAULTS } from '../../common/defaults.js';
 import { Rng } from '../seed.js';
 import { largestSum, makeImage, received, scratchDir, sha256, sleep, startWriter } from './helpers.js';

@@ -5,7 +5,7 @@ import { promises as fsp } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import t from 'tap';
-import { Lab, TIDEMARK_BIN } from '../../cli/lab.js';
+import { Lab, TIDEMARK_BIN } from '../../lab/lab.js';
 import { makeImage, scratchDir } from './helpers.js';
 
 function tm(cwd: string, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {

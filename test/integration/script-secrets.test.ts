@@ -3,7 +3,7 @@
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
-import { Lab } from '../../cli/lab.js';
+import { Lab } from '../../lab/lab.js';
 import { makeImage, scratchDir, sleep } from './helpers.js';
 
 const SECRET = 'hunter2-db-password';

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import t from 'tap';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
-import { Lab, TIDEMARK_BIN } from '../../cli/lab.js';
+import { Lab, TIDEMARK_BIN } from '../../lab/lab.js';
 import { STATUS_PORT_FILE } from '../../common/status-server.js';
 import { makeImage, startWriter, waitFor } from '../integration/helpers.js';
 import { Rng } from '../seed.js';

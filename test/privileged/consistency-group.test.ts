@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
 import type { Test } from 'tap';
-import { Lab, TIDEMARK_BIN } from '../../cli/lab.js';
+import { Lab, TIDEMARK_BIN } from '../../lab/lab.js';
 import { parseGroupTag } from '../../proto/group-tag.js';
 import { fsckClean, sh, sha256, sleep } from './protected.js';
 import { attachLoop, makeXfs, pgrep, privileged, run, tempDir, tool } from './require-root.js';

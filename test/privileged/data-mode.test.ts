@@ -7,7 +7,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
-import { Lab } from '../../cli/lab.js';
+import { Lab } from '../../lab/lab.js';
 import { pino } from 'pino';
 import type { Test } from 'tap';
 import { agentVolumeSchema } from '../../agent/config.js';

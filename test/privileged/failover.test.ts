@@ -9,7 +9,7 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import t, { type Test } from 'tap';
-import { freePort, Lab, TIDEMARK_BIN } from '../../cli/lab.js';
+import { freePort, Lab, TIDEMARK_BIN } from '../../lab/lab.js';
 import { makeImage, received, startWriter } from '../integration/helpers.js';
 import { Rng } from '../seed.js';
 import { sha256, sleep } from './protected.js';

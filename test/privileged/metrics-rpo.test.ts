@@ -6,7 +6,7 @@ import { promises as fsp } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import t from 'tap';
-import { Lab, type DaemonName } from '../../cli/lab.js';
+import { Lab, type DaemonName } from '../../lab/lab.js';
 import { STATUS_PORT_FILE } from '../../common/status-server.js';
 import { makeImage, sha256, startWriter } from '../integration/helpers.js';
 import { parsePrometheusText, sampleValue, type Family } from '../integration/prom-text.js';

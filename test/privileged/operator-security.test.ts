@@ -12,7 +12,7 @@ import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import t from 'tap';
-import { Lab, TIDEMARK_BIN } from '../../cli/lab.js';
+import { Lab, TIDEMARK_BIN } from '../../lab/lab.js';
 import { operatorRequest, OPERATOR_SOCKET } from '../../common/operator-socket.js';
 import { lockStateDir } from '../../common/state-lock.js';
 import { STATUS_PORT_FILE } from '../../common/status-server.js';

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import type { Test } from 'tap';
 import { createRequire } from 'node:module';
-import { Lab } from '../../cli/lab.js';
+import { Lab } from '../../lab/lab.js';
 import { attachLoop, makeXfs, run, tempDir, tool } from './require-root.js';
 
 export interface ProtectedVolume {

@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
 import { privileged } from './require-root.js';
-import { prefixOwnershipScript, problems, unsafePrefixPaths, type RemoteFacts } from '../../process-server/push-install/remote-checks.js';
+import { prefixOwnershipScript, problems, unsafePrefixPaths, type RemoteFacts } from '../../cli/push-install/remote-checks.js';
 
 const NOBODY = 65534;
 

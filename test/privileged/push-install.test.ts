@@ -6,7 +6,7 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
-import { Lab, freePort, TIDEMARK_BIN } from '../../cli/lab.js';
+import { Lab, freePort, TIDEMARK_BIN } from '../../lab/lab.js';
 import { makeImage, sha256, sleep } from '../integration/helpers.js';
 import { privileged, run, tempDir } from './require-root.js';
 import { Rng } from '../seed.js';

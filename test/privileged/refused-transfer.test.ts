@@ -6,7 +6,7 @@ import { execFile } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
-import { Lab, TIDEMARK_BIN } from '../../cli/lab.js';
+import { Lab, TIDEMARK_BIN } from '../../lab/lab.js';
 import { makeImage, sha256, waitFor } from '../integration/helpers.js';
 import { privileged, run, tempDir } from './require-root.js';
 

@@ -9,7 +9,7 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import t from 'tap';
-import { Lab, TIDEMARK_BIN } from '../../cli/lab.js';
+import { Lab, TIDEMARK_BIN } from '../../lab/lab.js';
 import { makeImage, startWriter } from '../integration/helpers.js';
 import { Rng } from '../seed.js';
 import { makeXfs, privileged, tempDir } from './require-root.js';

@@ -7,7 +7,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
-import { TIDEMARK_BIN, type DaemonName } from '../../cli/lab.js';
+import { TIDEMARK_BIN, type DaemonName } from '../../lab/lab.js';
 import { systemdUnit } from '../../cli/service-units.js';
 import { privileged, tool } from './require-root.js';
 import { protectedVolume, protectLab, sh, sleep } from './protected.js';

@@ -5,7 +5,7 @@ import { execFile, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
-import { Lab, TIDEMARK_BIN } from '../../../cli/lab.js';
+import { Lab, TIDEMARK_BIN } from '../../../lab/lab.js';
 import { makeImage, scratchDir } from '../../integration/helpers.js';
 
 interface Run { code: number; stdout: string; stderr: string }

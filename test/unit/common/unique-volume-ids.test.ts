@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
 import { loadAgentConfig } from '../../../agent/config.js';
-import { Lab } from '../../../cli/lab.js';
+import { Lab } from '../../../lab/lab.js';
 import { loadMtConfig } from '../../../master-target/config.js';
 import { loadPsConfig } from '../../../process-server/config.js';
 

@@ -4,7 +4,7 @@
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
-import { Lab } from '../../../cli/lab.js';
+import { Lab } from '../../../lab/lab.js';
 import { silentLogger } from '../../../common/log.js';
 import { loadMtConfig } from '../../../master-target/config.js';
 import { MasterTarget } from '../../../master-target/server.js';

@@ -5,7 +5,7 @@
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { STATUS_PORT_FILE } from '../../common/status-server.js';
-import { fetchStatus } from '../../cli/status.js';
+import { fetchStatus } from '../status.js';
 import type { InstallRecord, Layout } from './layout.js';
 import { agentStateScript, logTailScript } from './service.js';
 import { pushError, type Ssh } from './ssh.js';

@@ -7,11 +7,11 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { initCa, issue } from '../common/pki.js';
 import { STATUS_PORT_FILE } from '../common/status-server.js';
-import { fetchStatus } from './status.js';
+import { fetchStatus } from '../cli/status.js';
 
 export type DaemonName = 'agent' | 'ps' | 'mt';
 const COMMAND: Record<DaemonName, string> = { agent: 'agent', ps: 'process-server', mt: 'master-target' };
-export const TIDEMARK_BIN = path.join(path.dirname(fileURLToPath(import.meta.url)), 'tidemark.js');
+export const TIDEMARK_BIN = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'cli', 'tidemark.js');
 
 export interface LabVolume {
   id: string;

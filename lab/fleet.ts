@@ -1,12 +1,12 @@
 // Several agents and master targets around one process server, as real child processes on loopback with
-// one PKI: what the fan-in test and benchmark run on. (cli/lab.ts is the one-of-each deployment.)
+// one PKI: what the fan-in test and benchmark run on. (lab/lab.ts is the one-of-each deployment.)
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { initCa, issue } from '../common/pki.js';
 import { STATUS_PORT_FILE } from '../common/status-server.js';
 import { freePort, TIDEMARK_BIN } from './lab.js';
-import { fetchStatus } from './status.js';
+import { fetchStatus } from '../cli/status.js';
 
 export interface FleetVolume {
   id: string;

@@ -2,7 +2,7 @@
 // ship the package, write the agent's config and certificate, start it and wait until it is connected.
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
-import type { PsConfig } from '../config.js';
+import type { PsConfig } from '../../process-server/config.js';
 import { agentConfig, missingRouting, psEndpoint, stageEtc, statusDirOf } from './agent-config.js';
 import { layout, type InstallRecord, type Layout } from './layout.js';
 import type { PushOptions } from './options.js';

@@ -1,7 +1,7 @@
 // Starting and stopping the installed agent on the protected machine: a systemd unit where systemd is
 // PID 1, otherwise (containers, minimal systems) the agent started directly in a session of its own with
 // a pid file under the prefix. Each function returns a shell script run as root over SSH.
-import { systemdUnit } from '../../cli/service-units.js';
+import { systemdUnit } from '../service-units.js';
 import type { InstallRecord, Layout } from './layout.js';
 import { UNIT_NAME } from './layout.js';
 import { q } from './ssh.js';

@@ -4,7 +4,7 @@ import { execFile } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { loadPsConfig, type PsConfig } from '../config.js';
+import { loadPsConfig, type PsConfig } from '../../process-server/config.js';
 import type { PushOptions } from './options.js';
 import { buildAgentPackage, MANIFEST_FILE, sha256File, type AgentPackage, type PackageManifest } from './package.js';
 import { pushError, Ssh } from './ssh.js';

@@ -1,7 +1,7 @@
 // push-install --upgrade: replace the package, keep the agent's config, certificate and state, restart
 // it and wait until the new process is connected. The new package is unpacked before the agent is
 // stopped, so the agent is down only for the swap and its restart.
-import type { PsConfig } from '../config.js';
+import type { PsConfig } from '../../process-server/config.js';
 import { statusDirOf } from './agent-config.js';
 import { start } from './install.js';
 import { layout, type InstallRecord, type Layout } from './layout.js';

@@ -8,7 +8,7 @@ import { CRL_FILE } from '../../common/crl.js';
 import { agentConfigSchema } from '../../agent/config.js';
 import { resolveFrom, validateConfig } from '../../common/config.js';
 import { issue } from '../../common/pki.js';
-import type { PsConfig } from '../config.js';
+import type { PsConfig } from '../../process-server/config.js';
 import type { Layout } from './layout.js';
 import type { VolumeSpec } from './options.js';
 import { pushError } from './ssh.js';

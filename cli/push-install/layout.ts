@@ -1,7 +1,7 @@
 // Where an installed agent lives on the protected machine. Everything is under the prefix
 // (default /opt/tidemark) except the systemd unit, so uninstalling is removing known folders.
 import path from 'node:path';
-import { unitName } from '../../cli/service-units.js';
+import { unitName } from '../service-units.js';
 import type { PackageManifest } from './package.js';
 
 export const DEFAULT_PREFIX = '/opt/tidemark';
