@@ -58,19 +58,19 @@ export class DaemonMetrics {
 
   /** A gauge set at each scrape from the snapshot; series not set in a scrape disappear. */
   gauge(name: string, help: string, labelNames: string[], fill: Fill): void {
-    const self = this;
+    const snapshot = () => this.snap; // `this` inside collect() is the gauge
     new Gauge({ name, help, labelNames, registers: [this.registry], collect() {
       this.reset();
-      fill((l, v) => this.set(l, v), self.snap);
+      fill((l, v) => this.set(l, v), snapshot());
     } });
   }
 
   /** A counter whose totals the daemon already keeps: copied at each scrape, never incremented twice. */
   counter(name: string, help: string, labelNames: string[], fill: Fill): void {
-    const self = this;
+    const snapshot = () => this.snap; // `this` inside collect() is the counter
     new Counter({ name, help, labelNames, registers: [this.registry], collect() {
       this.reset();
-      fill((l, v) => this.inc(l, Math.max(0, v)), self.snap);
+      fill((l, v) => this.inc(l, Math.max(0, v)), snapshot());
     } });
   }
 

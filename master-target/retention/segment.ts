@@ -85,7 +85,7 @@ export class SegmentWriter {
   }
 
   private async flush(): Promise<void> {
-    let bufs = this.pending;
+    const bufs = this.pending;
     this.pending = [];
     this.pendingBytes = 0;
     while (bufs.length > 0) {
