@@ -16,6 +16,7 @@ import type { OutboundVolume } from '../proto/sender.js';
 import { Compressor, type CompressionStats } from './compressor.js';
 import type { PsConfig } from './config.js';
 import { CacheMonitor, type CacheStatus } from './health.js';
+import { Routes } from './routes.js';
 
 export interface CacheVolumeStats {
   rawBytesIn: number;
@@ -29,6 +30,35 @@ export interface CacheVolumeStatus extends CacheVolumeStats {
   compression: CompressionStats;
 }
 
+/**
+ * The cache's collaborators, given at construction: the agents' side (the receiver) and the master
+ * targets' side (the forwarders). Volumes are named; where they go is the wiring's business (Routes).
+ */
+export interface CacheLinks {
+  /** Acknowledge to the volume's agent: the differential is durable here, it may delete its copy. */
+  ack(volumeId: string, seq: number): void;
+  /** Ask the volume's agent to resync, if connected; false if it was not told. */
+  requestResync(volumeId: string, reason: string): Promise<boolean>;
+  /** The cache's flow state changed: slow down or hold back the agents. */
+  setFlow(flow: FlowState): void;
+  /** Is the volume's master target taking its differentials? */
+  draining(volumeId: string): boolean;
+  /** The volume has something new to forward. */
+  committed(volumeId: string): void;
+  /** Ask the volume's master target, which holds the replica's hashes. */
+  query(volumeId: string, q: Omit<HashQuery, 'requestId'>, hashes: Buffer): Promise<HashAnswer>;
+}
+
+/** A cache on its own (tools and tests): nobody to tell, nothing downstream to ask. */
+export const UNLINKED: CacheLinks = {
+  ack: () => {},
+  requestResync: async () => false,
+  setFlow: () => {},
+  draining: () => true,
+  committed: () => {},
+  query: (volumeId) => Promise.reject(tmError('TM_ERR_CONNECTION', `volume ${volumeId}: no master target linked`, { volume: volumeId })),
+};
+
 export class Cache implements InboundSink {
   readonly stores = new Map<string, DiffStore>();
   readonly stats = new Map<string, CacheVolumeStats>();
@@ -36,25 +66,16 @@ export class Cache implements InboundSink {
   readonly monitor: CacheMonitor;
   /** When each cached differential arrived, per volume (from the file's mtime after a restart). */
   private readonly arrived = new Map<string, Map<number, number>>();
-  private flowListener: (f: FlowState) => void = () => {};
-  /** Is the volume's master target taking its differentials (wired to its forwarder)? */
-  draining: (volumeId: string) => boolean = () => true;
-  /** Called when a volume has something new to forward. */
-  onCommitted: (volumeId: string) => void = () => {};
-  /** Called to acknowledge to the agent (wired to the receiver). */
-  ack: (volumeId: string, seq: number) => void = () => {};
-  /** Asks the volume's agent to resync, if connected (wired to the receiver); false if it was not told. */
-  requestResync: (volumeId: string, reason: string) => Promise<boolean> = async () => false;
-  /** Asks the volume's master target (wired to its forwarder). */
-  relayQuery: (masterTarget: string, q: Omit<HashQuery, 'requestId'>, hashes: Buffer) => Promise<HashAnswer> = () => Promise.reject(new Error('no forwarder'));
+  private readonly routes: Routes;
 
-  constructor(private readonly cfg: PsConfig, private readonly dir: string, private readonly log: Logger) {
+  constructor(private readonly cfg: PsConfig, private readonly dir: string, private readonly log: Logger, private readonly links: CacheLinks = UNLINKED) {
+    this.routes = new Routes(cfg.volumes);
     this.compressor = new Compressor(cfg.compression);
     this.monitor = new CacheMonitor(cfg.cache, dir, {
       usedBytes: () => [...this.stores.values()].reduce((n, s) => n + s.bytes, 0),
       backlogAges: () => new Map([...this.stores.keys()].map((v) => [v, this.backlogAge(v)])),
-      volumes: () => [...this.stores.values()].map((st) => ({ id: st.volumeId, bytes: st.bytes, draining: this.draining(st.volumeId) })),
-    }, log, (f) => this.flowListener(f));
+      volumes: () => [...this.stores.values()].map((st) => ({ id: st.volumeId, bytes: st.bytes, draining: links.draining(st.volumeId) })),
+    }, log, (f) => links.setFlow(f));
   }
 
   async open(): Promise<void> {
@@ -68,16 +89,11 @@ export class Cache implements InboundSink {
       this.arrived.set(v.id, arrived);
     }
     await this.monitor.open();
+    this.links.setFlow(this.monitor.flow); // the agents start under the flow the cache is in now
   }
 
   async close(): Promise<void> {
     await this.monitor.close();
-  }
-
-  /** Follow the cache's flow state (the receiver applies it to agents); called at once with the current one. */
-  connectFlow(listener: (f: FlowState) => void): void {
-    this.flowListener = listener;
-    listener(this.monitor.flow);
   }
 
   status(): CacheStatus {
@@ -142,17 +158,16 @@ export class Cache implements InboundSink {
     const st = this.stats.get(volumeId)!;
     st.rawBytesIn += info.rawBytes;
     st.storedBytesIn += info.storedBytes;
-    this.ack(volumeId, seq); // durable in the cache: the agent may delete its copy
-    this.onCommitted(volumeId);
+    this.links.ack(volumeId, seq); // durable in the cache: the agent may delete its copy
+    this.links.committed(volumeId);
   }
 
   /** Resync questions go to the volume's master target, which holds the replica's hashes. */
   async answerQuery(q: HashQuery, hashes: Buffer): Promise<HashAnswer> {
     this.store(q.volumeId);
-    const mt = this.cfg.volumes.find((v) => v.id === q.volumeId)!.masterTarget;
     const { requestId, ...rest } = q;
-    const answer = await this.relayQuery(mt, rest, hashes);
-    return { ...answer, requestId }; // a failure downstream was raised by relayQuery and is answered as one
+    const answer = await this.links.query(q.volumeId, rest, hashes);
+    return { ...answer, requestId }; // a failure downstream was raised by the query and is answered as one
   }
 
   storedSeq(volumeId: string): number {
@@ -186,7 +201,7 @@ export class Cache implements InboundSink {
       // Durably first: an agent not connected now is told at its next OpenVolume, until it starts one.
       const reason = `process server ${this.cfg.name}: cached differential ${seq} was damaged (${e.code})`;
       await store.flagResync(reason);
-      const told = await this.requestResync(store.volumeId, reason).catch(() => false);
+      const told = await this.links.requestResync(store.volumeId, reason).catch(() => false);
       this.log.warn({ volume: store.volumeId, seq, told }, told ? 'agent asked to resync' : 'agent will be asked to resync when it connects');
       return w.diff()!;
     }
@@ -194,10 +209,10 @@ export class Cache implements InboundSink {
 
   /** The cached volumes routed to one master target, as the forwarder sees them. */
   outbound(masterTarget: string): OutboundVolume[] {
-    return this.cfg.volumes.filter((v) => v.masterTarget === masterTarget).map((v) => {
-      const store = this.store(v.id);
+    return this.routes.volumesOf(masterTarget).map((volumeId) => {
+      const store = this.store(volumeId);
       return {
-        volumeId: v.id,
+        volumeId,
         describe: () => (store.state ? { sizeBytes: store.state.sizeBytes, blockSize: store.state.blockSize, replicationId: store.state.replicationId } : null),
         pending: async () => store.pending(),
         load: (seq: number): Promise<StoredDiff> => this.loadOrReplace(store, seq),
@@ -205,12 +220,12 @@ export class Cache implements InboundSink {
         // it. Flagged durably first, so an agent not connected now is told at its next OpenVolume.
         resyncNeeded: async (reason: string) => {
           await store.flagResync(reason);
-          const told = await this.requestResync(v.id, reason).catch(() => false);
-          this.log.warn({ volume: v.id, told, reason }, told ? 'master target needs a resync; agent asked' : 'master target needs a resync; agent will be asked when it connects');
+          const told = await this.links.requestResync(volumeId, reason).catch(() => false);
+          this.log.warn({ volume: volumeId, told, reason }, told ? 'master target needs a resync; agent asked' : 'master target needs a resync; agent will be asked when it connects');
         },
         acked: async (seq: number) => {
           await store.done(seq);
-          const arrived = this.arrived.get(v.id)!;
+          const arrived = this.arrived.get(volumeId)!;
           for (const s of arrived.keys()) if (s <= seq) arrived.delete(s);
           this.monitor.update(); // room again: may let agents resume
         },

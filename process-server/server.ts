@@ -14,8 +14,9 @@ import { TlsListener } from '../common/tls-listener.js';
 import { FramedConnection } from '../proto/connection.js';
 import { DiffReceiver } from '../proto/receiver.js';
 import { DiffSender } from '../proto/sender.js';
-import { Cache } from './cache.js';
+import { Cache, type CacheLinks } from './cache.js';
 import type { PsConfig } from './config.js';
+import { Routes } from './routes.js';
 import { realClock, Throttle } from './throttle.js';
 
 /** A master target that acknowledged nothing for this long is not draining its volumes. */
@@ -27,6 +28,7 @@ export class ProcessServer {
   /** One bandwidth cap shared by every forwarder. */
   throttle!: Throttle;
   readonly forwarders = new Map<string, DiffSender>();
+  private routes: Routes | null = null;
   private listener: TlsListener | null = null;
   private trust: PeerTrust | null = null;
   private readonly connections = new Set<FramedConnection>();
@@ -48,19 +50,32 @@ export class ProcessServer {
     await ensureDir(cacheDir);
     // Two process servers on one cache would forward and delete each other's differentials.
     this.lock = await lockStateDir(cacheDir, 'a process server');
-    this.cache = new Cache(cfg, cacheDir, this.log.child({ component: 'cache' }));
-    await this.cache.open();
-    this.receiver = new DiffReceiver(this.cache, cfg.name, this.log.child({ component: 'receiver' }), cfg.maxDiffBytes);
-    this.cache.ack = (v, s) => this.receiver.ack(v, s);
-    this.cache.requestResync = (v, reason) => this.receiver.requestResync(v, reason);
-    this.cache.connectFlow((f) => this.receiver.setFlow(f)); // cache quota: slow down / backpressure to agents
-    // A volume drains while its master target is connected and acknowledging; one that does not is the one
-    // to hold back when the cache fills, not the volumes of the other master targets.
-    this.cache.draining = (volumeId) => {
-      const mt = cfg.volumes.find((v) => v.id === volumeId)?.masterTarget;
-      const st = mt ? this.forwarders.get(mt)?.stats : undefined;
-      return !!st && st.connected && Date.now() - st.lastAckAt < DRAIN_STALL_MS;
+    // Collaborators given at construction: the receiver (agents' side) and each volume's forwarder.
+    const routes = new Routes(cfg.volumes);
+    this.routes = routes;
+    const forwarderOf = (volumeId: string): DiffSender | undefined => {
+      const mt = routes.masterTargetOf(volumeId);
+      return mt === null ? undefined : this.forwarders.get(mt);
     };
+    const links: CacheLinks = {
+      ack: (v, seq) => this.receiver.ack(v, seq),
+      requestResync: (v, reason) => this.receiver.requestResync(v, reason),
+      setFlow: (f) => this.receiver.setFlow(f), // cache quota: slow down / backpressure to agents
+      // A volume drains while its master target is connected and acknowledging; one that does not is the one
+      // to hold back when the cache fills, not the volumes of the other master targets.
+      draining: (v) => {
+        const st = forwarderOf(v)?.stats;
+        return !!st && st.connected && Date.now() - st.lastAckAt < DRAIN_STALL_MS;
+      },
+      committed: (v) => forwarderOf(v)?.notify(),
+      query: (v, q, hashes) => {
+        const fwd = forwarderOf(v);
+        return fwd ? fwd.query(q, hashes) : Promise.reject(tmError('TM_ERR_CONNECTION', `volume ${v}: no forwarder for its master target ${routes.masterTargetOf(v)}`, { volume: v }));
+      },
+    };
+    this.cache = new Cache(cfg, cacheDir, this.log.child({ component: 'cache' }), links);
+    this.receiver = new DiffReceiver(this.cache, cfg.name, this.log.child({ component: 'receiver' }), cfg.maxDiffBytes);
+    await this.cache.open();
     this.throttle = new Throttle(cfg.throttle ?? null, realClock, this.log.child({ component: 'throttle' }));
     for (const mt of cfg.masterTargets) {
       const fwd = new DiffSender({
@@ -75,14 +90,6 @@ export class ProcessServer {
       this.forwarders.set(mt.name, fwd);
       fwd.start();
     }
-    this.cache.relayQuery = (mt, q, hashes) => {
-      const fwd = this.forwarders.get(mt);
-      return fwd ? fwd.query(q, hashes) : Promise.reject(tmError('TM_ERR_CONNECTION', `no forwarder for master target ${mt}`));
-    };
-    this.cache.onCommitted = (volumeId) => {
-      const mt = cfg.volumes.find((v) => v.id === volumeId)?.masterTarget;
-      if (mt) this.forwarders.get(mt)?.notify();
-    };
     this.listener = await TlsListener.listen({
       host: cfg.listen.host, port: cfg.listen.port, trust, allowed: ['agent'], log: this.log.child({ component: 'listener' }),
       limits: { handshakeTimeoutMs: cfg.connections.handshakeTimeoutMs, maxConnections: cfg.connections.max, maxPerAddress: cfg.connections.perAddress },
@@ -117,7 +124,7 @@ export class ProcessServer {
         backlogFiles: s.pending().length,
         backlogBytes: s.bytes,
         // Which forwarder carries it, and a resync the agent still owes (its cause), for `tidemark status`.
-        masterTarget: this.config.volumes.find((v) => v.id === s.volumeId)?.masterTarget ?? null,
+        masterTarget: this.routes?.masterTargetOf(s.volumeId) ?? null,
         resyncNeeded: s.state?.resyncNeeded?.reason ?? null,
         ...this.cache.volumeStatus(s.volumeId),
       })),
