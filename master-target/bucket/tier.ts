@@ -269,12 +269,13 @@ export class BucketTier {
       const needsSeq = await this.src.settledSeq();
       this.stats.phase = 'image: segments';
       await this.uploadSegments(needsSeq);
-      this.stats.phase = 'image: upload';
+      this.stats.phase = 'image: record';
       if (needsSeq > seq && this.stats.uploadedSeq < needsSeq) throw wrap(new Error(`segments through #${needsSeq} are not all local (uploaded through #${this.stats.uploadedSeq})`), 'base image');
       const key = imageKey(this.src.volumeId, id, seq);
       // Recorded before the upload: a crash before the manifest lists the image deletes it at restart.
       m.pendingDeletes = [...(m.pendingDeletes ?? []), key];
       await this.saveManifest();
+      this.stats.phase = 'image: upload';
       const { bytes } = await this.store.putFile(key, file);
       const point = this.src.retention.segments.find((s) => s.toSeq === seq)?.tip ?? m.segments.find((s) => s.toSeq === seq)?.tip ?? null;
       const img: BucketImage = { key, id, kind, seq, needsSeq, parentId: changed ? prev!.id : null, bytes, dataBytes: built.dataBytes, chunks: built.chunks, indexOffset: built.indexOffset, indexCrc32c: built.indexCrc32c, uploadedAt: Date.now(), point };
