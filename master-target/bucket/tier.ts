@@ -263,7 +263,7 @@ export class BucketTier {
     const started = Date.now();
     try {
       this.stats.phase = 'image: read';
-      const built = await buildImage(this.src.replicaPath, file, { volumeId: this.src.volumeId, id, kind, seq, parentId: changed ? prev!.id : null, sizeBytes: this.src.sizeBytes, blockSize: this.src.blockSize, createdAt: Date.now() }, changed ? blockRuns(changed, this.src.blockSize, this.src.sizeBytes) : null);
+      const built = await buildImage(this.src.replicaPath, file, { volumeId: this.src.volumeId, id, kind, seq, parentId: changed ? prev!.id : null, sizeBytes: this.src.sizeBytes, blockSize: this.src.blockSize, createdAt: Date.now() }, changed ? blockRuns(changed, this.src.blockSize, this.src.sizeBytes) : null, this.store.opts.partSizeBytes);
       // Every differential whose write the read may have caught is applied by now: its segment is sealed.
       this.stats.phase = 'image: settle';
       const needsSeq = await this.src.settledSeq();
@@ -276,7 +276,7 @@ export class BucketTier {
       m.pendingDeletes = [...(m.pendingDeletes ?? []), key];
       await this.saveManifest();
       this.stats.phase = 'image: upload';
-      const { bytes } = await this.store.putFile(key, file);
+      const { bytes } = await this.store.putFile(key, file, built.partMd5s);
       const point = this.src.retention.segments.find((s) => s.toSeq === seq)?.tip ?? m.segments.find((s) => s.toSeq === seq)?.tip ?? null;
       const img: BucketImage = { key, id, kind, seq, needsSeq, parentId: changed ? prev!.id : null, bytes, dataBytes: built.dataBytes, chunks: built.chunks, indexOffset: built.indexOffset, indexCrc32c: built.indexCrc32c, uploadedAt: Date.now(), point };
       m.images.push(img);
