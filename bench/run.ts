@@ -6,6 +6,7 @@ import { consoleBench } from './console.js';
 import { fanIn } from './fan-in.js';
 import { hashTable } from './hash-table.js';
 import { initialSync } from './initial-sync.js';
+import { objectStore } from './object-store.js';
 import { recovery } from './recovery.js';
 import { resync } from './resync.js';
 import { tracking } from './tracking.js';
@@ -15,6 +16,7 @@ export const BENCHMARKS: Record<string, Benchmark> = {
   'fan-in': fanIn,
   'hash-table': hashTable,
   'initial-sync': initialSync,
+  'object-store': objectStore,
   recovery,
   resync,
   tracking,

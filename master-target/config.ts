@@ -27,6 +27,26 @@ const retentionSchema = z.strictObject({
 
 const O = DEFAULTS.masterTarget.objectStore;
 /**
+ * Long-term retention in the bucket: every point for `keepAll`, then per tier one point each `every` until
+ * `for` (e.g. hourly for 7d, daily for 365d); older than `maxAge` (default: the longest tier) expires;
+ * `maxBytes` expires the oldest first; points with a `pinTags` tag are never expired.
+ */
+const bucketRetentionSchema = z.strictObject({
+  keepAll: duration.prefault('24h'),
+  tiers: z.array(z.strictObject({ every: duration, for: duration })).min(1).prefault([{ every: '1h', for: '7d' }, { every: '1d', for: '365d' }]),
+  maxAge: duration.optional(),
+  maxBytes: z.number().int().positive().optional(),
+  pinTags: z.array(tagSchema).default([]),
+  interval: duration.prefault('10m'),
+}).transform((r) => ({
+  keepAllMs: r.keepAll,
+  tiers: r.tiers.map((t) => ({ everyMs: t.every, forMs: t.for })),
+  maxAgeMs: r.maxAge ?? Math.max(...r.tiers.map((t) => t.for)),
+  maxBytes: r.maxBytes ?? null,
+  pinTags: r.pinTags,
+  intervalMs: r.interval,
+}));
+/**
  * The bucket tier of a volume. Credentials come from `credentialsFile` (JSON: accessKeyId,
  * secretAccessKey; keep it 0600) or the environment (TIDEMARK_S3_ACCESS_KEY_ID / ..._SECRET_ACCESS_KEY,
  * else AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY); never written to logs or status.
@@ -42,6 +62,8 @@ export const objectStoreSchema = z.strictObject({
   pollIntervalMs: z.number().int().min(100).default(O.pollIntervalMs),
   partSizeMiB: z.number().int().min(5).max(5120).default(O.partSizeMiB),
   concurrency: z.number().int().min(1).max(64).default(O.concurrency),
+  /** Expire old history in the bucket by tiers; absent, the bucket keeps everything. */
+  retention: bucketRetentionSchema.optional(),
 });
 
 export const mtConfigSchema = z.strictObject({

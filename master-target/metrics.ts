@@ -27,6 +27,8 @@ export function masterTargetMetrics(log: Logger, snapshot: () => Snapshot): Daem
   m.gauge('tidemark_bucket_backlog_bytes', 'Bytes of the sealed retention segments not yet confirmed in the bucket.', ['volume'], perVolume((v) => tier(v)?.backlogBytes));
   m.gauge('tidemark_bucket_backlog_age_seconds', 'Age of the oldest sealed retention segment not yet confirmed in the bucket (0 when none).', ['volume'], perVolume((v) => tier(v)?.backlogAgeMs, 1 / 1000));
   m.gauge('tidemark_bucket_image_sequence', 'Sequence of the newest base image in the bucket: the newest point the bucket alone can rebuild.', ['volume'], perVolume((v) => tier(v)?.imageSeq));
+  m.gauge('tidemark_bucket_listed_bytes', 'Bytes of the objects the bucket manifest lists (segments and images): what bucket retention\'s maxBytes bounds.', ['volume'], perVolume((v) => (tier(v)?.expiry as { listedBytes?: number } | undefined)?.listedBytes));
+  m.gauge('tidemark_bucket_pending_deletes', 'Objects unlisted from the bucket manifest and not yet deleted (expiry, or an upload cut short).', ['volume'], perVolume((v) => (tier(v)?.expiry as { pendingDeletes?: number } | undefined)?.pendingDeletes));
   m.gauge('tidemark_bucket_error', '1 while the bucket tier\'s last pass failed (status objectStore.lastErrorCode says why), else 0.', ['volume'], perVolume((v) => (tier(v) ? (tier(v)!.lastError ? 1 : 0) : undefined)));
   return m;
 }

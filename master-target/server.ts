@@ -169,7 +169,7 @@ export class MasterTarget implements InboundSink {
       doneSeq: () => t.store.doneSeq,
       // The applier of the moment: a replaced replica gets a new one.
       settledSeq: () => (t.applier ? t.applier.exclusive(async () => t.store.doneSeq) : Promise.resolve(t.store.doneSeq)),
-    }, store, { imageIntervalMs: oc.imageInterval, fullEvery: oc.fullEvery, pollIntervalMs: oc.pollIntervalMs }, t.store.dir, this.log.child({ component: 'bucket-tier', volume: volumeId }));
+    }, store, { imageIntervalMs: oc.imageInterval, fullEvery: oc.fullEvery, pollIntervalMs: oc.pollIntervalMs, retention: oc.retention ?? null }, t.store.dir, this.log.child({ component: 'bucket-tier', volume: volumeId }));
     retention.holdAfter(() => tier.keepAfter());
     t.tier = tier;
     await tier.open();

@@ -2,7 +2,9 @@
 // tier's tests and its benchmark. Four servers (proxy, account, container, object) started directly with
 // /usr/bin/python3 through a small launcher that points Swift at a private swift.conf (Swift 2.30 reads
 // /etc/swift/swift.conf otherwise); one-node rings built by one python process; stopped by PID.
-// docs/OPERATIONS.md "Object store" and /work notes describe the pipeline this follows.
+// docs/OPERATIONS.md "Object store" and /work notes describe the pipeline this follows. When memcached is
+// installed (Debian's memcached) one is started on a free port for the proxy's cache: Swift's own API
+// (tempauth tokens, so the `swift` tool of python3-swiftclient) needs it; the S3 API works without.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { execFile } from 'node:child_process';
 import { closeSync, existsSync, openSync, promises as fsp } from 'node:fs';
@@ -15,6 +17,7 @@ const execFileP = promisify(execFile);
 const PYTHON = '/usr/bin/python3';
 const SERVERS = ['account', 'container', 'object', 'proxy'] as const;
 type Server = (typeof SERVERS)[number];
+const MEMCACHED = '/usr/bin/memcached';
 
 export const SWIFT_ACCESS_KEY = 'test:tester';
 export const SWIFT_SECRET_KEY = 'testing';
@@ -55,7 +58,7 @@ async function canConnect(port: number): Promise<boolean> {
   });
 }
 
-function serverConf(name: Server, dir: string, port: number): string {
+function serverConf(name: Server, dir: string, port: number, memcachePort: number | null): string {
   const common = `[DEFAULT]\nbind_ip = 127.0.0.1\nbind_port = ${port}\nworkers = 0\nmount_check = false\ndevices = ${dir}/srv\nswift_dir = ${dir}/etc\nlog_level = WARNING\n\n`;
   if (name !== 'proxy') return `${common}[pipeline:main]\npipeline = ${name}-server\n\n[app:${name}-server]\nuse = egg:swift#${name}\n`;
   const filters = ['catch_errors', 'gatekeeper', 'healthcheck', 'proxy-logging', 'listing_formats', 'copy', 'slo', 'dlo'];
@@ -63,13 +66,16 @@ function serverConf(name: Server, dir: string, port: number): string {
     + `[app:proxy-server]\nuse = egg:swift#proxy\naccount_autocreate = true\n\n`
     + `[filter:tempauth]\nuse = egg:swift#tempauth\nuser_test_tester = testing .admin\n\n`
     + `[filter:s3api]\nuse = egg:swift#s3api\nlocation = us-east-1\n\n`
-    + `[filter:cache]\nuse = egg:swift#memcache\n\n` // tempauth needs the filter; with no memcached it works, uncached
+    // tempauth needs the filter; with no memcached the S3 API works, uncached, and Swift's own API does not.
+    + `[filter:cache]\nuse = egg:swift#memcache\n${memcachePort ? `memcache_servers = 127.0.0.1:${memcachePort}\n` : ''}\n`
     + filters.map((f) => `[filter:${f}]\nuse = egg:swift#${f.replace('-', '_')}\n`).join('\n');
 }
 
 export class SwiftStore {
   private readonly procs = new Map<Server, ChildProcess>();
   private readonly ports = new Map<Server, number>();
+  private memcached: ChildProcess | null = null;
+  private memcachePort: number | null = null;
 
   private constructor(readonly dir: string) {}
 
@@ -83,8 +89,20 @@ export class SwiftStore {
     await fsp.mkdir(path.join(dir, 'etc'), { recursive: true });
     await fsp.mkdir(path.join(dir, 'srv', 'd1'), { recursive: true });
     for (const n of SERVERS) s.ports.set(n, await freePort());
+    if (existsSync(MEMCACHED)) {
+      s.memcachePort = await freePort();
+      // Through python for PR_SET_PDEATHSIG (kept across exec; `-u root` keeps the credentials that keep it).
+      const exec = "import ctypes, os, signal, sys; ctypes.CDLL('libc.so.6').prctl(1, signal.SIGTERM); os.execv(sys.argv[1], sys.argv[1:])";
+      s.memcached = spawn(PYTHON, ['-c', exec, MEMCACHED, '-l', '127.0.0.1', '-p', String(s.memcachePort), '-U', '0', '-m', '64', '-u', 'root'], { stdio: 'ignore' });
+      const mcPort = s.memcachePort;
+      const deadline = Date.now() + 10_000;
+      while (!(await canConnect(mcPort))) {
+        if (Date.now() > deadline) throw new Error('memcached did not listen within 10 s');
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
     await fsp.writeFile(path.join(dir, 'etc', 'swift.conf'), '[swift-hash]\nswift_hash_path_suffix = tidemark-test\nswift_hash_path_prefix = tidemark\n\n[storage-policy:0]\nname = one\ndefault = yes\n');
-    for (const n of SERVERS) await fsp.writeFile(path.join(dir, 'etc', `${n}-server.conf`), serverConf(n, dir, s.ports.get(n)!));
+    for (const n of SERVERS) await fsp.writeFile(path.join(dir, 'etc', `${n}-server.conf`), serverConf(n, dir, s.ports.get(n)!, s.memcachePort));
     await fsp.writeFile(path.join(dir, 'etc', 'launch.py'), LAUNCHER);
     await fsp.writeFile(path.join(dir, 'etc', 'rings.py'), RINGS);
     await execFileP(PYTHON, [path.join(dir, 'etc', 'rings.py'), path.join(dir, 'etc'), ...(['account', 'container', 'object'] as const).map((n) => String(s.ports.get(n)))]);
@@ -133,9 +151,21 @@ export class SwiftStore {
     }));
   }
 
+  /** Swift's own API (tempauth) works: the `swift` tool can be used (needs memcached). */
+  get nativeApi(): boolean {
+    return this.memcached !== null;
+  }
+
   /** Stop everything and remove the folder. */
   async destroy(): Promise<void> {
     await this.stop();
+    const mc = this.memcached;
+    if (mc && mc.exitCode === null && mc.signalCode === null) {
+      const exited = new Promise<void>((r) => mc.once('exit', () => r()));
+      mc.kill('SIGTERM');
+      await exited;
+    }
+    this.memcached = null;
     await fsp.rm(this.dir, { recursive: true, force: true });
   }
 }

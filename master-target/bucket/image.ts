@@ -47,6 +47,8 @@ export interface BuiltImage {
   chunks: number;
   indexOffset: number;
   indexCrc32c: number;
+  /** MD5 of each `partSize` piece of the file, computed as it was written (the upload's expected ETag). */
+  partMd5s: Buffer[];
 }
 
 async function readAt(fh: fsp.FileHandle, length: number, position: number): Promise<Buffer> {
@@ -79,11 +81,25 @@ export function blockRuns(blocks: Iterable<number>, blockSize: number, sizeBytes
  * Write an image of `replicaPath` into `file`: the given ranges (incremental), or every non-zero chunk
  * (full, `ranges` null). Returns its layout; `md5s` are the MD5s of each `partSize` piece (for the ETag).
  */
-export async function buildImage(replicaPath: string, file: string, header: ImageHeader, ranges: Array<{ offset: number; length: number }> | null): Promise<BuiltImage> {
+export async function buildImage(replicaPath: string, file: string, header: ImageHeader, ranges: Array<{ offset: number; length: number }> | null, partSize = 8 << 20): Promise<BuiltImage> {
   const src = await fsp.open(replicaPath, 'r');
   const out = await fsp.open(file, 'w', 0o600);
   let pos = 0;
+  const partMd5s: Buffer[] = [];
+  let md5 = createHash('md5');
+  let inPart = 0;
   const put = async (b: Buffer): Promise<void> => {
+    for (let at = 0; at < b.length;) {
+      const n = Math.min(b.length - at, partSize - inPart);
+      md5.update(b.subarray(at, at + n));
+      at += n;
+      inPart += n;
+      if (inPart === partSize) {
+        partMd5s.push(md5.digest());
+        md5 = createHash('md5');
+        inPart = 0;
+      }
+    }
     let done = 0;
     while (done < b.length) done += (await out.write(b, done, b.length - done, pos + done)).bytesWritten;
     pos += b.length;
@@ -132,8 +148,9 @@ export async function buildImage(replicaPath: string, file: string, header: Imag
     t.writeUInt32LE(crc(t.subarray(0, 20)), 20);
     await put(index);
     await put(t);
-    await out.sync();
-    return { file, bytes: pos, dataBytes, chunks: refs.length, indexOffset, indexCrc32c };
+    if (inPart > 0) partMd5s.push(md5.digest());
+    // No fsync: a scratch file for the upload only (a crash removes it at the next start).
+    return { file, bytes: pos, dataBytes, chunks: refs.length, indexOffset, indexCrc32c, partMd5s };
   } finally {
     await out.close();
     await src.close();

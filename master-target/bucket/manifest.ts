@@ -7,7 +7,9 @@ import { tmError } from '../../common/errors.js';
 import type { RecoveryPoint } from '../../proto/diff-store.js';
 
 export const MANIFEST_MAGIC = 0x4d534d54; // "TMSM"
-export const MANIFEST_VERSION = 1;
+/** Highest version read. Version 2 adds the expiry fields (pendingDeletes, floorSeq, images[].point); a
+ * manifest that uses none of them is still written as version 1, so older readers go on reading it. */
+export const MANIFEST_VERSION = 2;
 const PREFIX = 12;
 
 export const manifestKey = (volumeId: string): string => `${volumeId}/manifest.tmsm`;
@@ -44,6 +46,8 @@ export interface BucketImage {
   indexOffset: number;
   indexCrc32c: number;
   uploadedAt: number;
+  /** The recovery point the replica was at `seq`, if it was one (v2): listed even once no segment names it. */
+  point?: RecoveryPoint | null;
 }
 
 export interface Manifest {
@@ -57,17 +61,40 @@ export interface Manifest {
   nextImageId: number;
   segments: BucketSegment[];
   images: BucketImage[];
+  /**
+   * (v2) Keys no entry lists that must be deleted: objects being uploaded before the manifest lists them
+   * (so a crash never leaks them) and objects expiry unlisted (deleted after the manifest stopped naming them).
+   */
+  pendingDeletes?: string[];
+  /** (v2) Expiry removed every point before this sequence; uploads go on after max(segments' toSeq, floorSeq). */
+  floorSeq?: number;
+}
+
+/** Does the manifest use a version-2 field? */
+function needsV2(m: Manifest): boolean {
+  return (m.pendingDeletes?.length ?? 0) > 0 || (m.floorSeq ?? 0) > 0 || m.images.some((i) => i.point != null);
+}
+
+/** Newest sequence the bucket's segments (or expiry) reached: the next segment starts after it. */
+export function uploadedThrough(m: Manifest): number {
+  return m.segments.reduce((n, s) => Math.max(n, s.toSeq), m.floorSeq ?? 0);
+}
+
+/** Every key the manifest lists (segments and images). */
+export function listedKeys(m: Manifest): Set<string> {
+  return new Set([...m.segments.map((s) => s.key), ...m.images.map((i) => i.key)]);
 }
 
 export function emptyManifest(volumeId: string, sizeBytes: number, blockSize: number): Manifest {
-  return { version: MANIFEST_VERSION, volumeId, sizeBytes, blockSize, generation: 0, updatedAt: 0, nextImageId: 1, segments: [], images: [] };
+  return { version: 1, volumeId, sizeBytes, blockSize, generation: 0, updatedAt: 0, nextImageId: 1, segments: [], images: [] };
 }
 
 export function encodeManifest(m: Manifest): Buffer {
-  const json = Buffer.from(JSON.stringify(m));
+  const version = needsV2(m) ? 2 : 1;
+  const json = Buffer.from(JSON.stringify({ ...m, version }));
   const out = Buffer.alloc(PREFIX + json.length + 4);
   out.writeUInt32LE(MANIFEST_MAGIC, 0);
-  out.writeUInt16LE(MANIFEST_VERSION, 4);
+  out.writeUInt16LE(version, 4);
   out.writeUInt32LE(json.length, 8);
   json.copy(out, PREFIX);
   out.writeUInt32LE(crc(out.subarray(0, PREFIX + json.length)), PREFIX + json.length);
@@ -82,7 +109,9 @@ export function decodeManifest(buf: Buffer, where: string): Manifest {
   const len = buf.readUInt32LE(8);
   if (PREFIX + len + 4 !== buf.length) throw bad(`length ${buf.length} does not match its header (${PREFIX + len + 4})`);
   if (crc(buf.subarray(0, PREFIX + len)) !== buf.readUInt32LE(PREFIX + len)) throw bad('checksum mismatch');
-  return JSON.parse(buf.subarray(PREFIX, PREFIX + len).toString('utf8')) as Manifest;
+  const m = JSON.parse(buf.subarray(PREFIX, PREFIX + len).toString('utf8')) as Manifest;
+  m.version = version;
+  return m;
 }
 
 /** The images that make image `id`: its full base first, then each incremental up to it. */
@@ -136,5 +165,7 @@ export function bucketPoints(m: Manifest): RecoveryPoint[] {
     if (s.base) bySeq.set(s.base.seq, s.base);
     if (s.tip) bySeq.set(s.tip.seq, s.tip);
   }
-  return [...bySeq.values()].filter((p) => planFor(m, p) !== null).sort((a, b) => a.seq - b.seq);
+  for (const i of m.images) if (i.point) bySeq.set(i.point.seq, i.point);
+  const floor = m.floorSeq ?? 0;
+  return [...bySeq.values()].filter((p) => p.seq >= floor && planFor(m, p) !== null).sort((a, b) => a.seq - b.seq);
 }

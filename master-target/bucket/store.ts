@@ -144,12 +144,14 @@ export class BucketStore {
   }
 
   /** Upload a file: one PUT up to the part size, else multipart; the ETag is checked either way. */
-  async putFile(rel: string, file: string): Promise<{ etag: string; bytes: number }> {
+  async putFile(rel: string, file: string, partMd5s?: Buffer[]): Promise<{ etag: string; bytes: number }> {
     const { size } = await fsp.stat(file);
     const { partSizeBytes } = this.opts;
     if (size <= partSizeBytes) return { etag: await this.putBuffer(rel, await fsp.readFile(file)), bytes: size };
     const key = this.key(rel);
-    const expected = expectedEtag(await fileMd5s(file, size, partSizeBytes));
+    // Part MD5s computed while the file was written (an image) spare reading it once more.
+    const md5s = partMd5s && partMd5s.length === Math.ceil(size / partSizeBytes) ? partMd5s : await fileMd5s(file, size, partSizeBytes);
+    const expected = expectedEtag(md5s);
     const up = new Upload({ client: this.s3, params: { Bucket: this.opts.bucket, Key: key, Body: createReadStream(file, { highWaterMark: 1 << 20 }) }, partSize: partSizeBytes, queueSize: this.opts.concurrency, leavePartsOnError: false });
     const r = await up.done().catch((e) => { throw storeError(e, 'upload', this.opts, key); });
     const parts = Math.ceil(size / partSizeBytes);
@@ -167,7 +169,8 @@ export class BucketStore {
     this.requests.get++;
     try {
       const r = await this.s3.send(new GetObjectCommand({ Bucket: this.opts.bucket, Key: key, Range: range ? `bytes=${range.start}-${range.end - 1}` : undefined }));
-      const body = Buffer.from(await r.Body!.transformToByteArray());
+      const bytes = await r.Body!.transformToByteArray();
+      const body = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength); // no copy
       this.requests.bytesDown += body.length;
       if (range && body.length !== range.end - range.start) throw tmError('TM_ERR_BUCKET_CORRUPT', `s3://${this.opts.bucket}/${key}: asked for ${range.end - range.start} bytes at ${range.start}, got ${body.length}`, { key });
       return body;

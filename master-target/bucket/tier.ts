@@ -14,13 +14,18 @@ import type { Logger } from '../../common/log.js';
 import type { RetentionLog } from '../retention/retention-log.js';
 import { readSegment } from '../retention/segment.js';
 import { blockRuns, buildImage } from './image.js';
-import { decodeManifest, emptyManifest, encodeManifest, imageKey, manifestKey, segmentKey, type BucketImage, type Manifest } from './manifest.js';
+import { finishDeletes, planExpiry, runExpiry, type BucketRetention, type ExpiryContext, type ExpiryStage } from './expiry.js';
+import { decodeManifest, emptyManifest, encodeManifest, imageKey, manifestKey, segmentKey, uploadedThrough, type BucketImage, type Manifest } from './manifest.js';
 import type { BucketStore } from './store.js';
 
 export interface TierOptions {
   imageIntervalMs: number;
   fullEvery: number;
   pollIntervalMs: number;
+  /** Long-term retention in the bucket (expiry by tiers); null keeps everything. */
+  retention?: BucketRetention | null;
+  /** Tests: called at each expiry stage (throwing there is a crash at that point). */
+  expiryHook?: (stage: ExpiryStage) => void | Promise<void>;
 }
 
 export interface TierSource {
@@ -53,8 +58,10 @@ export interface TierStats {
   lastUploadAt: number;
   lastError: string | null;
   lastErrorCode: string | null;
-  /** What the tier is doing now (idle, segments, image, manifest). */
+  /** What the tier is doing now (idle, segments, image, manifest, expiry). */
   phase: string;
+  /** Expiry: passes that changed the bucket, points and objects expired, keys waiting to be deleted. */
+  expiry: { runs: number; expiredPoints: number; deletedObjects: number; mergedSegments: number; pendingDeletes: number; floorSeq: number; listedBytes: number; overLimit: boolean; lastRunAt: number };
 }
 
 export class BucketTier {
@@ -65,11 +72,12 @@ export class BucketTier {
   private closed = false;
   private backoffMs = 0;
   private nextImageAt = 0;
+  private nextExpiryAt = 0;
   private readonly workDir: string;
 
   constructor(private readonly src: TierSource, readonly store: BucketStore, private readonly opts: TierOptions, stateDir: string, private readonly log: Logger) {
     this.workDir = path.join(stateDir, 'bucket-tier');
-    this.stats = { bucket: store.opts.bucket, prefix: store.opts.prefix, uploadedSeq: 0, imageSeq: 0, images: 0, segments: 0, backlogSegments: 0, backlogBytes: 0, backlogAgeMs: 0, uploadedBytes: 0, requests: store.requests, lastUploadAt: 0, lastError: null, lastErrorCode: null, phase: 'idle' };
+    this.stats = { bucket: store.opts.bucket, prefix: store.opts.prefix, uploadedSeq: 0, imageSeq: 0, images: 0, segments: 0, backlogSegments: 0, backlogBytes: 0, backlogAgeMs: 0, uploadedBytes: 0, requests: store.requests, lastUploadAt: 0, lastError: null, lastErrorCode: null, phase: 'idle', expiry: { runs: 0, expiredPoints: 0, deletedObjects: 0, mergedSegments: 0, pendingDeletes: 0, floorSeq: 0, listedBytes: 0, overLimit: false, lastRunAt: 0 } };
   }
 
   /**
@@ -122,6 +130,8 @@ export class BucketTier {
   private async step(): Promise<void> {
     this.stats.phase = 'manifest';
     if (!this.manifest) await this.load();
+    // An upload that failed after recording its key (an image): its object, if any, goes now.
+    else if (this.manifest.pendingDeletes?.length) await finishDeletes(this.manifest, this.expiryContext());
     this.stats.phase = 'segments';
     const done = this.src.doneSeq();
     let changed = await this.uploadSegments(done);
@@ -132,6 +142,12 @@ export class BucketTier {
     }
     this.stats.phase = 'manifest';
     if (changed) await this.saveManifest();
+    const r = this.opts.retention;
+    if (r && Date.now() >= this.nextExpiryAt) {
+      this.stats.phase = 'expiry';
+      await this.expire(r);
+      this.nextExpiryAt = Date.now() + r.intervalMs;
+    }
     this.stats.phase = 'idle';
     this.refreshBacklog();
     this.stats.lastError = null;
@@ -144,11 +160,51 @@ export class BucketTier {
     const buf = await this.store.get(key);
     const m = buf ? decodeManifest(buf, this.store.key(key)) : emptyManifest(this.src.volumeId, this.src.sizeBytes, this.src.blockSize);
     this.manifest = m;
-    this.stats.uploadedSeq = m.segments.reduce((n, s) => Math.max(n, s.toSeq), 0);
+    this.stats.uploadedSeq = uploadedThrough(m);
     this.stats.imageSeq = m.images.at(-1)?.seq ?? 0;
     this.stats.images = m.images.length;
     this.stats.segments = m.segments.length;
-    this.log.info({ volume: this.src.volumeId, bucket: this.store.opts.bucket, segments: m.segments.length, images: m.images.length, uploadedSeq: this.stats.uploadedSeq }, buf ? 'bucket tier: manifest read' : 'bucket tier: new volume in the bucket');
+    this.log.info({ volume: this.src.volumeId, bucket: this.store.opts.bucket, segments: m.segments.length, images: m.images.length, uploadedSeq: this.stats.uploadedSeq, pendingDeletes: m.pendingDeletes?.length ?? 0 }, buf ? 'bucket tier: manifest read' : 'bucket tier: new volume in the bucket');
+    // Objects a crash left unlisted (an upload or an expiry under way): deleted before anything else.
+    if (m.pendingDeletes?.length) {
+      const n = await finishDeletes(m, this.expiryContext());
+      this.log.info({ volume: this.src.volumeId, deleted: n }, 'bucket tier: deleted the objects an interrupted pass left unlisted');
+    }
+    this.refreshListed();
+  }
+
+  private expiryContext(): ExpiryContext {
+    return { store: this.store, workDir: this.workDir, save: () => this.saveManifest(), at: this.opts.expiryHook };
+  }
+
+  private refreshListed(): void {
+    const m = this.manifest!;
+    this.stats.expiry.pendingDeletes = m.pendingDeletes?.length ?? 0;
+    this.stats.expiry.floorSeq = m.floorSeq ?? 0;
+    this.stats.expiry.listedBytes = m.segments.reduce((n, s) => n + s.bytes, 0) + m.images.reduce((n, i) => n + i.bytes, 0);
+    this.stats.segments = m.segments.length;
+    this.stats.images = m.images.length;
+  }
+
+  /** Expire what the bucket's retention no longer keeps (no request when nothing is due). */
+  private async expire(r: BucketRetention): Promise<void> {
+    const m = this.manifest!;
+    if (m.pendingDeletes?.length) await finishDeletes(m, this.expiryContext());
+    const plan = planExpiry(m, Date.now(), r);
+    if (plan?.overLimit !== this.stats.expiry.overLimit && plan?.overLimit) this.log.warn({ volume: this.src.volumeId, maxBytes: r.maxBytes, bytesAfter: plan.bytesAfter }, 'bucket retention: the pinned points and the newest alone exceed maxBytes; they are kept');
+    this.stats.expiry.overLimit = plan?.overLimit ?? false;
+    if (!plan || (plan.merges.length === 0 && plan.dropSegments.length === 0 && plan.dropImages.length === 0 && plan.clearPoints.length === 0)) return;
+    const started = Date.now();
+    const res = await runExpiry(m, plan, this.expiryContext());
+    const e = this.stats.expiry;
+    e.runs++;
+    e.expiredPoints += plan.expired.length;
+    e.deletedObjects += res.deleted;
+    e.mergedSegments += plan.merges.length;
+    e.lastRunAt = Date.now();
+    this.stats.uploadedBytes += res.uploadedBytes;
+    this.refreshListed();
+    this.log.info({ volume: this.src.volumeId, expired: plan.expired.length, kept: plan.kept.length, floorSeq: plan.floorSeq, merged: plan.merges.length, deleted: res.deleted, listedBytes: e.listedBytes, ms: Date.now() - started }, 'bucket tier: expired points');
   }
 
   private async saveManifest(): Promise<void> {
@@ -207,18 +263,24 @@ export class BucketTier {
     const started = Date.now();
     try {
       this.stats.phase = 'image: read';
-      const built = await buildImage(this.src.replicaPath, file, { volumeId: this.src.volumeId, id, kind, seq, parentId: changed ? prev!.id : null, sizeBytes: this.src.sizeBytes, blockSize: this.src.blockSize, createdAt: Date.now() }, changed ? blockRuns(changed, this.src.blockSize, this.src.sizeBytes) : null);
+      const built = await buildImage(this.src.replicaPath, file, { volumeId: this.src.volumeId, id, kind, seq, parentId: changed ? prev!.id : null, sizeBytes: this.src.sizeBytes, blockSize: this.src.blockSize, createdAt: Date.now() }, changed ? blockRuns(changed, this.src.blockSize, this.src.sizeBytes) : null, this.store.opts.partSizeBytes);
       // Every differential whose write the read may have caught is applied by now: its segment is sealed.
       this.stats.phase = 'image: settle';
       const needsSeq = await this.src.settledSeq();
       this.stats.phase = 'image: segments';
       await this.uploadSegments(needsSeq);
-      this.stats.phase = 'image: upload';
+      this.stats.phase = 'image: record';
       if (needsSeq > seq && this.stats.uploadedSeq < needsSeq) throw wrap(new Error(`segments through #${needsSeq} are not all local (uploaded through #${this.stats.uploadedSeq})`), 'base image');
       const key = imageKey(this.src.volumeId, id, seq);
-      const { bytes } = await this.store.putFile(key, file);
-      const img: BucketImage = { key, id, kind, seq, needsSeq, parentId: changed ? prev!.id : null, bytes, dataBytes: built.dataBytes, chunks: built.chunks, indexOffset: built.indexOffset, indexCrc32c: built.indexCrc32c, uploadedAt: Date.now() };
+      // Recorded before the upload: a crash before the manifest lists the image deletes it at restart.
+      m.pendingDeletes = [...(m.pendingDeletes ?? []), key];
+      await this.saveManifest();
+      this.stats.phase = 'image: upload';
+      const { bytes } = await this.store.putFile(key, file, built.partMd5s);
+      const point = this.src.retention.segments.find((s) => s.toSeq === seq)?.tip ?? m.segments.find((s) => s.toSeq === seq)?.tip ?? null;
+      const img: BucketImage = { key, id, kind, seq, needsSeq, parentId: changed ? prev!.id : null, bytes, dataBytes: built.dataBytes, chunks: built.chunks, indexOffset: built.indexOffset, indexCrc32c: built.indexCrc32c, uploadedAt: Date.now(), point };
       m.images.push(img);
+      m.pendingDeletes = m.pendingDeletes.filter((k) => k !== key);
       m.nextImageId = id + 1;
       this.stats.images = m.images.length;
       this.stats.imageSeq = seq;
@@ -232,7 +294,7 @@ export class BucketTier {
   /** For status and metrics: the counters with the backlog as of now (no credential in it). */
   status(): TierStats {
     this.refreshBacklog();
-    return { ...this.stats, requests: { ...this.store.requests } };
+    return { ...this.stats, requests: { ...this.store.requests }, expiry: { ...this.stats.expiry } };
   }
 
   private refreshBacklog(): void {

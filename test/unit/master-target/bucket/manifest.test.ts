@@ -28,7 +28,7 @@ t.test('round trip; damage and newer versions are refused with their codes', asy
     }
   }));
   const newer = encodeManifest(m);
-  newer.writeUInt16LE(2, 4);
+  newer.writeUInt16LE(3, 4);
   t.throws(() => decodeManifest(newer, 'k'), { code: 'TM_ERR_BUCKET_VERSION' });
 });
 
