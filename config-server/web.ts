@@ -107,7 +107,7 @@ export function webHandler(d: WebDeps): (req: http.IncomingMessage, res: http.Se
     const row = d.collector.fleet().find((x) => x.id === id);
     if (!row) return send(r.res, 404, 'text/plain', 'no such volume');
     try {
-      const out = await d.relay.run(action as VolumeAction, row);
+      const out = await d.relay.run(action as VolumeAction, row, v.user);
       audit(v.user, action, id, {}, 'ok', JSON.stringify(out));
       sendHtml(r.res, 200, resultPage(v, `${action} ${id}`, true, JSON.stringify(out, null, 2), `/volume/${encodeURIComponent(id)}`));
     } catch (e) {
