@@ -12,16 +12,32 @@ tr.bad td{background:#fee}td.health{white-space:normal}
 .chart svg{width:100%;height:140px;border:1px solid #ccc;background:#fafafa}
 .err{color:#b00}.alert{background:#fee;border:1px solid #b00;padding:6px;margin:4px 0}
 button{padding:4px 10px}
+table.vols{table-layout:fixed}table.vols td{overflow:hidden;text-overflow:ellipsis}
+table.vols.head{position:sticky;top:0;background:#fff;z-index:1}
+col.c-id{width:13%}col.c0{width:6%}col.c1{width:6%}col.c2,col.c3,col.c4{width:8%}col.c5{width:7%}col.c6{width:8%}col.c7{width:9%}col.c8{width:12%}
+section.machine{content-visibility:auto;contain-intrinsic-size:auto 520px;margin:6px 0;border:1px solid #ddd}
+section.machine h3{margin:0;padding:4px 6px;background:#eef2f6;font-size:14px;display:flex;gap:18px;font-weight:normal}
+section.machine h3 .name{font-weight:bold}section.machine.bad h3{background:#fee}
 `;
 
 export const SCRIPT = `
 'use strict';
 const fmtBytes = (n) => n === null ? '-' : n === 0 ? '0' : n < 1024 ? n + ' B' : n < 1048576 ? (n / 1024).toFixed(1) + ' KiB' : n < 1073741824 ? (n / 1048576).toFixed(1) + ' MiB' : (n / 1073741824).toFixed(2) + ' GiB';
 const fmtAge = (ms) => { if (ms === null) return '-'; const s = Math.max(0, Math.round(ms / 1000)); return s < 120 ? s + 's' : s < 7200 ? Math.round(s / 60) + 'm' : Math.round(s / 3600) + 'h'; };
+// Each row's cells by key, found once; a cell is written only when its value changed, so a refresh of
+// 2000 volumes touches the DOM (and layout) only where something moved.
+const cellsOf = new WeakMap();
+function cells(tr) {
+  let m = cellsOf.get(tr);
+  if (!m) { m = new Map(); for (const td of tr.querySelectorAll('[data-k]')) m.set(td.dataset.k, td); cellsOf.set(tr, m); }
+  return m;
+}
 function setCell(tr, key, value, text) {
-  const td = tr.querySelector('[data-k="' + key + '"]');
+  const td = cells(tr).get(key);
   if (!td) return;
-  td.dataset.v = value === null ? '' : String(value);
+  const v = value === null ? '' : String(value);
+  if (td.dataset.v === v && td.textContent === text) return;
+  td.dataset.v = v;
   td.textContent = text;
 }
 async function refreshFleet(table) {
@@ -42,7 +58,20 @@ async function refreshFleet(table) {
     setCell(tr, 'crash', v.lastCrashPoint ? v.lastCrashPoint.atMs : null, v.lastCrashPoint ? '#' + v.lastCrashPoint.seq : '-');
     setCell(tr, 'app', v.lastAppPoint ? v.lastAppPoint.atMs : null, v.lastAppPoint ? '#' + v.lastAppPoint.seq + ' ' + v.lastAppPoint.tags.join(',') : '-');
     setCell(tr, 'health', v.ok ? 'ok' : v.health, v.health);
-    tr.className = v.ok ? '' : 'bad';
+    const cls = v.ok ? '' : 'bad';
+    if (tr.className !== cls) tr.className = cls;
+  }
+  for (const m of f.machines || []) {
+    const h = document.getElementById('machine-' + m.name);
+    if (!h) continue;
+    setCell(h, 'volumes', m.volumes, m.volumes + (m.volumes === 1 ? ' volume' : ' volumes'));
+    setCell(h, 'worstRpo', m.worstRpoMs, 'worst RPO ' + fmtAge(m.worstRpoMs));
+    setCell(h, 'backlog', m.backlog, 'backlog ' + fmtBytes(m.backlog));
+    setCell(h, 'health', m.notOk === 0 ? 'ok' : m.notOk, m.notOk === 0 ? 'all ok' : m.notOk + ' not ok');
+    const cls = 'machine' + (m.notOk ? ' bad' : '');
+    if (h.className !== cls) h.className = cls;
+    const hc = cells(h).get('health');
+    if (hc) hc.className = m.notOk === 0 ? 'ok' : 'down';
   }
   for (const d of f.daemons) {
     const tr = document.getElementById('daemon-' + d.name);
