@@ -57,16 +57,29 @@ function machineSummary(m: MachineRow): Html {
 }
 
 /**
+ * How many volumes the fleet page draws on the server: the machines in view when it opens, and every
+ * machine with trouble. The other machines' sections come with their summary, and the page's script
+ * fills their volumes in from /api/fleet as they near the screen, so a fleet of thousands of volumes is
+ * interactive as soon as the first screenful is.
+ */
+export const EAGER_VOLUMES = 200;
+
+/**
  * The fleet, one section per protected machine (agent) with its volumes: the page's bulk, the same for
  * every viewer of a round (web.ts keeps it per round). Machines with trouble come first. Each section is
- * laid out only when it nears the screen (content-visibility), so 100 machines × 20 volumes render fast.
+ * laid out only when it nears the screen (content-visibility).
  */
-export function fleetTable(rows: readonly VolumeRow[], round: number, intervalMs: number): Html {
+export function fleetTable(rows: readonly VolumeRow[], round: number, intervalMs: number, eager = EAGER_VOLUMES): Html {
   const groups = machineGroups(rows);
+  let drawn = 0;
   return html`<div id="fleet" data-round="${round}" data-interval="${intervalMs}" data-machines="${groups.length}">
 <table class="vols head">${VOLUME_COLS}<tr><th>Volume</th>${VOLUME_HEAD}</tr></table>
-${groups.map(({ machine: m, volumes }) => html`<section class="machine${m.notOk ? ' bad' : ''}" id="machine-${m.name}" data-machine="${m.name}"><h3><span class="name">${m.name}</span> ${machineSummary(m)}</h3>
-<table class="vols">${VOLUME_COLS}${volumes.map((r) => html`<tr id="vol-${r.id}" class="${r.ok ? '' : 'bad'}"><td><a href="/volume/${encodeURIComponent(r.id)}">${r.id}</a></td>${volumeCells(r)}</tr>`)}</table></section>`)}
+${groups.map(({ machine: m, volumes }) => {
+    const now = m.notOk > 0 || drawn < eager;
+    if (now) drawn += volumes.length;
+    return html`<section class="machine${m.notOk ? ' bad' : ''}" id="machine-${m.name}" data-machine="${m.name}"><h3><span class="name">${m.name}</span> ${machineSummary(m)}</h3>
+<table class="vols"${now ? '' : html` data-lazy="1"`}>${VOLUME_COLS}${now ? volumes.map((r) => html`<tr id="vol-${r.id}" class="${r.ok ? '' : 'bad'}"><td><a href="/volume/${encodeURIComponent(r.id)}">${r.id}</a></td>${volumeCells(r)}</tr>`) : ''}</table></section>`;
+  })}
 </div>`;
 }
 

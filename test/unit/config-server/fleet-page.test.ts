@@ -26,4 +26,12 @@ t.test('machines and their volumes', async (t) => {
   t.ok(page.indexOf('machine-bravo') < page.indexOf('machine-alpha'), 'bravo is drawn first');
   const evil = fleetTable([row('x', '<img src=x onerror=alert(1)>')], 1, 1000).text;
   t.notMatch(evil, /<img/, 'a machine name is escaped');
+
+  const lazy = fleetTable(rows, 7, 10_000, 2).text;
+  const sectionOf = (name: string): string => new RegExp(`<section class="machine[^"]*" id="machine-${name}"[^]*?</section>`).exec(lazy)?.[0] ?? '';
+  t.match(sectionOf('bravo'), /id="vol-b1"/, 'a machine with trouble is always drawn by the server');
+  t.match(sectionOf('alpha'), /id="vol-a1"/, 'the first machines are drawn up to the budget');
+  t.match(sectionOf('charlie'), /data-lazy="1"/, 'past it, a machine is left to the page\'s script');
+  t.notMatch(sectionOf('charlie'), /vol-c1/, 'without its rows');
+  t.match(sectionOf('charlie'), /data-k="volumes" data-v="1"/, 'but with its summary');
 });
