@@ -8,6 +8,7 @@ import { PeerTrust, trustPaths } from '../common/peer-trust.js';
 import { didYouMean, resolveFrom } from '../common/config.js';
 import { startStatusServer, type StatusServer } from '../common/status-server.js';
 import { startOperatorSocket, type OperatorSocket } from '../common/operator-socket.js';
+import { startOperatorListener, type OperatorListener } from '../common/operator-listener.js';
 import { lockStateDir, type StateLock } from '../common/state-lock.js';
 import { fileAgeMs } from '../common/metrics.js';
 import { agentMetrics } from './metrics.js';
@@ -43,6 +44,7 @@ export class Agent {
   private sender: DiffSender | null = null;
   private status: StatusServer | null = null;
   private operator: OperatorSocket | null = null;
+  private operatorRemote: OperatorListener | null = null;
   private lock: StateLock | null = null;
   private timer: NodeJS.Timeout | null = null;
   private cycling: Promise<void> | null = null;
@@ -84,6 +86,13 @@ export class Agent {
     this.sender.start();
     this.status = await startStatusServer(DEFAULTS.statusHost, cfg.statusPort, this.path(cfg.stateDir), () => this.snapshot(), metrics);
     this.operator = await startOperatorSocket(this.path(cfg.stateDir), (action, params) => this.act(action, params), this.log.child({ component: 'operator' }));
+    if (cfg.operatorListen) {
+      const ol = cfg.operatorListen;
+      this.operatorRemote = await startOperatorListener({
+        host: ol.host, port: ol.port, trust, clients: ol.clients, act: (action, params) => this.act(action, params), log: this.log.child({ component: 'operator' }),
+        stateDir: this.path(cfg.stateDir), limits: { handshakeTimeoutMs: ol.handshakeTimeoutMs, maxConnections: ol.maxConnections, maxPerAddress: ol.maxPerAddress },
+      });
+    }
     this.log.info({ volumes: cfg.volumes.length, statusPort: this.status.port }, 'agent started');
     this.schedule(0);
   }
@@ -247,6 +256,7 @@ export class Agent {
   close(): Promise<void> {
     this.closing ??= (async () => {
       await this.operator?.close(); // no new operator action once stopping
+      await this.operatorRemote?.close();
       if (this.timer) clearTimeout(this.timer);
       await this.cycling;
       await this.sender?.close(); // fails questions still waiting for an answer

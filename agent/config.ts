@@ -1,7 +1,7 @@
 // The agent's configuration schema: closed (unknown keys are errors), defaults from common/defaults.ts.
 import { z } from 'zod';
 import { DEFAULTS } from '../common/defaults.js';
-import { didYouMean, loadConfigFile, nodeNameSchema, tlsSchema, volumeIdSchema, uniqueVolumeIds } from '../common/config.js';
+import { didYouMean, loadConfigFile, nodeNameSchema, operatorListenSchema, tlsSchema, volumeIdSchema, uniqueVolumeIds } from '../common/config.js';
 import { GROUP_MAX_MEMBERS, GROUP_NAME } from '../proto/group-tag.js';
 
 const d = DEFAULTS.agent;
@@ -67,6 +67,8 @@ export const agentConfigSchema = z.strictObject({
     port: z.number().int().min(0).max(65535).default(DEFAULTS.ports.processServer),
   }),
   statusPort: z.number().int().min(0).max(65535).default(0),
+  /** Operator actions over mutual TLS for a configuration server on another host (docs/SECURITY.md). */
+  operatorListen: operatorListenSchema,
   blockSize: z.number().int().min(512).max(1024 * 1024).refine((n) => (n & (n - 1)) === 0, 'blockSize must be a power of two').default(d.blockSize),
   cycleIntervalMs: z.number().int().min(50).default(d.cycleIntervalMs),
   maxDiffBytes: z.number().int().min(1024 * 1024).max(256 * 1024 * 1024).default(d.maxDiffBytes),

@@ -60,7 +60,7 @@ function get(port: number, what: '/status' | '/metrics'): Promise<unknown> {
 }
 
 /** Paint and interactive times of one load of `url`. */
-async function pageTimes(page: Page, url: string): Promise<{ fcp: number; interactive: number; ready: number }> {
+async function pageTimes(page: Page, url: string): Promise<{ fcp: number; interactive: number; ready: number; ttfb: number; received: number }> {
   const t0 = Date.now();
   await page.goto(url, { waitUntil: 'load' });
   await page.waitForFunction(() => document.body.dataset.ready === '1' || !document.querySelector('script[src]'));
@@ -68,7 +68,7 @@ async function pageTimes(page: Page, url: string): Promise<{ fcp: number; intera
   const t = await page.evaluate(() => {
     const nav = performance.getEntriesByType('navigation')[0] as PerformanceNavigationTiming;
     const fcp = performance.getEntriesByType('paint').find((p) => p.name === 'first-contentful-paint');
-    return { fcp: fcp ? fcp.startTime : -1, interactive: nav.domContentLoadedEventEnd };
+    return { fcp: fcp ? fcp.startTime : -1, interactive: nav.domContentLoadedEventEnd, ttfb: nav.responseStart, received: nav.responseEnd };
   });
   return { ...t, ready };
 }
@@ -153,13 +153,13 @@ export const consoleBench: Benchmark = {
         }
 
         // The fleet page.
-        const loads: Array<{ fcp: number; interactive: number; ready: number }> = [];
+        const loads: Array<{ fcp: number; interactive: number; ready: number; ttfb: number; received: number }> = [];
         for (let i = 0; i < PAGE_LOADS; i++) loads.push(await pageTimes(page, `${base}/`));
         const html = await page.content();
         const staticHtml = html.replace(/<script[^>]*><\/script>/g, '').replace(/<link[^>]*>/g, '');
         const srv = http.createServer((_q, s) => s.writeHead(200, { 'content-type': 'text/html' }).end(staticHtml));
         await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-        const refLoads: Array<{ fcp: number; interactive: number; ready: number }> = [];
+        const refLoads: Array<{ fcp: number; interactive: number; ready: number; ttfb: number; received: number }> = [];
         for (let i = 0; i < PAGE_LOADS; i++) refLoads.push(await pageTimes(page, `http://127.0.0.1:${(srv.address() as { port: number }).port}/`));
         srv.close();
 
@@ -172,6 +172,9 @@ export const consoleBench: Benchmark = {
           { name: 'fleet page first contentful paint (median)', value: median(loads.map((l) => l.fcp)), unit: 'ms' },
           { name: 'fleet page DOMContentLoaded end (median)', value: median(loads.map((l) => l.interactive)), unit: 'ms' },
           { name: 'fleet page interactive incl. script (median)', value: median(loads.map((l) => l.ready)), unit: 'ms' },
+          { name: 'fleet page server response start (median)', value: median(loads.map((l) => l.ttfb)), unit: 'ms' },
+          { name: 'fleet page HTML received (median)', value: median(loads.map((l) => l.received)), unit: 'ms' },
+          { name: 'fleet page interactive after HTML received (median)', value: median(loads.map((l) => l.ready - l.received)), unit: 'ms' },
           { name: 'fleet page HTML', value: Buffer.byteLength(html), unit: 'bytes' },
           { name: 'history bytes per volume per day', value: hist.perVolumeDay, unit: 'bytes' },
         ];
@@ -179,6 +182,7 @@ export const consoleBench: Benchmark = {
           { name: 'bare fetch of every /status (parsed) and /metrics', value: median(refCpu), unit: 'ms CPU per round' },
           { name: 'static copy of the page: first contentful paint', value: median(refLoads.map((l) => l.fcp)), unit: 'ms' },
           { name: 'static copy of the page: DOMContentLoaded end', value: median(refLoads.map((l) => l.interactive)), unit: 'ms' },
+          { name: 'static copy of the page: HTML received', value: median(refLoads.map((l) => l.received)), unit: 'ms' },
         ];
         const f = (n: number): string => n.toFixed(n < 10 ? 2 : 0);
         return {
@@ -196,6 +200,9 @@ export const consoleBench: Benchmark = {
             ['fleet page first paint (ms, median)', f(median(loads.map((l) => l.fcp))), `${f(median(refLoads.map((l) => l.fcp)))} (static copy)`, ''],
             ['fleet page DOMContentLoaded (ms, median)', f(median(loads.map((l) => l.interactive))), `${f(median(refLoads.map((l) => l.interactive)))} (static copy)`, '≤ 1000'],
             ['fleet page interactive incl. script (ms)', f(median(loads.map((l) => l.ready))), '', '≤ 1000'],
+            ['  of which: server response start (ms)', f(median(loads.map((l) => l.ttfb))), '', ''],
+            ['  of which: HTML received (ms)', f(median(loads.map((l) => l.received))), `${f(median(refLoads.map((l) => l.received)))} (static copy)`, ''],
+            ['  browser work after HTML received (ms)', f(median(loads.map((l) => l.ready - l.received))), '', ''],
             ['fleet page HTML (KiB)', f(Buffer.byteLength(html) / 1024), '', ''],
             ['history bytes per volume per day', f(hist.perVolumeDay), '', ''],
           ],

@@ -87,6 +87,19 @@ export const connectionsSchema = z.strictObject({
   perAddress: z.number().int().min(1).max(1_000_000).default(DEFAULTS.listener.maxPerAddress),
 }).default({ handshakeTimeoutMs: DEFAULTS.listener.handshakeTimeoutMs, max: DEFAULTS.listener.maxConnections, perAddress: DEFAULTS.listener.maxPerAddress });
 export const endpointSchema = z.strictObject({ host: z.string().default('127.0.0.1'), port: z.number().int().min(0).max(65535) });
+/**
+ * The remote operator port (common/operator-listener.ts): operator actions over mutual TLS for a
+ * configuration server or operator on another host. Absent: actions only through the local socket.
+ */
+export const operatorListenSchema = z.strictObject({
+  host: z.string().min(1).max(253),
+  port: z.number().int().min(0).max(65535),
+  /** Certificate names (CN) that may act; absent: any `operator` or `config-server` certificate of the CA. */
+  clients: z.array(z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'name: 1-64 characters of A-Z a-z 0-9 . _ -')).min(1).max(1000).optional(),
+  handshakeTimeoutMs: z.number().int().min(100).max(600_000).default(10_000),
+  maxConnections: z.number().int().min(1).max(10_000).default(64),
+  maxPerAddress: z.number().int().min(1).max(10_000).default(16),
+}).optional();
 export const volumeIdSchema = z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'volume id: 1-64 characters of A-Z a-z 0-9 . _ -');
 export const nodeNameSchema = z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'name: 1-64 characters of A-Z a-z 0-9 . _ -');
 

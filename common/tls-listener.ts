@@ -6,7 +6,7 @@ import type net from 'node:net';
 import tls from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import { DEFAULTS } from './defaults.js';
-import { codeOf, tmError } from './errors.js';
+import { codeOf, tmError, type ErrorCode } from './errors.js';
 import type { Logger } from './log.js';
 import type { PeerTrust } from './peer-trust.js';
 import type { Role } from './pki.js';
@@ -31,6 +31,14 @@ export interface ListenOptions {
   onPeer: (socket: tls.TLSSocket, peer: Peer) => void;
   log: Logger;
   limits?: Partial<ListenerLimits>;
+  /**
+   * Complete the handshake with a client that sends no certificate or one that does not verify, so the
+   * service can tell it why in its own protocol (refused below): the operator port answers HTTP with a
+   * code. Such a peer is still refused; only the way it learns so changes.
+   */
+  clientCertOptional?: boolean;
+  /** Called instead of destroying a refused peer's socket after the handshake; it must end the socket. */
+  refused?: (socket: tls.TLSSocket, code: ErrorCode, message: string) => void;
 }
 
 interface Pending { address: string; timer: NodeJS.Timeout; raw: net.Socket }
@@ -52,7 +60,7 @@ export class TlsListener {
   private constructor(private readonly o: ListenOptions) {
     this.limits = { ...DEFAULTS.listener, ...o.limits };
     this.refusals = new RefusalLog(o.log);
-    this.server = tls.createServer({ ...serverOptions(o.trust.identity), handshakeTimeout: this.limits.handshakeTimeoutMs });
+    this.server = tls.createServer({ ...serverOptions(o.trust.identity), handshakeTimeout: this.limits.handshakeTimeoutMs, ...(o.clientCertOptional ? { rejectUnauthorized: false } : {}) });
     this.server.maxConnections = this.limits.maxConnections;
     // Ahead of Node's own listener, so the address is read while the socket still has it.
     this.server.prependListener('connection', (raw: net.Socket) => this.accepted(raw));
@@ -137,7 +145,8 @@ export class TlsListener {
       }
     } catch (e) {
       this.refusals.refused(codeOf(e), where, (e as Error).message);
-      socket.destroy();
+      if (this.o.refused) this.o.refused(socket, codeOf(e), (e as Error).message);
+      else socket.destroy();
       return;
     }
     this.o.trust.track(socket, peer.serial, peer.name);

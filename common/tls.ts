@@ -75,7 +75,9 @@ export function clientOptions(id: Identity, expected: ExpectedPeer, isRevoked: (
 export function peerIdentity(socket: tls.TLSSocket, where = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`): Peer {
   if (!socket.authorized) {
     // Typed as Error by @types/node, but at runtime it is usually an OpenSSL code string.
-    const why = socket.authorizationError === undefined ? 'no certificate' : String(socket.authorizationError);
+    // With the client certificate optional (the operator port), a peer that sent none is told so plainly.
+    const none = Object.keys(socket.getPeerCertificate() ?? {}).length === 0;
+    const why = none || socket.authorizationError === undefined ? 'no certificate' : String(socket.authorizationError);
     throw tmError('TM_ERR_PEER_REFUSED', `peer ${where} is not authorized: ${why}`, { peer: where });
   }
   const cert = socket.getPeerCertificate();

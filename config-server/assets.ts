@@ -12,37 +12,107 @@ tr.bad td{background:#fee}td.health{white-space:normal}
 .chart svg{width:100%;height:140px;border:1px solid #ccc;background:#fafafa}
 .err{color:#b00}.alert{background:#fee;border:1px solid #b00;padding:6px;margin:4px 0}
 button{padding:4px 10px}
+table.vols{table-layout:fixed}table.vols td{overflow:hidden;text-overflow:ellipsis}
+table.vols.head{position:sticky;top:0;background:#fff;z-index:1}
+col.c-id{width:13%}col.c0{width:6%}col.c1{width:6%}col.c2,col.c3,col.c4{width:8%}col.c5{width:7%}col.c6{width:8%}col.c7{width:9%}col.c8{width:12%}
+section.machine{content-visibility:auto;contain-intrinsic-size:auto 520px;margin:6px 0;border:1px solid #ddd}
+section.machine h3{margin:0;padding:4px 6px;background:#eef2f6;font-size:14px;display:flex;gap:18px;font-weight:normal}
+section.machine h3 .name{font-weight:bold}section.machine.bad h3{background:#fee}
 `;
 
 export const SCRIPT = `
 'use strict';
 const fmtBytes = (n) => n === null ? '-' : n === 0 ? '0' : n < 1024 ? n + ' B' : n < 1048576 ? (n / 1024).toFixed(1) + ' KiB' : n < 1073741824 ? (n / 1048576).toFixed(1) + ' MiB' : (n / 1073741824).toFixed(2) + ' GiB';
 const fmtAge = (ms) => { if (ms === null) return '-'; const s = Math.max(0, Math.round(ms / 1000)); return s < 120 ? s + 's' : s < 7200 ? Math.round(s / 60) + 'm' : Math.round(s / 3600) + 'h'; };
+// Each row's cells by key, found once; a cell is written only when its value changed, so a refresh of
+// 2000 volumes touches the DOM (and layout) only where something moved.
+const cellsOf = new WeakMap();
+function cells(tr) {
+  let m = cellsOf.get(tr);
+  if (!m) { m = new Map(); for (const td of tr.querySelectorAll('[data-k]')) m.set(td.dataset.k, td); cellsOf.set(tr, m); }
+  return m;
+}
 function setCell(tr, key, value, text) {
-  const td = tr.querySelector('[data-k="' + key + '"]');
+  const td = cells(tr).get(key);
   if (!td) return;
-  td.dataset.v = value === null ? '' : String(value);
+  const v = value === null ? '' : String(value);
+  if (td.dataset.v === v && td.textContent === text) return;
+  td.dataset.v = v;
   td.textContent = text;
+}
+const VOLUME_KEYS = ['mode', 'rpo', 'agentBacklog', 'psBacklog', 'mtBacklog', 'appliedSeq', 'appliedBytes', 'crash', 'app', 'health'];
+function updateRow(tr, v) {
+  setCell(tr, 'mode', v.mode, v.mode);
+  setCell(tr, 'rpo', v.rpoMs, fmtAge(v.rpoMs));
+  setCell(tr, 'agentBacklog', v.agentBacklog, fmtBytes(v.agentBacklog));
+  setCell(tr, 'psBacklog', v.psBacklog, fmtBytes(v.psBacklog));
+  setCell(tr, 'mtBacklog', v.mtBacklog, fmtBytes(v.mtBacklog));
+  setCell(tr, 'appliedSeq', v.appliedSeq, v.appliedSeq === null ? '-' : String(v.appliedSeq));
+  setCell(tr, 'appliedBytes', v.appliedBytes, fmtBytes(v.appliedBytes));
+  setCell(tr, 'crash', v.lastCrashPoint ? v.lastCrashPoint.atMs : null, v.lastCrashPoint ? '#' + v.lastCrashPoint.seq + (v.lastCrashPoint.tags.length ? ' ' + v.lastCrashPoint.tags.join(',') : '') : '-');
+  setCell(tr, 'app', v.lastAppPoint ? v.lastAppPoint.atMs : null, v.lastAppPoint ? '#' + v.lastAppPoint.seq + (v.lastAppPoint.tags.length ? ' ' + v.lastAppPoint.tags.join(',') : '') : '-');
+  setCell(tr, 'health', v.ok ? 'ok' : v.health, v.health);
+  const cls = v.ok ? '' : 'bad';
+  if (tr.className !== cls) tr.className = cls;
+}
+// The fleet as last fetched, and a machine's volumes drawn by the script (sections the server left lazy).
+let lastFleet = null;
+function fleetData() {
+  if (!lastFleet) lastFleet = fetch('/api/fleet', { credentials: 'same-origin' }).then((r) => r.ok ? r.json() : null);
+  return lastFleet;
+}
+async function fillMachine(section) {
+  const table = section.querySelector('table[data-lazy]');
+  if (!table) return;
+  const f = await fleetData();
+  if (!f || !table.dataset.lazy) return;
+  delete table.dataset.lazy;
+  const name = section.dataset.machine;
+  const frag = document.createDocumentFragment();
+  for (const v of f.volumes) {
+    if ((v.agent === null ? '(no agent)' : v.agent) !== name) continue;
+    const tr = document.createElement('tr');
+    tr.id = 'vol-' + v.id;
+    const td = document.createElement('td');
+    const a = document.createElement('a');
+    a.href = '/volume/' + encodeURIComponent(v.id);
+    a.textContent = v.id;
+    td.appendChild(a);
+    tr.appendChild(td);
+    for (const k of VOLUME_KEYS) { const c = document.createElement('td'); c.dataset.k = k; if (k === 'health') c.className = 'health'; tr.appendChild(c); }
+    updateRow(tr, v);
+    frag.appendChild(tr);
+  }
+  table.appendChild(frag);
 }
 async function refreshFleet(table) {
   const r = await fetch('/api/fleet', { credentials: 'same-origin' });
   if (!r.ok) return;
   const f = await r.json();
+  lastFleet = Promise.resolve(f);
   for (const v of f.volumes) {
     const tr = document.getElementById('vol-' + v.id);
-    // A volume the page does not list yet (a daemon seen for the first time): draw the page again.
-    if (!tr) { if (table.id === 'fleet') location.reload(); return; }
-    setCell(tr, 'mode', v.mode, v.mode);
-    setCell(tr, 'rpo', v.rpoMs, fmtAge(v.rpoMs));
-    setCell(tr, 'agentBacklog', v.agentBacklog, fmtBytes(v.agentBacklog));
-    setCell(tr, 'psBacklog', v.psBacklog, fmtBytes(v.psBacklog));
-    setCell(tr, 'mtBacklog', v.mtBacklog, fmtBytes(v.mtBacklog));
-    setCell(tr, 'appliedSeq', v.appliedSeq, v.appliedSeq === null ? '-' : String(v.appliedSeq));
-    setCell(tr, 'appliedBytes', v.appliedBytes, fmtBytes(v.appliedBytes));
-    setCell(tr, 'crash', v.lastCrashPoint ? v.lastCrashPoint.atMs : null, v.lastCrashPoint ? '#' + v.lastCrashPoint.seq : '-');
-    setCell(tr, 'app', v.lastAppPoint ? v.lastAppPoint.atMs : null, v.lastAppPoint ? '#' + v.lastAppPoint.seq + ' ' + v.lastAppPoint.tags.join(',') : '-');
-    setCell(tr, 'health', v.ok ? 'ok' : v.health, v.health);
-    tr.className = v.ok ? '' : 'bad';
+    if (!tr) {
+      // Not drawn yet because its machine's section is still lazy: nothing to update. A volume or
+      // machine the page does not know (a daemon seen for the first time): draw the page again.
+      const sec = document.getElementById('machine-' + (v.agent === null ? '(no agent)' : v.agent));
+      if (sec && sec.querySelector('table[data-lazy]')) continue;
+      if (table.id === 'fleet') location.reload();
+      return;
+    }
+    updateRow(tr, v);
+  }
+  for (const m of f.machines || []) {
+    const h = document.getElementById('machine-' + m.name);
+    if (!h) continue;
+    setCell(h, 'volumes', m.volumes, m.volumes + (m.volumes === 1 ? ' volume' : ' volumes'));
+    setCell(h, 'worstRpo', m.worstRpoMs, 'worst RPO ' + fmtAge(m.worstRpoMs));
+    setCell(h, 'backlog', m.backlog, 'backlog ' + fmtBytes(m.backlog));
+    setCell(h, 'health', m.notOk === 0 ? 'ok' : m.notOk, m.notOk === 0 ? 'all ok' : m.notOk + ' not ok');
+    const cls = 'machine' + (m.notOk ? ' bad' : '');
+    if (h.className !== cls) h.className = cls;
+    const hc = cells(h).get('health');
+    if (hc) hc.className = m.notOk === 0 ? 'ok' : 'down';
   }
   for (const d of f.daemons) {
     const tr = document.getElementById('daemon-' + d.name);
@@ -81,7 +151,16 @@ async function loadCharts(box) {
 }
 document.addEventListener('DOMContentLoaded', () => {
   const fleet = document.getElementById('fleet');
-  if (fleet) { const every = Number(fleet.dataset.interval) || 10000; setInterval(() => refreshFleet(fleet).catch(() => {}), Math.min(every, 5000)); }
+  if (fleet) {
+    const every = Number(fleet.dataset.interval) || 10000;
+    setInterval(() => refreshFleet(fleet).catch(() => {}), Math.min(every, 5000));
+    // Machines whose volumes the server left out: drawn when they come within a few screens.
+    const lazy = [...fleet.querySelectorAll('section.machine')].filter((s) => s.querySelector('table[data-lazy]'));
+    if (lazy.length) {
+      const io = new IntersectionObserver((entries) => { for (const e of entries) if (e.isIntersecting) { io.unobserve(e.target); fillMachine(e.target).catch(() => {}); } }, { rootMargin: '2000px 0px' });
+      for (const s of lazy) io.observe(s);
+    }
+  }
   for (const box of document.querySelectorAll('.charts')) { loadCharts(box).catch(() => {}); setInterval(() => loadCharts(box).catch(() => {}), 10000); }
   for (const b of document.querySelectorAll('[data-range-pick]')) b.addEventListener('click', () => { const box = document.querySelector('.charts'); box.dataset.range = b.dataset.rangePick; loadCharts(box); });
   const run = document.getElementById('run-state');

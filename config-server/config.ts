@@ -21,6 +21,12 @@ const daemonSchema = z.strictObject({
    * port when statusUrl is absent, and its operator socket is the only way actions reach the daemon.
    */
   stateDir: z.string().min(1).optional(),
+  /**
+   * The daemon's remote operator port (its `operatorListen`), on any host: actions go there over mutual
+   * TLS with this server's certificate (role config-server) and the daemon's certificate pinned to
+   * `name` and `role`, rather than through a local operator socket.
+   */
+  remote: z.strictObject({ host: z.string().min(1).max(253), port: z.number().int().min(1).max(65535) }).optional(),
 });
 
 const userSchema = z.strictObject({
@@ -54,8 +60,12 @@ export const configServerSchema = z.strictObject({
   /** The store (store.sqlite) and what the server writes. */
   stateDir: z.string().min(1),
   listen: z.strictObject({ host: z.string().default('127.0.0.1'), port: z.number().int().min(0).max(65535).default(CS_DEFAULTS.port) }),
-  /** The website's HTTPS key and certificate: `tidemark pki issue config-server <name>`. */
-  tls: z.strictObject({ cert: z.string(), key: z.string() }),
+  /**
+   * The website's HTTPS key and certificate: `tidemark pki issue config-server <name>`. The same
+   * certificate is this server's client certificate on daemons' remote operator ports, which needs `ca`
+   * (the deployment CA, to check the daemons) and reads `crl` (default crl.pem beside `ca`).
+   */
+  tls: z.strictObject({ cert: z.string(), key: z.string(), ca: z.string().min(1).optional(), crl: z.string().min(1).optional() }),
   /** Host names the website is reached by (checked against Host and Origin); default the listen host, localhost, 127.0.0.1. */
   hostnames: z.array(z.string().min(1)).optional(),
   intervalMs: z.number().int().min(200).max(3_600_000).default(CS_DEFAULTS.intervalMs),
@@ -88,6 +98,8 @@ export function checked(cfg: ConfigServerConfig, source: string): ConfigServerCo
   if (p) throw tmError('TM_ERR_CONFIG_INVALID', `${source}: plans: "${p}" is listed twice`, { key: 'plans' });
   for (const x of cfg.daemons) {
     if (x.statusUrl === undefined && x.stateDir === undefined) throw tmError('TM_ERR_CONFIG_INVALID', `${source}: daemons: "${x.name}" needs statusUrl or stateDir`, { key: 'daemons' });
+    if (x.remote && x.role === 'process-server') throw tmError('TM_ERR_CONFIG_INVALID', `${source}: daemons: "${x.name}" is a process server, which takes no operator actions: remove its remote`, { key: 'daemons' });
+    if (x.remote && cfg.tls.ca === undefined) throw tmError('TM_ERR_CONFIG_INVALID', `${source}: daemons: "${x.name}" has a remote operator port, which needs tls.ca (the deployment CA) to check the daemon`, { key: 'tls.ca' });
   }
   const mts = new Set(cfg.daemons.filter((x) => x.role === 'master-target').map((x) => x.name));
   for (const plan of cfg.plans) for (const g of plan.groups) for (const v of g.volumes) {

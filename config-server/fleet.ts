@@ -93,3 +93,37 @@ export function fleetRows(states: readonly DaemonState[], roles: ReadonlyMap<str
     };
   });
 }
+
+/** One protected machine (agent) at a glance: its volumes' worst figures. */
+export interface MachineRow {
+  name: string;
+  volumes: number;
+  notOk: number;
+  /** The oldest RPO among its volumes (null: none known). */
+  worstRpoMs: number | null;
+  /** Bytes not yet applied at the master target, summed over its volumes and hops. */
+  backlog: number;
+}
+
+/** Volumes grouped by the machine that protects them, machines with trouble first, then by name. */
+export function machineGroups(rows: readonly VolumeRow[]): Array<{ machine: MachineRow; volumes: VolumeRow[] }> {
+  const by = new Map<string, VolumeRow[]>();
+  for (const r of rows) {
+    const k = r.agent ?? '(no agent)';
+    const list = by.get(k);
+    if (list) list.push(r);
+    else by.set(k, [r]);
+  }
+  const out = [...by].map(([name, volumes]) => {
+    let notOk = 0;
+    let worst: number | null = null;
+    let backlog = 0;
+    for (const v of volumes) {
+      if (!v.ok) notOk++;
+      if (v.rpoMs !== null && (worst === null || v.rpoMs > worst)) worst = v.rpoMs;
+      backlog += (v.agentBacklog ?? 0) + (v.psBacklog ?? 0) + (v.mtBacklog ?? 0);
+    }
+    return { machine: { name, volumes: volumes.length, notOk, worstRpoMs: worst, backlog }, volumes };
+  });
+  return out.sort((a, b) => (b.machine.notOk > 0 ? 1 : 0) - (a.machine.notOk > 0 ? 1 : 0) || (a.machine.name < b.machine.name ? -1 : a.machine.name > b.machine.name ? 1 : 0));
+}

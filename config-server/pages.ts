@@ -1,6 +1,6 @@
 // Server-rendered pages of the website. No secrets in pages: only the session's CSRF token, in forms.
 import type { AuditEntry, PlanRunRecord, PointSeen } from './store.js';
-import type { DaemonRow, VolumeRow } from './fleet.js';
+import { machineGroups, type DaemonRow, type MachineRow, type VolumeRow } from './fleet.js';
 import { fmtAge, fmtBytes, fmtTime, html, type Html } from './html.js';
 
 export interface Viewer { user: string; role: 'viewer' | 'operator'; csrf: string }
@@ -47,18 +47,40 @@ export function alertList(alerts: readonly Alert[]): Html {
   return html`<div id="alerts" data-count="${alerts.length}">${alerts.map((a) => html`<div class="alert" data-alert="${a.name}"><strong>${a.name}</strong> (${a.severity}) ${a.target}: ${a.summary}</div>`)}</div>`;
 }
 
-/** The volumes table: the page's bulk, the same for every viewer of a round (web.ts keeps it per round). */
-export function fleetTable(rows: readonly VolumeRow[], round: number, intervalMs: number): Html {
-  const byAgent = new Map<string, VolumeRow[]>();
-  for (const r of rows) {
-    const k = r.agent ?? '(no agent)';
-    const list = byAgent.get(k);
-    if (list) list.push(r);
-    else byAgent.set(k, [r]);
-  }
-  return html`<table id="fleet" data-round="${round}" data-interval="${intervalMs}"><tr><th>Machine</th><th>Volume</th>${VOLUME_HEAD}</tr>
-${[...byAgent].map(([agent, vs]) => vs.map((r) => html`<tr id="vol-${r.id}" class="${r.ok ? '' : 'bad'}"><td>${agent}</td><td><a href="/volume/${encodeURIComponent(r.id)}">${r.id}</a></td>${volumeCells(r)}</tr>`))}
-</table>`;
+const VOLUME_COLS = html`<colgroup><col class="c-id">${Array.from({ length: 10 }, (_, i) => html`<col class="c${i}">`)}</colgroup>`;
+
+function machineSummary(m: MachineRow): Html {
+  return html`<span data-k="volumes" data-v="${m.volumes}">${m.volumes} volume${m.volumes === 1 ? '' : 's'}</span>
+<span data-k="worstRpo" data-v="${m.worstRpoMs ?? ''}">worst RPO ${fmtAge(m.worstRpoMs)}</span>
+<span data-k="backlog" data-v="${m.backlog}">backlog ${fmtBytes(m.backlog)}</span>
+<span data-k="health" data-v="${m.notOk === 0 ? 'ok' : m.notOk}" class="${m.notOk === 0 ? 'ok' : 'down'}">${m.notOk === 0 ? 'all ok' : `${m.notOk} not ok`}</span>`;
+}
+
+/**
+ * How many volumes the fleet page draws on the server: the machines in view when it opens, and every
+ * machine with trouble. The other machines' sections come with their summary, and the page's script
+ * fills their volumes in from /api/fleet as they near the screen, so a fleet of thousands of volumes is
+ * interactive as soon as the first screenful is.
+ */
+export const EAGER_VOLUMES = 200;
+
+/**
+ * The fleet, one section per protected machine (agent) with its volumes: the page's bulk, the same for
+ * every viewer of a round (web.ts keeps it per round). Machines with trouble come first. Each section is
+ * laid out only when it nears the screen (content-visibility).
+ */
+export function fleetTable(rows: readonly VolumeRow[], round: number, intervalMs: number, eager = EAGER_VOLUMES): Html {
+  const groups = machineGroups(rows);
+  let drawn = 0;
+  return html`<div id="fleet" data-round="${round}" data-interval="${intervalMs}" data-machines="${groups.length}">
+<table class="vols head">${VOLUME_COLS}<tr><th>Volume</th>${VOLUME_HEAD}</tr></table>
+${groups.map(({ machine: m, volumes }) => {
+    const now = m.notOk > 0 || drawn < eager;
+    if (now) drawn += volumes.length;
+    return html`<section class="machine${m.notOk ? ' bad' : ''}" id="machine-${m.name}" data-machine="${m.name}"><h3><span class="name">${m.name}</span> ${machineSummary(m)}</h3>
+<table class="vols"${now ? '' : html` data-lazy="1"`}>${VOLUME_COLS}${now ? volumes.map((r) => html`<tr id="vol-${r.id}" class="${r.ok ? '' : 'bad'}"><td><a href="/volume/${encodeURIComponent(r.id)}">${r.id}</a></td>${volumeCells(r)}</tr>`) : ''}</table></section>`;
+  })}
+</div>`;
 }
 
 export function fleetPage(v: Viewer, daemons: readonly DaemonRow[], table: Html, alerts: readonly Alert[]): string {
@@ -68,7 +90,7 @@ export function fleetPage(v: Viewer, daemons: readonly DaemonRow[], table: Html,
 <table id="daemons"><tr><th>Daemon</th><th>Role</th><th>State</th><th>Since</th><th>Cause</th></tr>
 ${daemons.map((d) => html`<tr id="daemon-${d.name}"><td>${d.name}</td><td>${d.role}</td><td data-k="state" data-v="${d.up ? 'up' : 'down'}" class="${d.up ? 'ok' : 'down'}">${d.up ? 'up' : 'DOWN'}</td><td>${fmtTime(d.sinceMs)}</td><td data-k="cause">${d.cause ?? ''}</td></tr>`)}
 </table>
-<h2>Volumes</h2>
+<h2>Protected machines and their volumes</h2>
 ${table}`);
 }
 

@@ -9,6 +9,7 @@ import { tmError, wrap } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { lockStateDir, type StateLock } from '../common/state-lock.js';
 import { ActionRelay } from './actions.js';
+import { RemoteOperator } from './remote.js';
 import { Collector } from './collector.js';
 import { csPath, type ConfigServerConfig } from './config.js';
 import type { Alert } from './pages.js';
@@ -32,6 +33,7 @@ export class ConfigServer {
   store!: Store;
   collector!: Collector;
   relay!: ActionRelay;
+  private remote: RemoteOperator | null = null;
   plans: PlanRunner | null = null;
   port = 0;
   private server: https.Server | null = null;
@@ -49,7 +51,9 @@ export class ConfigServer {
       throw tmError('TM_ERR_PKI', `read ${f}: ${(e as Error).message} (issue one with: tidemark pki issue config-server ${cfg.name})`, { path: f });
     })));
     this.store = await SqliteStore.open(stateDir);
-    this.relay = new ActionRelay(cfg);
+    // A client identity for daemons' remote operator ports, when any daemon has one.
+    if (cfg.daemons.some((x) => x.remote !== undefined)) this.remote = await RemoteOperator.open(cfg, this.log.child({ component: 'trust' }));
+    this.relay = new ActionRelay(cfg, this.remote);
     const engine = this.parts.alerts?.() ?? null;
     if (engine?.unsupported.length) this.log.warn({ rules: engine.unsupported }, 'alert rules in a form not evaluated here');
     this.collector = new Collector(cfg.daemons, (p) => csPath(cfg, p), this.store, cfg.intervalMs, this.log.child({ component: 'collector' }), engine ? (s, down, now) => engine.update(s, down, now) : null);
@@ -81,6 +85,7 @@ export class ConfigServer {
         });
       }
       this.store?.close();
+      this.remote?.close();
       await this.lock?.release();
       this.log.info('configuration server stopped');
     })();

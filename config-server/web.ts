@@ -9,7 +9,7 @@ import type { ActionRelay } from './actions.js';
 import { DUMMY_HASH, newToken, sameToken, tokenHash, verifyPassword } from './auth.js';
 import type { Collector } from './collector.js';
 import type { ConfigServerConfig } from './config.js';
-import type { DaemonRow } from './fleet.js';
+import { machineGroups, type DaemonRow } from './fleet.js';
 import { cookies, formBody, redirect, send, sendHtml, sendJson, SESSION_COOKIE, type Req } from './http-util.js';
 import { auditPage, confirmPage, fleetPage, fleetTable, loginPage, resultPage, VOLUME_ACTIONS, volumePage, type Alert, type VolumeAction, type Viewer } from './pages.js';
 import { SCRIPT, STYLE } from './assets.js';
@@ -107,7 +107,7 @@ export function webHandler(d: WebDeps): (req: http.IncomingMessage, res: http.Se
     const row = d.collector.fleet().find((x) => x.id === id);
     if (!row) return send(r.res, 404, 'text/plain', 'no such volume');
     try {
-      const out = await d.relay.run(action as VolumeAction, row);
+      const out = await d.relay.run(action as VolumeAction, row, v.user);
       audit(v.user, action, id, {}, 'ok', JSON.stringify(out));
       sendHtml(r.res, 200, resultPage(v, `${action} ${id}`, true, JSON.stringify(out, null, 2), `/volume/${encodeURIComponent(id)}`));
     } catch (e) {
@@ -158,7 +158,10 @@ export function webHandler(d: WebDeps): (req: http.IncomingMessage, res: http.Se
       if (table.round !== d.collector.rounds || table.html === null) table = { round: d.collector.rounds, html: fleetTable(d.collector.fleet(), d.collector.rounds, d.cfg.intervalMs) };
       return sendHtml(r.res, 200, fleetPage(v, daemonRows(), table.html!, d.alerts()));
     }
-    if (m === 'GET' && p === '/api/fleet') return sendJson(r.res, 200, { round: d.collector.rounds, intervalMs: d.cfg.intervalMs, daemons: daemonRows(), volumes: d.collector.fleet(), alerts: d.alerts() });
+    if (m === 'GET' && p === '/api/fleet') {
+      const volumes = d.collector.fleet();
+      return sendJson(r.res, 200, { round: d.collector.rounds, intervalMs: d.cfg.intervalMs, daemons: daemonRows(), machines: machineGroups(volumes).map((g) => g.machine), volumes, alerts: d.alerts() });
+    }
     if (m === 'GET' && p === '/api/session') return sendJson(r.res, 200, { user: v.user, role: v.role, csrf: v.csrf });
     if (m === 'GET' && p === '/audit') return sendHtml(r.res, 200, auditPage(v, d.store.auditList(500)));
     let x = /^\/api\/volume\/([^/]+)\/history$/.exec(p);

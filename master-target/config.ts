@@ -2,7 +2,7 @@
 import { z } from 'zod';
 import { DEFAULTS } from '../common/defaults.js';
 import { parseDuration } from './retention/policy.js';
-import { connectionsSchema, endpointSchema, loadConfigFile, nodeNameSchema, tlsSchema, volumeIdSchema, uniqueVolumeIds } from '../common/config.js';
+import { connectionsSchema, endpointSchema, loadConfigFile, nodeNameSchema, operatorListenSchema, tlsSchema, volumeIdSchema, uniqueVolumeIds } from '../common/config.js';
 
 const R = DEFAULTS.masterTarget.retention;
 const duration = z.string().refine((x) => parseDuration(x) !== null, 'a duration such as "500ms", "30s", "15m", "72h" or "30d"').transform((x) => parseDuration(x)!);
@@ -72,6 +72,8 @@ export const mtConfigSchema = z.strictObject({
   tls: tlsSchema,
   listen: endpointSchema.default({ host: '127.0.0.1', port: DEFAULTS.ports.masterTarget }),
   statusPort: z.number().int().min(0).max(65535).default(0),
+  /** Operator actions over mutual TLS for a configuration server on another host (docs/SECURITY.md). */
+  operatorListen: operatorListenSchema,
   /** Largest differential (uncompressed bytes) taken from a peer; more is refused (TM_ERR_DIFF_TOO_LARGE). */
   maxDiffBytes: z.number().int().min(1024 * 1024).max(16 * 1024 * 1024 * 1024).default(DEFAULTS.transfer.maxDiffBytes),
   /**

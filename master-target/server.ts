@@ -8,6 +8,7 @@ import type { Logger } from '../common/log.js';
 import { PeerTrust, trustPaths } from '../common/peer-trust.js';
 import { startStatusServer, type StatusServer } from '../common/status-server.js';
 import { startOperatorSocket, type OperatorSocket } from '../common/operator-socket.js';
+import { startOperatorListener, type OperatorListener } from '../common/operator-listener.js';
 import { lockStateDir, type StateLock } from '../common/state-lock.js';
 import { fileAgeMs } from '../common/metrics.js';
 import { masterTargetMetrics } from './metrics.js';
@@ -62,6 +63,7 @@ export class MasterTarget implements InboundSink {
   private readonly connections = new Set<FramedConnection>();
   private status: StatusServer | null = null;
   private operator: OperatorSocket | null = null;
+  private operatorRemote: OperatorListener | null = null;
   private lock: StateLock | null = null;
   private retry: NodeJS.Timeout | null = null;
   private closing: Promise<void> | null = null;
@@ -113,6 +115,13 @@ export class MasterTarget implements InboundSink {
     this.testFailovers = new TestFailovers(path.join(p(cfg.stateDir), 'test-failover'));
     this.status = await startStatusServer(DEFAULTS.statusHost, cfg.statusPort, p(cfg.stateDir), () => this.snapshot(), metrics);
     this.operator = await startOperatorSocket(p(cfg.stateDir), (action, params) => operatorAction(this, action, params), this.log.child({ component: 'operator' }));
+    if (cfg.operatorListen) {
+      const ol = cfg.operatorListen;
+      this.operatorRemote = await startOperatorListener({
+        host: ol.host, port: ol.port, trust, clients: ol.clients, act: (action, params) => operatorAction(this, action, params), log: this.log.child({ component: 'operator' }),
+        stateDir: p(cfg.stateDir), limits: { handshakeTimeoutMs: ol.handshakeTimeoutMs, maxConnections: ol.maxConnections, maxPerAddress: ol.maxPerAddress },
+      });
+    }
     this.log.info({ port, statusPort: this.status.port }, 'master target started');
   }
 
@@ -424,6 +433,7 @@ export class MasterTarget implements InboundSink {
   close(): Promise<void> {
     this.closing ??= (async () => {
       await this.operator?.close(); // no new operator action once stopping
+      await this.operatorRemote?.close();
       if (this.retry) clearInterval(this.retry);
       const closed = this.listener?.close();
       for (const c of this.connections) c.destroy();

@@ -71,6 +71,9 @@ t.test('configuration server website over real daemons', async (t) => {
   const rpo = Number(await cell(op, 'vol-vol1', 'rpo'));
   t.ok(rpo >= 0 && rpo <= Date.now() - lastPoint.atMs + 1000, `RPO on the page (${rpo} ms) is the age of the newest point`);
   t.equal(await cell(op, 'vol-vol1', 'health'), 'ok', 'health ok');
+  t.equal(await op.locator('#machine-agent-1 tr[id^="vol-"]').count(), 2, 'the fleet page groups volumes per protected machine: agent-1 with its two');
+  t.equal(await cell(op, 'machine-agent-1', 'volumes'), '2', 'its summary counts them');
+  t.equal(await cell(op, 'machine-agent-1 h3', 'health'), 'ok', 'and says all are ok');
   await op.screenshot({ path: path.join(ARTIFACTS, 'fleet.png'), fullPage: true });
 
   // --- the volume page: charts drawn from the stored history, the point timeline with tags.
