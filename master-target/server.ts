@@ -53,6 +53,8 @@ interface Target {
   /** The last time the replica was found replaced under its path (TM_ERR_REPLICA_REPLACED), and how many times. */
   replaced: { atMs: number; reason: string } | null;
   replacements: number;
+  /** A seeded replica adopted but not hashed yet: its attach hashes it in the background (ReplicaHashes.seed). */
+  seedPending?: boolean;
 }
 
 export class MasterTarget implements InboundSink {
@@ -142,7 +144,13 @@ export class MasterTarget implements InboundSink {
       t.maintenance.unref();
     }
     if (how) await this.adoptReplaced(t, hashes, how);
-    else {
+    else if (t.seedPending) {
+      // The first attach of a seeded replica: its resync's questions and differentials wait only for the
+      // blocks they touch to be hashed, not for the whole replica.
+      await hashes.seed(t.replica);
+      t.seedPending = false;
+      if (!recorded) await t.store.setReplica(t.replica.identity);
+    } else {
       await hashes.open(t.replica, { seq: t.store.state!.hashesSeq ?? 0, doneSeq: t.store.doneSeq, staged: t.store.pending() });
       // State from before identities were recorded: this is the replica the table was made from, as far as we can tell.
       if (!recorded) await t.store.setReplica(t.replica.identity);
@@ -248,7 +256,10 @@ export class MasterTarget implements InboundSink {
         const attached = await fsp.stat(path.join(t.store.dir, SEED_FILE)).then(() => true, () => false);
         if (attached) log.info({ replica: t.replicaPath }, 'seeded replica (attach-seeded): hashing it; the initial resync sends only blocks that differ');
         else log.warn({ replica: t.replicaPath }, 'new replication onto an existing replica: hashing it as a seed; blocks that differ will be overwritten');
-        await hashes.rebuild(replica);
+        // Hashed by the attach that follows, in the background (ReplicaHashes.seed). No table until then:
+        // one left here by an earlier replication must not be loaded as this replica's after a crash.
+        await fsp.rm(path.join(t.store.dir, 'replica-hashes.bin'), { force: true });
+        t.seedPending = true;
       } else {
         await hashes.initZero();
         log.info({ replica: t.replicaPath, sizeBytes: ov.sizeBytes }, 'replica created (sparse)');
@@ -269,6 +280,8 @@ export class MasterTarget implements InboundSink {
     // The applier may have been replaced meanwhile (a replaced replica): answer from the current one.
     const { applier, replica } = t;
     if (!applier || !replica) throw tmError('TM_ERR_REPLICA_REPLACED', `${q.volumeId}: its replica was replaced and is not attached`, { volume: q.volumeId });
+    // A seed still being hashed: these ranges' blocks first.
+    if (q.ranges.length > 0) await applier.hashes.ready((Math.max(...q.ranges) + 1) * q.rangeBlocks);
     const theirs = decodeHashes(hashes);
     if (theirs.length !== q.ranges.length) throw tmError('TM_ERR_PROTOCOL', `hash query for ${q.volumeId} carries ${theirs.length} hashes for ${q.ranges.length} ranges`, { volume: q.volumeId });
     const compare = (): HashAnswer => ({
