@@ -68,6 +68,7 @@ export class ReplicaHashes {
       let ahead = this.blockCount > 0 ? readChunk(0) : null;
       for (let b = 0; b < this.blockCount; b += chunkBlocks) {
         const data = await ahead!;
+        if (seeding.error) return; // abandoned
         ahead = b + chunkBlocks < this.blockCount ? readChunk(b + chunkBlocks) : null;
         this.hashes.set(leafHashes(data, this.blockSize), b);
         this.hashedUpTo = Math.min(this.blockCount, b + chunkBlocks);
@@ -76,14 +77,27 @@ export class ReplicaHashes {
       this.file.changedAll();
       // The applier's differentials so far changed entries already read: the table reflects the last it
       // applied. From here its saves go through save() again, after this one.
+      if (seeding.error) return;
       this.seeding = null;
       await this.save(seeding.seq ?? this.seq);
       this.log.info({ sizeBytes: this.sizeBytes, ms: Date.now() - started }, 'replica hashed');
     })().catch((e: Error) => {
+      if (seeding.error) return; // abandoned: its replica may be closed under it
       seeding.error = e;
       this.wake(seeding);
       this.log.error({ err: e.message }, 'hashing the seeded replica failed; the master target rebuilds its table when it attaches the volume again');
     });
+  }
+
+  /**
+   * This table is no longer the volume's (its attach failed, or another attach replaced its applier): a
+   * seed in progress stops and saves nothing, so it cannot overwrite the file of the table that replaced it.
+   */
+  abandon(): void {
+    const seeding = this.seeding;
+    if (!seeding || seeding.error) return;
+    seeding.error = new Error('the replica hash table was replaced before its seed was hashed');
+    this.wake(seeding);
   }
 
   private wake(seeding: NonNullable<ReplicaHashes['seeding']>): void {

@@ -125,3 +125,31 @@ t.test('ready() of a table not being seeded resolves at once; a failed seed reje
   await t.rejects(g.ready(Math.ceil(SIZE / BS)), 'the waiters learn the seed failed');
   t.ok(s.logs.some((l) => String(l.msg).startsWith('hashing the seeded replica failed')), 'and it is logged');
 });
+
+t.test('an abandoned seed stops and saves nothing: it cannot overwrite the table that replaced it', async (t) => {
+  const s = await setup(t);
+  const file = path.join(s.dir, 'replica-hashes.bin');
+  let open: () => void = () => {};
+  const gate = new Promise<void>((resolve) => (open = resolve));
+  const slow = Object.create(s.replica) as Replica;
+  slow.read = async (offset: number, length: number) => {
+    const data = await s.replica.read(offset, length);
+    await gate;
+    return data;
+  };
+  const h = s.hashes();
+  await h.seed(slow);
+  const waiting = h.ready(Math.ceil(SIZE / BS));
+  h.abandon();
+  await t.rejects(waiting, 'its waiters are failed');
+  const next = s.hashes();
+  await next.open(s.replica); // the table that replaced it, which then records a write the seed never saw
+  const data = rng.bytes(BS);
+  await s.replica.write(0, data);
+  next.update(0, data);
+  await next.persist(1);
+  const saved = await fsp.readFile(file);
+  open();
+  await new Promise((r) => setTimeout(r, 200));
+  t.ok((await fsp.readFile(file)).equals(saved), 'the file is the replacing table\'s, untouched');
+});
