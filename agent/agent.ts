@@ -265,6 +265,7 @@ export class Agent {
       await this.status?.close();
       for (const r of this.replicators) {
         await r.close();
+        await r.resync.close(); // windows compared ahead: their questions failed with the sender
         await r.tracker.close();
         await r.volume.close();
       }

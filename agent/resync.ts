@@ -1,8 +1,10 @@
 // Checksum resync (InMage's Step I): bring the replica in step without copying the volume. The agent
 // hashes the source a window at a time; it asks the master target (relayed by the process server)
 // which 1 MiB ranges differ, then which 64 KiB ranges of those, then which blocks; only those blocks
-// are read into a differential. The cursor is durable after each window, so a resync killed anywhere
-// resumes where it was. Writes made meanwhile are found by the tracker afterwards (Step II), and the
+// are read into a differential. Windows are pipelined: while one is journaled, the next ones are read,
+// hashed and compared (their questions in flight together), but they are journaled in order and the
+// cursor is durable only after each window's differential is, so a resync killed anywhere resumes where
+// it was and redoes at most the window it had journaled. Writes made meanwhile are found by the tracker afterwards (Step II), and the
 // differential after that carries FLAG_RESYNC_END: only then is the replica consistent again.
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
@@ -27,6 +29,24 @@ const REPORT_RANGES = 1000;
 const QUERY_RANGES = 4096;
 /** Damaged ranges remembered for a targeted repair; past this, the repair covers the whole volume. */
 const MAX_DAMAGED_RANGES = 65536;
+/** Windows read and compared ahead of the one being journaled (resync, repair; not a verify or background pass). */
+const AHEAD = 2;
+/** Window bytes held in flight at most (the one being journaled and those ahead): fewer ahead for big windows. */
+const MAX_IN_FLIGHT_BYTES = 256 * 1024 * 1024;
+
+/** A window read, hashed and compared, waiting to be journaled (in order). */
+interface Compared {
+  first: number;
+  count: number;
+  /** When its view was taken. */
+  atMs: number;
+  bytes: number;
+  leaves: BigUint64Array;
+  differing: number[];
+  /** The differing blocks with their data, copied out of the window (which is not held). */
+  extents: DirtyExtent[];
+  hashBytes: number;
+}
 
 export interface ResyncState {
   active: boolean;
@@ -67,6 +87,17 @@ export class Resync {
   private readonly file: string;
   readonly blockCount: number;
   private readonly windowBlocks: number;
+  /** Windows ahead, in order; the first is the next to journal. */
+  private ahead: Array<{ first: number; count: number; result: Promise<Compared> }> = [];
+  /** First block of the next window to start; -1: start from the durable cursor. */
+  private planned = -1;
+  /** after_seq of a window when the pipeline (re)started above what the cursor saw: a window is being redone. */
+  private redoSeq = 0;
+  /** Bumped whenever the windows ahead are dropped (new pass, failure, close): their results are ignored. */
+  private generation = 0;
+  /** Windows are read one at a time, in order: a capture (freeze, clone) is never begun twice at once. */
+  private reading: Promise<unknown> = Promise.resolve();
+  private readonly depth: number;
 
   constructor(
     dir: string,
@@ -79,6 +110,7 @@ export class Resync {
     this.windowBlocks = Math.max(LEVELS[0]!, Math.floor(deps.windowBytes / blockSize / LEVELS[0]!) * LEVELS[0]!);
     this.file = path.join(dir, 'resync.json');
     this.blockCount = Math.ceil(sizeBytes / blockSize);
+    this.depth = Math.max(0, Math.min(AHEAD, Math.floor(MAX_IN_FLIGHT_BYTES / (this.windowBlocks * blockSize)) - 1));
     this.state = Resync.idle();
   }
 
@@ -117,6 +149,7 @@ export class Resync {
     const running = this.owning && !this.state.background;
     if (running && (mode === 'verify' || opts.resume)) return false;
     if (opts.only && opts.only.length === 0) return false;
+    this.discard();
     this.state = {
       ...Resync.idle(), active: true, mode, reason, startedAt: Date.now(), endPending: this.state.endPending, baseSeq: this.deps.journal.lastSeq, cursorSeq: this.deps.journal.lastSeq,
       background: opts.background ?? false, only: opts.only ?? null,
@@ -138,70 +171,148 @@ export class Resync {
     return writeFileDurable(this.file, JSON.stringify(this.state));
   }
 
-  /** Compare (and for resync/repair, journal) one window. Returns true when the pass is complete. */
+  /**
+   * Journal (resync, repair) or report (verify) the next window, once compared; the windows after it are
+   * compared meanwhile. Returns true when the pass is complete.
+   */
   async step(): Promise<boolean> {
     const s = this.state;
-    const bs = this.blockSize;
-    const [first, count] = this.nextWindow();
-    // A background pass reads the live volume: a clone or a freeze per window would cost the application
-    // more than the pass is worth, and blocks written meanwhile are told apart by the tracker (countDamage).
-    const captured = await (s.background ? this.deps.live ?? this.deps.capture : this.deps.capture).begin();
+    const generation = this.generation;
+    this.fill();
+    const head = this.ahead.shift();
+    let w: Compared | null = null;
+    if (head) {
+      try {
+        w = await head.result;
+      } catch (e) {
+        if (generation === this.generation) this.discard();
+        throw e;
+      }
+      // A new pass replaced this one meanwhile: its windows are not this pass's to journal.
+      if (generation !== this.generation) return !this.state.active;
+    }
     try {
-      const data = await captured.view.read(first * bs, Math.min(count * bs, this.sizeBytes - first * bs));
-      // Read: a frozen filesystem is thawed now, not held through the exchange with the replica.
-      await captured.settle?.();
-      const leaves = leafHashes(data, bs);
-      // The replica must be asked about after every differential that may touch this window. A resync or
-      // repair owns the volume (no scanning), and its own earlier windows cover other blocks: only what
-      // came before the pass matters, so windows need not wait for each other's apply. Except a window
-      // redone after a crash: what it journaled before the crash is newer than the saved cursor, and must
-      // be applied before the question, or a block changed since could look equal and be lost. A verify
-      // runs beside scanning, whose differentials may touch any block: it waits for all of them.
+      await this.commit(s, w);
+    } catch (e) {
+      if (generation === this.generation) this.discard();
+      throw e;
+    }
+    return !s.active;
+  }
+
+  /** Drop the windows ahead (their questions may still be answered; nothing is journaled from them). */
+  private discard(): void {
+    this.generation++;
+    this.ahead = [];
+    this.planned = -1;
+  }
+
+  /** Stop comparing ahead (agent shutdown) and wait for the windows in flight to end. */
+  async close(): Promise<void> {
+    const pending = this.ahead.map((a) => a.result);
+    this.discard();
+    await Promise.allSettled([...pending, this.reading]);
+  }
+
+  /** Start windows until the next to journal and `depth` after it are in flight. */
+  private fill(): void {
+    const s = this.state;
+    if (!s.active) return;
+    if (this.planned < 0) {
+      // (Re)starting from the durable cursor. Anything journaled after it was saved was journaled by the
+      // window at the cursor before a crash (or a failure): it must be applied before that window is asked
+      // about, or a block changed since could compare equal and then be overwritten by the older data.
+      this.planned = s.cursorBlock;
       const last = this.deps.journal.lastSeq;
-      const afterSeq = s.mode === 'verify' || last > s.cursorSeq ? last : s.baseSeq;
-      const differing = await this.compare(first, count, leaves, afterSeq, s.mode !== 'resync');
-      s.differingBlocks += differing.length;
-      if (s.background && differing.length > 0) await this.countDamage(first, leaves, differing);
-      const extents = this.extents(differing, first, data);
-      if (s.mode === 'verify') {
-        for (const e of extents) if (s.differing.length < REPORT_RANGES) s.differing.push([e.offset, e.length]);
-      } else {
-        if (extents.length > 0) {
-          await this.deps.journal.write({ startTimeMs: captured.atMs, endTimeMs: Date.now(), consistency: 'FUZZY', tags: [], flags: FLAG_RESYNC }, extents);
-          s.bytesSent += extents.reduce((n, e) => n + e.length, 0);
-        }
-        // The replica now holds (or will, once that differential is applied) what was read here.
-        await this.deps.tracker.adoptBaseline(first, leaves);
-      }
-      s.bytesProcessed += data.length;
-      s.cursorBlock = first + count;
-      // A targeted pass is done once no listed range is left past the cursor.
-      if (s.only && !s.only.some((r) => (r + 1) * LEVELS[0]! > s.cursorBlock)) s.cursorBlock = this.blockCount;
-      s.cursorSeq = this.deps.journal.lastSeq;
-      if (s.cursorBlock >= this.blockCount) {
-        s.active = false;
-        s.endPending ||= s.mode !== 'verify';
-        s.finishedAt = Date.now();
-        this.deps.log.info({ volume: this.volumeId, mode: s.mode, differingBlocks: s.differingBlocks, bytesSent: s.bytesSent, hashBytes: s.hashBytes, ms: s.finishedAt - s.startedAt }, 'resync pass complete');
-      }
-      await this.save();
-      return !s.active;
-    } finally {
-      await captured.release();
+      this.redoSeq = last > s.cursorSeq ? last : 0;
+    }
+    const depth = s.mode === 'verify' || s.background ? 0 : this.depth;
+    while (this.ahead.length < 1 + depth) {
+      const next = this.nextWindow(this.planned);
+      if (next === null) break;
+      const [first, count] = next;
+      this.planned = first + count;
+      const result = this.compareWindow(s, first, count);
+      result.catch(() => {}); // awaited in order by step(), or dropped by discard()
+      this.ahead.push({ first, count, result });
     }
   }
 
+  /** Read, hash and compare one window; nothing durable happens here. */
+  private async compareWindow(s: ResyncState, first: number, count: number): Promise<Compared> {
+    const bs = this.blockSize;
+    // A background pass reads the live volume: a clone or a freeze per window would cost the application
+    // more than the pass is worth, and blocks written meanwhile are told apart by the tracker (countDamage).
+    const capture = s.background ? this.deps.live ?? this.deps.capture : this.deps.capture;
+    const read = this.reading.then(async () => {
+      const captured = await capture.begin();
+      try {
+        const data = await captured.view.read(first * bs, Math.min(count * bs, this.sizeBytes - first * bs));
+        // Read: a frozen filesystem is thawed now, not held through the exchange with the replica.
+        await captured.settle?.();
+        return { data, atMs: captured.atMs };
+      } finally {
+        await captured.release();
+      }
+    });
+    this.reading = read.catch(() => {});
+    const { data, atMs } = await read;
+    const leaves = leafHashes(data, bs);
+    // The replica must be asked about after every differential that may touch this window. A resync or
+    // repair owns the volume (no scanning), and its own windows cover other blocks: only what came before
+    // the pass matters, so windows need not wait for each other's apply. Except windows redone after a
+    // crash (redoSeq, see fill). A verify runs beside scanning, whose differentials may touch any block:
+    // it waits for all of them.
+    const afterSeq = s.mode === 'verify' ? this.deps.journal.lastSeq : this.redoSeq || s.baseSeq;
+    const { differing, hashBytes } = await this.compare(first, count, leaves, afterSeq, s.mode !== 'resync');
+    return { first, count, atMs, bytes: data.length, leaves, differing, extents: this.extents(differing, first, data), hashBytes };
+  }
+
+  /** The window compared: journal (or report) what differs, adopt its baseline, advance the cursor durably. */
+  private async commit(s: ResyncState, w: Compared | null): Promise<void> {
+    if (w) {
+      if (s.background && w.differing.length > 0) await this.countDamage(w.first, w.leaves, w.differing);
+      if (s.mode === 'verify') {
+        for (const e of w.extents) if (s.differing.length < REPORT_RANGES) s.differing.push([e.offset, e.length]);
+      } else {
+        if (w.extents.length > 0) {
+          await this.deps.journal.write({ startTimeMs: w.atMs, endTimeMs: Date.now(), consistency: 'FUZZY', tags: [], flags: FLAG_RESYNC }, w.extents);
+          s.bytesSent += w.extents.reduce((n, e) => n + e.length, 0);
+        }
+        // The replica now holds (or will, once that differential is applied) what was read here.
+        await this.deps.tracker.adoptBaseline(w.first, w.leaves);
+      }
+      s.differingBlocks += w.differing.length;
+      s.hashBytes += w.hashBytes;
+      s.bytesProcessed += w.bytes;
+      s.cursorBlock = w.first + w.count;
+    } else {
+      s.cursorBlock = this.blockCount; // no window left
+    }
+    // A targeted pass is done once no listed range is left past the cursor.
+    if (s.only && !s.only.some((r) => (r + 1) * LEVELS[0]! > s.cursorBlock)) s.cursorBlock = this.blockCount;
+    s.cursorSeq = this.deps.journal.lastSeq;
+    if (s.cursorBlock >= this.blockCount) {
+      s.active = false;
+      s.endPending ||= s.mode !== 'verify';
+      s.finishedAt = Date.now();
+      this.deps.log.info({ volume: this.volumeId, mode: s.mode, differingBlocks: s.differingBlocks, bytesSent: s.bytesSent, hashBytes: s.hashBytes, ms: s.finishedAt - s.startedAt }, 'resync pass complete');
+    }
+    await this.save();
+  }
+
   /**
-   * The blocks to compare next: a window from the cursor, or in a targeted pass the next listed ranges
-   * (neighbours joined, up to a window), so nothing outside them is read or adopted as a baseline.
+   * The blocks of the window starting at `from` (null past the last): a window, or in a targeted pass the
+   * next listed ranges (neighbours joined, up to a window), so nothing outside them is read or adopted.
    */
-  private nextWindow(): [number, number] {
+  private nextWindow(from: number): [number, number] | null {
     const s = this.state;
     const coarse = LEVELS[0]!;
-    if (!s.only) return [s.cursorBlock, Math.min(this.windowBlocks, this.blockCount - s.cursorBlock)];
-    let k = s.only.findIndex((r) => (r + 1) * coarse > s.cursorBlock);
-    if (k < 0) k = s.only.length - 1; // unreachable: the pass ends when none is left
-    const first = Math.max(s.cursorBlock, s.only[k]! * coarse);
+    if (from >= this.blockCount) return null;
+    if (!s.only) return [from, Math.min(this.windowBlocks, this.blockCount - from)];
+    let k = s.only.findIndex((r) => (r + 1) * coarse > from);
+    if (k < 0) return null;
+    const first = Math.max(from, s.only[k]! * coarse);
     let end = (s.only[k]! + 1) * coarse;
     while (k + 1 < s.only.length && s.only[k + 1] === s.only[k]! + 1 && end + coarse - first <= this.windowBlocks) {
       k++;
@@ -229,7 +340,8 @@ export class Resync {
   }
 
   /** Coarse to fine: the block indexes in the window whose contents differ from the replica's. */
-  private async compare(first: number, count: number, leaves: BigUint64Array, afterSeq: number, reread: boolean): Promise<number[]> {
+  private async compare(first: number, count: number, leaves: BigUint64Array, afterSeq: number, reread: boolean): Promise<{ differing: number[]; hashBytes: number }> {
+    let hashBytes = 0;
     let candidates: number[] = [];
     for (let i = Math.floor(first / LEVELS[0]!); i * LEVELS[0]! < first + count; i++) candidates.push(i);
     for (let level = 0; level < LEVELS.length && candidates.length > 0; level++) {
@@ -240,28 +352,35 @@ export class Resync {
         const ranges = candidates.slice(i, i + QUERY_RANGES);
         const hashes = encodeHashes(ranges.map((r) => rangeHash(leaves, r, rangeBlocks, first)));
         const answer = await this.deps.ask({ volumeId: this.volumeId, rangeBlocks, ranges, afterSeq, reread: reread && level === 0 }, hashes);
-        this.state.hashBytes += hashes.length + ranges.length * 4 + answer.differing.length * 4;
+        hashBytes += hashes.length + ranges.length * 4 + answer.differing.length * 4;
         differ.push(...answer.differing);
       }
       const next = LEVELS[level + 1];
-      if (next === undefined) return differ;
+      if (next === undefined) return { differing: differ, hashBytes };
       const per = rangeBlocks / next;
       candidates = differ.flatMap((r) => Array.from({ length: per }, (_, k) => r * per + k)).filter((c) => c * next < first + count);
     }
-    return [];
+    return { differing: [], hashBytes };
   }
 
-  /** Differing blocks as extents (runs of neighbours, at most 1 MiB), with data from the window. */
+  /**
+   * Differing blocks as extents (runs of neighbours, at most 1 MiB), with data copied from the window into
+   * one buffer: the window itself is not held while it waits to be journaled.
+   */
   private extents(blocks: number[], first: number, data: Buffer): DirtyExtent[] {
     const out: DirtyExtent[] = [];
     const bs = this.blockSize;
+    const copy = Buffer.allocUnsafe(Math.min(blocks.length * bs, data.length));
+    let at = 0;
     let i = 0;
     while (i < blocks.length) {
       let j = i + 1;
       while (j < blocks.length && blocks[j] === blocks[j - 1]! + 1 && (j - i + 1) * bs <= MAX_EXTENT) j++;
       const start = (blocks[i]! - first) * bs;
-      const slice = data.subarray(start, Math.min(start + (j - i) * bs, data.length));
-      out.push({ offset: blocks[i]! * bs, length: slice.length, data: slice, crc32c: crc(slice) });
+      const n = data.copy(copy, at, start, Math.min(start + (j - i) * bs, data.length));
+      const slice = copy.subarray(at, at + n);
+      at += n;
+      out.push({ offset: blocks[i]! * bs, length: n, data: slice, crc32c: crc(slice) });
       i = j;
     }
     return out;

@@ -105,6 +105,10 @@ export class Applier {
       // A recovery point only where the whole replica is at the source's captured instant.
       const c = diff.header.consistency;
       const point: RecoveryPoint | null = !resyncing && c !== 'FUZZY' ? { seq, atMs: this.captureTime(seq, diff.header.endTimeMs), consistency: c, tags: diff.header.tags, appliedAt: Date.now() } : null;
+      // A seed still being hashed (ReplicaHashes.seed): the blocks written here first, or the entries
+      // recorded below would be overwritten by hashes of the data from before.
+      const bs = this.hashes.blockSize;
+      await this.hashes.ready(diff.extents.reduce((end, e) => Math.max(end, Math.ceil((e.offset + e.length) / bs)), 0));
       // Not a byte more through a descriptor whose file the path no longer names (docs/OPERATIONS.md).
       if (await this.stale()) return;
       if (this.retention && !(await this.keepBeforeImages(seq, diff, point))) return;

@@ -1,6 +1,7 @@
 // The master target's record of its replica: one xxh64 per block, kept up to date as differentials are
 // applied and persisted with them, so a resync compares against the replica without re-reading it.
 // A missing or damaged table is rebuilt by reading the replica, never guessed.
+import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { blockHash } from '../common/checksum.js';
 import { HashTableFile } from '../common/hash-table.js';
@@ -27,10 +28,94 @@ export class ReplicaHashes {
   seq = 0;
   readonly blockCount: number;
   private readonly file: HashTableFile;
+  /** Blocks [0, hashedUpTo) hold the replica's hashes; the rest are still being read (seed, below). */
+  private hashedUpTo: number;
+  /** A seed being hashed in the background: who waits for which block, and how it failed. */
+  private seeding: { waiters: Array<{ end: number; resolve(): void; reject(e: Error): void }>; error: Error | null; seq: number | null } | null = null;
+  /** Saves one at a time: the end of a seed saves beside the applier's own saves. */
+  private saving: Promise<unknown> = Promise.resolve();
 
   constructor(dir: string, readonly sizeBytes: number, readonly blockSize: number, private readonly log: Logger) {
     this.file = new HashTableFile(path.join(dir, 'replica-hashes.bin'), blockSize, sizeBytes);
     this.blockCount = this.file.blockCount;
+    this.hashedUpTo = this.blockCount;
+  }
+
+  /**
+   * A seeded replica's first hashing, in the background: the table fills in block order while the resync
+   * runs, instead of before it. Whoever reads or changes table entries waits for them (ready): the resync's
+   * questions for the ranges asked about, the applier for the blocks a differential writes, so the reader
+   * and the applier never touch the same blocks. Until it is done nothing is saved (persist only notes the
+   * sequence): no table file exists, its recorded sequence stays the old one, and a master target stopped
+   * meanwhile rebuilds the table from the replica at its next attach. Done: saved, logged `replica hashed`.
+   */
+  async seed(replica: Replica): Promise<void> {
+    // A table left from some earlier replication in this folder must never be taken for this one.
+    await fsp.rm(this.file.file, { force: true });
+    const started = Date.now();
+    this.hashes = new BigUint64Array(this.blockCount);
+    this.hashedUpTo = 0;
+    const seeding = { waiters: [] as Array<{ end: number; resolve(): void; reject(e: Error): void }>, error: null as Error | null, seq: null as number | null };
+    this.seeding = seeding;
+    const chunkBlocks = READ_CHUNK / this.blockSize;
+    const readChunk = (b: number): Promise<Buffer> => {
+      const p = replica.read(b * this.blockSize, Math.min(READ_CHUNK, this.sizeBytes - b * this.blockSize));
+      p.catch(() => {});
+      return p;
+    };
+    void (async () => {
+      // The next chunk is read while this one is hashed.
+      let ahead = this.blockCount > 0 ? readChunk(0) : null;
+      for (let b = 0; b < this.blockCount; b += chunkBlocks) {
+        const data = await ahead!;
+        if (seeding.error) return; // abandoned
+        ahead = b + chunkBlocks < this.blockCount ? readChunk(b + chunkBlocks) : null;
+        this.hashes.set(leafHashes(data, this.blockSize), b);
+        this.hashedUpTo = Math.min(this.blockCount, b + chunkBlocks);
+        this.wake(seeding);
+      }
+      this.file.changedAll();
+      // The applier's differentials so far changed entries already read: the table reflects the last it
+      // applied. From here its saves go through save() again, after this one.
+      if (seeding.error) return;
+      this.seeding = null;
+      await this.save(seeding.seq ?? this.seq);
+      this.log.info({ sizeBytes: this.sizeBytes, ms: Date.now() - started }, 'replica hashed');
+    })().catch((e: Error) => {
+      if (seeding.error) return; // abandoned: its replica may be closed under it
+      seeding.error = e;
+      this.wake(seeding);
+      this.log.error({ err: e.message }, 'hashing the seeded replica failed; the master target rebuilds its table when it attaches the volume again');
+    });
+  }
+
+  /**
+   * This table is no longer the volume's (its attach failed, or another attach replaced its applier): a
+   * seed in progress stops and saves nothing, so it cannot overwrite the file of the table that replaced it.
+   */
+  abandon(): void {
+    const seeding = this.seeding;
+    if (!seeding || seeding.error) return;
+    seeding.error = new Error('the replica hash table was replaced before its seed was hashed');
+    this.wake(seeding);
+  }
+
+  private wake(seeding: NonNullable<ReplicaHashes['seeding']>): void {
+    seeding.waiters = seeding.waiters.filter((w) => {
+      if (seeding.error) w.reject(seeding.error);
+      else if (this.hashedUpTo >= w.end) w.resolve();
+      else return true;
+      return false;
+    });
+  }
+
+  /** Resolves once the table holds blocks [0, endBlock): at once unless a seed is being hashed. */
+  ready(endBlock: number): Promise<void> {
+    const seeding = this.seeding;
+    const end = Math.min(endBlock, this.blockCount);
+    if (!seeding || this.hashedUpTo >= end) return Promise.resolve();
+    if (seeding.error) return Promise.reject(seeding.error);
+    return new Promise((resolve, reject) => seeding.waiters.push({ end, resolve, reject }));
   }
 
   /**
@@ -87,10 +172,22 @@ export class ReplicaHashes {
     this.file.changed(first, first + leaves.length);
   }
 
-  /** Write the table durably as reflecting `seq` (default: what it reflected). */
+  /** Write the table durably as reflecting `seq` (default: what it reflected); while a seed is hashed, only noted (seed). */
   async persist(seq = this.seq): Promise<void> {
-    await this.file.save(this.hashes, seq);
-    this.seq = seq;
+    if (this.seeding) {
+      this.seeding.seq = seq;
+      return;
+    }
+    await this.save(seq);
+  }
+
+  private save(seq: number): Promise<void> {
+    const run = this.saving.then(async () => {
+      await this.file.save(this.hashes, seq);
+      this.seq = seq;
+    });
+    this.saving = run.catch(() => {});
+    return run;
   }
 
   rangeHash(index: number, rangeBlocks: number): bigint {

@@ -53,6 +53,8 @@ interface Target {
   /** The last time the replica was found replaced under its path (TM_ERR_REPLICA_REPLACED), and how many times. */
   replaced: { atMs: number; reason: string } | null;
   replacements: number;
+  /** A seeded replica adopted but not hashed yet: its attach hashes it in the background (ReplicaHashes.seed). */
+  seedPending?: boolean;
 }
 
 export class MasterTarget implements InboundSink {
@@ -149,20 +151,38 @@ export class MasterTarget implements InboundSink {
       t.maintenance = setInterval(maintain, rc.maintenanceIntervalMs);
       t.maintenance.unref();
     }
+    try {
+      await this.attachTable(t, t.replica, hashes, how, recorded);
+    } catch (e) {
+      // A seed whose table no applier took is abandoned: the next attach makes its own.
+      if (t.applier?.hashes !== hashes) hashes.abandon();
+      throw e;
+    }
+  }
+
+  /** The rest of attach(), once the replica is open. */
+  private async attachTable(t: Target, replica: Replica, hashes: ReplicaHashes, how: string | null, recorded: unknown): Promise<void> {
     if (how) await this.adoptReplaced(t, hashes, how);
-    else {
-      await hashes.open(t.replica, { seq: t.store.state!.hashesSeq ?? 0, doneSeq: t.store.doneSeq, staged: t.store.pending() });
+    else if (t.seedPending) {
+      // The first attach of a seeded replica: its resync's questions and differentials wait only for the
+      // blocks they touch to be hashed, not for the whole replica.
+      await hashes.seed(replica);
+      t.seedPending = false;
+      if (!recorded) await t.store.setReplica(replica.identity);
+    } else {
+      await hashes.open(replica, { seq: t.store.state!.hashesSeq ?? 0, doneSeq: t.store.doneSeq, staged: t.store.pending() });
       // State from before identities were recorded: this is the replica the table was made from, as far as we can tell.
-      if (!recorded) await t.store.setReplica(t.replica.identity);
+      if (!recorded) await t.store.setReplica(replica.identity);
     }
     const previous = t.applier;
-    t.applier = new Applier(t.store.volumeId, t.store, t.replica, hashes, {
+    t.applier = new Applier(t.store.volumeId, t.store, replica, hashes, {
       applied: (seq) => this.receiver.ack(t.store.volumeId, seq),
       damaged: () => this.receiver.dropVolume(t.store.volumeId),
       replaced: (how) => void this.replaced(t, how),
       point: async (pt) => { await t.snapshots?.take(pt); },
     }, this.log.child({ component: 'applier', volume: t.store.volumeId }), t.retention);
     previous?.handOver(t.applier);
+    if (previous && previous.hashes !== hashes) previous.hashes.abandon();
     if (t.objectStoreConfig && t.retention && !t.tier) await this.startTier(t, t.objectStoreConfig, t.retention);
     await t.applier.kick();
   }
@@ -212,6 +232,7 @@ export class MasterTarget implements InboundSink {
       if (t.replica !== stale || !stale) return; // handled already
       this.log.error({ volume: t.store.volumeId, code: 'TM_ERR_REPLICA_REPLACED', replica: t.replicaPath, err: how }, 'replica replaced behind the running master target: no more writes to the old file');
       await t.applier?.close().catch(() => {}); // its last pass stopped at the check that called us
+      t.applier?.hashes.abandon(); // a seed of the old file: its table must not be saved
       await stale.close();
       t.replica = null;
       try {
@@ -256,7 +277,10 @@ export class MasterTarget implements InboundSink {
         const attached = await fsp.stat(path.join(t.store.dir, SEED_FILE)).then(() => true, () => false);
         if (attached) log.info({ replica: t.replicaPath }, 'seeded replica (attach-seeded): hashing it; the initial resync sends only blocks that differ');
         else log.warn({ replica: t.replicaPath }, 'new replication onto an existing replica: hashing it as a seed; blocks that differ will be overwritten');
-        await hashes.rebuild(replica);
+        // Hashed by the attach that follows, in the background (ReplicaHashes.seed). No table until then:
+        // one left here by an earlier replication must not be loaded as this replica's after a crash.
+        await fsp.rm(path.join(t.store.dir, 'replica-hashes.bin'), { force: true });
+        t.seedPending = true;
       } else {
         await hashes.initZero();
         log.info({ replica: t.replicaPath, sizeBytes: ov.sizeBytes }, 'replica created (sparse)');
@@ -277,6 +301,8 @@ export class MasterTarget implements InboundSink {
     // The applier may have been replaced meanwhile (a replaced replica): answer from the current one.
     const { applier, replica } = t;
     if (!applier || !replica) throw tmError('TM_ERR_REPLICA_REPLACED', `${q.volumeId}: its replica was replaced and is not attached`, { volume: q.volumeId });
+    // A seed still being hashed: these ranges' blocks first.
+    if (q.ranges.length > 0) await applier.hashes.ready((Math.max(...q.ranges) + 1) * q.rangeBlocks);
     const theirs = decodeHashes(hashes);
     if (theirs.length !== q.ranges.length) throw tmError('TM_ERR_PROTOCOL', `hash query for ${q.volumeId} carries ${theirs.length} hashes for ${q.ranges.length} ranges`, { volume: q.volumeId });
     const compare = (): HashAnswer => ({
@@ -444,6 +470,7 @@ export class MasterTarget implements InboundSink {
         await t.tier?.close();
         await t.retention?.lock(async () => {}); // let a maintenance pass finish
         await t.applier?.close();
+        t.applier?.hashes.abandon(); // a seed not hashed yet is hashed again at the next start
         await t.replica?.close();
       }
       await this.status?.close();

@@ -97,3 +97,33 @@ for (const [when, fault] of crashes) {
     t.strictSame(await loadHashTable(path.join(v.dir, 'replica-hashes.bin'), BS, SIZE), leafHashes(replica, BS), 'and its saved hash table matches its data');
   });
 }
+
+t.test('while a seed is hashed in the background, a differential waits for its blocks to be hashed first', async (t) => {
+  const v = await staged(t, new Rng('applier-seed'));
+  const store = new DiffStore(v.dir, 'v1', log);
+  await store.open();
+  const replica = await Replica.open(v.replicaFile, SIZE);
+  t.teardown(() => replica.close());
+  const hashes = new ReplicaHashes(v.dir, SIZE, BS, log);
+  // The seed's read returns the data as it was, but late: an apply meanwhile must not be hashed over.
+  let open: () => void = () => {};
+  const gate = new Promise<void>((resolve) => (open = resolve));
+  const slow = Object.create(replica) as Replica;
+  slow.read = async (offset: number, length: number) => {
+    const data = await replica.read(offset, length);
+    await gate;
+    return data;
+  };
+  await hashes.seed(slow);
+  const a = new Applier('v1', store, replica, hashes, { applied: () => {}, damaged: () => {} }, log);
+  const applying = a.kick();
+  await new Promise((r) => setTimeout(r, 200));
+  t.equal(store.doneSeq, 0, 'nothing applied while the blocks are not hashed yet');
+  open();
+  await applying;
+  await a.close();
+  t.equal(store.doneSeq, DIFFS, 'then every differential is applied');
+  const data = await fsp.readFile(v.replicaFile);
+  t.ok(data.equals(v.expected), 'the replica holds what they wrote');
+  t.strictSame(hashes.hashes, leafHashes(data, BS), 'and the table the hashes of that data, not of the data the seed read before');
+});

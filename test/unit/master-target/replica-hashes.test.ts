@@ -87,3 +87,69 @@ t.test('a sparse replica is hashed as zeros without reading it, and that matches
   await h.initZero();
   t.strictSame(h.hashes, leafHashes(await fsp.readFile(file), BS));
 });
+
+t.test('a seed is hashed in the background: ready() waits for the blocks asked for; nothing is saved until the end', async (t) => {
+  const s = await setup(t);
+  const file = path.join(s.dir, 'replica-hashes.bin');
+  // A table left by some other replication: never to be loaded for this replica.
+  await saveHashTable(file, BS, SIZE, new BigUint64Array(Math.ceil(SIZE / BS)).fill(7n));
+  const h = s.hashes();
+  await h.seed(s.replica);
+  const blocks = Math.ceil(SIZE / BS);
+  t.notOk(await fsp.stat(file).then(() => true, () => false), 'the old table is gone at once');
+  // The applier applied a differential with extents while the seed was hashed: its sequence is only noted.
+  await h.persist(5);
+  t.equal(h.seq, 0, 'the recorded sequence stays what it was (the store keeps the old hashesSeq)');
+  t.notOk(await fsp.stat(file).then(() => true, () => false), 'and no partial table is written');
+  await h.ready(1);
+  t.strictSame(h.hashes.subarray(0, 1), (await s.actual()).subarray(0, 1), 'the first block is there once ready(1) resolves');
+  await h.ready(blocks + 10); // past the end: the whole table
+  t.strictSame(h.hashes, await s.actual(), 'every block hashed, the short last one included');
+  for (let i = 0; i < 50 && !s.logs.some((l) => l.msg === 'replica hashed'); i++) await new Promise((r) => setTimeout(r, 20));
+  t.ok(s.logs.some((l) => l.msg === 'replica hashed'), 'logged once done');
+  t.equal(h.seq, 5, 'the table reflects the sequence noted meanwhile');
+  const saved = await loadHashTable(file, BS, SIZE);
+  t.strictSame(saved, h.hashes, 'and is saved');
+});
+
+t.test('ready() of a table not being seeded resolves at once; a failed seed rejects its waiters', async (t) => {
+  const s = await setup(t);
+  const h = s.hashes();
+  await h.open(s.replica);
+  await h.ready(1 << 30);
+  t.pass('loaded table: ready');
+  const other = await Replica.open(path.join(s.dir, 'replica.img'), SIZE);
+  await other.close(); // reads fail
+  const g = s.hashes();
+  await g.seed(other);
+  await t.rejects(g.ready(Math.ceil(SIZE / BS)), 'the waiters learn the seed failed');
+  t.ok(s.logs.some((l) => String(l.msg).startsWith('hashing the seeded replica failed')), 'and it is logged');
+});
+
+t.test('an abandoned seed stops and saves nothing: it cannot overwrite the table that replaced it', async (t) => {
+  const s = await setup(t);
+  const file = path.join(s.dir, 'replica-hashes.bin');
+  let open: () => void = () => {};
+  const gate = new Promise<void>((resolve) => (open = resolve));
+  const slow = Object.create(s.replica) as Replica;
+  slow.read = async (offset: number, length: number) => {
+    const data = await s.replica.read(offset, length);
+    await gate;
+    return data;
+  };
+  const h = s.hashes();
+  await h.seed(slow);
+  const waiting = h.ready(Math.ceil(SIZE / BS));
+  h.abandon();
+  await t.rejects(waiting, 'its waiters are failed');
+  const next = s.hashes();
+  await next.open(s.replica); // the table that replaced it, which then records a write the seed never saw
+  const data = rng.bytes(BS);
+  await s.replica.write(0, data);
+  next.update(0, data);
+  await next.persist(1);
+  const saved = await fsp.readFile(file);
+  open();
+  await new Promise((r) => setTimeout(r, 200));
+  t.ok((await fsp.readFile(file)).equals(saved), 'the file is the replacing table\'s, untouched');
+});
