@@ -26,6 +26,8 @@ export interface StreamMarker {
   streamMark(): number | null;
   /** False while writes lost from the stream wait to be re-read: no point can be made, so no freeze. */
   pointPossible(): boolean;
+  /** A count of the device's write requests so far: unchanged means nothing was written since. */
+  writeCount(): number;
 }
 
 /** How long a full ring is retried while frozen before the tag is dropped. */
@@ -67,6 +69,8 @@ export class DataFreezeCapture implements Capture {
   private readonly holds: number[] = [];
   private readonly frozen: number[] = [];
   private lastFreezeAt = 0;
+  /** writeCount() just after the last thaw: the same at the next begin means only the freeze itself wrote. */
+  private quietCount: number | null = null;
 
   constructor(private readonly volumeId: string, private readonly volume: Volume, private readonly opts: FreezeOptions, stateDir: string, private readonly log: Logger, private readonly marker: StreamMarker) {
     this.cadence = new TagCadence(opts.tagIntervalMs);
@@ -110,7 +114,10 @@ export class DataFreezeCapture implements Capture {
   async begin(): Promise<CapturedView> {
     // Not due: the data-mode slice is a CRASH point of its own; nothing to hold.
     // Nor while the stream has a gap (its point could not be made), nor more often than MIN_GAP_MS.
+    // Nor when nothing was written since the last tag's thaw (the freeze's own superblock writes would
+    // otherwise call for a freeze every cycle on an idle filesystem).
     if (!this.cadence.due(Date.now()) || !this.marker.pointPossible() || Date.now() - this.lastFreezeAt < MIN_GAP_MS) return this.live();
+    if (this.quietCount !== null && this.marker.writeCount() === this.quietCount) return this.live();
     this.lastFreezeAt = Date.now();
     const { mountpoint, timeoutMs } = this.opts;
     const post = (): Promise<void> => this.base.script('post', timeoutMs).catch((e) => this.fail('post script', e));
@@ -153,6 +160,7 @@ export class DataFreezeCapture implements Capture {
       this.stats.lastThawMs = Math.round((performance.now() - t1) * 1000) / 1000;
     }
     const thawedAt = performance.now();
+    this.quietCount = this.marker.writeCount();
     this.stats.lastFreezeMs = Math.round((frozenAt - t0) * 1000) / 1000;
     this.stats.freezes++;
     this.held(thawedAt - t0, thawedAt - frozenAt);

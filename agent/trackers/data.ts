@@ -235,6 +235,12 @@ export class DataTracker implements Tracker {
    * that holds the application (FIFREEZE) around this call gets a point at exactly that instant by
    * passing the token to collect() as `until`.
    */
+  /** Write requests of the volume's disk issued so far (a count that moves with every write). */
+  writeCount(): number {
+    const s = this.cap.stats();
+    return s.statWrites + s.statDiscards + s.completions;
+  }
+
   /** Whether a marker placed now can become a point: no loss is waiting to be re-read. */
   pointPossible(): boolean {
     return this.gap === null && this.map.count === 0;

@@ -105,6 +105,13 @@ t.test('data mode: a freeze tag is the exact point of its freeze, clean, with ev
   t.ok(cs.holdP50Ms !== null && cs.holdP50Ms! <= 250, `median hold, FIFREEZE called to FITHAW returned: ${cs.holdP50Ms} ms`);
   t.ok(cs.maxHoldMs !== null && cs.maxHoldMs! <= 1000, `longest hold ${cs.maxHoldMs} ms`);
 
+  // Idle now: the tags' own superblock writes must not call for more freezes.
+  await sleep(4000);
+  const freezes = Number((((await lab.status('agent'))!.volumes as Array<Record<string, unknown>>)[0]!.captureStats as Record<string, number>).freezes);
+  await sleep(4000);
+  const later = Number((((await lab.status('agent'))!.volumes as Array<Record<string, unknown>>)[0]!.captureStats as Record<string, number>).freezes);
+  t.equal(later, freezes, `an idle filesystem is not frozen (${freezes} freezes, then none in 4 s)`);
+
   const points = await tagged();
   t.ok(points.length >= 5, `${points.length} tagged points applied during the writes`);
   let nonTrivial = 0;
