@@ -278,6 +278,7 @@ function report(x: { sizeMiB: number; runs: Run[]; half: Run[]; rpo: Array<{ wha
     ratios,
     table,
     notes: [
+      ...(['DATA', 'BTR'] as Mode[]).filter((m) => (halfOf(m)?.fio.iops ?? Infinity) < 0.95 * x.rate).map((m) => `${m} did not reach the half rate (${fmt(halfOf(m)!.fio.iops, 0)} of ${x.rate} IOPS): its "half rate" p99 is at its own saturation, not at the same load as OFF.`),
       `Setup: XFS (reflink) in a loop-mounted sparse image under bench/work/data-mode, a ${x.sizeMiB} MiB sparse image on it and the protected loop device over it; replicas on the same XFS. fio on the loop device: --direct=1 --rw=randwrite --bs=4k --ioengine=libaio --iodepth=16, ${FIO_SECONDS} s. OFF = no daemons; DATA = tracker "data", capture "none" (ring ${DATA_SETTINGS.ringMiB} MiB, reader SCHED_FIFO ${DATA_SETTINGS.fifoPriority}); BTR = tracker "blocktrace", capture "reflink" (a FICLONE of the image every cycle). Each ON session starts the three daemons and waits for convergence; the capture's pins and the tracefs instance are removed between sessions. Medians over the alternated runs.`,
       `Half rate = fio --rate_iops=${x.rate} (half the first OFF run's IOPS), p99 completion latency compared with OFF at the same rate.`,
       'RPO: a probe writes a 4 KiB marker at offset 0 every 200 ms and fsyncs; a poller reads the replica file at offset 0 every 50 ms; sample = replica holds the write (or a later one) − the write completed. All three daemons on this machine, sharing its cores with fio.',
