@@ -2,8 +2,8 @@
 // device, tracker "data", capture "none". The workload: fio random writes with verify=crc32c (fio reads
 // back and checks what it wrote), copies of a tree of real files, deletes and fstrim, while the master
 // target snapshots every CRASH point. Each checked point must be a filesystem e2fsck finds clean once
-// its journal is replayed (a crash image); at the end the replica equals the source byte for byte, and
-// fio --verify_only finds every block it wrote intact on a mounted copy of the replica.
+// its journal is replayed (a crash image); fio's own read-back check (verify=crc32c, fatal) passes on the
+// source, and at the end, the filesystem unmounted, the replica equals the source byte for byte.
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
@@ -36,7 +36,9 @@ t.test('data mode on ext4: fio verify=crc32c, copies, deletes, fstrim; every che
     }
   })();
   await Promise.all([fio, copies]);
-  await sh('sync', []);
+  // Unmounted, the filesystem writes nothing more (its journal checkpointed, lazy inode-table init
+  // stopped): the replica can then be compared with the device, and mounted as a clean filesystem.
+  run('umount', v.mnt);
   await lab.waitConverged(Date.now(), 180_000);
 
   const applied = (await lab.logLines('mt')).filter((l) => l.msg === 'differential applied' && Number(l.time) > startedAt);
@@ -56,14 +58,12 @@ t.test('data mode on ext4: fio verify=crc32c, copies, deletes, fstrim; every che
   const stats = ((await lab.status('agent'))!.volumes as Array<Record<string, unknown>>)[0]!.trackerStats as Record<string, number>;
   t.comment(`trackerStats ${JSON.stringify(stats)}`);
   t.equal(stats.drops! + stats.userDrops!, 0, 'no drops');
-  t.equal(await sha256(v.replica), await sha256(v.dev), 'the replica equals the source');
-
-  // fio checks its blocks on the replica itself: a mounted copy, read only.
-  const copy = path.join(v.xfs, 'replica-copy.img');
-  await sh('cp', ['--reflink=always', v.replica, copy]);
-  const mnt = fs.mkdtempSync(path.join(lab.opts.dir, 'replica-'));
-  run('mount', '-o', 'loop,ro,noload', copy, mnt);
-  t.teardown(() => { try { run('umount', mnt); } catch { /* not mounted */ } });
-  const verify = await sh('fio', [...fioArgs.map((a) => (a.startsWith('--filename=') ? `--filename=${path.join(mnt, 'fio.dat')}` : a)), '--verify_only', '--readonly']).then(() => 'ok', (e: { stdout?: string; stderr?: string }) => `${e.stdout ?? ''}${e.stderr ?? ''}`.slice(-2000));
-  t.equal(verify, 'ok', 'fio --verify_only: every block fio wrote is intact on the replica');
+  const same = (await sha256(v.replica)) === (await sha256(v.dev));
+  t.ok(same, 'the replica equals the source');
+  if (!same) {
+    const [a, b] = [fs.readFileSync(v.replica), fs.readFileSync(v.image)];
+    const bad: number[] = [];
+    for (let i = 0; i < a.length; i += 4096) if (!a.subarray(i, i + 4096).equals(b.subarray(i, i + 4096))) bad.push(i / 4096);
+    t.comment(`${bad.length} differing blocks: ${bad.slice(0, 30).join(', ')}`);
+  }
 });
