@@ -17,6 +17,7 @@ import { DiffSender } from '../proto/sender.js';
 import { DEFAULTS } from '../common/defaults.js';
 import type { AgentConfig, AgentVolumeConfig } from './config.js';
 import type { Capture } from './capture/capture.js';
+import { DataFreezeCapture } from './capture/data-freeze.js';
 import { FreezeCapture } from './capture/freeze.js';
 import { ReflinkCapture } from './capture/reflink.js';
 import { ScriptCapture } from './capture/script.js';
@@ -105,12 +106,14 @@ export class Agent {
     const volume = await Volume.open(this.path(vc.path));
     const journal = new Journal(dir, id, log);
     await journal.open({ sizeBytes: volume.sizeBytes, blockSize: this.config.blockSize }).catch((e) => { throw wrap(e, `open journal of ${id}`, { volume: id }); });
-    const capture = this.makeCapture(vc, volume, log);
-    await capture.open?.().catch((e) => { throw wrap(e, `capture "${vc.capture}" of ${id}`, { volume: id }); });
     let resync: Resync | null = null;
     const tracker = this.makeTracker(vc, dir, volume, log, (reason) => resync!.start('resync', reason).then(() => this.wake()));
+    const capture = this.makeCapture(vc, volume, log, tracker);
+    await capture.open?.().catch((e) => { throw wrap(e, `capture "${vc.capture}" of ${id}`, { volume: id }); });
+    const live = new NoCapture(volume);
     resync = new Resync(dir, id, volume.sizeBytes, this.config.blockSize, {
-      capture, tracker, journal, log, windowBytes: this.config.resyncWindowBytes, live: new NoCapture(volume),
+      // Data mode: writes made while a window is read are in the stream; a freeze per window would only hold the application.
+      capture: vc.tracker === 'data' ? live : capture, tracker, journal, log, windowBytes: this.config.resyncWindowBytes, live,
       ask: (q, hashes) => this.sender!.query(q, hashes),
     });
     await resync.open();
@@ -155,7 +158,8 @@ export class Agent {
     return new ScanTracker(dir, volume.sizeBytes, this.config.blockSize, log);
   }
 
-  private makeCapture(vc: AgentVolumeConfig, volume: Volume, log: Logger): Capture {
+  private makeCapture(vc: AgentVolumeConfig, volume: Volume, log: Logger, tracker: Tracker): Capture {
+    if (vc.capture === 'freeze' && tracker instanceof DataTracker) return new DataFreezeCapture(vc.id, volume, vc.freeze!, this.path(this.config.stateDir), log, tracker);
     if (vc.capture === 'reflink') return new ReflinkCapture(vc.id, volume, { keep: vc.reflink?.keep ?? DEFAULTS.agent.reflinkKeep, dir: vc.reflink?.dir && this.path(vc.reflink.dir) }, log);
     if (vc.capture === 'freeze') return new FreezeCapture(vc.id, volume, vc.freeze!, this.path(this.config.stateDir), log);
     if (vc.capture === 'script') return new ScriptCapture(vc.id, volume, vc.script!, log);

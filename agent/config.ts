@@ -13,7 +13,7 @@ export const agentVolumeSchema = z.strictObject({
   /**
    * scan: hash and compare (portable). blocktrace: kernel block tracepoints (Linux, root, block devices).
    * data: every write captured with its data by eBPF, a CRASH point every cycle (Linux x86-64, root,
-   * request-based block devices; capture "none").
+   * request-based block devices; capture "none", or "freeze" for app-consistent tags marked in the stream).
    */
   tracker: z.enum(['scan', 'blocktrace', 'data']).default(d.tracker),
   /**
@@ -52,7 +52,7 @@ export const agentVolumeSchema = z.strictObject({
   }).optional(),
 }).superRefine((v, ctx) => {
   if (v.capture === 'freeze' && !v.freeze) ctx.addIssue({ code: 'custom', path: ['freeze'], message: 'capture "freeze" needs freeze.mountpoint' });
-  if (v.tracker === 'data' && v.capture !== 'none') ctx.addIssue({ code: 'custom', path: ['capture'], message: `tracker "data" makes every differential a crash-consistent point by itself; it takes capture "none" (capture "${v.capture}" with data mode is not supported yet)` });
+  if (v.tracker === 'data' && v.capture !== 'none' && v.capture !== 'freeze') ctx.addIssue({ code: 'custom', path: ['capture'], message: `tracker "data" makes every differential a crash-consistent point by itself; it takes capture "none", or "freeze" for app-consistent tags (capture "${v.capture}" with data mode is not supported yet)` });
   if (v.capture === 'script' && !v.script) ctx.addIssue({ code: 'custom', path: ['script'], message: 'capture "script" needs script.pre (a command that returns once the application is quiesced)' });
 });
 
@@ -126,6 +126,7 @@ function checkGroups(volumes: VolumeCfg[], groups: Array<{ name: string; volumes
       const other = groupOf.get(id);
       if (other !== undefined) return issue(other === g.name ? `volume "${id}" is listed twice` : `volume "${id}" is already in group "${other}"; a volume can be in one group only`, 'volumes', vi);
       groupOf.set(id, g.name);
+      if (v.tracker === 'data') return issue(`volume "${id}" uses tracker "data": data-mode volumes cannot be in a consistency group yet (a group cut needs one marker across several write streams)`, 'volumes', vi);
       if ((v.capture !== 'freeze' && v.capture !== 'reflink') || !v.freeze) {
         return issue(`volume "${id}" has capture "${v.capture}"${v.freeze ? '' : ' and no freeze.mountpoint'}: a group member needs capture "freeze", or "reflink" with freeze.mountpoint, because a cut at one instant across volumes needs all their writes stopped together (FIFREEZE) and nothing else gives one across loop devices or disks`, 'volumes', vi);
       }

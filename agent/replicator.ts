@@ -166,19 +166,23 @@ export class VolumeReplicator implements OutboundVolume {
     let keep = false;
     try {
       const startMs = this.lastCycleAt || captured.atMs;
-      const col = await this.tracker.collect(captured.view, this.opts.maxDiffBytes, cont);
+      // A view cut by a marker in the data-mode write stream (data-freeze.ts) is the stream up to that
+      // marker: slices before it are CRASH points, the one ending at it carries the view's class and tags.
+      const streamed = captured.streamMark !== undefined;
+      const col = await this.tracker.collect(captured.view, this.opts.maxDiffBytes, cont, captured.streamMark);
+      const reached = !streamed || col.marked === true;
       const intact = (await captured.settle?.()) ?? true;
       // A recovery point only if this differential completes the view: every dirty block read from it,
       // the view consistent throughout, and no resync making the replica a mix of old and new.
       const ending = this.resync.state.endPending && !col.more;
       // A data-mode slice (col.point) is a point on its own, also when more of the stream follows.
-      const whole = (!col.more || col.point === true) && intact && !this.resync.owning && (!this.resync.state.endPending || ending);
-      const consistency = whole ? (col.point === true && captured.consistency === 'FUZZY' ? 'CRASH' : captured.consistency) : 'FUZZY';
-      const tags = consistency === 'FUZZY' ? [] : groupTag ? [...captured.tags, groupTag] : captured.tags;
+      const whole = (!col.more || col.point === true) && intact && !this.resync.owning && (!this.resync.state.endPending || ending) && (!streamed || col.point === true);
+      const consistency = whole ? (col.point === true && (captured.consistency === 'FUZZY' || !reached) ? 'CRASH' : captured.consistency) : 'FUZZY';
+      const tags = consistency === 'FUZZY' || !reached ? [] : groupTag ? [...captured.tags, groupTag] : captured.tags;
       let seq: number | null = null;
       // A consistent view with nothing new is still journaled (empty) when the last differential was fuzzy:
-      // it turns the replica's current state into a recovery point.
-      if (col.extents.length > 0 || ending || (consistency !== 'FUZZY' && (groupTag !== null || this.changedSinceLastPoint()))) {
+      // it turns the replica's current state into a recovery point. So is a stream marker's app point.
+      if (col.extents.length > 0 || ending || (consistency !== 'FUZZY' && (groupTag !== null || this.changedSinceLastPoint() || (streamed && reached)))) {
         seq = await this.journal.write({ startTimeMs: startMs, endTimeMs: captured.atMs, consistency, tags, flags: ending ? FLAG_RESYNC_END : 0 }, col.extents);
         await col.commit(); // only now are these blocks clean: the journal holds them durably
         if (ending) await this.resync.ended();
@@ -188,7 +192,7 @@ export class VolumeReplicator implements OutboundVolume {
         }
         this.opts.log.debug({ volume: this.volumeId, seq, bytes: col.bytes, extents: col.extents.length, consistency }, 'differential journaled');
       }
-      keep = col.more && seq !== null && captured.lasting === true && intact && captured.consistency !== 'FUZZY';
+      keep = (col.more && seq !== null && captured.lasting === true && intact && captured.consistency !== 'FUZZY') || !reached;
       if (!keep) this.lastCycleAt = captured.atMs;
       this.lastCycleBytes = col.bytes;
       return { seq, bytes: col.bytes, more: col.more };

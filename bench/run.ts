@@ -3,6 +3,7 @@
 import { closest } from 'fastest-levenshtein';
 import { formatTable, machine, missingFigures, writeResults, type Benchmark } from './harness.js';
 import { consoleBench } from './console.js';
+import { dataMode } from './data-mode.js';
 import { fanIn } from './fan-in.js';
 import { hashTable } from './hash-table.js';
 import { initialSync } from './initial-sync.js';
@@ -13,6 +14,7 @@ import { tracking } from './tracking.js';
 
 export const BENCHMARKS: Record<string, Benchmark> = {
   console: consoleBench,
+  'data-mode': dataMode,
   'fan-in': fanIn,
   'hash-table': hashTable,
   'initial-sync': initialSync,

@@ -14,6 +14,7 @@ const PRODUCERS: Record<string, string[]> = {
   recovery: ['bench/recovery.ts', 'bench/recovery-report.ts', 'bench/recovery-system.ts', 'bench/recovery-workload.ts'],
   resync: ['bench/resync.ts', 'bench/volume.ts'],
   tracking: ['bench/tracking.ts'],
+  'data-mode': ['bench/data-mode.ts', 'bench/tracking.ts'],
   'hash-table': ['bench/hash-table.ts'],
   soak: ['bench/soak'],
 };

@@ -54,14 +54,14 @@ export const tracking: Benchmark = {
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** The usual median: the middle value, or the mean of the two middle values. */
-function median(xs: number[]): number {
+export function median(xs: number[]): number {
   const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
   if (s.length === 0) return NaN;
   const m = s.length >> 1;
   return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
-function quantile(xs: number[], q: number): number {
+export function quantile(xs: number[], q: number): number {
   const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
   if (s.length === 0) return NaN;
   // Nearest rank (for p99): a value that was actually observed.
@@ -143,7 +143,7 @@ function instanceCounters(): InstanceCounters | null {
 // ---------------------------------------------------------------------------------------------------
 // fio
 
-interface FioRun {
+export interface FioRun {
   iops: number;
   p99us: number;
   p50us: number;
@@ -154,7 +154,7 @@ interface FioRun {
   cpuPct: number;
 }
 
-async function fio(dev: string, seconds: number, extra: string[] = []): Promise<FioRun> {
+export async function fio(dev: string, seconds: number, extra: string[] = []): Promise<FioRun> {
   const args = [
     '--name=tracking', `--filename=${dev}`, '--direct=1', '--rw=randwrite', `--bs=${BLOCK}`, '--ioengine=libaio', '--iodepth=16',
     `--runtime=${seconds}`, '--time_based', '--output-format=json', ...extra,
@@ -190,7 +190,7 @@ type Status = Record<string, unknown>;
 const num = (v: unknown): number => (typeof v === 'number' ? v : NaN);
 const vol0 = (s: Status | null): Status | undefined => (s?.volumes as Status[] | undefined)?.[0];
 
-function cpuNow(lab: Lab): Record<DaemonName, number> {
+export function cpuNow(lab: Lab): Record<DaemonName, number> {
   const out = {} as Record<DaemonName, number>;
   for (const n of DAEMONS) {
     const pid = lab.procs.get(n)?.pid;
@@ -199,7 +199,7 @@ function cpuNow(lab: Lab): Record<DaemonName, number> {
   return out;
 }
 
-async function checkAlive(lab: Lab, dir: string): Promise<void> {
+export async function checkAlive(lab: Lab, dir: string): Promise<void> {
   for (const [name, child] of lab.procs) {
     if (child.exitCode === null && child.signalCode === null) continue;
     const log = await fsp.readFile(path.join(dir, `${name}.log`), 'utf8').catch(() => '');
@@ -223,7 +223,7 @@ async function startLab(lab: Lab, labDir: string, why: string): Promise<number> 
   return (Date.now() - t0) / 1000;
 }
 
-async function waitConverged(lab: Lab, labDir: string): Promise<number> {
+export async function waitConverged(lab: Lab, labDir: string): Promise<number> {
   const t0 = Date.now();
   await lab.waitConverged(t0, CONVERGE_TIMEOUT_MS, () => checkAlive(lab, labDir));
   return (Date.now() - t0) / 1000;
@@ -329,7 +329,7 @@ async function overheadRun(mode: Mode, index: number, dev: string, lab: Lab | nu
 // ---------------------------------------------------------------------------------------------------
 // Part 2: RPO
 
-interface RpoRun {
+export interface RpoRun {
   rate: number;
   fio: FioRun;
   /** Seconds from each probe write completing to the replica first holding it (or a later probe write). */
@@ -367,7 +367,7 @@ async function appliedBetween(lab: Lab, from: number, to: number): Promise<{ n: 
   };
 }
 
-async function rpoRun(lab: Lab, dev: string, replica: string, sizeBytes: number, rate: number, runId: number): Promise<RpoRun> {
+export async function rpoRun(lab: Lab, dev: string, replica: string, sizeBytes: number, rate: number, runId: number, fioExtra: string[] = []): Promise<RpoRun> {
   const completed: number[] = []; // completed[k]: ms when probe write k (1-based) had completed (fsync returned)
   const seenAt: number[] = []; // seenAt[k]: ms when the replica first held probe write k or a later one
   let seen = 0;
@@ -425,7 +425,7 @@ async function rpoRun(lab: Lab, dev: string, replica: string, sizeBytes: number,
   let written = 0;
   let t1 = 0;
   try {
-    r = await fio(dev, RPO_SECONDS, [`--rate_iops=${rate}`, `--offset=${PROBE_REGION}`, `--size=${sizeBytes - PROBE_REGION}`]);
+    r = await fio(dev, RPO_SECONDS, [`--rate_iops=${rate}`, `--offset=${PROBE_REGION}`, `--size=${sizeBytes - PROBE_REGION}`, ...fioExtra]);
     t1 = Date.now();
     stop = true;
     written = await probe;
@@ -537,7 +537,7 @@ function parserBench(): ParserResult {
 
 // ---------------------------------------------------------------------------------------------------
 
-interface Setup {
+export interface Setup {
   dir: string;
   outerImage: string;
   mnt: string;
@@ -547,7 +547,7 @@ interface Setup {
   sizeBytes: number;
 }
 
-async function setup(dir: string, sizeMiB: number): Promise<Setup> {
+export async function setup(dir: string, sizeMiB: number): Promise<Setup> {
   const outerImage = path.join(dir, 'xfs.img');
   const mnt = path.join(dir, 'xfs');
   await fsp.mkdir(mnt, { recursive: true });

@@ -1,6 +1,7 @@
 // A capture provider gives a cycle its view of the volume, and that view decides the point's class.
 // Implementations: none.ts (live volume, fuzzy), reflink.ts (FICLONE snapshot, crash-consistent),
-// freeze.ts (FIFREEZE with scripts, app-consistent).
+// freeze.ts (FIFREEZE with scripts, app-consistent), data-freeze.ts (FIFREEZE, a marker in the data-mode
+// write stream, FITHAW: app-consistent with the application held for milliseconds).
 import type { Consistency } from '../../proto/messages.js';
 import type { VolumeReader } from '../volume.js';
 
@@ -12,6 +13,11 @@ export interface CapturedView {
   atMs: number;
   /** The view stays as taken until released (a snapshot): a point may be read from it over several cycles. */
   lasting?: boolean;
+  /**
+   * Data mode: the token of a marker put in the write stream while the application was held (freeze).
+   * The point is the stream cut exactly there; the view is held until the tracker's collections reach it.
+   */
+  streamMark?: number;
   /**
    * Every block of the point has been read from `view`: returns whether the view stayed consistent the
    * whole time (a freeze held past its bound was thawed early: not a point). Called before release.

@@ -55,6 +55,11 @@ const MAX_BITS = 2 ** 27;
 const RE_READ_MIN = 1024 * 1024;
 /** Epochs turn at most this often (a flip empties a whole bitmap). */
 const FLIP_MS = 1000;
+/**
+ * A capture's marker (streamMark) not in the stream this long after it was placed was lost (the reader
+ * queue dropped it): its point is given up rather than held for ever.
+ */
+const MARK_WAIT_MS = 30_000;
 
 /** The bpffs directory name of a volume's pins (under the bpffs mount). */
 export function dataPinName(pinKey: string): string {
@@ -89,6 +94,8 @@ export class DataTracker implements Tracker {
    */
   private proofMark: number | null = null;
   private flippedAt = 0;
+  /** Markers a capture placed (streamMark) and not yet found in the stream: token -> when placed. */
+  private readonly placed = new Map<number, number>();
   /** Blocks of the last collection's records: dirty again if it is never committed. */
   private uncommitted: Array<[number, number]> | null = null;
   readonly stats: Record<string, number> = { missed: 0, nestedLost: 0, taken: 0, writeRecords: 0, completions: 0, records: 0, drops: 0, userDrops: 0, droppedBytes: 0, errors: 0, gaps: 0, reReadBlocks: 0, points: 0, queuedBytes: 0, dirtyBlocks: 0, inGap: 0, schedFifo: 0 };
@@ -149,6 +156,8 @@ export class DataTracker implements Tracker {
     this.lastNested = [s.issueSkips, s.endSkips];
     await this.save();
     this.flip();
+    // Loads the marker program now, so the first marker placed during a freeze does not wait for it.
+    this.cap.mark(this.token());
     return reason;
   }
 
@@ -220,6 +229,30 @@ export class DataTracker implements Tracker {
     return this.nextToken++;
   }
 
+  /**
+   * Put a marker in the write stream now and return its token (null: the ring is full). Every write
+   * issued before the call is before it in the stream, every write issued after it is after: a capture
+   * that holds the application (FIFREEZE) around this call gets a point at exactly that instant by
+   * passing the token to collect() as `until`.
+   */
+  /** Write requests of the volume's disk issued so far (a count that moves with every write). */
+  writeCount(): number {
+    const s = this.cap.stats();
+    return s.statWrites + s.statDiscards + s.completions;
+  }
+
+  /** Whether a marker placed now can become a point: no loss is waiting to be re-read. */
+  pointPossible(): boolean {
+    return this.gap === null && this.map.count === 0;
+  }
+
+  streamMark(): number | null {
+    const t = this.token();
+    if (!this.cap.mark(t)) return null;
+    this.placed.set(t, Date.now());
+    return t;
+  }
+
   /** Chunks set in a bitmap from the program, as dirty blocks. */
   private mapBits(bits: Buffer): number {
     const per = 2 ** (this.chunkShift - Math.log2(this.blockSize));
@@ -266,7 +299,7 @@ export class DataTracker implements Tracker {
     if (proofInSlice) this.flip();
   }
 
-  async collect(view: VolumeReader, maxBytes: number): Promise<Collection> {
+  async collect(view: VolumeReader, maxBytes: number, _cont?: boolean, until?: number): Promise<Collection> {
     if (this.uncommitted) {
       // The last collection never reached the journal (it failed, or was not written): its records are gone.
       for (const [first, end] of this.uncommitted) this.map.set(first, end);
@@ -298,7 +331,26 @@ export class DataTracker implements Tracker {
     const missed = await this.checkMissed();
     const s = this.cap.stats();
     // With nothing more queued and no boundary in sight, send what there is (no point claimed).
-    const { take, atBoundary } = boundary(all, s.queuedBytes === 0 && fresh.length === 0);
+    let { take, atBoundary } = boundary(all, s.queuedBytes === 0 && fresh.length === 0);
+    // A capture's marker: the slice ends exactly there. It is a point only if the marker is itself a
+    // request boundary (nothing issued was half recorded when it was placed; under a freeze nothing of
+    // the filesystem is in flight).
+    let marked = false;
+    let markLost = false;
+    if (until !== undefined) {
+      const at = all.findIndex((r) => (r.flags & DC_MARK) !== 0 && r.seq === until);
+      if (at >= 0) {
+        take = at + 1;
+        atBoundary = boundary(all.slice(0, take), false).take === take;
+        marked = true;
+        this.placed.delete(until);
+      } else if (Date.now() - (this.placed.get(until) ?? 0) > MARK_WAIT_MS) {
+        marked = true;
+        markLost = true;
+        this.placed.delete(until);
+        this.log.error({ token: until }, 'data mode: a capture\'s marker never reached the stream (dropped by the reader); its point is given up');
+      }
+    }
     const slice = all.slice(0, take);
     this.carry = all.slice(take);
     let proofInSlice = false;
@@ -313,7 +365,8 @@ export class DataTracker implements Tracker {
     if (this.map.count > before) this.markGap('writes of part of a block: those blocks are re-read');
     const lostMeanwhile = s.drops + s.userDrops + s.errors !== this.lastLoss;
     // A point: a request boundary with nothing lost or pending before it.
-    const point = atBoundary && this.gap === null && this.map.count === 0 && !lostMeanwhile && !missed;
+    const point = atBoundary && this.gap === null && this.map.count === 0 && !lostMeanwhile && !missed && !markLost;
+    if (marked && !point) this.log.warn({ atBoundary, gap: this.gap, dirtyBlocks: this.map.count, lostMeanwhile, missed, markLost }, 'data mode: the stream at a capture\'s marker is not a point');
     // Dirty blocks, read after the records (their data is the newest) once the marker is taken.
     const picked: Array<[number, number]> = [];
     let reRead: DirtyExtent[] = [];
@@ -339,6 +392,7 @@ export class DataTracker implements Tracker {
       bytes: extents.reduce((n, e) => n + e.length, 0),
       more: s.queuedBytes > 0 || this.carry.length > 0 || (this.map.count > pickedBlocks && this.reReadMark === -1),
       point,
+      marked,
       commit: async () => {
         for (const [first, end] of picked) this.map.clear(first, end);
         this.stats.reReadBlocks! += pickedBlocks;

@@ -20,6 +20,12 @@ export interface Collection {
    * point even from a live view.
    */
   point?: boolean;
+  /**
+   * Asked for a stream marker (`until`, data mode): the extents end exactly at that marker (taken with
+   * the records before it, none after), or the marker is given up (point is then false). Until then the
+   * view is held and later collections go on towards it.
+   */
+  marked?: boolean;
   /** Called once the extents are durable in the journal: they are clean from now on. */
   commit(): Promise<void>;
 }
@@ -33,9 +39,10 @@ export interface Tracker {
   /**
    * Read dirty extents (up to maxBytes) from `view`, a consistent or live view of the volume. `cont`: the
    * same view as the previous call, whose collection said `more` (trackers that can finish a point over
-   * several differentials go on with it; others may ignore it).
+   * several differentials go on with it; others may ignore it). `until`: a marker the capture put in the
+   * write stream (CapturedView.streamMark; data mode only): end the extents there once it is reached.
    */
-  collect(view: VolumeReader, maxBytes: number, cont?: boolean): Promise<Collection>;
+  collect(view: VolumeReader, maxBytes: number, cont?: boolean, until?: number): Promise<Collection>;
   /** These ranges must be sent again (their journal copy was lost or corrupt). */
   invalidate(ranges: { offset: number; length: number }[]): Promise<void>;
   /**

@@ -4,7 +4,7 @@
 // cutting the stream anywhere gives a crash-consistent point (a prefix of the completion history).
 // Issue, not completion: on kernel 6.18 raw-tracepoint programs on block_rq_complete were measured
 // never to run for completions processed in softirq on top of some tasks, with no recursion count
-// (wip/data-mode/README.md), while block_rq_issue runs in the submitter's context and was never skipped.
+// (native/bpf/diag/README.md), while block_rq_issue runs in the submitter's context and was never skipped.
 // A second program on block_rq_complete checks each completion against what was issued: a request whose
 // issue was not captured, or that failed, is marked in the `dropped` bitmap and re-read.
 // Pages are read through the kernel's direct map (x86-64): page_offset_base + pfn * 4096 + offset, with

@@ -135,7 +135,7 @@ async function scenario(t: Test, sc: Scenario): Promise<void> {
   await writing;
   await lab.waitConverged(Date.now(), 120_000);
   // Capture is at issue, checked at completion: no write request may go unseen (the completion-side
-  // capture this replaced lost about 1 in 10^4 and resynced; wip/data-mode/README.md).
+  // capture this replaced lost about 1 in 10^4 and resynced; native/bpf/diag/README.md).
   const lost = (await lab.logLines('agent')).filter((l) => l.code === 'TM_ERR_TRACKING_LOST').length;
   t.equal(lost, 0, 'no write request went unseen (TM_ERR_TRACKING_LOST)');
   t.equal((await agentMessages(lab)).filter((m) => m === 'resync started').length, 1, 'no resync after three SIGKILLs of the agent');

@@ -107,7 +107,7 @@ t.test('replaying the ring in order gives the device byte for byte; no drops at 
   t.ok(s.completions > 10000, `${s.completions} completions captured`);
   fs.fsyncSync(rfd);
   // Capture is at issue: every request the block layer completed was seen (the kernel was measured to
-  // skip completion-side programs silently, never the issue side; see wip/data-mode/README.md).
+  // skip completion-side programs silently, never the issue side; see native/bpf/diag/README.md).
   const missed = statWrites(dev) - statBase - (s.statWrites - progBase);
   t.ok(missed <= 0, `every write request the block layer completed was captured at issue (${missed})`);
   t.equal(s.unseen, 0, 'no completion of a request whose issue was not captured');
