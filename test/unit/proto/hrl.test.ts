@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { crc } from '../../../common/checksum.js';
 import { TidemarkError } from '../../../common/errors.js';
-import { HrlWriter, decodeHrl, hrlName, readHrl, salvageRanges, type DiffHeader, type Extent } from '../../../proto/hrl.js';
+import { BATCH_BYTES, BATCH_IOVECS, HrlWriter, decodeHrl, hrlName, readHrl, salvageRanges, type DiffHeader, type Extent } from '../../../proto/hrl.js';
 import { seedFastCheck } from '../../seed.js';
 
 seedFastCheck();
@@ -191,4 +191,23 @@ t.test('salvageRanges', async (t) => {
   for (const cut of [sample.length - 1, sample.length - 24, sampleHeaderLength + 28 + 4096 + 5, 30]) {
     t.equal(salvageRanges(sample.subarray(0, cut)), null, `truncated to ${cut} bytes: null`);
   }
+});
+
+t.test('extents written in batches (many per pwritev) read back whole, in order, past every batch limit', async (t) => {
+  // More buffers than one batch takes, more bytes than one batch holds, and empty extents among them.
+  const many: Extent[] = [];
+  let off = 0;
+  for (let i = 0; i < BATCH_IOVECS + 37; i++) {
+    const len = i % 97 === 0 ? 0 : 4096;
+    const data = Buffer.alloc(len, i & 0xff);
+    many.push(extent(off, data));
+    off += 4096;
+  }
+  for (let i = 0; i < 3; i++) many.push(extent(off + i * BATCH_BYTES, Buffer.alloc(BATCH_BYTES - 1000, 0x30 + i)));
+  const h = { ...header, seq: 9001 };
+  const { file, digest } = await writeDiff(h, many);
+  const back = await readHrl(file);
+  t.equal(back.extentDigest, digest);
+  t.equal(back.extents.length, many.length);
+  t.ok(back.extents.every((e, i) => e.offset === many[i]!.offset && e.data.equals(many[i]!.data)), 'every extent\'s bytes as appended');
 });
