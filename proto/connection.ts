@@ -6,6 +6,11 @@ import { FrameDecoder, encodeFramePrefix, type Frame } from './frame.js';
 import type { Message, MessageKind } from './messages.js';
 
 const INBOX_HIGH_WATER = 32 * 1024 * 1024;
+/**
+ * Between cork() and uncork(), frames are held and handed to the socket together once this many bytes
+ * are held: one writev (and, under TLS, full records) for many small extents instead of one write each.
+ */
+export const CORK_BYTES = 256 * 1024;
 
 export class FramedConnection {
   private readonly decoder = new FrameDecoder();
@@ -14,6 +19,8 @@ export class FramedConnection {
   private failure: TidemarkError | null = null;
   private inboxBytes = 0;
   private paused = false;
+  private corked = 0;
+  private heldBytes = 0;
   bytesIn = 0;
   bytesOut = 0;
 
@@ -100,16 +107,50 @@ export class FramedConnection {
     });
   }
 
-  /** Write a frame; resolves once the socket can take more (TCP backpressure). Payload bytes are not copied. */
+  /**
+   * Write a frame; resolves once the socket can take more (TCP backpressure). Payload bytes are not copied.
+   * While corked, the frame is held with the others until CORK_BYTES are held (or uncork/flush).
+   */
   async send(msg: Message, payload?: Buffer): Promise<void> {
     if (this.failure && !('error' in msg)) throw this.failure;
     const prefix = encodeFramePrefix(msg, payload);
+    const n = prefix.length + (payload?.length ?? 0);
     this.socket.cork();
     let ok = this.socket.write(prefix);
     if (payload && payload.length > 0) ok = this.socket.write(payload);
     this.socket.uncork();
-    this.bytesOut += prefix.length + (payload?.length ?? 0);
+    this.bytesOut += n;
+    if (this.corked > 0) {
+      // Held: the socket's own high-water mark says nothing until the held frames are handed over.
+      this.heldBytes += n;
+      if (this.heldBytes >= CORK_BYTES) await this.flush();
+      return;
+    }
     if (!ok) await this.drained();
+  }
+
+  /** Hold the frames sent from now on, to write them together (nests; see CORK_BYTES). */
+  cork(): void {
+    if (this.corked++ === 0) this.socket.cork();
+  }
+
+  /** Hand the held frames to the socket now, and wait until it can take more. Stays corked. */
+  async flush(): Promise<void> {
+    if (this.corked === 0) return;
+    this.heldBytes = 0;
+    this.socket.uncork();
+    const full = this.socket.writableNeedDrain;
+    this.socket.cork();
+    if (full && !this.failure) await this.drained();
+  }
+
+  /** End what cork() began: the held frames go out; resolves once the socket can take more. */
+  async uncork(): Promise<void> {
+    if (this.corked === 0) return;
+    if (--this.corked > 0) return;
+    this.heldBytes = 0;
+    this.socket.uncork();
+    if (this.socket.writableNeedDrain && !this.failure) await this.drained();
   }
 
   private drained(): Promise<void> {
