@@ -109,11 +109,12 @@ export class FramedConnection {
 
   /**
    * Write a frame; resolves once the socket can take more (TCP backpressure). Payload bytes are not copied.
+   * `payloadCrc`: the payload's crc32c when the caller already has it (encodeFramePrefix).
    * While corked, the frame is held with the others until CORK_BYTES are held (or uncork/flush).
    */
-  async send(msg: Message, payload?: Buffer): Promise<void> {
+  async send(msg: Message, payload?: Buffer, payloadCrc?: number): Promise<void> {
     if (this.failure && !('error' in msg)) throw this.failure;
-    const prefix = encodeFramePrefix(msg, payload);
+    const prefix = encodeFramePrefix(msg, payload, payloadCrc);
     const n = prefix.length + (payload?.length ?? 0);
     this.socket.cork();
     let ok = this.socket.write(prefix);

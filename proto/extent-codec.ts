@@ -8,9 +8,18 @@ import { MAX_EXTENT_BYTES } from './limits.js';
 
 /** Check raw (uncompressed) extent data against the checksum taken where it was read. */
 export function verifyRaw(e: ExtentRecord, raw: Buffer, volume: string, seq: number): void {
-  if (raw.length !== e.length || crc(raw) !== e.crc32c) {
+  verifiedRaw(e, raw, raw.length === e.length ? crc(raw) : NaN, volume, seq);
+}
+
+/**
+ * verifyRaw for raw bytes whose crc32c is already known from reading them (a frame's payload crc):
+ * the same check without a second pass over the bytes. Returns `raw`.
+ */
+export function verifiedRaw(e: ExtentRecord, raw: Buffer, rawCrc: number, volume: string, seq: number): Buffer {
+  if (raw.length !== e.length || rawCrc !== e.crc32c) {
     throw tmError('TM_ERR_EXTENT_CHECKSUM', `extent [${e.offset}, +${e.length}) of ${volume} seq ${seq} does not match its source checksum`, { volume, seq, offset: e.offset, length: e.length });
   }
+  return raw;
 }
 
 /**

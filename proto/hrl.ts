@@ -3,6 +3,7 @@
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { crc } from '../common/checksum.js';
+import { crc32cCombine } from '../common/crc-combine.js';
 import { commitRename, TMP_SUFFIX } from '../common/durable.js';
 import { tmError, wrap } from '../common/errors.js';
 import type { CompressionName, Consistency } from './messages.js';
@@ -44,6 +45,8 @@ export interface ExtentRecord {
 
 export interface Extent extends ExtentRecord {
   data: Buffer; // stored bytes (compressed when compression is LZ4)
+  /** crc32c of `data` where the holder knows it (a writer's kept extents), so a sender need not compute it. */
+  storedCrc?: number;
 }
 
 export interface Diff {
@@ -174,7 +177,9 @@ export class HrlWriter {
       throw wrap(e, `create journal file ${finalPath + TMP_SUFFIX}`, { volume: header.volumeId, seq: header.seq });
     });
     const w = new HrlWriter(fh, finalPath, header, opts.keep ?? false);
-    w.queue(encodeHeader(header));
+    const h = encodeHeader(header);
+    w.fileCrc = crc(h);
+    w.queue(h);
     return w;
   }
 
@@ -186,14 +191,22 @@ export class HrlWriter {
     return this.extentCount;
   }
 
-  /** Append one extent; written with the next batch (at the latest at commit). */
-  async append(e: ExtentRecord, stored: Buffer): Promise<void> {
+  /**
+   * Append one extent; written with the next batch (at the latest at commit). `storedCrc`: the crc32c
+   * of `stored` when the caller computed or verified it from these very bytes (the extent's own crc for
+   * raw data, the frame's payload crc); the file crc is then combined from it instead of reading the
+   * bytes again. A wrong value makes the file fail its file crc when read: it is never trusted silently.
+   */
+  async append(e: ExtentRecord, stored: Buffer, storedCrc?: number): Promise<void> {
     if (stored.length !== e.storedLength) throw tmError('TM_ERR_PROTOCOL', `extent at ${e.offset}: stored length ${stored.length} != declared ${e.storedLength}`);
-    this.queue(encodeExtentHeader(e));
+    const h = encodeExtentHeader(e);
+    const dataCrc = storedCrc ?? crc(stored);
+    this.fileCrc = crc32cCombine(crc(h, this.fileCrc), dataCrc, stored.length);
+    this.queue(h);
     this.queue(stored);
     this.keptBytes += stored.length;
     if (this.keptBytes > KEEP_BYTES) this.kept = null;
-    this.kept?.push({ ...e, data: stored });
+    this.kept?.push({ ...e, data: stored, storedCrc: dataCrc });
     this.extentCount++;
     this.dataBytes += e.length;
     this.digest = digestStep(this.digest, e);
@@ -207,11 +220,9 @@ export class HrlWriter {
     t.writeUInt32LE(this.extentCount, 4);
     t.writeBigUInt64LE(BigInt(this.dataBytes), 8);
     t.writeUInt32LE(this.digest, 16);
-    for (const b of this.batch) this.fileCrc = crc(b, this.fileCrc);
     t.writeUInt32LE(crc(t.subarray(0, 20), this.fileCrc), 20);
-    this.batch.push(t);
-    this.batchBytes += t.length;
-    await this.flush(false);
+    this.queue(t);
+    await this.flush();
     try {
       await this.fh.sync();
     } finally {
@@ -237,14 +248,13 @@ export class HrlWriter {
     this.batchBytes += b.length;
   }
 
-  /** Write the batch with one pwritev (more only if the kernel takes less); `crc`: fold it into the file crc. */
-  private async flush(withCrc = true): Promise<void> {
+  /** Write the batch with one pwritev (more only if the kernel takes less). The file crc is kept by append. */
+  private async flush(): Promise<void> {
     const bufs = this.batch;
     const total = this.batchBytes;
     this.batch = [];
     this.batchBytes = 0;
     if (bufs.length === 0) return;
-    if (withCrc) for (const b of bufs) this.fileCrc = crc(b, this.fileCrc);
     // pwritev may write less than asked (rare on regular files): go on from where it stopped.
     let pos = this.pos;
     let i = 0; // first buffer not wholly written...

@@ -366,7 +366,10 @@ export class DiffSender {
           if (!(await settledNow(paced))) await conn.flush();
           await paced;
         }
-        await conn.send({ extent: { offset: e.offset, length: e.length, crc32c: e.crc32c, compression: e.compression, storedLength: e.storedLength } }, e.data);
+        // The frame's crc is combined from the extent's (raw data: its own crc; kept extents: the stored
+        // crc their writer had) instead of reading the bytes again; else computed from the bytes.
+        const payloadCrc = e.storedCrc ?? (e.compression === 'NONE' ? e.crc32c : undefined);
+        await conn.send({ extent: { offset: e.offset, length: e.length, crc32c: e.crc32c, compression: e.compression, storedLength: e.storedLength } }, e.data, payloadCrc);
         this.stats.bytesSent += e.data.length;
         sent(e.data.length);
       }

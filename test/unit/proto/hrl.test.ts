@@ -211,3 +211,17 @@ t.test('extents written in batches (many per pwritev) read back whole, in order,
   t.equal(back.extents.length, many.length);
   t.ok(back.extents.every((e, i) => e.offset === many[i]!.offset && e.data.equals(many[i]!.data)), 'every extent\'s bytes as appended');
 });
+
+t.test('a file crc combined from the callers\' extent crcs is the one computed from the bytes; a wrong one is caught', async (t) => {
+  const h = { ...header, seq: 9100 };
+  const computed = fs.readFileSync((await writeDiff(h, extents)).file);
+  const other = fs.mkdtempSync(path.join(dir, 'given-'));
+  const w = await HrlWriter.create(other, h);
+  for (const e of extents) await w.append(e, e.data, e.crc32c);
+  await w.commit();
+  t.ok(fs.readFileSync(path.join(other, hrlName(h.seq))).equals(computed), 'byte for byte the same file, file crc included');
+  const bad = await HrlWriter.create(other, { ...h, seq: 9101 });
+  for (const [i, e] of extents.entries()) await bad.append(e, e.data, i === 1 ? (e.crc32c ^ 4) >>> 0 : e.crc32c);
+  await bad.commit();
+  await t.rejects(readHrl(path.join(other, hrlName(9101))), { code: 'TM_ERR_HRL_CORRUPT' }, 'a crc that is not the bytes\' makes the file fail its check');
+});
