@@ -20,6 +20,8 @@ export class FramedConnection {
   private inboxBytes = 0;
   private paused = false;
   private corked = 0;
+  /** Frames sent while corked, not yet handed to the socket, and their bytes. */
+  private held: Buffer[] = [];
   private heldBytes = 0;
   bytesIn = 0;
   bytesOut = 0;
@@ -110,48 +112,53 @@ export class FramedConnection {
   /**
    * Write a frame; resolves once the socket can take more (TCP backpressure). Payload bytes are not copied.
    * `payloadCrc`: the payload's crc32c when the caller already has it (encodeFramePrefix).
-   * While corked, the frame is held with the others until CORK_BYTES are held (or uncork/flush).
+   * While corked, the frame is held with the others until CORK_BYTES are held (or uncork/flush); an
+   * ErrorReport is never held.
    */
   async send(msg: Message, payload?: Buffer, payloadCrc?: number): Promise<void> {
     if (this.failure && !('error' in msg)) throw this.failure;
     const prefix = encodeFramePrefix(msg, payload, payloadCrc);
     const n = prefix.length + (payload?.length ?? 0);
-    this.socket.cork();
-    let ok = this.socket.write(prefix);
-    if (payload && payload.length > 0) ok = this.socket.write(payload);
-    this.socket.uncork();
+    this.held.push(prefix);
+    if (payload && payload.length > 0) this.held.push(payload);
+    this.heldBytes += n;
     this.bytesOut += n;
-    if (this.corked > 0) {
-      // Held: the socket's own high-water mark says nothing until the held frames are handed over.
-      this.heldBytes += n;
-      if (this.heldBytes >= CORK_BYTES) await this.flush();
-      return;
-    }
-    if (!ok) await this.drained();
+    if (this.corked > 0 && !('error' in msg) && this.heldBytes < CORK_BYTES) return;
+    await this.flush();
   }
 
   /** Hold the frames sent from now on, to write them together (nests; see CORK_BYTES). */
   cork(): void {
-    if (this.corked++ === 0) this.socket.cork();
+    this.corked++;
   }
 
-  /** Hand the held frames to the socket now, and wait until it can take more. Stays corked. */
+  /** Hand the held frames to the socket now, in one burst, and wait until it can take more. */
   async flush(): Promise<void> {
-    if (this.corked === 0) return;
-    this.heldBytes = 0;
-    this.socket.uncork();
-    const full = this.socket.writableNeedDrain;
-    this.socket.cork();
-    if (full && !this.failure) await this.drained();
+    if (!this.writeHeld() && !this.failure) await this.drained();
   }
 
   /** End what cork() began: the held frames go out; resolves once the socket can take more. */
   async uncork(): Promise<void> {
     if (this.corked === 0) return;
     if (--this.corked > 0) return;
+    await this.flush();
+  }
+
+  /**
+   * Write the held buffers between a socket cork and uncork, so they leave as one writev. The socket is
+   * never left corked across an await: a cork held while an earlier write is in flight keeps Node from
+   * writing what was buffered behind it, and 'drain' would never come. False: wait for 'drain'.
+   */
+  private writeHeld(): boolean {
+    const bufs = this.held;
+    if (bufs.length === 0) return true;
+    this.held = [];
     this.heldBytes = 0;
+    this.socket.cork();
+    let ok = true;
+    for (const b of bufs) ok = this.socket.write(b);
     this.socket.uncork();
-    if (this.socket.writableNeedDrain && !this.failure) await this.drained();
+    return ok;
   }
 
   private drained(): Promise<void> {

@@ -73,3 +73,36 @@ t.test('corked: frames are held until CORK_BYTES, then handed over; uncork hands
   await new Promise((r) => setImmediate(r));
   t.equal(decoded(sock).length, 6, 'every frame out after uncork');
 });
+
+/** Like CountingSocket, but each write completes only after a few milliseconds (TLS-like, in flight). */
+class SlowSocket extends CountingSocket {
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (e?: Error | null) => void): void {
+    this.writes++;
+    this.chunks.push(chunk);
+    setTimeout(cb, 5);
+  }
+  override _writev(chunks: { chunk: Buffer }[], cb: (e?: Error | null) => void): void {
+    this.writes++;
+    for (const c of chunks) this.chunks.push(c.chunk);
+    setTimeout(cb, 5);
+  }
+}
+
+t.test('a flush while an earlier write is still in flight does not stall (the process server forwarder hung so)', async (t) => {
+  const sock = new SlowSocket();
+  const conn = new FramedConnection(sock);
+  conn.cork();
+  const run = (async () => {
+    for (let i = 0; i < 20; i++) {
+      await sendAll(conn, extentFrames(1, 1024));
+      await conn.flush(); // a small flush (before a throttle wait): its write is still in flight...
+      await sendAll(conn, extentFrames(1, CORK_BYTES)); // ...when the next flush comes
+    }
+    await conn.uncork();
+    return 'done';
+  })();
+  const outcome = await Promise.race([run, new Promise((r) => setTimeout(() => r('stalled'), 10_000).unref())]);
+  t.equal(outcome, 'done');
+  await new Promise((r) => setTimeout(r, 50));
+  t.equal(decoded(sock).length, 40, 'every frame arrived');
+});
