@@ -260,7 +260,10 @@ export class HrlWriter {
     let i = 0; // first buffer not wholly written...
     let off = 0; // ...and how much of it was
     for (;;) {
-      while (i < bufs.length && bufs[i]!.length === off) (i++, (off = 0));
+      while (i < bufs.length && bufs[i]!.length === off) {
+        i++;
+        off = 0;
+      }
       if (i === bufs.length) break;
       const part = bufs.slice(i, i + IOV_MAX);
       if (off > 0) part[0] = part[0]!.subarray(off);
