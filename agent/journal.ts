@@ -203,7 +203,8 @@ export class Journal {
     const w = await HrlWriter.create(this.dir, { ...h, seq, volumeId: this.volumeId, volumeSize: this.state.sizeBytes, blockSize: this.state.blockSize }, { keep: true });
     try {
       for (const e of extents) {
-        await w.append({ offset: e.offset, length: e.length, crc32c: e.crc32c, compression: 'NONE', storedLength: e.data.length }, e.data);
+        // The extent's crc was taken from these bytes where they were read: the file crc is combined from it.
+        await w.append({ offset: e.offset, length: e.length, crc32c: e.crc32c, compression: 'NONE', storedLength: e.data.length }, e.data, e.crc32c);
       }
       await w.commit();
     } catch (e) {

@@ -21,7 +21,7 @@ import { decodeHashes } from '../proto/range-hash.js';
 import { ReplicaHashes } from './replica-hashes.js';
 import { SEED_FILE } from './seed.js';
 import { promises as fsp } from 'node:fs';
-import { DiffReceiver, type InboundSink, type Peer, type ResyncRequest } from '../proto/receiver.js';
+import { DiffReceiver, type InboundSink, type Peer, type ResyncRequest, type Transformed } from '../proto/receiver.js';
 import { Applier } from './applier.js';
 import type { MtConfig } from './config.js';
 import { Replica } from './replica.js';
@@ -405,8 +405,9 @@ export class MasterTarget implements InboundSink {
     });
   }
 
-  async transform(_v: string, _s: number, e: ExtentRecord, payload: Buffer): Promise<{ record: ExtentRecord; stored: Buffer }> {
-    return { record: e, stored: payload }; // verified (decompressed, checksummed) by the applier before any write
+  async transform(_v: string, _s: number, e: ExtentRecord, payload: Buffer, payloadCrc: number): Promise<Transformed> {
+    // Stored as received; verified (decompressed, checksummed) by the applier before any write.
+    return { record: e, stored: payload, storedCrc: payloadCrc };
   }
 
   async committed(volumeId: string, seq: number, info: { diff: Diff | null; begin: DiffBegin }): Promise<void> {

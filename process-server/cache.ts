@@ -4,14 +4,15 @@
 // backpressure they put on agents are watched by health.ts; compression is compressor.ts.
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
+import { crc } from '../common/checksum.js';
 import { didYouMean } from '../common/config.js';
 import { tmError, isCorruption } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { DiffStore } from '../proto/diff-store.js';
-import { rawDataAsync } from '../proto/extent-codec.js';
+import { rawDataAsync, verifiedRaw } from '../proto/extent-codec.js';
 import { FLAG_RESYNC, FLAG_RESYNC_END, HrlWriter, type Diff, type ExtentRecord, type StoredDiff } from '../proto/hrl.js';
 import type { DiffBegin, HashAnswer, HashQuery, OpenVolume } from '../proto/messages.js';
-import type { FlowState, InboundSink, Peer, ResyncRequest } from '../proto/receiver.js';
+import type { FlowState, InboundSink, Peer, ResyncRequest, Transformed } from '../proto/receiver.js';
 import type { OutboundVolume } from '../proto/sender.js';
 import { Compressor, type CompressionStats } from './compressor.js';
 import type { PsConfig } from './config.js';
@@ -143,10 +144,13 @@ export class Cache implements InboundSink {
     return { dir: store.dir, resync: flagged && capable ? { reason: flagged.reason, regression: false } : undefined };
   }
 
-  async transform(volumeId: string, seq: number, e: ExtentRecord, payload: Buffer): Promise<{ record: ExtentRecord; stored: Buffer }> {
-    // Throws TM_ERR_EXTENT_CHECKSUM: nothing corrupt is cached. Off the event loop (an agent may send LZ4).
-    const raw = await rawDataAsync(e, payload, volumeId, seq);
-    return this.compressor.pack(volumeId, e, raw);
+  async transform(volumeId: string, seq: number, e: ExtentRecord, payload: Buffer, payloadCrc: number): Promise<Transformed> {
+    // Throws TM_ERR_EXTENT_CHECKSUM: nothing corrupt is cached. A raw extent is verified with the crc its
+    // frame's check computed from these bytes (not read again); an LZ4 one is decompressed and checked.
+    const raw = e.compression === 'NONE' ? verifiedRaw(e, payload, payloadCrc, volumeId, seq) : await rawDataAsync(e, payload, volumeId, seq);
+    const out = await this.compressor.pack(volumeId, e, raw);
+    // Stored raw: its crc is the extent's, just verified. Compressed: computed once, over the smaller bytes.
+    return { ...out, storedCrc: out.stored === raw ? e.crc32c : crc(out.stored) };
   }
 
   async committed(volumeId: string, seq: number, info: { rawBytes: number; storedBytes: number; begin: DiffBegin; diff: Diff | null }): Promise<void> {

@@ -6,6 +6,11 @@ import { FrameDecoder, encodeFramePrefix, type Frame } from './frame.js';
 import type { Message, MessageKind } from './messages.js';
 
 const INBOX_HIGH_WATER = 32 * 1024 * 1024;
+/**
+ * Between cork() and uncork(), frames are held and handed to the socket together once this many bytes
+ * are held: one writev (and, under TLS, full records) for many small extents instead of one write each.
+ */
+export const CORK_BYTES = 256 * 1024;
 
 export class FramedConnection {
   private readonly decoder = new FrameDecoder();
@@ -14,6 +19,10 @@ export class FramedConnection {
   private failure: TidemarkError | null = null;
   private inboxBytes = 0;
   private paused = false;
+  private corked = 0;
+  /** Frames sent while corked, not yet handed to the socket, and their bytes. */
+  private held: Buffer[] = [];
+  private heldBytes = 0;
   bytesIn = 0;
   bytesOut = 0;
 
@@ -100,16 +109,56 @@ export class FramedConnection {
     });
   }
 
-  /** Write a frame; resolves once the socket can take more (TCP backpressure). Payload bytes are not copied. */
-  async send(msg: Message, payload?: Buffer): Promise<void> {
+  /**
+   * Write a frame; resolves once the socket can take more (TCP backpressure). Payload bytes are not copied.
+   * `payloadCrc`: the payload's crc32c when the caller already has it (encodeFramePrefix).
+   * While corked, the frame is held with the others until CORK_BYTES are held (or uncork/flush); an
+   * ErrorReport is never held.
+   */
+  async send(msg: Message, payload?: Buffer, payloadCrc?: number): Promise<void> {
     if (this.failure && !('error' in msg)) throw this.failure;
-    const prefix = encodeFramePrefix(msg, payload);
+    const prefix = encodeFramePrefix(msg, payload, payloadCrc);
+    const n = prefix.length + (payload?.length ?? 0);
+    this.held.push(prefix);
+    if (payload && payload.length > 0) this.held.push(payload);
+    this.heldBytes += n;
+    this.bytesOut += n;
+    if (this.corked > 0 && !('error' in msg) && this.heldBytes < CORK_BYTES) return;
+    await this.flush();
+  }
+
+  /** Hold the frames sent from now on, to write them together (nests; see CORK_BYTES). */
+  cork(): void {
+    this.corked++;
+  }
+
+  /** Hand the held frames to the socket now, in one burst, and wait until it can take more. */
+  async flush(): Promise<void> {
+    if (!this.writeHeld() && !this.failure) await this.drained();
+  }
+
+  /** End what cork() began: the held frames go out; resolves once the socket can take more. */
+  async uncork(): Promise<void> {
+    if (this.corked === 0) return;
+    if (--this.corked > 0) return;
+    await this.flush();
+  }
+
+  /**
+   * Write the held buffers between a socket cork and uncork, so they leave as one writev. The socket is
+   * never left corked across an await: a cork held while an earlier write is in flight keeps Node from
+   * writing what was buffered behind it, and 'drain' would never come. False: wait for 'drain'.
+   */
+  private writeHeld(): boolean {
+    const bufs = this.held;
+    if (bufs.length === 0) return true;
+    this.held = [];
+    this.heldBytes = 0;
     this.socket.cork();
-    let ok = this.socket.write(prefix);
-    if (payload && payload.length > 0) ok = this.socket.write(payload);
+    let ok = true;
+    for (const b of bufs) ok = this.socket.write(b);
     this.socket.uncork();
-    this.bytesOut += prefix.length + (payload?.length ?? 0);
-    if (!ok) await this.drained();
+    return ok;
   }
 
   private drained(): Promise<void> {

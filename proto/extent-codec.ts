@@ -8,9 +8,18 @@ import { MAX_EXTENT_BYTES } from './limits.js';
 
 /** Check raw (uncompressed) extent data against the checksum taken where it was read. */
 export function verifyRaw(e: ExtentRecord, raw: Buffer, volume: string, seq: number): void {
-  if (raw.length !== e.length || crc(raw) !== e.crc32c) {
+  verifiedRaw(e, raw, raw.length === e.length ? crc(raw) : NaN, volume, seq);
+}
+
+/**
+ * verifyRaw for raw bytes whose crc32c is already known from reading them (a frame's payload crc):
+ * the same check without a second pass over the bytes. Returns `raw`.
+ */
+export function verifiedRaw(e: ExtentRecord, raw: Buffer, rawCrc: number, volume: string, seq: number): Buffer {
+  if (raw.length !== e.length || rawCrc !== e.crc32c) {
     throw tmError('TM_ERR_EXTENT_CHECKSUM', `extent [${e.offset}, +${e.length}) of ${volume} seq ${seq} does not match its source checksum`, { volume, seq, offset: e.offset, length: e.length });
   }
+  return raw;
 }
 
 /**
@@ -60,9 +69,21 @@ export function rawData(e: ExtentRecord, stored: Buffer, volume: string, seq: nu
   return raw;
 }
 
-/** rawData with decompression on the libuv thread pool, so the event loop keeps receiving meanwhile. */
+/**
+ * Extents shorter than this (uncompressed) are decompressed on the event loop: handing a small block to
+ * the libuv thread pool costs more than decompressing it. Measured with lz4-napi on this 2-core machine
+ * (text blocks, docs/OPERATIONS.md "Compression"): 4 KiB inline ~470 MiB/s at ~1.0 CPU s/GiB, on the
+ * pool (4 in flight) ~130 MiB/s at ~2.8 CPU s/GiB; 64 KiB ~240 vs ~180 MiB/s at 0.9 vs 1.7 s/GiB;
+ * from 1 MiB the pool's second core wins (~455 vs ~350 MiB/s).
+ */
+export const DECOMPRESS_INLINE_BELOW = 64 * 1024;
+
+/**
+ * rawData with decompression of extents of DECOMPRESS_INLINE_BELOW bytes or more on the libuv thread
+ * pool, so the event loop keeps receiving meanwhile; smaller ones inline (cheaper than the hand-off).
+ */
 export async function rawDataAsync(e: ExtentRecord, stored: Buffer, volume: string, seq: number): Promise<Buffer> {
-  if (e.compression !== 'LZ4') return rawData(e, stored, volume, seq);
+  if (e.compression !== 'LZ4' || e.length < DECOMPRESS_INLINE_BELOW) return rawData(e, stored, volume, seq);
   checkLz4Prefix(e, stored, volume, seq);
   let raw: Buffer;
   try {

@@ -5,6 +5,7 @@
 //  12  u32 LE  crc32c of header bytes then payload bytes
 //  16  H bytes header, then P bytes payload
 import { crc } from '../common/checksum.js';
+import { crc32cCombine } from '../common/crc-combine.js';
 import { tmError } from '../common/errors.js';
 import { decodeMessage, encodeMessage, type Message, type MessageKind } from './messages.js';
 
@@ -15,10 +16,16 @@ export const MAX_PAYLOAD_BYTES = 16 * 1024 * 1024;
 export interface Frame {
   msg: Message & { body: MessageKind };
   payload: Buffer;
+  /** crc32c of the payload, computed here once as part of the frame's verified body crc. */
+  payloadCrc: number;
 }
 
-/** The bytes to put on the wire before the payload (the payload itself is written as is). */
-export function encodeFramePrefix(msg: Message, payload?: Uint8Array): Buffer {
+/**
+ * The bytes to put on the wire before the payload (the payload itself is written as is). `payloadCrc`:
+ * the payload's crc32c when the caller already has it (an extent's), so the payload is not read again;
+ * the body crc is then derived by crc32c combination, the same value a reader computes from the bytes.
+ */
+export function encodeFramePrefix(msg: Message, payload?: Uint8Array, payloadCrc?: number): Buffer {
   const header = encodeMessage(msg);
   const plen = payload?.length ?? 0;
   if (plen > MAX_PAYLOAD_BYTES) throw tmError('TM_ERR_FRAME_TOO_LARGE', `payload of ${plen} bytes exceeds ${MAX_PAYLOAD_BYTES}`);
@@ -28,7 +35,7 @@ export function encodeFramePrefix(msg: Message, payload?: Uint8Array): Buffer {
   out.writeUInt32LE(crc(out.subarray(0, 8)), 8);
   out.set(header, PREFIX_BYTES);
   let body = crc(header);
-  if (payload && plen > 0) body = crc(payload, body);
+  if (payload && plen > 0) body = payloadCrc === undefined ? crc(payload, body) : crc32cCombine(body, payloadCrc, plen);
   out.writeUInt32LE(body, 12);
   return out;
 }
@@ -64,14 +71,16 @@ export class FrameDecoder {
       if (this.buffered < header + payload) break;
       const body = this.take(header + payload);
       this.need = null;
-      if (crc(body) !== bodyCrc) throw tmError('TM_ERR_FRAME_CHECKSUM', 'frame body checksum mismatch');
+      // One pass over the bytes: the header's crc and the payload's, combined into the body's.
+      const payloadCrc = crc(body.subarray(header));
+      if (crc32cCombine(crc(body.subarray(0, header)), payloadCrc, payload) !== bodyCrc) throw tmError('TM_ERR_FRAME_CHECKSUM', 'frame body checksum mismatch');
       let msg;
       try {
         msg = decodeMessage(body.subarray(0, header));
       } catch (e) {
         throw tmError('TM_ERR_PROTOCOL', `undecodable frame header: ${(e as Error).message}`);
       }
-      frames.push({ msg, payload: body.subarray(header) });
+      frames.push({ msg, payload: body.subarray(header), payloadCrc });
     }
     return frames;
   }

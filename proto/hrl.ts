@@ -3,6 +3,7 @@
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { crc } from '../common/checksum.js';
+import { crc32cCombine } from '../common/crc-combine.js';
 import { commitRename, TMP_SUFFIX } from '../common/durable.js';
 import { tmError, wrap } from '../common/errors.js';
 import type { CompressionName, Consistency } from './messages.js';
@@ -44,6 +45,8 @@ export interface ExtentRecord {
 
 export interface Extent extends ExtentRecord {
   data: Buffer; // stored bytes (compressed when compression is LZ4)
+  /** crc32c of `data` where the holder knows it (a writer's kept extents), so a sender need not compute it. */
+  storedCrc?: number;
 }
 
 export interface Diff {
@@ -135,8 +138,18 @@ function encodeExtentHeader(e: ExtentRecord): Buffer {
 }
 
 /**
+ * Extents are gathered and written many per `pwritev` (the journal, the cache and the staging area take
+ * thousands of scattered 4 KiB extents per differential): a batch is written once it holds this many
+ * bytes or BATCH_IOVECS buffers, and whatever remains at commit. IOV_MAX is 1024 on Linux.
+ */
+export const BATCH_BYTES = 1024 * 1024;
+export const BATCH_IOVECS = 512;
+const IOV_MAX = 1024;
+
+/**
  * Writes one differential durably: extents are appended to `<final>.tmp`, and `commit()` adds the
  * trailer, fsyncs, renames into place and fsyncs the directory. Until commit the file does not exist.
+ * Appended buffers are written later, in batches: the caller must not change them after `append`.
  */
 export class HrlWriter {
   private fileCrc = 0;
@@ -144,6 +157,9 @@ export class HrlWriter {
   private dataBytes = 0;
   private digest = 0;
   private pos = 0;
+  /** Buffers appended but not yet written, and their bytes. */
+  private batch: Buffer[] = [];
+  private batchBytes = 0;
   /**
    * With `keep`, the extents as written, so the next hop can use them without reading the file back;
    * dropped past KEEP_BYTES, so a large differential is spooled to its file, not held in memory.
@@ -161,7 +177,9 @@ export class HrlWriter {
       throw wrap(e, `create journal file ${finalPath + TMP_SUFFIX}`, { volume: header.volumeId, seq: header.seq });
     });
     const w = new HrlWriter(fh, finalPath, header, opts.keep ?? false);
-    await w.write([encodeHeader(header)]);
+    const h = encodeHeader(header);
+    w.fileCrc = crc(h);
+    w.queue(h);
     return w;
   }
 
@@ -173,15 +191,26 @@ export class HrlWriter {
     return this.extentCount;
   }
 
-  async append(e: ExtentRecord, stored: Buffer): Promise<void> {
+  /**
+   * Append one extent; written with the next batch (at the latest at commit). `storedCrc`: the crc32c
+   * of `stored` when the caller computed or verified it from these very bytes (the extent's own crc for
+   * raw data, the frame's payload crc); the file crc is then combined from it instead of reading the
+   * bytes again. A wrong value makes the file fail its file crc when read: it is never trusted silently.
+   */
+  async append(e: ExtentRecord, stored: Buffer, storedCrc?: number): Promise<void> {
     if (stored.length !== e.storedLength) throw tmError('TM_ERR_PROTOCOL', `extent at ${e.offset}: stored length ${stored.length} != declared ${e.storedLength}`);
-    await this.write([encodeExtentHeader(e), stored]);
+    const h = encodeExtentHeader(e);
+    const dataCrc = storedCrc ?? crc(stored);
+    this.fileCrc = crc32cCombine(crc(h, this.fileCrc), dataCrc, stored.length);
+    this.queue(h);
+    this.queue(stored);
     this.keptBytes += stored.length;
     if (this.keptBytes > KEEP_BYTES) this.kept = null;
-    this.kept?.push({ ...e, data: stored });
+    this.kept?.push({ ...e, data: stored, storedCrc: dataCrc });
     this.extentCount++;
     this.dataBytes += e.length;
     this.digest = digestStep(this.digest, e);
+    if (this.batchBytes >= BATCH_BYTES || this.batch.length >= BATCH_IOVECS) await this.flush();
   }
 
   /** Trailer, fsync, rename, fsync dir. Returns the digest of the extents written. */
@@ -192,7 +221,8 @@ export class HrlWriter {
     t.writeBigUInt64LE(BigInt(this.dataBytes), 8);
     t.writeUInt32LE(this.digest, 16);
     t.writeUInt32LE(crc(t.subarray(0, 20), this.fileCrc), 20);
-    await this.write([t]);
+    this.queue(t);
+    await this.flush();
     try {
       await this.fh.sync();
     } finally {
@@ -208,18 +238,41 @@ export class HrlWriter {
   }
 
   async abort(): Promise<void> {
+    this.batch = [];
     await this.fh.close().catch(() => {});
     await fsp.rm(this.finalPath + TMP_SUFFIX, { force: true });
   }
 
-  private async write(bufs: Buffer[]): Promise<void> {
-    for (const b of bufs) this.fileCrc = crc(b, this.fileCrc);
-    let { bytesWritten } = await this.fh.writev(bufs, this.pos);
-    const total = bufs.reduce((n, b) => n + b.length, 0);
-    // writev may write less than asked (rare on regular files); finish it.
-    while (bytesWritten < total) {
-      const rest = Buffer.concat(bufs).subarray(bytesWritten);
-      bytesWritten += (await this.fh.write(rest, 0, rest.length, this.pos + bytesWritten)).bytesWritten;
+  private queue(b: Buffer): void {
+    this.batch.push(b);
+    this.batchBytes += b.length;
+  }
+
+  /** Write the batch with one pwritev (more only if the kernel takes less). The file crc is kept by append. */
+  private async flush(): Promise<void> {
+    const bufs = this.batch;
+    const total = this.batchBytes;
+    this.batch = [];
+    this.batchBytes = 0;
+    if (bufs.length === 0) return;
+    // pwritev may write less than asked (rare on regular files): go on from where it stopped.
+    let pos = this.pos;
+    let i = 0; // first buffer not wholly written...
+    let off = 0; // ...and how much of it was
+    for (;;) {
+      while (i < bufs.length && bufs[i]!.length === off) {
+        i++;
+        off = 0;
+      }
+      if (i === bufs.length) break;
+      const part = bufs.slice(i, i + IOV_MAX);
+      if (off > 0) part[0] = part[0]!.subarray(off);
+      const { bytesWritten } = await this.fh.writev(part, pos);
+      if (bytesWritten === 0) throw tmError('TM_ERR_IO', `write journal file ${this.finalPath + TMP_SUFFIX}: no progress`, { path: this.finalPath + TMP_SUFFIX });
+      pos += bytesWritten;
+      let left = off + bytesWritten;
+      while (i < bufs.length && left >= bufs[i]!.length) left -= bufs[i++]!.length;
+      off = left;
     }
     this.pos += total;
   }

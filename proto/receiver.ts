@@ -24,11 +24,23 @@ export interface ResyncRequest {
   regression: boolean;
 }
 
+/** An extent as a sink stores it. */
+export interface Transformed {
+  record: ExtentRecord;
+  stored: Buffer;
+  /** crc32c of `stored`. */
+  storedCrc: number;
+}
+
 export interface InboundSink {
   /** Authorize the peer for this volume and say where to store it; throw a TidemarkError to refuse. */
   openVolume(peer: Peer, ov: OpenVolume): Promise<{ dir: string; resync?: ResyncRequest }>;
-  /** Verify and reshape one extent before it is stored (the process server compresses here). */
-  transform(volumeId: string, seq: number, e: ExtentRecord, payload: Buffer): Promise<{ record: ExtentRecord; stored: Buffer }>;
+  /**
+   * Verify and reshape one extent before it is stored (the process server compresses here). `payloadCrc`
+   * is the payload's crc32c, computed from its bytes when the frame was verified; the result's `storedCrc`
+   * is the crc32c of `stored` (from which the file crc is combined without reading the bytes again).
+   */
+  transform(volumeId: string, seq: number, e: ExtentRecord, payload: Buffer, payloadCrc: number): Promise<Transformed>;
   /** A differential is durable under its final name. The sink acknowledges it (now or later) with DiffReceiver.ack. */
   committed(volumeId: string, seq: number, info: { rawBytes: number; storedBytes: number; begin: DiffBegin; diff: Diff | null }): Promise<void>;
   /** Highest sequence stored durably here: the next one must be this + 1. */
@@ -195,15 +207,15 @@ export class DiffReceiver {
     let storedBytes = 0;
     let payloadBytes = 0; // received on the wire for this differential, moved to bytesRefused if it is refused
     // Several extents are transformed at once (compression runs on other threads) and appended in order.
-    const inFlight: Promise<{ record: ExtentRecord; stored: Buffer }>[] = [];
+    const inFlight: Promise<Transformed>[] = [];
     const appendNext = async (): Promise<void> => {
       const out = await inFlight.shift()!;
       storedBytes += out.stored.length;
-      await writer!.append(out.record, out.stored);
+      await writer!.append(out.record, out.stored, out.storedCrc);
     };
     try {
       for (let i = 0; i < begin.extentCount; i++) {
-        const { msg, payload } = await conn.expect('extent');
+        const { msg, payload, payloadCrc } = await conn.expect('extent');
         const e: ExtentRecord = { offset: msg.extent.offset, length: msg.extent.length, crc32c: msg.extent.crc32c, compression: msg.extent.compression, storedLength: msg.extent.storedLength };
         checkExtent(e, geometry, volumeId, seq);
         if (payload.length !== e.storedLength) throw tmError('TM_ERR_PROTOCOL', `volume ${volumeId} seq ${seq}: extent at ${e.offset} carries ${payload.length} bytes, declares ${e.storedLength}`, { volume: volumeId, seq });
@@ -211,7 +223,7 @@ export class DiffReceiver {
         checkDiffSize(volumeId, seq, { bytes: rawBytes }, this.maxDiffBytes, geometry.blockSize);
         payloadBytes += payload.length;
         if (!writer) continue;
-        const out = this.sink.transform(volumeId, seq, e, payload);
+        const out = this.sink.transform(volumeId, seq, e, payload, payloadCrc);
         out.catch(() => {}); // awaited in order by appendNext; a failure ahead of it must not go unhandled meanwhile
         inFlight.push(out);
         if (inFlight.length >= TRANSFORM_DEPTH) await appendNext();

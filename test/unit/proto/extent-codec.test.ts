@@ -4,7 +4,7 @@ import t from 'tap';
 import { crc } from '../../../common/checksum.js';
 import { TidemarkError } from '../../../common/errors.js';
 import type { ExtentRecord } from '../../../proto/hrl.js';
-import { compressExtent, rawData, verifyRaw } from '../../../proto/extent-codec.js';
+import { compressExtent, DECOMPRESS_INLINE_BELOW, rawData, rawDataAsync, verifyRaw } from '../../../proto/extent-codec.js';
 import { Rng } from '../../seed.js';
 
 const rng = new Rng('extent-codec');
@@ -96,4 +96,15 @@ t.test('a flipped byte in raw stored data is TM_ERR_EXTENT_CHECKSUM', async (t) 
     t.throws(() => rawData(r, flipped(noise, i, 0x10), 'vol-1', 3), { code: 'TM_ERR_EXTENT_CHECKSUM' }, `flip at ${i}`);
   }
   t.throws(() => verifyRaw(r, noise.subarray(1), 'vol-1', 3), { code: 'TM_ERR_EXTENT_CHECKSUM' }, 'wrong length');
+});
+
+t.test('rawDataAsync: exact bytes or TM_ERR_EXTENT_CHECKSUM, inline below DECOMPRESS_INLINE_BELOW and on the pool above', async (t) => {
+  const big = Buffer.concat(Array.from({ length: Math.ceil((2 * DECOMPRESS_INLINE_BELOW) / text.length) }, () => text));
+  for (const raw of [text.subarray(0, 4096), text.subarray(0, DECOMPRESS_INLINE_BELOW - 1), big]) {
+    const { record: r, stored } = await compressExtent(record(raw), raw);
+    t.equal(r.compression, 'LZ4', `${raw.length} bytes compress`);
+    t.ok((await rawDataAsync(r, stored, 'v', 1)).equals(raw), `${raw.length} bytes: exact`);
+    await t.rejects(rawDataAsync(r, flipped(stored, Math.floor(stored.length / 2)), 'v', 1), { code: 'TM_ERR_EXTENT_CHECKSUM' }, `${raw.length} bytes: a flipped byte is caught`);
+    await t.rejects(rawDataAsync({ ...r, crc32c: (r.crc32c ^ 1) >>> 0 }, stored, 'v', 1), { code: 'TM_ERR_EXTENT_CHECKSUM' }, `${raw.length} bytes: a wrong checksum is caught`);
+  }
 });

@@ -144,3 +144,15 @@ t.test('a checksummed body that is not a Frame is TM_ERR_PROTOCOL', async (t) =>
   p.writeUInt32LE(crc(junk), 12);
   t.throws(() => new FrameDecoder().push(Buffer.concat([p, junk])), { code: 'TM_ERR_PROTOCOL' });
 });
+
+t.test('the decoder reports each payload\'s crc; a prefix built from a known payload crc is the same bytes', async (t) => {
+  const payload = Buffer.from('extent bytes '.repeat(300));
+  const m: Message = { extent: { offset: 4096, length: payload.length, crc32c: crc(payload), compression: 'NONE', storedLength: payload.length } };
+  const given = encodeFramePrefix(m, payload, crc(payload));
+  t.ok(given.equals(encodeFramePrefix(m, payload)), 'same prefix as computed from the bytes');
+  const [f] = new FrameDecoder().push(Buffer.concat([given, payload]));
+  t.equal(f!.payloadCrc, crc(payload));
+  t.equal(new FrameDecoder().push(Buffer.concat([encodeFramePrefix({ ack: { volumeId: 'v', durableSeq: 1 } }), Buffer.alloc(0)]))[0]!.payloadCrc, 0, 'no payload: crc 0');
+  const lying = encodeFramePrefix(m, payload, (crc(payload) ^ 1) >>> 0);
+  t.throws(() => new FrameDecoder().push(Buffer.concat([lying, payload])), { code: 'TM_ERR_FRAME_CHECKSUM' }, 'a payload crc that is not the bytes\' fails the frame check');
+});

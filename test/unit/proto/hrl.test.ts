@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { crc } from '../../../common/checksum.js';
 import { TidemarkError } from '../../../common/errors.js';
-import { HrlWriter, decodeHrl, hrlName, readHrl, salvageRanges, type DiffHeader, type Extent } from '../../../proto/hrl.js';
+import { BATCH_BYTES, BATCH_IOVECS, HrlWriter, decodeHrl, hrlName, readHrl, salvageRanges, type DiffHeader, type Extent } from '../../../proto/hrl.js';
 import { seedFastCheck } from '../../seed.js';
 
 seedFastCheck();
@@ -191,4 +191,37 @@ t.test('salvageRanges', async (t) => {
   for (const cut of [sample.length - 1, sample.length - 24, sampleHeaderLength + 28 + 4096 + 5, 30]) {
     t.equal(salvageRanges(sample.subarray(0, cut)), null, `truncated to ${cut} bytes: null`);
   }
+});
+
+t.test('extents written in batches (many per pwritev) read back whole, in order, past every batch limit', async (t) => {
+  // More buffers than one batch takes, more bytes than one batch holds, and empty extents among them.
+  const many: Extent[] = [];
+  let off = 0;
+  for (let i = 0; i < BATCH_IOVECS + 37; i++) {
+    const len = i % 97 === 0 ? 0 : 4096;
+    const data = Buffer.alloc(len, i & 0xff);
+    many.push(extent(off, data));
+    off += 4096;
+  }
+  for (let i = 0; i < 3; i++) many.push(extent(off + i * BATCH_BYTES, Buffer.alloc(BATCH_BYTES - 1000, 0x30 + i)));
+  const h = { ...header, seq: 9001 };
+  const { file, digest } = await writeDiff(h, many);
+  const back = await readHrl(file);
+  t.equal(back.extentDigest, digest);
+  t.equal(back.extents.length, many.length);
+  t.ok(back.extents.every((e, i) => e.offset === many[i]!.offset && e.data.equals(many[i]!.data)), 'every extent\'s bytes as appended');
+});
+
+t.test('a file crc combined from the callers\' extent crcs is the one computed from the bytes; a wrong one is caught', async (t) => {
+  const h = { ...header, seq: 9100 };
+  const computed = fs.readFileSync((await writeDiff(h, extents)).file);
+  const other = fs.mkdtempSync(path.join(dir, 'given-'));
+  const w = await HrlWriter.create(other, h);
+  for (const e of extents) await w.append(e, e.data, e.crc32c);
+  await w.commit();
+  t.ok(fs.readFileSync(path.join(other, hrlName(h.seq))).equals(computed), 'byte for byte the same file, file crc included');
+  const bad = await HrlWriter.create(other, { ...h, seq: 9101 });
+  for (const [i, e] of extents.entries()) await bad.append(e, e.data, i === 1 ? (e.crc32c ^ 4) >>> 0 : e.crc32c);
+  await bad.commit();
+  await t.rejects(readHrl(path.join(other, hrlName(9101))), { code: 'TM_ERR_HRL_CORRUPT' }, 'a crc that is not the bytes\' makes the file fail its check');
 });

@@ -4,12 +4,13 @@
 // extent, or garbage bytes. Each is refused with its code and stores nothing; a retransmission of what is
 // already durable is acknowledged again and stored once; the receiver goes on serving a well-behaved peer.
 import { promises as fsp } from 'node:fs';
+import path from 'node:path';
 import net from 'node:net';
 import t, { type Test } from 'tap';
 import { crc } from '../../../common/checksum.js';
 import { TidemarkError } from '../../../common/errors.js';
 import { FramedConnection } from '../../../proto/connection.js';
-import { digestStep, type ExtentRecord } from '../../../proto/hrl.js';
+import { digestStep, hrlName, readHrl, type ExtentRecord } from '../../../proto/hrl.js';
 import { PROTOCOL_VERSION } from '../../../proto/messages.js';
 import { Rng } from '../../seed.js';
 import { psLoopback, type PsLoopback } from './ps-loopback.js';
@@ -46,10 +47,13 @@ function diffOf(count: number): Sent {
 }
 
 /** Send one differential as the sender does, optionally spoiled on the way. */
-async function send(conn: FramedConnection, seq: number, d: Sent, spoil: { digest?: number; shortPayload?: boolean } = {}): Promise<void> {
+async function send(conn: FramedConnection, seq: number, d: Sent, spoil: { digest?: number; shortPayload?: boolean; flippedData?: boolean } = {}): Promise<void> {
   await conn.send({ diffBegin: { volumeId: 'v1', seq, startTimeMs: seq, endTimeMs: seq, consistency: 'CRASH', tags: [], extentCount: d.extents.length, flags: 0 } });
   for (const [i, { e, data }] of d.extents.entries()) {
-    await conn.send({ extent: { ...e } }, spoil.shortPayload && i === d.extents.length - 1 ? data.subarray(0, data.length - 1) : data);
+    const last = i === d.extents.length - 1;
+    let payload = spoil.shortPayload && last ? data.subarray(0, data.length - 1) : data;
+    if (spoil.flippedData && last) (payload = Buffer.from(data))[7]! ^= 0x20; // a sound frame around damaged data
+    await conn.send({ extent: { ...e } }, payload);
   }
   await conn.send({ diffEnd: { volumeId: 'v1', seq, extentCount: d.extents.length, extentDigest: spoil.digest ?? d.digest } });
 }
@@ -151,6 +155,29 @@ t.test('an extent list that does not match its digest is TM_ERR_EXTENT_CHECKSUM;
   t.equal(ps.cache.storedSeq('v1'), 0);
   t.strictSame(await cacheFiles(ps.dir), before, 'the half-written differential was removed');
   await stillServes(t, ps);
+});
+
+t.test('raw extent data that do not match their crc in a sound frame are TM_ERR_EXTENT_CHECKSUM; nothing stored', async (t) => {
+  // The process server checks a raw extent with the crc its frame check computed: the check still happens.
+  const ps = await psLoopback(t, 'recv');
+  const { conn } = await opened(ps);
+  const before = await cacheFiles(ps.dir);
+  await send(conn, 1, diffOf(3), { flippedData: true });
+  t.equal((await refusal(conn))?.context.peerCode, 'TM_ERR_EXTENT_CHECKSUM');
+  t.equal(ps.cache.storedSeq('v1'), 0);
+  t.strictSame(await cacheFiles(ps.dir), before, 'nothing was stored');
+  await stillServes(t, ps);
+});
+
+t.test('a cached differential, its file crc combined from the extents\' crcs, reads back verified', async (t) => {
+  const ps = await psLoopback(t, 'recv');
+  const { conn } = await opened(ps);
+  const d = diffOf(40);
+  await send(conn, 1, d);
+  t.equal((await conn.expect('ack')).msg.ack.durableSeq, 1);
+  const back = await readHrl(path.join(ps.cache.stores.get('v1')!.dir, hrlName(1)));
+  t.equal(back.extents.length, 40);
+  t.ok(back.extents.every((e, i) => e.offset === d.extents[i]!.e.offset && e.crc32c === d.extents[i]!.e.crc32c), 'every extent as sent');
 });
 
 t.test('an extent carrying fewer bytes than it declares is TM_ERR_PROTOCOL; no partial file stays', async (t) => {
