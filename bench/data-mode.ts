@@ -14,7 +14,7 @@ import { execFileSync } from 'node:child_process';
 import { promises as fsp, readdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { dataPinName } from '../agent/trackers/data.js';
-import { Lab } from '../cli/lab.js';
+import { Lab } from '../lab/lab.js';
 import { dataModeUnavailable, ensureBpffs } from '../native/datacap.js';
 import { bin, quietly, sh, unmountAndDetach, version } from './system.js';
 import { benchSizeMiB, fmt, GiB, MiB, WORK_DIR, type BenchResult, type Benchmark, type Figure, type Ratio } from './harness.js';

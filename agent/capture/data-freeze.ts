@@ -96,7 +96,10 @@ export class DataFreezeCapture implements Capture {
   private held(ms: number, frozenMs: number): void {
     this.holds.push(ms);
     this.frozen.push(frozenMs);
-    if (this.holds.length > HOLDS_KEPT) this.holds.shift(), this.frozen.shift();
+    if (this.holds.length > HOLDS_KEPT) {
+      this.holds.shift();
+      this.frozen.shift();
+    }
     const q = (xs: number[], p: number): number => {
       const s = [...xs].sort((a, b) => a - b);
       return s[Math.min(s.length - 1, Math.max(0, Math.ceil(p * s.length) - 1))]!;

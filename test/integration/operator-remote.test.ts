@@ -9,7 +9,7 @@ import https from 'node:https';
 import path from 'node:path';
 import tls from 'node:tls';
 import t from 'tap';
-import { freePort } from '../../cli/lab.js';
+import { freePort } from '../../lab/lab.js';
 import { revoke } from '../../common/crl.js';
 import { pino } from 'pino';
 import { PeerTrust, trustPaths } from '../../common/peer-trust.js';

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import t, { type Test } from 'tap';
 import { CreateBucketCommand, DeleteObjectCommand, S3Client } from '@aws-sdk/client-s3';
-import { freePort, TIDEMARK_BIN } from '../../cli/lab.js';
+import { freePort, TIDEMARK_BIN } from '../../lab/lab.js';
 import { silentLogger } from '../../common/log.js';
 import { loadCredentials } from '../../master-target/bucket/credentials.js';
 import { emptyManifest, encodeManifest, manifestKey } from '../../master-target/bucket/manifest.js';

@@ -12,7 +12,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import t from 'tap';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
-import { Lab, TIDEMARK_BIN } from '../../cli/lab.js';
+import { Lab, TIDEMARK_BIN } from '../../lab/lab.js';
 import { makeImage, startWriter, waitFor } from '../integration/helpers.js';
 import { Rng } from '../seed.js';
 import { SWIFT_ACCESS_KEY, SWIFT_SECRET_KEY, SwiftStore } from '../swift-harness.js';

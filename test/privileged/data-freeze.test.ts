@@ -88,7 +88,10 @@ t.test('data mode: a freeze tag is the exact point of its freeze, clean, with ev
   for (const l of fs.readFileSync(scripts, 'utf8').trim().split('\n')) {
     const [what, ns] = l.split(' ');
     if (what === 'pre') pre = Number(ns) / 1e6;
-    else if (what === 'post' && Number.isFinite(pre)) windows.push({ pre, post: Number(ns) / 1e6 }), (pre = NaN);
+    else if (what === 'post' && Number.isFinite(pre)) {
+      windows.push({ pre, post: Number(ns) / 1e6 });
+      pre = NaN;
+    }
   }
   t.ok(windows.length >= 5, `${windows.length} freezes`);
 
