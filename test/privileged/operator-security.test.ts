@@ -56,8 +56,9 @@ function asNobody(requests: Array<{ method: string; port?: number; socketPath?: 
       process.stdout.write(JSON.stringify(out));
     })();`;
   // Only PATH and the requests: the test runner's NODE_OPTIONS load its hooks from node_modules, which
-  // `nobody` may not be able to read (a checkout under a private mktemp folder).
-  const r = spawnSync('runuser', ['-u', 'nobody', '--', process.execPath, '-e', script], { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', REQS: JSON.stringify(requests) }, encoding: 'utf8' });
+  // `nobody` may not be able to read (a checkout under a private mktemp folder). The runner adds them to
+  // every child's environment itself, so `env -u` removes them once the child runs as nobody.
+  const r = spawnSync('runuser', ['-u', 'nobody', '--', 'env', '-u', 'NODE_OPTIONS', process.execPath, '-e', script], { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', REQS: JSON.stringify(requests) }, encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`runuser failed: ${r.stderr}`);
   return JSON.parse(r.stdout) as Array<{ status: number; body: string } | { error: string }>;
 }
