@@ -103,14 +103,16 @@ async function refreshFleet(table) {
     updateRow(tr, v);
   }
   for (const m of f.machines || []) {
-    const h = document.getElementById('machine-' + m.name);
+    const sec = document.getElementById('machine-' + m.name);
+    // The summary's cells are the heading's: the section also holds the volume rows' cells of the same keys.
+    const h = sec && sec.querySelector('h3');
     if (!h) continue;
     setCell(h, 'volumes', m.volumes, m.volumes + (m.volumes === 1 ? ' volume' : ' volumes'));
     setCell(h, 'worstRpo', m.worstRpoMs, 'worst RPO ' + fmtAge(m.worstRpoMs));
     setCell(h, 'backlog', m.backlog, 'backlog ' + fmtBytes(m.backlog));
     setCell(h, 'health', m.notOk === 0 ? 'ok' : m.notOk, m.notOk === 0 ? 'all ok' : m.notOk + ' not ok');
     const cls = 'machine' + (m.notOk ? ' bad' : '');
-    if (h.className !== cls) h.className = cls;
+    if (sec.className !== cls) sec.className = cls;
     const hc = cells(h).get('health');
     if (hc) hc.className = m.notOk === 0 ? 'ok' : 'down';
   }
