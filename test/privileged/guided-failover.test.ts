@@ -91,7 +91,10 @@ t.test('guided planned failover, reverse and failback from the website', async (
   let cs = lab.spawn(['config-server', '--config', csConfig], 'cs');
   const startCs = async (): Promise<void> => {
     port = 0;
-    await waitFor(async () => (port = Number(await fsp.readFile(path.join(csState, WEB_PORT_FILE), 'utf8').catch(() => '0'))) > 0, 30_000, 'the configuration server listens');
+    await waitFor(async () => {
+      if (cs.exitCode !== null) throw new Error(`the configuration server exited: ${(await fsp.readFile(path.join(dir, 'cs.log'), 'utf8')).slice(-2000)}`);
+      return (port = Number(await fsp.readFile(path.join(csState, WEB_PORT_FILE), 'utf8').catch(() => '0'))) > 0;
+    }, 30_000, 'the configuration server listens');
   };
   const killCs = async (): Promise<void> => {
     if (cs.exitCode !== null || cs.signalCode !== null) return;
