@@ -125,16 +125,16 @@ t.test('guided planned failover, reverse and failback from the website', async (
   await page.click('[data-start-planned="vol1"]');
   t.match(await page.textContent('#confirm-what'), /PLANNED failover.*vol1/s, 'the sequence asks for confirmation');
   await Promise.all([page.waitForURL(/\/guided\/\d+$/), page.click('#confirm')]);
-  const seqUrl = page.url();
-  const id = Number(/(\d+)$/.exec(seqUrl)![1]);
+  const id = Number(/(\d+)$/.exec(page.url())![1]);
+  const seqUrl = (): string => `${base()}/guided/${id}`; // the port changes when the server restarts
 
   const stepState = async (step: string): Promise<string | null> => {
-    await page.goto(seqUrl);
+    await page.goto(seqUrl());
     return page.locator(`tr[data-step="${step}"]`).getAttribute('data-state');
   };
   /** Confirm the next step on its page; the answer page (the sequence again, or a refusal). */
   const confirm = async (step: string): Promise<void> => {
-    await page.goto(seqUrl);
+    await page.goto(seqUrl());
     t.equal(await page.getAttribute('#next', 'data-step'), step, `the page offers "${step}" next`);
     await Promise.all([page.waitForURL(/\/confirm\//), page.click('#next')]);
     // Either back on the sequence's page, or a refusal on the step's own address.
@@ -158,6 +158,7 @@ t.test('guided planned failover, reverse and failback from the website', async (
 
   // The configuration server dies and comes back: the sequence is where it was.
   await killCs();
+  await fsp.rm(path.join(csState, WEB_PORT_FILE), { force: true }); // a SIGKILL leaves the old port behind
   cs = lab.spawn(['config-server', '--config', csConfig], 'cs');
   await startCs();
   await login();
@@ -166,7 +167,7 @@ t.test('guided planned failover, reverse and failback from the website', async (
   // The application runs on the failed-over volume.
   await scatter(failedOver, 2 << 20);
   // Reverse: the page says what to run; until the reverse daemons run and converge it does not go on.
-  await page.goto(seqUrl);
+  await page.goto(seqUrl());
   const commands = (await page.textContent('#reverse-commands'))!.split('\n');
   t.match(commands[0], new RegExp(`^tidemark reverse vol1 --config ${lab.configs.mt} --agent-config ${lab.configs.agent} --dir ${rdir} --source ${failedOver}`), 'the page shows the reverse command');
   t.match(await page.textContent('#waiting'), /not answering yet/, 'the page waits for the reverse daemons');
@@ -181,7 +182,7 @@ t.test('guided planned failover, reverse and failback from the website', async (
     rev.start(name);
   }
   await waitFor(async () => {
-    await page.goto(seqUrl);
+    await page.goto(seqUrl());
     return (await page.locator('#waiting').count()) === 0;
   }, 180_000, 'the collected status shows the reverse pair converged');
   await confirm('reverse');
@@ -198,11 +199,11 @@ t.test('guided planned failover, reverse and failback from the website', async (
   t.match(await page.textContent('#detail'), /not yet: still answering/, 'the sequence does not end while the reverse daemons run');
   await rev.stopAll();
   await waitFor(async () => {
-    await page.goto(seqUrl);
+    await page.goto(seqUrl());
     return (await page.locator('#waiting').count()) === 0;
   }, 30_000, 'the collected status shows the reverse daemons stopped');
   await confirm('stop-reverse');
-  await page.goto(seqUrl);
+  await page.goto(seqUrl());
   t.equal(await page.getAttribute('#guided-state', 'data-state'), 'done', 'the sequence is complete');
   await fsp.mkdir(ARTIFACTS, { recursive: true });
   await page.screenshot({ path: path.join(ARTIFACTS, 'guided-failback.png'), fullPage: true });
@@ -216,5 +217,4 @@ t.test('guided planned failover, reverse and failback from the website', async (
   const audit = await page.content();
   for (const s of ['drain', 'failover', 'reverse', 'failback', 'resume', 'stop-reverse']) t.match(audit, new RegExp(`data-audit="guided ${s}" data-result="ok"`), `audit: guided ${s} ok`);
   t.match(audit, /data-audit="guided reverse" data-result="refused"/, 'audit: the early reverse confirmation refused');
-  t.ok(id > 0);
 });
