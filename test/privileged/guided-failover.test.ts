@@ -76,7 +76,7 @@ t.test('guided planned failover, reverse and failback from the website', async (
   await fsp.writeFile(csConfig, JSON.stringify({
     name: 'cs-1', stateDir: 'cs-state', listen: { host: '127.0.0.1', port: 0 },
     tls: { cert: 'pki/cs-1.crt', key: 'pki/cs-1.key' }, intervalMs: 500, recoveryDir: secondary,
-    users: [{ name: 'olga', role: 'operator', passwordHash: await hashPassword(PASSWORD) }],
+    users: [{ name: 'olga', role: 'operator', passwordHash: await hashPassword(PASSWORD) }, { name: 'victor', role: 'viewer', passwordHash: await hashPassword(PASSWORD) }],
     failback: { dir: reverseDir, pki, psPort: await freePort(), mtPort: await freePort() },
     daemons: [
       { name: 'agent-1', role: 'agent', stateDir: 'agent-state', configFile: lab.configs.agent },
@@ -119,6 +119,18 @@ t.test('guided planned failover, reverse and failback from the website', async (
     await page.goto(`${base()}/guided`);
     return (await page.locator('[data-start-planned="vol1"]').count()) === 1;
   }, 30_000, 'vol1 can be failed over from the guided page');
+
+  // A viewer sees the page but cannot begin a sequence, even by posting the form directly.
+  const viewer: Page = await (await browser.newContext({ ignoreHTTPSErrors: true })).newPage();
+  await viewer.goto(`${base()}/login`);
+  await viewer.fill('input[name=user]', 'victor');
+  await viewer.fill('input[name=password]', PASSWORD);
+  await Promise.all([viewer.waitForURL(`${base()}/`), viewer.click('#login')]);
+  await viewer.goto(`${base()}/guided`);
+  t.equal(await viewer.locator('[data-start-planned]').count(), 0, 'a viewer is offered no failover');
+  const csrf = ((await (await viewer.request.get(`${base()}/api/session`)).json()) as { csrf: string }).csrf;
+  const posted = await viewer.request.post(`${base()}/guided/start/vol1/planned`, { form: { csrf, confirm: 'planned' }, headers: { origin: base() }, maxRedirects: 0 });
+  t.equal(posted.status(), 403, 'a viewer\'s posted start is refused');
 
   // The application wrote, then was stopped: begin.
   await scatter(source, 1 << 20);
@@ -217,4 +229,5 @@ t.test('guided planned failover, reverse and failback from the website', async (
   const audit = await page.content();
   for (const s of ['drain', 'failover', 'reverse', 'failback', 'resume', 'stop-reverse']) t.match(audit, new RegExp(`data-audit="guided ${s}" data-result="ok"`), `audit: guided ${s} ok`);
   t.match(audit, /data-audit="guided reverse" data-result="refused"/, 'audit: the early reverse confirmation refused');
+  t.match(audit, /data-audit="guided planned failover" data-result="refused"/, 'audit: the viewer\'s attempt refused');
 });
