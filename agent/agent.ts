@@ -90,7 +90,7 @@ export class Agent {
     if (cfg.operatorListen) {
       const ol = cfg.operatorListen;
       this.operatorRemote = await startOperatorListener({
-        host: ol.host, port: ol.port, trust, clients: ol.clients, act: (action, params) => this.act(action, params), log: this.log.child({ component: 'operator' }),
+        host: ol.host, port: ol.port, trust, clients: ol.clients, act: (action, params) => this.act(action, params), log: this.log.child({ component: 'operator' }), read: { status: () => this.snapshot(), metrics },
         stateDir: this.path(cfg.stateDir), limits: { handshakeTimeoutMs: ol.handshakeTimeoutMs, maxConnections: ol.maxConnections, maxPerAddress: ol.maxPerAddress },
       });
     }

@@ -120,7 +120,7 @@ export class MasterTarget implements InboundSink {
     if (cfg.operatorListen) {
       const ol = cfg.operatorListen;
       this.operatorRemote = await startOperatorListener({
-        host: ol.host, port: ol.port, trust, clients: ol.clients, act: (action, params) => operatorAction(this, action, params), log: this.log.child({ component: 'operator' }),
+        host: ol.host, port: ol.port, trust, clients: ol.clients, act: (action, params) => operatorAction(this, action, params), log: this.log.child({ component: 'operator' }), read: { status: () => this.snapshot(), metrics },
         stateDir: p(cfg.stateDir), limits: { handshakeTimeoutMs: ol.handshakeTimeoutMs, maxConnections: ol.maxConnections, maxPerAddress: ol.maxPerAddress },
       });
     }
