@@ -78,7 +78,7 @@ export class Agent {
     await this.openGroups();
     this.sender.start();
     const statusPort = await this.shell.serveStatus(cfg.statusPort, () => this.snapshot(), metrics);
-    await this.shell.serveOperators((action, params) => this.act(action, params), cfg.operatorListen);
+    await this.shell.serveOperators((action, params) => this.act(action, params), cfg.operatorListen, { status: () => this.snapshot(), metrics });
     this.log.info({ volumes: cfg.volumes.length, statusPort }, 'agent started');
     this.schedule(0);
   }

@@ -108,13 +108,16 @@ export class DaemonShell<S extends PeerSession = PeerSession> {
     return this.status.port;
   }
 
-  /** Operator actions: on the root-only socket in the state folder, and on the remote port if configured. */
-  async serveOperators(act: OperatorAct, remote: z.infer<typeof operatorListenSchema>): Promise<void> {
+  /**
+   * Operator actions: on the root-only socket in the state folder, and on the remote port if configured,
+   * which also answers status reads (`read`: the same snapshot and metrics as the status server).
+   */
+  async serveOperators(act: OperatorAct, remote: z.infer<typeof operatorListenSchema>, read: { status: () => unknown; metrics?: MetricsSource }): Promise<void> {
     const log = this.log.child({ component: 'operator' });
     this.operator = await startOperatorSocket(this.dir, (action, params) => act(action, params), log);
     if (remote) {
       this.operatorRemote = await startOperatorListener({
-        host: remote.host, port: remote.port, trust: this.trust, clients: remote.clients, act: (action, params) => act(action, params), log,
+        host: remote.host, port: remote.port, trust: this.trust, clients: remote.clients, act: (action, params) => act(action, params), log, read,
         stateDir: this.dir, limits: { handshakeTimeoutMs: remote.handshakeTimeoutMs, maxConnections: remote.maxConnections, maxPerAddress: remote.maxPerAddress },
       });
     }

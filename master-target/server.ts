@@ -101,7 +101,7 @@ export class MasterTarget implements InboundSink {
     }, 2000);
     this.testFailovers = new TestFailovers(path.join(p(cfg.stateDir), 'test-failover'));
     const statusPort = await this.shell.serveStatus(cfg.statusPort, () => this.snapshot(), metrics);
-    await this.shell.serveOperators((action, params) => operatorAction(this, action, params), cfg.operatorListen);
+    await this.shell.serveOperators((action, params) => operatorAction(this, action, params), cfg.operatorListen, { status: () => this.snapshot(), metrics });
     this.log.info({ port, statusPort }, 'master target started');
   }
 

@@ -91,7 +91,7 @@ t.test('close: operators and peers stop first, the daemon\'s own stop next, stat
   });
   const statusPort = await shell.serveStatus(0, () => ({ ok: true }), metrics);
   t.equal(Number(await fsp.readFile(path.join(d, STATUS_PORT_FILE), 'utf8')), statusPort, 'the status port is recorded in the state folder');
-  await shell.serveOperators(async (action) => ({ did: action }), undefined);
+  await shell.serveOperators(async (action) => ({ did: action }), undefined, { status: () => ({ ok: true }), metrics });
   t.same(await operatorRequest(d, 'ping', new URLSearchParams()), { did: 'ping' }, 'operator actions through the socket in the state folder');
   t.ok(await connects(port, agentCert), 'an agent connects');
   // A session that stays: wait until the shell counts it.
