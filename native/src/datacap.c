@@ -44,6 +44,7 @@ typedef struct {
   chunk *head, *tail;
   size_t queued, max_queue;
   uint64_t taken_records;
+  int reader_tid;  // the reader thread's id (its CPU time: /proc/self/task/<tid>/stat)
   int sched_fifo;  // 1: the reader runs SCHED_FIFO; -errno: asked for and refused
   struct bpf_object *aux;  // calib_scan and mark, loaded on demand, sharing ring and ctl
 } dc_handle;
@@ -167,6 +168,8 @@ static int on_record(void *ctx, void *data, size_t size) {
 
 static void *reader(void *arg) {
   dc_handle *h = arg;
+  __atomic_store_n(&h->reader_tid, (int)gettid(), __ATOMIC_SEQ_CST);
+  pthread_setname_np(pthread_self(), "tm-datacap");
   while (!__atomic_load_n(&h->stop, __ATOMIC_SEQ_CST)) {
     int n = ring_buffer__poll(h->rb, 50);
     if (n < 0 && n != -EINTR) break;
@@ -327,6 +330,16 @@ static double misses_of(int prog_fd) {
   uint32_t len = sizeof info;
   if (prog_fd < 0 || bpf_obj_get_info_by_fd(prog_fd, &info, &len) != 0) return -1;
   return (double)info.recursion_misses;
+}
+
+// Time the kernel spent in a program and how often it ran (counted only while kernel.bpf_stats_enabled=1).
+static void runtime_of(int prog_fd, double *ns, double *cnt) {
+  struct bpf_prog_info info = {0};
+  uint32_t len = sizeof info;
+  *ns = *cnt = -1;
+  if (prog_fd < 0 || bpf_obj_get_info_by_fd(prog_fd, &info, &len) != 0) return;
+  *ns = (double)info.run_time_ns;
+  *cnt = (double)info.run_cnt;
 }
 
 // open(objPath, pinDir, major, minor, startByte, endByte, chunkShift, ringBytes, maxQueueBytes, fifoPriority, resume)
@@ -502,6 +515,14 @@ static napi_value dc_stats(napi_env env, napi_callback_info info) {
   set_num(env, out, "ends", (double)c.ends);
   set_num(env, out, "unseen", (double)c.unseen);
   set_num(env, out, "requeues", (double)c.requeues);
+  double ns, cnt;
+  runtime_of(h->prog_fd, &ns, &cnt);
+  set_num(env, out, "issueRunNs", ns);
+  set_num(env, out, "issueRuns", cnt);
+  runtime_of(h->prog2_fd, &ns, &cnt);
+  set_num(env, out, "endRunNs", ns);
+  set_num(env, out, "endRuns", cnt);
+  set_num(env, out, "readerTid", (double)__atomic_load_n(&h->reader_tid, __ATOMIC_SEQ_CST));
   return out;
 }
 
