@@ -210,7 +210,10 @@ static void *reader(void *arg) {
   while (!__atomic_load_n(&h->stop, __ATOMIC_SEQ_CST)) {
     int n = ring_buffer__poll(h->rb, POLL_MS);
     if (n < 0 && n != -EINTR) break;
-    if (n > 0 || (h->tail && h->tail->off == h->tail->len)) publish(h);
+    // A poll that timed out consumed nothing: records come without a wake-up (datacap.bpf.c: wake_flags).
+    n = ring_buffer__consume(h->rb);
+    if (n < 0 && n != -EINTR) break;
+    publish(h);
   }
   publish(h);
   return NULL;
