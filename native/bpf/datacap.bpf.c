@@ -418,6 +418,7 @@ int stream_mark(struct bpf_raw_tracepoint_args *ctx) {
   r->epoch = 0;
   r->piece = 0;
   r->pad = 0;
-  bpf_ringbuf_submit(r, 0);
+  // A capture waits for its marker (the application was just held for it): wake the reader at once.
+  bpf_ringbuf_submit(r, BPF_RB_FORCE_WAKEUP);
   return 0;
 }
