@@ -15,6 +15,7 @@ import { DEFAULTS } from '../common/defaults.js';
 import type { AgentConfig, AgentVolumeConfig } from './config.js';
 import type { Capture } from './capture/capture.js';
 import { DataFreezeCapture } from './capture/data-freeze.js';
+import { DataScriptCapture } from './capture/data-script.js';
 import { FreezeCapture } from './capture/freeze.js';
 import { ReflinkCapture } from './capture/reflink.js';
 import { ScriptCapture } from './capture/script.js';
@@ -147,6 +148,7 @@ export class Agent {
     if (vc.capture === 'freeze' && tracker instanceof DataTracker) return new DataFreezeCapture(vc.id, volume, vc.freeze!, this.path(this.config.stateDir), log, tracker);
     if (vc.capture === 'reflink') return new ReflinkCapture(vc.id, volume, { keep: vc.reflink?.keep ?? DEFAULTS.agent.reflinkKeep, dir: vc.reflink?.dir && this.path(vc.reflink.dir) }, log);
     if (vc.capture === 'freeze') return new FreezeCapture(vc.id, volume, vc.freeze!, this.path(this.config.stateDir), log);
+    if (vc.capture === 'script' && tracker instanceof DataTracker) return new DataScriptCapture(vc.id, volume, vc.script!, log, tracker);
     if (vc.capture === 'script') return new ScriptCapture(vc.id, volume, vc.script!, log);
     return new NoCapture(volume);
   }

@@ -13,7 +13,8 @@ export const agentVolumeSchema = z.strictObject({
   /**
    * scan: hash and compare (portable). blocktrace: kernel block tracepoints (Linux, root, block devices).
    * data: every write captured with its data by eBPF, a CRASH point every cycle (Linux x86-64, root,
-   * request-based block devices; capture "none", or "freeze" for app-consistent tags marked in the stream).
+   * request-based block devices; capture "none", or "freeze" or "script" for app-consistent tags marked in
+   * the stream).
    */
   tracker: z.enum(['scan', 'blocktrace', 'data']).default(d.tracker),
   /**
@@ -44,7 +45,10 @@ export const agentVolumeSchema = z.strictObject({
     /** Returns once the application has stopped writing and holds it stopped until the post script. */
     pre: z.string().min(1),
     post: z.string().min(1).optional(),
-    /** Bound on the pre script and the read together; past it the post script runs and the tag is dropped. */
+    /**
+     * Bound on the pre script and the read together; past it the post script runs and the tag is dropped.
+     * In data mode nothing is read: the bound is on each script, the application held only for a marker.
+     */
     timeoutMs: z.number().int().min(100).max(600_000).default(d.freezeTimeoutMs),
     tag: z.string().regex(/^[\w.:@+-]{1,64}$/, 'a tag is 1-64 letters, digits or . : @ + - _').default(d.freezeTag),
     /** Tag one point per this interval (e.g. 3600000 for an "hourly" tag); the others are untagged app points. Absent: every point. */
@@ -52,7 +56,7 @@ export const agentVolumeSchema = z.strictObject({
   }).optional(),
 }).superRefine((v, ctx) => {
   if (v.capture === 'freeze' && !v.freeze) ctx.addIssue({ code: 'custom', path: ['freeze'], message: 'capture "freeze" needs freeze.mountpoint' });
-  if (v.tracker === 'data' && v.capture !== 'none' && v.capture !== 'freeze') ctx.addIssue({ code: 'custom', path: ['capture'], message: `tracker "data" makes every differential a crash-consistent point by itself; it takes capture "none", or "freeze" for app-consistent tags (capture "${v.capture}" with data mode is not supported yet)` });
+  if (v.tracker === 'data' && v.capture !== 'none' && v.capture !== 'freeze' && v.capture !== 'script') ctx.addIssue({ code: 'custom', path: ['capture'], message: `tracker "data" makes every differential a crash-consistent point by itself; it takes capture "none", or "freeze" or "script" for app-consistent tags (capture "${v.capture}" with data mode is not supported yet)` });
   if (v.capture === 'script' && !v.script) ctx.addIssue({ code: 'custom', path: ['script'], message: 'capture "script" needs script.pre (a command that returns once the application is quiesced)' });
 });
 
@@ -107,8 +111,9 @@ type VolumeCfg = z.output<typeof agentVolumeSchema>;
 
 /**
  * A group's members must stop their writes together: each needs a filesystem to freeze. With capture
- * "freeze" the point is read live while every member is frozen (APP); with "reflink" all members are
- * frozen, their images cloned and thawed (CRASH, a short freeze). Nothing else gives an instant shared by
+ * "freeze" the point is read live while every member is frozen (APP), or, in data mode, a marker is put in
+ * each member's write stream while all are frozen (APP, a freeze of milliseconds); with "reflink" all
+ * members are frozen, their images cloned and thawed (CRASH, a short freeze). Nothing else gives an instant shared by
  * several loop devices or disks.
  */
 function checkGroups(volumes: VolumeCfg[], groups: Array<{ name: string; volumes: string[] }>, ctx: z.RefinementCtx): void {
@@ -126,7 +131,7 @@ function checkGroups(volumes: VolumeCfg[], groups: Array<{ name: string; volumes
       const other = groupOf.get(id);
       if (other !== undefined) return issue(other === g.name ? `volume "${id}" is listed twice` : `volume "${id}" is already in group "${other}"; a volume can be in one group only`, 'volumes', vi);
       groupOf.set(id, g.name);
-      if (v.tracker === 'data') return issue(`volume "${id}" uses tracker "data": data-mode volumes cannot be in a consistency group yet (a group cut needs one marker across several write streams)`, 'volumes', vi);
+      if (v.tracker === 'data' && v.capture !== 'freeze') return issue(`volume "${id}" uses tracker "data" with capture "${v.capture}": a data-mode group member needs capture "freeze" (the group's cut is a marker in each member's write stream, placed while all are frozen)`, 'volumes', vi);
       if ((v.capture !== 'freeze' && v.capture !== 'reflink') || !v.freeze) {
         return issue(`volume "${id}" has capture "${v.capture}"${v.freeze ? '' : ' and no freeze.mountpoint'}: a group member needs capture "freeze", or "reflink" with freeze.mountpoint, because a cut at one instant across volumes needs all their writes stopped together (FIFREEZE) and nothing else gives one across loop devices or disks`, 'volumes', vi);
       }
@@ -137,6 +142,8 @@ function checkGroups(volumes: VolumeCfg[], groups: Array<{ name: string; volumes
       if (same) return issue(`volumes "${same.id}" and "${id}" have the same freeze.mountpoint ${v.freeze.mountpoint}; each member is its own filesystem`, 'volumes', vi);
       members.push(v);
     });
+    const trackers = [...new Set(members.map((m) => (m.tracker === 'data' ? 'data' : 'other')))];
+    if (trackers.length > 1) issue(`group "${g.name}" mixes tracker "data" with other trackers; a data-mode cut is a marker in each write stream, the others read while frozen: give all its volumes tracker "data", or none`, 'volumes');
     const kinds = [...new Set(members.map((m) => m.capture))];
     if (kinds.length > 1) issue(`group "${g.name}" mixes capture ${kinds.map((k) => `"${k}"`).join(' and ')}; a group point has one class: give all its volumes the same capture`, 'volumes');
   });

@@ -9,6 +9,11 @@
 //      - freeze: pre scripts first (all of them, before any freeze: a checkpoint may write to every
 //        member), each member is read live while frozen and thawed once read, post scripts at the end:
 //        an app-consistent cut;
+//      - freeze in data mode (every member tracker "data"): pre scripts, all frozen, a marker put in each
+//        member's write stream, all thawed at once, post scripts. Nothing is read while frozen: each
+//        member's part of the cut is its stream up to its marker, journaled as it arrives (the replicator
+//        holds the view until then). Between cuts (at most one per second, none while nothing was written
+//        since the last thaw, or while a member's stream has a gap) members journal plain CRASH slices;
 //   3. each member journals its part as any volume does (VolumeReplicator.captureCut); the differential
 //      that completes its point carries the tag `cg:<group>:<instant ms>:<members>` (proto/group-tag.ts).
 // A member whose point is not whole (fuzzy, resyncing, in bitmap mode, a freeze past its bound) leaves the
@@ -21,6 +26,7 @@ import type { Logger } from '../common/log.js';
 import { thaw } from '../native/index.js';
 import { formatGroupTag } from '../proto/group-tag.js';
 import type { CapturedView } from './capture/capture.js';
+import type { DataFreezeCapture, StreamMarker } from './capture/data-freeze.js';
 import type { FreezeCapture } from './capture/freeze.js';
 import { GroupFreeze } from './capture/group-freeze.js';
 import type { ReflinkCapture } from './capture/reflink.js';
@@ -54,10 +60,15 @@ interface Cut {
 }
 
 const FAILED = Symbol('failed');
+/** Data mode: how long a full ring is retried while frozen, and cuts at most this often. */
+const MARK_RETRY_MS = 20;
+const STREAM_MIN_GAP_MS = 1000;
 
 export class ConsistencyGroup {
   readonly name: string;
   readonly capture: 'freeze' | 'reflink';
+  /** Every member is in data mode: the cut is a marker in each write stream (cutStream). */
+  readonly streams: boolean;
   readonly stats = { cuts: 0, points: 0, incomplete: 0, failures: 0, lastError: null as string | null, lastFrozenMs: 0, maxFrozenMs: 0 };
   lastPoint: GroupPoint | null = null;
   /** The last cut until each member has journaled its part of it or cannot any more. */
@@ -70,6 +81,7 @@ export class ConsistencyGroup {
     this.name = config.name;
     // The config schema (agent/config.ts) has made sure every member has a freeze section and one capture.
     this.capture = members[0]!.config.capture === 'freeze' ? 'freeze' : 'reflink';
+    this.streams = this.capture === 'freeze' && members.every((m) => m.config.tracker === 'data');
     this.timeoutMs = Math.min(...members.map((m) => m.config.freeze!.timeoutMs));
     this.log = opts.log.child({ group: this.name });
   }
@@ -125,7 +137,7 @@ export class ConsistencyGroup {
     // Nothing dirty anywhere: no cut (it would freeze the applications for nothing).
     if (!joining.some((m) => m.replicator.owesCapture())) return [...out, ...joining.map((m) => m.replicator.idle())];
 
-    const cut = this.capture === 'reflink' ? await this.cutReflink(joining) : await this.cutFreeze(joining);
+    const cut = this.capture === 'reflink' ? await this.cutReflink(joining) : this.streams ? await this.cutStream(joining) : await this.cutFreeze(joining);
     const tag = formatGroupTag({ group: this.name, atMs: cut?.atMs ?? 0, members: this.members.length });
     if (cut) {
       this.stats.cuts++;
@@ -221,6 +233,74 @@ export class ConsistencyGroup {
       });
     }
     return { atMs, views, finish };
+  }
+
+  private marker(m: GroupMember): StreamMarker {
+    return m.replicator.tracker as unknown as StreamMarker;
+  }
+
+  /** Sum of the members' write counts right after the last data-mode cut's thaw. */
+  private quietCount: number | null = null;
+  private lastStreamCutAt = 0;
+
+  /**
+   * Data mode: pre scripts, freeze all, a marker in each member's stream, thaw all, post scripts. The
+   * members' streams up to their markers are the cut: every write any member completed before the freezes
+   * is before its marker, none issued after the thaws is. Null (each member journals CRASH slices of its
+   * own) when no cut is due or it failed.
+   */
+  private async cutStream(joining: GroupMember[]): Promise<Cut | null> {
+    if (Date.now() - this.lastStreamCutAt < STREAM_MIN_GAP_MS) return null;
+    // A cut no member can make a point of, or of nothing new (a freeze writes each superblock: without
+    // this an idle group would freeze every cycle), is not worth holding the applications for.
+    if (joining.length < this.members.length || joining.some((m) => !this.marker(m).pointPossible())) return null;
+    const writes = (): number => joining.reduce((n, m) => n + this.marker(m).writeCount(), 0);
+    if (this.quietCount !== null && writes() === this.quietCount) return null;
+    this.lastStreamCutAt = Date.now();
+    const deadline = Date.now() + this.timeoutMs;
+    const fr = this.freezer(joining);
+    const capture = (m: GroupMember): DataFreezeCapture => m.replicator.capture as DataFreezeCapture;
+    const post = async (): Promise<void> => {
+      for (const m of joining) {
+        await capture(m).script('post', m.config.freeze!.timeoutMs).catch((e) => this.fail(`post script of ${m.replicator.volumeId}`, e, 'post script failed; the point stands'));
+      }
+    };
+    const tokens = new Map<GroupMember, number>();
+    let atMs = 0;
+    try {
+      for (const m of joining) await capture(m).script('pre', Math.max(1, deadline - Date.now()));
+      await fr.freezeAll(deadline);
+      atMs = this.instant();
+      for (const m of joining) {
+        if (fr.expired) break;
+        // A full ring empties as the reader takes records: retry briefly (the applications are held).
+        let token: number | null = null;
+        for (const end = performance.now() + MARK_RETRY_MS; token === null && !fr.expired; ) {
+          token = this.marker(m).streamMark();
+          if (token === null && performance.now() >= end) break;
+          if (token === null) await new Promise((r) => setTimeout(r, 1));
+        }
+        if (token === null) throw tmError('TM_ERR_CAPTURE', `the data-mode ring of ${m.replicator.volumeId} stayed full for ${MARK_RETRY_MS} ms while frozen; no marker, no cut`);
+        tokens.set(m, token);
+      }
+    } catch (e) {
+      await fr.thawAll();
+      this.held(fr);
+      this.fail('pre script, freeze or stream marker', e);
+      await post();
+      return null;
+    }
+    await fr.thawAll();
+    this.held(fr);
+    this.quietCount = writes();
+    await post();
+    // The bound ran out before every marker was placed: the markers placed do not share one instant.
+    if (fr.expired || tokens.size < joining.length) return null;
+    const views = new Map<GroupMember, CapturedView>();
+    for (const m of joining) {
+      views.set(m, { view: m.replicator.volume, consistency: 'APP', tags: [m.config.freeze!.tag], atMs, streamMark: tokens.get(m)!, release: async () => {} });
+    }
+    return { atMs, views, finish: async () => {} };
   }
 
   private held(fr: GroupFreeze): void {

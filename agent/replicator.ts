@@ -178,7 +178,9 @@ export class VolumeReplicator implements OutboundVolume {
       // A data-mode slice (col.point) is a point on its own, also when more of the stream follows.
       const whole = (!col.more || col.point === true) && intact && !this.resync.owning && (!this.resync.state.endPending || ending) && (!streamed || col.point === true);
       const consistency = whole ? (col.point === true && (captured.consistency === 'FUZZY' || !reached) ? 'CRASH' : captured.consistency) : 'FUZZY';
-      const tags = consistency === 'FUZZY' || !reached ? [] : groupTag ? [...captured.tags, groupTag] : captured.tags;
+      // A group's tag only on its cut: a data-mode slice of a view the group did not cut (FUZZY) is a CRASH
+      // point of this volume alone.
+      const tags = consistency === 'FUZZY' || !reached ? [] : groupTag && captured.consistency !== 'FUZZY' ? [...captured.tags, groupTag] : captured.tags;
       let seq: number | null = null;
       // A consistent view with nothing new is still journaled (empty) when the last differential was fuzzy:
       // it turns the replica's current state into a recovery point. So is a stream marker's app point.

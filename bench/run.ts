@@ -3,6 +3,7 @@
 import { closest } from 'fastest-levenshtein';
 import { formatTable, machine, missingFigures, writeResults, type Benchmark } from './harness.js';
 import { consoleBench } from './console.js';
+import { dataCapture } from './data-capture.js';
 import { dataMode } from './data-mode.js';
 import { fanIn } from './fan-in.js';
 import { hashTable } from './hash-table.js';
@@ -14,6 +15,7 @@ import { tracking } from './tracking.js';
 
 export const BENCHMARKS: Record<string, Benchmark> = {
   console: consoleBench,
+  'data-capture': dataCapture,
   'data-mode': dataMode,
   'fan-in': fanIn,
   'hash-table': hashTable,

@@ -61,6 +61,13 @@ export interface CaptureStats {
   /** Requests /sys/block/X/stat counts too (write group, discards): issued minus requeued, plus completed unseen. */
   statWrites: number;
   statDiscards: number;
+  /** Kernel time in the issue and completion programs and their run counts (-1 unknown; they move only while kernel.bpf_stats_enabled=1). */
+  issueRunNs: number;
+  issueRuns: number;
+  endRunNs: number;
+  endRuns: number;
+  /** The reader thread's id (0 until it runs): its CPU time is in /proc/self/task/<tid>/stat. */
+  readerTid: number;
 }
 
 interface Addon {

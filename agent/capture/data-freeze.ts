@@ -77,6 +77,11 @@ export class DataFreezeCapture implements Capture {
     this.base = new FreezeCapture(volumeId, volume, opts, stateDir, log);
   }
 
+  /** Run this volume's pre or post script (a consistency group runs them around its own cut). */
+  script(which: 'pre' | 'post', ms: number): Promise<void> {
+    return this.base.script(which, ms);
+  }
+
   /** The same checks as capture "freeze": the mountpoint is this volume's, stateDir is not on it; thaw leftovers. */
   open(): Promise<void> {
     return this.base.open();

@@ -19,7 +19,7 @@ import path from 'node:path';
 import { blockDeviceInfo } from '../../common/device.js';
 import { tmError } from '../../common/errors.js';
 import type { Logger } from '../../common/log.js';
-import { BITS_DROPPED, BITS_EPOCH0, DataCapture, DC_MARK, DC_WRITE, ensureBpffs, parseRecords, type CaptureStats, type DataRecord } from '../../native/datacap.js';
+import { BITS_DROPPED, BITS_EPOCH0, DataCapture, DC_HDR, DC_MARK, DC_WRITE, ensureBpffs, parseRecords, type CaptureStats, type DataRecord } from '../../native/datacap.js';
 import type { VolumeReader } from '../volume.js';
 import { boundary, toExtents } from './data-stream.js';
 import { DirtyMap } from './dirty-map.js';
@@ -60,6 +60,8 @@ const FLIP_MS = 1000;
  * queue dropped it): its point is given up rather than held for ever.
  */
 const MARK_WAIT_MS = 30_000;
+/** How long a collection waits for a capture's marker to reach the reader's queue. */
+const MARK_SETTLE_MS = 50;
 
 /** The bpffs directory name of a volume's pins (under the bpffs mount). */
 export function dataPinName(pinKey: string): string {
@@ -323,7 +325,17 @@ export class DataTracker implements Tracker {
       }
     }
     const carried = this.carry.reduce((n, r) => n + r.length, 0);
-    const fresh = parseRecords(this.cap.take(Math.max(1, maxBytes - carried)));
+    let fresh = parseRecords(this.cap.take(Math.max(1, maxBytes - carried)));
+    // A capture's marker was placed just before (the application held for it): the reader, woken by it,
+    // queues it within milliseconds. Wait that long rather than hold the view over another cycle.
+    if (until !== undefined && this.placed.has(until) && !fresh.some((r) => (r.flags & DC_MARK) !== 0 && r.seq === until) && !this.carry.some((r) => (r.flags & DC_MARK) !== 0 && r.seq === until)) {
+      for (const end = Date.now() + MARK_SETTLE_MS; Date.now() < end && fresh.reduce((n, r) => n + DC_HDR + (r.data?.length ?? 0), 0) < maxBytes; ) {
+        await new Promise((r) => setTimeout(r, 2));
+        const more = parseRecords(this.cap.take(Math.max(1, maxBytes - carried)));
+        fresh = fresh.concat(more);
+        if (more.some((r) => (r.flags & DC_MARK) !== 0 && r.seq === until)) break;
+      }
+    }
     const all = this.carry.length > 0 ? [...this.carry, ...fresh] : fresh;
     this.stats.taken! += fresh.length;
     for (const r of fresh) if (r.flags & DC_WRITE) this.stats.writeRecords!++;

@@ -29,6 +29,7 @@ const volatile __u64 cfg_start = 0;        // volume's bytes on its disk: [cfg_s
 const volatile __u64 cfg_end = 0;
 const volatile __u32 cfg_chunk_shift = 12;  // bytes per bitmap bit: 1 << shift
 const volatile __u32 cfg_words = 1;         // u64 words per bitmap
+const volatile __u64 cfg_wake_bytes = 0;    // wake the reader once this much waits in the ring (0: every record)
 
 struct {
   __uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -91,6 +92,11 @@ static void mark(__u32 which, __u64 from, __u64 to) {
   if (to <= from) return;
   struct mark_ctx m = {.base = which * cfg_words, .first = from >> cfg_chunk_shift, .last = (to - 1) >> cfg_chunk_shift};
   if ((m.last >> 6) >= cfg_words) return;
+  if ((m.first >> 6) == (m.last >> 6)) {
+    // One word (most requests): no loop.
+    mark_word(0, &m);
+    return;
+  }
   bpf_loop((__u32)((m.last >> 6) - (m.first >> 6) + 1), mark_word, &m, 0);
 }
 
@@ -116,6 +122,14 @@ struct walk {
   __u8 failed;
   __u8 ended;
 };
+
+// Records are submitted without waking the reader, which polls on a short timer (native/src/datacap.c):
+// a wake-up per record cost the writer a context switch per write. Only once cfg_wake_bytes wait in the
+// ring is the reader woken at once, so a burst cannot fill the ring between two of its polls.
+static __always_inline __u64 wake_flags(void) {
+  if (cfg_wake_bytes == 0) return 0;
+  return bpf_ringbuf_query(&ring, BPF_RB_AVAIL_DATA) >= cfg_wake_bytes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+}
 
 static int load_bio(struct walk *w, struct bio *bio) {
   w->bio = bio;
@@ -177,7 +191,7 @@ static long piece(__u64 i, void *data) {
     r->epoch = w->epoch;
     r->piece = w->piece++;
     r->pad = 0;
-    bpf_ringbuf_submit(r, 0);
+    bpf_ringbuf_submit(r, wake_flags());
     __sync_fetch_and_add(&c->records, 1);
   } else if (last) {
     // The boundary must still be seen when the tail lies outside this volume (a partition).
@@ -193,7 +207,7 @@ static long piece(__u64 i, void *data) {
     r->epoch = w->epoch;
     r->piece = w->piece++;
     r->pad = 0;
-    bpf_ringbuf_submit(r, 0);
+    bpf_ringbuf_submit(r, wake_flags());
   }
   if (last) w->ended = 1;
   w->done += n;
@@ -203,7 +217,7 @@ static long piece(__u64 i, void *data) {
   return last ? 1 : 0;
 }
 
-static int meta_record(struct dc_ctl *c, __u64 seq, __u16 epoch, __u16 flags, __u64 offset, __u32 len) {
+static __always_inline int meta_record(struct dc_ctl *c, __u64 seq, __u16 epoch, __u16 flags, __u64 offset, __u32 len) {
   struct dc_rec *r = bpf_ringbuf_reserve(&ring, DC_HDR, 0);
   if (!r) return -1;
   r->seq = seq;
@@ -213,7 +227,7 @@ static int meta_record(struct dc_ctl *c, __u64 seq, __u16 epoch, __u16 flags, __
   r->epoch = epoch;
   r->piece = 0;
   r->pad = 0;
-  bpf_ringbuf_submit(r, 0);
+  bpf_ringbuf_submit(r, wake_flags());
   __sync_fetch_and_add(&c->records, 1);
   return 0;
 }
@@ -404,6 +418,7 @@ int stream_mark(struct bpf_raw_tracepoint_args *ctx) {
   r->epoch = 0;
   r->piece = 0;
   r->pad = 0;
-  bpf_ringbuf_submit(r, 0);
+  // A capture waits for its marker (the application was just held for it): wake the reader at once.
+  bpf_ringbuf_submit(r, BPF_RB_FORCE_WAKEUP);
   return 0;
 }

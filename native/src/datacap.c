@@ -26,7 +26,8 @@
 
 typedef struct chunk {
   struct chunk *next;
-  size_t len, off;  // bytes filled, bytes already taken
+  size_t len, off;  // bytes filled and visible to take(), bytes already taken (both under mu)
+  size_t wlen;      // bytes the reader wrote (>= len; only the reader thread touches it)
   unsigned char data[];
 } chunk;
 
@@ -42,8 +43,11 @@ typedef struct {
   int running, stop;
   pthread_mutex_t mu;
   chunk *head, *tail;
-  size_t queued, max_queue;
+  chunk *pool;  // emptied chunks for reuse (under mu)
+  int pooled;
+  size_t queued, max_queue;  // queued: published bytes not taken (written under mu, read atomically)
   uint64_t taken_records;
+  int reader_tid;  // the reader thread's id (its CPU time: /proc/self/task/<tid>/stat)
   int sched_fifo;  // 1: the reader runs SCHED_FIFO; -errno: asked for and refused
   struct bpf_object *aux;  // calib_scan and mark, loaded on demand, sharing ring and ctl
 } dc_handle;
@@ -127,16 +131,38 @@ static dc_handle *get_handle(napi_env env, napi_value v) {
   return &handles[i];
 }
 
-// Ring callback on the reader thread: append the record to the queue, or count it dropped (and mark its
-// range for a re-read) when the queue is at its bound.
+// The reader polls the ring on this timer: the program wakes it at once only when a ring's quarter waits
+// (datacap.bpf.c: wake_flags), so records cost no wake-up each.
+#define POLL_MS 10
+// Emptied chunks kept for reuse (their pages stay mapped: no page faults, no zeroing, for the next ones).
+#define POOL_MAX 4
+
+// Ring callback on the reader thread: append the record to the tail chunk, or count it dropped (and mark
+// its range for a re-read) when the queue is at its bound. No lock per record: only the reader writes
+// past the tail's `len` (at `wlen`), and publish() makes what it wrote visible to take(), once a poll.
+static void publish_locked(dc_handle *h) {
+  if (h->tail) {
+    h->queued += h->tail->wlen - h->tail->len;
+    h->tail->len = h->tail->wlen;
+    // All taken, nothing new: start the tail over (take() never resets it; the reader may be writing).
+    if (h->tail->off == h->tail->len) h->tail->off = h->tail->len = h->tail->wlen = 0;
+  }
+}
+
+static void publish(dc_handle *h) {
+  pthread_mutex_lock(&h->mu);
+  publish_locked(h);
+  pthread_mutex_unlock(&h->mu);
+}
+
 static int on_record(void *ctx, void *data, size_t size) {
   dc_handle *h = ctx;
   struct dc_rec *r = data;
   size_t len = DC_HDR + ((r->flags & DC_WRITE) ? r->len : 0);
   if (len > size) len = size;
-  pthread_mutex_lock(&h->mu);
-  if (h->queued + len > h->max_queue) {
-    pthread_mutex_unlock(&h->mu);
+  chunk *t = h->tail;  // only this thread changes h->tail
+  size_t unpublished = t ? t->wlen - t->len : 0;
+  if (__atomic_load_n(&h->queued, __ATOMIC_ACQUIRE) + unpublished + len > h->max_queue) {
     if (r->flags & (DC_WRITE | DC_DISCARD | DC_ZEROES)) {
       uint64_t first = r->offset >> h->chunk_shift, last = (r->offset + (r->len ? r->len : 1) - 1) >> h->chunk_shift;
       for (uint64_t b = first; b <= last && (b >> 6) < h->words; b++)
@@ -145,32 +171,51 @@ static int on_record(void *ctx, void *data, size_t size) {
     __atomic_fetch_add(&h->ctl->user_drops, 1, __ATOMIC_SEQ_CST);
     return 0;
   }
-  if (h->tail == NULL || h->tail->len + len > CHUNK) {
-    chunk *c = malloc(sizeof *c + CHUNK);
+  if (t == NULL || t->wlen + len > CHUNK) {
+    pthread_mutex_lock(&h->mu);
+    publish_locked(h);
+    chunk *c = NULL;
+    if (h->tail && h->tail->wlen + len <= CHUNK) c = h->tail;  // emptied by publish: room again
+    else if (h->pool) {
+      c = h->pool;
+      h->pool = c->next;
+      h->pooled--;
+    }
+    pthread_mutex_unlock(&h->mu);
+    if (c == NULL) c = malloc(sizeof *c + CHUNK);
     if (c == NULL) {
-      pthread_mutex_unlock(&h->mu);
       __atomic_fetch_add(&h->ctl->user_drops, 1, __ATOMIC_SEQ_CST);
       return 0;
     }
-    c->next = NULL;
-    c->len = c->off = 0;
-    if (h->tail) h->tail->next = c;
-    else h->head = c;
-    h->tail = c;
+    if (c != h->tail) {
+      c->next = NULL;
+      c->len = c->off = c->wlen = 0;
+      pthread_mutex_lock(&h->mu);
+      if (h->tail) h->tail->next = c;
+      else h->head = c;
+      h->tail = c;
+      pthread_mutex_unlock(&h->mu);
+    }
+    t = c;
   }
-  memcpy(h->tail->data + h->tail->len, data, len);
-  h->tail->len += len;
-  h->queued += len;
-  pthread_mutex_unlock(&h->mu);
+  memcpy(t->data + t->wlen, data, len);
+  t->wlen += len;
   return 0;
 }
 
 static void *reader(void *arg) {
   dc_handle *h = arg;
+  __atomic_store_n(&h->reader_tid, (int)gettid(), __ATOMIC_SEQ_CST);
+  pthread_setname_np(pthread_self(), "tm-datacap");
   while (!__atomic_load_n(&h->stop, __ATOMIC_SEQ_CST)) {
-    int n = ring_buffer__poll(h->rb, 50);
+    int n = ring_buffer__poll(h->rb, POLL_MS);
     if (n < 0 && n != -EINTR) break;
+    // A poll that timed out consumed nothing: records come without a wake-up (datacap.bpf.c: wake_flags).
+    n = ring_buffer__consume(h->rb);
+    if (n < 0 && n != -EINTR) break;
+    publish(h);
   }
+  publish(h);
   return NULL;
 }
 
@@ -216,6 +261,7 @@ static int load_fresh(dc_handle *h, const char *obj_path, const char *dir, uint6
         uint32_t major, minor;
         uint64_t start, end;
         uint32_t chunk_shift, words;
+        uint64_t wake_bytes;
       } *cfg = (void *)bpf_map__initial_value(m, &sz);
       if (cfg == NULL || sz < sizeof *cfg) {
         *what = "BPF object: unexpected .rodata";
@@ -228,6 +274,7 @@ static int load_fresh(dc_handle *h, const char *obj_path, const char *dir, uint6
       cfg->end = end;
       cfg->chunk_shift = h->chunk_shift;
       cfg->words = (uint32_t)h->words;
+      cfg->wake_bytes = ring_bytes / 4;
     }
   }
   if (!ring || !ctl || !bits) {
@@ -329,6 +376,16 @@ static double misses_of(int prog_fd) {
   return (double)info.recursion_misses;
 }
 
+// Time the kernel spent in a program and how often it ran (counted only while kernel.bpf_stats_enabled=1).
+static void runtime_of(int prog_fd, double *ns, double *cnt) {
+  struct bpf_prog_info info = {0};
+  uint32_t len = sizeof info;
+  *ns = *cnt = -1;
+  if (prog_fd < 0 || bpf_obj_get_info_by_fd(prog_fd, &info, &len) != 0) return;
+  *ns = (double)info.run_time_ns;
+  *cnt = (double)info.run_cnt;
+}
+
 // open(objPath, pinDir, major, minor, startByte, endByte, chunkShift, ringBytes, maxQueueBytes, fifoPriority, resume)
 // -> { handle, resumed }
 static napi_value dc_open(napi_env env, napi_callback_info info) {
@@ -423,16 +480,20 @@ static napi_value dc_take(napi_env env, napi_callback_info info) {
   uint64_t max;
   if (!h || get_u64(env, argv[1], &max)) return NULL;
   pthread_mutex_lock(&h->mu);
-  // Size first: whole records only.
+  // Size first: whole records only. Everything queued fits: no need to walk the records.
   size_t total = 0;
-  for (chunk *c = h->head; c; c = c->next) {
-    size_t off = c->off;
-    while (off < c->len) {
-      struct dc_rec *r = (struct dc_rec *)(c->data + off);
-      size_t len = DC_HDR + ((r->flags & DC_WRITE) ? r->len : 0);
-      if (total > 0 && total + len > max) goto sized;
-      total += len;
-      off += len;
+  if (h->queued <= max) {
+    total = h->queued;
+  } else {
+    for (chunk *c = h->head; c; c = c->next) {
+      size_t off = c->off;
+      while (off < c->len) {
+        struct dc_rec *r = (struct dc_rec *)(c->data + off);
+        size_t len = DC_HDR + ((r->flags & DC_WRITE) ? r->len : 0);
+        if (total > 0 && total + len > max) goto sized;
+        total += len;
+        off += len;
+      }
     }
   }
 sized:;
@@ -452,13 +513,18 @@ sized:;
     c->off += n;
     got += n;
     if (c->off == c->len && c != h->tail) {
+      // Not the tail, so the reader is done with it: keep it for reuse.
       h->head = c->next;
-      free(c);
-    } else if (c->off == c->len) {
-      c->off = c->len = 0;  // the tail, emptied: reuse it
+      if (h->pooled < POOL_MAX) {
+        c->next = h->pool;
+        h->pool = c;
+        h->pooled++;
+      } else {
+        free(c);
+      }
     }
   }
-  h->queued -= total;
+  __atomic_store_n(&h->queued, h->queued - total, __ATOMIC_RELEASE);
   pthread_mutex_unlock(&h->mu);
   return buf;
 }
@@ -502,6 +568,14 @@ static napi_value dc_stats(napi_env env, napi_callback_info info) {
   set_num(env, out, "ends", (double)c.ends);
   set_num(env, out, "unseen", (double)c.unseen);
   set_num(env, out, "requeues", (double)c.requeues);
+  double ns, cnt;
+  runtime_of(h->prog_fd, &ns, &cnt);
+  set_num(env, out, "issueRunNs", ns);
+  set_num(env, out, "issueRuns", cnt);
+  runtime_of(h->prog2_fd, &ns, &cnt);
+  set_num(env, out, "endRunNs", ns);
+  set_num(env, out, "endRuns", cnt);
+  set_num(env, out, "readerTid", (double)__atomic_load_n(&h->reader_tid, __ATOMIC_SEQ_CST));
   return out;
 }
 
@@ -708,6 +782,11 @@ static napi_value dc_close(napi_env env, napi_callback_info info) {
   }
   close_fds(h);
   for (chunk *c = h->head; c;) {
+    chunk *n = c->next;
+    free(c);
+    c = n;
+  }
+  for (chunk *c = h->pool; c;) {
     chunk *n = c->next;
     free(c);
     c = n;

@@ -77,3 +77,18 @@ t.test('group tags fit the journal\'s tag rules and read back', async (t) => {
   t.equal(parseGroupTag('cg:db:17:0'), null, 'no group of zero');
   t.equal(parseGroupTag('cg:d:b:1:2'), null);
 });
+
+t.test('data mode: groups of capture "freeze" members all in data mode; capture "script" alone', async (t) => {
+  const data = (id: string, mnt: string, capture = 'freeze') => ({ ...frozen(id, mnt), tracker: 'data', capture });
+  const ok = validateConfig(agentConfigSchema, agent([data('a', '/a'), data('b', '/b')], [{ name: 'db', volumes: ['a', 'b'] }]));
+  t.equal(ok.groups[0]?.volumes.length, 2, 'two data-mode members with capture "freeze": a group');
+  const mixed = check([data('a', '/a'), frozen('b', '/b')], [{ name: 'g', volumes: ['a', 'b'] }]);
+  t.equal(mixed?.code, 'TM_ERR_CONFIG_INVALID');
+  t.match(mixed?.message, /group "g" mixes tracker "data" with other trackers/);
+  const none = check([data('a', '/a'), data('b', '/b', 'none')], [{ name: 'g', volumes: ['a', 'b'] }]);
+  t.match(none?.message, /volume "b" uses tracker "data" with capture "none": a data-mode group member needs capture "freeze"/);
+  const script = validateConfig(agentConfigSchema, agent([{ id: 's', path: '/dev/s', tracker: 'data', capture: 'script', script: { pre: 'quiesce', tag: 'app' } }], []));
+  t.equal(script.volumes[0]?.capture, 'script', 'tracker "data" with capture "script"');
+  const reflinkData = check([{ id: 'r', path: '/dev/r', tracker: 'data', capture: 'reflink' }], []);
+  t.match(reflinkData?.message, /tracker "data" makes every differential a crash-consistent point by itself; it takes capture "none", or "freeze" or "script"/);
+});

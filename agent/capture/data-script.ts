@@ -1,0 +1,113 @@
+// `script` in data mode (tracker "data"): an application-consistent tag where the application quiesces
+// itself. The pre script returns once the application has stopped writing to the volume and holds it
+// stopped; a marker is put in the write stream (DataTracker.streamMark: every write issued so far is
+// before it, and a write the application saw complete was issued); the post script lets it go. Nothing is
+// read while it is held: the point is the stream up to the marker, journaled as it arrives (the replicator
+// holds the view until its collections reach the marker), so the hold is the marker's microseconds.
+//
+// Between tags nothing is held: every data-mode slice is a CRASH point anyway, so only a tag that is due
+// (script.tagIntervalMs; absent: every cycle with writes) runs the scripts.
+import { performance } from 'node:perf_hooks';
+import { tmError, wrap } from '../../common/errors.js';
+import type { Logger } from '../../common/log.js';
+import type { Volume } from '../volume.js';
+import type { Capture, CapturedView } from './capture.js';
+import type { StreamMarker } from './data-freeze.js';
+import { runScript } from './run-script.js';
+import type { ScriptOptions } from './script.js';
+import { TagCadence } from './tag-cadence.js';
+
+/** How long a full ring is retried while the application is held before the tag is dropped. */
+const MARK_RETRY_MS = 20;
+/** Tags at most this often, also when they fail and cycles follow each other at once. */
+const MIN_GAP_MS = 1000;
+
+export class DataScriptCapture implements Capture {
+  readonly kind = 'script';
+  readonly stats = {
+    /** Tags whose point reached the master target's journal. */
+    points: 0,
+    failures: 0,
+    lastError: null as string | null,
+    /** Time the application was held by Tidemark: pre script returned to post script started (ms). */
+    lastHoldMs: null as number | null,
+    maxHoldMs: null as number | null,
+  };
+  private readonly cadence: TagCadence;
+  private lastAt = 0;
+  /** writeCount() after the last post script: the same at the next begin means nothing was written since. */
+  private quietCount: number | null = null;
+
+  constructor(private readonly volumeId: string, private readonly volume: Volume, private readonly opts: ScriptOptions, private readonly log: Logger, private readonly marker: StreamMarker) {
+    this.cadence = new TagCadence(opts.tagIntervalMs);
+  }
+
+  private run(which: 'pre' | 'post', ms: number): Promise<void> {
+    const cmd = which === 'pre' ? this.opts.pre : this.opts.post;
+    if (!cmd) return Promise.resolve();
+    return runScript(cmd, which, ms, { TIDEMARK_VOLUME: this.volumeId, TIDEMARK_TAG: this.opts.tag, TIDEMARK_PATH: this.volume.path });
+  }
+
+  private fail(step: string, err: unknown): void {
+    const e = wrap(err, `${step} of volume ${this.volumeId}`, { volume: this.volumeId });
+    this.stats.failures++;
+    this.stats.lastError = e.message;
+    this.log.error({ code: 'TM_ERR_CAPTURE', volume: this.volumeId, cause: e.code, err: e.message }, 'app-consistent point dropped; this differential is fuzzy');
+  }
+
+  private live(): CapturedView {
+    return { view: this.volume, consistency: 'FUZZY', tags: [], atMs: Date.now(), release: async () => {} };
+  }
+
+  async begin(): Promise<CapturedView> {
+    // Not due, a gap in the stream (no point possible), too soon, or nothing written since the last tag.
+    if (!this.cadence.due(Date.now()) || !this.marker.pointPossible() || Date.now() - this.lastAt < MIN_GAP_MS) return this.live();
+    if (this.quietCount !== null && this.marker.writeCount() === this.quietCount) return this.live();
+    this.lastAt = Date.now();
+    const post = (): Promise<void> => this.run('post', this.opts.timeoutMs).catch((e) => this.fail('post script', e));
+    try {
+      await this.run('pre', this.opts.timeoutMs);
+    } catch (e) {
+      this.fail('pre script', e);
+      await post(); // the pre script may have half-quiesced the application
+      return this.live();
+    }
+    const atMs = Date.now();
+    const heldAt = performance.now();
+    let token: number | null = null;
+    let markError: unknown = null;
+    try {
+      for (const end = performance.now() + MARK_RETRY_MS; ; ) {
+        token = this.marker.streamMark();
+        if (token !== null || performance.now() >= end) break;
+        await new Promise((r) => setTimeout(r, 1));
+      }
+    } catch (e) {
+      markError = e;
+    }
+    const held = Math.round((performance.now() - heldAt) * 1000) / 1000;
+    this.stats.lastHoldMs = held;
+    this.stats.maxHoldMs = Math.max(this.stats.maxHoldMs ?? 0, held);
+    await post();
+    this.quietCount = this.marker.writeCount();
+    if (token === null) {
+      this.fail('stream marker', markError ?? tmError('TM_ERR_CAPTURE', `the data-mode ring stayed full for ${MARK_RETRY_MS} ms while the application was held; no marker, no tag`));
+      return this.live();
+    }
+    return {
+      view: this.volume,
+      consistency: 'APP',
+      tags: [this.opts.tag],
+      atMs,
+      streamMark: token,
+      release: async (seq?: number) => {
+        if (seq !== undefined) {
+          this.stats.points++;
+          this.cadence.tagged(atMs);
+          return;
+        }
+        this.fail('tag', tmError('TM_ERR_CAPTURE', 'the write stream up to the tag could not be journaled as a point (writes dropped or not yet re-read, or a resync began); the tag is dropped'));
+      },
+    };
+  }
+}
