@@ -12,7 +12,7 @@
 import { tmError, isCorruption, isTidemarkError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import type { DiffStore, RecoveryPoint, StoreState } from '../proto/diff-store.js';
-import { rawDataAsync } from '../proto/extent-codec.js';
+import { DECOMPRESS_INLINE_BELOW, rawData, rawDataAsync } from '../proto/extent-codec.js';
 import { extentsOf, FLAG_RESYNC, FLAG_RESYNC_END, type StoredDiff } from '../proto/hrl.js';
 import { checkExtent } from '../proto/limits.js';
 import type { ReplicaHashes } from './replica-hashes.js';
@@ -154,7 +154,10 @@ export class Applier {
         for await (const e of extentsOf(diff)) await rawDataAsync(e, e.data, this.volumeId, seq);
         return { diff, raws: null };
       }
-      return { diff, raws: await Promise.all(diff.extents.map((e) => rawDataAsync(e, e.data, this.volumeId, seq))) };
+      // Small or uncompressed extents on the spot; only large LZ4 ones go to the pool (rawDataAsync).
+      const raws = diff.extents.map((e) => (e.compression !== 'LZ4' || e.length < DECOMPRESS_INLINE_BELOW ? rawData(e, e.data, this.volumeId, seq) : null));
+      await Promise.all(raws.map(async (r, i) => { if (!r) raws[i] = await rawDataAsync(diff.extents[i]!, diff.extents[i]!.data, this.volumeId, seq); }));
+      return { diff, raws: raws as Buffer[] };
     } catch (e) {
       if (!isCorruption(e) && !(isTidemarkError(e) && e.code === 'TM_ERR_EXTENT_BOUNDS')) throw e;
       this.stats.lastError = `${e.code}: ${e.message}`;
