@@ -95,7 +95,7 @@ export class Applier {
       let base = currentPoint(this.store.state);
       let bytes = 0;
       let damaged = 0;
-      while (!this.closed && group.length < GROUP_DIFFS && bytes < GROUP_BYTES) {
+      while (!this.closed && this.exclusiveWanted === 0 && group.length < GROUP_DIFFS && bytes < GROUP_BYTES) {
         const seq = this.store.doneSeq + 1 + group.length;
         if (!this.store.pending().includes(seq)) break;
         const loaded = await this.loadChecked(seq);
