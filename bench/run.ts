@@ -2,6 +2,8 @@
 // With no name, list the benchmarks. Benchmarks measure; they never fail on a number.
 import { closest } from 'fastest-levenshtein';
 import { formatTable, machine, missingFigures, writeResults, type Benchmark } from './harness.js';
+import { applyBench } from './apply.js';
+import { churn } from './churn.js';
 import { consoleBench } from './console.js';
 import { dataCapture } from './data-capture.js';
 import { dataMode } from './data-mode.js';
@@ -14,6 +16,8 @@ import { resync } from './resync.js';
 import { tracking } from './tracking.js';
 
 export const BENCHMARKS: Record<string, Benchmark> = {
+  apply: applyBench,
+  churn,
   console: consoleBench,
   'data-capture': dataCapture,
   'data-mode': dataMode,

@@ -6,15 +6,24 @@
 // start; rewriting the same bytes at the same offsets is idempotent, so the replica ends exactly at
 // that differential's boundary before anything else happens. Every extent is decompressed and checked
 // against its source checksum before the first write, so a damaged differential changes nothing.
+// Group commit: the differentials staged when the applier looks are applied in order and made durable
+// together (one replica fsync, one hash-table save, one state write for all), then acknowledged; a crash
+// re-applies the whole group. The extents of a differential go to the replica many per call (writeMany).
 import { tmError, isCorruption, isTidemarkError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import type { DiffStore, RecoveryPoint, StoreState } from '../proto/diff-store.js';
-import { rawDataAsync } from '../proto/extent-codec.js';
+import { DECOMPRESS_INLINE_BELOW, rawData, rawDataAsync } from '../proto/extent-codec.js';
 import { extentsOf, FLAG_RESYNC, FLAG_RESYNC_END, type StoredDiff } from '../proto/hrl.js';
 import { checkExtent } from '../proto/limits.js';
 import type { ReplicaHashes } from './replica-hashes.js';
 import type { RetentionLog } from './retention/retention-log.js';
 import type { Replica } from './replica.js';
+
+/** A group commit takes at most this many staged differentials, or about this many bytes of them. */
+const GROUP_DIFFS = 16;
+const GROUP_BYTES = 64 << 20;
+/** A differential read from its file is written this many bytes of extents per call. */
+const WRITE_BATCH_BYTES = 8 << 20;
 
 export interface ApplierStats {
   /** False while a checksum resync is under way (between FLAG_RESYNC and FLAG_RESYNC_END). */
@@ -49,6 +58,8 @@ export class Applier {
       /** The replica's path names another file or device than the one open: this applier has stopped for good. */
       replaced?(how: string): void;
       point?(p: RecoveryPoint): Promise<void>;
+      /** point() reads the replica (a snapshot clones it): a group of differentials ends at each point. */
+      pointTakesReplica?: boolean;
     },
     private readonly log: Logger,
     readonly retention: RetentionLog | null = null,
@@ -74,69 +85,139 @@ export class Applier {
 
   private async drain(): Promise<void> {
     while (!this.closed && this.exclusiveWanted === 0) {
-      const seq = this.store.doneSeq + 1;
-      if (!this.store.pending().includes(seq)) return;
-      let diff: StoredDiff;
-      // Raw data of every extent when the differential is held in memory; a large one is verified here
-      // extent by extent and read again from its file while it is applied (proto/hrl.ts IN_MEMORY_BYTES).
-      let raws: Buffer[] | null = null;
-      try {
-        diff = await this.store.load(seq);
-        if (diff.header.volumeId !== this.volumeId || diff.header.seq !== seq) {
-          throw tmError('TM_ERR_HRL_CORRUPT', `staged file ${seq} names volume ${diff.header.volumeId} seq ${diff.header.seq}`, { volume: this.volumeId, seq });
+      // Group commit: the differentials staged now are applied one after another (each one's before-images
+      // durable before its first write), then made durable together: one replica fsync, one table save, one
+      // state write. Nothing is acknowledged before that, so nothing not durable is ever acked; a crash
+      // re-applies the whole group from doneSeq + 1 (redo, as for one differential).
+      const group: Array<{ seq: number; diff: StoredDiff; point: RecoveryPoint | null; resyncing: boolean }> = [];
+      let resyncing = this.store.state?.resyncing ?? false;
+      // The recovery point the replica is at before the next differential of the group.
+      let base = currentPoint(this.store.state);
+      let bytes = 0;
+      let damaged = 0;
+      while (!this.closed && this.exclusiveWanted === 0 && group.length < GROUP_DIFFS && bytes < GROUP_BYTES) {
+        const seq = this.store.doneSeq + 1 + group.length;
+        if (!this.store.pending().includes(seq)) break;
+        const loaded = await this.loadChecked(seq);
+        if (!loaded) {
+          damaged = seq;
+          break;
         }
-        // Checked by the receiver too; a file staged before that check must not grow or wedge the replica.
-        const geometry = { volumeSize: this.store.state?.sizeBytes ?? 0, blockSize: this.store.state?.blockSize ?? 0 };
-        for (const e of diff.extents) checkExtent(e, geometry, this.volumeId, seq);
-        if ('file' in diff) for await (const e of extentsOf(diff)) await rawDataAsync(e, e.data, this.volumeId, seq);
-        else raws = await Promise.all(diff.extents.map((e) => rawDataAsync(e, e.data, this.volumeId, seq)));
-      } catch (e) {
-        if (!isCorruption(e) && !(isTidemarkError(e) && e.code === 'TM_ERR_EXTENT_BOUNDS')) throw e;
-        // Never applied: discard it and what follows, so the process server (which keeps its copy until
-        // we acknowledge the apply) sends it again.
-        this.stats.lastError = `${e.code}: ${e.message}`;
-        this.log.error({ volume: this.volumeId, seq, code: e.code, err: e.message }, 'damaged staged differential discarded; asking for retransmission');
-        await this.store.discardFrom(seq);
-        this.hooks.damaged(seq);
+        const { diff, raws } = loaded;
+        const flags = diff.header.flags;
+        resyncing = flags & FLAG_RESYNC_END ? false : flags & FLAG_RESYNC ? true : resyncing;
+        // A recovery point only where the whole replica is at the source's captured instant.
+        const c = diff.header.consistency;
+        const prev = group.filter((g) => g.point).at(-1)?.point;
+        const point: RecoveryPoint | null = !resyncing && c !== 'FUZZY' ? { seq, atMs: this.captureTime(seq, diff.header.endTimeMs, prev), consistency: c, tags: diff.header.tags, appliedAt: Date.now() } : null;
+        // A seed still being hashed (ReplicaHashes.seed): the blocks written here first, or the entries
+        // recorded below would be overwritten by hashes of the data from before.
+        const bs = this.hashes.blockSize;
+        await this.hashes.ready(diff.extents.reduce((end, e) => Math.max(end, Math.ceil((e.offset + e.length) / bs)), 0));
+        // Not a byte more through a descriptor whose file the path no longer names (docs/OPERATIONS.md).
+        if (group.length === 0 && (await this.stale())) return;
+        if (this.retention && !(await this.keepBeforeImages(seq, diff, base, point))) break;
+        await this.writeExtents(diff, raws, seq);
+        group.push({ seq, diff, point, resyncing });
+        bytes += diff.dataBytes;
+        base = point;
+        // A point snapshot clones the replica: it must be at that point, so the group ends there.
+        if (point && this.hooks.pointTakesReplica) break;
+      }
+      if (group.length > 0 && !(await this.commit(group))) return;
+      if (damaged) {
+        await this.store.discardFrom(damaged);
+        this.hooks.damaged(damaged);
         return;
       }
-      const flags = diff.header.flags;
-      const resyncing = flags & FLAG_RESYNC_END ? false : flags & FLAG_RESYNC ? true : this.store.state?.resyncing ?? false;
-      // A recovery point only where the whole replica is at the source's captured instant.
-      const c = diff.header.consistency;
-      const point: RecoveryPoint | null = !resyncing && c !== 'FUZZY' ? { seq, atMs: this.captureTime(seq, diff.header.endTimeMs), consistency: c, tags: diff.header.tags, appliedAt: Date.now() } : null;
-      // A seed still being hashed (ReplicaHashes.seed): the blocks written here first, or the entries
-      // recorded below would be overwritten by hashes of the data from before.
-      const bs = this.hashes.blockSize;
-      await this.hashes.ready(diff.extents.reduce((end, e) => Math.max(end, Math.ceil((e.offset + e.length) / bs)), 0));
-      // Not a byte more through a descriptor whose file the path no longer names (docs/OPERATIONS.md).
-      if (await this.stale()) return;
-      if (this.retention && !(await this.keepBeforeImages(seq, diff, point))) return;
-      let i = 0;
-      for await (const e of extentsOf(diff)) {
-        const raw = raws ? raws[i]! : await rawDataAsync(e, e.data, this.volumeId, seq);
-        await this.replica.write(e.offset, raw);
-        this.hashes.update(e.offset, raw);
-        i++;
-      }
-      await this.replica.sync();
-      // Replaced while this differential was written: it went to the old file; it is not done, not acked.
-      if (await this.stale()) return;
-      // Hashes before doneSeq: a crash between the two re-applies this differential, rewriting both.
-      if (diff.extents.length > 0) await this.hashes.persist(seq);
-      // hashesSeq: the table's recorded sequence, checked at attach (a table from a stale applier is rebuilt).
-      await this.store.done(seq, { resyncing, hashesSeq: this.hashes.seq, ...(point && (c === 'APP' ? { lastAppPoint: point } : { lastCrashPoint: point })) });
-      if (point) await this.hooks.point?.(point);
-      this.stats.consistent = !resyncing;
-      this.stats.appliedSeq = seq;
-      this.stats.appliedBytes += diff.dataBytes;
-      this.stats.lastAppliedAt = Date.now();
-      this.stats.lagMs = Date.now() - diff.header.endTimeMs;
-      this.stats.lastConsistency = diff.header.consistency;
-      this.log.info({ volume: this.volumeId, seq, bytes: diff.dataBytes, consistency: diff.header.consistency, tags: diff.header.tags }, 'differential applied');
-      this.hooks.applied(seq);
-      this.waiters = this.waiters.filter((w) => (w.seq <= seq ? (w.resolve(), false) : true));
+      if (group.length === 0) return;
     }
+  }
+
+  /**
+   * Load staged differential `seq` and check it whole (geometry, every extent's data against its checksum)
+   * before any of it is written. Damaged: null, logged (the caller discards it and what follows, so the
+   * process server, which keeps its copy until we acknowledge the apply, sends it again).
+   */
+  private async loadChecked(seq: number): Promise<{ diff: StoredDiff; raws: Buffer[] | null } | null> {
+    // Raw data of every extent when the differential is held in memory; a large one is verified here
+    // extent by extent and read again from its file while it is applied (proto/hrl.ts IN_MEMORY_BYTES).
+    try {
+      const diff = await this.store.load(seq);
+      if (diff.header.volumeId !== this.volumeId || diff.header.seq !== seq) {
+        throw tmError('TM_ERR_HRL_CORRUPT', `staged file ${seq} names volume ${diff.header.volumeId} seq ${diff.header.seq}`, { volume: this.volumeId, seq });
+      }
+      // Checked by the receiver too; a file staged before that check must not grow or wedge the replica.
+      const geometry = { volumeSize: this.store.state?.sizeBytes ?? 0, blockSize: this.store.state?.blockSize ?? 0 };
+      for (const e of diff.extents) checkExtent(e, geometry, this.volumeId, seq);
+      if ('file' in diff) {
+        for await (const e of extentsOf(diff)) await rawDataAsync(e, e.data, this.volumeId, seq);
+        return { diff, raws: null };
+      }
+      // Small or uncompressed extents on the spot; only large LZ4 ones go to the pool (rawDataAsync).
+      const raws = diff.extents.map((e) => (e.compression !== 'LZ4' || e.length < DECOMPRESS_INLINE_BELOW ? rawData(e, e.data, this.volumeId, seq) : null));
+      await Promise.all(raws.map(async (r, i) => { if (!r) raws[i] = await rawDataAsync(diff.extents[i]!, diff.extents[i]!.data, this.volumeId, seq); }));
+      return { diff, raws: raws as Buffer[] };
+    } catch (e) {
+      if (!isCorruption(e) && !(isTidemarkError(e) && e.code === 'TM_ERR_EXTENT_BOUNDS')) throw e;
+      this.stats.lastError = `${e.code}: ${e.message}`;
+      this.log.error({ volume: this.volumeId, seq, code: e.code, err: e.message }, 'damaged staged differential discarded; asking for retransmission');
+      return null;
+    }
+  }
+
+  /** The differential's extents onto the replica, in order, many per call; the hash table follows them. */
+  private async writeExtents(diff: StoredDiff, raws: Buffer[] | null, seq: number): Promise<void> {
+    if (raws) {
+      await this.replica.writeMany(diff.extents.map((e) => e.offset), raws);
+      diff.extents.forEach((e, i) => this.hashes.update(e.offset, raws[i]!));
+      return;
+    }
+    let offsets: number[] = [];
+    let data: Buffer[] = [];
+    let pending = 0;
+    const flush = async (): Promise<void> => {
+      await this.replica.writeMany(offsets, data);
+      offsets.forEach((o, i) => this.hashes.update(o, data[i]!));
+      offsets = [];
+      data = [];
+      pending = 0;
+    };
+    for await (const e of extentsOf(diff)) {
+      const raw = await rawDataAsync(e, e.data, this.volumeId, seq);
+      offsets.push(e.offset);
+      data.push(raw);
+      pending += raw.length;
+      if (pending >= WRITE_BATCH_BYTES) await flush();
+    }
+    await flush();
+  }
+
+  /** Make a group durable and acknowledge it: false when the replica was replaced meanwhile (nothing done). */
+  private async commit(group: Array<{ seq: number; diff: StoredDiff; point: RecoveryPoint | null; resyncing: boolean }>): Promise<boolean> {
+    await this.replica.sync();
+    // Replaced while these differentials were written: they went to the old file; not done, not acked.
+    if (await this.stale()) return false;
+    const last = group.at(-1)!;
+    // Hashes before doneSeq: a crash between the two re-applies the group, rewriting both.
+    if (group.some((g) => g.diff.extents.length > 0)) await this.hashes.persist(last.seq);
+    const newest = (kind: 'APP' | 'CRASH'): RecoveryPoint | undefined => group.map((g) => g.point).filter((p): p is RecoveryPoint => p?.consistency === kind).at(-1);
+    const app = newest('APP');
+    const crash = newest('CRASH');
+    // hashesSeq: the table's recorded sequence, checked at attach (a table from a stale applier is rebuilt).
+    await this.store.done(last.seq, { resyncing: last.resyncing, hashesSeq: this.hashes.seq, ...(app && { lastAppPoint: app }), ...(crash && { lastCrashPoint: crash }) });
+    for (const g of group) if (g.point) await this.hooks.point?.(g.point);
+    const diff = last.diff;
+    this.stats.consistent = !last.resyncing;
+    this.stats.appliedSeq = last.seq;
+    this.stats.appliedBytes += group.reduce((n, g) => n + g.diff.dataBytes, 0);
+    this.stats.lastAppliedAt = Date.now();
+    this.stats.lagMs = Date.now() - diff.header.endTimeMs;
+    this.stats.lastConsistency = diff.header.consistency;
+    for (const g of group) this.log.info({ volume: this.volumeId, seq: g.seq, bytes: g.diff.dataBytes, consistency: g.diff.header.consistency, tags: g.diff.header.tags, ...(group.length > 1 && { group: group.length }) }, 'differential applied');
+    this.hooks.applied(last.seq);
+    this.waiters = this.waiters.filter((w) => (w.seq <= last.seq ? (w.resolve(), false) : true));
+    return true;
   }
 
   /** True (and this applier stopped) when the replica was replaced under its path. */
@@ -160,9 +241,8 @@ export class Applier {
    * retention log is full in pause mode (nothing is applied; the pipeline backs up until there is room).
    * Before the first recovery point (the initial sync) there is no point to go back to, so nothing is kept.
    */
-  private async keepBeforeImages(seq: number, diff: StoredDiff, tip: RecoveryPoint | null): Promise<boolean> {
+  private async keepBeforeImages(seq: number, diff: StoredDiff, base: RecoveryPoint | null, tip: RecoveryPoint | null): Promise<boolean> {
     const retention = this.retention!;
-    const base = currentPoint(this.store.state);
     if (!base && retention.segments.length === 0) return true;
     const estimate = diff.extents.reduce((n, e) => n + e.length + 20, 64);
     if (!retention.admit(estimate)) {
@@ -177,9 +257,10 @@ export class Applier {
    * A point's capture time, made non-decreasing per volume: a source clock stepped back must not give a
    * later point an earlier time (recover --at would take it for one from before). Warned when it happens.
    */
-  private captureTime(seq: number, endTimeMs: number): number {
+  private captureTime(seq: number, endTimeMs: number, before?: RecoveryPoint | null): number {
     const s = this.store.state;
-    const last = Math.max(s?.lastCrashPoint?.atMs ?? 0, s?.lastAppPoint?.atMs ?? 0);
+    // `before`: the newest point of the group being applied (not in the store's state yet).
+    const last = Math.max(s?.lastCrashPoint?.atMs ?? 0, s?.lastAppPoint?.atMs ?? 0, before?.atMs ?? 0);
     if (endTimeMs >= last) return endTimeMs;
     this.log.warn({ volume: this.volumeId, seq, captureTimeMs: endTimeMs, previousPointMs: last }, 'capture time earlier than the previous point (source clock stepped back?); recorded as the previous point\'s time');
     return last;

@@ -13,8 +13,8 @@ const READ_CHUNK = 4 * 1024 * 1024;
 
 /**
  * What the table must reflect to be trusted at attach: `seq` (the store's record of the last persist), or
- * doneSeq + 1 when that differential is staged (a crash after the table was written and before doneSeq:
- * it is applied again, rewriting the same entries).
+ * a staged sequence after doneSeq (a crash after the table was written for a group of differentials and
+ * before doneSeq: the group is applied again up to it, rewriting the same entries).
  */
 export interface HashExpectation {
   seq: number;
@@ -127,7 +127,9 @@ export class ReplicaHashes {
     try {
       const loaded = await this.file.load();
       if (loaded) {
-        const ok = !expect || loaded.seq === expect.seq || (loaded.seq === expect.doneSeq + 1 && expect.staged.includes(loaded.seq));
+        // A table saved for a group of differentials (Applier: group commit) reflects the last of them; they
+        // are all still staged after a crash before doneSeq, and applied again up to it before anything reads it.
+        const ok = !expect || loaded.seq === expect.seq || (loaded.seq != null && loaded.seq > expect.doneSeq && expect.staged.includes(loaded.seq));
         if (ok) {
           this.hashes = loaded.hashes;
           this.seq = loaded.seq ?? 0;

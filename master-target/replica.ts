@@ -4,7 +4,7 @@ import path from 'node:path';
 import { fsyncDir } from '../common/durable.js';
 import { tmError, wrap } from '../common/errors.js';
 import { volumeSize } from '../common/device.js';
-import { tryLock } from '../native/index.js';
+import { readMany, tryLock, writeMany } from '../native/index.js';
 import { identityOf, replacedHow, type ReplicaIdentity } from '../common/replica-identity.js';
 
 export class Replica {
@@ -65,6 +65,21 @@ export class Replica {
   async write(offset: number, data: Buffer): Promise<void> {
     let done = 0;
     while (done < data.length) done += (await this.fh.write(data, done, data.length - done, offset + done)).bytesWritten;
+  }
+
+  /** Each buffer at its offset, in order (a later one over an earlier one wins): one call for many extents. */
+  async writeMany(offsets: number[], data: Buffer[]): Promise<void> {
+    if (data.length === 0) return;
+    if (data.length === 1) return this.write(offsets[0]!, data[0]!);
+    await writeMany(this.fh.fd, data, offsets);
+  }
+
+  /** The ranges' bytes, one Buffer per range (slices of one read): one call for many extents. */
+  async readMany(ranges: ReadonlyArray<{ offset: number; length: number }>): Promise<Buffer[]> {
+    if (ranges.length === 0) return [];
+    const all = await readMany(this.fh.fd, ranges.map((r) => r.offset), ranges.map((r) => r.length));
+    let at = 0;
+    return ranges.map((r) => all.subarray(at, (at += r.length)));
   }
 
   async sync(): Promise<void> {

@@ -158,6 +158,7 @@ export class MasterTarget implements InboundSink {
       damaged: () => this.receiver.dropVolume(t.store.volumeId),
       replaced: (how) => void this.replaced(t, how),
       point: async (pt) => { await t.snapshots?.take(pt); },
+      pointTakesReplica: Boolean(t.snapshots),
     }, this.log.child({ component: 'applier', volume: t.store.volumeId }), t.retention);
     previous?.handOver(t.applier);
     if (previous && previous.hashes !== hashes) previous.hashes.abandon();

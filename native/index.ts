@@ -18,6 +18,8 @@ interface Addon {
   readDirect(fd: number, offset: number, length: number): Promise<Buffer>;
   peerCredentials(fd: number): PeerCredentials;
   flock(fd: number, exclusive: boolean): void;
+  writeMany(fd: number, buffers: Buffer[], offsets: number[]): Promise<void>;
+  readMany(fd: number, offsets: number[], lengths: number[]): Promise<Buffer>;
 }
 
 /** Who is at the other end of a Unix socket, as the kernel recorded it at connect (SO_PEERCRED). */
@@ -182,6 +184,41 @@ export async function readDirect(fd: number, offset: number, length: number): Pr
     throw fail(e, `direct read of ${length} bytes at ${offset} from fd ${fd}`, context, (f) => {
       if (f.syscall === 'O_DIRECT') return ['TM_ERR_NATIVE', 'the file was not opened with O_DIRECT, so the read would come from the page cache; open it with fs.constants.O_DIRECT'];
       if (f.errno === 'EBADF') return ['TM_ERR_NATIVE', 'not an open file descriptor (closed already?)'];
+      return undefined;
+    });
+  }
+}
+
+/**
+ * Write each buffer at its offset of `fd`, in the order given (a later one over an earlier one wins), as one
+ * job on the libuv pool: neighbouring ranges go as one pwritev. The scattered extents of a differential cost
+ * one pool round trip instead of one each. Rejects if any write fails; what reached the file is then unknown.
+ */
+export async function writeMany(fd: number, buffers: Buffer[], offsets: number[]): Promise<void> {
+  const a = load();
+  if (buffers.length !== offsets.length) throw tmError('TM_ERR_NATIVE', `writeMany: ${buffers.length} buffers for ${offsets.length} offsets`, { fd });
+  try {
+    await a.writeMany(fd, buffers, offsets);
+  } catch (e) {
+    throw fail(e, `write of ${buffers.length} ranges to fd ${fd}`, { fd }, (f) => (f.errno === 'EBADF' ? ['TM_ERR_NATIVE', 'not an open file descriptor (closed already?)'] : undefined));
+  }
+}
+
+/**
+ * Read the ranges [offsets[i], offsets[i] + lengths[i]) of `fd` into one Buffer, back to back, as one job on
+ * the libuv pool (neighbouring ranges as one preadv). A range past the end of the file fails (ENODATA).
+ */
+export async function readMany(fd: number, offsets: number[], lengths: number[]): Promise<Buffer> {
+  const a = load();
+  if (lengths.length !== offsets.length) throw tmError('TM_ERR_NATIVE', `readMany: ${lengths.length} lengths for ${offsets.length} offsets`, { fd });
+  const total = lengths.reduce((n, l) => n + l, 0);
+  if (total > bufferConstants.MAX_LENGTH) throw tmError('TM_ERR_NATIVE', `readMany: ${total} bytes is more than a Buffer holds (${bufferConstants.MAX_LENGTH})`, { fd });
+  try {
+    return await a.readMany(fd, offsets, lengths);
+  } catch (e) {
+    throw fail(e, `read of ${offsets.length} ranges from fd ${fd}`, { fd }, (f) => {
+      if (f.errno === 'EBADF') return ['TM_ERR_NATIVE', 'not an open file descriptor (closed already?)'];
+      if (f.errno === 'ENODATA') return ['TM_ERR_NATIVE', 'a range lies past the end of the file'];
       return undefined;
     });
   }

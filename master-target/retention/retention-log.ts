@@ -156,18 +156,10 @@ export class RetentionLog {
       return false;
     });
     if (existing && missing.length === 0) return;
-    const inFlight = limiter(8);
     if (existing) this.log.warn({ volume: this.volumeId, seq, extents: missing.length }, 're-applied differential writes blocks its segment lacks; adding their before-images');
     const images = [...covered.values()];
-    // Eight reads in flight: a differential has a hundred or more extents, and this is on the apply path.
-    const read = await Promise.all(missing.map((e, i) => Promise.resolve().then(async () => {
-      await inFlight.slot(i);
-      try {
-        return await replica.read(e.offset, e.length);
-      } finally {
-        inFlight.done();
-      }
-    })));
+    // One call for every extent (a differential has hundreds or thousands): this is on the apply path.
+    const read = await replica.readMany(missing);
     missing.forEach((e, i) => images.push({ offset: e.offset, data: read[i]!, crc32c: crc(read[i]!) }));
     if (expected) await this.checkBeforeImages(seq, missing, read, expected);
     const header: SegmentHeader = { volumeId: this.volumeId, fromSeq: seq, toSeq: seq, ...this.geometry, base, tip, createdAt: Date.now() };
@@ -177,6 +169,8 @@ export class RetentionLog {
       const { file, bytes } = await w.commit();
       this.segments = this.segments.filter((s) => s !== existing);
       this.segments.push({ ...header, file, bytes });
+      // A group re-applied after a crash (Applier: group commit) rewrites a segment older than the newest.
+      if (existing) this.segments.sort((a, b) => a.fromSeq - b.fromSeq);
       // On the apply path: adjust the totals rather than summing every segment again.
       this.stats.segments = this.segments.length;
       this.stats.bytes += bytes - (existing?.bytes ?? 0);
@@ -362,23 +356,4 @@ export class RetentionLog {
     if (alert && !this.stats.alert) this.log.warn({ volume: this.volumeId, bytes, maxBytes }, `retention alert: ${alert}`);
     Object.assign(this.stats, { segments: this.segments.length, bytes, points: points.length, oldestPoint: points[0] ?? null, alert });
   }
-}
-
-/** At most `n` tasks at once; each waits for a slot and gives it back when done. */
-function limiter(n: number): { slot(i: number): Promise<void>; done(): void } {
-  let running = 0;
-  const waiting: Array<() => void> = [];
-  return {
-    slot: () => {
-      if (running < n) {
-        running++;
-        return Promise.resolve();
-      }
-      return new Promise<void>((resolve) => waiting.push(() => { running++; resolve(); }));
-    },
-    done: () => {
-      running--;
-      waiting.shift()?.();
-    },
-  };
 }

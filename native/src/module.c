@@ -15,6 +15,8 @@ static napi_value init(napi_env env, napi_value exports) {
       {"readDirect", NULL, tm_read_direct, NULL, NULL, NULL, napi_enumerable, NULL},
       {"peerCredentials", NULL, tm_peer_credentials, NULL, NULL, NULL, napi_enumerable, NULL},
       {"flock", NULL, tm_flock, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"writeMany", NULL, tm_write_many, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"readMany", NULL, tm_read_many, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof fns / sizeof fns[0], fns);
 #else

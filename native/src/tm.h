@@ -44,5 +44,7 @@ napi_value tm_block_device_size(napi_env env, napi_callback_info info);
 napi_value tm_read_direct(napi_env env, napi_callback_info info);
 napi_value tm_peer_credentials(napi_env env, napi_callback_info info);
 napi_value tm_flock(napi_env env, napi_callback_info info);
+napi_value tm_write_many(napi_env env, napi_callback_info info);
+napi_value tm_read_many(napi_env env, napi_callback_info info);
 
 #endif

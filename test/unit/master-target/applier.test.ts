@@ -57,23 +57,25 @@ interface Parts { replica: Replica; hashes: ReplicaHashes; store: DiffStore }
 type Faults = (real: Parts) => { replica?: Partial<Replica>; hashes?: Partial<ReplicaHashes>; store?: Partial<DiffStore> };
 
 /** An applier over the volume as it is on disk, its collaborators optionally given faults. */
-async function applier(v: Volume, faults?: Faults): Promise<{ applier: Applier; store: DiffStore; close(): Promise<void> }> {
+async function applier(v: Volume, faults?: Faults, hooks: Partial<ConstructorParameters<typeof Applier>[4]> = {}): Promise<{ applier: Applier; store: DiffStore; close(): Promise<void> }> {
   const store = new DiffStore(v.dir, 'v1', log);
   await store.open();
   const replica = await Replica.open(v.replicaFile, SIZE);
   const hashes = new ReplicaHashes(v.dir, SIZE, BS, log);
-  await hashes.open(replica);
+  // As the master target attaches: the table must reflect what the store says (or a staged sequence).
+  await hashes.open(replica, { seq: store.state!.hashesSeq ?? 0, doneSeq: store.doneSeq, staged: store.pending() });
   const f = faults?.({ replica, hashes, store }) ?? {};
-  const a = new Applier('v1', withFaults(store, f.store), withFaults(replica, f.replica), withFaults(hashes, f.hashes), { applied: () => {}, damaged: () => {} }, log);
+  const a = new Applier('v1', withFaults(store, f.store), withFaults(replica, f.replica), withFaults(hashes, f.hashes), { applied: () => {}, damaged: () => {}, ...hooks }, log);
   return { applier: a, store, close: async () => { await a.close(); await replica.close(); } };
 }
 
-// Each crash lands inside the second differential (the first is fully applied by then).
+// The three staged differentials are applied as one group (group commit): each crash lands inside it,
+// after the first differential's extents were written.
 const crashes: Array<[string, Faults]> = [
-  ['after some of its extents were written', ({ replica }) => ({ replica: { write: failOn(replica.write.bind(replica), 6 + 3) } })],
-  ['after its extents were written, before the replica fsync', ({ replica }) => ({ replica: { sync: failOn(replica.sync.bind(replica), 2) } })],
-  ['after the replica fsync, before the hash table was saved', ({ hashes }) => ({ hashes: { persist: failOn(hashes.persist.bind(hashes), 2) } })],
-  ['after the hash table was saved, before it was marked applied', ({ store }) => ({ store: { done: failOn(store.done.bind(store), 2) } })],
+  ['after some of the group\'s extents were written', ({ replica }) => ({ replica: { writeMany: failOn(replica.writeMany.bind(replica), 2) } })],
+  ['after its extents were written, before the replica fsync', ({ replica }) => ({ replica: { sync: failOn(replica.sync.bind(replica), 1) } })],
+  ['after the replica fsync, before the hash table was saved', ({ hashes }) => ({ hashes: { persist: failOn(hashes.persist.bind(hashes), 1) } })],
+  ['after the hash table was saved, before it was marked applied', ({ store }) => ({ store: { done: failOn(store.done.bind(store), 1) } })],
 ];
 
 for (const [when, fault] of crashes) {
@@ -85,8 +87,8 @@ for (const [when, fault] of crashes) {
     await crashing.close();
     const onDisk = new DiffStore(v.dir, 'v1', log);
     await onDisk.open();
-    t.equal(onDisk.doneSeq, 1, 'the interrupted differential is not marked applied');
-    t.ok(onDisk.pending().includes(2), 'and is still staged');
+    t.equal(onDisk.doneSeq, 0, 'no differential of the interrupted group is marked applied');
+    t.same(onDisk.pending(), [1, 2, 3], 'and all are still staged');
 
     const restarted = await applier(v);
     await restarted.applier.kick();
@@ -126,4 +128,42 @@ t.test('while a seed is hashed in the background, a differential waits for its b
   const data = await fsp.readFile(v.replicaFile);
   t.ok(data.equals(v.expected), 'the replica holds what they wrote');
   t.strictSame(hashes.hashes, leafHashes(data, BS), 'and the table the hashes of that data, not of the data the seed read before');
+});
+
+t.test('group commit: the staged differentials are made durable with one fsync, then acked once, never before', async (t) => {
+  const v = await staged(t, new Rng('applier-group'));
+  let syncs = 0;
+  const acked: number[] = [];
+  const points: Array<{ seq: number; doneSeq: number }> = [];
+  let store: DiffStore | null = null;
+  const a = await applier(v, ({ replica }) => ({ replica: { sync: async () => { syncs++; t.same(acked, [], 'nothing acked before the fsync'); await replica.sync(); } } }), {
+    applied: (seq) => acked.push(seq),
+    point: async (p) => { points.push({ seq: p.seq, doneSeq: store!.doneSeq }); },
+  });
+  store = a.store;
+  await a.applier.kick();
+  await a.close();
+  t.equal(syncs, 1, 'one replica fsync for the three differentials');
+  t.same(acked, [DIFFS], 'acknowledged once, up to the last');
+  t.same(points.map((p) => p.seq), [1, 2, 3], 'every differential\'s point is still recorded, in order');
+  t.ok((await fsp.readFile(v.replicaFile)).equals(v.expected), 'the replica is the last boundary');
+  const onDisk = new DiffStore(v.dir, 'v1', log);
+  await onDisk.open();
+  t.equal(onDisk.state?.lastCrashPoint?.seq, DIFFS, 'the state names the newest point');
+});
+
+t.test('a point that reads the replica (a snapshot) ends the group: the replica is at that point when it runs', async (t) => {
+  const v = await staged(t, new Rng('applier-group-points'));
+  let syncs = 0;
+  const seen: Array<[number, number]> = [];
+  let store: DiffStore | null = null;
+  const a = await applier(v, ({ replica }) => ({ replica: { sync: async () => { syncs++; await replica.sync(); } } }), {
+    pointTakesReplica: true,
+    point: async (p) => { seen.push([p.seq, store!.doneSeq]); },
+  });
+  store = a.store;
+  await a.applier.kick();
+  await a.close();
+  t.equal(syncs, DIFFS, 'one group per point');
+  t.same(seen, [[1, 1], [2, 2], [3, 3]], 'each point taken with the replica committed exactly there');
 });

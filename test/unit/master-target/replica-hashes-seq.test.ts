@@ -48,6 +48,20 @@ t.test('a table one ahead of doneSeq with that differential staged is kept (it i
   t.equal(h.seq, 6);
 });
 
+t.test('a table saved for a group of staged differentials is kept; one ahead of every staged one is rebuilt', async (t) => {
+  const { dir, replica, data } = await setup(t);
+  // Group commit saved the table for 6..8 (seq 8), then crashed before doneSeq moved from 5.
+  await saveHashTable(path.join(dir, 'replica-hashes.bin'), BS, SIZE, zeros(), 8);
+  const kept = new ReplicaHashes(dir, SIZE, BS, silentLogger());
+  await kept.open(replica, { seq: 4, doneSeq: 5, staged: [6, 7, 8] });
+  t.same([...kept.hashes], [...zeros()], 'kept: the group is applied again up to 8');
+  t.equal(kept.seq, 8);
+  // The same table when 8 is not staged (nothing will re-apply it): not trusted.
+  const other = new ReplicaHashes(dir, SIZE, BS, silentLogger());
+  await other.open(replica, { seq: 4, doneSeq: 5, staged: [6, 7] });
+  t.same([...other.hashes], [...leafHashes(data, BS)], 'rebuilt from the replica');
+});
+
 t.test('a version 1 table (no sequence) is rebuilt; a newer version is refused as such', async (t) => {
   const { dir, replica, data } = await setup(t);
   const file = path.join(dir, 'replica-hashes.bin');
