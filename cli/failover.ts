@@ -20,7 +20,7 @@ import { REVERSE_LAYOUT } from '../master-target/failover/reverse-plan.js';
 import { checkedRecoverOptions } from '../master-target/operator-actions.js';
 import { outputPolicy } from '../master-target/recovery-outputs.js';
 import { recoverPoint, type RecoverResult } from '../master-target/recover.js';
-import type { RecoveryPoint } from '../proto/diff-store.js';
+import type { RecoveryPoint } from '../master-target/volume-state.js';
 import { act, mtStateDir, parseTime } from './recover.js';
 import { agentStateDir, ask } from './operator.js';
 import { codeOf } from '../common/errors.js';

@@ -28,7 +28,7 @@ import { Replica } from './replica.js';
 import { replacedHow } from '../common/replica-identity.js';
 import { FLAG_RESYNC, FLAG_RESYNC_END } from '../proto/hrl.js';
 import { PointSnapshots } from './point-snapshots.js';
-import { currentPoint } from './applier.js';
+import { currentPoint } from './volume-state.js';
 import { RetentionLog } from './retention/retention-log.js';
 import { recoverPoint, type RecoverProgress, type RecoverySource } from './recover.js';
 import { BucketTier } from './bucket/tier.js';
