@@ -10,6 +10,7 @@ import { crc } from '../common/checksum.js';
 import { silentLogger } from '../common/log.js';
 import { Applier } from '../master-target/applier.js';
 import { currentPoint } from '../master-target/volume-state.js';
+import { MtVolume } from '../master-target/volume.js';
 import type { RecoverySource } from '../master-target/recover.js';
 import { ReplicaHashes } from '../master-target/replica-hashes.js';
 import { Replica } from '../master-target/replica.js';
@@ -152,7 +153,7 @@ export class BenchVolume {
 
   private constructor(readonly dir: string, readonly id: string, readonly sizeBytes: number) {
     this.replicaPath = path.join(dir, 'replica.img');
-    this.storeDir = path.join(dir, 'mt', 'volumes', id);
+    this.storeDir = MtVolume.dir(path.join(dir, 'mt'), id);
   }
 
   /** A fully written replica (fill), or a reflink clone of another volume's replica and hash table. */
