@@ -4,12 +4,9 @@ import path from 'node:path';
 import { ensureDir } from '../common/durable.js';
 import { tmError, wrap } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
-import { PeerTrust, trustPaths } from '../common/peer-trust.js';
+import { trustPaths } from '../common/peer-trust.js';
 import { didYouMean, resolveFrom } from '../common/config.js';
-import { startStatusServer, type StatusServer } from '../common/status-server.js';
-import { startOperatorSocket, type OperatorSocket } from '../common/operator-socket.js';
-import { startOperatorListener, type OperatorListener } from '../common/operator-listener.js';
-import { lockStateDir, type StateLock } from '../common/state-lock.js';
+import { DaemonShell } from '../common/daemon-shell.js';
 import { fileAgeMs } from '../common/metrics.js';
 import { agentMetrics } from './metrics.js';
 import { connectTls } from '../common/tls.js';
@@ -43,21 +40,19 @@ export class Agent {
   /** What a cycle runs, in config order: a volume on its own, or a consistency group with all its members. */
   private units: Array<() => Promise<CycleResult[]>> = [];
   private sender: DiffSender | null = null;
-  private status: StatusServer | null = null;
-  private operator: OperatorSocket | null = null;
-  private operatorRemote: OperatorListener | null = null;
-  private lock: StateLock | null = null;
+  /** Identity, state lock, status and operator endpoints, and their closing (common/daemon-shell.ts). */
+  private readonly shell: DaemonShell;
   private timer: NodeJS.Timeout | null = null;
   private cycling: Promise<void> | null = null;
   /** Units still running after UNIT_WAIT_MS of an earlier cycle; skipped until they finish. */
   private readonly lingering = new Map<number, Promise<void>>();
   private wakeRequested = false;
-  private closing: Promise<void> | null = null;
-  private trust: PeerTrust | null = null;
   /** Volumes drained for a planned failover (agent/drain.ts). */
   private drains!: Drains;
 
-  constructor(readonly config: AgentConfig & { configDir: string }, private readonly log: Logger) {}
+  constructor(readonly config: AgentConfig & { configDir: string }, private readonly log: Logger) {
+    this.shell = new DaemonShell('agent', log);
+  }
 
   private path(p: string): string {
     return resolveFrom(this.config.configDir, p);
@@ -67,10 +62,7 @@ export class Agent {
     const cfg = this.config;
     const metrics = agentMetrics(this.log, () => this.snapshot());
     // Two agents on one state folder would number, send and delete each other's differentials.
-    this.lock = await lockStateDir(this.path(cfg.stateDir), 'an agent');
-    const trust = await PeerTrust.open(trustPaths(cfg.tls, (x) => this.path(x)), this.log.child({ component: 'trust' }));
-    this.trust = trust;
-    if (trust.identity.role !== 'agent') throw tmError('TM_ERR_PKI', `certificate ${cfg.tls.cert} is for a ${trust.identity.role}, not an agent`);
+    const trust = await this.shell.start({ trust: trustPaths(cfg.tls, (x) => this.path(x)), certPath: cfg.tls.cert, stateDir: this.path(cfg.stateDir) });
     const { host, port, name } = cfg.processServer;
     this.sender = new DiffSender({
       nodeName: cfg.name,
@@ -85,16 +77,9 @@ export class Agent {
     await this.drains.open(cfg.volumes.map((v) => v.id));
     await this.openGroups();
     this.sender.start();
-    this.status = await startStatusServer(DEFAULTS.statusHost, cfg.statusPort, this.path(cfg.stateDir), () => this.snapshot(), metrics);
-    this.operator = await startOperatorSocket(this.path(cfg.stateDir), (action, params) => this.act(action, params), this.log.child({ component: 'operator' }));
-    if (cfg.operatorListen) {
-      const ol = cfg.operatorListen;
-      this.operatorRemote = await startOperatorListener({
-        host: ol.host, port: ol.port, trust, clients: ol.clients, act: (action, params) => this.act(action, params), log: this.log.child({ component: 'operator' }),
-        stateDir: this.path(cfg.stateDir), limits: { handshakeTimeoutMs: ol.handshakeTimeoutMs, maxConnections: ol.maxConnections, maxPerAddress: ol.maxPerAddress },
-      });
-    }
-    this.log.info({ volumes: cfg.volumes.length, statusPort: this.status.port }, 'agent started');
+    const statusPort = await this.shell.serveStatus(cfg.statusPort, () => this.snapshot(), metrics);
+    await this.shell.serveOperators((action, params) => this.act(action, params), cfg.operatorListen, { status: () => this.snapshot(), metrics });
+    this.log.info({ volumes: cfg.volumes.length, statusPort }, 'agent started');
     this.schedule(0);
   }
 
@@ -178,7 +163,7 @@ export class Agent {
   }
 
   private schedule(ms: number): void {
-    if (this.closing) return;
+    if (this.shell.stopping) return;
     this.timer = setTimeout(() => {
       this.cycling = this.runCycle().finally(() => { this.cycling = null; });
     }, ms);
@@ -257,26 +242,20 @@ export class Agent {
     return { role: 'agent', name: this.config.name, pid: process.pid, uploader: this.sender?.stats, volumes: this.replicators.map((r) => ({ ...r.status(), drained: this.drains?.get(r.volumeId) ?? null, backlogAgeMs: fileAgeMs(r.journal.pending().length > 0 ? r.journal.file(r.journal.pending()[0]!) : null) })), groups: this.groups.map((g) => g.status()) };
   }
 
+  /** Stop (idempotent): the shell first takes no new operator action, then this, then its own parts. */
   close(): Promise<void> {
-    this.closing ??= (async () => {
-      await this.operator?.close(); // no new operator action once stopping
-      await this.operatorRemote?.close();
+    return this.shell.close(async () => {
       if (this.timer) clearTimeout(this.timer);
       await this.cycling;
       await this.sender?.close(); // fails questions still waiting for an answer
-      this.trust?.close();
       await Promise.all(this.lingering.values());
-      await this.status?.close();
       for (const r of this.replicators) {
         await r.close();
         await r.resync.close(); // windows compared ahead: their questions failed with the sender
         await r.tracker.close();
         await r.volume.close();
       }
-      await this.lock?.release();
-      this.log.info('agent stopped');
-    })();
-    return this.closing;
+    });
   }
 }
 

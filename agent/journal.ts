@@ -1,15 +1,16 @@
 // The agent's change journal for one volume: committed .hrl files waiting for the process server's ack,
 // and the volume's replication state (replication id, highest acknowledged sequence, and the generation
 // history that lets the process server tell a continuation of this state from a rolled-back copy).
+// The files and their bookkeeping are a DurableQueue (proto/durable-queue.ts), shared with the receivers.
 import { randomBytes, randomUUID } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { crc } from '../common/checksum.js';
-import { ensureDir, fsyncDir, removeTempFiles, unlinkDurable, writeFileDurable } from '../common/durable.js';
+import { ensureDir, writeFileDurable } from '../common/durable.js';
 import { tmError, isTidemarkError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
-import { HrlWriter, decodeHeader, decodeHrl, hrlName, listDiffs, salvageRanges, type Diff, type DiffHeader } from '../proto/hrl.js';
-import { RecentDiffs } from '../proto/recent-diffs.js';
+import { DurableQueue, readStateJson } from '../proto/durable-queue.js';
+import { HrlWriter, decodeHeader, decodeHrl, salvageRanges, type Diff, type DiffHeader } from '../proto/hrl.js';
 import type { DirtyExtent } from './trackers/tracker.js';
 
 /** Version of state.json written now; a newer one is refused (docs/FORMAT.md §4). */
@@ -53,10 +54,7 @@ export class Journal {
   readonly dir: string;
   private readonly stateFile: string;
   state!: VolumeState;
-  private seqs: number[] = [];
-  private sizes = new Map<number, number>();
-  private readonly recent = new RecentDiffs();
-  bytes = 0;
+  private readonly files: DurableQueue;
   /** Why the journal's files were lost (journal/ deleted while state.json remained), or null. */
   lost: string | null = null;
   /** Serialises writes with a rebase, which renumbers from under them. */
@@ -65,45 +63,36 @@ export class Journal {
   constructor(volumeDir: string, readonly volumeId: string, private readonly log: Logger) {
     this.dir = path.join(volumeDir, 'journal');
     this.stateFile = path.join(volumeDir, 'state.json');
+    this.files = new DurableQueue(this.dir);
+  }
+
+  /** Bytes on disk of the differentials not yet acknowledged. */
+  get bytes(): number {
+    return this.files.bytes;
   }
 
   async open(geometry: { sizeBytes: number; blockSize: number }): Promise<void> {
     const marker = path.join(this.dir, JOURNAL_MARKER);
     const hadMarker = await fsp.stat(marker).then(() => true, () => false);
-    await ensureDir(this.dir);
-    const removed = await removeTempFiles(this.dir);
+    const removed = await this.files.open(async () => {
+      const { state, fresh, upgraded } = await this.readState(geometry);
+      this.state = state;
+      // Pending differentials were deleted with the journal: their blocks reached nobody, only a resync finds them.
+      if (!fresh && !upgraded && !hadMarker) this.lost = `the journal directory ${this.dir} was lost or emptied while its state remained`;
+      if (!hadMarker && !this.lost) await this.markIntact();
+      return this.state.ackedSeq;
+    });
     if (removed > 0) this.log.info({ removed }, 'removed unfinished journal files left by a crash');
-    const { state, fresh, upgraded } = await this.readState(geometry);
-    this.state = state;
-    // Pending differentials were deleted with the journal: their blocks reached nobody, only a resync finds them.
-    if (!fresh && !upgraded && !hadMarker) this.lost = `the journal directory ${this.dir} was lost or emptied while its state remained`;
-    if (!hadMarker && !this.lost) await this.markIntact();
-    for (const seq of await listDiffs(this.dir)) {
-      if (seq <= this.state.ackedSeq) {
-        await unlinkDurable(this.file(seq)); // acked before a crash, not yet deleted
-        continue;
-      }
-      const { size } = await fsp.stat(this.file(seq));
-      this.seqs.push(seq);
-      this.sizes.set(seq, size);
-      this.bytes += size;
-    }
   }
 
   private async readState(geometry: { sizeBytes: number; blockSize: number }): Promise<{ state: VolumeState; fresh: boolean; upgraded: boolean }> {
-    let state: VolumeState;
-    try {
-      state = JSON.parse(await fsp.readFile(this.stateFile, 'utf8')) as VolumeState;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw tmError('TM_ERR_STATE_CORRUPT', `${this.stateFile}: ${(e as Error).message}`, { path: this.stateFile });
+    let state = await readStateJson<VolumeState>(this.stateFile, AGENT_STATE_VERSION, 'this agent');
+    if (state === null) {
       state = { version: AGENT_STATE_VERSION, replicationId: randomUUID(), ackedSeq: 0, ...geometry, generation: newGeneration(), parentGeneration: '', baseSeq: 0, confirmed: false };
       await writeFileDurable(this.stateFile, JSON.stringify(state));
       return { state, fresh: true, upgraded: false };
     }
     const version = state.version ?? 1;
-    if (version > AGENT_STATE_VERSION) {
-      throw tmError('TM_ERR_STATE_CORRUPT', `${this.stateFile} is format version ${version}; this agent reads up to ${AGENT_STATE_VERSION} (written by a newer Tidemark)`, { path: this.stateFile });
-    }
     const upgraded = version < AGENT_STATE_VERSION;
     // Version 1 kept no history: start one, as a continuation of whatever the receiver holds up to ackedSeq.
     if (upgraded) state = { ...state, version: AGENT_STATE_VERSION, generation: newGeneration(), parentGeneration: '', baseSeq: state.ackedSeq, confirmed: false };
@@ -163,26 +152,19 @@ export class Journal {
       const aside = path.join(path.dirname(this.dir), 'superseded');
       await fsp.rm(aside, { recursive: true, force: true });
       await ensureDir(aside);
-      const moved = [...this.seqs];
-      for (const s of moved) await fsp.rename(this.file(s), path.join(aside, hrlName(s)));
-      await fsyncDir(aside);
-      await fsyncDir(this.dir);
-      this.recent.forgetFrom(0);
-      this.seqs = [];
-      this.sizes.clear();
-      this.bytes = 0;
+      const moved = await this.files.moveAll(aside);
       this.state = { ...this.state, ackedSeq: durableSeq, confirmed: true };
       await this.saveState();
-      return moved.length;
+      return moved;
     });
   }
 
   file(seq: number): string {
-    return path.join(this.dir, hrlName(seq));
+    return this.files.file(seq);
   }
 
   get nextSeq(): number {
-    return Math.max(this.state.ackedSeq, this.seqs.at(-1) ?? 0) + 1;
+    return Math.max(this.state.ackedSeq, this.files.last) + 1;
   }
 
   get lastSeq(): number {
@@ -190,7 +172,7 @@ export class Journal {
   }
 
   pending(): number[] {
-    return this.seqs;
+    return this.files.pending();
   }
 
   /** Write a differential durably (tmp, fsync, rename, fsync dir) and return its sequence number. */
@@ -211,11 +193,7 @@ export class Journal {
       await w.abort();
       throw e;
     }
-    this.recent.remember(seq, w.diff());
-    const { size } = await fsp.stat(this.file(seq));
-    this.seqs.push(seq);
-    this.sizes.set(seq, size);
-    this.bytes += size;
+    await this.files.added(seq, w.diff());
     return seq;
   }
 
@@ -225,7 +203,7 @@ export class Journal {
    * same sequence number, so the sequence stays gap-free and nothing corrupt leaves this machine.
    */
   async load(seq: number, repair: RepairHook): Promise<Diff> {
-    const kept = this.recent.get(seq);
+    const kept = this.files.kept(seq);
     if (kept) return kept;
     const buf = await fsp.readFile(this.file(seq));
     try {
@@ -246,9 +224,7 @@ export class Journal {
       } catch {
         /* header damaged too: a resync was started, which ends with its own marker */
       }
-      const w = await HrlWriter.create(this.dir, { volumeId: this.volumeId, seq, startTimeMs: Date.now(), endTimeMs: Date.now(), volumeSize: this.state.sizeBytes, blockSize: this.state.blockSize, consistency: 'FUZZY', flags, tags: [] });
-      await w.commit();
-      return decodeHrl(await fsp.readFile(this.file(seq)), this.file(seq));
+      return this.files.standIn(seq, { volumeId: this.volumeId, volumeSize: this.state.sizeBytes, blockSize: this.state.blockSize }, flags);
     }
   }
 
@@ -261,14 +237,9 @@ export class Journal {
     if (seq > this.lastSeq) {
       throw tmError('TM_ERR_SOURCE_REGRESSED', `volume ${this.volumeId}: acknowledged up to ${seq}, but this journal wrote only up to ${this.lastSeq}: the receiver holds another history`, { volume: this.volumeId, seq });
     }
-    this.state = { ...this.state, ackedSeq: seq };
-    await this.saveState();
-    this.recent.forgetThrough(seq);
-    while (this.seqs.length > 0 && this.seqs[0]! <= seq) {
-      const s = this.seqs.shift()!;
-      this.bytes -= this.sizes.get(s) ?? 0;
-      this.sizes.delete(s);
-      await fsp.rm(this.file(s), { force: true });
-    }
+    await this.files.doneThrough(seq, () => {
+      this.state = { ...this.state, ackedSeq: seq };
+      return this.saveState();
+    });
   }
 }

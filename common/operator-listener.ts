@@ -10,7 +10,10 @@
 // a deadline, the head is at most 8 KiB, there is no body, the action is a word, the parameters are few,
 // short and never repeated. The action then runs exactly as one from the local socket, and is logged with
 // the certificate that asked for it (and the website user it was asked for, when a configuration server
-// says so).
+// says so). Two read-only actions are answered by the listener itself, for a configuration server that
+// collects status from another host: `status` (the daemon's /status snapshot) and `metrics` (its /metrics
+// text, as { contentType, text }); they change nothing and are logged at debug level only, being asked
+// every collection interval.
 import http from 'node:http';
 import path from 'node:path';
 import { promises as fsp } from 'node:fs';
@@ -19,6 +22,7 @@ import { writeFileDurable } from './durable.js';
 import { codeOf, type ErrorCode } from './errors.js';
 import type { Logger } from './log.js';
 import type { PeerTrust } from './peer-trust.js';
+import type { MetricsSource } from './status-server.js';
 import { ROLES, type Role } from './pki.js';
 import type { Peer } from './tls.js';
 import { TlsListener, type ListenerLimits } from './tls-listener.js';
@@ -63,7 +67,12 @@ export interface OperatorListenOptions {
   /** Where to write OPERATOR_PORT_FILE (the daemon's state folder). */
   stateDir?: string;
   limits?: Partial<ListenerLimits>;
+  /** What the read-only actions `status` and `metrics` answer: the same as the loopback status port's. */
+  read?: { status: () => unknown; metrics?: MetricsSource };
 }
+
+/** The read-only actions, answered from `read` rather than the daemon's operator actions. */
+export const READ_ACTIONS = ['status', 'metrics'] as const;
 
 export interface OperatorListener {
   readonly port: number;
@@ -139,6 +148,13 @@ export async function startOperatorListener(o: OperatorListenOptions): Promise<O
       return;
     }
     const { action, params, onBehalfOf } = parsed;
+    if (o.read && (READ_ACTIONS as readonly string[]).includes(action)) {
+      o.log.debug({ action, peer: caller.name, address: caller.address }, 'status read (remote)');
+      const read = o.read;
+      const answer = action === 'status' ? Promise.resolve(read.status()) : read.metrics ? read.metrics.render().then((text) => ({ contentType: read.metrics!.contentType, text })) : Promise.resolve({ contentType: 'text/plain', text: '' });
+      answer.then((out) => reply(res, 200, out ?? {}), (e: unknown) => reply(res, 500, { code: codeOf(e), message: (e as Error)?.message ?? String(e) }));
+      return;
+    }
     const who = { action, peer: caller.name, role: caller.role, serial: caller.serial, address: caller.address, onBehalfOf, params: Object.fromEntries([...params].map(([k, v]) => [k, v.slice(0, 256)])) };
     o.log.info(who, 'operator action (remote)');
     o.act(action, params, { ...caller, onBehalfOf }).then(

@@ -167,6 +167,8 @@ document.addEventListener('DOMContentLoaded', () => {
   for (const b of document.querySelectorAll('[data-range-pick]')) b.addEventListener('click', () => { const box = document.querySelector('.charts'); box.dataset.range = b.dataset.rangePick; loadCharts(box); });
   const run = document.getElementById('run-state');
   if (run && run.dataset.live === '1') setTimeout(() => location.reload(), 1000);
+  const guided = document.getElementById('guided-state');
+  if (guided && guided.dataset.live === '1') setTimeout(() => location.reload(), 2000);
   document.body.dataset.ready = '1';
 });
 `;

@@ -1,5 +1,7 @@
-// Every interval, ask each daemon for GET /status (its loopback status port, found from statusUrl or the
-// status-port file in its state folder), record the fleet's figures in the store, and mark a daemon that
+// Every interval, ask each daemon for its status: a daemon entry with `remote` over its remote operator
+// port (mutual TLS, the read-only actions `status` and `metrics`, config-server/remote.ts), so a daemon on
+// another host is watched with the same authentication as it is acted on; else GET /status on its loopback
+// status port (found from statusUrl or the status-port file in its state folder). Record the fleet's figures in the store, and mark a daemon that
 // does not answer as down with the cause — within the same round, since each request is bounded by the
 // interval. Rounds never overlap.
 import { promises as fsp } from 'node:fs';
@@ -8,6 +10,7 @@ import path from 'node:path';
 import { STATUS_PORT_FILE } from '../common/status-server.js';
 import type { Logger } from '../common/log.js';
 import type { DaemonEntry } from './config.js';
+import type { RemoteOperator } from './remote.js';
 import { fleetRows, type VolumeRow } from './fleet.js';
 import { parseMetrics, type Sample } from './prom-text.js';
 import type { DaemonState, PointSeen, Store, VolumeSample } from './store.js';
@@ -55,12 +58,16 @@ export type MetricsObserver = (samples: Sample[], down: Array<{ name: string; ca
 function causeOf(e: unknown, url: string): string {
   const code = (e as NodeJS.ErrnoException).code;
   if (code === 'ECONNREFUSED') return `connection refused at ${url} (the daemon is not running)`;
+  // A refusal by a daemon's operator port (TM_ERR_PEER_REFUSED, TM_ERR_FORBIDDEN) says who and why already.
+  if (typeof code === 'string' && code.startsWith('TM_ERR_')) return `${code}: ${(e as Error).message}`;
   return `${(e as Error).message}${code ? ` (${code})` : ''}${url ? ` at ${url}` : ''}`;
 }
 
 export class Collector {
   readonly states = new Map<string, DaemonState>();
   readonly roles: ReadonlyMap<string, string>;
+  /** Daemons that run only during reverse replication: kept out of the fleet's volumes and of "down". */
+  private readonly standby: ReadonlySet<string>;
   private rows: VolumeRow[] = [];
   private timer: NodeJS.Timeout | null = null;
   private round: Promise<void> | null = null;
@@ -75,12 +82,19 @@ export class Collector {
     private readonly intervalMs: number,
     private readonly log: Logger,
     private readonly observe: MetricsObserver | null = null,
+    private readonly remote: RemoteOperator | null = null,
   ) {
     this.roles = new Map(daemons.map((d) => [d.name, d.role]));
+    this.standby = new Set(daemons.filter((d) => d.standby).map((d) => d.name));
     const known = new Set(daemons.map((d) => d.name));
     // What the last run saw, until the first round answers: a restart keeps the fleet on the page.
     for (const s of store.daemonStates()) if (known.has(s.name)) this.states.set(s.name, s);
-    this.rows = fleetRows([...this.states.values()], this.roles, Date.now());
+    this.rows = fleetRows(this.forward(), this.roles, Date.now());
+  }
+
+  /** The states of the daemons that are not standby. */
+  private forward(): DaemonState[] {
+    return [...this.states.values()].filter((s) => !this.standby.has(s.name));
   }
 
   /** The fleet as of the last round. */
@@ -100,11 +114,27 @@ export class Collector {
     return `http://127.0.0.1:${port}`;
   }
 
+  /** Status and metrics over the daemon's remote operator port. */
+  private async pollRemote(d: DaemonEntry, timeoutMs: number): Promise<[Record<string, unknown>, string]> {
+    if (!this.remote) throw new Error('this server has no client identity for remote operator ports (tls.ca)');
+    const none = new URLSearchParams();
+    const [snapshot, m] = await Promise.all([
+      this.remote.ask(d, 'status', none, { timeoutMs }),
+      this.observe ? this.remote.ask(d, 'metrics', none, { timeoutMs }).catch(() => ({ text: '' })) : { text: '' },
+    ]);
+    return [snapshot, typeof m.text === 'string' ? m.text : ''];
+  }
+
   private async poll(d: DaemonEntry, timeoutMs: number): Promise<{ snapshot: Record<string, unknown>; metrics: Sample[] } | { cause: string }> {
-    let url = d.statusUrl ?? '';
+    let url = d.remote ? `operator port ${d.remote.host}:${d.remote.port}` : d.statusUrl ?? '';
     try {
-      url = await this.urlOf(d);
-      const [snapshot, text] = await Promise.all([getJson(`${url}/status`, timeoutMs), this.observe ? getText(`${url}/metrics`, timeoutMs).catch(() => '') : '']);
+      let snapshot: Record<string, unknown>;
+      let text: string;
+      if (d.remote) [snapshot, text] = await this.pollRemote(d, timeoutMs);
+      else {
+        url = await this.urlOf(d);
+        [snapshot, text] = await Promise.all([getJson(`${url}/status`, timeoutMs), this.observe ? getText(`${url}/metrics`, timeoutMs).catch(() => '') : '']);
+      }
       if (snapshot.role !== d.role) return { cause: `${url} is a ${String(snapshot.role)}, not the ${d.role} configured` };
       const metrics = parseMetrics(text);
       for (const m of metrics) m.labels.instance = d.name;
@@ -145,13 +175,13 @@ export class Collector {
       this.states.set(d.name, next);
       changed.push(next);
     }
-    this.rows = fleetRows([...this.states.values()], this.roles, now);
+    this.rows = fleetRows(this.forward(), this.roles, now);
     const samples: VolumeSample[] = this.rows.map((r) => ({ volume: r.id, atMs: now, rpoMs: r.rpoMs, agentBacklog: r.agentBacklog, psBacklog: r.psBacklog, mtBacklog: r.mtBacklog, appliedBytes: r.appliedBytes, appliedSeq: r.appliedSeq, mode: r.mode }));
     const points: PointSeen[] = this.rows.flatMap((r) => [r.lastCrashPoint, r.lastAppPoint].filter((p) => p !== null).map((p) => ({ volume: r.id, seq: p!.seq, atMs: p!.atMs, consistency: p!.consistency, tags: p!.tags })));
     this.store.record(samples, points, changed);
     if (this.observe) {
       const all = answers.flatMap(([, a]) => ('metrics' in a ? a.metrics : []));
-      this.observe(all, answers.flatMap(([d, a]) => ('cause' in a ? [{ name: d.name, cause: a.cause }] : [])), now);
+      this.observe(all, answers.flatMap(([d, a]) => ('cause' in a && !d.standby ? [{ name: d.name, cause: a.cause }] : [])), now);
     }
     if (this.rounds++ % 30 === 0) this.store.prune(now);
     this.lastRoundMs = Date.now() - started;

@@ -24,9 +24,18 @@ const daemonSchema = z.strictObject({
   /**
    * The daemon's remote operator port (its `operatorListen`), on any host: actions go there over mutual
    * TLS with this server's certificate (role config-server) and the daemon's certificate pinned to
-   * `name` and `role`, rather than through a local operator socket.
+   * `name` and `role`, rather than through a local operator socket; its status is read there too
+   * (statusUrl and stateDir are then not used for it).
    */
   remote: z.strictObject({ host: z.string().min(1).max(253), port: z.number().int().min(1).max(65535) }).optional(),
+  /**
+   * Runs only during reverse replication (the daemons `tidemark reverse` configures): watched, but not
+   * "down" while it does not answer, and not on the fleet page's volumes (its volume ids are the forward
+   * ones); the guided failback (guided.ts) checks it through its collected status.
+   */
+  standby: z.boolean().default(false),
+  /** The daemon's config file on its host, for the commands the guided failover shows. */
+  configFile: z.string().min(1).optional(),
 });
 
 const userSchema = z.strictObject({
@@ -73,6 +82,19 @@ export const configServerSchema = z.strictObject({
   users: z.array(userSchema).default([]),
   daemons: z.array(daemonSchema).default([]),
   plans: z.array(planSchema).default([]),
+  /**
+   * The guided failover, reverse and failback (guided.ts): where the commands it shows put the reverse
+   * configs (`<dir>/<volume>`, on the master target's host), the CA folder that issues their
+   * certificates, and the sites' addresses and ports for `tidemark reverse`.
+   */
+  failback: z.strictObject({
+    dir: z.string().min(1),
+    pki: z.string().min(1).optional(),
+    primaryHost: z.string().min(1).optional(),
+    secondaryHost: z.string().min(1).optional(),
+    psPort: z.number().int().min(1).max(65535).optional(),
+    mtPort: z.number().int().min(1).max(65535).optional(),
+  }).optional(),
   /** Where test failovers and recoveries started from the website write; must be under the master target's recovery.roots. */
   recoveryDir: z.string().min(1).optional(),
 });
@@ -97,7 +119,7 @@ export function checked(cfg: ConfigServerConfig, source: string): ConfigServerCo
   const p = dup(cfg.plans.map((x) => x.name));
   if (p) throw tmError('TM_ERR_CONFIG_INVALID', `${source}: plans: "${p}" is listed twice`, { key: 'plans' });
   for (const x of cfg.daemons) {
-    if (x.statusUrl === undefined && x.stateDir === undefined) throw tmError('TM_ERR_CONFIG_INVALID', `${source}: daemons: "${x.name}" needs statusUrl or stateDir`, { key: 'daemons' });
+    if (x.statusUrl === undefined && x.stateDir === undefined && x.remote === undefined) throw tmError('TM_ERR_CONFIG_INVALID', `${source}: daemons: "${x.name}" needs remote (its operatorListen), statusUrl or stateDir`, { key: 'daemons' });
     if (x.remote && x.role === 'process-server') throw tmError('TM_ERR_CONFIG_INVALID', `${source}: daemons: "${x.name}" is a process server, which takes no operator actions: remove its remote`, { key: 'daemons' });
     if (x.remote && cfg.tls.ca === undefined) throw tmError('TM_ERR_CONFIG_INVALID', `${source}: daemons: "${x.name}" has a remote operator port, which needs tls.ca (the deployment CA) to check the daemon`, { key: 'tls.ca' });
   }

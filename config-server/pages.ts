@@ -12,7 +12,7 @@ export function layout(title: string, v: Viewer | null, body: Html): string {
 <html lang="en"><head><meta charset="utf-8"><title>${title} · Tidemark</title>
 <meta name="viewport" content="width=device-width"><link rel="stylesheet" href="/assets/style.css">
 <script src="/assets/app.js" defer></script></head>
-<body><header><strong>Tidemark</strong>${v ? html`<a href="/">Fleet</a><a href="/plans">Plans</a><a href="/audit">Audit log</a>
+<body><header><strong>Tidemark</strong>${v ? html`<a href="/">Fleet</a><a href="/plans">Plans</a><a href="/guided">Failover</a><a href="/audit">Audit log</a>
 <span id="who">${v.user} (${v.role})</span>
 <form method="post" action="/logout"><input type="hidden" name="csrf" value="${v.csrf}"><button>Log out</button></form>` : ''}</header>
 <main>${body}</main></body></html>`.text;

@@ -27,6 +27,8 @@ export interface ConfigServerParts {
   /** Alert rules evaluated each round over the daemons' /metrics (alerts.ts). */
   alerts?: () => AlertEngine;
   plans?: (cs: ConfigServer) => PlanRoutes;
+  /** The guided failover, reverse and failback (guided.ts). */
+  guided?: (cs: ConfigServer) => PlanRoutes;
 }
 
 export class ConfigServer {
@@ -56,11 +58,12 @@ export class ConfigServer {
     this.relay = new ActionRelay(cfg, this.remote);
     const engine = this.parts.alerts?.() ?? null;
     if (engine?.unsupported.length) this.log.warn({ rules: engine.unsupported }, 'alert rules in a form not evaluated here');
-    this.collector = new Collector(cfg.daemons, (p) => csPath(cfg, p), this.store, cfg.intervalMs, this.log.child({ component: 'collector' }), engine ? (s, down, now) => engine.update(s, down, now) : null);
+    this.collector = new Collector(cfg.daemons, (p) => csPath(cfg, p), this.store, cfg.intervalMs, this.log.child({ component: 'collector' }), engine ? (s, down, now) => engine.update(s, down, now) : null, this.remote);
     const handler = webHandler({
       cfg, store: this.store, collector: this.collector, relay: this.relay, log: this.log.child({ component: 'web' }),
       alerts: (): Alert[] => engine?.alerts() ?? [],
       plans: this.parts.plans?.(this) ?? null,
+      guided: this.parts.guided?.(this) ?? null,
     });
     this.server = https.createServer({ cert: cert!, key: key!, minVersion: 'TLSv1.2' }, handler);
     this.server.headersTimeout = 15_000;

@@ -5,7 +5,7 @@ import Database from 'better-sqlite3';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { tmError, wrap } from '../common/errors.js';
-import { TIERS, type AuditEntry, type DaemonState, type PlanRunRecord, type PointSeen, type Session, type Store, type Tier, type VolumeSample } from './store.js';
+import { TIERS, type AuditEntry, type GuidedRecord, type DaemonState, type PlanRunRecord, type PointSeen, type Session, type Store, type Tier, type VolumeSample } from './store.js';
 
 export const STORE_FILE = 'store.sqlite';
 export const STORE_VERSION = 1;
@@ -24,6 +24,8 @@ CREATE TABLE IF NOT EXISTS sessions (id_hash TEXT PRIMARY KEY, user TEXT NOT NUL
   csrf TEXT NOT NULL, expires INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS plan_runs (id INTEGER PRIMARY KEY AUTOINCREMENT, plan TEXT NOT NULL, test INTEGER NOT NULL,
   user TEXT NOT NULL, started INTEGER NOT NULL, finished INTEGER, state TEXT NOT NULL, steps TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS guided (id INTEGER PRIMARY KEY AUTOINCREMENT, volume TEXT NOT NULL, state TEXT NOT NULL,
+  body TEXT NOT NULL);
 `;
 
 /** Max of two figures where either may be missing (SQLite's max() is NULL if any argument is). */
@@ -152,6 +154,21 @@ export class SqliteStore implements Store {
     return r ? runOf(r) : null;
   }
 
+  putGuided(r: Omit<GuidedRecord, 'id'> & { id?: number }): number {
+    if (r.id === undefined) return Number(this.stmt('insGuided', 'INSERT INTO guided (volume, state, body) VALUES (?, ?, ?)').run(r.volume, r.state, JSON.stringify(r.body)).lastInsertRowid);
+    this.stmt('upGuided', 'UPDATE guided SET state = ?, body = ? WHERE id = ?').run(r.state, JSON.stringify(r.body), r.id);
+    return r.id;
+  }
+
+  guided(id: number): GuidedRecord | null {
+    const r = this.stmt('guided', 'SELECT * FROM guided WHERE id = ?').get(id) as Row | undefined;
+    return r ? guidedOf(r) : null;
+  }
+
+  guidedList(limit: number): GuidedRecord[] {
+    return (this.stmt('guidedList', 'SELECT * FROM guided ORDER BY id DESC LIMIT ?').all(limit) as Row[]).map(guidedOf);
+  }
+
   historyBytes(): number {
     const pages = this.db.pragma('page_count', { simple: true }) as number;
     const free = this.db.pragma('freelist_count', { simple: true }) as number;
@@ -165,4 +182,8 @@ export class SqliteStore implements Store {
 
 function runOf(r: Row): PlanRunRecord {
   return { id: r.id as number, plan: r.plan as string, test: r.test === 1, user: r.user as string, startedMs: r.started as number, finishedMs: r.finished as number | null, state: r.state as PlanRunRecord['state'], steps: JSON.parse(r.steps as string) as unknown[] };
+}
+
+function guidedOf(r: Row): GuidedRecord {
+  return { id: Number(r.id), volume: String(r.volume), state: String(r.state) as GuidedRecord['state'], body: JSON.parse(String(r.body)) as Record<string, unknown> };
 }

@@ -68,6 +68,15 @@ export interface PlanRunRecord {
   steps: unknown[];
 }
 
+/** A guided failover, reverse and failback of one volume (guided.ts), kept whole as JSON beside its id. */
+export interface GuidedRecord {
+  id: number;
+  volume: string;
+  state: 'active' | 'done' | 'aborted';
+  /** The rest of the sequence (guided.ts, GuidedSequence). */
+  body: Record<string, unknown>;
+}
+
 export interface Store {
   /** Record one collection round's samples and points, atomically. */
   record(samples: readonly VolumeSample[], points: readonly PointSeen[], daemons: readonly DaemonState[]): void;
@@ -84,6 +93,10 @@ export interface Store {
   putPlanRun(r: Omit<PlanRunRecord, 'id'> & { id?: number }): number;
   planRuns(limit: number): PlanRunRecord[];
   planRun(id: number): PlanRunRecord | null;
+  /** Insert (no id) or update a guided sequence; its id. */
+  putGuided(r: Omit<GuidedRecord, 'id'> & { id?: number }): number;
+  guided(id: number): GuidedRecord | null;
+  guidedList(limit: number): GuidedRecord[];
   /** Bytes the history of all volumes takes (bench: bytes per volume per day). */
   historyBytes(): number;
   close(): void;

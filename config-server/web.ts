@@ -25,6 +25,7 @@ export interface WebDeps {
   relay: ActionRelay;
   alerts: () => Alert[];
   plans: PlanRoutes | null;
+  guided?: PlanRoutes | null;
   log: Logger;
 }
 
@@ -76,7 +77,9 @@ export function webHandler(d: WebDeps): (req: http.IncomingMessage, res: http.Se
 
   const daemonRows = (): DaemonRow[] => d.cfg.daemons.map((x) => {
     const s = d.collector.states.get(x.name);
-    return { name: x.name, role: x.role, up: s?.up ?? false, cause: s ? s.cause : 'not asked yet', sinceMs: s?.sinceMs ?? 0, lastOkMs: s?.lastOkMs ?? null };
+    const cause = s ? s.cause : 'not asked yet';
+    // A reverse daemon that is not running is expected to be so, outside a failover.
+    return { name: x.name, role: x.role, up: s?.up ?? false, cause: x.standby && !s?.up ? `standby (runs during reverse replication only): ${cause ?? ''}` : cause, sinceMs: s?.sinceMs ?? 0, lastOkMs: s?.lastOkMs ?? null };
   });
 
   async function login(r: Req): Promise<void> {
@@ -186,6 +189,7 @@ export function webHandler(d: WebDeps): (req: http.IncomingMessage, res: http.Se
     x = /^\/volume\/([^/]+)\/action\/([a-z-]+)$/.exec(p);
     if (m === 'POST' && x) return volumeAction(r, decodeURIComponent(x[1]!), x[2]!);
     if (d.plans && (await d.plans.route(r, { audit, postRefusal, forbidden }))) return;
+    if (d.guided && (await d.guided.route(r, { audit, postRefusal, forbidden }))) return;
     send(r.res, 404, 'text/plain', 'not found');
   }
 

@@ -144,20 +144,29 @@ export class Lab {
    * differential and holds a consistent replica.
    */
   async converged(sinceMs: number): Promise<boolean> {
+    return (await this.notConverged(sinceMs)) === null;
+  }
+
+  /** Why the lab has not converged (see `converged`), or null once it has. */
+  async notConverged(sinceMs: number): Promise<string | null> {
     const [a, m] = [await this.status('agent'), await this.status('mt')];
-    if (!a || !m) return false;
+    if (!a || !m) return `${!a ? 'agent' : 'master target'} not answering`;
     const av = a.volumes as Record<string, unknown>[];
     const mv = m.volumes as Record<string, unknown>[];
-    return av.every((v) => {
+    for (const v of av) {
       const t = mv.find((x) => x.id === v.id);
-      return v.consistentAfterResync === true && v.lastCycleBytes === 0 && Number(v.lastCycleAt) > sinceMs && v.journalFiles === 0 && t !== undefined && t.appliedSeq === v.lastSeq && t.consistent === true;
-    });
+      const pick = (o: Record<string, unknown> | undefined, keys: string[]): string => JSON.stringify(Object.fromEntries(keys.map((k) => [k, o?.[k]])));
+      if (!(v.consistentAfterResync === true && v.lastCycleBytes === 0 && Number(v.lastCycleAt) > sinceMs && v.journalFiles === 0 && t !== undefined && t.appliedSeq === v.lastSeq && t.consistent === true)) {
+        return `${String(v.id)}: agent ${pick(v, ['mode', 'consistentAfterResync', 'lastCycleBytes', 'lastCycleAt', 'journalFiles', 'lastSeq', 'trackerStats'])} master target ${pick(t, ['appliedSeq', 'consistent'])} (since ${sinceMs})`;
+      }
+    }
+    return null;
   }
 
   async waitConverged(sinceMs: number, timeoutMs: number, onTick?: () => Promise<void>): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     while (!(await this.converged(sinceMs))) {
-      if (Date.now() > deadline) throw new Error(`not converged after ${timeoutMs} ms`);
+      if (Date.now() > deadline) throw new Error(`not converged after ${timeoutMs} ms: ${await this.notConverged(sinceMs)}`);
       await onTick?.();
       await new Promise((r) => setTimeout(r, 250));
     }

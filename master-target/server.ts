@@ -2,16 +2,11 @@
 // applies it to the replica in order, and acknowledges only what is applied and fsync'd.
 import path from 'node:path';
 import { didYouMean, resolveFrom } from '../common/config.js';
-import { DEFAULTS } from '../common/defaults.js';
+import { DaemonShell } from '../common/daemon-shell.js';
 import { tmError, wrap } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
-import { PeerTrust, trustPaths } from '../common/peer-trust.js';
-import { startStatusServer, type StatusServer } from '../common/status-server.js';
-import { startOperatorSocket, type OperatorSocket } from '../common/operator-socket.js';
-import { startOperatorListener, type OperatorListener } from '../common/operator-listener.js';
-import { lockStateDir, type StateLock } from '../common/state-lock.js';
+import { trustPaths } from '../common/peer-trust.js';
 import { masterTargetMetrics } from './metrics.js';
-import { TlsListener } from '../common/tls-listener.js';
 import { FramedConnection } from '../proto/connection.js';
 import type { Diff, ExtentRecord } from '../proto/hrl.js';
 import type { DiffBegin, HashAnswer, HashQuery, OpenVolume } from '../proto/messages.js';
@@ -25,29 +20,22 @@ import { operatorAction } from './operator-actions.js';
 export class MasterTarget implements InboundSink {
   readonly targets = new Map<string, MtVolume>();
   receiver!: DiffReceiver;
-  private listener: TlsListener | null = null;
-  private trust: PeerTrust | null = null;
-  private readonly connections = new Set<FramedConnection>();
-  private status: StatusServer | null = null;
-  private operator: OperatorSocket | null = null;
-  private operatorRemote: OperatorListener | null = null;
-  private lock: StateLock | null = null;
+  /** Identity, state lock, listener, status and operator endpoints, and their closing (common/daemon-shell.ts). */
+  private readonly shell: DaemonShell<FramedConnection>;
   private retry: NodeJS.Timeout | null = null;
-  private closing: Promise<void> | null = null;
   testFailovers!: TestFailovers;
   port = 0;
 
-  constructor(readonly config: MtConfig, private readonly log: Logger) {}
+  constructor(readonly config: MtConfig, private readonly log: Logger) {
+    this.shell = new DaemonShell('master-target', log);
+  }
 
   async open(): Promise<void> {
     const cfg = this.config;
     const metrics = masterTargetMetrics(this.log, () => this.snapshot());
     const p = (x: string): string => resolveFrom(cfg.configDir, x);
-    const trust = await PeerTrust.open(trustPaths(cfg.tls, p), this.log.child({ component: 'trust' }));
-    this.trust = trust;
-    if (trust.identity.role !== 'master-target') throw tmError('TM_ERR_PKI', `certificate ${cfg.tls.cert} is for a ${trust.identity.role}, not a master target`);
     // Before anything reads the state: a second master target would run start-up recovery on live staging.
-    this.lock = await lockStateDir(p(cfg.stateDir), 'a master target');
+    await this.shell.start({ trust: trustPaths(cfg.tls, p), certPath: cfg.tls.cert, stateDir: p(cfg.stateDir) });
     this.receiver = new DiffReceiver(this, cfg.name, this.log.child({ component: 'receiver' }), cfg.maxDiffBytes);
     for (const v of cfg.volumes) {
       const t = await MtVolume.open(cfg, v, this.log, {
@@ -65,32 +53,22 @@ export class MasterTarget implements InboundSink {
         });
       }
     }
-    this.listener = await TlsListener.listen({
-      host: cfg.listen.host, port: cfg.listen.port, trust, allowed: ['process-server'], log: this.log.child({ component: 'listener' }),
-      limits: { handshakeTimeoutMs: cfg.connections.handshakeTimeoutMs, maxConnections: cfg.connections.max, maxPerAddress: cfg.connections.perAddress },
-      onPeer: (socket, peer) => {
+    const port = await this.shell.listen({
+      listen: cfg.listen, connections: cfg.connections, allowed: ['process-server'],
+      serve: (socket, peer) => {
         const conn = new FramedConnection(socket, peer.name);
-        this.connections.add(conn);
-        void this.receiver.serve(conn, peer).finally(() => this.connections.delete(conn));
+        return { session: conn, done: this.receiver.serve(conn, peer) };
       },
     });
-    const port = this.listener.port;
     this.port = port;
     this.retry = setInterval(() => {
       this.kickAll();
       void this.checkReplicas();
     }, 2000);
     this.testFailovers = new TestFailovers(path.join(p(cfg.stateDir), 'test-failover'));
-    this.status = await startStatusServer(DEFAULTS.statusHost, cfg.statusPort, p(cfg.stateDir), () => this.snapshot(), metrics);
-    this.operator = await startOperatorSocket(p(cfg.stateDir), (action, params) => operatorAction(this, action, params), this.log.child({ component: 'operator' }));
-    if (cfg.operatorListen) {
-      const ol = cfg.operatorListen;
-      this.operatorRemote = await startOperatorListener({
-        host: ol.host, port: ol.port, trust, clients: ol.clients, act: (action, params) => operatorAction(this, action, params), log: this.log.child({ component: 'operator' }),
-        stateDir: p(cfg.stateDir), limits: { handshakeTimeoutMs: ol.handshakeTimeoutMs, maxConnections: ol.maxConnections, maxPerAddress: ol.maxPerAddress },
-      });
-    }
-    this.log.info({ port, statusPort: this.status.port }, 'master target started');
+    const statusPort = await this.shell.serveStatus(cfg.statusPort, () => this.snapshot(), metrics);
+    await this.shell.serveOperators((action, params) => operatorAction(this, action, params), cfg.operatorListen, { status: () => this.snapshot(), metrics });
+    this.log.info({ port, statusPort }, 'master target started');
   }
 
   /**
@@ -194,20 +172,11 @@ export class MasterTarget implements InboundSink {
     };
   }
 
+  /** Stop (idempotent): the shell first takes no new operator action and closes the listener, then this. */
   close(): Promise<void> {
-    this.closing ??= (async () => {
-      await this.operator?.close(); // no new operator action once stopping
-      await this.operatorRemote?.close();
-      if (this.retry) clearInterval(this.retry);
-      const closed = this.listener?.close();
-      for (const c of this.connections) c.destroy();
-      await closed;
-      this.trust?.close();
+    if (this.retry) clearInterval(this.retry);
+    return this.shell.close(async () => {
       for (const t of this.targets.values()) await t.close();
-      await this.status?.close();
-      await this.lock?.release();
-      this.log.info('master target stopped');
-    })();
-    return this.closing;
+    });
   }
 }

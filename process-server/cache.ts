@@ -10,7 +10,7 @@ import { tmError, isCorruption } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { DiffStore } from '../proto/diff-store.js';
 import { rawDataAsync, verifiedRaw } from '../proto/extent-codec.js';
-import { FLAG_RESYNC, FLAG_RESYNC_END, HrlWriter, type Diff, type ExtentRecord, type StoredDiff } from '../proto/hrl.js';
+import { FLAG_RESYNC, FLAG_RESYNC_END, type Diff, type ExtentRecord, type StoredDiff } from '../proto/hrl.js';
 import type { DiffBegin, HashAnswer, HashQuery, OpenVolume } from '../proto/messages.js';
 import type { FlowState, InboundSink, Peer, ResyncRequest, Transformed } from '../proto/receiver.js';
 import type { OutboundVolume } from '../proto/sender.js';
@@ -199,15 +199,13 @@ export class Cache implements InboundSink {
     } catch (e) {
       if (!isCorruption(e)) throw e;
       this.log.error({ volume: store.volumeId, seq, code: e.code, err: e.message }, 'damaged cached differential replaced; asking the agent to resync the volume');
-      const s = store.state!;
-      const w = await HrlWriter.create(store.dir, { volumeId: store.volumeId, seq, startTimeMs: Date.now(), endTimeMs: Date.now(), volumeSize: s.sizeBytes, blockSize: s.blockSize, consistency: 'FUZZY', flags: FLAG_RESYNC, tags: [] }, { keep: true });
-      await w.commit();
+      const standIn = await store.standIn(seq, FLAG_RESYNC);
       // Durably first: an agent not connected now is told at its next OpenVolume, until it starts one.
       const reason = `process server ${this.cfg.name}: cached differential ${seq} was damaged (${e.code})`;
       await store.flagResync(reason);
       const told = await this.links.requestResync(store.volumeId, reason).catch(() => false);
       this.log.warn({ volume: store.volumeId, seq, told }, told ? 'agent asked to resync' : 'agent will be asked to resync when it connects');
-      return w.diff()!;
+      return standIn;
     }
   }
 

@@ -1,16 +1,12 @@
 // The process server daemon: accepts agents over mutual TLS into its durable cache, and forwards each
 // volume, in order, to its master target. build (constructor) is separate from open(), for tests.
 import { resolveFrom } from '../common/config.js';
-import { DEFAULTS } from '../common/defaults.js';
-import { ensureDir } from '../common/durable.js';
+import { DaemonShell } from '../common/daemon-shell.js';
 import { tmError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
-import { PeerTrust, trustPaths } from '../common/peer-trust.js';
-import { startStatusServer, type StatusServer } from '../common/status-server.js';
-import { lockStateDir, type StateLock } from '../common/state-lock.js';
+import { trustPaths } from '../common/peer-trust.js';
 import { processServerMetrics } from './metrics.js';
 import { connectTls } from '../common/tls.js';
-import { TlsListener } from '../common/tls-listener.js';
 import { FramedConnection } from '../proto/connection.js';
 import { DiffReceiver } from '../proto/receiver.js';
 import { DiffSender } from '../proto/sender.js';
@@ -29,27 +25,21 @@ export class ProcessServer {
   throttle!: Throttle;
   readonly forwarders = new Map<string, DiffSender>();
   private routes: Routes | null = null;
-  private listener: TlsListener | null = null;
-  private trust: PeerTrust | null = null;
-  private readonly connections = new Set<FramedConnection>();
-  private status: StatusServer | null = null;
-  private lock: StateLock | null = null;
-  private closing: Promise<void> | null = null;
+  /** Identity, cache lock, listener, status, and their closing (common/daemon-shell.ts). */
+  private readonly shell: DaemonShell<FramedConnection>;
   port = 0;
 
-  constructor(readonly config: PsConfig, private readonly log: Logger) {}
+  constructor(readonly config: PsConfig, private readonly log: Logger) {
+    this.shell = new DaemonShell('process-server', log);
+  }
 
   async open(): Promise<void> {
     const cfg = this.config;
     const metrics = processServerMetrics(this.log, () => this.snapshot());
     const p = (x: string): string => resolveFrom(cfg.configDir, x);
-    const trust = await PeerTrust.open(trustPaths(cfg.tls, p), this.log.child({ component: 'trust' }));
-    this.trust = trust;
-    if (trust.identity.role !== 'process-server') throw tmError('TM_ERR_PKI', `certificate ${cfg.tls.cert} is for a ${trust.identity.role}, not a process server`);
     const cacheDir = p(cfg.cacheDir);
-    await ensureDir(cacheDir);
     // Two process servers on one cache would forward and delete each other's differentials.
-    this.lock = await lockStateDir(cacheDir, 'a process server');
+    const trust = await this.shell.start({ trust: trustPaths(cfg.tls, p), certPath: cfg.tls.cert, stateDir: cacheDir });
     // Collaborators given at construction: the receiver (agents' side) and each volume's forwarder.
     const routes = new Routes(cfg.volumes);
     this.routes = routes;
@@ -90,19 +80,16 @@ export class ProcessServer {
       this.forwarders.set(mt.name, fwd);
       fwd.start();
     }
-    this.listener = await TlsListener.listen({
-      host: cfg.listen.host, port: cfg.listen.port, trust, allowed: ['agent'], log: this.log.child({ component: 'listener' }),
-      limits: { handshakeTimeoutMs: cfg.connections.handshakeTimeoutMs, maxConnections: cfg.connections.max, maxPerAddress: cfg.connections.perAddress },
-      onPeer: (socket, peer) => {
+    const port = await this.shell.listen({
+      listen: cfg.listen, connections: cfg.connections, allowed: ['agent'],
+      serve: (socket, peer) => {
         const conn = new FramedConnection(socket, peer.name);
-        this.connections.add(conn);
-        void this.receiver.serve(conn, peer).finally(() => this.connections.delete(conn));
+        return { session: conn, done: this.receiver.serve(conn, peer) };
       },
     });
-    const port = this.listener.port;
     this.port = port;
-    this.status = await startStatusServer(DEFAULTS.statusHost, cfg.statusPort, cacheDir, () => this.snapshot(), metrics);
-    this.log.info({ port, statusPort: this.status.port }, 'process server started');
+    const statusPort = await this.shell.serveStatus(cfg.statusPort, () => this.snapshot(), metrics);
+    this.log.info({ port, statusPort }, 'process server started');
   }
 
   snapshot(): Record<string, unknown> {
@@ -113,7 +100,7 @@ export class ProcessServer {
       port: this.port,
       receiver: this.receiver?.stats,
       // Certificate names of the agents connected now (push-install waits for its agent to appear here).
-      agents: [...this.connections].map((c) => c.peerLabel),
+      agents: [...this.shell.sessions].map((c) => c.peerLabel),
       forwarders: Object.fromEntries([...this.forwarders].map(([k, f]) => [k, f.stats])),
       throttle: this.throttle?.status(),
       cache: this.cache?.status(),
@@ -131,19 +118,12 @@ export class ProcessServer {
     };
   }
 
+  /** Stop (idempotent): the shell first closes the listener and cuts the agents, then this, then its own parts. */
   close(): Promise<void> {
-    this.closing ??= (async () => {
-      const closed = this.listener?.close();
-      for (const c of this.connections) c.destroy();
-      await closed;
+    return this.shell.close(async () => {
       for (const f of this.forwarders.values()) await f.close(); // a session's end withdraws its throttle waiter
-      this.trust?.close();
       this.throttle?.close();
       await this.cache?.close();
-      await this.status?.close();
-      await this.lock?.release();
-      this.log.info('process server stopped');
-    })();
-    return this.closing;
+    });
   }
 }

@@ -1,14 +1,14 @@
 // A receiver's durable store for one volume: the .hrl files received and not yet done with (forwarded
 // by the process server, applied by the master target), plus the volume's state file. Both the process
-// server's cache and the master target's staging area are DiffStores.
-import { promises as fsp } from 'node:fs';
+// server's cache and the master target's staging area are DiffStores. The files and their bookkeeping
+// are a DurableQueue (durable-queue.ts), shared with the agent's journal.
 import path from 'node:path';
-import { ensureDir, removeTempFiles, writeFileDurable } from '../common/durable.js';
+import { writeFileDurable } from '../common/durable.js';
 import { tmError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import type { ReplicaIdentity } from '../common/replica-identity.js';
-import { hrlName, listDiffs, loadHrl, type Diff, type StoredDiff } from './hrl.js';
-import { RecentDiffs } from './recent-diffs.js';
+import { DurableQueue, readStateJson } from './durable-queue.js';
+import { loadHrl, type Diff, type StoredDiff } from './hrl.js';
 import type { OpenVolume } from './messages.js';
 
 /** Version of state.json written now; a newer one is refused (docs/FORMAT.md §5). */
@@ -51,32 +51,24 @@ export interface RecoveryPoint {
 
 export class DiffStore {
   state: StoreState | null = null;
-  private seqs: number[] = [];
-  private sizes = new Map<number, number>();
-  private readonly recent = new RecentDiffs();
-  bytes = 0;
+  private readonly files: DurableQueue;
   private readonly stateFile: string;
 
   constructor(readonly dir: string, readonly volumeId: string, private readonly log: Logger) {
     this.stateFile = path.join(dir, 'state.json');
+    this.files = new DurableQueue(dir);
   }
 
   async open(): Promise<void> {
-    await ensureDir(this.dir);
-    await removeTempFiles(this.dir);
-    try {
-      this.state = JSON.parse(await fsp.readFile(this.stateFile, 'utf8')) as StoreState;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw tmError('TM_ERR_STATE_CORRUPT', `${this.stateFile}: ${(e as Error).message}`, { path: this.stateFile });
-    }
-    if ((this.state?.version ?? 1) > STORE_STATE_VERSION) {
-      throw tmError('TM_ERR_STATE_CORRUPT', `${this.stateFile} is format version ${this.state!.version}; this Tidemark reads up to ${STORE_STATE_VERSION} (written by a newer one)`, { path: this.stateFile });
-    }
-    const done = this.state?.doneSeq ?? 0;
-    for (const seq of await listDiffs(this.dir)) {
-      if (seq <= done) await fsp.rm(this.file(seq), { force: true }); // done before a crash, not yet deleted
-      else this.track(seq, (await fsp.stat(this.file(seq))).size);
-    }
+    await this.files.open(async () => {
+      this.state = await readStateJson<StoreState>(this.stateFile, STORE_STATE_VERSION, 'this Tidemark');
+      return this.state?.doneSeq ?? 0;
+    });
+  }
+
+  /** Bytes on disk of the differentials held. */
+  get bytes(): number {
+    return this.files.bytes;
   }
 
   /** Check an OpenVolume against what we hold, or adopt it for a volume seen for the first time. */
@@ -148,7 +140,7 @@ export class DiffStore {
   }
 
   file(seq: number): string {
-    return path.join(this.dir, hrlName(seq));
+    return this.files.file(seq);
   }
 
   get doneSeq(): number {
@@ -156,54 +148,41 @@ export class DiffStore {
   }
 
   get storedSeq(): number {
-    return Math.max(this.doneSeq, this.seqs.at(-1) ?? 0);
+    return Math.max(this.doneSeq, this.files.last);
   }
 
   pending(): number[] {
-    return this.seqs;
+    return this.files.pending();
   }
 
   /** A differential was committed here; `diff` is its content as written, if the writer kept it. */
-  async added(seq: number, diff: Diff | null = null): Promise<void> {
-    this.track(seq, (await fsp.stat(this.file(seq))).size);
-    this.recent.remember(seq, diff);
+  added(seq: number, diff: Diff | null = null): Promise<void> {
+    return this.files.added(seq, diff);
   }
 
   /** A stored differential: from memory when just received, else verified on disk (read whole if small). */
   load(seq: number): Promise<StoredDiff> {
-    const kept = this.recent.get(seq);
+    const kept = this.files.kept(seq);
     return kept ? Promise.resolve(kept) : loadHrl(this.file(seq));
   }
 
-  private track(seq: number, size: number): void {
-    this.seqs.push(seq);
-    this.sizes.set(seq, size);
-    this.bytes += size;
+  /** Replace the damaged differential `seq` by an empty stand-in with `flags`, durably (DurableQueue.standIn); returns it. */
+  standIn(seq: number, flags: number): Promise<Diff> {
+    const s = this.state!;
+    return this.files.standIn(seq, { volumeId: this.volumeId, volumeSize: s.sizeBytes, blockSize: s.blockSize }, flags);
   }
 
   /** Record durably that everything up to `seq` is done, then delete those files. */
   async done(seq: number, also: Partial<StoreState> = {}): Promise<void> {
     if (this.state === null || seq <= this.state.doneSeq) return;
-    this.state = { ...this.state, ...also, doneSeq: seq };
-    await this.save();
-    this.recent.forgetThrough(seq);
-    while (this.seqs.length > 0 && this.seqs[0]! <= seq) {
-      const s = this.seqs.shift()!;
-      this.bytes -= this.sizes.get(s) ?? 0;
-      this.sizes.delete(s);
-      await fsp.rm(this.file(s), { force: true });
-    }
+    await this.files.doneThrough(seq, () => {
+      this.state = { ...this.state!, ...also, doneSeq: seq };
+      return this.save();
+    });
   }
 
   /** Forget received files from `seq` on (they were found damaged); the sender will send them again. */
-  async discardFrom(seq: number): Promise<void> {
-    this.recent.forgetFrom(seq);
-    const keep = this.seqs.filter((s) => s < seq);
-    for (const s of this.seqs.filter((x) => x >= seq)) {
-      this.bytes -= this.sizes.get(s) ?? 0;
-      this.sizes.delete(s);
-      await fsp.rm(this.file(s), { force: true });
-    }
-    this.seqs = keep;
+  discardFrom(seq: number): Promise<void> {
+    return this.files.discardFrom(seq);
   }
 }

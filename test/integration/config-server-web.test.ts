@@ -71,7 +71,10 @@ t.test('configuration server website over real daemons', async (t) => {
   const rpo = Number(await cell(op, 'vol-vol1', 'rpo'));
   t.ok(rpo >= 0 && rpo <= Date.now() - lastPoint.atMs + 1000, `RPO on the page (${rpo} ms) is the age of the newest point`);
   t.equal(await cell(op, 'vol-vol1', 'health'), 'ok', 'health ok');
-  t.equal(await op.locator('#machine-agent-1 tr[id^="vol-"]').count(), 2, 'the fleet page groups volumes per protected machine: agent-1 with its two');
+  // Under load the second volume's row may come with a later refresh: wait for it, bounded.
+  const rows = async (): Promise<number> => op.locator('#machine-agent-1 tr[id^="vol-"]').count();
+  await waitFor(async () => (await rows()) === 2, 20_000, 'both of agent-1\'s volumes on the fleet page').catch(() => {});
+  t.equal(await rows(), 2, 'the fleet page groups volumes per protected machine: agent-1 with its two');
   t.equal(await cell(op, 'machine-agent-1', 'volumes'), '2', 'its summary counts them');
   // The page's refresh updates the summary with the rows (it once wrote it into the last row's health
   // cell instead, leaving the summary as first drawn): wait for it, bounded, without reloading.

@@ -27,7 +27,10 @@ t.test('config', async (t) => {
   const e1 = (() => { try { load({ ...base, intervalMS: 5 }); } catch (e) { return e as Error; } return null; })();
   t.equal(codeOf(e1), 'TM_ERR_CONFIG_UNKNOWN_KEY');
   t.match(e1!.message, /did you mean "intervalMs"/);
-  t.throws(() => load({ ...base, daemons: [{ name: 'a', role: 'agent' }] }), /needs statusUrl or stateDir/);
+  t.throws(() => load({ ...base, daemons: [{ name: 'a', role: 'agent' }] }), /needs remote \(its operatorListen\), statusUrl or stateDir/);
+  // Status can be read over the remote operator port alone.
+  const r = load({ ...base, tls: { cert: 'c', key: 'k', ca: 'ca' }, daemons: [{ name: 'a', role: 'agent', remote: { host: '10.0.0.5', port: 7440 } }] });
+  t.equal(r.daemons[0]!.standby, false, 'not standby by default');
   t.throws(() => load({ ...base, daemons: [{ name: 'a', role: 'agent', stateDir: 'x' }, { name: 'a', role: 'agent', stateDir: 'y' }] }), /"a" is listed twice/);
   t.throws(() => load({ ...base, users: [{ name: 'u', role: 'admin', passwordHash: 'scrypt$1$1$1$a$b' }] }), /role/);
   t.throws(() => load({ ...base, users: [{ name: 'u', role: 'viewer', passwordHash: 'hunter2' }] }), /passwordHash/);
