@@ -16,7 +16,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { silentLogger } from '../common/log.js';
-import type { RecoveryPoint } from '../proto/diff-store.js';
+import type { RecoveryPoint } from '../master-target/volume-state.js';
 import { bucketPoints, planFor } from '../master-target/bucket/manifest.js';
 import { readManifest, recoverFromBucket } from '../master-target/bucket/recover.js';
 import { BucketStore, type RequestCounts } from '../master-target/bucket/store.js';

@@ -8,7 +8,9 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { crc } from '../common/checksum.js';
 import { silentLogger } from '../common/log.js';
-import { Applier, currentPoint } from '../master-target/applier.js';
+import { Applier } from '../master-target/applier.js';
+import { currentPoint } from '../master-target/volume-state.js';
+import { MtVolume } from '../master-target/volume.js';
 import type { RecoverySource } from '../master-target/recover.js';
 import { ReplicaHashes } from '../master-target/replica-hashes.js';
 import { Replica } from '../master-target/replica.js';
@@ -151,7 +153,7 @@ export class BenchVolume {
 
   private constructor(readonly dir: string, readonly id: string, readonly sizeBytes: number) {
     this.replicaPath = path.join(dir, 'replica.img');
-    this.storeDir = path.join(dir, 'mt', 'volumes', id);
+    this.storeDir = MtVolume.dir(path.join(dir, 'mt'), id);
   }
 
   /** A fully written replica (fill), or a reflink clone of another volume's replica and hash table. */

@@ -16,7 +16,7 @@ import { promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { silentLogger } from '../common/log.js';
-import { currentPoint } from '../master-target/applier.js';
+import { currentPoint } from '../master-target/volume-state.js';
 import { recoverPoint, type RecoverResult, type RecoverySource } from '../master-target/recover.js';
 import type { RetentionPolicy } from '../master-target/retention/policy.js';
 import { RetentionLog, type RetentionOptions } from '../master-target/retention/retention-log.js';

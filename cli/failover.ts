@@ -9,7 +9,6 @@
 //   failback: a planned failover in the reverse direction, in place (the original volume is the reverse
 //     replica, so once it holds the final point it is the volume again), then the forward agent resumes,
 //     starting with a checksum resync: only the blocks changed since the failover travel.
-import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { didYouMean, resolveFrom } from '../common/config.js';
 import { tmError } from '../common/errors.js';
@@ -20,7 +19,8 @@ import { REVERSE_LAYOUT } from '../master-target/failover/reverse-plan.js';
 import { checkedRecoverOptions } from '../master-target/operator-actions.js';
 import { outputPolicy } from '../master-target/recovery-outputs.js';
 import { recoverPoint, type RecoverResult } from '../master-target/recover.js';
-import type { RecoveryPoint } from '../proto/diff-store.js';
+import { MtVolume } from '../master-target/volume.js';
+import type { RecoveryPoint } from '../master-target/volume-state.js';
 import { act, mtStateDir, parseTime } from './recover.js';
 import { agentStateDir, ask } from './operator.js';
 import { codeOf } from '../common/errors.js';
@@ -176,7 +176,7 @@ async function failover(configFile: string, volume: string, a: FailoverArgs, say
       act(configFile, 'recover', params, async (src, c) => recoverPoint(src, { ...(await checkedRecoverOptions(outputPolicy(c), params)), progress })));
   }
   const stateDir = resolveFrom(cfg.configDir, cfg.stateDir);
-  const geometry = JSON.parse(await fsp.readFile(path.join(stateDir, 'volumes', volume, 'state.json'), 'utf8')) as { sizeBytes: number; blockSize: number };
+  const geometry = await MtVolume.geometry(stateDir, volume);
   const record: FailoverRecord = { volume, kind: a.planned ? 'planned' : 'unplanned', point: result.point, out: result.out, sizeBytes: geometry.sizeBytes, blockSize: geometry.blockSize, method: result.method, at: Date.now() };
   await writeFailoverRecord(stateDir, record);
   if (a.json) {

@@ -6,19 +6,15 @@ import path from 'node:path';
 import { resolveFrom } from '../common/config.js';
 import { tmError } from '../common/errors.js';
 import { rootLogger } from '../common/log.js';
-import { currentPoint } from '../master-target/applier.js';
 import { loadMtConfig, type MtConfig } from '../master-target/config.js';
 import { checkedRecoverOptions, configuredVolume, groupAction, selectorFrom } from '../master-target/operator-actions.js';
 import { outputPolicy } from '../master-target/recovery-outputs.js';
 import type { GroupPoint } from '../master-target/group-recovery.js';
 import { recoverPoint, type RecoverResult, type RecoverySource } from '../master-target/recover.js';
-import { ReplicaHashes } from '../master-target/replica-hashes.js';
-import { replacedHow } from '../common/replica-identity.js';
-import { Replica } from '../master-target/replica.js';
-import { RetentionLog } from '../master-target/retention/retention-log.js';
 import { TestFailovers, type Rehearsal } from '../master-target/test-failover.js';
 import { parseDuration } from '../master-target/retention/policy.js';
-import { DiffStore, type RecoveryPoint } from '../proto/diff-store.js';
+import { MtVolume } from '../master-target/volume.js';
+import type { RecoveryPoint } from '../master-target/volume-state.js';
 import { ask, onlineOrOffline } from './operator.js';
 import { withRecoverProgress } from './recover-progress.js';
 import { filterPoints, pointFilter } from './point-filter.js';
@@ -81,31 +77,8 @@ export function mtStateDir(cfg: MtConfig): string {
 
 /** With the master target stopped: the volume's state read straight from its folder. */
 async function offlineSource(cfg: MtConfig, volumeId: string): Promise<{ src: RecoverySource; close(): Promise<void> }> {
-  const v = cfg.volumes.find((x) => x.id === volumeId);
-  if (!v) throw tmError('TM_ERR_UNKNOWN_VOLUME', `volume "${volumeId}" is not configured in this master target config`, { volume: volumeId });
-  if (!v.retention) throw tmError('TM_ERR_POINT_NOT_FOUND', `${volumeId} has no retention configured: no point to recover`, { volume: volumeId });
-  const log = rootLogger('recover');
-  const dir = path.join(resolveFrom(cfg.configDir, cfg.stateDir), 'volumes', volumeId);
-  const store = new DiffStore(dir, volumeId, log);
-  await store.open();
-  if (!store.state) throw tmError('TM_ERR_POINT_NOT_FOUND', `${volumeId} has not been replicated here yet`, { volume: volumeId });
-  const { sizeBytes, blockSize } = store.state;
-  const retention = new RetentionLog(path.join(dir, 'retention'), volumeId, { sizeBytes, blockSize }, v.retention, log);
-  await retention.open();
-  const replicaPath = resolveFrom(cfg.configDir, v.replica);
-  const replica = await Replica.open(replicaPath, sizeBytes);
-  // Rolling another file back with this replica's before-images would recover bytes no point held.
-  const how = store.state.replica ? replacedHow(store.state.replica, replica.identity) : null;
-  if (how) {
-    await replica.close();
-    throw tmError('TM_ERR_REPLICA_REPLACED', `${volumeId}: the replica ${replicaPath} was replaced since the master target last ran (${how}); its points cannot be recovered from it. Start the master target: it hashes the new replica and has the source resync it`, { volume: volumeId, path: replicaPath });
-  }
-  const hashes = new ReplicaHashes(dir, sizeBytes, blockSize, log);
-  await hashes.open(replica, { seq: store.state.hashesSeq ?? 0, doneSeq: store.doneSeq, staged: store.pending() });
-  return {
-    src: { volumeId, replicaPath, sizeBytes, blockSize, retention, doneSeq: () => store.doneSeq, currentPoint: () => currentPoint(store.state), hashes: () => hashes.hashes, hold: (fn) => fn() },
-    close: () => replica.close(),
-  };
+  const vol = await MtVolume.openOffline(cfg, volumeId, rootLogger('recover'));
+  return { src: vol.recoverySource(), close: () => vol.close() };
 }
 
 /** A group action: on the daemon, or offline over every configured volume. */

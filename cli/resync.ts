@@ -9,7 +9,7 @@ import { rootLogger } from '../common/log.js';
 import { STATUS_PORT_FILE } from '../common/status-server.js';
 import { lockStateDir } from '../common/state-lock.js';
 import { loadMtConfig } from '../master-target/config.js';
-import { seedReplica } from '../master-target/seed.js';
+import { MtVolume } from '../master-target/volume.js';
 import { ask, agentStateDir } from './operator.js';
 import { bytes, fetchStatus } from './status.js';
 import { meter } from './progress.js';
@@ -110,7 +110,7 @@ export async function attachSeeded(configFile: string, volume: string, json = fa
   const lock = await lockStateDir(stateDir, 'tidemark attach-seeded (stop the master target first)');
   let out;
   try {
-    out = await seedReplica(path.join(stateDir, 'volumes', volume), resolveFrom(cfg.configDir, v.replica), rootLogger('attach-seeded'));
+    out = await MtVolume.attachSeeded(stateDir, volume, resolveFrom(cfg.configDir, v.replica), rootLogger('attach-seeded'));
   } finally {
     await lock.release();
   }

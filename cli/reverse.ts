@@ -17,7 +17,7 @@ import { issue, type Role } from '../common/pki.js';
 import { loadMtConfig } from '../master-target/config.js';
 import { readFailoverRecord } from '../master-target/failover/record.js';
 import { REVERSE_LAYOUT, reversePlan, type ReversePlanInput } from '../master-target/failover/reverse-plan.js';
-import { seedReplica } from '../master-target/seed.js';
+import { MtVolume } from '../master-target/volume.js';
 import { ficlone } from '../native/index.js';
 import { loadPsConfig } from '../process-server/config.js';
 import { agentPort } from './resync.js';
@@ -181,7 +181,7 @@ export async function reverse(volume: string, a: ReverseArgs, say: (l: string) =
   if (await exists(original)) {
     const originalSize = await volumeSize(original);
     if (originalSize < sourceSize) throw tmError('TM_ERR_VOLUME_GEOMETRY', `original volume ${original} holds ${originalSize} bytes; the failed-over volume has ${sourceSize}`, { path: original });
-    await seedReplica(path.join(dir, L.mtState, 'volumes', volume), original, silentLogger());
+    await MtVolume.attachSeeded(path.join(dir, L.mtState), volume, original, silentLogger());
     seeded = `${original} attached as a seeded replica: the reverse initial sync sends only the blocks that differ`;
   } else {
     seeded = `${original} is not on this machine: on the primary site, with ${files.mt} copied there, run \`tidemark attach-seeded ${volume} --config ${L.mt}\` before starting its master target`;

@@ -11,7 +11,8 @@
 // re-applies the whole group. The extents of a differential go to the replica many per call (writeMany).
 import { tmError, isCorruption, isTidemarkError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
-import type { DiffStore, RecoveryPoint, StoreState } from '../proto/diff-store.js';
+import type { DiffStore } from '../proto/diff-store.js';
+import { currentPoint, type RecoveryPoint } from './volume-state.js';
 import { DECOMPRESS_INLINE_BELOW, rawData, rawDataAsync } from '../proto/extent-codec.js';
 import { extentsOf, FLAG_RESYNC, FLAG_RESYNC_END, type StoredDiff } from '../proto/hrl.js';
 import { checkExtent } from '../proto/limits.js';
@@ -294,15 +295,4 @@ export class Applier {
     this.closed = true;
     await this.running;
   }
-}
-
-/** The recovery point the replica is at now, if it is at one. */
-export function currentPoint(state: StoreState | null): RecoveryPoint | null {
-  // Resyncing (a replaced replica before its resync started, say): the replica is at no point.
-  if (!state || state.resyncing) return null;
-  const app = state.lastAppPoint;
-  const crash = state.lastCrashPoint;
-  if (app?.seq === state.doneSeq) return app;
-  if (crash?.seq === state.doneSeq) return crash;
-  return null;
 }

@@ -7,7 +7,7 @@ import { ensureDir } from '../common/durable.js';
 import { tmError } from '../common/errors.js';
 import { didYouMean } from '../common/config.js';
 import { parseGroupTag } from '../proto/group-tag.js';
-import type { RecoveryPoint } from '../proto/diff-store.js';
+import type { RecoveryPoint } from './volume-state.js';
 import { recoverPoint, type RecoverResult, type RecoverySource } from './recover.js';
 
 export interface GroupPoint {

@@ -8,8 +8,8 @@ import { tmError } from '../common/errors.js';
 import { checkOutput, outputPolicy, type OutputPolicy } from './recovery-outputs.js';
 import type { PointSelector, RecoverOptions } from './recover.js';
 import type { MasterTarget } from './server.js';
-import { currentPoint } from './applier.js';
-import type { RecoveryPoint } from '../proto/diff-store.js';
+import { currentPoint } from './volume-state.js';
+import type { RecoveryPoint } from './volume-state.js';
 import { groupNames, groupPoints, recoverGroup, selectGroupPoint, type GroupSelector } from './group-recovery.js';
 import type { RecoverySource } from './recover.js';
 

@@ -8,7 +8,7 @@ import type { Logger } from '../common/log.js';
 import { wrap } from '../common/errors.js';
 import { ficlone } from '../native/index.js';
 import { commitRename, fsyncDir, syncFile, tempName, TMP_SUFFIX } from '../common/durable.js';
-import type { RecoveryPoint } from '../proto/diff-store.js';
+import type { RecoveryPoint } from './volume-state.js';
 
 export interface SnapshotOptions {
   dir: string;

@@ -12,7 +12,7 @@ import { didYouMean } from '../common/config.js';
 import { volumeSize } from '../common/device.js';
 import { TidemarkError, tmError, wrap } from '../common/errors.js';
 import { ficlone } from '../native/index.js';
-import type { RecoveryPoint } from '../proto/diff-store.js';
+import type { RecoveryPoint } from './volume-state.js';
 import { oldestImages } from './retention/merge.js';
 import type { RetentionLog, SegmentInfo } from './retention/retention-log.js';
 

@@ -20,7 +20,7 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { crc } from '../../common/checksum.js';
 import { tmError } from '../../common/errors.js';
-import type { RecoveryPoint } from '../../proto/diff-store.js';
+import type { RecoveryPoint } from '../volume-state.js';
 import { oldestImages } from '../retention/merge.js';
 import { pointsToKeep, type RetentionPolicy } from '../retention/policy.js';
 import { SegmentWriter } from '../retention/segment.js';

@@ -4,7 +4,7 @@
 // replaces it whole (S3 PUTs are atomic). Byte layout in docs/FORMAT.md §11.
 import { crc } from '../../common/checksum.js';
 import { tmError } from '../../common/errors.js';
-import type { RecoveryPoint } from '../../proto/diff-store.js';
+import type { RecoveryPoint } from '../volume-state.js';
 
 export const MANIFEST_MAGIC = 0x4d534d54; // "TMSM"
 /** Highest version read. Version 2 adds the expiry fields (pendingDeletes, floorSeq, images[].point); a

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { crc } from '../../common/checksum.js';
 import { fsyncDir } from '../../common/durable.js';
 import { tmError, wrap } from '../../common/errors.js';
-import type { RecoveryPoint } from '../../proto/diff-store.js';
+import type { RecoveryPoint } from '../volume-state.js';
 import { selectPoint, type PointSelector } from '../recover.js';
 import { oldestImages } from '../retention/merge.js';
 import { chunkData, IMAGE_TRAILER, INDEX_ENTRY, parseIndex, type ChunkRef } from './image.js';

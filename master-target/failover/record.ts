@@ -5,7 +5,7 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { ensureDir, writeFileDurable } from '../../common/durable.js';
 import { tmError } from '../../common/errors.js';
-import type { RecoveryPoint } from '../../proto/diff-store.js';
+import type { RecoveryPoint } from '../volume-state.js';
 
 export interface FailoverRecord {
   volume: string;

@@ -7,7 +7,7 @@
 // - any other point older than `window` is dropped;
 // - the rest are thinned by tiers: past a tier's `after` age, only the oldest point of each `every`-long
 //   bucket (aligned to the epoch, so a kept point stays kept as time passes) survives.
-import type { RecoveryPoint } from '../../proto/diff-store.js';
+import type { RecoveryPoint } from '../volume-state.js';
 
 export interface ThinningTier {
   afterMs: number;

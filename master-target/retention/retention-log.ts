@@ -12,7 +12,7 @@ import { crc } from '../../common/checksum.js';
 import { ensureDir, fsyncDir, removeTempFiles } from '../../common/durable.js';
 import { tmError, wrap } from '../../common/errors.js';
 import type { Logger } from '../../common/log.js';
-import type { RecoveryPoint } from '../../proto/diff-store.js';
+import type { RecoveryPoint } from '../volume-state.js';
 import type { Replica } from '../replica.js';
 import { blockHash } from '../../common/checksum.js';
 import { Damage } from './damage.js';

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { crc } from '../../common/checksum.js';
 import { commitRename, tempName } from '../../common/durable.js';
 import { tmError, wrap } from '../../common/errors.js';
-import type { RecoveryPoint } from '../../proto/diff-store.js';
+import type { RecoveryPoint } from '../volume-state.js';
 
 export const SEGMENT_MAGIC = 0x4c524d54; // "TMRL"
 export const SEGMENT_END_MAGIC = 0x45524d54; // "TMRE"

@@ -20,7 +20,7 @@ import { BucketStore, type StoreCredentials } from '../../master-target/bucket/s
 import { BucketTier, type TierSource } from '../../master-target/bucket/tier.js';
 import { Replica } from '../../master-target/replica.js';
 import { RetentionLog } from '../../master-target/retention/retention-log.js';
-import type { RecoveryPoint } from '../../proto/diff-store.js';
+import type { RecoveryPoint } from '../../master-target/volume-state.js';
 import { waitFor } from '../integration/helpers.js';
 import { SWIFT_ACCESS_KEY, SWIFT_SECRET_KEY, swiftAvailable, SwiftStore } from '../swift-harness.js';
 import { privileged, tempDir } from './require-root.js';

@@ -1,6 +1,6 @@
 // Group points on the master target: only a cut whose tag reached every member it names is a group point.
 import t from 'tap';
-import type { RecoveryPoint } from '../../../proto/diff-store.js';
+import type { RecoveryPoint } from '../../../master-target/volume-state.js';
 import { groupNames, groupPoints, selectGroupPoint } from '../../../master-target/group-recovery.js';
 
 const p = (seq: number, tags: string[]): RecoveryPoint => ({ seq, atMs: seq * 1000, consistency: 'CRASH', tags, appliedAt: 0 });

@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import t, { type Test } from 'tap';
 import { pino } from 'pino';
-import type { RecoveryPoint } from '../../../proto/diff-store.js';
+import type { RecoveryPoint } from '../../../master-target/volume-state.js';
 import { leafHashes } from '../../../proto/range-hash.js';
 import { recoverPoint, type RecoverySource } from '../../../master-target/recover.js';
 import { Replica } from '../../../master-target/replica.js';

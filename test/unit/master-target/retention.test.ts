@@ -6,7 +6,7 @@ import path from 'node:path';
 import fc from 'fast-check';
 import t from 'tap';
 import { silentLogger } from '../../../common/log.js';
-import type { RecoveryPoint } from '../../../proto/diff-store.js';
+import type { RecoveryPoint } from '../../../master-target/volume-state.js';
 import { recoverPoint, selectPoint, type RecoverySource } from '../../../master-target/recover.js';
 import { Replica } from '../../../master-target/replica.js';
 import { parseDuration, pointsToKeep, type RetentionPolicy } from '../../../master-target/retention/policy.js';

@@ -13,7 +13,8 @@ import { selectPoint } from '../../../master-target/recover.js';
 import { Replica } from '../../../master-target/replica.js';
 import { ReplicaHashes } from '../../../master-target/replica-hashes.js';
 import { pointsToKeep, type RetentionPolicy } from '../../../master-target/retention/policy.js';
-import { DiffStore, type RecoveryPoint } from '../../../proto/diff-store.js';
+import { DiffStore } from '../../../proto/diff-store.js';
+import type { RecoveryPoint } from '../../../master-target/volume-state.js';
 import { HrlWriter } from '../../../proto/hrl.js';
 
 const H = 3_600_000;
