@@ -15,6 +15,7 @@ import { RetentionLog } from '../master-target/retention/retention-log.js';
 import { DiffStore } from '../proto/diff-store.js';
 import { HrlWriter } from '../proto/hrl.js';
 import { fmt, MiB, WORK_DIR, type BenchResult, type Benchmark, type Figure } from './harness.js';
+import { type MtVolumeState } from '../master-target/volume-state.js';
 
 const BS = 4096;
 const SIZE = 1024 * MiB;
@@ -42,7 +43,7 @@ function makeDiffs(): Diff[] {
 async function applier(dir: string, diffs: Diff[], retention: boolean): Promise<number> {
   await fsp.rm(dir, { recursive: true, force: true });
   await fsp.mkdir(dir, { recursive: true });
-  const store = new DiffStore(dir, 'v', log);
+  const store = new DiffStore<MtVolumeState>(dir, 'v', log);
   await store.open();
   await store.adopt({ volumeId: 'v', sizeBytes: SIZE, blockSize: BS, replicationId: 'r' });
   const replica = await Replica.createSparse(path.join(dir, 'replica.img'), SIZE);

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { crc } from '../common/checksum.js';
 import { silentLogger } from '../common/log.js';
 import { Applier } from '../master-target/applier.js';
-import { currentPoint } from '../master-target/volume-state.js';
+import { currentPoint, type MtVolumeState, type MtStore } from '../master-target/volume-state.js';
 import { MtVolume } from '../master-target/volume.js';
 import type { RecoverySource } from '../master-target/recover.js';
 import { ReplicaHashes } from '../master-target/replica-hashes.js';
@@ -137,7 +137,7 @@ export interface ApplyRun {
 
 /** One replica on the master target with everything the daemon attaches to it (master-target/server.ts attach()). */
 export class BenchVolume {
-  store!: DiffStore;
+  store!: MtStore;
   replica!: Replica;
   hashes!: ReplicaHashes;
   retention!: TimedRetentionLog;
@@ -172,7 +172,7 @@ export class BenchVolume {
         await fh.close();
       }
     }
-    v.store = new DiffStore(v.storeDir, id, log);
+    v.store = new DiffStore<MtVolumeState>(v.storeDir, id, log);
     await v.store.open();
     await v.store.adopt({ volumeId: id, sizeBytes, blockSize: BLOCK, replicationId: `bench-${id}` }, { resyncing: false });
     v.replica = await Replica.open(v.replicaPath, sizeBytes);

@@ -11,8 +11,7 @@
 // re-applies the whole group. The extents of a differential go to the replica many per call (writeMany).
 import { tmError, isCorruption, isTidemarkError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
-import type { DiffStore } from '../proto/diff-store.js';
-import { currentPoint, type RecoveryPoint } from './volume-state.js';
+import { currentPoint, type RecoveryPoint, type MtStore } from './volume-state.js';
 import { DECOMPRESS_INLINE_BELOW, rawData, rawDataAsync } from '../proto/extent-codec.js';
 import { extentsOf, FLAG_RESYNC, FLAG_RESYNC_END, type StoredDiff } from '../proto/hrl.js';
 import { checkExtent } from '../proto/limits.js';
@@ -50,7 +49,7 @@ export class Applier {
 
   constructor(
     readonly volumeId: string,
-    private readonly store: DiffStore,
+    private readonly store: MtStore,
     private readonly replica: Replica,
     readonly hashes: ReplicaHashes,
     private readonly hooks: {

@@ -2,6 +2,7 @@
 // fields of its staging state.json (docs/FORMAT.md §5) that describe the replica. The process server's
 // cache never sets them.
 import type { ReplicaIdentity } from '../common/replica-identity.js';
+import type { DiffStore } from '../proto/diff-store.js';
 
 /** A differential whose application left the replica at a crash- or app-consistent point. */
 export interface RecoveryPoint {
@@ -38,3 +39,6 @@ export function currentPoint(state: (MtVolumeState & { doneSeq: number }) | null
   if (crash?.seq === state.doneSeq) return crash;
   return null;
 }
+
+/** A master target's staging store: the shared DiffStore, its state.json carrying MtVolumeState. */
+export type MtStore = DiffStore<MtVolumeState>;

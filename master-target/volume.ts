@@ -27,7 +27,7 @@ import { Replica } from './replica.js';
 import { ReplicaHashes } from './replica-hashes.js';
 import { RetentionLog } from './retention/retention-log.js';
 import { SEED_FILE, seedReplica } from './seed.js';
-import { currentPoint } from './volume-state.js';
+import { currentPoint, type MtVolumeState, type MtStore } from './volume-state.js';
 
 export type MtVolumeConfig = MtConfig['volumes'][number];
 
@@ -61,7 +61,7 @@ export class MtVolume {
   /** The daemon's: the volume's staging opened; attach() opens the rest once the replica is known. */
   static async open(cfg: MtConfig, v: MtVolumeConfig, log: Logger, links: VolumeLinks): Promise<MtVolume> {
     const p = (x: string): string => resolveFrom(cfg.configDir, x);
-    const store = new DiffStore(MtVolume.dir(p(cfg.stateDir), v.id), v.id, log.child({ volume: v.id }));
+    const store = new DiffStore<MtVolumeState>(MtVolume.dir(p(cfg.stateDir), v.id), v.id, log.child({ volume: v.id }));
     await store.open();
     const snapshots = v.snapshots ? new PointSnapshots(v.id, p(v.replica), { dir: p(v.snapshots.dir), keep: v.snapshots.keep }, log.child({ volume: v.id })) : null;
     return new MtVolume(store, p(v.replica), v, cfg.configDir, snapshots, log, links);
@@ -76,7 +76,7 @@ export class MtVolume {
     const v = cfg.volumes.find((x) => x.id === volumeId);
     if (!v) throw tmError('TM_ERR_UNKNOWN_VOLUME', `volume "${volumeId}" is not configured in this master target config`, { volume: volumeId });
     if (!v.retention) throw tmError('TM_ERR_POINT_NOT_FOUND', `${volumeId} has no retention configured: no point to recover`, { volume: volumeId });
-    const store = new DiffStore(MtVolume.dir(resolveFrom(cfg.configDir, cfg.stateDir), volumeId), volumeId, log);
+    const store = new DiffStore<MtVolumeState>(MtVolume.dir(resolveFrom(cfg.configDir, cfg.stateDir), volumeId), volumeId, log);
     await store.open();
     if (!store.state) throw tmError('TM_ERR_POINT_NOT_FOUND', `${volumeId} has not been replicated here yet`, { volume: volumeId });
     const vol = new MtVolume(store, resolveFrom(cfg.configDir, v.replica), v, cfg.configDir, null, log, null);
@@ -114,7 +114,7 @@ export class MtVolume {
   private offlineHashes: ReplicaHashes | null = null;
 
   private constructor(
-    readonly store: DiffStore,
+    readonly store: MtStore,
     readonly replicaPath: string,
     private readonly config: MtVolumeConfig,
     private readonly configDir: string,
@@ -196,11 +196,11 @@ export class MtVolume {
       // blocks they touch to be hashed, not for the whole replica.
       await hashes.seed(replica);
       this.seedPending = false;
-      if (!recorded) await this.store.setReplica(replica.identity);
+      if (!recorded) await this.store.update({ replica: replica.identity });
     } else {
       await hashes.open(replica, { seq: this.store.state!.hashesSeq ?? 0, doneSeq: this.store.doneSeq, staged: this.store.pending() });
       // State from before identities were recorded: this is the replica the table was made from, as far as we can tell.
-      if (!recorded) await this.store.setReplica(replica.identity);
+      if (!recorded) await this.store.update({ replica: replica.identity });
     }
     const previous = this.applier;
     this.applier = new Applier(this.id, this.store, replica, hashes, {
@@ -248,7 +248,7 @@ export class MtVolume {
     await this.store.flagResync(`TM_ERR_REPLICA_REPLACED: ${reason}`, { resyncing: true });
     await this.retention?.discardAll('replica replaced');
     await hashes.rebuild(this.replica!, this.store.doneSeq);
-    await this.store.setReplica(this.replica!.identity, { hashesSeq: hashes.seq });
+    await this.store.update({ replica: this.replica!.identity, hashesSeq: hashes.seq });
     const told = await links.requestResync(`TM_ERR_REPLICA_REPLACED: ${reason}`).catch(() => false);
     this.log.warn({ volume, told }, told ? 'source asked to resync the volume' : 'the source will be asked to resync when its process server connects');
   }

@@ -6,7 +6,6 @@ import path from 'node:path';
 import { writeFileDurable } from '../common/durable.js';
 import { tmError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
-import type { ReplicaIdentity } from '../common/replica-identity.js';
 import { DurableQueue, readStateJson } from './durable-queue.js';
 import { loadHrl, type Diff, type StoredDiff } from './hrl.js';
 import type { OpenVolume } from './messages.js';
@@ -14,6 +13,10 @@ import type { OpenVolume } from './messages.js';
 /** Version of state.json written now; a newer one is refused (docs/FORMAT.md §5). */
 export const STORE_STATE_VERSION = 3;
 
+/**
+ * The state.json every receiver keeps for a volume. A receiver adds its own fields through DiffStore's
+ * type parameter (the master target's: master-target/volume-state.ts); they are kept as given.
+ */
 export interface StoreState {
   version?: number;
   replicationId: string;
@@ -21,36 +24,17 @@ export interface StoreState {
   blockSize: number;
   /** Every differential up to here is done with (forwarded and acked downstream, or applied). */
   doneSeq: number;
-  /** Master target: a resync is under way, so the replica is not at a consistent point. */
-  resyncing?: boolean;
-  /** Master target: the latest recovery point of each class applied to the replica. */
-  lastCrashPoint?: RecoveryPoint;
-  lastAppPoint?: RecoveryPoint;
-  /** Master target: the sequence the replica hash table was last persisted as reflecting (checked at attach). */
-  hashesSeq?: number;
-  /** Master target (version 3): the file or device the replica was when its hash table was last made (checked at attach). */
-  replica?: ReplicaIdentity;
   /** Process server: the sender's generation last accepted (docs/PROTOCOL.md "Regression"). */
   sourceGeneration?: string;
   /**
    * A resync the sender must be told to run, until it starts one. Process server: a damaged cached
-   * differential. Master target: its replica was replaced (the replica stays `resyncing` until then).
+   * differential. Master target: its replica was replaced (the replica stays \`resyncing\` until then).
    */
   resyncNeeded?: { reason: string; storedSeq: number };
 }
 
-/** A differential whose application left the replica at a crash- or app-consistent point. */
-export interface RecoveryPoint {
-  seq: number;
-  /** The capture instant on the source (ms since the epoch). */
-  atMs: number;
-  consistency: 'CRASH' | 'APP';
-  tags: string[];
-  appliedAt: number;
-}
-
-export class DiffStore {
-  state: StoreState | null = null;
+export class DiffStore<X extends object = object> {
+  state: (StoreState & X) | null = null;
   private readonly files: DurableQueue;
   private readonly stateFile: string;
 
@@ -61,7 +45,7 @@ export class DiffStore {
 
   async open(): Promise<void> {
     await this.files.open(async () => {
-      this.state = await readStateJson<StoreState>(this.stateFile, STORE_STATE_VERSION, 'this Tidemark');
+      this.state = await readStateJson<StoreState & X>(this.stateFile, STORE_STATE_VERSION, 'this Tidemark');
       return this.state?.doneSeq ?? 0;
     });
   }
@@ -72,10 +56,10 @@ export class DiffStore {
   }
 
   /** Check an OpenVolume against what we hold, or adopt it for a volume seen for the first time. */
-  async adopt(ov: OpenVolume, initial: Partial<StoreState> = {}): Promise<void> {
+  async adopt(ov: OpenVolume, initial: Partial<StoreState & X> = {}): Promise<void> {
     const s = this.state;
     if (s === null) {
-      this.state = { version: STORE_STATE_VERSION, replicationId: ov.replicationId, sizeBytes: ov.sizeBytes, blockSize: ov.blockSize, doneSeq: 0, ...initial };
+      this.state = { version: STORE_STATE_VERSION, replicationId: ov.replicationId, sizeBytes: ov.sizeBytes, blockSize: ov.blockSize, doneSeq: 0, ...initial } as StoreState & X;
       await this.save();
       this.log.info({ volume: this.volumeId, sizeBytes: ov.sizeBytes, blockSize: ov.blockSize }, 'new volume');
       return;
@@ -113,16 +97,16 @@ export class DiffStore {
   }
 
   /** Remember (durably) that the sender must run a resync; cleared by clearResyncNeeded. */
-  async flagResync(reason: string, also: Partial<StoreState> = {}): Promise<void> {
+  async flagResync(reason: string, also: Partial<StoreState & X> = {}): Promise<void> {
     if (!this.state) return;
     this.state = { ...this.state, ...also, version: STORE_STATE_VERSION, resyncNeeded: { reason, storedSeq: this.storedSeq } };
     await this.save();
   }
 
-  /** Record the replica's identity (master target), with everything else the state holds. */
-  async setReplica(replica: ReplicaIdentity, also: Partial<StoreState> = {}): Promise<void> {
+  /** Record the receiver's own fields (`X`) durably, with everything else the state holds. */
+  async update(also: Partial<StoreState & X>): Promise<void> {
     if (!this.state) return;
-    this.state = { ...this.state, ...also, version: STORE_STATE_VERSION, replica };
+    this.state = { ...this.state, ...also, version: STORE_STATE_VERSION };
     await this.save();
   }
 
@@ -131,7 +115,7 @@ export class DiffStore {
     const f = this.state?.resyncNeeded;
     if (!f || seq <= f.storedSeq) return;
     const { resyncNeeded: _, ...rest } = this.state!;
-    this.state = rest;
+    this.state = rest as StoreState & X;
     await this.save();
   }
 
@@ -173,7 +157,7 @@ export class DiffStore {
   }
 
   /** Record durably that everything up to `seq` is done, then delete those files. */
-  async done(seq: number, also: Partial<StoreState> = {}): Promise<void> {
+  async done(seq: number, also: Partial<StoreState & X> = {}): Promise<void> {
     if (this.state === null || seq <= this.state.doneSeq) return;
     await this.files.doneThrough(seq, () => {
       this.state = { ...this.state!, ...also, doneSeq: seq };

@@ -18,6 +18,7 @@ import { HrlWriter } from '../../../proto/hrl.js';
 import { leafHashes } from '../../../proto/range-hash.js';
 import { Rng } from '../../seed.js';
 import { Crash, failOn, withFaults } from '../faults.js';
+import { type MtVolumeState, type MtStore } from '../../../master-target/volume-state.js';
 
 const BS = 4096;
 const SIZE = 256 * BS;
@@ -30,7 +31,7 @@ interface Volume { dir: string; replicaFile: string; expected: Buffer }
 async function staged(t: Test, rng: Rng): Promise<Volume> {
   const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'tm-applier-'));
   t.teardown(() => fsp.rm(dir, { recursive: true, force: true }));
-  const store = new DiffStore(dir, 'v1', log);
+  const store = new DiffStore<MtVolumeState>(dir, 'v1', log);
   await store.open();
   await store.adopt({ volumeId: 'v1', sizeBytes: SIZE, blockSize: BS, replicationId: 'r1' });
   const replicaFile = path.join(dir, 'replica.img');
@@ -53,12 +54,12 @@ async function staged(t: Test, rng: Rng): Promise<Volume> {
   return { dir, replicaFile, expected };
 }
 
-interface Parts { replica: Replica; hashes: ReplicaHashes; store: DiffStore }
-type Faults = (real: Parts) => { replica?: Partial<Replica>; hashes?: Partial<ReplicaHashes>; store?: Partial<DiffStore> };
+interface Parts { replica: Replica; hashes: ReplicaHashes; store: MtStore }
+type Faults = (real: Parts) => { replica?: Partial<Replica>; hashes?: Partial<ReplicaHashes>; store?: Partial<MtStore> };
 
 /** An applier over the volume as it is on disk, its collaborators optionally given faults. */
-async function applier(v: Volume, faults?: Faults, hooks: Partial<ConstructorParameters<typeof Applier>[4]> = {}): Promise<{ applier: Applier; store: DiffStore; close(): Promise<void> }> {
-  const store = new DiffStore(v.dir, 'v1', log);
+async function applier(v: Volume, faults?: Faults, hooks: Partial<ConstructorParameters<typeof Applier>[4]> = {}): Promise<{ applier: Applier; store: MtStore; close(): Promise<void> }> {
+  const store = new DiffStore<MtVolumeState>(v.dir, 'v1', log);
   await store.open();
   const replica = await Replica.open(v.replicaFile, SIZE);
   const hashes = new ReplicaHashes(v.dir, SIZE, BS, log);
@@ -85,7 +86,7 @@ for (const [when, fault] of crashes) {
     const err = await crashing.applier.kick().then(() => null, (e: unknown) => e);
     t.ok(err instanceof Crash, 'the applier stopped at the injected crash');
     await crashing.close();
-    const onDisk = new DiffStore(v.dir, 'v1', log);
+    const onDisk = new DiffStore<MtVolumeState>(v.dir, 'v1', log);
     await onDisk.open();
     t.equal(onDisk.doneSeq, 0, 'no differential of the interrupted group is marked applied');
     t.same(onDisk.pending(), [1, 2, 3], 'and all are still staged');
@@ -102,7 +103,7 @@ for (const [when, fault] of crashes) {
 
 t.test('while a seed is hashed in the background, a differential waits for its blocks to be hashed first', async (t) => {
   const v = await staged(t, new Rng('applier-seed'));
-  const store = new DiffStore(v.dir, 'v1', log);
+  const store = new DiffStore<MtVolumeState>(v.dir, 'v1', log);
   await store.open();
   const replica = await Replica.open(v.replicaFile, SIZE);
   t.teardown(() => replica.close());
@@ -135,7 +136,7 @@ t.test('group commit: the staged differentials are made durable with one fsync, 
   let syncs = 0;
   const acked: number[] = [];
   const points: Array<{ seq: number; doneSeq: number }> = [];
-  let store: DiffStore | null = null;
+  let store: MtStore | null = null;
   const a = await applier(v, ({ replica }) => ({ replica: { sync: async () => { syncs++; t.same(acked, [], 'nothing acked before the fsync'); await replica.sync(); } } }), {
     applied: (seq) => acked.push(seq),
     point: async (p) => { points.push({ seq: p.seq, doneSeq: store!.doneSeq }); },
@@ -147,7 +148,7 @@ t.test('group commit: the staged differentials are made durable with one fsync, 
   t.same(acked, [DIFFS], 'acknowledged once, up to the last');
   t.same(points.map((p) => p.seq), [1, 2, 3], 'every differential\'s point is still recorded, in order');
   t.ok((await fsp.readFile(v.replicaFile)).equals(v.expected), 'the replica is the last boundary');
-  const onDisk = new DiffStore(v.dir, 'v1', log);
+  const onDisk = new DiffStore<MtVolumeState>(v.dir, 'v1', log);
   await onDisk.open();
   t.equal(onDisk.state?.lastCrashPoint?.seq, DIFFS, 'the state names the newest point');
 });
@@ -156,7 +157,7 @@ t.test('a point that reads the replica (a snapshot) ends the group: the replica 
   const v = await staged(t, new Rng('applier-group-points'));
   let syncs = 0;
   const seen: Array<[number, number]> = [];
-  let store: DiffStore | null = null;
+  let store: MtStore | null = null;
   const a = await applier(v, ({ replica }) => ({ replica: { sync: async () => { syncs++; await replica.sync(); } } }), {
     pointTakesReplica: true,
     point: async (p) => { seen.push([p.seq, store!.doneSeq]); },

@@ -10,6 +10,7 @@ import { replacedHow, type ReplicaIdentity } from '../../../common/replica-ident
 import { Replica } from '../../../master-target/replica.js';
 import { DiffStore, STORE_STATE_VERSION } from '../../../proto/diff-store.js';
 import { Rng } from '../../seed.js';
+import { type MtVolumeState } from '../../../master-target/volume-state.js';
 
 const SIZE = 1 << 20;
 const rng = new Rng('replica-identity');
@@ -80,19 +81,19 @@ t.test('cp --remove-destination over a closed replica gives a file the recorded 
 t.test('a volume state written by a newer Tidemark is refused with a clear error', async (t) => {
   const dir = await scratch(t);
   await fsp.writeFile(path.join(dir, 'state.json'), JSON.stringify({ version: STORE_STATE_VERSION + 1, replicationId: 'r', sizeBytes: SIZE, blockSize: 4096, doneSeq: 3 }));
-  const store = new DiffStore(dir, 'vol1', silentLogger());
+  const store = new DiffStore<MtVolumeState>(dir, 'vol1', silentLogger());
   await t.rejects(store.open(), { code: 'TM_ERR_STATE_CORRUPT', message: new RegExp(`format version ${STORE_STATE_VERSION + 1}; this Tidemark reads up to ${STORE_STATE_VERSION}`) });
 });
 
 t.test('the recorded identity is written as state version 3', async (t) => {
   const dir = await scratch(t);
   await fsp.writeFile(path.join(dir, 'state.json'), JSON.stringify({ version: 2, replicationId: 'r', sizeBytes: SIZE, blockSize: 4096, doneSeq: 3 }));
-  const store = new DiffStore(dir, 'vol1', silentLogger());
+  const store = new DiffStore<MtVolumeState>(dir, 'vol1', silentLogger());
   await store.open();
   await fsp.writeFile(path.join(dir, 'replica.img'), rng.bytes(SIZE));
   const r = await Replica.open(path.join(dir, 'replica.img'), SIZE);
   t.teardown(() => r.close());
-  await store.setReplica(r.identity);
+  await store.update({ replica: r.identity });
   const saved = JSON.parse(await fsp.readFile(path.join(dir, 'state.json'), 'utf8')) as { version: number; replica: ReplicaIdentity; doneSeq: number };
   t.equal(saved.version, 3);
   t.same(saved.replica, r.identity);

@@ -14,7 +14,7 @@ import { Replica } from '../../../master-target/replica.js';
 import { ReplicaHashes } from '../../../master-target/replica-hashes.js';
 import { pointsToKeep, type RetentionPolicy } from '../../../master-target/retention/policy.js';
 import { DiffStore } from '../../../proto/diff-store.js';
-import type { RecoveryPoint } from '../../../master-target/volume-state.js';
+import { type RecoveryPoint, type MtVolumeState } from '../../../master-target/volume-state.js';
 import { HrlWriter } from '../../../proto/hrl.js';
 
 const H = 3_600_000;
@@ -23,7 +23,7 @@ t.test('a source clock stepped back: the later point keeps a later capture time,
   const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'tm-clock-'));
   t.teardown(() => fsp.rm(dir, { recursive: true, force: true }));
   const size = 1 << 20;
-  const store = new DiffStore(path.join(dir, 'store'), 'v', silentLogger());
+  const store = new DiffStore<MtVolumeState>(path.join(dir, 'store'), 'v', silentLogger());
   await store.open();
   await store.adopt({ volumeId: 'v', sizeBytes: size, blockSize: 4096, replicationId: 'r' }, { resyncing: false });
   await fsp.writeFile(path.join(dir, 'replica.img'), Buffer.alloc(size));
