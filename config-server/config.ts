@@ -120,7 +120,6 @@ export function checked(cfg: ConfigServerConfig, source: string): ConfigServerCo
   if (p) throw tmError('TM_ERR_CONFIG_INVALID', `${source}: plans: "${p}" is listed twice`, { key: 'plans' });
   for (const x of cfg.daemons) {
     if (x.statusUrl === undefined && x.stateDir === undefined && x.remote === undefined) throw tmError('TM_ERR_CONFIG_INVALID', `${source}: daemons: "${x.name}" needs remote (its operatorListen), statusUrl or stateDir`, { key: 'daemons' });
-    if (x.remote && x.role === 'process-server') throw tmError('TM_ERR_CONFIG_INVALID', `${source}: daemons: "${x.name}" is a process server, which takes no operator actions: remove its remote`, { key: 'daemons' });
     if (x.remote && cfg.tls.ca === undefined) throw tmError('TM_ERR_CONFIG_INVALID', `${source}: daemons: "${x.name}" has a remote operator port, which needs tls.ca (the deployment CA) to check the daemon`, { key: 'tls.ca' });
   }
   const mts = new Set(cfg.daemons.filter((x) => x.role === 'master-target').map((x) => x.name));
