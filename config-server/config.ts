@@ -94,6 +94,15 @@ export const configServerSchema = z.strictObject({
     secondaryHost: z.string().min(1).optional(),
     psPort: z.number().int().min(1).max(65535).optional(),
     mtPort: z.number().int().min(1).max(65535).optional(),
+    /**
+     * Remote operator ports for the reverse daemons (`tidemark reverse --agent-operator-port` ...), so this
+     * server reaches them on other hosts (`remote` in the entries the page shows); `operatorClients`: the
+     * certificate names allowed there (`--operator-clients`), e.g. this server's.
+     */
+    agentOperatorPort: z.number().int().min(1).max(65535).optional(),
+    psOperatorPort: z.number().int().min(1).max(65535).optional(),
+    mtOperatorPort: z.number().int().min(1).max(65535).optional(),
+    operatorClients: z.array(nodeNameSchema).min(1).max(1000).optional(),
   }).optional(),
   /** Where test failovers and recoveries started from the website write; must be under the master target's recovery.roots. */
   recoveryDir: z.string().min(1).optional(),
