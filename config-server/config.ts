@@ -25,7 +25,7 @@ const daemonSchema = z.strictObject({
    * The daemon's remote operator port (its `operatorListen`), on any host: actions go there over mutual
    * TLS with this server's certificate (role config-server) and the daemon's certificate pinned to
    * `name` and `role`, rather than through a local operator socket; its status is read there too
-   * (statusUrl and stateDir are then not used for it).
+   * (statusUrl and stateDir are then not used for it). A process server's port answers status reads only.
    */
   remote: z.strictObject({ host: z.string().min(1).max(253), port: z.number().int().min(1).max(65535) }).optional(),
   /**
