@@ -36,6 +36,10 @@ export interface ReverseArgs {
   'secondary-host'?: string;
   'ps-port'?: string;
   'mt-port'?: string;
+  'agent-operator-port'?: string;
+  'ps-operator-port'?: string;
+  'mt-operator-port'?: string;
+  'operator-clients'?: string;
   json?: boolean;
 }
 
@@ -60,17 +64,40 @@ export function portFree(host: string, port: number): Promise<boolean | null> {
   });
 }
 
+/** The reverse daemons' ports (replication, and remote operator ports when asked), by the flag that sets each. */
+function portsOf(input: ReversePlanInput): Array<{ flag: string; what: string; host: string; port: number }> {
+  const op = input.operatorPorts ?? {};
+  const all = [
+    { flag: 'ps-port', what: 'process server', host: input.secondaryHost, port: input.psPort },
+    { flag: 'mt-port', what: 'master target', host: input.primaryHost, port: input.mtPort },
+    { flag: 'agent-operator-port', what: 'agent\'s operator port', host: input.secondaryHost, port: op.agent },
+    { flag: 'ps-operator-port', what: 'process server\'s operator port', host: input.secondaryHost, port: op.ps },
+    { flag: 'mt-operator-port', what: 'master target\'s operator port', host: input.primaryHost, port: op.mt },
+  ];
+  return all.filter((p): p is typeof p & { port: number } => p.port !== undefined);
+}
+
 /** The reverse daemons' ports, checked before anything is written: distinct where they share a host, and free where this machine can tell. */
 async function checkPorts(input: ReversePlanInput): Promise<void> {
-  const ports = [['ps-port', input.secondaryHost, input.psPort], ['mt-port', input.primaryHost, input.mtPort]] as const;
-  if (input.psPort === input.mtPort && input.secondaryHost === input.primaryHost) {
-    throw tmError('TM_ERR_USAGE', `--ps-port and --mt-port are both ${input.psPort} on ${input.primaryHost}: the reverse process server and master target need a port each`);
+  const ports = portsOf(input);
+  for (const [i, a] of ports.entries()) {
+    const b = ports.slice(0, i).find((x) => x.port === a.port && x.host === a.host);
+    if (b) throw tmError('TM_ERR_USAGE', `--${b.flag} and --${a.flag} are both ${a.port} on ${a.host}: the reverse ${b.what} and ${a.what} need a port each`);
   }
-  for (const [flag, host, port] of ports) {
+  for (const { flag, what, host, port } of ports) {
     if ((await portFree(host, port)) === false) {
-      throw tmError('TM_ERR_USAGE', `port ${port} on ${host} is in use (a forward daemon's, or another program's): the reverse ${flag === 'ps-port' ? 'process server' : 'master target'} could not listen there; give --${flag} <a free port>`);
+      throw tmError('TM_ERR_USAGE', `port ${port} on ${host} is in use (a forward daemon's, or another program's): the reverse ${what} could not listen there; give --${flag} <a free port>`);
     }
   }
+}
+
+/** --operator-clients: certificate names, comma-separated, as operatorListen.clients takes them. */
+function clientsOf(text: string | undefined): string[] | undefined {
+  if (text === undefined) return undefined;
+  const names = text.split(',').map((x) => x.trim());
+  const bad = names.find((x) => !/^[A-Za-z0-9._-]{1,64}$/.test(x));
+  if (bad !== undefined) throw tmError('TM_ERR_USAGE', `--operator-clients is certificate names separated by commas (1-64 characters of A-Z a-z 0-9 . _ - each), not "${text}"`);
+  return names;
 }
 
 /** reflink when the failed-over image's filesystem can clone it (XFS, btrfs): the reverse points a planned failback needs. */
@@ -164,6 +191,12 @@ export async function reverse(volume: string, a: ReverseArgs, say: (l: string) =
     cycleIntervalMs: agent.cycleIntervalMs,
     retention: rawMt.volumes.find((v) => v.id === volume)?.retention,
   };
+  const opPort = (key: 'agent-operator-port' | 'ps-operator-port' | 'mt-operator-port'): number | undefined => (a[key] === undefined ? undefined : port(a[key], 0, key));
+  const operatorPorts = { agent: opPort('agent-operator-port'), ps: opPort('ps-operator-port'), mt: opPort('mt-operator-port'), clients: clientsOf(a['operator-clients']) };
+  if (operatorPorts.clients && [operatorPorts.agent, operatorPorts.ps, operatorPorts.mt].every((x) => x === undefined)) {
+    throw tmError('TM_ERR_USAGE', '--operator-clients names who may use the reverse daemons\' operator ports: give --agent-operator-port, --ps-operator-port and/or --mt-operator-port too');
+  }
+  if (Object.values(operatorPorts).some((x) => x !== undefined)) input.operatorPorts = Object.fromEntries(Object.entries(operatorPorts).filter(([, x]) => x !== undefined));
   await checkPorts(input);
   const plan = reversePlan(input);
   await fsp.mkdir(dir, { recursive: true });
@@ -189,7 +222,7 @@ export async function reverse(volume: string, a: ReverseArgs, say: (l: string) =
   // The master target's file last: its presence marks the folder as set up.
   await fsp.writeFile(files.mt, JSON.stringify(plan.mt, null, 2));
   loadMtConfig(files.mt);
-  const out = { volume, dir: path.resolve(dir), source, original, capture, names: plan.names, configs: files, issued, seeded, forward };
+  const out = { volume, dir: path.resolve(dir), source, original, capture, names: plan.names, configs: files, issued, seeded, forward, operatorPorts: input.operatorPorts ?? null };
   if (a.json) {
     console.log(JSON.stringify(out, null, 2));
     return;
@@ -198,6 +231,8 @@ export async function reverse(volume: string, a: ReverseArgs, say: (l: string) =
   if (issued.length) say(`  certificates issued: ${issued.join(', ')}`);
   say(`  ${seeded}`);
   say(`  ${forward}`);
+  const op = portsOf(input).filter((p) => p.flag.endsWith('-operator-port'));
+  if (op.length) say(`  remote operator ports: ${op.map((p) => `${p.what.replace('\'s operator port', '')} ${p.host}:${p.port}`).join(', ')} (operatorListen${input.operatorPorts?.clients ? `, clients ${input.operatorPorts.clients.join(', ')}` : ''})`);
   if (capture === 'none') say(`  capture "none": ${source} cannot be cloned here, so the reverse direction has no recovery points and a planned failback cannot take its final point; set capture "freeze" in ${files.agent}`);
   say(`Start, at the primary site: tidemark master-target --config ${files.mt}`);
   say(`      at the secondary site: tidemark process-server --config ${files.ps}; tidemark agent --config ${files.agent}`);

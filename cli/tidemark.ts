@@ -232,6 +232,10 @@ function build(): Command {
     .addOption(required('--dir <folder>', 'where the reverse configs are written')).option('--pki <dir>', 'the CA that issues the reverse daemons\' certificates')
     .option('--source <path>', 'the failed-over volume (default: the last failover\'s --out)').option('--capture <provider>', 'the reverse agent\'s capture provider')
     .option('--primary-host <host>').option('--secondary-host <host>').option('--ps-port <n>').option('--mt-port <n>')
+    .option('--agent-operator-port <n>', 'give the reverse agent a remote operator port (operatorListen) on the secondary host')
+    .option('--ps-operator-port <n>', 'give the reverse process server one (status reads only) on the secondary host')
+    .option('--mt-operator-port <n>', 'give the reverse master target one on the primary host')
+    .option('--operator-clients <names>', 'certificate names (comma-separated) allowed on those ports (default: any operator or config-server certificate)')
     .addOption(jsonOpt())
     .action((volume: string, o: Record<string, unknown>) => failoverCommand('reverse', volume, flags(o)));
   program.command('failback').description('planned failover back onto the original volume, then resume forward protection')

@@ -124,6 +124,20 @@ export class DaemonShell<S extends PeerSession = PeerSession> {
   }
 
   /**
+   * Status reads only, for a daemon that takes no operator actions (the process server): the remote port
+   * if configured, answering `status` and `metrics` (`read`) with the same certificate checks as
+   * serveOperators, and refusing every other action. No local operator socket.
+   */
+  async serveReads(remote: z.infer<typeof operatorListenSchema>, read: { status: () => unknown; metrics?: MetricsSource }): Promise<void> {
+    if (!remote) return;
+    const none: OperatorAct = (action) => Promise.reject(tmError('TM_ERR_USAGE', `unknown action "${action}": ${NAMES[this.role].a} takes no operator actions; its operator port answers status and metrics only`));
+    this.operatorRemote = await startOperatorListener({
+      host: remote.host, port: remote.port, trust: this.trust, clients: remote.clients, act: none, log: this.log.child({ component: 'operator' }), read,
+      stateDir: this.dir, limits: { handshakeTimeoutMs: remote.handshakeTimeoutMs, maxConnections: remote.maxConnections, maxPerAddress: remote.maxPerAddress },
+    });
+  }
+
+  /**
    * Stop, once (later calls wait for the first): no new operator action, no new peer and the connected
    * ones cut, then the daemon's own `stop`, then certificates, status and the folder's lock. Safe after
    * an open that failed part way.

@@ -25,7 +25,7 @@ const daemonSchema = z.strictObject({
    * The daemon's remote operator port (its `operatorListen`), on any host: actions go there over mutual
    * TLS with this server's certificate (role config-server) and the daemon's certificate pinned to
    * `name` and `role`, rather than through a local operator socket; its status is read there too
-   * (statusUrl and stateDir are then not used for it).
+   * (statusUrl and stateDir are then not used for it). A process server's port answers status reads only.
    */
   remote: z.strictObject({ host: z.string().min(1).max(253), port: z.number().int().min(1).max(65535) }).optional(),
   /**
@@ -94,6 +94,15 @@ export const configServerSchema = z.strictObject({
     secondaryHost: z.string().min(1).optional(),
     psPort: z.number().int().min(1).max(65535).optional(),
     mtPort: z.number().int().min(1).max(65535).optional(),
+    /**
+     * Remote operator ports for the reverse daemons (`tidemark reverse --agent-operator-port` ...), so this
+     * server reaches them on other hosts (`remote` in the entries the page shows); `operatorClients`: the
+     * certificate names allowed there (`--operator-clients`), e.g. this server's.
+     */
+    agentOperatorPort: z.number().int().min(1).max(65535).optional(),
+    psOperatorPort: z.number().int().min(1).max(65535).optional(),
+    mtOperatorPort: z.number().int().min(1).max(65535).optional(),
+    operatorClients: z.array(nodeNameSchema).min(1).max(1000).optional(),
   }).optional(),
   /** Where test failovers and recoveries started from the website write; must be under the master target's recovery.roots. */
   recoveryDir: z.string().min(1).optional(),
@@ -120,7 +129,6 @@ export function checked(cfg: ConfigServerConfig, source: string): ConfigServerCo
   if (p) throw tmError('TM_ERR_CONFIG_INVALID', `${source}: plans: "${p}" is listed twice`, { key: 'plans' });
   for (const x of cfg.daemons) {
     if (x.statusUrl === undefined && x.stateDir === undefined && x.remote === undefined) throw tmError('TM_ERR_CONFIG_INVALID', `${source}: daemons: "${x.name}" needs remote (its operatorListen), statusUrl or stateDir`, { key: 'daemons' });
-    if (x.remote && x.role === 'process-server') throw tmError('TM_ERR_CONFIG_INVALID', `${source}: daemons: "${x.name}" is a process server, which takes no operator actions: remove its remote`, { key: 'daemons' });
     if (x.remote && cfg.tls.ca === undefined) throw tmError('TM_ERR_CONFIG_INVALID', `${source}: daemons: "${x.name}" has a remote operator port, which needs tls.ca (the deployment CA) to check the daemon`, { key: 'tls.ca' });
   }
   const mts = new Set(cfg.daemons.filter((x) => x.role === 'master-target').map((x) => x.name));

@@ -313,15 +313,20 @@ export class GuidedRunner {
       ['tidemark', 'reverse', g.volume, '--config', cfgOf(g.masterTarget, `<${g.masterTarget} config>`), '--agent-config', cfgOf(g.agent, `<${g.agent} config>`), '--dir', dir, '--source', g.out,
         '--pki', fb?.pki ?? '<CA folder>',
         ...(fb?.primaryHost ? ['--primary-host', fb.primaryHost] : []), ...(fb?.secondaryHost ? ['--secondary-host', fb.secondaryHost] : []),
-        ...(fb?.psPort ? ['--ps-port', String(fb.psPort)] : []), ...(fb?.mtPort ? ['--mt-port', String(fb.mtPort)] : [])].map(q).join(' '),
+        ...(fb?.psPort ? ['--ps-port', String(fb.psPort)] : []), ...(fb?.mtPort ? ['--mt-port', String(fb.mtPort)] : []),
+        ...(fb?.agentOperatorPort ? ['--agent-operator-port', String(fb.agentOperatorPort)] : []), ...(fb?.psOperatorPort ? ['--ps-operator-port', String(fb.psOperatorPort)] : []),
+        ...(fb?.mtOperatorPort ? ['--mt-operator-port', String(fb.mtOperatorPort)] : []), ...(fb?.operatorClients ? ['--operator-clients', fb.operatorClients.join(',')] : [])].map(q).join(' '),
       `tidemark master-target --config ${q(path.join(dir, 'master-target.json'))}    # at the primary site`,
       `tidemark process-server --config ${q(path.join(dir, 'process-server.json'))}    # at the secondary site`,
       `tidemark agent --config ${q(path.join(dir, 'agent.json'))}    # at the secondary site`,
     ];
+    // Reached at its remote operator port when the reverse command gives it one, else through its state folder.
+    const where = (host: string | undefined, port: number | undefined, stateDir: string): Record<string, unknown> =>
+      (port ? { remote: { host: host ?? '127.0.0.1', port } } : { stateDir: path.join(dir, stateDir) });
     const register = [
-      { name: names.agent, role: 'agent', stateDir: path.join(dir, 'agent-state'), standby: true },
-      { name: names.ps, role: 'process-server', stateDir: path.join(dir, 'ps-cache'), standby: true },
-      { name: names.mt, role: 'master-target', stateDir: path.join(dir, 'mt-state'), standby: true },
+      { name: names.agent, role: 'agent', ...where(fb?.secondaryHost, fb?.agentOperatorPort, 'agent-state'), standby: true },
+      { name: names.ps, role: 'process-server', ...where(fb?.secondaryHost, fb?.psOperatorPort, 'ps-cache'), standby: true },
+      { name: names.mt, role: 'master-target', ...where(fb?.primaryHost, fb?.mtOperatorPort, 'mt-state'), standby: true },
     ];
     const stop = [`stop the three reverse daemons (${names.agent}, ${names.ps}, ${names.mt}): systemctl stop, or end the processes started above`, `then the folder ${dir} can be deleted`];
     return { reverse, register, stop };

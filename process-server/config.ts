@@ -2,7 +2,7 @@
 // master target each volume is forwarded to, and the bandwidth towards them.
 import { z } from 'zod';
 import { DEFAULTS } from '../common/defaults.js';
-import { connectionsSchema, didYouMean, endpointSchema, loadConfigFile, nodeNameSchema, tlsSchema, volumeIdSchema, uniqueVolumeIds } from '../common/config.js';
+import { connectionsSchema, didYouMean, endpointSchema, loadConfigFile, nodeNameSchema, operatorListenSchema, tlsSchema, volumeIdSchema, uniqueVolumeIds } from '../common/config.js';
 import { tmError } from '../common/errors.js';
 import { throttleSchema } from './schedule.js';
 
@@ -48,6 +48,11 @@ export const psConfigSchema = z.strictObject({
   cache: cacheSchema.default({ ...DEFAULTS.processServer.cache }),
   /** Bounds on the TLS port: handshake deadline, connections in total and per address. */
   connections: connectionsSchema,
+  /**
+   * The remote operator port (common/operator-listener.ts), for a configuration server on another host:
+   * it answers only the read-only `status` and `metrics` (a process server takes no operator actions).
+   */
+  operatorListen: operatorListenSchema,
 });
 
 export type PsConfig = z.output<typeof psConfigSchema> & { configDir: string };

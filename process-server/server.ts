@@ -25,7 +25,7 @@ export class ProcessServer {
   throttle!: Throttle;
   readonly forwarders = new Map<string, DiffSender>();
   private routes: Routes | null = null;
-  /** Identity, cache lock, listener, status, and their closing (common/daemon-shell.ts). */
+  /** Identity, cache lock, listener, status (and its remote reads), and their closing (common/daemon-shell.ts). */
   private readonly shell: DaemonShell<FramedConnection>;
   port = 0;
 
@@ -89,6 +89,7 @@ export class ProcessServer {
     });
     this.port = port;
     const statusPort = await this.shell.serveStatus(cfg.statusPort, () => this.snapshot(), metrics);
+    await this.shell.serveReads(cfg.operatorListen, { status: () => this.snapshot(), metrics });
     this.log.info({ port, statusPort }, 'process server started');
   }
 

@@ -33,6 +33,11 @@ export interface ReversePlanInput {
   cycleIntervalMs: number;
   /** The forward master target volume's `retention`, as written, so the primary site keeps points too. */
   retention?: unknown;
+  /**
+   * Remote operator ports (`operatorListen`) to give the reverse daemons, each on its daemon's host, so a
+   * configuration server on another host can drive the failback; `clients`: the certificate names allowed.
+   */
+  operatorPorts?: { agent?: number; ps?: number; mt?: number; clients?: string[] };
 }
 
 export interface ReverseNames {
@@ -58,6 +63,9 @@ export function reversePlan(i: ReversePlanInput): ReversePlan {
   const names = reverseNames(i.forward);
   const L = REVERSE_LAYOUT;
   const tls = (n: string): Record<string, string> => ({ ca: `${L.pki}/ca.crt`, cert: `${L.pki}/${n}.crt`, key: `${L.pki}/${n}.key` });
+  const op = i.operatorPorts;
+  const operatorListen = (host: string, port: number | undefined): Record<string, unknown> =>
+    (port === undefined ? {} : { operatorListen: { host, port, ...(op?.clients ? { clients: op.clients } : {}) } });
   return {
     names,
     agent: {
@@ -68,6 +76,7 @@ export function reversePlan(i: ReversePlanInput): ReversePlan {
       blockSize: i.blockSize,
       cycleIntervalMs: i.cycleIntervalMs,
       volumes: [{ id: i.volume, path: i.source, tracker: 'scan', capture: i.capture }],
+      ...operatorListen(i.secondaryHost, op?.agent),
     },
     ps: {
       name: names.ps,
@@ -76,6 +85,7 @@ export function reversePlan(i: ReversePlanInput): ReversePlan {
       listen: { host: i.secondaryHost, port: i.psPort },
       masterTargets: [{ name: names.mt, host: i.primaryHost, port: i.mtPort }],
       volumes: [{ id: i.volume, agent: names.agent, masterTarget: names.mt }],
+      ...operatorListen(i.secondaryHost, op?.ps),
     },
     mt: {
       name: names.mt,
@@ -83,6 +93,7 @@ export function reversePlan(i: ReversePlanInput): ReversePlan {
       tls: tls(names.mt),
       listen: { host: i.primaryHost, port: i.mtPort },
       volumes: [{ id: i.volume, replica: i.original, processServers: [names.ps], ...(i.retention === undefined ? {} : { retention: i.retention }) }],
+      ...operatorListen(i.primaryHost, op?.mt),
     },
   };
 }

@@ -34,7 +34,7 @@ export interface CsLab {
   killCs(): Promise<void>;
 }
 
-export async function csLab(t: Test, dir: string, opts: { intervalMs: number; csExtra?: Record<string, unknown>; agent?: Record<string, unknown>; mt?: Record<string, unknown> }): Promise<CsLab> {
+export async function csLab(t: Test, dir: string, opts: { intervalMs: number; csExtra?: Record<string, unknown>; agent?: Record<string, unknown>; ps?: Record<string, unknown>; mt?: Record<string, unknown> }): Promise<CsLab> {
   const source = path.join(dir, 'source.img');
   const replica = path.join(dir, 'replica.img');
   const source2 = path.join(dir, 'source2.img');
@@ -48,6 +48,7 @@ export async function csLab(t: Test, dir: string, opts: { intervalMs: number; cs
     dir,
     volumes: [volume('vol1', source, replica), volume('vol2', source2, replica2)],
     agent: { cycleIntervalMs: 500, ...opts.agent },
+    ...(opts.ps ? { ps: opts.ps } : {}),
     ...(opts.mt ? { mt: opts.mt } : {}),
   });
   t.teardown(() => lab.stopAll());
