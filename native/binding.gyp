@@ -5,6 +5,13 @@
   },
   "targets": [
     {
+      # LZ4 block compression into caller-given buffers (native/lz4.ts): portable C, every platform.
+      "target_name": "tidemark_lz4",
+      "sources": ["src/lz4.c", "vendor/lz4/lz4.c"],
+      "cflags": ["-std=gnu11", "-O3", "-Wall", "-Werror=implicit-function-declaration"],
+      "xcode_settings": {"OTHER_CFLAGS": ["-O3"]}
+    },
+    {
       "target_name": "tidemark_native",
       "sources": ["src/module.c"],
       "defines": ["_GNU_SOURCE"],
