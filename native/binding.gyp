@@ -5,9 +5,10 @@
   },
   "targets": [
     {
-      # LZ4 block compression into caller-given buffers (native/lz4.ts): portable C, every platform.
-      "target_name": "tidemark_lz4",
-      "sources": ["src/lz4.c", "vendor/lz4/lz4.c"],
+      # Per-byte work in portable C, every platform: LZ4 blocks into caller-given buffers (native/lz4.ts),
+      # a window's leaf hashes in one call (proto/range-hash.ts). Library sources: vendor/lz4 (lz4/lz4 v1.10).
+      "target_name": "tidemark_bytes",
+      "sources": ["src/lz4.c", "src/leaf-hash.c", "vendor/lz4/lz4.c", "vendor/lz4/xxhash.c"],
       "cflags": ["-std=gnu11", "-O3", "-Wall", "-Werror=implicit-function-declaration"],
       "xcode_settings": {"OTHER_CFLAGS": ["-O3"]}
     },

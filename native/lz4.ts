@@ -11,18 +11,19 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { tmError } from '../common/errors.js';
 
-interface Lz4Addon {
+interface BytesAddon {
   compress(src: Buffer, dst: Buffer, dstOffset: number, limit: number): number;
   compressAsync(src: Buffer, dst: Buffer, dstOffset: number, limit: number): Promise<number>;
   decompress(src: Buffer, dst: Buffer): number;
   decompressAsync(src: Buffer, dst: Buffer): Promise<number>;
   bound(length: number): number;
+  leafHashes(data: Buffer, blockSize: number, out: BigUint64Array): void;
   version: string;
 }
 
-let addon: Lz4Addon | undefined;
+let addon: BytesAddon | undefined;
 
-function load(): Lz4Addon {
+function load(): BytesAddon {
   if (addon === undefined) {
     const here = path.dirname(fileURLToPath(import.meta.url));
     let root = here;
@@ -30,11 +31,11 @@ function load(): Lz4Addon {
       if (path.dirname(root) === root) throw tmError('TM_ERR_NATIVE', `LZ4 addon: no native/binding.gyp above ${here}`, { path: here });
       root = path.dirname(root);
     }
-    const file = path.join(root, 'native', 'build', 'Release', 'tidemark_lz4.node');
+    const file = path.join(root, 'native', 'build', 'Release', 'tidemark_bytes.node');
     try {
-      addon = createRequire(import.meta.url)(file) as Lz4Addon;
+      addon = createRequire(import.meta.url)(file) as BytesAddon;
     } catch (e) {
-      throw tmError('TM_ERR_NATIVE', `load LZ4 addon ${file}: ${(e as Error).message}; build it with "npm run build:native"`, { path: file }, e);
+      throw tmError('TM_ERR_NATIVE', `load native addon ${file}: ${(e as Error).message}; build it with "npm run build:native"`, { path: file }, e);
     }
   }
   return addon;
@@ -116,4 +117,11 @@ export async function lz4DecompressAsync(block: Buffer, length: number): Promise
 
 function short(n: number, length: number): Error {
   return Object.assign(new Error(`LZ4 block decodes to ${n} bytes, not the recorded ${length}`), { code: 'LZ4_MALFORMED' });
+}
+
+/** xxh64 (seed 0) of each `blockSize` block of `data` (the last may be short), in one native call. */
+export function leafHashesNative(data: Buffer, blockSize: number): BigUint64Array {
+  const out = new BigUint64Array(Math.ceil(data.length / blockSize));
+  load().leafHashes(data, blockSize, out);
+  return out;
 }

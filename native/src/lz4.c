@@ -1,6 +1,7 @@
 // LZ4 block compression into buffers the caller gives (lz4-napi allocates and zeroes a fresh output
 // buffer per call, about 30% of its time). The library is native/vendor/lz4 (lz4/lz4 v1.10), the same
-// code as the `lz4` CLI. Works on any platform (no system calls): target tidemark_lz4.
+// code as the `lz4` CLI. Works on any platform (no system calls): target tidemark_bytes, which also
+// carries leafHashes (leaf-hash.c).
 //
 //   compress(src, dst, dstOffset, limit) -> n
 //     LZ4 block of src written at dst[dstOffset + 4, ...) after a u32 LE of src.length (the stored
@@ -188,6 +189,8 @@ static napi_value lz4_bound(napi_env env, napi_callback_info info) {
   return number(env, 4 + LZ4_compressBound((int)n));
 }
 
+napi_value tm_leaf_hashes(napi_env env, napi_callback_info info);  // leaf-hash.c
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor fns[] = {
       {"compress", NULL, lz4_compress, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -195,6 +198,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"compressAsync", NULL, lz4_compress_async, NULL, NULL, NULL, napi_enumerable, NULL},
       {"decompressAsync", NULL, lz4_decompress_async, NULL, NULL, NULL, napi_enumerable, NULL},
       {"bound", NULL, lz4_bound, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"leafHashes", NULL, tm_leaf_hashes, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof fns / sizeof fns[0], fns);
   napi_value v;
