@@ -2,6 +2,7 @@
 // With no name, list the benchmarks. Benchmarks measure; they never fail on a number.
 import { closest } from 'fastest-levenshtein';
 import { formatTable, machine, missingFigures, writeResults, type Benchmark } from './harness.js';
+import { compression } from './compression.js';
 import { consoleBench } from './console.js';
 import { dataMode } from './data-mode.js';
 import { fanIn } from './fan-in.js';
@@ -13,6 +14,7 @@ import { resync } from './resync.js';
 import { tracking } from './tracking.js';
 
 export const BENCHMARKS: Record<string, Benchmark> = {
+  compression,
   console: consoleBench,
   'data-mode': dataMode,
   'fan-in': fanIn,
