@@ -43,7 +43,7 @@ interface Compared {
   bytes: number;
   leaves: BigUint64Array;
   differing: number[];
-  /** The differing blocks with their data, copied out of the window (which is not held). */
+  /** The differing blocks with their data: views of the window when most of it differs, else copied out. */
   extents: DirtyExtent[];
   hashBytes: number;
 }
@@ -364,23 +364,25 @@ export class Resync {
   }
 
   /**
-   * Differing blocks as extents (runs of neighbours, at most 1 MiB), with data copied from the window into
-   * one buffer: the window itself is not held while it waits to be journaled.
+   * Differing blocks as extents (runs of neighbours, at most 1 MiB). Where they are most of the window
+   * (an initial replication), the extents are views of the window, which is then held until journaled;
+   * otherwise their data is copied out into one buffer so the window is not held for a few blocks.
    */
   private extents(blocks: number[], first: number, data: Buffer): DirtyExtent[] {
     const out: DirtyExtent[] = [];
     const bs = this.blockSize;
-    const copy = Buffer.allocUnsafe(Math.min(blocks.length * bs, data.length));
+    const view = blocks.length * bs * 2 >= data.length;
+    const copy = view ? data : Buffer.allocUnsafe(Math.min(blocks.length * bs, data.length));
     let at = 0;
     let i = 0;
     while (i < blocks.length) {
       let j = i + 1;
       while (j < blocks.length && blocks[j] === blocks[j - 1]! + 1 && (j - i + 1) * bs <= MAX_EXTENT) j++;
       const start = (blocks[i]! - first) * bs;
-      const n = data.copy(copy, at, start, Math.min(start + (j - i) * bs, data.length));
-      const slice = copy.subarray(at, at + n);
-      at += n;
-      out.push({ offset: blocks[i]! * bs, length: n, data: slice, crc32c: crc(slice) });
+      const end = Math.min(start + (j - i) * bs, data.length);
+      const slice = view ? data.subarray(start, end) : copy.subarray(at, at + data.copy(copy, at, start, end));
+      at += slice.length;
+      out.push({ offset: blocks[i]! * bs, length: slice.length, data: slice, crc32c: crc(slice) });
       i = j;
     }
     return out;

@@ -24,7 +24,7 @@ type Status = Record<string, unknown>;
 const num = (v: unknown): number => (typeof v === 'number' ? v : NaN);
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-interface CliResult {
+export interface CliResult {
   label: string;
   inputBytes: number;
   outputBytes: number;
@@ -33,7 +33,7 @@ interface CliResult {
 }
 
 /** `<cmd> <args> -c input > out` under bash, timed; `times` gives the CPU of the child. */
-async function cli(label: string, cmd: string, args: string[], input: string, out: string): Promise<CliResult> {
+export async function cli(label: string, cmd: string, args: string[], input: string, out: string): Promise<CliResult> {
   const script = `set -euo pipefail\n${cmd} ${args.join(' ')} -c "$1" > "$2"\ntimes`;
   const { value: stdout, seconds } = await timed(() => new Promise<string>((resolve, reject) => {
     const p = spawn('bash', ['-c', script, label, input, out], { stdio: ['ignore', 'pipe', 'pipe'] });

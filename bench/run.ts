@@ -4,6 +4,7 @@ import { closest } from 'fastest-levenshtein';
 import { formatTable, machine, missingFigures, writeResults, type Benchmark } from './harness.js';
 import { applyBench } from './apply.js';
 import { churn } from './churn.js';
+import { compression } from './compression.js';
 import { consoleBench } from './console.js';
 import { dataCapture } from './data-capture.js';
 import { dataMode } from './data-mode.js';
@@ -18,6 +19,7 @@ import { tracking } from './tracking.js';
 export const BENCHMARKS: Record<string, Benchmark> = {
   apply: applyBench,
   churn,
+  compression,
   console: consoleBench,
   'data-capture': dataCapture,
   'data-mode': dataMode,

@@ -5,6 +5,14 @@
   },
   "targets": [
     {
+      # Per-byte work in portable C, every platform: LZ4 blocks into caller-given buffers (native/lz4.ts),
+      # a window's leaf hashes in one call (proto/range-hash.ts). Library sources: vendor/lz4 (lz4/lz4 v1.10).
+      "target_name": "tidemark_bytes",
+      "sources": ["src/lz4.c", "src/leaf-hash.c", "vendor/lz4/lz4.c", "vendor/lz4/xxhash.c"],
+      "cflags": ["-std=gnu11", "-O3", "-Wall", "-Werror=implicit-function-declaration"],
+      "xcode_settings": {"OTHER_CFLAGS": ["-O3"]}
+    },
+    {
       "target_name": "tidemark_native",
       "sources": ["src/module.c"],
       "defines": ["_GNU_SOURCE"],

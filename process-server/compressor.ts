@@ -1,24 +1,25 @@
 // LZ4 for the process server's cache, per extent, kept raw where it does not pay (extent-codec's
-// chooseStored: under 95% of the raw size or not at all), with the ratio and the time it costs counted
+// lz4KeepLimit: under 95% of the raw size or not at all), with the ratio and the time it costs counted
 // per volume for the status snapshot.
 //
-// Where it runs (measured on this 2-core machine; docs/OPERATIONS.md "Compression" has the tables):
-// lz4-napi's async `compress` runs on the libuv thread pool, and with two extents in flight it uses both
-// cores (1 MiB extents of mixed files: ~720 MiB/s in memory, against ~210 MiB/s for `compressSync` on
-// the event loop and ~440 MiB/s for `compressSync` in two worker threads with four in flight). Below
-// 64 KiB an extent is cheaper to compress inline than to hand to a thread (4 KiB: ~365 MiB/s inline,
-// ~75-105 async). At most `threads` extents are on the pool at once, process-wide: enough for every
-// core (four in flight gained <10% more), and the pool (4 threads by default) keeps room for the
-// cache's file writes and fsyncs.
+// The LZ4 is native/lz4.ts (the `lz4` CLI's library, output into reused buffers; it replaced lz4-napi,
+// which allocated and zeroed a fresh buffer per call and took 8-15x longer per byte on random data).
+// Compression is given the keep limit, so on incompressible data it stops as soon as its output passes
+// 95% of the input instead of finishing a block that would be thrown away.
 //
-// Incompressible data is the expensive case: lz4-napi takes 8-15x longer per byte on random data than
-// on text (1 MiB: ~21-40 ms against ~3 ms here), to end up storing it raw anyway. So an extent of at
-// least PROBE_FROM bytes is first probed: three 4 KiB samples (start, middle, end) compressed inline.
-// Where together they do not reach chooseStored's bar, the extent is stored raw without compressing the
-// rest (counted in probeSkippedExtents); a mixed extent with any compressible sample is compressed whole.
+// Where it runs (measured on this 2-core machine; docs/OPERATIONS.md "Compression" has the tables):
+// extents of INLINE_BELOW bytes or more go to the libuv thread pool, so with two in flight both cores
+// compress; smaller ones are cheaper inline than handed to a thread. At most `threads` extents are on
+// the pool at once, process-wide: enough for every core, and the pool (4 threads by default) keeps room
+// for the cache's file writes and fsyncs.
+//
+// An extent of at least PROBE_FROM bytes is first probed: three 4 KiB samples (start, middle, end)
+// compressed inline. Where together they do not reach the keep bar, the extent is stored raw without
+// compressing the rest (counted in probeSkippedExtents); a mixed extent with any compressible sample is
+// compressed whole.
 import { availableParallelism } from 'node:os';
-import { compress, compressSync } from 'lz4-napi';
-import { chooseStored, LZ4_KEEP_RAW_AT } from '../proto/extent-codec.js';
+import { lz4Compress, lz4CompressAsync } from '../native/lz4.js';
+import { LZ4_KEEP_RAW_AT, lz4KeepLimit, storedOf } from '../proto/extent-codec.js';
 import type { ExtentRecord } from '../proto/hrl.js';
 
 /** Extents smaller than this are compressed on the event loop. */
@@ -84,24 +85,25 @@ export class Compressor {
         return { record: plain, stored: raw };
       }
     }
-    let packed: Buffer;
+    const limit = lz4KeepLimit(raw.length);
+    let packed: Buffer | null;
     let ns: bigint;
     if (raw.length < INLINE_BELOW) {
       const t0 = process.hrtime.bigint();
-      packed = compressSync(raw);
+      packed = lz4Compress(raw, limit);
       ns = process.hrtime.bigint() - t0;
     } else {
       await this.slot();
       const t0 = process.hrtime.bigint();
       try {
-        packed = await compress(raw);
+        packed = await lz4CompressAsync(raw, limit);
       } finally {
         ns = process.hrtime.bigint() - t0;
         this.release();
       }
     }
     c.cpuNs += ns;
-    const out = chooseStored(plain, raw, packed);
+    const out = storedOf(plain, raw, packed);
     c.storedBytes += out.stored.length;
     if (out.record.compression === 'LZ4') c.compressedExtents++;
     else c.skippedExtents++;
@@ -146,6 +148,7 @@ export class Compressor {
 function samplesCompress(raw: Buffer): boolean {
   const at = [0, Math.floor((raw.length - SAMPLE) / 2 / SAMPLE) * SAMPLE, raw.length - SAMPLE];
   let packed = 0;
-  for (const a of at) packed += compressSync(raw.subarray(a, a + SAMPLE)).length;
+  // a sample that does not get under the bar counts as its full size (the block was abandoned there)
+  for (const a of at) packed += lz4Compress(raw.subarray(a, a + SAMPLE), SAMPLE)?.length ?? SAMPLE;
   return packed < at.length * SAMPLE * LZ4_KEEP_RAW_AT;
 }

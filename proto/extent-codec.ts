@@ -1,8 +1,8 @@
 // Extent data on its way through the pipeline: compressed once (process server), decompressed and
 // verified against the source's checksum where it is written (master target).
-import { compress, uncompress, uncompressSync } from 'lz4-napi';
 import { crc } from '../common/checksum.js';
 import { tmError, type TidemarkError } from '../common/errors.js';
+import { lz4CompressAsync, lz4Decompress, lz4DecompressAsync } from '../native/lz4.js';
 import type { ExtentRecord } from './hrl.js';
 import { MAX_EXTENT_BYTES } from './limits.js';
 
@@ -28,7 +28,12 @@ export function verifiedRaw(e: ExtentRecord, raw: Buffer, rawCrc: number, volume
  */
 export const LZ4_KEEP_RAW_AT = 0.95;
 
-/** What to store for a raw extent given its LZ4 block (`lz4-napi` output: u32 LE raw size, then the block). */
+/** The longest stored LZ4 form (u32 LE raw size + block) kept for `rawLength` raw bytes: under LZ4_KEEP_RAW_AT of it. */
+export function lz4KeepLimit(rawLength: number): number {
+  return Math.ceil(rawLength * LZ4_KEEP_RAW_AT) - 1;
+}
+
+/** What to store for a raw extent given its stored LZ4 form (u32 LE raw size, then the block). */
 export function chooseStored(e: ExtentRecord, raw: Buffer, packed: Buffer): { record: ExtentRecord; stored: Buffer } {
   if (packed.length >= raw.length * LZ4_KEEP_RAW_AT) return { record: { ...e, compression: 'NONE', storedLength: raw.length }, stored: raw };
   return { record: { ...e, compression: 'LZ4', storedLength: packed.length }, stored: packed };
@@ -36,7 +41,13 @@ export function chooseStored(e: ExtentRecord, raw: Buffer, packed: Buffer): { re
 
 /** LZ4 the extent on the libuv thread pool; keep it raw when LZ4 does not pay (chooseStored). */
 export async function compressExtent(e: ExtentRecord, raw: Buffer): Promise<{ record: ExtentRecord; stored: Buffer }> {
-  return chooseStored(e, raw, await compress(raw));
+  return storedOf(e, raw, raw.length === 0 ? null : await lz4CompressAsync(raw, lz4KeepLimit(raw.length)));
+}
+
+/** The stored form given the LZ4 form lz4Compress kept under lz4KeepLimit (null: it did not pay, keep raw). */
+export function storedOf(e: ExtentRecord, raw: Buffer, packed: Buffer | null): { record: ExtentRecord; stored: Buffer } {
+  if (packed === null) return { record: { ...e, compression: 'NONE', storedLength: raw.length }, stored: raw };
+  return { record: { ...e, compression: 'LZ4', storedLength: packed.length }, stored: packed };
 }
 
 function checkLz4Prefix(e: ExtentRecord, stored: Buffer, volume: string, seq: number): void {
@@ -60,7 +71,7 @@ export function rawData(e: ExtentRecord, stored: Buffer, volume: string, seq: nu
   if (e.compression === 'LZ4') {
     checkLz4Prefix(e, stored, volume, seq);
     try {
-      raw = uncompressSync(stored);
+      raw = lz4Decompress(stored.subarray(4), e.length);
     } catch (err) {
       throw undecompressable(e, err, volume, seq);
     }
@@ -71,7 +82,7 @@ export function rawData(e: ExtentRecord, stored: Buffer, volume: string, seq: nu
 
 /**
  * Extents shorter than this (uncompressed) are decompressed on the event loop: handing a small block to
- * the libuv thread pool costs more than decompressing it. Measured with lz4-napi on this 2-core machine
+ * the libuv thread pool costs more than decompressing it. Measured with lz4-napi (before native/lz4.ts) on this 2-core machine
  * (text blocks, docs/OPERATIONS.md "Compression"): 4 KiB inline ~470 MiB/s at ~1.0 CPU s/GiB, on the
  * pool (4 in flight) ~130 MiB/s at ~2.8 CPU s/GiB; 64 KiB ~240 vs ~180 MiB/s at 0.9 vs 1.7 s/GiB;
  * from 1 MiB the pool's second core wins (~455 vs ~350 MiB/s).
@@ -87,7 +98,7 @@ export async function rawDataAsync(e: ExtentRecord, stored: Buffer, volume: stri
   checkLz4Prefix(e, stored, volume, seq);
   let raw: Buffer;
   try {
-    raw = await uncompress(stored);
+    raw = await lz4DecompressAsync(stored.subarray(4), e.length);
   } catch (err) {
     throw undecompressable(e, err, volume, seq);
   }
