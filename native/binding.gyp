@@ -1,14 +1,20 @@
 {
   "variables": {
     # Data mode needs libbpf's headers; without them only that addon is left out (the tracker says why).
-    "has_libbpf": "<!(test -r /usr/include/bpf/libbpf.h && echo 1 || echo 0)"
+    "has_libbpf": "<!(test -r /usr/include/bpf/libbpf.h && echo 1 || echo 0)",
+    # The native LZ4 and leaf hashes need liblz4's and xxhash's headers; without them native/lz4.ts falls
+    # back to lz4-napi and per-block xxh64 (slower, same bytes).
+    "has_lz4": "<!(test -r /usr/include/lz4.h && test -r /usr/include/xxhash.h && echo 1 || echo 0)"
   },
   "targets": [
     {
       # Per-byte work in portable C, every platform: LZ4 blocks into caller-given buffers (native/lz4.ts),
-      # a window's leaf hashes in one call (proto/range-hash.ts). Library sources: vendor/lz4 (lz4/lz4 v1.10).
+      # a window's leaf hashes in one call (proto/range-hash.ts). Libraries: the system's liblz4 and the
+      # xxhash header (Debian: liblz4-dev, libxxhash-dev), as data mode uses Debian's libbpf.
       "target_name": "tidemark_bytes",
-      "sources": ["src/lz4.c", "src/leaf-hash.c", "vendor/lz4/lz4.c", "vendor/lz4/xxhash.c"],
+      "conditions": [
+        ["has_lz4==1", {"sources": ["src/lz4.c", "src/leaf-hash.c"], "libraries": ["-llz4"]}, {"type": "none"}]
+      ],
       "cflags": ["-std=gnu11", "-O3", "-Wall", "-Werror=implicit-function-declaration"],
       "xcode_settings": {"OTHER_CFLAGS": ["-O3"]}
     },

@@ -1,4 +1,4 @@
-// LZ4 blocks through the project's own addon (native/src/lz4.c over native/vendor/lz4, the `lz4` CLI's
+// LZ4 blocks through the project's own addon (native/src/lz4.c over the system's liblz4, the `lz4` CLI's
 // library): output goes into buffers that are neither allocated per call nor zeroed. The stored form is
 // the one lz4-napi wrote before (docs/FORMAT.md "LZ4 extents"): u32 LE raw length, then the block.
 //
@@ -9,6 +9,8 @@ import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { compress as napiCompress, compressSync as napiCompressSync, uncompressSync as napiUncompressSync } from 'lz4-napi';
+import { blockHash } from '../common/checksum.js';
 import { tmError } from '../common/errors.js';
 
 interface BytesAddon {
@@ -23,6 +25,46 @@ interface BytesAddon {
 
 let addon: BytesAddon | undefined;
 
+/**
+ * Where the addon was not built (liblz4-dev or libxxhash-dev missing at `npm ci`; binding.gyp): the same
+ * stored bytes through lz4-napi and per-block xxh64, at their cost (fresh zeroed buffers, one call per block).
+ */
+export const portable: BytesAddon = {
+  compress: (src, dst, off, limit) => place(napiCompressSync(src), dst, off, limit),
+  compressAsync: async (src, dst, off, limit) => place(await napiCompress(src), dst, off, limit),
+  decompress: (src, dst) => unprefixed(src, dst),
+  decompressAsync: async (src, dst) => unprefixed(src, dst),
+  bound: (n) => 4 + n + Math.floor(n / 255) + 16,
+  leafHashes: (data, blockSize, out) => {
+    for (let i = 0; i < out.length; i++) out[i] = blockHash(data.subarray(i * blockSize, (i + 1) * blockSize));
+  },
+  version: 'lz4-napi (tidemark_bytes not built)',
+};
+
+function place(stored: Buffer, dst: Buffer, off: number, limit: number): number {
+  if (stored.length > limit || off + stored.length > dst.length) return 0;
+  stored.copy(dst, off);
+  return stored.length;
+}
+
+function unprefixed(block: Buffer, dst: Buffer): number {
+  const prefix = Buffer.alloc(4);
+  prefix.writeUInt32LE(dst.length);
+  let raw: Buffer;
+  try {
+    raw = napiUncompressSync(Buffer.concat([prefix, block]));
+  } catch (e) {
+    throw Object.assign(new Error(`LZ4 block does not decode: ${(e as Error).message}`), { code: 'LZ4_MALFORMED' });
+  }
+  raw.copy(dst, 0, 0, Math.min(raw.length, dst.length));
+  return raw.length;
+}
+
+/** Whether the native addon is in use (false: the portable fallback). */
+export function lz4Native(): boolean {
+  return load() !== portable;
+}
+
 function load(): BytesAddon {
   if (addon === undefined) {
     const here = path.dirname(fileURLToPath(import.meta.url));
@@ -32,6 +74,11 @@ function load(): BytesAddon {
       root = path.dirname(root);
     }
     const file = path.join(root, 'native', 'build', 'Release', 'tidemark_bytes.node');
+    if (!fs.existsSync(file) && fs.existsSync(path.join(root, 'native', 'build', 'Release', 'tidemark_native.node'))) {
+      // Built without liblz4's and xxhash's headers (binding.gyp has_lz4): the portable path.
+      addon = portable;
+      return addon;
+    }
     try {
       addon = createRequire(import.meta.url)(file) as BytesAddon;
     } catch (e) {
@@ -41,7 +88,7 @@ function load(): BytesAddon {
   return addon;
 }
 
-/** The LZ4 library version compiled in ("1.10.0"). */
+/** The LZ4 library version compiled in ("1.9.4"), or what stands in for it. */
 export function lz4Version(): string {
   return load().version;
 }

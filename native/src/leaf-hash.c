@@ -8,7 +8,9 @@
 
 #include <node_api.h>
 
-#include "../vendor/lz4/xxhash.h"
+// Debian's libxxhash-dev header, inlined (no library to link).
+#define XXH_INLINE_ALL
+#include <xxhash.h>
 
 napi_value tm_leaf_hashes(napi_env env, napi_callback_info info) {
   size_t argc = 3;

@@ -1,6 +1,6 @@
 // LZ4 block compression into buffers the caller gives (lz4-napi allocates and zeroes a fresh output
-// buffer per call, about 30% of its time). The library is native/vendor/lz4 (lz4/lz4 v1.10), the same
-// code as the `lz4` CLI. Works on any platform (no system calls): target tidemark_bytes, which also
+// buffer per call, about 30% of its time). The library is the system's liblz4 (Debian's liblz4-dev), the
+// one the `lz4` CLI links. Works on any platform (no system calls): target tidemark_bytes, which also
 // carries leafHashes (leaf-hash.c).
 //
 //   compress(src, dst, dstOffset, limit) -> n
@@ -19,7 +19,7 @@
 
 #include <node_api.h>
 
-#include "../vendor/lz4/lz4.h"
+#include <lz4.h>
 
 // One compression state per thread (main thread and each pool thread): LZ4_compress_fast_extState
 // resets it, so nothing of one call leaks into the next.
