@@ -163,6 +163,32 @@ export class BucketStore {
     return { etag, bytes: size };
   }
 
+  /**
+   * The object's bytes [start, end) as a stream (each piece as the socket delivered it, nothing gathered),
+   * or null when it does not exist. The caller counts what it got (`countDown`) and checks the length.
+   */
+  async getStream(rel: string, range: { start: number; end: number }): Promise<AsyncIterable<Uint8Array> | null> {
+    const key = this.key(rel);
+    this.requests.get++;
+    try {
+      const r = await this.s3.send(new GetObjectCommand({ Bucket: this.opts.bucket, Key: key, Range: `bytes=${range.start}-${range.end - 1}` }));
+      const body = r.Body as unknown as AsyncIterable<Uint8Array> & { destroy?: () => void };
+      if (r.ContentLength !== undefined && r.ContentLength !== range.end - range.start) {
+        body.destroy?.();
+        throw tmError('TM_ERR_BUCKET_CORRUPT', `s3://${this.opts.bucket}/${key}: asked for ${range.end - range.start} bytes at ${range.start}, the store sends ${r.ContentLength}`, { key });
+      }
+      return body;
+    } catch (e) {
+      const name = (e as { name?: string }).name;
+      if (name === 'NoSuchKey' || (httpStatus(e) === 404 && name !== 'NoSuchBucket')) return null;
+      throw storeError(e, 'download', this.opts, key);
+    }
+  }
+
+  countDown(bytes: number): void {
+    this.requests.bytesDown += bytes;
+  }
+
   /** The object's bytes [start, end) (all of it without a range), or null when it does not exist. */
   async get(rel: string, range?: { start: number; end: number }): Promise<Buffer | null> {
     const key = this.key(rel);
