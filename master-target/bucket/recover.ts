@@ -180,7 +180,7 @@ async function writeImages(store: BucketStore, m: Manifest, chain: BucketImage[]
 }
 
 /** Writes gathered until this many bytes are waiting (or the next piece does not follow on). */
-const WRITE_BATCH = 1 << 20;
+const WRITE_BATCH = 4 << 20;
 
 /** One ranged GET of adjacent chunks of an image, written as it arrives (`writeChunkStream`). */
 async function fetchAndWrite(store: BucketStore, img: BucketImage, refs: Array<ChunkRef & { skip?: Uint8Array }>, bs: number, fh: fsp.FileHandle): Promise<void> {
