@@ -1,7 +1,7 @@
 // `npm run bench -- object-store`: the bucket tier against a real S3-API store, OpenStack Swift (s3api) on
 // loopback (test/swift-harness.ts), next to python3-swiftclient's `swift` tool on the same store, same run:
-// - upload: the tier's first pass (a full base image of a replica of random data: read, write the .tmbi,
-//   multipart upload with ETag checks, manifest) vs `swift upload` of the same replica bytes as an SLO with
+// - upload: the tier's first pass (a full base image of a replica of random data, streamed from the replica
+//   into multipart parts with crc32c per chunk, Content-MD5 and ETag checks per part, then the manifest) vs `swift upload` of the same replica bytes as an SLO with
 //   the same part size and parallelism;
 // - recovery: rebuilding the newest point from the bucket (full + incremental image + segments, parallel
 //   ranged GETs, every checksum verified, written to a file) vs `swift download` of exactly the objects
@@ -205,7 +205,7 @@ export const objectStore: Benchmark = {
         ['requests per idle hour', fmt(idlePerHour, 1), '', ''],
         [`bucket bytes per changed byte (${DIFFS} differentials, ${fmt(changed / MiB, 2)} MiB written)`, fmt(bucketAdded / changed, 3), '', ''],
       ];
-      notes.push('Throughput is the volume size over wall time; the tier\'s upload includes reading the replica and writing the image file before uploading it, and recovery includes verifying every chunk and writing the output; the tool only moves bytes.');
+      notes.push('Throughput is the volume size over wall time; the tier\'s upload includes reading the replica and checksumming it (crc32c per chunk, MD5 per part) as it streams into the parts, and recovery includes verifying every chunk as it arrives, writing the output and its fsync; the tool only moves bytes.');
       notes.push(`Requests per GiB: every PUT, part, GET, HEAD, DELETE and LIST of the full-image pass and of the pass after ${DIFFS} differentials (their segments, an incremental image, the manifest), over the bytes they uploaded.`);
       notes.push(`Idle: ${IDLE_SECONDS} s of the background loop (poll every 2 s, bucket retention configured), scaled to an hour; the steady state makes no LIST request.`);
       notes.push('Bucket bytes per changed byte counts each differential\'s segment (its before-images) and the incremental image (the changed blocks) over the bytes the differentials wrote: about 2 while every image is kept; bucket retention merges and expires them as points age.');

@@ -40,26 +40,8 @@ export interface ChunkRef {
   crc32c: number;
 }
 
-export interface BuiltImage {
+export interface BuiltImage extends ImageLayout {
   file: string;
-  bytes: number;
-  dataBytes: number;
-  chunks: number;
-  indexOffset: number;
-  indexCrc32c: number;
-  /** MD5 of each `partSize` piece of the file, computed as it was written (the upload's expected ETag). */
-  partMd5s: Buffer[];
-}
-
-async function readAt(fh: fsp.FileHandle, length: number, position: number): Promise<Buffer> {
-  const buf = Buffer.alloc(length); // zeros past the end
-  let done = 0;
-  while (done < length) {
-    const { bytesRead } = await fh.read(buf, done, length - done, position + done);
-    if (bytesRead === 0) break;
-    done += bytesRead;
-  }
-  return buf;
 }
 
 /** Runs of blocks as [offset, length) ranges of at most CHUNK_BYTES. */
@@ -78,30 +60,71 @@ export function blockRuns(blocks: Iterable<number>, blockSize: number, sizeBytes
 }
 
 /**
- * Write an image of `replicaPath` into `file`: the given ranges (incremental), or every non-zero chunk
- * (full, `ranges` null). Returns its layout; `md5s` are the MD5s of each `partSize` piece (for the ETag).
+ * Where an image's bytes go, in order: a multipart upload (BucketStore.multipart: the bytes are read from
+ * the replica straight into the part buffers) or a file. `room(n)` lends buffers for the next n bytes
+ * (possibly spanning parts); `commit(n)` makes the first n of them the object's next bytes.
  */
-export async function buildImage(replicaPath: string, file: string, header: ImageHeader, ranges: Array<{ offset: number; length: number }> | null, partSize = 8 << 20): Promise<BuiltImage> {
-  const src = await fsp.open(replicaPath, 'r');
-  const out = await fsp.open(file, 'w', 0o600);
-  let pos = 0;
-  const partMd5s: Buffer[] = [];
-  let md5 = createHash('md5');
-  let inPart = 0;
-  const put = async (b: Buffer): Promise<void> => {
-    for (let at = 0; at < b.length;) {
-      const n = Math.min(b.length - at, partSize - inPart);
-      md5.update(b.subarray(at, at + n));
-      at += n;
-      inPart += n;
-      if (inPart === partSize) {
-        partMd5s.push(md5.digest());
-        md5 = createHash('md5');
-        inPart = 0;
-      }
+export interface ImageSink {
+  room(n: number): Buffer[];
+  commit(n: number): Promise<void>;
+}
+
+export interface ImageLayout {
+  bytes: number;
+  dataBytes: number;
+  chunks: number;
+  indexOffset: number;
+  indexCrc32c: number;
+}
+
+/** [first n bytes, the rest] of a list of buffers, as views. */
+function splitViews(bufs: Buffer[], n: number): [Buffer[], Buffer[]] {
+  const a: Buffer[] = [];
+  const b: Buffer[] = [];
+  for (const x of bufs) {
+    if (n >= x.length) a.push(x);
+    else if (n <= 0) b.push(x);
+    else {
+      a.push(x.subarray(0, n));
+      b.push(x.subarray(n));
     }
-    let done = 0;
-    while (done < b.length) done += (await out.write(b, done, b.length - done, pos + done)).bytesWritten;
+    n -= x.length;
+  }
+  return [a, b];
+}
+
+function copyInto(src: Buffer, dst: Buffer[]): void {
+  let at = 0;
+  for (const d of dst) at += src.copy(d, 0, at);
+}
+
+/** Positional read into `bufs`; past the end of the file they are zeros. */
+async function readvAt(fh: fsp.FileHandle, bufs: Buffer[], position: number): Promise<void> {
+  let left = bufs.filter((b) => b.length > 0);
+  while (left.length) {
+    const { bytesRead } = await fh.readv(left, position);
+    if (bytesRead === 0) {
+      for (const b of left) b.fill(0);
+      return;
+    }
+    position += bytesRead;
+    left = splitViews(left, bytesRead)[1];
+  }
+}
+
+const ZERO = Buffer.alloc(CHUNK_BYTES);
+
+/**
+ * Write an image of `replicaPath` to `sink`: the given ranges (incremental), or every non-zero chunk
+ * (full, `ranges` null). Each chunk is read into the sink's own buffers, checksummed there and left out
+ * again if it is all zeros (full images), so its bytes are copied by no one before they are sent.
+ */
+export async function writeImage(replicaPath: string, header: ImageHeader, ranges: Array<{ offset: number; length: number }> | null, sink: ImageSink): Promise<ImageLayout> {
+  const src = await fsp.open(replicaPath, 'r');
+  let pos = 0;
+  const put = async (b: Buffer): Promise<void> => {
+    copyInto(b, sink.room(b.length));
+    await sink.commit(b.length);
     pos += b.length;
   };
   try {
@@ -115,21 +138,26 @@ export async function buildImage(replicaPath: string, file: string, header: Imag
     await put(head);
     const refs: ChunkRef[] = [];
     let dataBytes = 0;
-    const zero = Buffer.alloc(CHUNK_BYTES);
     const all = ranges ?? Array.from({ length: Math.ceil(header.sizeBytes / CHUNK_BYTES) }, (_, i) => ({ offset: i * CHUNK_BYTES, length: Math.min(CHUNK_BYTES, header.sizeBytes - i * CHUNK_BYTES) }));
+    const h = Buffer.alloc(CHUNK_HEADER);
     for (const r of all) {
-      const data = await readAt(src, r.length, r.offset);
-      if (!ranges && data.equals(zero.subarray(0, data.length))) continue; // a full image leaves zeros out
-      const h = Buffer.alloc(CHUNK_HEADER);
-      const c = crc(data);
+      const [hdr, data] = splitViews(sink.room(CHUNK_HEADER + r.length), CHUNK_HEADER);
+      await readvAt(src, data, r.offset);
+      if (!ranges) {
+        let seen = 0;
+        if (data.every((d) => d.equals(ZERO.subarray(seen, (seen += d.length))))) continue; // a full image leaves zeros out
+      }
+      let c = 0;
+      for (const d of data) c = crc(d, c);
       h.writeBigUInt64LE(BigInt(r.offset), 0);
-      h.writeUInt32LE(data.length, 8);
+      h.writeUInt32LE(r.length, 8);
       h.writeUInt32LE(c, 12);
       h.writeUInt32LE(crc(h.subarray(0, 16)), 16);
-      refs.push({ objectOffset: pos, volumeOffset: r.offset, length: data.length, crc32c: c });
-      await put(h);
-      await put(data);
-      dataBytes += data.length;
+      copyInto(h, hdr);
+      refs.push({ objectOffset: pos, volumeOffset: r.offset, length: r.length, crc32c: c });
+      await sink.commit(CHUNK_HEADER + r.length);
+      pos += CHUNK_HEADER + r.length;
+      dataBytes += r.length;
     }
     const indexOffset = pos;
     const index = Buffer.alloc(refs.length * INDEX_ENTRY);
@@ -148,12 +176,31 @@ export async function buildImage(replicaPath: string, file: string, header: Imag
     t.writeUInt32LE(crc(t.subarray(0, 20)), 20);
     await put(index);
     await put(t);
-    if (inPart > 0) partMd5s.push(md5.digest());
-    // No fsync: a scratch file for the upload only (a crash removes it at the next start).
-    return { file, bytes: pos, dataBytes, chunks: refs.length, indexOffset, indexCrc32c, partMd5s };
+    return { bytes: pos, dataBytes, chunks: refs.length, indexOffset, indexCrc32c };
+  } finally {
+    await src.close();
+  }
+}
+
+/** An image written to a file (tests, tools): `writeImage` through a buffer of one chunk. */
+export async function buildImage(replicaPath: string, file: string, header: ImageHeader, ranges: Array<{ offset: number; length: number }> | null): Promise<BuiltImage> {
+  const out = await fsp.open(file, 'w', 0o600);
+  let scratch = Buffer.alloc(CHUNK_BYTES + CHUNK_HEADER);
+  let at = 0;
+  try {
+    const layout = await writeImage(replicaPath, header, ranges, {
+      room: (n) => {
+        if (n > scratch.length) scratch = Buffer.alloc(n);
+        return [scratch.subarray(0, n)];
+      },
+      commit: async (n) => {
+        for (let done = 0; done < n;) done += (await out.write(scratch, done, n - done, at + done)).bytesWritten;
+        at += n;
+      },
+    });
+    return { file, ...layout };
   } finally {
     await out.close();
-    await src.close();
   }
 }
 
@@ -174,15 +221,11 @@ export function parseIndex(tail: Buffer, expected: { indexCrc32c: number; chunks
   return refs;
 }
 
-/** A chunk's data from its bytes in the object (header + data), checked. */
-export function chunkData(raw: Buffer, ref: ChunkRef, where: string): Buffer {
+/** A chunk's 20-byte header, checked on its own and against the index entry. */
+export function checkChunkHeader(h: Buffer, ref: ChunkRef, where: string): void {
   const bad = (why: string): Error => tmError('TM_ERR_BUCKET_CORRUPT', `image ${where} chunk at volume offset ${ref.volumeOffset}: ${why}`, { key: where, offset: ref.volumeOffset });
-  const h = raw.subarray(0, CHUNK_HEADER);
   if (crc(h.subarray(0, 16)) !== h.readUInt32LE(16)) throw bad('chunk header damaged');
   if (Number(h.readBigUInt64LE(0)) !== ref.volumeOffset || h.readUInt32LE(8) !== ref.length || h.readUInt32LE(12) !== ref.crc32c) throw bad('chunk header disagrees with the index');
-  const data = raw.subarray(CHUNK_HEADER, CHUNK_HEADER + ref.length);
-  if (data.length !== ref.length || crc(data) !== ref.crc32c) throw bad('data checksum mismatch');
-  return data;
 }
 
 export function md5hex(b: Buffer): string {

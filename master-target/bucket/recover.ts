@@ -11,7 +11,7 @@ import { tmError, wrap } from '../../common/errors.js';
 import type { RecoveryPoint } from '../volume-state.js';
 import { selectPoint, type PointSelector } from '../recover.js';
 import { oldestImages } from '../retention/merge.js';
-import { chunkData, IMAGE_TRAILER, INDEX_ENTRY, parseIndex, type ChunkRef } from './image.js';
+import { CHUNK_HEADER, checkChunkHeader, IMAGE_TRAILER, INDEX_ENTRY, parseIndex, type ChunkRef } from './image.js';
 import { bucketPoints, decodeManifest, manifestKey, planFor, type BucketImage, type Manifest } from './manifest.js';
 import type { BucketStore } from './store.js';
 
@@ -176,22 +176,95 @@ async function writeImages(store: BucketStore, m: Manifest, chain: BucketImage[]
     }
     flush();
   }
-  await inParallel(conc, jobs.map((job) => async () => {
-    const start = job.refs[0]!.objectOffset;
-    const lastRef = job.refs.at(-1)!;
-    const raw = await store.get(job.img.key, { start, end: lastRef.objectOffset + 20 + lastRef.length });
-    if (!raw) throw tmError('TM_ERR_BUCKET_CORRUPT', `image ${store.key(job.img.key)} listed in the manifest is missing`, { key: job.img.key });
-    for (const ref of job.refs) {
-      const data = chunkData(raw.subarray(ref.objectOffset - start), ref, store.key(job.img.key));
-      const skip = (ref as ChunkRef & { skip?: Uint8Array }).skip!;
+  await inParallel(conc, jobs.map((job) => () => fetchAndWrite(store, job.img, job.refs, bs, fh)));
+}
+
+/** Writes gathered until this many bytes are waiting (or the next piece does not follow on). */
+const WRITE_BATCH = 4 << 20;
+
+/** One ranged GET of adjacent chunks of an image, written as it arrives (`writeChunkStream`). */
+async function fetchAndWrite(store: BucketStore, img: BucketImage, refs: Array<ChunkRef & { skip?: Uint8Array }>, bs: number, fh: fsp.FileHandle): Promise<void> {
+  const start = refs[0]!.objectOffset;
+  const last = refs.at(-1)!;
+  const body = await store.getStream(img.key, { start, end: last.objectOffset + CHUNK_HEADER + last.length });
+  if (!body) throw tmError('TM_ERR_BUCKET_CORRUPT', `image s3://${store.opts.bucket}/${store.key(img.key)} listed in the manifest is missing`, { key: img.key });
+  await writeChunkStream(body, refs, bs, fh, store.key(img.key), (n) => store.countDown(n));
+}
+
+/**
+ * The bytes of adjacent chunks `refs` (header + data each, from refs[0]'s header on), consumed as they
+ * arrive: each piece the socket delivers is checked (chunk header against the index, crc32c of the data
+ * carried across pieces) and written where it belongs from the very buffer it came in (positional
+ * writev, no gathering copy), in the same pass. Blocks a chunk's `skip` marks (a newer image holds them)
+ * are not written. A mismatch throws TM_ERR_BUCKET_CORRUPT at the end of the chunk (the caller removes
+ * the output), as does a body shorter or longer than the chunks.
+ */
+export async function writeChunkStream(body: AsyncIterable<Uint8Array>, refs: Array<ChunkRef & { skip?: Uint8Array }>, bs: number, fh: fsp.FileHandle, where: string, onBytes: (n: number) => void = () => {}): Promise<void> {
+  const start = refs[0]!.objectOffset;
+  const last = refs.at(-1)!;
+  const end = last.objectOffset + CHUNK_HEADER + last.length;
+  let batch: Buffer[] = [];
+  let batchAt = 0;
+  let batchBytes = 0;
+  const flush = async (): Promise<void> => {
+    if (batchBytes === 0) return;
+    const done = (await fh.writev(batch, batchAt)).bytesWritten;
+    if (done < batchBytes) await writeAll(fh, Buffer.concat(batch).subarray(done), batchAt + done); // short write: rare
+    batch = [];
+    batchBytes = 0;
+  };
+  const write = async (piece: Buffer, at: number): Promise<void> => {
+    if (batchBytes > 0 && batchAt + batchBytes !== at) await flush();
+    if (batchBytes === 0) batchAt = at;
+    batch.push(piece);
+    batchBytes += piece.length;
+    if (batchBytes >= WRITE_BATCH) await flush();
+  };
+  let i = 0; // chunk being read
+  const header = Buffer.alloc(CHUNK_HEADER);
+  let inHeader = 0; // header bytes read of chunk i
+  let inData = 0; // data bytes read of chunk i
+  let sum = 0; // crc32c of those
+  let got = 0;
+  for await (const u8 of body) {
+    const piece = Buffer.from(u8.buffer, u8.byteOffset, u8.byteLength);
+    got += piece.length;
+    onBytes(piece.length);
+    for (let p = 0; p < piece.length;) {
+      const ref = refs[i];
+      if (!ref) throw tmError('TM_ERR_BUCKET_CORRUPT', `image ${where}: the store sent more than the ${end - start} bytes asked for at ${start}`, { key: where });
+      if (inHeader < CHUNK_HEADER) {
+        const n = Math.min(CHUNK_HEADER - inHeader, piece.length - p);
+        piece.copy(header, inHeader, p, p + n);
+        inHeader += n;
+        p += n;
+        if (inHeader === CHUNK_HEADER) checkChunkHeader(header, ref, where);
+        continue;
+      }
+      const n = Math.min(ref.length - inData, piece.length - p);
+      const data = piece.subarray(p, p + n);
+      sum = crc(data, sum);
       // Write the runs of blocks no newer image claimed.
-      for (let i = 0; i < skip.length;) {
-        if (skip[i]) { i++; continue; }
-        let j = i;
-        while (j < skip.length && !skip[j]) j++;
-        await writeAll(fh, data.subarray(i * bs, Math.min(j * bs, data.length)), ref.volumeOffset + i * bs);
-        i = j;
+      const skip = ref.skip!;
+      for (let o = 0; o < n;) {
+        let b = Math.floor((inData + o) / bs);
+        const claimed = skip[b];
+        while (b + 1 < skip.length && (b + 1) * bs < inData + n && skip[b + 1] === claimed) b++;
+        const runEnd = Math.min((b + 1) * bs - inData, n);
+        if (!claimed) await write(data.subarray(o, runEnd), ref.volumeOffset + inData + o);
+        o = runEnd;
+      }
+      inData += n;
+      p += n;
+      if (inData === ref.length) {
+        if (sum !== ref.crc32c) throw tmError('TM_ERR_BUCKET_CORRUPT', `image ${where} chunk at volume offset ${ref.volumeOffset}: data checksum mismatch`, { key: where, offset: ref.volumeOffset });
+        i++;
+        inHeader = 0;
+        inData = 0;
+        sum = 0;
       }
     }
-  }));
+  }
+  await flush();
+  if (got !== end - start) throw tmError('TM_ERR_BUCKET_CORRUPT', `image ${where}: asked for ${end - start} bytes at ${start}, got ${got}`, { key: where });
 }

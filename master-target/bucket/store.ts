@@ -5,7 +5,7 @@
 // PUT, no aws-chunked uploads, so checksums are sent only where required).
 import { createHash } from 'node:crypto';
 import { createReadStream, promises as fsp } from 'node:fs';
-import { DeleteObjectCommand, GetObjectCommand, HeadBucketCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { AbortMultipartUploadCommand, CompleteMultipartUploadCommand, CreateMultipartUploadCommand, DeleteObjectCommand, GetObjectCommand, HeadBucketCommand, PutObjectCommand, S3Client, UploadPartCommand } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { tmError, TidemarkError, type ErrorCode, isTidemarkError } from '../../common/errors.js';
 
@@ -118,6 +118,25 @@ export class BucketStore {
       responseChecksumValidation: 'WHEN_REQUIRED',
       maxAttempts: 2, // the tier retries with its own backoff
     });
+    // A body sent with Content-MD5 (single PUTs, our multipart parts) is checked by the store against that
+    // signed header, so the payload is not hashed again for the signature (SHA-256 of every byte, here and
+    // in the store): x-amz-content-sha256 UNSIGNED-PAYLOAD, which the signer then uses as is.
+    this.s3.middlewareStack.add((next) => async (args) => {
+      const headers = (args.request as { headers?: Record<string, string> }).headers;
+      if (headers && Object.keys(headers).some((h) => h.toLowerCase() === 'content-md5')) headers['x-amz-content-sha256'] = 'UNSIGNED-PAYLOAD';
+      return next(args);
+    }, { step: 'build', name: 'tidemarkUnsignedPayloadWithMd5' });
+  }
+
+  /**
+   * A multipart upload written through `room`/`commit` (an ImageSink): the caller fills the part buffers
+   * in place; each full part is sent with its Content-MD5 while the next fills (`concurrency` in flight),
+   * its ETag checked; `finish` completes the upload and checks the object's ETag (S3's MD5 of the part
+   * MD5s). An object of at most one part goes as one PUT. On failure, `abort` (or `finish`'s own error
+   * path) aborts the upload so the store keeps no parts.
+   */
+  multipart(rel: string): MultipartSink {
+    return new MultipartSink(this, this.s3, rel);
   }
 
   key(rel: string): string {
@@ -144,13 +163,12 @@ export class BucketStore {
   }
 
   /** Upload a file: one PUT up to the part size, else multipart; the ETag is checked either way. */
-  async putFile(rel: string, file: string, partMd5s?: Buffer[]): Promise<{ etag: string; bytes: number }> {
+  async putFile(rel: string, file: string): Promise<{ etag: string; bytes: number }> {
     const { size } = await fsp.stat(file);
     const { partSizeBytes } = this.opts;
     if (size <= partSizeBytes) return { etag: await this.putBuffer(rel, await fsp.readFile(file)), bytes: size };
     const key = this.key(rel);
-    // Part MD5s computed while the file was written (an image) spare reading it once more.
-    const md5s = partMd5s && partMd5s.length === Math.ceil(size / partSizeBytes) ? partMd5s : await fileMd5s(file, size, partSizeBytes);
+    const md5s = await fileMd5s(file, size, partSizeBytes);
     const expected = expectedEtag(md5s);
     const up = new Upload({ client: this.s3, params: { Bucket: this.opts.bucket, Key: key, Body: createReadStream(file, { highWaterMark: 1 << 20 }) }, partSize: partSizeBytes, queueSize: this.opts.concurrency, leavePartsOnError: false });
     const r = await up.done().catch((e) => { throw storeError(e, 'upload', this.opts, key); });
@@ -161,6 +179,32 @@ export class BucketStore {
     const etag = (r.ETag ?? '').replace(/"/g, '');
     if (etag !== expected) throw tmError('TM_ERR_BUCKET_CORRUPT', `upload s3://${this.opts.bucket}/${key}: the store answered ETag ${etag}, expected ${expected}`, { key });
     return { etag, bytes: size };
+  }
+
+  /**
+   * The object's bytes [start, end) as a stream (each piece as the socket delivered it, nothing gathered),
+   * or null when it does not exist. The caller counts what it got (`countDown`) and checks the length.
+   */
+  async getStream(rel: string, range: { start: number; end: number }): Promise<AsyncIterable<Uint8Array> | null> {
+    const key = this.key(rel);
+    this.requests.get++;
+    try {
+      const r = await this.s3.send(new GetObjectCommand({ Bucket: this.opts.bucket, Key: key, Range: `bytes=${range.start}-${range.end - 1}` }));
+      const body = r.Body as unknown as AsyncIterable<Uint8Array> & { destroy?: () => void };
+      if (r.ContentLength !== undefined && r.ContentLength !== range.end - range.start) {
+        body.destroy?.();
+        throw tmError('TM_ERR_BUCKET_CORRUPT', `s3://${this.opts.bucket}/${key}: asked for ${range.end - range.start} bytes at ${range.start}, the store sends ${r.ContentLength}`, { key });
+      }
+      return body;
+    } catch (e) {
+      const name = (e as { name?: string }).name;
+      if (name === 'NoSuchKey' || (httpStatus(e) === 404 && name !== 'NoSuchBucket')) return null;
+      throw storeError(e, 'download', this.opts, key);
+    }
+  }
+
+  countDown(bytes: number): void {
+    this.requests.bytesDown += bytes;
   }
 
   /** The object's bytes [start, end) (all of it without a range), or null when it does not exist. */
@@ -189,5 +233,108 @@ export class BucketStore {
 
   close(): void {
     this.s3.destroy();
+  }
+}
+
+export class MultipartSink {
+  private readonly partSize: number;
+  private readonly key: string;
+  private readonly pool: Buffer[] = [];
+  /** The part being filled, then the ones `room` reached into. */
+  private bufs: Buffer[] = [];
+  private fill = 0;
+  private uploadId: Promise<string> | null = null;
+  private readonly md5s: Buffer[] = [];
+  private readonly inFlight = new Set<Promise<void>>();
+  private failed: unknown = null;
+  private sent = 0;
+  private bytes = 0;
+
+  constructor(private readonly store: BucketStore, private readonly s3: S3Client, private readonly rel: string) {
+    this.partSize = store.opts.partSizeBytes;
+    this.key = store.key(rel);
+  }
+
+  private take(): Buffer {
+    return this.pool.pop() ?? Buffer.allocUnsafe(this.partSize);
+  }
+
+  room(n: number): Buffer[] {
+    const out: Buffer[] = [];
+    let at = this.fill;
+    for (let i = 0; n > 0; i++) {
+      if (i === this.bufs.length) this.bufs.push(this.take());
+      const len = Math.min(n, this.partSize - at);
+      out.push(this.bufs[i]!.subarray(at, at + len));
+      n -= len;
+      at = (at + len) % this.partSize;
+    }
+    return out;
+  }
+
+  async commit(n: number): Promise<void> {
+    this.fill += n;
+    this.bytes += n;
+    while (this.fill >= this.partSize) {
+      this.fill -= this.partSize;
+      await this.send(this.bufs.shift()!, this.partSize);
+    }
+  }
+
+  private async send(buf: Buffer, length: number): Promise<void> {
+    if (this.failed) throw this.failed;
+    while (this.inFlight.size >= this.store.opts.concurrency) await Promise.race(this.inFlight);
+    if (this.failed) throw this.failed;
+    const { bucket } = this.store.opts;
+    this.uploadId ??= this.s3.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: this.key })).then((r) => r.UploadId!);
+    const number = ++this.sent;
+    const body = buf.subarray(0, length);
+    const md5 = createHash('md5').update(body).digest();
+    this.md5s[number - 1] = md5;
+    const p = (async () => {
+      const UploadId = await this.uploadId!;
+      const r = await this.s3.send(new UploadPartCommand({ Bucket: bucket, Key: this.key, UploadId, PartNumber: number, Body: body, ContentLength: length, ContentMD5: md5.toString('base64') }));
+      const etag = (r.ETag ?? '').replace(/"/g, '');
+      if (etag !== md5.toString('hex')) throw tmError('TM_ERR_BUCKET_CORRUPT', `upload s3://${bucket}/${this.key} part ${number}: the store answered ETag ${etag}, expected ${md5.toString('hex')}`, { key: this.key });
+      this.store.requests.multipartParts++;
+      this.store.requests.bytesUp += length;
+    })().catch((e) => { this.failed ??= storeError(e, 'upload', this.store.opts, this.key); }).finally(() => {
+      this.inFlight.delete(p);
+      this.pool.push(buf);
+    });
+    this.inFlight.add(p);
+  }
+
+  /** Send what is left and complete the upload; its ETag checked. */
+  async finish(): Promise<{ etag: string; bytes: number; parts: number }> {
+    const { bucket } = this.store.opts;
+    try {
+      if (this.sent === 0) {
+        const body = (this.bufs[0] ?? Buffer.alloc(0)).subarray(0, this.fill);
+        return { etag: await this.store.putBuffer(this.rel, body), bytes: this.bytes, parts: 1 };
+      }
+      if (this.fill > 0) await this.send(this.bufs.shift()!, this.fill);
+      await Promise.all(this.inFlight);
+      if (this.failed) throw this.failed;
+      const UploadId = await this.uploadId!;
+      const r = await this.s3.send(new CompleteMultipartUploadCommand({ Bucket: bucket, Key: this.key, UploadId, MultipartUpload: { Parts: this.md5s.map((m, i) => ({ PartNumber: i + 1, ETag: `"${m.toString('hex')}"` })) } }))
+        .catch((e) => { throw storeError(e, 'upload', this.store.opts, this.key); });
+      this.store.requests.put += 2; // create + complete
+      const expected = expectedEtag(this.md5s);
+      const etag = (r.ETag ?? '').replace(/"/g, '');
+      if (etag !== expected) throw tmError('TM_ERR_BUCKET_CORRUPT', `upload s3://${bucket}/${this.key}: the store answered ETag ${etag}, expected ${expected}`, { key: this.key });
+      return { etag, bytes: this.bytes, parts: this.sent };
+    } catch (e) {
+      await this.abort();
+      throw e;
+    }
+  }
+
+  /** Give up: the parts sent so far are dropped by the store (best effort; a lifecycle rule covers a crash). */
+  async abort(): Promise<void> {
+    await Promise.allSettled(this.inFlight);
+    const id = this.uploadId && await this.uploadId.catch(() => null);
+    this.uploadId = null;
+    if (id) await this.s3.send(new AbortMultipartUploadCommand({ Bucket: this.store.opts.bucket, Key: this.key, UploadId: id })).catch(() => {});
   }
 }

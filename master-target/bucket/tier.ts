@@ -13,7 +13,7 @@ import { wrap } from '../../common/errors.js';
 import type { Logger } from '../../common/log.js';
 import type { RetentionLog } from '../retention/retention-log.js';
 import { readSegment } from '../retention/segment.js';
-import { blockRuns, buildImage } from './image.js';
+import { blockRuns, writeImage } from './image.js';
 import { finishDeletes, planExpiry, runExpiry, type BucketRetention, type ExpiryContext, type ExpiryStage } from './expiry.js';
 import { decodeManifest, emptyManifest, encodeManifest, imageKey, manifestKey, segmentKey, uploadedThrough, type BucketImage, type Manifest } from './manifest.js';
 import type { BucketStore } from './store.js';
@@ -259,36 +259,42 @@ export class BucketTier {
     const changed = prev && sinceFull < this.opts.fullEvery && this.stats.uploadedSeq >= prev.needsSeq ? await this.changedSince(prev.seq) : null;
     const id = m.nextImageId;
     const kind = changed ? 'incremental' : 'full';
-    const file = path.join(this.workDir, `image-${id}.tmbi.tmp`);
     const started = Date.now();
+    const key = imageKey(this.src.volumeId, id, seq);
+    // Recorded before the upload: a crash before the manifest lists the image deletes it at restart.
+    this.stats.phase = 'image: record';
+    m.pendingDeletes = [...(m.pendingDeletes ?? []), key];
+    await this.saveManifest();
+    // The image streams from the replica into the multipart upload's parts (no scratch file).
+    this.stats.phase = 'image: upload';
+    const sink = this.store.multipart(key);
+    let built;
     try {
-      this.stats.phase = 'image: read';
-      const built = await buildImage(this.src.replicaPath, file, { volumeId: this.src.volumeId, id, kind, seq, parentId: changed ? prev!.id : null, sizeBytes: this.src.sizeBytes, blockSize: this.src.blockSize, createdAt: Date.now() }, changed ? blockRuns(changed, this.src.blockSize, this.src.sizeBytes) : null, this.store.opts.partSizeBytes);
-      // Every differential whose write the read may have caught is applied by now: its segment is sealed.
-      this.stats.phase = 'image: settle';
-      const needsSeq = await this.src.settledSeq();
-      this.stats.phase = 'image: segments';
-      await this.uploadSegments(needsSeq);
-      this.stats.phase = 'image: record';
-      if (needsSeq > seq && this.stats.uploadedSeq < needsSeq) throw wrap(new Error(`segments through #${needsSeq} are not all local (uploaded through #${this.stats.uploadedSeq})`), 'base image');
-      const key = imageKey(this.src.volumeId, id, seq);
-      // Recorded before the upload: a crash before the manifest lists the image deletes it at restart.
-      m.pendingDeletes = [...(m.pendingDeletes ?? []), key];
-      await this.saveManifest();
-      this.stats.phase = 'image: upload';
-      const { bytes } = await this.store.putFile(key, file, built.partMd5s);
-      const point = this.src.retention.segments.find((s) => s.toSeq === seq)?.tip ?? m.segments.find((s) => s.toSeq === seq)?.tip ?? null;
-      const img: BucketImage = { key, id, kind, seq, needsSeq, parentId: changed ? prev!.id : null, bytes, dataBytes: built.dataBytes, chunks: built.chunks, indexOffset: built.indexOffset, indexCrc32c: built.indexCrc32c, uploadedAt: Date.now(), point };
-      m.images.push(img);
-      m.pendingDeletes = m.pendingDeletes.filter((k) => k !== key);
-      m.nextImageId = id + 1;
-      this.stats.images = m.images.length;
-      this.stats.imageSeq = seq;
-      this.stats.uploadedBytes += bytes;
-      this.log.info({ volume: this.src.volumeId, id, kind, seq, needsSeq, bytes, dataBytes: built.dataBytes, ms: Date.now() - started }, 'bucket tier: base image uploaded');
-    } finally {
-      await fsp.rm(file, { force: true });
+      built = await writeImage(this.src.replicaPath, { volumeId: this.src.volumeId, id, kind, seq, parentId: changed ? prev!.id : null, sizeBytes: this.src.sizeBytes, blockSize: this.src.blockSize, createdAt: Date.now() }, changed ? blockRuns(changed, this.src.blockSize, this.src.sizeBytes) : null, sink);
+    } catch (e) {
+      await sink.abort();
+      throw e;
     }
+    // Every replica read is done: every differential whose write the read may have caught is applied
+    // once this returns, and its segment sealed. (The last parts go on uploading meanwhile.)
+    const settled = this.src.settledSeq();
+    settled.catch(() => {});
+    const { bytes } = await sink.finish();
+    this.stats.phase = 'image: settle';
+    const needsSeq = await settled;
+    this.stats.phase = 'image: segments';
+    await this.uploadSegments(needsSeq);
+    this.stats.phase = 'image: record';
+    if (needsSeq > seq && this.stats.uploadedSeq < needsSeq) throw wrap(new Error(`segments through #${needsSeq} are not all local (uploaded through #${this.stats.uploadedSeq})`), 'base image');
+    const point = this.src.retention.segments.find((s) => s.toSeq === seq)?.tip ?? m.segments.find((s) => s.toSeq === seq)?.tip ?? null;
+    const img: BucketImage = { key, id, kind, seq, needsSeq, parentId: changed ? prev!.id : null, bytes, dataBytes: built.dataBytes, chunks: built.chunks, indexOffset: built.indexOffset, indexCrc32c: built.indexCrc32c, uploadedAt: Date.now(), point };
+    m.images.push(img);
+    m.pendingDeletes = m.pendingDeletes.filter((k) => k !== key);
+    m.nextImageId = id + 1;
+    this.stats.images = m.images.length;
+    this.stats.imageSeq = seq;
+    this.stats.uploadedBytes += bytes;
+    this.log.info({ volume: this.src.volumeId, id, kind, seq, needsSeq, bytes, dataBytes: built.dataBytes, ms: Date.now() - started }, 'bucket tier: base image uploaded');
   }
 
   /** For status and metrics: the counters with the backlog as of now (no credential in it). */
