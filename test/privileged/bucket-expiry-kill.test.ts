@@ -11,7 +11,7 @@ import path from 'node:path';
 import t, { type Test } from 'tap';
 import { CreateBucketCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import { silentLogger } from '../../common/log.js';
-import type { RecoveryPoint } from '../../proto/diff-store.js';
+import type { RecoveryPoint } from '../../master-target/volume-state.js';
 import type { BucketRetention } from '../../master-target/bucket/expiry.js';
 import { bucketPoints, listedKeys, manifestKey } from '../../master-target/bucket/manifest.js';
 import { readManifest, recoverFromBucket } from '../../master-target/bucket/recover.js';
