@@ -150,7 +150,7 @@ export class Fleet {
     return vols.every((v) => {
       const a = status.get(v.agent)!.find((x) => x.id === v.id);
       const m = status.get(v.masterTarget)!.find((x) => x.id === v.id);
-      return a !== undefined && m !== undefined && a.consistentAfterResync === true && a.lastCycleBytes === 0 && Number(a.lastCycleAt) > sinceMs && a.journalFiles === 0 && m.appliedSeq === a.lastSeq && m.consistent === true;
+      return a !== undefined && m !== undefined && a.consistentAfterResync === true && a.lastCycleBytes === 0 && !(Number(a.dirtyBlocks) > 0) && Number(a.lastCycleAt) > sinceMs && a.journalFiles === 0 && m.appliedSeq === a.lastSeq && m.consistent === true;
     });
   }
 

@@ -140,7 +140,7 @@ export class Lab {
 
   /**
    * Converged: for every volume no resync is pending, the agent has scanned the whole source after
-   * `sinceMs` and found nothing new, its journal is empty, and the master target applied its last
+   * `sinceMs` and found nothing new, its tracker holds no dirty block, its journal is empty, and the master target applied its last
    * differential and holds a consistent replica.
    */
   async converged(sinceMs: number): Promise<boolean> {
@@ -156,8 +156,10 @@ export class Lab {
     for (const v of av) {
       const t = mv.find((x) => x.id === v.id);
       const pick = (o: Record<string, unknown> | undefined, keys: string[]): string => JSON.stringify(Object.fromEntries(keys.map((k) => [k, o?.[k]])));
-      if (!(v.consistentAfterResync === true && v.lastCycleBytes === 0 && Number(v.lastCycleAt) > sinceMs && v.journalFiles === 0 && t !== undefined && t.appliedSeq === v.lastSeq && t.consistent === true)) {
-        return `${String(v.id)}: agent ${pick(v, ['mode', 'consistentAfterResync', 'lastCycleBytes', 'lastCycleAt', 'journalFiles', 'lastSeq', 'trackerStats'])} master target ${pick(t, ['appliedSeq', 'consistent'])} (since ${sinceMs})`;
+      // dirtyBlocks: a cycle can journal nothing while the tracker still holds blocks to send (data mode
+      // waiting for its re-read marker): that is not converged.
+      if (!(v.consistentAfterResync === true && v.lastCycleBytes === 0 && !(Number(v.dirtyBlocks) > 0) && Number(v.lastCycleAt) > sinceMs && v.journalFiles === 0 && t !== undefined && t.appliedSeq === v.lastSeq && t.consistent === true)) {
+        return `${String(v.id)}: agent ${pick(v, ['mode', 'consistentAfterResync', 'lastCycleBytes', 'dirtyBlocks', 'lastCycleAt', 'journalFiles', 'lastSeq', 'trackerStats'])} master target ${pick(t, ['appliedSeq', 'consistent'])} (since ${sinceMs})`;
       }
     }
     return null;
