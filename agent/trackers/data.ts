@@ -19,7 +19,7 @@ import path from 'node:path';
 import { blockDeviceInfo } from '../../common/device.js';
 import { tmError } from '../../common/errors.js';
 import type { Logger } from '../../common/log.js';
-import { BITS_DROPPED, BITS_EPOCH0, DataCapture, DC_HDR, DC_MARK, DC_WRITE, ensureBpffs, parseRecords, type CaptureStats, type DataRecord } from '../../native/datacap.js';
+import { BITS_DROPPED, BITS_EPOCH0, DataCapture, DC_DISCARD, DC_HDR, DC_MARK, DC_WRITE, DC_ZEROES, ensureBpffs, parseRecords, type CaptureStats, type DataRecord } from '../../native/datacap.js';
 import type { VolumeReader } from '../volume.js';
 import { boundary, toExtents } from './data-stream.js';
 import { DirtyMap } from './dirty-map.js';
@@ -100,7 +100,7 @@ export class DataTracker implements Tracker {
   private readonly placed = new Map<number, number>();
   /** Blocks of the last collection's records: dirty again if it is never committed. */
   private uncommitted: Array<[number, number]> | null = null;
-  readonly stats: Record<string, number> = { missed: 0, nestedLost: 0, taken: 0, writeRecords: 0, completions: 0, records: 0, drops: 0, userDrops: 0, droppedBytes: 0, errors: 0, gaps: 0, reReadBlocks: 0, points: 0, queuedBytes: 0, dirtyBlocks: 0, inGap: 0, schedFifo: 0 };
+  readonly stats: Record<string, number> = { missed: 0, nestedLost: 0, taken: 0, writeRecords: 0, completions: 0, records: 0, drops: 0, userDrops: 0, droppedBytes: 0, errors: 0, gaps: 0, reReadBlocks: 0, foldedBytes: 0, points: 0, queuedBytes: 0, dirtyBlocks: 0, inGap: 0, schedFifo: 0 };
 
   constructor(
     dir: string,
@@ -342,6 +342,9 @@ export class DataTracker implements Tracker {
     // After the take: a completion missed before the records just taken shows in the stat by now.
     const missed = await this.checkMissed();
     const s = this.cap.stats();
+    // In a gap no point can be claimed, so journaling each queued write's data only falls further
+    // behind: the records become dirty blocks instead, re-read once (newest data) when the gap closes.
+    if (this.gap !== null && until === undefined && !missed) return this.fold(view, maxBytes, all, s);
     // With nothing more queued and no boundary in sight, send what there is (no point claimed).
     let { take, atBoundary } = boundary(all, s.queuedBytes === 0 && fresh.length === 0);
     // A capture's marker: the slice ends exactly there. It is a point only if the marker is itself a
@@ -416,6 +419,66 @@ export class DataTracker implements Tracker {
         this.uncommitted = null;
         this.journaled(proofInSlice);
         if (picked.length > 0 || cut.partial.length > 0) await this.save();
+        this.stats.dirtyBlocks = this.map.count;
+      },
+    };
+  }
+
+  /**
+   * Gap phase: every record taken (in stream order, so no older record of these blocks is left queued)
+   * marks its blocks dirty in the persisted map; nothing of its data is journaled. The map is saved
+   * before the epoch may flip (the flip is what forgets the records), so a crash before the save leaves
+   * them in an epoch bitmap. Dirty blocks are re-read as in collect(): only once the re-read marker is
+   * taken (records older than a drop still queued would otherwise undo a re-read), and newest last.
+   */
+  private async fold(view: VolumeReader, maxBytes: number, all: DataRecord[], s: CaptureStats): Promise<Collection> {
+    this.carry = [];
+    let proofInSlice = false;
+    let foldedBytes = 0;
+    for (const r of all) {
+      if (r.flags & DC_MARK) {
+        if (r.seq === this.reReadMark) this.reReadMark = -1;
+        if (r.seq === this.proofMark) proofInSlice = true;
+        continue;
+      }
+      if (!(r.flags & (DC_WRITE | DC_DISCARD | DC_ZEROES)) || r.length === 0) continue;
+      this.map.set(Math.floor(r.offset / this.blockSize), Math.ceil((r.offset + r.length) / this.blockSize));
+      foldedBytes += r.length;
+    }
+    this.stats.foldedBytes! += foldedBytes;
+    if (foldedBytes > 0) await this.save();
+    // Every record taken is now either in the saved map or carried no data: the epoch may turn.
+    this.journaled(proofInSlice);
+    const lostMeanwhile = s.drops + s.userDrops + s.errors !== this.lastLoss;
+    const picked: Array<[number, number]> = [];
+    let reRead: DirtyExtent[] = [];
+    if (this.map.count > 0 && this.reReadMark === -1 && !this.markWanted) {
+      let bytes = 0;
+      const budget = Math.max(RE_READ_MIN, maxBytes);
+      for (const [first, end] of this.map.runs(RE_READ_MIN / this.blockSize)) {
+        if (bytes >= budget) break;
+        picked.push([first, end]);
+        bytes += (end - first) * this.blockSize;
+      }
+      reRead = await readRuns(view, picked, this.blockSize);
+    }
+    const pickedBlocks = picked.reduce((n, [a, b]) => n + b - a, 0);
+    const closes = pickedBlocks === this.map.count && !lostMeanwhile && !this.markWanted;
+    this.copyStats(s);
+    return {
+      extents: reRead,
+      bytes: reRead.reduce((n, e) => n + e.length, 0),
+      more: s.queuedBytes > 0 || (this.map.count > pickedBlocks && this.reReadMark === -1),
+      point: false,
+      marked: false,
+      commit: async () => {
+        for (const [first, end] of picked) this.map.clear(first, end);
+        this.stats.reReadBlocks! += pickedBlocks;
+        if (closes && this.map.count === 0 && !this.markWanted) {
+          this.log.info({ after: this.gap }, 'data mode: dirty blocks re-read; points resume');
+          this.gap = null;
+        }
+        if (picked.length > 0) await this.save();
         this.stats.dirtyBlocks = this.map.count;
       },
     };
