@@ -60,6 +60,8 @@ const FLIP_MS = 1000;
  * queue dropped it): its point is given up rather than held for ever.
  */
 const MARK_WAIT_MS = 30_000;
+/** In a gap, one collection folds at most this many times maxBytes of queued records into dirty blocks. */
+const FOLD_MAX_TAKES = 16;
 /** How long a collection waits for a capture's marker to reach the reader's queue. */
 const MARK_SETTLE_MS = 50;
 
@@ -435,16 +437,26 @@ export class DataTracker implements Tracker {
     this.carry = [];
     let proofInSlice = false;
     let foldedBytes = 0;
-    for (const r of all) {
-      if (r.flags & DC_MARK) {
-        if (r.seq === this.reReadMark) this.reReadMark = -1;
-        if (r.seq === this.proofMark) proofInSlice = true;
-        continue;
+    let taken = 0;
+    // Folding is cheap: take the whole backlog (within a bound) so the reader's queue drains.
+    for (let recs = all; ; ) {
+      for (const r of recs) {
+        if (r.flags & DC_MARK) {
+          if (r.seq === this.reReadMark) this.reReadMark = -1;
+          if (r.seq === this.proofMark) proofInSlice = true;
+          continue;
+        }
+        if (!(r.flags & (DC_WRITE | DC_DISCARD | DC_ZEROES)) || r.length === 0) continue;
+        this.map.set(Math.floor(r.offset / this.blockSize), Math.ceil((r.offset + r.length) / this.blockSize));
+        foldedBytes += r.length;
       }
-      if (!(r.flags & (DC_WRITE | DC_DISCARD | DC_ZEROES)) || r.length === 0) continue;
-      this.map.set(Math.floor(r.offset / this.blockSize), Math.ceil((r.offset + r.length) / this.blockSize));
-      foldedBytes += r.length;
+      taken += recs.length;
+      if (this.cap.stats().queuedBytes === 0 || taken === 0 || foldedBytes >= FOLD_MAX_TAKES * maxBytes) break;
+      recs = parseRecords(this.cap.take(maxBytes));
+      if (recs.length === 0) break;
+      this.stats.taken! += recs.length;
     }
+    s = this.cap.stats();
     this.stats.foldedBytes! += foldedBytes;
     if (foldedBytes > 0) await this.save();
     // Every record taken is now either in the saved map or carried no data: the epoch may turn.
@@ -452,7 +464,10 @@ export class DataTracker implements Tracker {
     const lostMeanwhile = s.drops + s.userDrops + s.errors !== this.lastLoss;
     const picked: Array<[number, number]> = [];
     let reRead: DirtyExtent[] = [];
-    if (this.map.count > 0 && this.reReadMark === -1 && !this.markWanted) {
+    // Re-read only once the backlog is folded: blocks re-read while stale writes of them are still
+    // queued would be re-read again; caught up, each touched block is read once.
+    const caughtUp = s.queuedBytes <= RE_READ_MIN;
+    if (this.map.count > 0 && this.reReadMark === -1 && !this.markWanted && caughtUp) {
       let bytes = 0;
       const budget = Math.max(RE_READ_MIN, maxBytes);
       for (const [first, end] of this.map.runs(RE_READ_MIN / this.blockSize)) {
@@ -468,7 +483,7 @@ export class DataTracker implements Tracker {
     return {
       extents: reRead,
       bytes: reRead.reduce((n, e) => n + e.length, 0),
-      more: s.queuedBytes > 0 || (this.map.count > pickedBlocks && this.reReadMark === -1),
+      more: s.queuedBytes > 0 || (this.map.count > pickedBlocks && this.reReadMark === -1 && caughtUp),
       point: false,
       marked: false,
       commit: async () => {
