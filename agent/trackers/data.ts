@@ -280,9 +280,9 @@ export class DataTracker implements Tracker {
   }
 
   /** Move what the program and the reader dropped into the persisted map, then clear exactly that there. */
-  private async harvest(s: CaptureStats): Promise<void> {
+  private async harvest(s: CaptureStats): Promise<boolean> {
     const loss = s.drops + s.userDrops + s.errors;
-    if (loss === this.lastLoss) return;
+    if (loss === this.lastLoss) return false;
     const bits = this.cap.bitmap(BITS_DROPPED);
     const chunks = this.mapBits(bits);
     await this.save();
@@ -290,6 +290,7 @@ export class DataTracker implements Tracker {
     this.log.warn({ drops: s.drops, userDrops: s.userDrops, errors: s.errors, chunks }, 'data mode: writes dropped; their blocks will be re-read, no point until then');
     this.lastLoss = loss;
     this.markGap(`writes dropped (ring or reader queue full): ${chunks} chunks re-read`);
+    return true;
   }
 
   private flip(): void {
@@ -316,7 +317,7 @@ export class DataTracker implements Tracker {
       if (this.cap.mark(t)) this.proofMark = t;
     }
     const s0 = this.cap.stats();
-    await this.harvest(s0);
+    const dropping = await this.harvest(s0);
     if (this.markWanted) {
       // Re-read only after every record reserved before now is taken: an older record applied after a
       // re-read would undo it. The marker says when.
@@ -346,7 +347,7 @@ export class DataTracker implements Tracker {
     const s = this.cap.stats();
     // In a gap no point can be claimed, so journaling each queued write's data only falls further
     // behind: the records become dirty blocks instead, re-read once (newest data) when the gap closes.
-    if (this.gap !== null && until === undefined && !missed) return this.fold(view, maxBytes, all, s);
+    if (this.gap !== null && until === undefined && !missed) return this.fold(view, maxBytes, all, s, dropping);
     // With nothing more queued and no boundary in sight, send what there is (no point claimed).
     let { take, atBoundary } = boundary(all, s.queuedBytes === 0 && fresh.length === 0);
     // A capture's marker: the slice ends exactly there. It is a point only if the marker is itself a
@@ -433,7 +434,7 @@ export class DataTracker implements Tracker {
    * them in an epoch bitmap. Dirty blocks are re-read as in collect(): only once the re-read marker is
    * taken (records older than a drop still queued would otherwise undo a re-read), and newest last.
    */
-  private async fold(view: VolumeReader, maxBytes: number, all: DataRecord[], s: CaptureStats): Promise<Collection> {
+  private async fold(view: VolumeReader, maxBytes: number, all: DataRecord[], s: CaptureStats, dropping: boolean): Promise<Collection> {
     this.carry = [];
     let proofInSlice = false;
     let foldedBytes = 0;
@@ -464,9 +465,10 @@ export class DataTracker implements Tracker {
     const lostMeanwhile = s.drops + s.userDrops + s.errors !== this.lastLoss;
     const picked: Array<[number, number]> = [];
     let reRead: DirtyExtent[] = [];
-    // Re-read only once the backlog is folded: blocks re-read while stale writes of them are still
-    // queued would be re-read again; caught up, each touched block is read once.
-    const caughtUp = s.queuedBytes <= RE_READ_MIN;
+    // Re-read only once the backlog is folded and nothing is being dropped any more: blocks re-read while
+    // stale writes of them are still queued, or while the stream still overflows (the gap cannot close),
+    // would be re-read again; caught up, each touched block is read once.
+    const caughtUp = s.queuedBytes <= RE_READ_MIN && !dropping && !lostMeanwhile;
     if (this.map.count > 0 && this.reReadMark === -1 && !this.markWanted && caughtUp) {
       let bytes = 0;
       const budget = Math.max(RE_READ_MIN, maxBytes);
