@@ -156,7 +156,10 @@ export class Lab {
     for (const v of av) {
       const t = mv.find((x) => x.id === v.id);
       const pick = (o: Record<string, unknown> | undefined, keys: string[]): string => JSON.stringify(Object.fromEntries(keys.map((k) => [k, o?.[k]])));
-      if (!(v.consistentAfterResync === true && v.lastCycleBytes === 0 && Number(v.lastCycleAt) > sinceMs && v.journalFiles === 0 && t !== undefined && t.appliedSeq === v.lastSeq && t.consistent === true)) {
+      // A data-mode cycle in a gap folds writes into dirty blocks and journals nothing (lastCycleBytes 0)
+      // until it re-reads them: not converged while the tracker reports a gap.
+      const inGap = (v.trackerStats as Record<string, unknown> | undefined)?.inGap === 1;
+      if (inGap || !(v.consistentAfterResync === true && v.lastCycleBytes === 0 && Number(v.lastCycleAt) > sinceMs && v.journalFiles === 0 && t !== undefined && t.appliedSeq === v.lastSeq && t.consistent === true)) {
         return `${String(v.id)}: agent ${pick(v, ['mode', 'consistentAfterResync', 'lastCycleBytes', 'lastCycleAt', 'journalFiles', 'lastSeq', 'trackerStats'])} master target ${pick(t, ['appliedSeq', 'consistent'])} (since ${sinceMs})`;
       }
     }
