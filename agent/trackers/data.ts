@@ -6,7 +6,9 @@
 // Degrade, never lose. What the stream cannot carry is kept as dirty blocks (DirtyMap, persisted) and
 // re-read from the live volume: requests the kernel dropped (ring full) or never saw issued or the reader could not queue
 // (its bound reached, e.g. during a resync), writes not a whole number of blocks, ranges the journal
-// lost. No point is claimed until those blocks are re-read; see `gap`.
+// lost. No point is claimed until those blocks are re-read; see `gap`. While there is a gap the queued
+// records' data is not journaled either: they are folded into the dirty map (fold()), so the agent
+// catches up with one re-read of the touched blocks instead of journaling every stale write.
 //
 // Restarts: the program and its maps stay pinned in bpffs while the agent is down, so writes go on being
 // captured (or, once the ring is full, counted as dropped). Each write is also marked in the bitmap of
