@@ -156,9 +156,11 @@ export class Lab {
     for (const v of av) {
       const t = mv.find((x) => x.id === v.id);
       const pick = (o: Record<string, unknown> | undefined, keys: string[]): string => JSON.stringify(Object.fromEntries(keys.map((k) => [k, o?.[k]])));
-      // dirtyBlocks: a cycle can journal nothing while the tracker still holds blocks to send (data mode
-      // waiting for its re-read marker): that is not converged.
-      if (!(v.consistentAfterResync === true && v.lastCycleBytes === 0 && !(Number(v.dirtyBlocks) > 0) && Number(v.lastCycleAt) > sinceMs && v.journalFiles === 0 && t !== undefined && t.appliedSeq === v.lastSeq && t.consistent === true)) {
+      // A cycle can journal nothing while the tracker still holds blocks to send (data mode waiting for its
+      // re-read marker, or folding a gap's writes into dirty blocks): not converged while the tracker holds
+      // dirty blocks or reports a gap.
+      const inGap = (v.trackerStats as Record<string, unknown> | undefined)?.inGap === 1;
+      if (inGap || !(v.consistentAfterResync === true && v.lastCycleBytes === 0 && !(Number(v.dirtyBlocks) > 0) && Number(v.lastCycleAt) > sinceMs && v.journalFiles === 0 && t !== undefined && t.appliedSeq === v.lastSeq && t.consistent === true)) {
         return `${String(v.id)}: agent ${pick(v, ['mode', 'consistentAfterResync', 'lastCycleBytes', 'dirtyBlocks', 'lastCycleAt', 'journalFiles', 'lastSeq', 'trackerStats'])} master target ${pick(t, ['appliedSeq', 'consistent'])} (since ${sinceMs})`;
       }
     }

@@ -6,7 +6,9 @@
 // Degrade, never lose. What the stream cannot carry is kept as dirty blocks (DirtyMap, persisted) and
 // re-read from the live volume: requests the kernel dropped (ring full) or never saw issued or the reader could not queue
 // (its bound reached, e.g. during a resync), writes not a whole number of blocks, ranges the journal
-// lost. No point is claimed until those blocks are re-read; see `gap`.
+// lost. No point is claimed until those blocks are re-read; see `gap`. While there is a gap the queued
+// records' data is not journaled either: they are folded into the dirty map (fold()), so the agent
+// catches up with one re-read of the touched blocks instead of journaling every stale write.
 //
 // Restarts: the program and its maps stay pinned in bpffs while the agent is down, so writes go on being
 // captured (or, once the ring is full, counted as dropped). Each write is also marked in the bitmap of
@@ -19,7 +21,7 @@ import path from 'node:path';
 import { blockDeviceInfo } from '../../common/device.js';
 import { tmError } from '../../common/errors.js';
 import type { Logger } from '../../common/log.js';
-import { BITS_DROPPED, BITS_EPOCH0, DataCapture, DC_HDR, DC_MARK, DC_WRITE, ensureBpffs, parseRecords, type CaptureStats, type DataRecord } from '../../native/datacap.js';
+import { BITS_DROPPED, BITS_EPOCH0, DataCapture, DC_DISCARD, DC_HDR, DC_MARK, DC_WRITE, DC_ZEROES, ensureBpffs, parseRecords, type CaptureStats, type DataRecord } from '../../native/datacap.js';
 import type { VolumeReader } from '../volume.js';
 import { boundary, toExtents } from './data-stream.js';
 import { DirtyMap } from './dirty-map.js';
@@ -60,6 +62,8 @@ const FLIP_MS = 1000;
  * queue dropped it): its point is given up rather than held for ever.
  */
 const MARK_WAIT_MS = 30_000;
+/** In a gap, one collection folds at most this many times maxBytes of queued records into dirty blocks. */
+const FOLD_MAX_TAKES = 16;
 /** How long a collection waits for a capture's marker to reach the reader's queue. */
 const MARK_SETTLE_MS = 50;
 
@@ -100,7 +104,7 @@ export class DataTracker implements Tracker {
   private readonly placed = new Map<number, number>();
   /** Blocks of the last collection's records: dirty again if it is never committed. */
   private uncommitted: Array<[number, number]> | null = null;
-  readonly stats: Record<string, number> = { missed: 0, nestedLost: 0, taken: 0, writeRecords: 0, completions: 0, records: 0, drops: 0, userDrops: 0, droppedBytes: 0, errors: 0, gaps: 0, reReadBlocks: 0, points: 0, queuedBytes: 0, dirtyBlocks: 0, inGap: 0, schedFifo: 0 };
+  readonly stats: Record<string, number> = { missed: 0, nestedLost: 0, taken: 0, writeRecords: 0, completions: 0, records: 0, drops: 0, userDrops: 0, droppedBytes: 0, errors: 0, gaps: 0, reReadBlocks: 0, foldedBytes: 0, points: 0, queuedBytes: 0, dirtyBlocks: 0, inGap: 0, schedFifo: 0 };
 
   constructor(
     dir: string,
@@ -278,9 +282,9 @@ export class DataTracker implements Tracker {
   }
 
   /** Move what the program and the reader dropped into the persisted map, then clear exactly that there. */
-  private async harvest(s: CaptureStats): Promise<void> {
+  private async harvest(s: CaptureStats): Promise<boolean> {
     const loss = s.drops + s.userDrops + s.errors;
-    if (loss === this.lastLoss) return;
+    if (loss === this.lastLoss) return false;
     const bits = this.cap.bitmap(BITS_DROPPED);
     const chunks = this.mapBits(bits);
     await this.save();
@@ -288,6 +292,7 @@ export class DataTracker implements Tracker {
     this.log.warn({ drops: s.drops, userDrops: s.userDrops, errors: s.errors, chunks }, 'data mode: writes dropped; their blocks will be re-read, no point until then');
     this.lastLoss = loss;
     this.markGap(`writes dropped (ring or reader queue full): ${chunks} chunks re-read`);
+    return true;
   }
 
   private flip(): void {
@@ -314,7 +319,7 @@ export class DataTracker implements Tracker {
       if (this.cap.mark(t)) this.proofMark = t;
     }
     const s0 = this.cap.stats();
-    await this.harvest(s0);
+    const dropping = await this.harvest(s0);
     if (this.markWanted) {
       // Re-read only after every record reserved before now is taken: an older record applied after a
       // re-read would undo it. The marker says when.
@@ -342,6 +347,9 @@ export class DataTracker implements Tracker {
     // After the take: a completion missed before the records just taken shows in the stat by now.
     const missed = await this.checkMissed();
     const s = this.cap.stats();
+    // In a gap no point can be claimed, so journaling each queued write's data only falls further
+    // behind: the records become dirty blocks instead, re-read once (newest data) when the gap closes.
+    if (this.gap !== null && until === undefined && !missed) return this.fold(view, maxBytes, all, s, dropping);
     // With nothing more queued and no boundary in sight, send what there is (no point claimed).
     let { take, atBoundary } = boundary(all, s.queuedBytes === 0 && fresh.length === 0);
     // A capture's marker: the slice ends exactly there. It is a point only if the marker is itself a
@@ -416,6 +424,80 @@ export class DataTracker implements Tracker {
         this.uncommitted = null;
         this.journaled(proofInSlice);
         if (picked.length > 0 || cut.partial.length > 0) await this.save();
+        this.stats.dirtyBlocks = this.map.count;
+      },
+    };
+  }
+
+  /**
+   * Gap phase: every record taken (in stream order, so no older record of these blocks is left queued)
+   * marks its blocks dirty in the persisted map; nothing of its data is journaled. The map is saved
+   * before the epoch may flip (the flip is what forgets the records), so a crash before the save leaves
+   * them in an epoch bitmap. Dirty blocks are re-read as in collect(): only once the re-read marker is
+   * taken (records older than a drop still queued would otherwise undo a re-read), and newest last.
+   */
+  private async fold(view: VolumeReader, maxBytes: number, all: DataRecord[], s: CaptureStats, dropping: boolean): Promise<Collection> {
+    this.carry = [];
+    let proofInSlice = false;
+    let foldedBytes = 0;
+    let taken = 0;
+    // Folding is cheap: take the whole backlog (within a bound) so the reader's queue drains.
+    for (let recs = all; ; ) {
+      for (const r of recs) {
+        if (r.flags & DC_MARK) {
+          if (r.seq === this.reReadMark) this.reReadMark = -1;
+          if (r.seq === this.proofMark) proofInSlice = true;
+          continue;
+        }
+        if (!(r.flags & (DC_WRITE | DC_DISCARD | DC_ZEROES)) || r.length === 0) continue;
+        this.map.set(Math.floor(r.offset / this.blockSize), Math.ceil((r.offset + r.length) / this.blockSize));
+        foldedBytes += r.length;
+      }
+      taken += recs.length;
+      if (this.cap.stats().queuedBytes === 0 || taken === 0 || foldedBytes >= FOLD_MAX_TAKES * maxBytes) break;
+      recs = parseRecords(this.cap.take(maxBytes));
+      if (recs.length === 0) break;
+      this.stats.taken! += recs.length;
+    }
+    s = this.cap.stats();
+    this.stats.foldedBytes! += foldedBytes;
+    if (foldedBytes > 0) await this.save();
+    // Every record taken is now either in the saved map or carried no data: the epoch may turn.
+    this.journaled(proofInSlice);
+    const lostMeanwhile = s.drops + s.userDrops + s.errors !== this.lastLoss;
+    const picked: Array<[number, number]> = [];
+    let reRead: DirtyExtent[] = [];
+    // Re-read only once the backlog is folded and nothing is being dropped any more: blocks re-read while
+    // stale writes of them are still queued, or while the stream still overflows (the gap cannot close),
+    // would be re-read again; caught up, each touched block is read once.
+    const caughtUp = s.queuedBytes <= RE_READ_MIN && !dropping && !lostMeanwhile;
+    if (this.map.count > 0 && this.reReadMark === -1 && !this.markWanted && caughtUp) {
+      let bytes = 0;
+      const budget = Math.max(RE_READ_MIN, maxBytes);
+      for (const [first, end] of this.map.runs(RE_READ_MIN / this.blockSize)) {
+        if (bytes >= budget) break;
+        picked.push([first, end]);
+        bytes += (end - first) * this.blockSize;
+      }
+      reRead = await readRuns(view, picked, this.blockSize);
+    }
+    const pickedBlocks = picked.reduce((n, [a, b]) => n + b - a, 0);
+    const closes = pickedBlocks === this.map.count && !lostMeanwhile && !this.markWanted;
+    this.copyStats(s);
+    return {
+      extents: reRead,
+      bytes: reRead.reduce((n, e) => n + e.length, 0),
+      more: s.queuedBytes > 0 || (this.map.count > pickedBlocks && this.reReadMark === -1 && caughtUp),
+      point: false,
+      marked: false,
+      commit: async () => {
+        for (const [first, end] of picked) this.map.clear(first, end);
+        this.stats.reReadBlocks! += pickedBlocks;
+        if (closes && this.map.count === 0 && !this.markWanted) {
+          this.log.info({ after: this.gap }, 'data mode: dirty blocks re-read; points resume');
+          this.gap = null;
+        }
+        if (picked.length > 0) await this.save();
         this.stats.dirtyBlocks = this.map.count;
       },
     };
