@@ -41,8 +41,13 @@ t.test('data mode, capture "script": a tag is the exact point where the applicat
   const pidfile = path.join(dir, 'writer.pid');
   const trail = path.join(dir, 'scripts.log');
   fs.writeFileSync(trail, '');
-  const pre = `p=$(cat ${pidfile}) && kill -STOP $p && while ! grep -q '^State:.*T' /proc/$p/status; do sleep 0.001; done; echo "pre $(date +%s%N)" >> ${trail}`;
-  const post = `echo "post $(date +%s%N)" >> ${trail}; kill -CONT $(cat ${pidfile})`;
+  // The scripts act only once the test turns them on (`on`), and a post script resumes the writer only
+  // after its own pre script stopped it (`armed`): a tag taken while the test itself holds the writer (the
+  // initial resync) must not let it go. Once that happened in CI: the writer ran to its end unobserved.
+  const on = path.join(dir, 'scripts-on');
+  const armed = path.join(dir, 'scripts-armed');
+  const pre = `[ -f ${on} ] || { echo "idle-pre $(date +%s%N)" >> ${trail}; exit 0; }; p=$(cat ${pidfile}) && kill -STOP $p && while ! grep -q '^State:.*T' /proc/$p/status; do sleep 0.001; done; echo "pre $(date +%s%N)" >> ${trail}; touch ${armed}`;
+  const post = `[ -f ${armed} ] || { echo "idle-post $(date +%s%N)" >> ${trail}; exit 0; }; rm -f ${armed}; echo "post $(date +%s%N)" >> ${trail}; kill -CONT $(cat ${pidfile})`;
   const lab = await protectLab(t, v, { tracker: 'data', capture: 'script', script: { pre, post, timeoutMs: 5000, tag: 'dm-script', tagIntervalMs: 2000 } }, { data: { ringMiB: 64, queueMiB: 256, fifoPriority: 1 } }, { snapshots: { dir: v.mtSnapshots, keep: 100000 } });
   t.teardown(() => fs.rmSync(path.join(ensureBpffs(), dataPinName(path.join(lab.opts.dir, 'agent-state', 'volumes', 'vol1'))), { recursive: true, force: true }));
   // The scripts need the writer's pid: start it, and hold it (SIGSTOP) until the initial resync is done.
@@ -56,7 +61,11 @@ t.test('data mode, capture "script": a tag is the exact point where the applicat
   lab.start('ps');
   lab.start('agent');
   await lab.waitConverged(Date.now(), 120_000);
+  // The first tag after the resync runs while the writer is still held (nothing written since is not
+  // tagged again): let it end before the scripts are turned on, so no tag is cut half on, half off.
+  for (let i = 0; i < 600 && !fs.readFileSync(trail, 'utf8').includes('idle-post'); i++) await sleep(100);
   const startedAt = Date.now();
+  fs.writeFileSync(on, '');
   process.kill(pid, 'SIGCONT');
   const tagged = async (): Promise<number[]> => (await lab.logLines('mt')).filter((l) => l.msg === 'differential applied' && l.consistency === 'APP' && (l.tags as string[] | undefined)?.includes('dm-script') && Number(l.time) > startedAt).map((l) => Number(l.seq));
   for (const end = Date.now() + 180_000; (await tagged()).length < 6 && Date.now() < end; ) await sleep(1000);
