@@ -2,8 +2,24 @@
 // Implementations: none.ts (live volume, fuzzy), reflink.ts (FICLONE snapshot, crash-consistent),
 // freeze.ts (FIFREEZE with scripts, app-consistent), data-freeze.ts (FIFREEZE, a marker in the data-mode
 // write stream, FITHAW: app-consistent with the application held for milliseconds).
+import { wrap } from '../../common/errors.js';
+import type { Logger } from '../../common/log.js';
 import type { Consistency } from '../../proto/messages.js';
 import type { VolumeReader } from '../volume.js';
+
+/** What every app-consistent capture counts of its failures (status captureStats). */
+export interface FailureStats {
+  failures: number;
+  lastError: string | null;
+}
+
+/** An app-consistent point given up at `step`: counted and named in status and the log; the differential is fuzzy. */
+export function pointDropped(stats: FailureStats, log: Logger, volumeId: string, step: string, err: unknown): void {
+  const e = wrap(err, `${step} of volume ${volumeId}`, { volume: volumeId });
+  stats.failures++;
+  stats.lastError = e.message;
+  log.error({ code: 'TM_ERR_CAPTURE', volume: volumeId, cause: e.code, err: e.message }, 'app-consistent point dropped; this differential is fuzzy');
+}
 
 export interface CapturedView {
   view: VolumeReader;

@@ -10,11 +10,11 @@
 import { execFile } from 'node:child_process';
 import { performance } from 'node:perf_hooks';
 import { promisify } from 'node:util';
-import { tmError, wrap } from '../../common/errors.js';
+import { tmError } from '../../common/errors.js';
 import type { Logger } from '../../common/log.js';
 import { freeze, thaw } from '../../native/index.js';
 import type { Volume } from '../volume.js';
-import type { Capture, CapturedView } from './capture.js';
+import { pointDropped, type Capture, type CapturedView } from './capture.js';
 import { FreezeCapture, type FreezeOptions } from './freeze.js';
 import { TagCadence } from './tag-cadence.js';
 
@@ -30,8 +30,24 @@ export interface StreamMarker {
   writeCount(): number;
 }
 
-/** How long a full ring is retried while frozen before the tag is dropped. */
-const MARK_RETRY_MS = 20;
+/** How long a full ring is retried while the application is held before the tag is dropped. */
+export const MARK_RETRY_MS = 20;
+
+/**
+ * A marker in the write stream while the application is held: a full ring empties as the reader takes
+ * records, so it is retried briefly. `token` null: no marker (`error` says why, if the tracker threw).
+ */
+export async function placeMarker(marker: StreamMarker): Promise<{ token: number | null; error: unknown }> {
+  try {
+    for (const end = performance.now() + MARK_RETRY_MS; ; ) {
+      const token = marker.streamMark();
+      if (token !== null || performance.now() >= end) return { token, error: null };
+      await new Promise((r) => setTimeout(r, 1));
+    }
+  } catch (e) {
+    return { token: null, error: e };
+  }
+}
 /** Freezes at most this often, also when tags fail and cycles follow each other at once. */
 const MIN_GAP_MS = 1000;
 /** Hold times kept for the status percentiles. */
@@ -88,10 +104,7 @@ export class DataFreezeCapture implements Capture {
   }
 
   private fail(step: string, err: unknown): void {
-    const e = wrap(err, `${step} of volume ${this.volumeId}`, { volume: this.volumeId });
-    this.stats.failures++;
-    this.stats.lastError = e.message;
-    this.log.error({ code: 'TM_ERR_CAPTURE', volume: this.volumeId, cause: e.code, err: e.message }, 'app-consistent point dropped; this differential is fuzzy');
+    pointDropped(this.stats, this.log, this.volumeId, step, err);
   }
 
   private live(): CapturedView {
@@ -151,22 +164,10 @@ export class DataFreezeCapture implements Capture {
     }
     const atMs = Date.now();
     const frozenAt = performance.now();
-    let token: number | null = null;
-    let markError: unknown = null;
-    try {
-      // A full ring empties as the reader takes records: try again briefly (the application is held).
-      for (const end = performance.now() + MARK_RETRY_MS; ; ) {
-        token = this.marker.streamMark();
-        if (token !== null || performance.now() >= end) break;
-        await new Promise((r) => setTimeout(r, 1));
-      }
-    } catch (e) {
-      markError = e;
-    } finally {
-      const t1 = performance.now();
-      await thaw(mountpoint).catch((e) => this.log.error({ err: (e as Error).message }, 'thaw failed'));
-      this.stats.lastThawMs = Math.round((performance.now() - t1) * 1000) / 1000;
-    }
+    const { token, error: markError } = await placeMarker(this.marker);
+    const t1 = performance.now();
+    await thaw(mountpoint).catch((e) => this.log.error({ err: (e as Error).message }, 'thaw failed'));
+    this.stats.lastThawMs = Math.round((performance.now() - t1) * 1000) / 1000;
     const thawedAt = performance.now();
     this.quietCount = this.marker.writeCount();
     this.stats.lastFreezeMs = Math.round((frozenAt - t0) * 1000) / 1000;

@@ -8,17 +8,14 @@
 // Between tags nothing is held: every data-mode slice is a CRASH point anyway, so only a tag that is due
 // (script.tagIntervalMs; absent: every cycle with writes) runs the scripts.
 import { performance } from 'node:perf_hooks';
-import { tmError, wrap } from '../../common/errors.js';
+import { tmError } from '../../common/errors.js';
 import type { Logger } from '../../common/log.js';
 import type { Volume } from '../volume.js';
-import type { Capture, CapturedView } from './capture.js';
-import type { StreamMarker } from './data-freeze.js';
-import { runScript } from './run-script.js';
-import type { ScriptOptions } from './script.js';
+import { pointDropped, type Capture, type CapturedView } from './capture.js';
+import { MARK_RETRY_MS, placeMarker, type StreamMarker } from './data-freeze.js';
+import { runCaptureScript, type ScriptOptions } from './script.js';
 import { TagCadence } from './tag-cadence.js';
 
-/** How long a full ring is retried while the application is held before the tag is dropped. */
-const MARK_RETRY_MS = 20;
 /** Tags at most this often, also when they fail and cycles follow each other at once. */
 const MIN_GAP_MS = 1000;
 
@@ -43,16 +40,11 @@ export class DataScriptCapture implements Capture {
   }
 
   private run(which: 'pre' | 'post', ms: number): Promise<void> {
-    const cmd = which === 'pre' ? this.opts.pre : this.opts.post;
-    if (!cmd) return Promise.resolve();
-    return runScript(cmd, which, ms, { TIDEMARK_VOLUME: this.volumeId, TIDEMARK_TAG: this.opts.tag, TIDEMARK_PATH: this.volume.path });
+    return runCaptureScript(this.opts, this.volumeId, this.volume.path, which, ms);
   }
 
   private fail(step: string, err: unknown): void {
-    const e = wrap(err, `${step} of volume ${this.volumeId}`, { volume: this.volumeId });
-    this.stats.failures++;
-    this.stats.lastError = e.message;
-    this.log.error({ code: 'TM_ERR_CAPTURE', volume: this.volumeId, cause: e.code, err: e.message }, 'app-consistent point dropped; this differential is fuzzy');
+    pointDropped(this.stats, this.log, this.volumeId, step, err);
   }
 
   private live(): CapturedView {
@@ -74,17 +66,7 @@ export class DataScriptCapture implements Capture {
     }
     const atMs = Date.now();
     const heldAt = performance.now();
-    let token: number | null = null;
-    let markError: unknown = null;
-    try {
-      for (const end = performance.now() + MARK_RETRY_MS; ; ) {
-        token = this.marker.streamMark();
-        if (token !== null || performance.now() >= end) break;
-        await new Promise((r) => setTimeout(r, 1));
-      }
-    } catch (e) {
-      markError = e;
-    }
+    const { token, error: markError } = await placeMarker(this.marker);
     const held = Math.round((performance.now() - heldAt) * 1000) / 1000;
     this.stats.lastHoldMs = held;
     this.stats.maxHoldMs = Math.max(this.stats.maxHoldMs ?? 0, held);

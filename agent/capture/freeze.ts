@@ -8,7 +8,7 @@ import { tmError, wrap } from '../../common/errors.js';
 import type { Logger } from '../../common/log.js';
 import { freeze, thaw } from '../../native/index.js';
 import type { Volume } from '../volume.js';
-import type { Capture, CapturedView } from './capture.js';
+import { pointDropped, type Capture, type CapturedView } from './capture.js';
 import { heldPoint } from './held-point.js';
 import { TagCadence } from './tag-cadence.js';
 import { runScript } from './run-script.js';
@@ -50,10 +50,7 @@ export class FreezeCapture implements Capture {
   }
 
   private fail(step: string, err: unknown): void {
-    const e = wrap(err, `${step} of volume ${this.volumeId}`, { volume: this.volumeId });
-    this.stats.failures++;
-    this.stats.lastError = `${e.message}`;
-    this.log.error({ code: 'TM_ERR_CAPTURE', volume: this.volumeId, cause: e.code, err: e.message }, 'app-consistent point dropped; this differential is fuzzy');
+    pointDropped(this.stats, this.log, this.volumeId, step, err);
   }
 
   async begin(): Promise<CapturedView> {

@@ -5,9 +5,9 @@
 // without a mounted filesystem. One bound (`timeoutMs`) covers the pre script and the read: past it the
 // post script is run at once, the tag dropped and the differential sent fuzzy (TM_ERR_CAPTURE).
 import type { Logger } from '../../common/log.js';
-import { tmError, wrap } from '../../common/errors.js';
+import { tmError } from '../../common/errors.js';
 import type { Volume } from '../volume.js';
-import type { Capture, CapturedView } from './capture.js';
+import { pointDropped, type Capture, type CapturedView } from './capture.js';
 import { heldPoint } from './held-point.js';
 import { TagCadence } from './tag-cadence.js';
 import { runScript } from './run-script.js';
@@ -21,6 +21,13 @@ export interface ScriptOptions {
   tagIntervalMs?: number;
 }
 
+/** The pre or post script of a `script` capture (absent: nothing to run), with the environment it is documented to get. */
+export function runCaptureScript(opts: ScriptOptions, volumeId: string, volumePath: string, which: 'pre' | 'post', ms: number): Promise<void> {
+  const cmd = which === 'pre' ? opts.pre : opts.post;
+  if (!cmd) return Promise.resolve();
+  return runScript(cmd, which, ms, { TIDEMARK_VOLUME: volumeId, TIDEMARK_TAG: opts.tag, TIDEMARK_PATH: volumePath });
+}
+
 export class ScriptCapture implements Capture {
   readonly kind = 'script';
   readonly stats = { points: 0, failures: 0, lastError: null as string | null };
@@ -31,16 +38,11 @@ export class ScriptCapture implements Capture {
   }
 
   private run(which: 'pre' | 'post', ms: number): Promise<void> {
-    const cmd = which === 'pre' ? this.opts.pre : this.opts.post;
-    if (!cmd) return Promise.resolve();
-    return runScript(cmd, which, ms, { TIDEMARK_VOLUME: this.volumeId, TIDEMARK_TAG: this.opts.tag, TIDEMARK_PATH: this.volume.path });
+    return runCaptureScript(this.opts, this.volumeId, this.volume.path, which, ms);
   }
 
   private fail(step: string, err: unknown): void {
-    const e = wrap(err, `${step} of volume ${this.volumeId}`, { volume: this.volumeId });
-    this.stats.failures++;
-    this.stats.lastError = e.message;
-    this.log.error({ code: 'TM_ERR_CAPTURE', volume: this.volumeId, cause: e.code, err: e.message }, 'app-consistent point dropped; this differential is fuzzy');
+    pointDropped(this.stats, this.log, this.volumeId, step, err);
   }
 
   async begin(): Promise<CapturedView> {

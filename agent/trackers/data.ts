@@ -388,18 +388,9 @@ export class DataTracker implements Tracker {
     const point = atBoundary && this.gap === null && this.map.count === 0 && !lostMeanwhile && !missed && !markLost;
     if (marked && !point) this.log.warn({ atBoundary, gap: this.gap, dirtyBlocks: this.map.count, lostMeanwhile, missed, markLost }, 'data mode: the stream at a capture\'s marker is not a point');
     // Dirty blocks, read after the records (their data is the newest) once the marker is taken.
-    const picked: Array<[number, number]> = [];
-    let reRead: DirtyExtent[] = [];
-    if (this.map.count > 0 && this.reReadMark === -1 && !this.markWanted) {
-      let bytes = 0;
-      const budget = Math.max(RE_READ_MIN, maxBytes - cut.bytes);
-      for (const [first, end] of this.map.runs(RE_READ_MIN / this.blockSize)) {
-        if (bytes >= budget) break;
-        picked.push([first, end]);
-        bytes += (end - first) * this.blockSize;
-      }
-      reRead = await readRuns(view, picked, this.blockSize);
-    }
+    const { picked, reRead } = this.map.count > 0 && this.reReadMark === -1 && !this.markWanted
+      ? await this.reReadRuns(view, Math.max(RE_READ_MIN, maxBytes - cut.bytes))
+      : { picked: [], reRead: [] };
     const pickedBlocks = picked.reduce((n, [a, b]) => n + b - a, 0);
     const closes = this.gap !== null && pickedBlocks === this.map.count && !lostMeanwhile && !this.markWanted;
     const extents = reRead.length > 0 ? [...cut.extents, ...reRead] : cut.extents;
@@ -414,12 +405,7 @@ export class DataTracker implements Tracker {
       point,
       marked,
       commit: async () => {
-        for (const [first, end] of picked) this.map.clear(first, end);
-        this.stats.reReadBlocks! += pickedBlocks;
-        if (closes && this.map.count === 0 && !this.markWanted) {
-          this.log.info({ after: this.gap }, 'data mode: dirty blocks re-read; points resume');
-          this.gap = null;
-        }
+        this.reReadDone(picked, pickedBlocks, closes);
         if (point) this.stats.points!++;
         this.uncommitted = null;
         this.journaled(proofInSlice);
@@ -465,22 +451,13 @@ export class DataTracker implements Tracker {
     // Every record taken is now either in the saved map or carried no data: the epoch may turn.
     this.journaled(proofInSlice);
     const lostMeanwhile = s.drops + s.userDrops + s.errors !== this.lastLoss;
-    const picked: Array<[number, number]> = [];
-    let reRead: DirtyExtent[] = [];
     // Re-read only once the backlog is folded and nothing is being dropped any more: blocks re-read while
     // stale writes of them are still queued, or while the stream still overflows (the gap cannot close),
     // would be re-read again; caught up, each touched block is read once.
     const caughtUp = s.queuedBytes <= RE_READ_MIN && !dropping && !lostMeanwhile;
-    if (this.map.count > 0 && this.reReadMark === -1 && !this.markWanted && caughtUp) {
-      let bytes = 0;
-      const budget = Math.max(RE_READ_MIN, maxBytes);
-      for (const [first, end] of this.map.runs(RE_READ_MIN / this.blockSize)) {
-        if (bytes >= budget) break;
-        picked.push([first, end]);
-        bytes += (end - first) * this.blockSize;
-      }
-      reRead = await readRuns(view, picked, this.blockSize);
-    }
+    const { picked, reRead } = this.map.count > 0 && this.reReadMark === -1 && !this.markWanted && caughtUp
+      ? await this.reReadRuns(view, Math.max(RE_READ_MIN, maxBytes))
+      : { picked: [], reRead: [] };
     const pickedBlocks = picked.reduce((n, [a, b]) => n + b - a, 0);
     const closes = pickedBlocks === this.map.count && !lostMeanwhile && !this.markWanted;
     this.copyStats(s);
@@ -491,16 +468,33 @@ export class DataTracker implements Tracker {
       point: false,
       marked: false,
       commit: async () => {
-        for (const [first, end] of picked) this.map.clear(first, end);
-        this.stats.reReadBlocks! += pickedBlocks;
-        if (closes && this.map.count === 0 && !this.markWanted) {
-          this.log.info({ after: this.gap }, 'data mode: dirty blocks re-read; points resume');
-          this.gap = null;
-        }
+        this.reReadDone(picked, pickedBlocks, closes);
         if (picked.length > 0) await this.save();
         this.stats.dirtyBlocks = this.map.count;
       },
     };
+  }
+
+  /** Re-read runs are journaled: clean them; the gap closes if they were all the map held and nothing was lost since. */
+  private reReadDone(picked: Array<[number, number]>, pickedBlocks: number, closes: boolean): void {
+    for (const [first, end] of picked) this.map.clear(first, end);
+    this.stats.reReadBlocks! += pickedBlocks;
+    if (closes && this.map.count === 0 && !this.markWanted) {
+      this.log.info({ after: this.gap }, 'data mode: dirty blocks re-read; points resume');
+      this.gap = null;
+    }
+  }
+
+  /** Dirty runs of the map, in order, until `budget` bytes, read from the live volume (not yet cleared). */
+  private async reReadRuns(view: VolumeReader, budget: number): Promise<{ picked: Array<[number, number]>; reRead: DirtyExtent[] }> {
+    const picked: Array<[number, number]> = [];
+    let bytes = 0;
+    for (const [first, end] of this.map.runs(RE_READ_MIN / this.blockSize)) {
+      if (bytes >= budget) break;
+      picked.push([first, end]);
+      bytes += (end - first) * this.blockSize;
+    }
+    return { picked, reRead: await readRuns(view, picked, this.blockSize) };
   }
 
   private copyStats(s: CaptureStats): void {
