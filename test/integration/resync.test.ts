@@ -86,7 +86,9 @@ for (const [label, fraction] of [['1%', 0.01], ['10%', 0.1], ['all zeros', -1]] 
 }
 
 t.test('writes made during a resync are replicated after it (Step II)', async (t) => {
-  const { lab, source, replica } = await resyncLab(t, 'step2', 64, { resyncWindowBytes: 1 << 20 });
+  // 256 MiB: the checks below look at the pass while it runs, and since the resync speed work a 64 MiB pass
+  // could end before the first of them (seen in CI: the verify was no longer refused).
+  const { lab, source, replica } = await resyncLab(t, 'step2', 256, { resyncWindowBytes: 1 << 20 });
   await divergedCopy(source, replica, 0.1);
   lab.start('mt');
   lab.start('ps');
