@@ -7,15 +7,20 @@
 // stopped. The configuration server is SIGKILLed in the middle and the sequence goes on where it was. At
 // the end the original volume and the forward replica both equal the failed-over volume as the application
 // left it during the reversed phase, and every step is in the audit log.
+// The unplanned sequence: the source site is lost (its agent and process server killed) after writes that
+// never reached a point; the failover recovers the latest retained point; the site comes back, and the
+// reverse command drains its agent before the reverse master target writes into the original volume; the
+// failback and the forward resume (a checksum resync) end with every copy equal to the failed-over volume.
 import { execFile } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import t from 'tap';
+import t, * as Tap from 'tap';
 import type { Page } from 'playwright-core';
 import { freePort, Lab, TIDEMARK_BIN } from '../../lab/lab.js';
 import { issue } from '../../common/pki.js';
 import { hashPassword } from '../../config-server/auth.js';
+import type { GuidedKind } from '../../config-server/guided.js';
 import { WEB_PORT_FILE } from '../../config-server/server.js';
 import { reverseNames } from '../../master-target/failover/reverse-plan.js';
 import { ARTIFACTS, launchChromium } from '../integration/config-server-lab.js';
@@ -42,7 +47,7 @@ async function scatter(file: string, bytes: number): Promise<void> {
   }
 }
 
-t.test('guided planned failover, reverse and failback from the website', async (t) => {
+async function guided(t: Tap.Test, kind: GuidedKind): Promise<void> {
   if (!privileged(t, ['mkfs.xfs'])) return;
   const xfs = makeXfs(t, 300).mnt;
   const primary = path.join(xfs, 'primary');
@@ -120,22 +125,31 @@ t.test('guided planned failover, reverse and failback from the website', async (
     return (await page.locator('[data-start-planned="vol1"]').count()) === 1;
   }, 30_000, 'vol1 can be failed over from the guided page');
 
-  // A viewer sees the page but cannot begin a sequence, even by posting the form directly.
-  const viewer: Page = await (await browser.newContext({ ignoreHTTPSErrors: true })).newPage();
-  await viewer.goto(`${base()}/login`);
-  await viewer.fill('input[name=user]', 'victor');
-  await viewer.fill('input[name=password]', PASSWORD);
-  await Promise.all([viewer.waitForURL(`${base()}/`), viewer.click('#login')]);
-  await viewer.goto(`${base()}/guided`);
-  t.equal(await viewer.locator('[data-start-planned]').count(), 0, 'a viewer is offered no failover');
-  const csrf = ((await (await viewer.request.get(`${base()}/api/session`)).json()) as { csrf: string }).csrf;
-  const posted = await viewer.request.post(`${base()}/guided/start/vol1/planned`, { form: { csrf, confirm: 'planned' }, headers: { origin: base() }, maxRedirects: 0 });
-  t.equal(posted.status(), 403, 'a viewer\'s posted start is refused');
-
-  // The application wrote, then was stopped: begin.
-  await scatter(source, 1 << 20);
-  await page.click('[data-start-planned="vol1"]');
-  t.match(await page.textContent('#confirm-what'), /PLANNED failover.*vol1/s, 'the sequence asks for confirmation');
+  if (kind === 'planned') {
+    // A viewer sees the page but cannot begin a sequence, even by posting the form directly.
+    const viewer: Page = await (await browser.newContext({ ignoreHTTPSErrors: true })).newPage();
+    await viewer.goto(`${base()}/login`);
+    await viewer.fill('input[name=user]', 'victor');
+    await viewer.fill('input[name=password]', PASSWORD);
+    await Promise.all([viewer.waitForURL(`${base()}/`), viewer.click('#login')]);
+    await viewer.goto(`${base()}/guided`);
+    t.equal(await viewer.locator('[data-start-planned]').count(), 0, 'a viewer is offered no failover');
+    const csrf = ((await (await viewer.request.get(`${base()}/api/session`)).json()) as { csrf: string }).csrf;
+    const posted = await viewer.request.post(`${base()}/guided/start/vol1/planned`, { form: { csrf, confirm: 'planned' }, headers: { origin: base() }, maxRedirects: 0 });
+    t.equal(posted.status(), 403, 'a viewer\'s posted start is refused');
+    // The application wrote, then was stopped: begin.
+    await scatter(source, 1 << 20);
+  } else {
+    // The application wrote and its points reached the master target; then it wrote more, and the source
+    // site was lost before those writes made a point.
+    await scatter(source, 1 << 20);
+    await lab.waitConverged(Date.now(), 120_000);
+    await lab.kill('agent');
+    await lab.kill('ps');
+    await scatter(source, 1 << 20);
+  }
+  await page.click(`[data-start-${kind}="vol1"]`);
+  t.match(await page.textContent('#confirm-what'), new RegExp(`${kind.toUpperCase()} failover.*vol1`, 's'), 'the sequence asks for confirmation');
   await Promise.all([page.waitForURL(/\/guided\/\d+$/), page.click('#confirm')]);
   const id = Number(/(\d+)$/.exec(page.url())![1]);
   const seqUrl = (): string => `${base()}/guided/${id}`; // the port changes when the server restarts
@@ -160,21 +174,27 @@ t.test('guided planned failover, reverse and failback from the website', async (
     }, ms, `step ${step} done`);
   };
 
-  await confirm('drain');
-  await done('drain', 120_000);
+  if (kind === 'planned') {
+    await confirm('drain');
+    await done('drain', 120_000);
+  } else t.equal(await stepState('drain'), 'skipped', 'unplanned: the lost source is not drained');
   await confirm('failover');
   await done('failover', 120_000);
   const failedOver = (await page.textContent('#failed-over'))!;
   t.ok(failedOver.startsWith(secondary), `the failed-over volume is under recoveryDir: ${failedOver}`);
-  t.equal(await sha256(failedOver), await sha256(source), 'the failed-over volume equals the source at its final point: nothing lost');
-
-  // The configuration server dies and comes back: the sequence is where it was.
-  await killCs();
-  await fsp.rm(path.join(csState, WEB_PORT_FILE), { force: true }); // a SIGKILL leaves the old port behind
-  cs = lab.spawn(['config-server', '--config', csConfig], 'cs');
-  await startCs();
-  await login();
-  t.equal(await stepState('failover'), 'done', 'after a SIGKILL of the configuration server the sequence is still at its step');
+  if (kind === 'planned') {
+    t.equal(await sha256(failedOver), await sha256(source), 'the failed-over volume equals the source at its final point: nothing lost');
+    // The configuration server dies and comes back: the sequence is where it was.
+    await killCs();
+    await fsp.rm(path.join(csState, WEB_PORT_FILE), { force: true }); // a SIGKILL leaves the old port behind
+    cs = lab.spawn(['config-server', '--config', csConfig], 'cs');
+    await startCs();
+    await login();
+    t.equal(await stepState('failover'), 'done', 'after a SIGKILL of the configuration server the sequence is still at its step');
+  } else {
+    t.equal(await sha256(failedOver), await sha256(replica), 'the failed-over volume is the latest point the master target applied');
+    t.not(await sha256(failedOver), await sha256(source), 'the writes made after that point are not in it (the site was lost)');
+  }
 
   // The application runs on the failed-over volume.
   await scatter(failedOver, 2 << 20);
@@ -185,8 +205,15 @@ t.test('guided planned failover, reverse and failback from the website', async (
   t.match(await page.textContent('#waiting'), /not answering yet/, 'the page waits for the reverse daemons');
   await confirm('reverse');
   t.match(await page.textContent('#detail'), /not yet: .*not answering/, 'going on before the reverse daemons run is refused, saying why');
+  if (kind === 'unplanned') {
+    // The primary site is back: its daemons start as services do, and its agent protects the volume again.
+    lab.start('ps');
+    lab.start('agent');
+    await waitFor(async () => (await lab.status('agent')) !== null, 60_000, 'the forward agent answers again');
+  }
   const rv = await run('/bin/sh', ['-c', commands[0]!.replace(/^tidemark /, `'${process.execPath}' '${TIDEMARK_BIN}' `)], { cwd: dir });
   t.match(rv.stdout, /reverse replication of vol1 set up/, 'the reverse command as shown ran');
+  if (kind === 'unplanned') t.match(rv.stdout, /was still protecting vol1: drained now/, 'the reverse command drained the forward agent before the original volume becomes a replica');
   const rev = Lab.existing({ dir: rdir, volumes: [] });
   t.teardown(() => rev.stopAll());
   for (const [name, file] of [['mt', 'master-target.json'], ['ps', 'process-server.json'], ['agent', 'agent.json']] as const) {
@@ -218,7 +245,7 @@ t.test('guided planned failover, reverse and failback from the website', async (
   await page.goto(seqUrl());
   t.equal(await page.getAttribute('#guided-state', 'data-state'), 'done', 'the sequence is complete');
   await fsp.mkdir(ARTIFACTS, { recursive: true });
-  await page.screenshot({ path: path.join(ARTIFACTS, 'guided-failback.png'), fullPage: true });
+  await page.screenshot({ path: path.join(ARTIFACTS, `guided-failback-${kind}.png`), fullPage: true });
 
   // Forward again: the replica converges on the original volume, which is the reversed phase's data.
   await lab.waitConverged(Date.now(), 180_000);
@@ -227,7 +254,10 @@ t.test('guided planned failover, reverse and failback from the website', async (
   // Every step in the audit log, by olga, and the daemons logged the actions.
   await page.goto(`${base()}/audit`);
   const audit = await page.content();
-  for (const s of ['drain', 'failover', 'reverse', 'failback', 'resume', 'stop-reverse']) t.match(audit, new RegExp(`data-audit="guided ${s}" data-result="ok"`), `audit: guided ${s} ok`);
+  for (const s of [...(kind === 'planned' ? ['drain'] : []), 'failover', 'reverse', 'failback', 'resume', 'stop-reverse']) t.match(audit, new RegExp(`data-audit="guided ${s}" data-result="ok"`), `audit: guided ${s} ok`);
   t.match(audit, /data-audit="guided reverse" data-result="refused"/, 'audit: the early reverse confirmation refused');
-  t.match(audit, /data-audit="guided planned failover" data-result="refused"/, 'audit: the viewer\'s attempt refused');
-});
+  if (kind === 'planned') t.match(audit, /data-audit="guided planned failover" data-result="refused"/, 'audit: the viewer\'s attempt refused');
+}
+
+t.test('guided planned failover, reverse and failback from the website', (t) => guided(t, 'planned'));
+t.test('guided unplanned failover (the source site lost), reverse and failback from the website', (t) => guided(t, 'unplanned'));
