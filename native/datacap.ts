@@ -55,6 +55,8 @@ export interface CaptureStats {
   unseen: number;
   /** Requests requeued (issued, and captured, again later). */
   requeues: number;
+  /** Empty cache-flush writes (never issued) counted at their start; statWrites includes them. */
+  flushStarts: number;
   /** Write completions with no bytes in this volume, and completions of other operations (ignored). */
   empty: number;
   otherOps: number;

@@ -196,10 +196,12 @@ export class DataTracker implements Tracker {
   }
 
   /**
-   * Completions the block layer counted of requests neither program saw (issue skipped, and the
+   * Completions the block layer counted of requests the programs never saw (issue skipped, and the
    * completion check skipped too, which the kernel does silently for completions in softirq on top of
    * some tasks): which blocks they wrote is unknown, so the volume is resynced. Stat is read first: every
-   * request it counts passed both tracepoints before, so a larger stat is a miss, never a race.
+   * request it counts was counted by a program before (at issue, at start for flush writes never issued,
+   * or at completion), so a larger stat is a miss, never a race. Never-issued flush writes are counted at
+   * start, not completion: a skipped completion of one was a false miss (issue 13).
    */
   private async checkMissed(): Promise<boolean> {
     const st = await this.blockStats();
@@ -498,7 +500,7 @@ export class DataTracker implements Tracker {
   }
 
   private copyStats(s: CaptureStats): void {
-    Object.assign(this.stats, { empty: s.empty, otherOps: s.otherOps, issueSkips: s.issueSkips, endSkips: s.endSkips, unseen: s.unseen, requeues: s.requeues, completions: s.completions, records: s.records, drops: s.drops, userDrops: s.userDrops, droppedBytes: s.droppedBytes, errors: s.errors, queuedBytes: s.queuedBytes, schedFifo: s.schedFifo, dirtyBlocks: this.map.count, inGap: this.gap === null ? 0 : 1 });
+    Object.assign(this.stats, { empty: s.empty, otherOps: s.otherOps, issueSkips: s.issueSkips, endSkips: s.endSkips, unseen: s.unseen, requeues: s.requeues, flushStarts: s.flushStarts, completions: s.completions, records: s.records, drops: s.drops, userDrops: s.userDrops, droppedBytes: s.droppedBytes, errors: s.errors, queuedBytes: s.queuedBytes, schedFifo: s.schedFifo, dirtyBlocks: this.map.count, inGap: this.gap === null ? 0 : 1 });
   }
 
   async invalidate(ranges: { offset: number; length: number }[]): Promise<void> {

@@ -6,7 +6,8 @@
 // never to run for completions processed in softirq on top of some tasks, with no recursion count
 // (native/bpf/diag/README.md), while block_rq_issue runs in the submitter's context and was never skipped.
 // A second program on block_rq_complete checks each completion against what was issued: a request whose
-// issue was not captured, or that failed, is marked in the `dropped` bitmap and re-read.
+// issue was not captured, or that failed, is marked in the `dropped` bitmap and re-read. A third, on
+// block_io_start, counts the empty cache-flush writes that are never issued (see stat_group).
 // Pages are read through the kernel's direct map (x86-64): page_offset_base + pfn * 4096 + offset, with
 // the two bases calibrated by user space (they are not exported to BPF on kernels without KALLSYMS_ALL).
 // Whatever cannot be captured (ring full, error, not calibrated yet) is marked in the `dropped` bitmap
@@ -53,12 +54,13 @@ struct {
   __type(value, __u64);
 } bits SEC(".maps");
 
-// Requests issued and not completed yet, by request address: the completion program finds here whether
-// the issue program captured the request it completes. A full map only costs re-reads (conservative).
+// Requests issued (or, never issued, started) and not completed yet, by request address: the completion
+// program finds here whether the request it completes was seen, and counted, before. A full map only
+// costs re-reads (conservative): such a request is counted and marked dropped at its completion instead.
 struct issued {
   __u64 sector;
   __u32 bytes;
-  __u32 pad;
+  __u32 grp;  // stat_group() this request was counted in when it was entered (0: none)
 };
 
 struct {
@@ -232,13 +234,36 @@ static __always_inline int meta_record(struct dc_ctl *c, __u64 seq, __u16 epoch,
   return 0;
 }
 
-// Block-layer statistics count write-group and discard completions of requests with RQF_IO_STAT
-// (/sys/block/X/stat); the programs keep a matching count (issues minus requeues, plus completions whose
-// issue was not seen), which can only fall behind the stat if a request passed both programs unseen.
+// Block-layer statistics count write-group and discard completions of requests with RQF_IO_STAT, at their
+// final end (blk_account_io_done skips RQF_FLUSH_SEQ: a write in a flush sequence is counted once, when
+// the sequence ends) in /sys/block/X/stat. The programs keep a matching count, each request once: at
+// issue; at start for the empty cache-flush writes that are never issued (datacap_start); at completion
+// only for requests neither of those saw; minus requeues. So it can fall behind the stat only if a
+// request passed every program unseen. Counting never rests on the completion program alone for a
+// request the block layer completes: the kernel skips that program silently for a few completions
+// (native/bpf/diag/README.md), and with O_DSYNC every write is followed by an empty flush write.
 static __u32 stat_group(struct request *rq, __u32 op) {
   if (!(BPF_CORE_READ(rq, rq_flags) & (1U << __RQF_IO_STAT))) return 0;
   if (op == REQ_OP_DISCARD) return 2;
   return (op & 1) ? 1 : 0;  // op_is_write: odd operations write
+}
+
+static void count_group(struct dc_ctl *c, __u32 grp, int delta) {
+  if (grp == 1) __sync_fetch_and_add(&c->stat_writes, delta);
+  else if (grp == 2) __sync_fetch_and_add(&c->stat_discards, delta);
+}
+
+// Operations the completion program checks (the ones that change the volume).
+static int changes_data(__u32 op) {
+  return op == REQ_OP_WRITE || op == REQ_OP_DISCARD || op == REQ_OP_WRITE_ZEROES || op == REQ_OP_SECURE_ERASE;
+}
+
+// Enter a request the completion program will find, and count it: only if it was entered, so that a
+// request the map has no room for is counted once, at its completion, as unseen.
+static void enter(struct dc_ctl *c, struct request *rq, __u64 sector, __u32 bytes, __u32 grp) {
+  __u64 rqk = (__u64)rq;
+  struct issued is = {.sector = sector, .bytes = bytes, .grp = grp};
+  if (bpf_map_update_elem(&inflight, &rqk, &is, BPF_ANY) == 0) count_group(c, grp, 1);
 }
 
 static int is_mine(struct request *rq) {
@@ -279,25 +304,21 @@ int datacap(struct bpf_raw_tracepoint_args *ctx) {
     return 0;
   }
   __u32 grp = stat_group(rq, op);
-  if (grp == 1) __sync_fetch_and_add(&c->stat_writes, 1);
-  else if (grp == 2) __sync_fetch_and_add(&c->stat_discards, 1);
   __u64 epoch = c->epoch;
-  if (op == REQ_OP_FLUSH) {
-    meta_record(c, __sync_fetch_and_add(&c->seq, 1), (__u16)epoch, DC_FLUSH, 0, 0);
+  if (!changes_data(op)) {
+    // Never checked at completion: counted here only.
+    count_group(c, grp, 1);
+    if (op == REQ_OP_FLUSH) meta_record(c, __sync_fetch_and_add(&c->seq, 1), (__u16)epoch, DC_FLUSH, 0, 0);
+    else __sync_fetch_and_add(&c->other_ops, 1);
     return 0;
   }
-  if (op != REQ_OP_WRITE && op != REQ_OP_DISCARD && op != REQ_OP_WRITE_ZEROES && op != REQ_OP_SECURE_ERASE) {
-    __sync_fetch_and_add(&c->other_ops, 1);
-    return 0;
-  }
+  // Every such request is entered, in this volume or not, so its completion knows it was counted.
+  enter(c, rq, sector, nr_bytes, grp);
   __u64 from = 0, to = 0;
   if (!vol_range(sector, nr_bytes, &from, &to)) {
     __sync_fetch_and_add(&c->empty, 1);
     return 0;
   }
-  __u64 rqk = (__u64)rq;
-  struct issued is = {.sector = sector, .bytes = nr_bytes};
-  bpf_map_update_elem(&inflight, &rqk, &is, BPF_ANY);
   mark(epoch & 1, from, to);
   __u64 seq = __sync_fetch_and_add(&c->seq, 1);
   if (op != REQ_OP_WRITE) {
@@ -319,6 +340,31 @@ int datacap(struct bpf_raw_tracepoint_args *ctx) {
   return 0;
 }
 
+// Start (blk_account_io_start, in the submitter's context, like most issues): a write with no data and
+// REQ_PREFLUSH or REQ_FUA is a cache flush the flush machinery completes without ever issuing it (its
+// flush goes down as a separate REQ_OP_FLUSH request), yet the stat counts it as a write when it ends.
+// It is counted here, where it is seen for sure, not at its completion, which the kernel may skip.
+// RQF_IO_STAT is set after this tracepoint on 6.12+ (before it, at allocation, on older kernels): the
+// queue's BLK_FEAT_IO_STAT (1u << 4 in include/linux/blkdev.h since 6.11) says whether it will be.
+#define BLK_FEAT_IO_STAT (1U << 4)
+SEC("raw_tp/block_io_start")
+int datacap_start(struct bpf_raw_tracepoint_args *ctx) {
+  struct request *rq = (struct request *)ctx->args[0];
+  if (!is_mine(rq)) return 0;
+  __u64 flags = BPF_CORE_READ(rq, cmd_flags);
+  if ((flags & REQ_OP_MASK) != REQ_OP_WRITE || BPF_CORE_READ(rq, __data_len) != 0) return 0;
+  if (!(flags & ((1ULL << __REQ_PREFLUSH) | (1ULL << __REQ_FUA)))) return 0;
+  __u32 key = 0;
+  struct dc_ctl *c = bpf_map_lookup_elem(&ctl, &key);
+  if (!c) return 0;
+  int io_stat = (BPF_CORE_READ(rq, rq_flags) & (1U << __RQF_IO_STAT)) != 0;
+  struct request_queue *q = BPF_CORE_READ(rq, q);
+  if (bpf_core_field_exists(q->limits.features) && (BPF_CORE_READ(q, limits.features) & BLK_FEAT_IO_STAT)) io_stat = 1;
+  __sync_fetch_and_add(&c->flush_starts, 1);
+  enter(c, rq, BPF_CORE_READ(rq, __sector), 0, io_stat ? 1 : 0);
+  return 0;
+}
+
 // Completion: a failed write, or one whose issue was not captured (issued before the program was
 // attached, or skipped by the kernel), is re-read. It runs before the request's bios end, so the drop
 // is counted before the writer can see the write complete and issue anything depending on it.
@@ -332,10 +378,11 @@ int datacap_end(struct bpf_raw_tracepoint_args *ctx) {
   struct dc_ctl *c = bpf_map_lookup_elem(&ctl, &key);
   if (!c) return 0;
   __u32 op = BPF_CORE_READ(rq, cmd_flags) & REQ_OP_MASK;
-  if (op != REQ_OP_WRITE && op != REQ_OP_DISCARD && op != REQ_OP_WRITE_ZEROES && op != REQ_OP_SECURE_ERASE) return 0;
+  if (!changes_data(op)) return 0;
   __sync_fetch_and_add(&c->ends, 1);
   __u64 sector = BPF_CORE_READ(rq, __sector);
   __u32 size = BPF_CORE_READ(rq, __data_len);
+  __u32 rq_flags = BPF_CORE_READ(rq, rq_flags);
   __u64 rqk = (__u64)rq;
   struct issued *is = bpf_map_lookup_elem(&inflight, &rqk);
   int seen = is != 0;
@@ -343,10 +390,9 @@ int datacap_end(struct bpf_raw_tracepoint_args *ctx) {
   __u64 from = 0, to = 0;
   int in_vol = vol_range(sector, size > nr_bytes ? size : nr_bytes, &from, &to);
   if (!seen) {
-    __u32 grp = stat_group(rq, op);
-    if (grp == 1) __sync_fetch_and_add(&c->stat_writes, 1);
-    else if (grp == 2) __sync_fetch_and_add(&c->stat_discards, 1);
-    // An empty write with REQ_PREFLUSH (a cache flush) is never issued itself and writes nothing.
+    // Counted as the stat counts it: once, at the end that is not part of a flush sequence.
+    if (!(rq_flags & (1U << __RQF_FLUSH_SEQ))) count_group(c, stat_group(rq, op), 1);
+    // An empty write (a cache flush) writes nothing.
     if (in_vol && (size != 0 || nr_bytes != 0)) {
       __sync_fetch_and_add(&c->unseen, 1);
       dropped(c, from, to);
@@ -357,11 +403,12 @@ int datacap_end(struct bpf_raw_tracepoint_args *ctx) {
     dropped(c, from, to);
   }
   // A write in a flush sequence ends twice (its data, then the sequence, with no bytes): keep it until then.
-  if (is && nr_bytes >= size && !(BPF_CORE_READ(rq, rq_flags) & (1U << __RQF_FLUSH_SEQ))) bpf_map_delete_elem(&inflight, &rqk);
+  if (is && nr_bytes >= size && !(rq_flags & (1U << __RQF_FLUSH_SEQ))) bpf_map_delete_elem(&inflight, &rqk);
   return 0;
 }
 
-// A requeued request is issued again (and captured again): count it once.
+// A requeued request is issued again (and entered and counted again): undo the count of its issue, if
+// its issue was counted (not when it was issued before the program was attached).
 SEC("raw_tp/block_rq_requeue")
 int datacap_requeue(struct bpf_raw_tracepoint_args *ctx) {
   struct request *rq = (struct request *)ctx->args[0];
@@ -369,10 +416,17 @@ int datacap_requeue(struct bpf_raw_tracepoint_args *ctx) {
   __u32 key = 0;
   struct dc_ctl *c = bpf_map_lookup_elem(&ctl, &key);
   if (!c) return 0;
-  __u32 grp = stat_group(rq, BPF_CORE_READ(rq, cmd_flags) & REQ_OP_MASK);
-  if (grp == 1) __sync_fetch_and_sub(&c->stat_writes, 1);
-  else if (grp == 2) __sync_fetch_and_sub(&c->stat_discards, 1);
   __sync_fetch_and_add(&c->requeues, 1);
+  __u32 op = BPF_CORE_READ(rq, cmd_flags) & REQ_OP_MASK;
+  if (!changes_data(op)) {
+    count_group(c, stat_group(rq, op), -1);
+    return 0;
+  }
+  __u64 rqk = (__u64)rq;
+  struct issued *is = bpf_map_lookup_elem(&inflight, &rqk);
+  if (!is) return 0;
+  count_group(c, is->grp, -1);
+  bpf_map_delete_elem(&inflight, &rqk);
   return 0;
 }
 

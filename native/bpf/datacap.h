@@ -54,6 +54,9 @@ struct dc_ctl {
   unsigned long long ends;      // write-group completions the completion program saw
   unsigned long long unseen;    // of those, requests whose issue was not captured (re-read: dropped bitmap)
   unsigned long long requeues;  // requests requeued (issued again later)
+  // Empty cache-flush writes (never issued) counted at their start: block_io_start. Last, so pins of a
+  // version without it read 0 here (the mmap'ed page past the old value is zeroes).
+  unsigned long long flush_starts;
 };
 
 #endif

@@ -33,7 +33,7 @@ typedef struct chunk {
 
 typedef struct {
   int used;
-  int link_fd, ring_fd, ctl_fd, bits_fd, link2_fd, link3_fd, prog_fd, prog2_fd;
+  int link_fd, ring_fd, ctl_fd, bits_fd, link2_fd, link3_fd, link4_fd, prog_fd, prog2_fd;
   struct dc_ctl *ctl;
   uint64_t *bits;
   size_t words;
@@ -219,22 +219,24 @@ static void *reader(void *arg) {
   return NULL;
 }
 
+#define NLINKS 4  // attached programs: issue, complete, requeue, io_start
+
 static int pin_path(char *buf, size_t size, const char *dir, const char *name) {
   return snprintf(buf, size, "%s/%s", dir, name) >= (int)size ? -1 : 0;
 }
 
 static void unpin_all(const char *dir) {
-  const char *names[] = {"link", "ring", "ctl", "bits", "link2", "link3"};
+  const char *names[] = {"link", "ring", "ctl", "bits", "link2", "link3", "link4"};
   char p[512];
-  for (size_t i = 0; i < 6; i++)
+  for (size_t i = 0; i < 7; i++)
     if (pin_path(p, sizeof p, dir, names[i]) == 0) unlink(p);
 }
 
 static void close_fds(dc_handle *h) {
   if (h->ctl && h->ctl != MAP_FAILED) munmap(h->ctl, sizeof *h->ctl);
   if (h->bits && h->bits != MAP_FAILED) munmap(h->bits, 3 * h->words * 8);
-  int *fds[] = {&h->link_fd, &h->ring_fd, &h->ctl_fd, &h->bits_fd, &h->link2_fd, &h->link3_fd, &h->prog_fd, &h->prog2_fd};
-  for (size_t i = 0; i < 8; i++)
+  int *fds[] = {&h->link_fd, &h->ring_fd, &h->ctl_fd, &h->bits_fd, &h->link2_fd, &h->link3_fd, &h->link4_fd, &h->prog_fd, &h->prog2_fd};
+  for (size_t i = 0; i < 9; i++)
     if (*fds[i] >= 0) close(*fds[i]);
 }
 
@@ -292,23 +294,24 @@ static int load_fresh(dc_handle *h, const char *obj_path, const char *dir, uint6
     bpf_object__close(obj);
     return err;
   }
-  // Capture at issue; check completions and count requeues (native/bpf/datacap.bpf.c says why).
-  const char *progs[3] = {"datacap", "datacap_end", "datacap_requeue"};
-  const char *tps[3] = {"block_rq_issue", "block_rq_complete", "block_rq_requeue"};
-  const char *pins[3] = {"link", "link2", "link3"};
-  int *link_fds[3] = {&h->link_fd, &h->link2_fd, &h->link3_fd};
-  struct bpf_link *links[3] = {NULL, NULL, NULL};
-  for (int i = 0; i < 3 && !err; i++) {
+  // Capture at issue; check completions, count requeues and never-issued flush writes (native/bpf/datacap.bpf.c says why).
+  const char *progs[NLINKS] = {"datacap", "datacap_end", "datacap_requeue", "datacap_start"};
+  const char *tps[NLINKS] = {"block_rq_issue", "block_rq_complete", "block_rq_requeue", "block_io_start"};
+  const char *pins[NLINKS] = {"link", "link2", "link3", "link4"};
+  const char *fails[NLINKS] = {"attach raw tracepoint block_rq_issue", "attach raw tracepoint block_rq_complete", "attach raw tracepoint block_rq_requeue", "attach raw tracepoint block_io_start"};
+  int *link_fds[NLINKS] = {&h->link_fd, &h->link2_fd, &h->link3_fd, &h->link4_fd};
+  struct bpf_link *links[NLINKS] = {NULL, NULL, NULL, NULL};
+  for (int i = 0; i < NLINKS && !err; i++) {
     struct bpf_program *prog = bpf_object__find_program_by_name(obj, progs[i]);
     links[i] = prog ? bpf_program__attach_raw_tracepoint(prog, tps[i]) : NULL;
     err = links[i] ? (int)libbpf_get_error(links[i]) : -ENOENT;
     if (err) {
       links[i] = NULL;
-      *what = i == 0 ? "attach raw tracepoint block_rq_issue" : i == 1 ? "attach raw tracepoint block_rq_complete" : "attach raw tracepoint block_rq_requeue";
+      *what = fails[i];
     }
   }
   if (err) {
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < NLINKS; i++)
       if (links[i]) bpf_link__destroy(links[i]);
     bpf_object__close(obj);
     return err;
@@ -321,20 +324,23 @@ static int load_fresh(dc_handle *h, const char *obj_path, const char *dir, uint6
       (pin_path(p, sizeof p, dir, "bits") || (err = bpf_map__pin(bits, p)))) {
     bad = 1;
   }
-  for (int i = 0; i < 3 && !bad; i++)
+  for (int i = 0; i < NLINKS && !bad; i++)
     if (pin_path(p, sizeof p, dir, pins[i]) || (err = bpf_link__pin(links[i], p))) bad = 1;
   if (bad) {
     *what = "pin BPF maps and links in bpffs";
     unpin_all(dir);
-    for (int i = 0; i < 3; i++) bpf_link__destroy(links[i]);
+    for (int i = 0; i < NLINKS; i++) bpf_link__destroy(links[i]);
     bpf_object__close(obj);
     return err ? err : -ENAMETOOLONG;
   }
-  for (int i = 0; i < 3; i++) {
-    *link_fds[i] = dup(bpf_link__fd(links[i]));
-    // The pins and our fds keep program and maps alive.
+  for (int i = 0; i < NLINKS; i++) {
+    int fd = bpf_link__fd(links[i]);
+    *link_fds[i] = dup(fd);
+    // The pins and our fds keep program and maps alive. A disconnected link's destroy frees it without
+    // closing its fd: close it here, or the program stays attached after close(detach) until we exit.
     bpf_link__disconnect(links[i]);
     bpf_link__destroy(links[i]);
+    close(fd);
   }
   h->ring_fd = dup(bpf_map__fd(ring));
   h->ctl_fd = dup(bpf_map__fd(ctl));
@@ -346,11 +352,13 @@ static int load_fresh(dc_handle *h, const char *obj_path, const char *dir, uint6
 
 static int open_pinned(dc_handle *h, const char *dir) {
   char p[512];
-  const char *names[] = {"link", "ring", "ctl", "bits", "link2", "link3"};
-  int *fds[] = {&h->link_fd, &h->ring_fd, &h->ctl_fd, &h->bits_fd, &h->link2_fd, &h->link3_fd};
-  for (size_t i = 0; i < 6; i++) {
+  const char *names[] = {"link", "ring", "ctl", "bits", "link2", "link3", "link4"};
+  int *fds[] = {&h->link_fd, &h->ring_fd, &h->ctl_fd, &h->bits_fd, &h->link2_fd, &h->link3_fd, &h->link4_fd};
+  for (size_t i = 0; i < 7; i++) {
     if (pin_path(p, sizeof p, dir, names[i])) return -ENAMETOOLONG;
     *fds[i] = bpf_obj_get(p);
+    // link4 (block_io_start) is newer than the rest: pins of an older version run on without it.
+    if (*fds[i] < 0 && i == 6 && errno == ENOENT) continue;
     if (*fds[i] < 0) return -errno;
   }
   // The pinned bitmap must be the size this volume needs, or the pins belong to another configuration.
@@ -406,7 +414,7 @@ static napi_value dc_open(napi_env env, napi_callback_info info) {
   if (slot < 0) return throw_err(env, "datacap: too many volumes", EMFILE);
   dc_handle *h = &handles[slot];
   memset(h, 0, sizeof *h);
-  h->link_fd = h->ring_fd = h->ctl_fd = h->bits_fd = h->link2_fd = h->link3_fd = h->prog_fd = h->prog2_fd = -1;
+  h->link_fd = h->ring_fd = h->ctl_fd = h->bits_fd = h->link2_fd = h->link3_fd = h->link4_fd = h->prog_fd = h->prog2_fd = -1;
   h->chunk_shift = (unsigned)shift;
   uint64_t bits = ((end - start) + (1ULL << shift) - 1) >> shift;
   h->words = (size_t)((bits + 63) / 64);
@@ -417,7 +425,7 @@ static napi_value dc_open(napi_env env, napi_callback_info info) {
   if (resume) {
     err = open_pinned(h, dir);
     if (err == 0) resumed = 1;
-    else close_fds(h), h->ctl = NULL, h->bits = NULL, h->link_fd = h->ring_fd = h->ctl_fd = h->bits_fd = h->link2_fd = h->link3_fd = -1;
+    else close_fds(h), h->ctl = NULL, h->bits = NULL, h->link_fd = h->ring_fd = h->ctl_fd = h->bits_fd = h->link2_fd = h->link3_fd = h->link4_fd = -1;
   }
   if (!resumed) {
     err = load_fresh(h, obj_path, dir, major, minor, start, end, ring_bytes, &what);
@@ -568,6 +576,7 @@ static napi_value dc_stats(napi_env env, napi_callback_info info) {
   set_num(env, out, "ends", (double)c.ends);
   set_num(env, out, "unseen", (double)c.unseen);
   set_num(env, out, "requeues", (double)c.requeues);
+  set_num(env, out, "flushStarts", (double)c.flush_starts);
   double ns, cnt;
   runtime_of(h->prog_fd, &ns, &cnt);
   set_num(env, out, "issueRunNs", ns);
