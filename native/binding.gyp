@@ -9,11 +9,12 @@
   "targets": [
     {
       # Per-byte work in portable C, every platform: LZ4 blocks into caller-given buffers (native/lz4.ts),
-      # a window's leaf hashes in one call (proto/range-hash.ts). Libraries: the system's liblz4 and the
+      # a window's leaf hashes in one call (proto/range-hash.ts), crc32c with SSE4.2 where the CPU has it
+      # (common/checksum.ts). Libraries: the system's liblz4 and the
       # xxhash header (Debian: liblz4-dev, libxxhash-dev), as data mode uses Debian's libbpf.
       "target_name": "tidemark_bytes",
       "conditions": [
-        ["has_lz4==1", {"sources": ["src/lz4.c", "src/leaf-hash.c"], "libraries": ["-llz4"]}, {"type": "none"}]
+        ["has_lz4==1", {"sources": ["src/lz4.c", "src/leaf-hash.c", "src/crc32c.c"], "libraries": ["-llz4"]}, {"type": "none"}]
       ],
       "cflags": ["-std=gnu11", "-O3", "-Wall", "-Werror=implicit-function-declaration"],
       "xcode_settings": {"OTHER_CFLAGS": ["-O3"]}

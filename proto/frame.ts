@@ -18,6 +18,12 @@ export interface Frame {
   payload: Buffer;
   /** crc32c of the payload, computed here once as part of the frame's verified body crc. */
   payloadCrc: number;
+  /**
+   * Present when the body sits in a pooled buffer (FrameDecoder): the receiver calls it once nothing
+   * refers to the payload any more (it was compressed into other bytes), so the buffer is reused. A payload
+   * that is kept (stored as is) is simply never released.
+   */
+  release?: () => void;
 }
 
 /**
@@ -41,56 +47,119 @@ export function encodeFramePrefix(msg: Message, payload?: Uint8Array, payloadCrc
 }
 
 /**
- * Incremental decoder: push socket chunks, take whole verified frames. Chunks are kept as a list and
- * joined once per frame, so a frame costs one copy however the stream was split.
+ * Bodies at least this long (and at most BODY_POOL_CAP) are assembled in buffers taken from a pool and
+ * given back by Frame.release(): a 1 MiB extent otherwise costs a fresh 1 MiB allocation (page faults, and
+ * external memory that drives V8's collections) for bytes that live only until they are compressed.
+ * The floor keeps a small body from pinning a whole pooled buffer where its consumer keeps it.
+ */
+export const BODY_POOL_FROM = 512 * 1024;
+export const BODY_POOL_CAP = 1024 * 1024 + MAX_HEADER_BYTES;
+/** Released bodies kept for reuse, per decoder. */
+const BODY_POOL_KEEP = 8;
+
+/**
+ * Incremental decoder: push socket chunks, take whole verified frames. A body that lies whole inside one
+ * chunk is a view of it (no copy); else its bytes are copied once, chunk by chunk as they arrive, into a
+ * buffer of the body's length, and the crc is computed over each piece right after it was copied (still
+ * in cache), not over the whole body again once it is complete.
  */
 export class FrameDecoder {
-  private chunks: Buffer[] = [];
-  private buffered = 0;
+  private readonly prefix = Buffer.allocUnsafe(PREFIX_BYTES);
+  private prefixHave = 0;
   private need: { header: number; payload: number; bodyCrc: number } | null = null;
+  /** The body being assembled: its buffer, bytes in it so far, and the crcs of what it holds so far. */
+  private body: Buffer | null = null;
+  private have = 0;
+  private headerCrc = 0;
+  private payloadCrc = 0;
+  private pooled = false;
+  private readonly pool: Buffer[] = [];
 
   push(chunk: Buffer): Frame[] {
-    this.chunks.push(chunk);
-    this.buffered += chunk.length;
     const frames: Frame[] = [];
+    let at = 0;
     for (;;) {
       if (this.need === null) {
-        if (this.buffered < PREFIX_BYTES) break;
-        const prefix = this.take(PREFIX_BYTES);
-        const header = prefix.readUInt32LE(0);
-        const payload = prefix.readUInt32LE(4);
-        if (crc(prefix.subarray(0, 8)) !== prefix.readUInt32LE(8)) {
-          throw tmError('TM_ERR_FRAME_CHECKSUM', 'frame prefix checksum mismatch');
-        }
-        if (header > MAX_HEADER_BYTES || payload > MAX_PAYLOAD_BYTES) {
-          throw tmError('TM_ERR_FRAME_TOO_LARGE', `frame declares header ${header} and payload ${payload} bytes`);
-        }
-        this.need = { header, payload, bodyCrc: prefix.readUInt32LE(12) };
+        if (at === chunk.length) break;
+        // The prefix: usually whole in the chunk; else gathered across chunks.
+        const n = Math.min(PREFIX_BYTES - this.prefixHave, chunk.length - at);
+        chunk.copy(this.prefix, this.prefixHave, at, at + n);
+        this.prefixHave += n;
+        at += n;
+        if (this.prefixHave < PREFIX_BYTES) break;
+        this.prefixHave = 0;
+        this.need = this.readPrefix();
       }
-      const { header, payload, bodyCrc } = this.need;
-      if (this.buffered < header + payload) break;
-      const body = this.take(header + payload);
-      this.need = null;
-      // One pass over the bytes: the header's crc and the payload's, combined into the body's.
-      const payloadCrc = crc(body.subarray(header));
-      if (crc32cCombine(crc(body.subarray(0, header)), payloadCrc, payload) !== bodyCrc) throw tmError('TM_ERR_FRAME_CHECKSUM', 'frame body checksum mismatch');
-      let msg;
-      try {
-        msg = decodeMessage(body.subarray(0, header));
-      } catch (e) {
-        throw tmError('TM_ERR_PROTOCOL', `undecodable frame header: ${(e as Error).message}`);
+      const { header, payload } = this.need;
+      const len = header + payload;
+      if (this.body === null && chunk.length - at >= len) {
+        // Whole in this chunk: a view, no copy.
+        const body = chunk.subarray(at, at + len);
+        at += len;
+        frames.push(this.finish(body, crc(body.subarray(0, header)), crc(body.subarray(header)), null));
+        continue;
       }
-      frames.push({ msg, payload: body.subarray(header), payloadCrc });
+      if (at === chunk.length) break;
+      if (this.body === null) this.startBody(len);
+      const n = Math.min(len - this.have, chunk.length - at);
+      const body = this.body!;
+      chunk.copy(body, this.have, at, at + n);
+      this.absorb(this.have, this.have + n, header);
+      this.have += n;
+      at += n;
+      if (this.have < len) break;
+      const pooled = this.pooled;
+      this.body = null;
+      frames.push(this.finish(body, this.headerCrc, this.payloadCrc, pooled ? body : null));
     }
     return frames;
   }
 
-  private take(n: number): Buffer {
-    const whole = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.buffered);
-    const out = whole.subarray(0, n);
-    const rest = whole.subarray(n);
-    this.chunks = rest.length > 0 ? [rest] : [];
-    this.buffered = rest.length;
-    return out;
+  private readPrefix(): { header: number; payload: number; bodyCrc: number } {
+    const p = this.prefix;
+    const header = p.readUInt32LE(0);
+    const payload = p.readUInt32LE(4);
+    if (crc(p.subarray(0, 8)) !== p.readUInt32LE(8)) throw tmError('TM_ERR_FRAME_CHECKSUM', 'frame prefix checksum mismatch');
+    if (header > MAX_HEADER_BYTES || payload > MAX_PAYLOAD_BYTES) {
+      throw tmError('TM_ERR_FRAME_TOO_LARGE', `frame declares header ${header} and payload ${payload} bytes`);
+    }
+    return { header, payload, bodyCrc: p.readUInt32LE(12) };
+  }
+
+  private startBody(len: number): void {
+    this.pooled = len >= BODY_POOL_FROM && len <= BODY_POOL_CAP;
+    this.body = this.pooled ? (this.pool.pop() ?? Buffer.allocUnsafeSlow(BODY_POOL_CAP)).subarray(0, len) : Buffer.allocUnsafe(len);
+    this.have = 0;
+    this.headerCrc = 0;
+    this.payloadCrc = 0;
+  }
+
+  /** Fold body bytes [from, to), just copied, into the header's and the payload's crcs. */
+  private absorb(from: number, to: number, header: number): void {
+    const body = this.body!;
+    if (from < header) this.headerCrc = crc(body.subarray(from, Math.min(to, header)), this.headerCrc);
+    if (to > header) this.payloadCrc = crc(body.subarray(Math.max(from, header), to), this.payloadCrc);
+  }
+
+  private finish(body: Buffer, headerCrc: number, payloadCrc: number, pooled: Buffer | null): Frame {
+    const { header, payload, bodyCrc } = this.need!;
+    this.need = null;
+    if (crc32cCombine(headerCrc, payloadCrc, payload) !== bodyCrc) throw tmError('TM_ERR_FRAME_CHECKSUM', 'frame body checksum mismatch');
+    let msg;
+    try {
+      msg = decodeMessage(body.subarray(0, header));
+    } catch (e) {
+      throw tmError('TM_ERR_PROTOCOL', `undecodable frame header: ${(e as Error).message}`);
+    }
+    const frame: Frame = { msg, payload: body.subarray(header), payloadCrc };
+    if (pooled) {
+      let released = false;
+      frame.release = () => {
+        if (released) return;
+        released = true;
+        if (this.pool.length < BODY_POOL_KEEP) this.pool.push(Buffer.from(pooled.buffer, pooled.byteOffset, BODY_POOL_CAP));
+      };
+    }
+    return frame;
   }
 }

@@ -215,16 +215,21 @@ export class DiffReceiver {
     };
     try {
       for (let i = 0; i < begin.extentCount; i++) {
-        const { msg, payload, payloadCrc } = await conn.expect('extent');
+        const { msg, payload, payloadCrc, release } = await conn.expect('extent');
         const e: ExtentRecord = { offset: msg.extent.offset, length: msg.extent.length, crc32c: msg.extent.crc32c, compression: msg.extent.compression, storedLength: msg.extent.storedLength };
         checkExtent(e, geometry, volumeId, seq);
         if (payload.length !== e.storedLength) throw tmError('TM_ERR_PROTOCOL', `volume ${volumeId} seq ${seq}: extent at ${e.offset} carries ${payload.length} bytes, declares ${e.storedLength}`, { volume: volumeId, seq });
         rawBytes += e.length;
         checkDiffSize(volumeId, seq, { bytes: rawBytes }, this.maxDiffBytes, geometry.blockSize);
         payloadBytes += payload.length;
-        if (!writer) continue;
+        if (!writer) {
+          release?.();
+          continue;
+        }
         const out = this.sink.transform(volumeId, seq, e, payload, payloadCrc);
-        out.catch(() => {}); // awaited in order by appendNext; a failure ahead of it must not go unhandled meanwhile
+        // A pooled payload goes back to its decoder once transformed into other bytes (compressed); one
+        // stored as is stays the stored extent's and is never reused.
+        out.then((t) => t.stored.buffer !== payload.buffer && release?.(), () => {}); // a failure is awaited in order by appendNext
         inFlight.push(out);
         if (inFlight.length >= TRANSFORM_DEPTH) await appendNext();
       }

@@ -190,6 +190,7 @@ static napi_value lz4_bound(napi_env env, napi_callback_info info) {
 }
 
 napi_value tm_leaf_hashes(napi_env env, napi_callback_info info);  // leaf-hash.c
+void tm_define_crc32c(napi_env env, napi_value exports);        // crc32c.c
 
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor fns[] = {
@@ -201,6 +202,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"leafHashes", NULL, tm_leaf_hashes, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof fns / sizeof fns[0], fns);
+  tm_define_crc32c(env, exports);
   napi_value v;
   napi_create_string_utf8(env, LZ4_versionString(), NAPI_AUTO_LENGTH, &v);
   napi_set_named_property(env, exports, "version", v);

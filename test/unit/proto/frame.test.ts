@@ -4,7 +4,7 @@ import fc from 'fast-check';
 import assert from 'node:assert/strict';
 import { crc } from '../../../common/checksum.js';
 import { TidemarkError } from '../../../common/errors.js';
-import { FrameDecoder, MAX_HEADER_BYTES, MAX_PAYLOAD_BYTES, PREFIX_BYTES, encodeFramePrefix, type Frame } from '../../../proto/frame.js';
+import { BODY_POOL_CAP, BODY_POOL_FROM, FrameDecoder, MAX_HEADER_BYTES, MAX_PAYLOAD_BYTES, PREFIX_BYTES, encodeFramePrefix, type Frame } from '../../../proto/frame.js';
 import type { Message } from '../../../proto/messages.js';
 import { seedFastCheck } from '../../seed.js';
 
@@ -155,4 +155,68 @@ t.test('the decoder reports each payload\'s crc; a prefix built from a known pay
   t.equal(new FrameDecoder().push(Buffer.concat([encodeFramePrefix({ ack: { volumeId: 'v', durableSeq: 1 } }), Buffer.alloc(0)]))[0]!.payloadCrc, 0, 'no payload: crc 0');
   const lying = encodeFramePrefix(m, payload, (crc(payload) ^ 1) >>> 0);
   t.throws(() => new FrameDecoder().push(Buffer.concat([lying, payload])), { code: 'TM_ERR_FRAME_CHECKSUM' }, 'a payload crc that is not the bytes\' fails the frame check');
+});
+
+/** 16 KiB pieces, as a TLS socket hands them over. */
+const tlsChunks = (b: Buffer): Buffer[] => Array.from({ length: Math.ceil(b.length / 16384) }, (_, i) => b.subarray(i * 16384, (i + 1) * 16384));
+const bigExtent = (fill: number, n = 1 << 20): [Message, Buffer] => {
+  const payload = Buffer.alloc(n, fill);
+  for (let i = 0; i < n; i += 4093) payload[i] = (i * 31) & 0xff;
+  return [{ extent: { offset: 0, length: n, crc32c: crc(payload), compression: 'NONE', storedLength: n } }, payload];
+};
+
+t.test('large bodies assembled across chunks: equal, crc right, pooled only within the pool\'s bounds', async (t) => {
+  const frames: [Message, Buffer][] = [bigExtent(1), [samples[7]!, Buffer.alloc(0)], bigExtent(2, BODY_POOL_FROM), bigExtent(3, BODY_POOL_FROM - 17), bigExtent(4, BODY_POOL_CAP + 1)];
+  const stream = Buffer.concat(frames.map(([m, p]) => wire(m, p)));
+  for (const [chunks, pooled] of [
+    [tlsChunks(stream), [true, false, true, false, false]],
+    // a body lying whole in one chunk is a view of it, never pooled
+    [split(stream, [5, 16, 17, 1 << 19, (1 << 20) + 3, 3 << 20]), [true, false, false, false, false]],
+  ] as const) {
+    const got = pushAll([...chunks]);
+    t.strictSame(got.map(actual), frames.map(([m, p]) => expected(m, p)));
+    t.same(got.map((f) => f.payloadCrc), frames.map(([, p]) => crc(p)), 'each payload crc, folded piece by piece');
+    t.same(got.map((f) => f.release !== undefined), pooled, 'pooled: 512 KiB up to the cap, never smaller or larger');
+  }
+});
+
+t.test('a released body is reused; one never released is never written again', async (t) => {
+  const d = new FrameDecoder();
+  const [m1, p1] = bigExtent(1);
+  const [m2, p2] = bigExtent(2);
+  const [m3, p3] = bigExtent(3);
+  const [kept] = tlsChunks(wire(m1, p1)).flatMap((c) => d.push(c));
+  const [released] = tlsChunks(wire(m2, p2)).flatMap((c) => d.push(c));
+  released!.release!();
+  released!.release!(); // twice is harmless: the buffer is pooled once
+  const [next] = tlsChunks(wire(m3, p3)).flatMap((c) => d.push(c));
+  const [after] = tlsChunks(wire(m1, p1)).flatMap((c) => d.push(c));
+  t.equal(next!.payload.buffer, released!.payload.buffer, 'the released buffer carries the next large body');
+  t.not(after!.payload.buffer, next!.payload.buffer, 'released once, handed out once');
+  t.ok(kept!.payload.equals(p1), 'the body never released still holds its own bytes');
+  t.ok(next!.payload.equals(p3) && after!.payload.equals(p1));
+});
+
+t.test('property: a flipped bit in a large body split anywhere is caught', async (t) => {
+  const [m, p] = bigExtent(9, BODY_POOL_FROM + 1000);
+  const clean = wire(m, p);
+  t.doesNotThrow(() => fc.assert(fc.property(fc.nat(), fc.array(fc.nat(), { maxLength: 12 }), (bit, cuts) => {
+    const stream = Buffer.from(clean);
+    const at = bit % (stream.length * 8);
+    stream[at >> 3]! ^= 1 << (at & 7);
+    const d = new FrameDecoder();
+    let code = 'no throw';
+    try {
+      for (const c of split(stream, cuts)) d.push(c);
+    } catch (e) {
+      code = e instanceof TidemarkError ? e.code : String(e);
+    }
+    assert.ok(DAMAGE.includes(code), `bit ${at}: ${code}`);
+  }), { numRuns: 60 }));
+});
+
+t.test('a frame with an empty body at the very end of a chunk is yielded at once', async (t) => {
+  const empty = Buffer.alloc(PREFIX_BYTES);
+  empty.writeUInt32LE(crc(empty.subarray(0, 8)), 8);
+  t.throws(() => new FrameDecoder().push(empty), { code: 'TM_ERR_PROTOCOL' }, 'decoded (and refused as no message) without waiting for more bytes');
 });
