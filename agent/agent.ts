@@ -31,6 +31,17 @@ import { ConsistencyGroup } from './group.js';
 import { ScanTracker } from './trackers/scan.js';
 import { Volume } from './volume.js';
 import { Drains } from './drain.js';
+import { nextDue, type Cadenced } from './cadence.js';
+
+/** A volume or group as the cycle runs it: when it is due next, and whether it had more than one differential. */
+interface Unit extends Cadenced {
+  run: () => Promise<CycleResult[]>;
+  everyMs: number;
+}
+
+function unit(everyMs: number, run: () => Promise<CycleResult[]>): Unit {
+  return { run, everyMs, nextAt: 0, more: false };
+}
 
 /** How long a cycle waits for one volume (or group) before going on to the next; see runCycle. */
 const UNIT_WAIT_MS = 5000;
@@ -38,8 +49,8 @@ const UNIT_WAIT_MS = 5000;
 export class Agent {
   readonly replicators: VolumeReplicator[] = [];
   readonly groups: ConsistencyGroup[] = [];
-  /** What a cycle runs, in config order: a volume on its own, or a consistency group with all its members. */
-  private units: Array<() => Promise<CycleResult[]>> = [];
+  /** What a cycle runs, in config order: a volume on its own, or a consistency group with all its members, each at its own cadence. */
+  private units: Unit[] = [];
   private sender: DiffSender | null = null;
   /** Identity, state lock, status and operator endpoints, and their closing (common/daemon-shell.ts). */
   private readonly shell: DaemonShell;
@@ -116,7 +127,7 @@ export class Agent {
     return new VolumeReplicator(id, volume, tracker, capture, journal, resync, {
       maxDiffBytes: this.config.maxDiffBytes,
       journalQuotaBytes: this.config.journalQuotaBytes,
-      cycleIntervalMs: this.config.cycleIntervalMs,
+      cycleIntervalMs: this.intervalOf(vc),
       bitmapAfterMs: this.config.bitmapAfterMs,
       unreachableMs: () => (this.sender && this.sender.stats.downSince > 0 ? Date.now() - this.sender.stats.downSince : 0),
       log,
@@ -133,9 +144,24 @@ export class Agent {
     }
     for (const r of this.replicators) {
       const g = this.groups.find((x) => x.members.some((m) => m.replicator === r));
-      if (!g) this.units.push(async () => { try { return await this.drains.cycle(r, () => this.sender?.notify()); } catch (e) { this.cycleFailed(r.volumeId, e); return []; } });
-      else if (g.members[0]!.replicator === r) this.units.push(() => g.cycle());
+      const everyMs = this.intervalOf(this.config.volumes.find((v) => v.id === r.volumeId)!);
+      if (!g) this.units.push(unit(everyMs, async () => { try { return await this.drains.cycle(r, () => this.sender?.notify()); } catch (e) { this.cycleFailed(r.volumeId, e); return []; } }));
+      else if (g.members[0]!.replicator === r) this.units.push(unit(this.config.cycleIntervalMs, () => g.cycle()));
     }
+  }
+
+  /**
+   * How often a volume on its own is collected: a data-mode stream every `data.collectIntervalMs` (each
+   * slice a point, and a small differential that the process server and master target pass on while the
+   * next is collected), anything else every `cycleIntervalMs`.
+   */
+  private intervalOf(vc: AgentVolumeConfig): number {
+    return vc.tracker === 'data' ? this.config.data.collectIntervalMs : this.config.cycleIntervalMs;
+  }
+
+  /** A data-mode tag (freeze or script) at most once a second, and not more often than cycles once came: collecting faster does not freeze faster. */
+  private tagGapMs(): number {
+    return Math.max(1000, this.config.cycleIntervalMs);
   }
 
   private makeTracker(vc: AgentVolumeConfig, dir: string, volume: Volume, log: Logger, onLost: (reason: string) => Promise<void>): Tracker {
@@ -145,21 +171,19 @@ export class Agent {
   }
 
   private makeCapture(vc: AgentVolumeConfig, volume: Volume, log: Logger, tracker: Tracker): Capture {
-    if (vc.capture === 'freeze' && tracker instanceof DataTracker) return new DataFreezeCapture(vc.id, volume, vc.freeze!, this.path(this.config.stateDir), log, tracker);
+    if (vc.capture === 'freeze' && tracker instanceof DataTracker) return new DataFreezeCapture(vc.id, volume, vc.freeze!, this.path(this.config.stateDir), log, tracker, this.tagGapMs());
     if (vc.capture === 'reflink') return new ReflinkCapture(vc.id, volume, { keep: vc.reflink?.keep ?? DEFAULTS.agent.reflinkKeep, dir: vc.reflink?.dir && this.path(vc.reflink.dir) }, log);
     if (vc.capture === 'freeze') return new FreezeCapture(vc.id, volume, vc.freeze!, this.path(this.config.stateDir), log);
-    if (vc.capture === 'script' && tracker instanceof DataTracker) return new DataScriptCapture(vc.id, volume, vc.script!, log, tracker);
+    if (vc.capture === 'script' && tracker instanceof DataTracker) return new DataScriptCapture(vc.id, volume, vc.script!, log, tracker, this.tagGapMs());
     if (vc.capture === 'script') return new ScriptCapture(vc.id, volume, vc.script!, log);
     return new NoCapture(volume);
   }
 
-  /** Run a cycle now (an operator request): at once if idle, else right after the running one. */
+  /** Run every unit now (an operator request): at once if idle, else right after the running cycle. */
   private wake(): void {
     if (!this.timer && !this.cycling) return; // still opening: the first cycle comes at once anyway
-    if (this.cycling) {
-      this.wakeRequested = true;
-      return;
-    }
+    this.wakeRequested = true;
+    if (this.cycling) return;
     if (this.timer) clearTimeout(this.timer);
     this.schedule(0);
   }
@@ -171,16 +195,22 @@ export class Agent {
     }, ms);
   }
 
-  /** One cycle over every volume; go again at once while a volume has more dirty data than one differential. */
+  /**
+   * One cycle over the units that are due (their interval passed, more dirty data than one differential
+   * last time, or a wake); then sleep until the next one is due.
+   */
   private async runCycle(): Promise<void> {
-    let more = false;
-    for (const [i, unit] of this.units.entries()) {
-      if (this.lingering.has(i)) continue;
+    const woken = this.wakeRequested;
+    this.wakeRequested = false;
+    for (const [i, u] of this.units.entries()) {
+      if (this.lingering.has(i) || !(woken || u.more || Date.now() >= u.nextAt)) continue;
+      u.nextAt = Date.now() + u.everyMs;
+      u.more = false;
       let late = false;
-      const done = unit().then((results) => {
+      const done = u.run().then((results) => {
         for (const res of results) {
           if (res.seq !== null) this.sender?.notify();
-          more ||= res.more;
+          u.more ||= res.more;
         }
       }, (e: unknown) => this.log.error({ err: (e as Error)?.message ?? String(e) }, 'cycle failed; will retry')).finally(() => {
         if (!late) return;
@@ -197,9 +227,7 @@ export class Agent {
         this.lingering.set(i, done);
       }
     }
-    const now = more || this.wakeRequested;
-    this.wakeRequested = false;
-    this.schedule(now ? 0 : this.config.cycleIntervalMs);
+    this.schedule(this.wakeRequested ? 0 : nextDue(this.units.filter((_, i) => !this.lingering.has(i)), Date.now(), this.config.cycleIntervalMs));
   }
 
   private cycleFailed(volumeId: string, e: unknown): void {

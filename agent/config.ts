@@ -98,6 +98,8 @@ export const agentConfigSchema = z.strictObject({
     ringMiB: z.number().int().min(1).max(4096).refine((n) => (n & (n - 1)) === 0, 'ringMiB must be a power of two').default(d.data.ringMiB),
     queueMiB: z.number().int().min(1).max(65536).default(d.data.queueMiB),
     fifoPriority: z.number().int().min(0).max(99).default(d.data.fifoPriority),
+    /** A data-mode volume on its own is collected this often (cycleIntervalMs paces the other trackers, groups and tags). */
+    collectIntervalMs: z.number().int().min(50).max(60_000).default(d.data.collectIntervalMs),
   }).default({ ...d.data }),
   volumes: z.array(agentVolumeSchema).min(1).superRefine(uniqueVolumeIds),
   /** Consistency groups: volumes whose points are cut at one instant (agent/group.ts). */

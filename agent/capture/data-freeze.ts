@@ -48,7 +48,7 @@ export async function placeMarker(marker: StreamMarker): Promise<{ token: number
     return { token: null, error: e };
   }
 }
-/** Freezes at most this often, also when tags fail and cycles follow each other at once. */
+/** Freezes at most this often (or the agent's cycleIntervalMs if longer), also when tags fail and cycles follow each other at once. */
 const MIN_GAP_MS = 1000;
 /** Hold times kept for the status percentiles. */
 const HOLDS_KEPT = 256;
@@ -88,7 +88,7 @@ export class DataFreezeCapture implements Capture {
   /** writeCount() just after the last thaw: the same at the next begin means only the freeze itself wrote. */
   private quietCount: number | null = null;
 
-  constructor(private readonly volumeId: string, private readonly volume: Volume, private readonly opts: FreezeOptions, stateDir: string, private readonly log: Logger, private readonly marker: StreamMarker) {
+  constructor(private readonly volumeId: string, private readonly volume: Volume, private readonly opts: FreezeOptions, stateDir: string, private readonly log: Logger, private readonly marker: StreamMarker, private readonly minGapMs = MIN_GAP_MS) {
     this.cadence = new TagCadence(opts.tagIntervalMs);
     this.base = new FreezeCapture(volumeId, volume, opts, stateDir, log);
   }
@@ -137,7 +137,7 @@ export class DataFreezeCapture implements Capture {
     // Nor while the stream has a gap (its point could not be made), nor more often than MIN_GAP_MS.
     // Nor when nothing was written since the last tag's thaw (the freeze's own superblock writes would
     // otherwise call for a freeze every cycle on an idle filesystem).
-    if (!this.cadence.due(Date.now()) || !this.marker.pointPossible() || Date.now() - this.lastFreezeAt < MIN_GAP_MS) return this.live();
+    if (!this.cadence.due(Date.now()) || !this.marker.pointPossible() || Date.now() - this.lastFreezeAt < this.minGapMs) return this.live();
     if (this.quietCount !== null && this.marker.writeCount() === this.quietCount) return this.live();
     this.lastFreezeAt = Date.now();
     const { mountpoint, timeoutMs } = this.opts;

@@ -16,7 +16,7 @@ import { MARK_RETRY_MS, placeMarker, type StreamMarker } from './data-freeze.js'
 import { runCaptureScript, type ScriptOptions } from './script.js';
 import { TagCadence } from './tag-cadence.js';
 
-/** Tags at most this often, also when they fail and cycles follow each other at once. */
+/** Tags at most this often (or the agent's cycleIntervalMs if longer), also when they fail and cycles follow each other at once. */
 const MIN_GAP_MS = 1000;
 
 export class DataScriptCapture implements Capture {
@@ -35,7 +35,7 @@ export class DataScriptCapture implements Capture {
   /** writeCount() after the last post script: the same at the next begin means nothing was written since. */
   private quietCount: number | null = null;
 
-  constructor(private readonly volumeId: string, private readonly volume: Volume, private readonly opts: ScriptOptions, private readonly log: Logger, private readonly marker: StreamMarker) {
+  constructor(private readonly volumeId: string, private readonly volume: Volume, private readonly opts: ScriptOptions, private readonly log: Logger, private readonly marker: StreamMarker, private readonly minGapMs = MIN_GAP_MS) {
     this.cadence = new TagCadence(opts.tagIntervalMs);
   }
 
@@ -53,7 +53,7 @@ export class DataScriptCapture implements Capture {
 
   async begin(): Promise<CapturedView> {
     // Not due, a gap in the stream (no point possible), too soon, or nothing written since the last tag.
-    if (!this.cadence.due(Date.now()) || !this.marker.pointPossible() || Date.now() - this.lastAt < MIN_GAP_MS) return this.live();
+    if (!this.cadence.due(Date.now()) || !this.marker.pointPossible() || Date.now() - this.lastAt < this.minGapMs) return this.live();
     if (this.quietCount !== null && this.marker.writeCount() === this.quietCount) return this.live();
     this.lastAt = Date.now();
     const post = (): Promise<void> => this.run('post', this.opts.timeoutMs).catch((e) => this.fail('post script', e));

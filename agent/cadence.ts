@@ -1,0 +1,16 @@
+// When the agent's next cycle is due. Each unit (a volume on its own, or a consistency group) has its own
+// interval: a data-mode stream is collected more often than a volume that is read from a capture.
+
+export interface Cadenced {
+  /** When the unit is due next (ms since the epoch). */
+  nextAt: number;
+  /** Its last run left more than one differential's worth: it goes again at once. */
+  more: boolean;
+}
+
+/** Milliseconds from `now` until the first unit is due (0: one is due now); `idleMs` when there is none. */
+export function nextDue(units: readonly Cadenced[], now: number, idleMs = 1000): number {
+  if (units.length === 0) return idleMs;
+  if (units.some((u) => u.more)) return 0;
+  return Math.max(0, Math.min(...units.map((u) => u.nextAt)) - now);
+}
