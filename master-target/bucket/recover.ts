@@ -188,7 +188,11 @@ async function fetchAndWrite(store: BucketStore, img: BucketImage, refs: Array<C
   const last = refs.at(-1)!;
   const body = await store.getStream(img.key, { start, end: last.objectOffset + CHUNK_HEADER + last.length });
   if (!body) throw tmError('TM_ERR_BUCKET_CORRUPT', `image s3://${store.opts.bucket}/${store.key(img.key)} listed in the manifest is missing`, { key: img.key });
-  await writeChunkStream(body, refs, bs, fh, store.key(img.key), (n) => store.countDown(n));
+  try {
+    await writeChunkStream(body, refs, bs, fh, store.key(img.key), (n) => store.countDown(n));
+  } finally {
+    body.release?.(); // every piece written (writeChunkStream flushes before it returns or throws)
+  }
 }
 
 /**

@@ -8,6 +8,7 @@ import { createReadStream, promises as fsp } from 'node:fs';
 import { AbortMultipartUploadCommand, CompleteMultipartUploadCommand, CreateMultipartUploadCommand, DeleteObjectCommand, GetObjectCommand, HeadBucketCommand, PutObjectCommand, S3Client, UploadPartCommand } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { tmError, TidemarkError, type ErrorCode, isTidemarkError } from '../../common/errors.js';
+import { RangedGetter } from './ranged-get.js';
 
 // The SDK warns that future releases need Node 22; the locked version supports Node 20.
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
@@ -106,6 +107,8 @@ async function fileMd5s(file: string, size: number, partSize: number): Promise<B
 
 export class BucketStore {
   private readonly s3: S3Client;
+  /** Recovery's ranged GETs on plain-http endpoints (ranged-get.ts: a fraction of the SDK stream's CPU). */
+  private readonly ranged: RangedGetter | null;
   readonly requests: RequestCounts = { put: 0, get: 0, head: 0, delete: 0, list: 0, multipartParts: 0, bytesUp: 0, bytesDown: 0 };
 
   constructor(readonly opts: StoreOptions) {
@@ -118,6 +121,7 @@ export class BucketStore {
       responseChecksumValidation: 'WHEN_REQUIRED',
       maxAttempts: 2, // the tier retries with its own backoff
     });
+    this.ranged = RangedGetter.usable(opts.endpoint) ? new RangedGetter(opts.endpoint, opts.region, opts.credentials) : null;
     // A body sent with Content-MD5 (single PUTs, our multipart parts) is checked by the store against that
     // signed header, so the payload is not hashed again for the signature (SHA-256 of every byte, here and
     // in the store): x-amz-content-sha256 UNSIGNED-PAYLOAD, which the signer then uses as is.
@@ -183,11 +187,15 @@ export class BucketStore {
 
   /**
    * The object's bytes [start, end) as a stream (each piece as the socket delivered it, nothing gathered),
-   * or null when it does not exist. The caller counts what it got (`countDown`) and checks the length.
+   * or null when it does not exist. The caller counts what it got (`countDown`) and checks the length,
+   * and calls `release` (when present) once it holds no piece any more.
    */
-  async getStream(rel: string, range: { start: number; end: number }): Promise<AsyncIterable<Uint8Array> | null> {
+  async getStream(rel: string, range: { start: number; end: number }): Promise<(AsyncIterable<Uint8Array> & { release?: () => void }) | null> {
     const key = this.key(rel);
     this.requests.get++;
+    // Fast path; anything but a clean answer is asked again through the SDK, which names the failure.
+    const lean = await this.ranged?.get(this.opts.bucket, key, range.start, range.end).catch(() => null);
+    if (lean) return lean;
     try {
       const r = await this.s3.send(new GetObjectCommand({ Bucket: this.opts.bucket, Key: key, Range: `bytes=${range.start}-${range.end - 1}` }));
       const body = r.Body as unknown as AsyncIterable<Uint8Array> & { destroy?: () => void };

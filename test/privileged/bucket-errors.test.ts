@@ -129,6 +129,24 @@ t.test('each failure of the store has its own clear code', async (t) => {
     const out = path.join(dir, 'p1.img');
     await t.rejects(recoverFromBucket(storeAt(), 'v', { seq: 1 }, out), { code: 'TM_ERR_BUCKET_CORRUPT' }, 'a missing listed segment: TM_ERR_BUCKET_CORRUPT');
     t.notOk(await fsp.stat(out).then(() => true, () => false), 'no partial output left');
+    // Image ranges come through the lean reader (ranged-get.ts), which hands anything unclean to the SDK:
+    // it returns exactly the bytes asked for; a damaged image chunk and a deleted image are refused.
+    const img = m.images.at(-1)!;
+    const whole = (await storeAt().get(img.key))!;
+    const lean = (await storeAt().getStream(img.key, { start: 5, end: whole.length - 3 }))!;
+    const pieces: Buffer[] = [];
+    for await (const piece of lean) pieces.push(Buffer.from(piece));
+    t.ok(lean.release, 'plain http: the lean reader served the range');
+    lean.release?.();
+    t.ok(Buffer.concat(pieces).equals(whole.subarray(5, whole.length - 3)), 'a ranged GET returns exactly the bytes asked for');
+    const flipped = Buffer.from(whole);
+    flipped[whole.length >> 1]! ^= 0xff; // inside the chunk's data
+    await storeAt().putBuffer(img.key, flipped);
+    await t.rejects(recoverFromBucket(storeAt(), 'v', { seq: 3 }, out), { code: 'TM_ERR_BUCKET_CORRUPT' }, 'a damaged image chunk: TM_ERR_BUCKET_CORRUPT');
+    t.notOk(await fsp.stat(out).then(() => true, () => false), 'no partial output left');
+    await storeAt().delete(img.key);
+    await t.rejects(recoverFromBucket(storeAt(), 'v', { seq: 3 }, out), { code: 'TM_ERR_BUCKET_CORRUPT' }, 'a deleted image: TM_ERR_BUCKET_CORRUPT');
+    await storeAt().putBuffer(img.key, whole);
     const key = manifestKey('v');
     const damaged = encodeManifest(m);
     damaged[damaged.length - 10]! ^= 0xff;
