@@ -77,6 +77,13 @@ export function problemsOf(id: string, snapshots: Snap[], unreachable: Unreachab
   if (mv?.consistent === false) out.push({ state: 'INCONSISTENT', cause: `the replica on ${String(m!.d.name)} is not a usable image until the resync ends` });
   if (rt?.paused) out.push({ state: 'APPLY PAUSED', cause: String(rt.paused) });
   else if (mv && mv.lastError && (num(mv.storedSeq) ?? 0) > (num(mv.appliedSeq) ?? 0)) out.push({ state: 'APPLY FAILING', cause: String(mv.lastError) });
+  if (m) {
+    // The master target's filesystems this volume uses: its state (every volume's) and its own replica's, snapshots'.
+    const fss = Array.isArray(obj(m.d.space)?.filesystems) ? (obj(m.d.space)!.filesystems as unknown[]).map(obj).filter((f): f is Snap => f !== null) : [];
+    const mine = fss.filter((f) => Array.isArray(f.holds) && (f.holds as unknown[]).some((h) => String(h).startsWith('state') || String(h).endsWith(` of ${id}`)));
+    const worst = mine.find((f) => f.health === 'critical') ?? mine.find((f) => f.health === 'warning');
+    if (worst) out.push({ state: `MT DISK ${String(worst.health).toUpperCase()}`, cause: `${String(m.d.name)}: ${mine.filter((f) => f.health !== 'ok').map((f) => `${String(f.path)} ${String(f.freePercent)}% free (${(f.holds as unknown[]).join(', ')})`).join('; ')}` });
+  }
   const av = a?.v;
   const r = obj(av?.resync);
   if (r?.active) out.push({ state: `${String(r.mode)} ${String(r.percent)}%`, cause: String(r.reason ?? '') });

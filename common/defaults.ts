@@ -72,6 +72,8 @@ export const DEFAULTS = {
     cacheCheckIntervalMs: 1000,
   },
   masterTarget: {
+    /** The filesystems the master target writes to (state, replicas, snapshots): measured every interval. */
+    space: { warningFreePercent: 10, criticalFreePercent: 5, checkIntervalMs: 1000 },
     retention: {
       window: '72h',
       /** App-consistent points (tagged) are kept, unthinned, this long. */

@@ -26,6 +26,7 @@ const retentionSchema = z.strictObject({
 }));
 
 const O = DEFAULTS.masterTarget.objectStore;
+const S = DEFAULTS.masterTarget.space;
 /**
  * Long-term retention in the bucket: every point for `keepAll`, then per tier one point each `every` until
  * `for` (e.g. hourly for 7d, daily for 365d); older than `maxAge` (default: the longest tier) expires;
@@ -85,6 +86,12 @@ export const mtConfigSchema = z.strictObject({
     roots: z.array(z.string().min(1)).default([]),
     devices: z.array(z.string().min(1)).default([]),
   }).default({ roots: [], devices: [] }),
+  /** Health warning / critical when a filesystem the master target writes to has less than this % free. */
+  space: z.strictObject({
+    warningFreePercent: z.number().min(0).max(100).default(S.warningFreePercent),
+    criticalFreePercent: z.number().min(0).max(100).default(S.criticalFreePercent),
+    checkIntervalMs: z.number().int().min(100).max(3_600_000).default(S.checkIntervalMs),
+  }).refine((x) => x.criticalFreePercent <= x.warningFreePercent, { message: 'criticalFreePercent must not be above warningFreePercent' }).prefault({}),
   volumes: z.array(z.strictObject({
     id: volumeIdSchema,
     /** Certificate names (CN) of the process servers that may send this volume; no other peer can open it. */

@@ -30,5 +30,12 @@ export function masterTargetMetrics(log: Logger, snapshot: () => Snapshot): Daem
   m.gauge('tidemark_bucket_listed_bytes', 'Bytes of the objects the bucket manifest lists (segments and images): what bucket retention\'s maxBytes bounds.', ['volume'], perVolume((v) => (tier(v)?.expiry as { listedBytes?: number } | undefined)?.listedBytes));
   m.gauge('tidemark_bucket_pending_deletes', 'Objects unlisted from the bucket manifest and not yet deleted (expiry, or an upload cut short).', ['volume'], perVolume((v) => (tier(v)?.expiry as { pendingDeletes?: number } | undefined)?.pendingDeletes));
   m.gauge('tidemark_bucket_error', '1 while the bucket tier\'s last pass failed (status objectStore.lastErrorCode says why), else 0.', ['volume'], perVolume((v) => (tier(v) ? (tier(v)!.lastError ? 1 : 0) : undefined)));
+  const filesystems = (s: Snapshot): Array<Record<string, unknown>> => ((s.space as { filesystems?: Array<Record<string, unknown>> } | null)?.filesystems ?? []);
+  m.gauge('tidemark_mt_filesystem_free_ratio', 'Free share (0 to 1) of each filesystem the master target writes to (state, replicas, snapshots) at the last check.', ['path'], (set, s) => {
+    for (const f of filesystems(s)) set({ path: String(f.path) }, Number(f.freePercent) / 100);
+  });
+  m.gauge('tidemark_mt_filesystem_available_bytes', 'Space available on each filesystem the master target writes to at the last check.', ['path'], (set, s) => {
+    for (const f of filesystems(s)) set({ path: String(f.path) }, Number(f.availBytes));
+  });
   return m;
 }

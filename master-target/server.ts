@@ -1,5 +1,6 @@
 // The master target daemon: accepts process servers over mutual TLS, stages each differential durably,
 // applies it to the replica in order, and acknowledges only what is applied and fsync'd.
+import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { didYouMean, resolveFrom } from '../common/config.js';
 import { DaemonShell } from '../common/daemon-shell.js';
@@ -16,6 +17,7 @@ import { recoverPoint, type RecoverProgress, type RecoverySource } from './recov
 import { MtVolume } from './volume.js';
 import { TestFailovers } from './test-failover.js';
 import { operatorAction } from './operator-actions.js';
+import { SpaceWatch, type WatchedDir } from './space-watch.js';
 
 export class MasterTarget implements InboundSink {
   readonly targets = new Map<string, MtVolume>();
@@ -24,6 +26,8 @@ export class MasterTarget implements InboundSink {
   private readonly shell: DaemonShell<FramedConnection>;
   private retry: NodeJS.Timeout | null = null;
   testFailovers!: TestFailovers;
+  /** Free space of every filesystem written to, measured on a timer (master-target/space-watch.ts). */
+  space: SpaceWatch | null = null;
   port = 0;
 
   constructor(readonly config: MtConfig, private readonly log: Logger) {
@@ -37,6 +41,8 @@ export class MasterTarget implements InboundSink {
     // Before anything reads the state: a second master target would run start-up recovery on live staging.
     await this.shell.start({ trust: trustPaths(cfg.tls, p), certPath: cfg.tls.cert, stateDir: p(cfg.stateDir) });
     this.receiver = new DiffReceiver(this, cfg.name, this.log.child({ component: 'receiver' }), cfg.maxDiffBytes);
+    this.space = new SpaceWatch(await watchedDirs(cfg, p), cfg.space, this.log.child({ component: 'space' }), cfg.space.checkIntervalMs);
+    await this.space.open();
     for (const v of cfg.volumes) {
       const t = await MtVolume.open(cfg, v, this.log, {
         applied: (seq) => this.receiver.ack(v.id, seq),
@@ -167,6 +173,7 @@ export class MasterTarget implements InboundSink {
       pid: process.pid,
       port: this.port,
       receiver: this.receiver?.stats,
+      space: this.space?.status() ?? null,
       recoveries: [...this.recoveries.values()],
       volumes: [...this.targets.values()].map((t) => t.status()),
     };
@@ -176,7 +183,21 @@ export class MasterTarget implements InboundSink {
   close(): Promise<void> {
     if (this.retry) clearInterval(this.retry);
     return this.shell.close(async () => {
+      await this.space?.close();
       for (const t of this.targets.values()) await t.close();
     });
   }
+}
+
+/** Where the master target writes: its state directory, each file replica's directory, each snapshot directory. */
+async function watchedDirs(cfg: MtConfig, p: (x: string) => string): Promise<WatchedDir[]> {
+  const dirs: WatchedDir[] = [{ dir: p(cfg.stateDir), holds: 'state (staging, retention)' }];
+  for (const v of cfg.volumes) {
+    const replica = p(v.replica);
+    // A block device replica has no filesystem of ours to fill.
+    const isDevice = await fsp.stat(replica).then((s) => s.isBlockDevice(), () => false);
+    if (!isDevice) dirs.push({ dir: path.dirname(replica), holds: `replica of ${v.id}` });
+    if (v.snapshots) dirs.push({ dir: p(v.snapshots.dir), holds: `snapshots of ${v.id}` });
+  }
+  return dirs;
 }
