@@ -194,8 +194,11 @@ export class BucketStore {
     const key = this.key(rel);
     this.requests.get++;
     // Fast path; anything but a clean answer is asked again through the SDK, which names the failure.
-    const lean = await this.ranged?.get(this.opts.bucket, key, range.start, range.end).catch(() => null);
-    if (lean) return lean;
+    if (this.ranged) {
+      const lean = await this.ranged.get(this.opts.bucket, key, range.start, range.end).catch(() => null);
+      if (lean) return lean;
+      this.requests.get++; // the SDK's GET below is a second request
+    }
     try {
       const r = await this.s3.send(new GetObjectCommand({ Bucket: this.opts.bucket, Key: key, Range: `bytes=${range.start}-${range.end - 1}` }));
       const body = r.Body as unknown as AsyncIterable<Uint8Array> & { destroy?: () => void };

@@ -146,6 +146,9 @@ t.test('each failure of the store has its own clear code', async (t) => {
     t.notOk(await fsp.stat(out).then(() => true, () => false), 'no partial output left');
     await storeAt().delete(img.key);
     await t.rejects(recoverFromBucket(storeAt(), 'v', { seq: 3 }, out), { code: 'TM_ERR_BUCKET_CORRUPT' }, 'a deleted image: TM_ERR_BUCKET_CORRUPT');
+    const counted = storeAt();
+    t.equal(await counted.getStream(img.key, { start: 0, end: 10 }), null, 'a deleted object reads as absent');
+    t.equal(counted.requests.get, 2, 'both GETs are counted: the lean one, and the one the SDK asked again');
     await storeAt().putBuffer(img.key, whole);
     const key = manifestKey('v');
     const damaged = encodeManifest(m);
