@@ -31,7 +31,7 @@ import { ConsistencyGroup } from './group.js';
 import { ScanTracker } from './trackers/scan.js';
 import { Volume } from './volume.js';
 import { Drains } from './drain.js';
-import { nextDue, type Cadenced } from './cadence.js';
+import { isDue, nextDue, type Cadenced } from './cadence.js';
 
 /** A volume or group as the cycle runs it: when it is due next, and whether it had more than one differential. */
 interface Unit extends Cadenced {
@@ -203,7 +203,7 @@ export class Agent {
     const woken = this.wakeRequested;
     this.wakeRequested = false;
     for (const [i, u] of this.units.entries()) {
-      if (this.lingering.has(i) || !(woken || u.more || Date.now() >= u.nextAt)) continue;
+      if (this.lingering.has(i) || !isDue(u, Date.now(), woken)) continue;
       u.nextAt = Date.now() + u.everyMs;
       u.more = false;
       let late = false;

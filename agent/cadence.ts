@@ -14,3 +14,11 @@ export function nextDue(units: readonly Cadenced[], now: number, idleMs = 1000):
   if (units.some((u) => u.more)) return 0;
   return Math.max(0, Math.min(...units.map((u) => u.nextAt)) - now);
 }
+
+/**
+ * Whether a unit runs in this cycle: its interval passed, its last run left more than one differential
+ * (only that unit goes again at once, not every unit), or an operator woke them all.
+ */
+export function isDue(u: Cadenced, now: number, woken: boolean): boolean {
+  return woken || u.more || now >= u.nextAt;
+}

@@ -5,7 +5,7 @@ import t from 'tap';
 import { validateConfig } from '../../../common/config.js';
 import { DEFAULTS } from '../../../common/defaults.js';
 import { agentConfigSchema } from '../../../agent/config.js';
-import { nextDue } from '../../../agent/cadence.js';
+import { isDue, nextDue } from '../../../agent/cadence.js';
 import { caught } from '../caught.js';
 
 t.test('the next cycle comes when the earliest unit is due', async (t) => {
@@ -14,6 +14,16 @@ t.test('the next cycle comes when the earliest unit is due', async (t) => {
   t.equal(nextDue([{ nextAt: now - 5, more: false }, { nextAt: now + 2000, more: false }], now), 0, 'a unit overdue: at once');
   t.equal(nextDue([{ nextAt: now + 2000, more: true }, { nextAt: now + 900, more: false }], now), 0, 'a unit with more to send: at once');
   t.equal(nextDue([], now, 1500), 1500, 'no unit to run (all lingering): the idle interval');
+});
+
+t.test('only the busy unit goes again at once; the others keep their times', async (t) => {
+  const now = 1_000_000;
+  const busy = { nextAt: now + 250, more: true };
+  const quiet = { nextAt: now + 1500, more: false };
+  const due = (woken = false): boolean[] => [busy, quiet].map((u) => isDue(u, now, woken));
+  t.same(due(), [true, false], 'the unit with more to send runs; the one not due waits for its time');
+  t.same(due(true), [true, true], 'an operator wake runs every unit');
+  t.same([{ nextAt: now, more: false }, { nextAt: now + 1, more: false }].map((u) => isDue(u, now, false)), [true, false], 'due exactly at its time, not a millisecond before');
 });
 
 t.test('data.collectIntervalMs: default, partial section, bounds', async (t) => {
