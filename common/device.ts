@@ -27,11 +27,19 @@ export interface BlockDeviceInfo {
 
 const readSys = async (p: string): Promise<string> => (await fsp.readFile(p, 'utf8')).trim();
 
+/** glibc's major()/minor() of a dev_t. */
+export function splitDev(dev: number): { major: number; minor: number } {
+  const d = BigInt(dev);
+  return { major: Number(((d >> 8n) & 0xfffn) | ((d >> 32n) & ~0xfffn)), minor: Number((d & 0xffn) | ((d >> 12n) & 0xffffff00n)) };
+}
+
 export async function blockDeviceInfo(p: string): Promise<BlockDeviceInfo | null> {
   const st = await fsp.stat(p);
   if (!st.isBlockDevice()) return null;
-  const name = path.basename(await fsp.realpath(p));
-  const sys = await fsp.realpath(`/sys/class/block/${name}`);
+  // By device number, not by name: a node made elsewhere (mknod, a container's /dev) names no sysfs entry.
+  const { major: devMajor, minor: devMinor } = splitDev(st.rdev);
+  const sys = await fsp.realpath(`/sys/dev/block/${devMajor}:${devMinor}`);
+  const name = path.basename(sys);
   const isPartition = await fsp.access(path.join(sys, 'partition')).then(() => true, () => false);
   const diskSys = isPartition ? path.dirname(sys) : sys;
   const [major, minor] = (await readSys(path.join(diskSys, 'dev'))).split(':').map(Number) as [number, number];

@@ -79,7 +79,7 @@ interface Addon {
   flip(h: number): number;
   bitmap(h: number, which: number): Buffer;
   clearBits(h: number, which: number, bits: Buffer): void;
-  calibrate(h: number, obj: string, device: string, sector: number): { pageOffsetBase: string; vmemmapBase: string };
+  calibrate(h: number, obj: string, device: string, sector: number, deviceStart: number): { pageOffsetBase: string; vmemmapBase: string };
   mark(h: number, obj: string, token: number): boolean;
   close(h: number, detach: number, pinDir: string): void;
 }
@@ -92,6 +92,8 @@ export interface CaptureOptions {
   minor: number;
   startByte: number;
   endByte: number;
+  /** Where devicePath starts on the disk: a partition's first byte (0, the default, for a whole disk). */
+  deviceStartByte?: number;
   /** Bytes per bit of the write and drop bitmaps: 1 << chunkShift. */
   chunkShift: number;
   /** Kernel ring size: a power of two, at least 64 KiB. */
@@ -214,7 +216,8 @@ export class DataCapture {
       try {
         // A sector inside the volume: the calibration read must be one of this disk's requests.
         const sector = Math.floor(o.startByte / 512) + 8 * Math.floor(Math.random() * Math.max(1, Math.floor((o.endByte - o.startByte) / 4096)));
-        a.calibrate(opened.handle, objectPath(), devicePath, Math.min(sector, Math.floor(o.endByte / 512) - 8));
+        // The programs see disk sectors; a partition's own offsets start at its first (o.deviceStartByte).
+        a.calibrate(opened.handle, objectPath(), devicePath, Math.min(sector, Math.floor(o.endByte / 512) - 8), Math.floor((o.deviceStartByte ?? 0) / 512));
       } catch (e) {
         cap.close(true);
         const { syscall, message } = e as { syscall?: string; message?: string };

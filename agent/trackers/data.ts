@@ -18,7 +18,7 @@
 import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
-import { blockDeviceInfo } from '../../common/device.js';
+import { blockDeviceInfo, type BlockDeviceInfo } from '../../common/device.js';
 import { tmError } from '../../common/errors.js';
 import type { Logger } from '../../common/log.js';
 import { BITS_DROPPED, BITS_EPOCH0, DataCapture, DC_DISCARD, DC_HDR, DC_MARK, DC_WRITE, DC_ZEROES, ensureBpffs, parseRecords, type CaptureStats, type DataRecord } from '../../native/datacap.js';
@@ -49,6 +49,17 @@ interface Meta {
   settings: string;
   /** /sys/block stat counts minus the program's at its load: more later means completions it missed. */
   statOffset: { writes: number; discards: number };
+  /** The stat file the offset was taken from (absent: before the disk's stat was used for partitions). */
+  statFile?: string;
+}
+
+/**
+ * The block-layer counts data mode checks its programs against: the whole disk's, because the programs
+ * count every write request of the disk, inside the volume's range or not. A partition's own stat counts
+ * only its share, so other partitions' writes would cancel (hide) requests the programs missed.
+ */
+export function statFileOf(dev: Pick<BlockDeviceInfo, 'diskName'>): string {
+  return `/sys/class/block/${dev.diskName}/stat`;
 }
 
 /** Bitmap chunks are blocks, unless a bitmap would pass this many bits (then chunks grow). */
@@ -138,14 +149,16 @@ export class DataTracker implements Tracker {
     const resumable = !reason && meta?.tracker === 'data' && meta.bootId === boot && meta.settings === settings && meta.pinName === pinName;
     const pinDir = path.join(ensureBpffs(), pinName);
     this.cap = DataCapture.open(this.volumePath, {
-      pinDir, major: Math.floor(dev.diskDevT / 2 ** 20), minor: dev.diskDevT % 2 ** 20, startByte: dev.startSector * 512, endByte: dev.endSector * 512,
+      pinDir, major: Math.floor(dev.diskDevT / 2 ** 20), minor: dev.diskDevT % 2 ** 20, startByte: dev.startSector * 512, endByte: dev.endSector * 512, deviceStartByte: dev.startSector * 512,
       chunkShift: this.chunkShift, ringBytes: this.opts.ringMiB * 2 ** 20, maxQueueBytes: this.opts.queueMiB * 2 ** 20, fifoPriority: this.opts.fifoPriority, resume: resumable,
     });
     if (!loaded) reason ??= 'no tracking baseline';
     else if (!resumable) reason ??= meta?.bootId !== boot ? 'the machine rebooted since tracking was saved' : 'the device or data-mode settings changed';
     else if (!this.cap.resumed) reason = `the capture's pins in ${pinDir} are gone: writes since the agent stopped are unknown`;
-    this.statFile = `/sys/class/block/${dev.name}/stat`;
-    this.meta = { tracker: 'data', bootId: boot, pinName, settings, statOffset: reason === null && meta?.statOffset ? meta.statOffset : await this.statBaseline() };
+    this.statFile = statFileOf(dev);
+    // An offset taken from another stat file (a partition's, before) is taken again rather than trusted.
+    const offsetValid = reason === null && meta?.statOffset && (meta.statFile ?? `/sys/class/block/${dev.name}/stat`) === this.statFile;
+    this.meta = { tracker: 'data', bootId: boot, pinName, settings, statOffset: offsetValid ? meta!.statOffset : await this.statBaseline(), statFile: this.statFile };
     if (reason === null) {
       // Writes the last run consumed but may not have journaled, and what was dropped since: re-read,
       // after every record still in the ring from before now.

@@ -659,15 +659,18 @@ static int run_scan(int prog_fd, struct dc_ctl *ctl, uint64_t phys, const uint64
   return 0;
 }
 
-// calibrate(handle, objPath, devicePath, sector): find page_offset_base and vmemmap_base (see the issue
-// notes in datacap.ts) and store them for the program. Returns { pageOffsetBase, vmemmapBase } as strings.
+// calibrate(handle, objPath, devicePath, sector, deviceStart): find page_offset_base and vmemmap_base (see
+// the issue notes in datacap.ts) and store them for the program. `sector` is on the disk (as the programs
+// see requests); devicePath starts at disk sector `deviceStart` (a partition's start, else 0), so the
+// calibration read goes to sector - deviceStart of it. Returns { pageOffsetBase, vmemmapBase } as strings.
 static napi_value dc_calibrate(napi_env env, napi_callback_info info) {
-  napi_value argv[4];
-  if (get_args(env, info, 4, argv)) return NULL;
+  napi_value argv[5];
+  if (get_args(env, info, 5, argv)) return NULL;
   dc_handle *h = get_handle(env, argv[0]);
   char obj_path[4096], dev[4096];
-  uint64_t sector;
-  if (!h || get_str(env, argv[1], obj_path, sizeof obj_path) || get_str(env, argv[2], dev, sizeof dev) || get_u64(env, argv[3], &sector)) return NULL;
+  uint64_t sector, dev_start;
+  if (!h || get_str(env, argv[1], obj_path, sizeof obj_path) || get_str(env, argv[2], dev, sizeof dev) || get_u64(env, argv[3], &sector) || get_u64(env, argv[4], &dev_start)) return NULL;
+  if (dev_start > sector) return throw_err(env, "calibrate: the sector is before the device's start", EINVAL);
   const char *what = "calibrate";
   int err = 0;
   void *buf = NULL;
@@ -712,7 +715,7 @@ static napi_value dc_calibrate(napi_env env, napi_callback_info info) {
   for (int attempt = 0; attempt < 5 && vmb == 0; attempt++) {
     h->ctl->calib_page = 0;
     __atomic_store_n(&h->ctl->calib_sector, sector + 1, __ATOMIC_SEQ_CST);
-    if (pread(fd, buf, 4096, (off_t)(sector * 512)) != 4096) {
+    if (pread(fd, buf, 4096, (off_t)((sector - dev_start) * 512)) != 4096) {
       err = errno ? errno : EIO, what = "O_DIRECT read for calibration";
       goto out;
     }
