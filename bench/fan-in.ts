@@ -5,12 +5,22 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Fleet, PS } from '../lab/fleet.js';
 import { makeCorpus, nonZeroBlocks, slice, type CorpusFacts } from './corpus.js';
 import { benchSizeMiB, CpuMeter, fmt, GiB, MiB, timed, which, WORK_DIR, type BenchResult, type Benchmark, type Figure, type Ratio, type Reference } from './harness.js';
 import { sha256File } from './volume.js';
 
 const AGENT_COUNTS = [1, 4, 16] as const;
+/** TIDEMARK_FANIN_AGENTS="1" (comma-separated): run only these agent counts (a quicker same-run comparison). */
+function agentCounts(): number[] {
+  const env = process.env.TIDEMARK_FANIN_AGENTS;
+  if (env === undefined || env === '') return [...AGENT_COUNTS];
+  const ns = env.split(',').map(Number);
+  if (ns.some((n) => !(AGENT_COUNTS as readonly number[]).includes(n))) throw new Error(`TIDEMARK_FANIN_AGENTS takes some of ${AGENT_COUNTS.join(', ')}, not "${env}"`);
+  return ns;
+}
+const PRELOAD = pathToFileURL(path.join(path.dirname(fileURLToPath(import.meta.url)), 'cpu-prof-preload.js')).href;
 const COMPRESSIONS = ['lz4', 'none'] as const;
 const CYCLE_INTERVAL_MS = 500;
 const TIMEOUT_MS = 30 * 60_000;
@@ -99,7 +109,17 @@ async function fanInRun(work: string, corpus: string, size: number, n: number, c
   const share = Math.floor(size / n / 4096) * 4096;
   const volumes = agents.map((agent, i) => ({ id: `vol-${i + 1}`, agent, masterTarget: 'mt-1', source: path.join(dir, `vol-${i + 1}.img`), replica: path.join(dir, `vol-${i + 1}.replica.img`) }));
   for (const [i, v] of volumes.entries()) await slice(corpus, v.source, i * share, share);
-  const fleet = await Fleet.create({ dir, agents, masterTargets: ['mt-1'], volumes, agent: { cycleIntervalMs: CYCLE_INTERVAL_MS }, ps: { compression } });
+  // TIDEMARK_BENCH_CPU_PROF=1: every daemon writes a V8 CPU profile under WORK_DIR/profiles/fan-in/<run>.
+  const profDir = process.env.TIDEMARK_BENCH_CPU_PROF ? path.join(WORK_DIR, 'profiles', 'fan-in', `${n}-agents-${compression}`) : null;
+  if (profDir) {
+    await fsp.rm(profDir, { recursive: true, force: true });
+    await fsp.mkdir(profDir, { recursive: true });
+    console.log(`  CPU profiles of the daemons go to ${profDir} (figures are slower with the profiler on)`);
+  }
+  const fleet = await Fleet.create({
+    dir, agents, masterTargets: ['mt-1'], volumes, agent: { cycleIntervalMs: CYCLE_INTERVAL_MS }, ps: { compression },
+    ...(profDir ? { env: { NODE_OPTIONS: `--import=${PRELOAD}`, TIDEMARK_CPU_PROF_DIR: profDir } } : {}),
+  });
   const cpu = new CpuMeter();
   const sampleAll = (): void => cpu.sample();
   try {
@@ -193,7 +213,7 @@ async function run(): Promise<BenchResult> {
 
     const runs: FanInRun[] = [];
     for (const compression of COMPRESSIONS) {
-      for (const n of AGENT_COUNTS) {
+      for (const n of agentCounts()) {
         console.log(`fan-in: ${n} agent(s), compression ${compression}...`);
         const r = await fanInRun(work, corpus, size, n, compression);
         console.log(`  ${fmt(r.rawIn / MiB / r.dataSeconds)} MiB/s of data, process server ${fmt(r.cpu.ps / (r.rawIn / GiB), 2)} CPU s/GiB, replicas ${r.equal ? 'equal' : 'DIFFER'}`);
@@ -269,7 +289,7 @@ function report(mib: number, facts: CorpusFacts, refs: CliResult[], runs: FanInR
   return {
     params: {
       imageSizeMiB: mib,
-      agentCounts: [...AGENT_COUNTS],
+      agentCounts: agentCounts(),
       volumePerAgent: 'agent i of N replicates bytes [i/N, (i+1)/N) of the image as its volume',
       masterTargets: 1,
       agentCycleIntervalMs: CYCLE_INTERVAL_MS,

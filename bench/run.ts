@@ -37,7 +37,7 @@ function list(): void {
   const w = Math.max(...names.map((n) => n.length));
   console.log('usage: npm run bench -- <name>\n\nbenchmarks:');
   for (const n of names) console.log(`  ${n.padEnd(w)}  ${BENCHMARKS[n]!.description}`);
-  console.log('\nenvironment: TIDEMARK_BENCH_SIZE_MIB (smaller volume for a trial run), TIDEMARK_BENCH_KEEP=1 (keep bench/work files), TIDEMARK_BENCH_CPU_PROF=1 (daemon CPU profiles)');
+  console.log('\nenvironment: TIDEMARK_BENCH_SIZE_MIB (smaller volume for a trial run), TIDEMARK_BENCH_KEEP=1 (keep bench/work files), TIDEMARK_BENCH_CPU_PROF=1 (daemon CPU profiles), TIDEMARK_FANIN_AGENTS=1 (fan-in: only these agent counts, e.g. "1" or "1,4")');
 }
 
 async function main(argv: string[]): Promise<number> {
