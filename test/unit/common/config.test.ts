@@ -80,7 +80,7 @@ t.test('an unknown top-level key is named with the key it probably meant', async
 t.test('an unknown key without a near miss lists the valid keys', async (t) => {
   const e = caught(() => validateConfig(mtConfigSchema, { ...mtMin, zzzzzzzzzzzz: 1 }));
   t.equal(e?.code, 'TM_ERR_CONFIG_UNKNOWN_KEY');
-  t.match(e?.message, /valid: name, stateDir, tls, listen, statusPort, operatorListen, maxDiffBytes, recovery, volumes, connections/);
+  t.match(e?.message, /valid: name, stateDir, tls, listen, statusPort, operatorListen, maxDiffBytes, recovery, space, volumes, connections/);
 });
 
 t.test('an unknown key inside volumes[0] suggests the nested key', async (t) => {
