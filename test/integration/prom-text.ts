@@ -7,6 +7,8 @@
 // names that belong to their family's type (_total counters, _bucket/_sum/_count); no duplicate
 // series; histogram buckets with le, cumulative, ending in +Inf equal to _count.
 
+import http from 'node:http';
+
 export type MetricType = 'counter' | 'gauge' | 'histogram' | 'summary' | 'untyped';
 export interface Sample { name: string; labels: Record<string, string>; value: number }
 export interface Family { name: string; type: MetricType; help: string | null; samples: Sample[] }
@@ -170,4 +172,17 @@ export function sampleValue(fams: Map<string, Family>, name: string, labels: Rec
   const hits = (f?.samples ?? []).filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v));
   if (hits.length > 1) throw new Error(`${name}${JSON.stringify(labels)} matches ${hits.length} series`);
   return hits[0]?.value;
+}
+
+/** GET /metrics of a daemon on loopback, parsed strictly. */
+export async function scrapeMetrics(port: number): Promise<Map<string, Family>> {
+  const text = await new Promise<string>((resolve, reject) => {
+    http.get({ host: '127.0.0.1', port, path: '/metrics', timeout: 3000 }, (res) => {
+      let b = '';
+      res.setEncoding('utf8');
+      res.on('data', (c) => (b += c));
+      res.on('end', () => resolve(b));
+    }).on('error', reject).on('timeout', function (this: { destroy: (e: Error) => void }) { this.destroy(new Error('GET /metrics timed out')); });
+  });
+  return parsePrometheusText(text);
 }

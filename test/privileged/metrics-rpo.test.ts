@@ -3,27 +3,17 @@
 // (applied) views of the newest one agree once the chain has converged. (Without recovery points,
 // capture `none`, test/integration/metrics.test.ts checks that RPO is +Inf.)
 import { promises as fsp } from 'node:fs';
-import http from 'node:http';
 import path from 'node:path';
 import t from 'tap';
 import { Lab, type DaemonName } from '../../lab/lab.js';
 import { STATUS_PORT_FILE } from '../../common/status-server.js';
 import { makeImage, sha256, startWriter } from '../integration/helpers.js';
-import { parsePrometheusText, sampleValue, type Family } from '../integration/prom-text.js';
+import { sampleValue, scrapeMetrics, type Family } from '../integration/prom-text.js';
 import { makeXfs, privileged, tempDir } from './require-root.js';
 import { sleep } from './protected.js';
 
 async function metrics(lab: Lab, name: DaemonName): Promise<Map<string, Family>> {
-  const port = Number(await fsp.readFile(path.join(lab.stateDirs[name], STATUS_PORT_FILE), 'utf8'));
-  const text = await new Promise<string>((resolve, reject) => {
-    http.get({ host: '127.0.0.1', port, path: '/metrics' }, (res) => {
-      let b = '';
-      res.setEncoding('utf8');
-      res.on('data', (c) => (b += c));
-      res.on('end', () => resolve(b));
-    }).on('error', reject);
-  });
-  return parsePrometheusText(text);
+  return scrapeMetrics(Number(await fsp.readFile(path.join(lab.stateDirs[name], STATUS_PORT_FILE), 'utf8')));
 }
 
 t.test('RPO and recovery point timestamps with reflink capture', async (t) => {

@@ -3,12 +3,11 @@
 // server connected (regression: it used to log only on a failed write, so a full disk with nothing to
 // apply went unreported), and status, metrics and the log follow it to warning, critical and back.
 import { promises as fsp } from 'node:fs';
-import http from 'node:http';
 import path from 'node:path';
 import t from 'tap';
 import { Lab } from '../../lab/lab.js';
 import { STATUS_PORT_FILE } from '../../common/status-server.js';
-import { parsePrometheusText, sampleValue } from '../integration/prom-text.js';
+import { sampleValue, scrapeMetrics } from '../integration/prom-text.js';
 import { privileged, run, tempDir } from './require-root.js';
 import { sleep } from './protected.js';
 
@@ -70,15 +69,7 @@ t.test('a filling state filesystem is reported with nothing to write', async (t)
   t.match((st.reasons as string[]).join(), new RegExp(`${stateFs}.*state \\(staging, retention\\)\\): 0\\.0% free`), 'the reason names the filesystem and what it holds');
 
   const port = Number(await fsp.readFile(path.join(lab.stateDirs.mt, STATUS_PORT_FILE), 'utf8'));
-  const text = await new Promise<string>((resolve, reject) => {
-    http.get({ host: '127.0.0.1', port, path: '/metrics' }, (res) => {
-      let b = '';
-      res.setEncoding('utf8');
-      res.on('data', (c) => (b += c));
-      res.on('end', () => resolve(b));
-    }).on('error', reject);
-  });
-  const families = parsePrometheusText(text);
+  const families = await scrapeMetrics(port);
   t.equal(sampleValue(families, 'tidemark_mt_filesystem_free_ratio', { path: stateFs }), 0, 'the free ratio metric is 0');
   t.ok((sampleValue(families, 'tidemark_mt_filesystem_free_ratio', { path: dir }) ?? 0) > 0, 'the replica filesystem has its own figure');
 
