@@ -8,7 +8,8 @@
 // against its source checksum before the first write, so a damaged differential changes nothing.
 // Group commit: the differentials staged when the applier looks are applied in order and made durable
 // together (one replica fsync, one hash-table save, one state write for all), then acknowledged; a crash
-// re-applies the whole group. The extents of a differential go to the replica many per call (writeMany).
+// re-applies the whole group. A group's commit runs while the next group is written (pipelined; the
+// argument is at commit()). The extents of a differential go to the replica many per call (writeMany).
 import { tmError, isCorruption, isTidemarkError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { currentPoint, type RecoveryPoint, type MtStore } from './volume-state.js';
