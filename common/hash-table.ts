@@ -19,6 +19,12 @@ export const PAGE = 4096;
 /** Hashes per page: the page's last 8 bytes are its index (u32) and the crc32c of everything before it. */
 export const PAGE_HASHES = (PAGE - 8) / 8;
 
+/** Encoded pages of a table taken by HashTableFile.capture: runs of neighbouring pages, or every page (whole). */
+export interface CapturedPages {
+  whole: boolean;
+  runs: Array<{ page: number; data: Buffer }>;
+}
+
 export interface LoadedHashTable {
   hashes: BigUint64Array;
   /** The sequence number whose application the table reflects; null in a version 1 file (not recorded). */
@@ -93,46 +99,77 @@ export class HashTableFile {
    * being applied is not yet done, so it is applied again and rewrites the same entries (FORMAT.md §3.2).
    */
   async save(hashes: BigUint64Array, seq = 0): Promise<void> {
-    if (hashes.length !== this.blockCount) throw new Error(`hash table of ${hashes.length} entries for ${this.blockCount} blocks`);
-    if (this.whole || !(await this.saveInPlace(hashes, seq))) {
-      await writeFileDurable(this.file, Buffer.concat([this.header(seq), ...Array.from(this.dirty, (_, p) => this.encodePage(hashes, p))]));
-      this.whole = false;
+    if (!(await this.saveCaptured(this.capture(hashes), seq))) {
+      this.whole = true; // the file is gone: written whole
+      await this.saveCaptured(this.capture(hashes), seq);
     }
-    this.clean();
   }
 
-  /** False when the file is gone (written whole instead). A failed write throws and marks the file for a whole rewrite. */
-  private async saveInPlace(hashes: BigUint64Array, seq: number): Promise<boolean> {
+  /**
+   * The pages the next save would write, encoded now (and no longer counted as changed), for
+   * saveCaptured to write later while `hashes` changes on: the master target's applier saves a group's
+   * table while it writes the next group (Applier.commit). Captures must be saved in the order taken.
+   */
+  capture(hashes: BigUint64Array): CapturedPages {
+    if (hashes.length !== this.blockCount) throw new Error(`hash table of ${hashes.length} entries for ${this.blockCount} blocks`);
+    const whole = this.whole;
+    const runs: CapturedPages['runs'] = [];
+    const pages = this.dirty.length;
+    for (let p = 0; p < pages && (whole || this.dirtyCount > 0); p++) {
+      if (!whole && !this.dirty[p]) continue;
+      let end = p + 1;
+      while (end < pages && (whole || this.dirty[end])) end++;
+      runs.push({ page: p, data: Buffer.concat(Array.from({ length: end - p }, (_, i) => this.encodePage(hashes, p + i))) });
+      p = end - 1;
+    }
+    this.clean();
+    this.whole = false; // a failed saveCaptured sets it again
+    return { whole, runs };
+  }
+
+  /**
+   * Write what capture() took, as reflecting `seq`. False (nothing written; the next capture is whole) when
+   * it holds only changed pages and the file is gone. A failure throws and makes the next capture whole.
+   */
+  async saveCaptured(c: CapturedPages, seq: number): Promise<boolean> {
+    try {
+      if (c.whole) {
+        await writeFileDurable(this.file, Buffer.concat([this.header(seq), ...c.runs.map((r) => r.data)]));
+        return true;
+      }
+      const done = await this.saveInPlace(c.runs, seq);
+      if (!done) this.whole = true;
+      return done;
+    } catch (e) {
+      // What reached the file is unknown: the next save writes it whole.
+      this.whole = true;
+      throw e;
+    }
+  }
+
+  /** Something captured will not be saved (the save it was for was abandoned): the next capture is whole. */
+  uncaptured(): void {
+    this.whole = true;
+  }
+
+  /** False when the file is gone. */
+  private async saveInPlace(runs: CapturedPages['runs'], seq: number): Promise<boolean> {
     let fh: fsp.FileHandle;
     try {
       fh = await fsp.open(this.file, 'r+');
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
-      this.whole = true;
       throw e;
     }
     try {
       // Each run of neighbouring pages is one positional write; the runs go to the thread pool together.
-      const writes: Promise<unknown>[] = [];
-      const pages = this.dirty.length;
-      for (let p = 0; p < pages && this.dirtyCount > 0; p++) {
-        if (!this.dirty[p]) continue;
-        let end = p + 1;
-        while (end < pages && this.dirty[end]) end++;
-        const run = Buffer.concat(Array.from({ length: end - p }, (_, i) => this.encodePage(hashes, p + i)));
-        writes.push(fh.write(run, 0, run.length, PAGE * (p + 1)));
-        p = end - 1;
-      }
+      const writes: Promise<unknown>[] = runs.map((r) => fh.write(r.data, 0, r.data.length, PAGE * (r.page + 1)));
       const head = this.header(seq);
       writes.push(fh.write(head, 0, LAYOUT[VERSION]!.crcAt + 4, 0));
       const failed = (await Promise.allSettled(writes)).find((r): r is PromiseRejectedResult => r.status === 'rejected');
       if (failed) throw failed.reason;
       await fh.datasync();
       return true;
-    } catch (e) {
-      // What reached the file is unknown: the next save writes it whole.
-      this.whole = true;
-      throw e;
     } finally {
       await fh.close();
     }

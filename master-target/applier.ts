@@ -8,7 +8,8 @@
 // against its source checksum before the first write, so a damaged differential changes nothing.
 // Group commit: the differentials staged when the applier looks are applied in order and made durable
 // together (one replica fsync, one hash-table save, one state write for all), then acknowledged; a crash
-// re-applies the whole group. The extents of a differential go to the replica many per call (writeMany).
+// re-applies the whole group. A group's commit runs while the next group is written (pipelined; the
+// argument is at commit()). The extents of a differential go to the replica many per call (writeMany).
 import { tmError, isCorruption, isTidemarkError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { currentPoint, type RecoveryPoint, type MtStore } from './volume-state.js';
@@ -22,6 +23,10 @@ import type { Replica } from './replica.js';
 /** A group commit takes at most this many staged differentials, or about this many bytes of them. */
 const GROUP_DIFFS = 16;
 const GROUP_BYTES = 64 << 20;
+/** A group of differentials written and being made durable together. */
+type Committing = Array<{ seq: number; diff: StoredDiff; point: RecoveryPoint | null; resyncing: boolean }>;
+/** A group's commit running while the next group is written. */
+interface InFlight { done: Promise<boolean>; settled: boolean; error: unknown }
 /** A differential read from its file is written this many bytes of extents per call. */
 const WRITE_BATCH_BYTES = 8 << 20;
 
@@ -46,6 +51,8 @@ export class Applier {
   private waiters: Array<{ seq: number; resolve: () => void }> = [];
   /** exclusive() callers waiting: the apply loop yields to them between differentials. */
   private exclusiveWanted = 0;
+  /** drain() waiting, while a group commits, for more differentials to add to the next group: kick() wakes it. */
+  private wake: (() => void) | null = null;
 
   constructor(
     readonly volumeId: string,
@@ -71,6 +78,7 @@ export class Applier {
   kick(): Promise<void> {
     if (this.running) {
       this.again = true;
+      this.wake?.();
       return this.running;
     }
     this.running = (async () => {
@@ -84,53 +92,91 @@ export class Applier {
   }
 
   private async drain(): Promise<void> {
-    while (!this.closed && this.exclusiveWanted === 0) {
-      // Group commit: the differentials staged now are applied one after another (each one's before-images
-      // durable before its first write), then made durable together: one replica fsync, one table save, one
-      // state write. Nothing is acknowledged before that, so nothing not durable is ever acked; a crash
-      // re-applies the whole group from doneSeq + 1 (redo, as for one differential).
-      const group: Array<{ seq: number; diff: StoredDiff; point: RecoveryPoint | null; resyncing: boolean }> = [];
-      let resyncing = this.store.state?.resyncing ?? false;
-      // The recovery point the replica is at before the next differential of the group.
-      let base = currentPoint(this.store.state);
-      let bytes = 0;
-      let damaged = 0;
-      while (!this.closed && this.exclusiveWanted === 0 && group.length < GROUP_DIFFS && bytes < GROUP_BYTES) {
-        const seq = this.store.doneSeq + 1 + group.length;
-        if (!this.store.pending().includes(seq)) break;
-        const loaded = await this.loadChecked(seq);
-        if (!loaded) {
-          damaged = seq;
-          break;
+    // Group commit, pipelined: the differentials staged now are applied one after another (each one's
+    // before-images durable before its first write), then made durable together by commit(): one replica
+    // fsync, one table save, one state write, then the ack. While a group commits, the next one is loaded,
+    // verified and written (see "Overlap" at commit). A crash re-applies everything from doneSeq + 1.
+    let inflight: InFlight | null = null;
+    /** The previous group's commit: true when it succeeded; false when the replica was found replaced. */
+    const settle = async (): Promise<boolean> => {
+      const c = inflight;
+      inflight = null;
+      return c ? c.done : true;
+    };
+    // Where the differentials written so far (committed or not) leave the replica.
+    let next = this.store.doneSeq + 1;
+    let resyncing = this.store.state?.resyncing ?? false;
+    let base = currentPoint(this.store.state);
+    /** The newest point given in this pass (its group may not be committed yet): capture times never go back. */
+    let newest: RecoveryPoint | null = null;
+    try {
+      while (!this.closed && this.exclusiveWanted === 0) {
+        const group: Committing = [];
+        let bytes = 0;
+        let damaged = 0;
+        let holdReplica = false;
+        while (!this.closed && this.exclusiveWanted === 0 && !inflight?.error && group.length < GROUP_DIFFS && bytes < GROUP_BYTES) {
+          const seq = next + group.length;
+          if (!this.store.pending().includes(seq)) {
+            // The previous group still commits: what is staged meanwhile joins this group.
+            if (inflight && !inflight.settled) {
+              await Promise.race([inflight.done.catch(() => {}), new Promise<void>((resolve) => (this.wake = resolve))]);
+              this.wake = null;
+              continue;
+            }
+            break;
+          }
+          const loaded = await this.loadChecked(seq);
+          if (!loaded) {
+            damaged = seq;
+            break;
+          }
+          const { diff, raws } = loaded;
+          const flags = diff.header.flags;
+          resyncing = flags & FLAG_RESYNC_END ? false : flags & FLAG_RESYNC ? true : resyncing;
+          // A recovery point only where the whole replica is at the source's captured instant.
+          const c = diff.header.consistency;
+          const point: RecoveryPoint | null = !resyncing && c !== 'FUZZY' ? { seq, atMs: this.captureTime(seq, diff.header.endTimeMs, newest), consistency: c, tags: diff.header.tags, appliedAt: Date.now() } : null;
+          // A seed still being hashed (ReplicaHashes.seed): the blocks written here first, or the entries
+          // recorded below would be overwritten by hashes of the data from before.
+          const bs = this.hashes.blockSize;
+          await this.hashes.ready(diff.extents.reduce((end, e) => Math.max(end, Math.ceil((e.offset + e.length) / bs)), 0));
+          // Not a byte more through a descriptor whose file the path no longer names (docs/OPERATIONS.md).
+          if (group.length === 0 && (await this.stale())) return;
+          if (this.retention && !(await this.keepBeforeImages(seq, diff, base, point))) break;
+          await this.writeExtents(diff, raws, seq);
+          group.push({ seq, diff, point, resyncing });
+          bytes += diff.dataBytes;
+          base = point;
+          if (point) newest = point;
+          // A point snapshot clones the replica: it must be at that point, so the group ends there, and
+          // nothing more is written until its commit (which takes the snapshot) is over.
+          if (point && this.hooks.pointTakesReplica) {
+            holdReplica = true;
+            break;
+          }
         }
-        const { diff, raws } = loaded;
-        const flags = diff.header.flags;
-        resyncing = flags & FLAG_RESYNC_END ? false : flags & FLAG_RESYNC ? true : resyncing;
-        // A recovery point only where the whole replica is at the source's captured instant.
-        const c = diff.header.consistency;
-        const prev = group.filter((g) => g.point).at(-1)?.point;
-        const point: RecoveryPoint | null = !resyncing && c !== 'FUZZY' ? { seq, atMs: this.captureTime(seq, diff.header.endTimeMs, prev), consistency: c, tags: diff.header.tags, appliedAt: Date.now() } : null;
-        // A seed still being hashed (ReplicaHashes.seed): the blocks written here first, or the entries
-        // recorded below would be overwritten by hashes of the data from before.
-        const bs = this.hashes.blockSize;
-        await this.hashes.ready(diff.extents.reduce((end, e) => Math.max(end, Math.ceil((e.offset + e.length) / bs)), 0));
-        // Not a byte more through a descriptor whose file the path no longer names (docs/OPERATIONS.md).
-        if (group.length === 0 && (await this.stale())) return;
-        if (this.retention && !(await this.keepBeforeImages(seq, diff, base, point))) break;
-        await this.writeExtents(diff, raws, seq);
-        group.push({ seq, diff, point, resyncing });
-        bytes += diff.dataBytes;
-        base = point;
-        // A point snapshot clones the replica: it must be at that point, so the group ends there.
-        if (point && this.hooks.pointTakesReplica) break;
+        // One commit at a time, in sequence order; a group whose predecessor failed is not committed.
+        if (!(await settle())) return;
+        if (group.length > 0) {
+          next = group.at(-1)!.seq + 1;
+          const c: InFlight = { done: this.commit(group), settled: false, error: null };
+          c.done.then(() => { c.settled = true; }, (e: unknown) => { c.settled = true; c.error = e ?? new Error('commit failed'); });
+          inflight = c;
+          if ((holdReplica || damaged || this.closed || this.exclusiveWanted > 0) && !(await settle())) return;
+        }
+        if (damaged) {
+          await this.store.discardFrom(damaged);
+          this.hooks.damaged(damaged);
+          return;
+        }
+        if (group.length === 0) return;
       }
-      if (group.length > 0 && !(await this.commit(group))) return;
-      if (damaged) {
-        await this.store.discardFrom(damaged);
-        this.hooks.damaged(damaged);
-        return;
-      }
-      if (group.length === 0) return;
+    } finally {
+      // Never over with a commit still running: close() and exclusive() wait for this pass only. Its error
+      // (when this pass failed on its own) was the first; the next pass re-applies from doneSeq + 1 anyway.
+      const c = inflight as InFlight | null;
+      if (c) await c.done.catch((e: unknown) => this.log.error({ volume: this.volumeId, err: (e as Error).message }, 'group commit failed'));
     }
   }
 
@@ -193,14 +239,42 @@ export class Applier {
     await flush();
   }
 
-  /** Make a group durable and acknowledge it: false when the replica was replaced meanwhile (nothing done). */
-  private async commit(group: Array<{ seq: number; diff: StoredDiff; point: RecoveryPoint | null; resyncing: boolean }>): Promise<boolean> {
-    await this.replica.sync();
-    // Replaced while these differentials were written: they went to the old file; not done, not acked.
-    if (await this.stale()) return false;
+  /**
+   * Make a group durable and acknowledge it: false when the replica was replaced meanwhile (nothing done).
+   *
+   * Overlap: drain() loads and writes the next group (before-images included) while this runs. It is safe:
+   * - nothing of the next group is acked or named by doneSeq here: `group` is what was written before this
+   *   call, and the replica fsync makes all of it durable (fdatasync covers every write completed before
+   *   it; writes of the next group racing with it may or may not reach the disk, and are not claimed);
+   * - the hash table is saved as captured now, before the next group changes it (ReplicaHashes.snapshot):
+   *   the table saved with a sequence claims exactly the blocks written up to it, nothing a redo from
+   *   doneSeq + 1 would not rewrite;
+   * - the next group's before-images are read from the replica as this group left it (the page cache
+   *   holds its writes, durable or not), each segment durable before its differential's first write, as
+   *   without overlap. After a crash the redo applies this group again, then the next, in order: every
+   *   block the next group's segments cover is rewritten before a later differential reads it, and a
+   *   segment already on disk is kept, not re-read from a replica that may hold newer bytes;
+   * - commits run one at a time, in order; one that fails (or finds the replica replaced) stops the pass
+   *   before the next group is committed; point snapshots (pointTakesReplica), exclusive holds, close and
+   *   a damaged differential each wait for the running commit before anything more is written or done.
+   */
+  private async commit(group: Committing): Promise<boolean> {
     const last = group.at(-1)!;
+    // Taken before anything of the next group reaches the table.
+    const table = group.some((g) => g.diff.extents.length > 0) ? this.hashes.snapshot() : undefined;
+    try {
+      await this.replica.sync();
+      // Replaced while these differentials were written: they went to the old file; not done, not acked.
+      if (await this.stale()) {
+        if (table) this.hashes.dropSnapshot();
+        return false;
+      }
+    } catch (e) {
+      if (table) this.hashes.dropSnapshot();
+      throw e;
+    }
     // Hashes before doneSeq: a crash between the two re-applies the group, rewriting both.
-    if (group.some((g) => g.diff.extents.length > 0)) await this.hashes.persist(last.seq);
+    if (table !== undefined) await this.hashes.persist(last.seq, table);
     const newest = (kind: 'APP' | 'CRASH'): RecoveryPoint | undefined => group.map((g) => g.point).filter((p): p is RecoveryPoint => p?.consistency === kind).at(-1);
     const app = newest('APP');
     const crash = newest('CRASH');

@@ -4,12 +4,15 @@
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { blockHash } from '../common/checksum.js';
-import { HashTableFile } from '../common/hash-table.js';
+import { HashTableFile, type CapturedPages } from '../common/hash-table.js';
 import type { Logger } from '../common/log.js';
 import { leafHashes, rangeHash } from '../proto/range-hash.js';
 import type { Replica } from './replica.js';
 
 const READ_CHUNK = 4 * 1024 * 1024;
+
+/** The table's changed pages as a group's commit saves them (ReplicaHashes.snapshot). */
+export type TableSnapshot = CapturedPages;
 
 /**
  * What the table must reflect to be trusted at attach: `seq` (the store's record of the last persist), or
@@ -174,18 +177,40 @@ export class ReplicaHashes {
     this.file.changed(first, first + leaves.length);
   }
 
-  /** Write the table durably as reflecting `seq` (default: what it reflected); while a seed is hashed, only noted (seed). */
-  async persist(seq = this.seq): Promise<void> {
+  /**
+   * The table's changed pages as they are now, for persist(seq, snapshot) to save later while the table
+   * changes on (the applier writes the next group meanwhile). Null while a seed is hashed (nothing saved).
+   */
+  snapshot(): TableSnapshot | null {
+    return this.seeding ? null : this.file.capture(this.hashes);
+  }
+
+  /** A snapshot that will not be persisted: the next save writes the table whole, so nothing it held is lost. */
+  dropSnapshot(): void {
+    this.file.uncaptured();
+  }
+
+  /**
+   * Write the table durably as reflecting `seq` (default: what it reflected); while a seed is hashed, only
+   * noted (seed). With a snapshot: what it captured, not the table as it is now. A snapshot of changed
+   * pages whose file is gone saves nothing (the next save writes the table whole): a missing table is
+   * rebuilt from the replica at attach, never trusted.
+   */
+  async persist(seq = this.seq, snapshot?: TableSnapshot | null): Promise<void> {
     if (this.seeding) {
       this.seeding.seq = seq;
       return;
     }
-    await this.save(seq);
+    await this.save(seq, snapshot ?? undefined);
   }
 
-  private save(seq: number): Promise<void> {
+  private save(seq: number, snapshot?: TableSnapshot): Promise<void> {
     const run = this.saving.then(async () => {
-      await this.file.save(this.hashes, seq);
+      if (!snapshot) await this.file.save(this.hashes, seq);
+      else if (!(await this.file.saveCaptured(snapshot, seq))) {
+        this.log.warn({ file: this.file.file }, 'replica hash table file missing at save; written whole at the next save');
+        return;
+      }
       this.seq = seq;
     });
     this.saving = run.catch(() => {});
