@@ -31,7 +31,7 @@ import { ConsistencyGroup } from './group.js';
 import { ScanTracker } from './trackers/scan.js';
 import { Volume } from './volume.js';
 import { Drains } from './drain.js';
-import { isDue, nextDue, type Cadenced } from './cadence.js';
+import { isDue, monotonicMs, nextDue, type Cadenced } from './cadence.js';
 
 /** A volume or group as the cycle runs it: when it is due next, and whether it had more than one differential. */
 interface Unit extends Cadenced {
@@ -203,8 +203,8 @@ export class Agent {
     const woken = this.wakeRequested;
     this.wakeRequested = false;
     for (const [i, u] of this.units.entries()) {
-      if (this.lingering.has(i) || !isDue(u, Date.now(), woken)) continue;
-      u.nextAt = Date.now() + u.everyMs;
+      if (this.lingering.has(i) || !isDue(u, monotonicMs(), woken)) continue;
+      u.nextAt = monotonicMs() + u.everyMs;
       u.more = false;
       let late = false;
       const done = u.run().then((results) => {
@@ -227,7 +227,7 @@ export class Agent {
         this.lingering.set(i, done);
       }
     }
-    this.schedule(this.wakeRequested ? 0 : nextDue(this.units.filter((_, i) => !this.lingering.has(i)), Date.now(), this.config.cycleIntervalMs));
+    this.schedule(this.wakeRequested ? 0 : nextDue(this.units.filter((_, i) => !this.lingering.has(i)), monotonicMs(), this.config.cycleIntervalMs));
   }
 
   private cycleFailed(volumeId: string, e: unknown): void {

@@ -8,6 +8,7 @@ import path from 'node:path';
 import { promises as fsp } from 'node:fs';
 import { writeFileDurable } from '../common/durable.js';
 import type { Logger } from '../common/log.js';
+import { monotonicMs } from './cadence.js';
 import type { Resync } from './resync.js';
 
 export interface BackgroundVerifyOptions {
@@ -34,6 +35,7 @@ export interface VerifyRecord {
 
 export class BackgroundVerify {
   record!: VerifyRecord;
+  /** When the next window of a background pass may be read (monotonic clock: a step of the wall clock must not stall it). */
   private nextStepAt = 0;
   private readonly file: string;
 
@@ -61,14 +63,14 @@ export class BackgroundVerify {
 
   /** A background pass ahead of its bandwidth cap: cycles go on, the next window waits. */
   get resting(): boolean {
-    return this.resync.active && this.resync.state.background && Date.now() < this.nextStepAt;
+    return this.resync.active && this.resync.state.background && monotonicMs() < this.nextStepAt;
   }
 
   /** After a step of the resync that read `bytes`; `passDone` when that step ended the pass. */
   async stepped(bytes: number, passDone: boolean): Promise<void> {
     const s = this.resync.state;
     if (!s.background) return;
-    this.nextStepAt = Date.now() + (bytes / this.opts.bytesPerSecond) * 1000;
+    this.nextStepAt = monotonicMs() + (bytes / this.opts.bytesPerSecond) * 1000;
     if (!passDone) return;
     const rec = this.record;
     if (s.mode === 'verify') {

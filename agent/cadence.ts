@@ -1,8 +1,14 @@
 // When the agent's next cycle is due. Each unit (a volume on its own, or a consistency group) has its own
 // interval: a data-mode stream is collected more often than a volume that is read from a capture.
+// Timed on the monotonic clock: a wall clock stepped back (NTP, a VM resumed) by N s would otherwise hold
+// every cycle for N s (replication stalls), and one stepped forward would skip intervals.
+import { performance } from 'node:perf_hooks';
+
+/** Now on the monotonic clock (ms), the time base of `nextAt`. */
+export const monotonicMs = (): number => performance.now();
 
 export interface Cadenced {
-  /** When the unit is due next (ms since the epoch). */
+  /** When the unit is due next (ms on the monotonic clock, `monotonicMs`). */
   nextAt: number;
   /** Its last run left more than one differential's worth: it goes again at once. */
   more: boolean;

@@ -6,6 +6,7 @@ import { FLAG_RESYNC_END } from '../proto/hrl.js';
 import type { OpenVolume } from '../proto/messages.js';
 import type { OutboundVolume } from '../proto/sender.js';
 import type { BackgroundVerify } from './background-verify.js';
+import { monotonicMs } from './cadence.js';
 import type { Capture, CapturedView } from './capture/capture.js';
 import type { Journal } from './journal.js';
 import type { Resync } from './resync.js';
@@ -53,6 +54,8 @@ const RESUME_FRACTION = 0.75;
 
 export class VolumeReplicator implements OutboundVolume {
   lastCycleAt = 0;
+  /** When lastCycleAt was set, on the monotonic clock: intervals are timed by it, not by the wall clock. */
+  private lastCycleMono = -Infinity;
   lastCycleBytes = 0;
   mode: ReplicationMode = 'data';
   modeReason = '';
@@ -114,7 +117,7 @@ export class VolumeReplicator implements OutboundVolume {
       // A resync owns the volume until it is done. A verify sends nothing, so scanning goes on beside it,
       // at its usual interval rather than once per verified window.
       const verifying = this.resync.active && this.resync.state.mode === 'verify';
-      if (!verifying || Date.now() - this.lastCycleAt < this.opts.cycleIntervalMs) {
+      if (!verifying || monotonicMs() - this.lastCycleMono < this.opts.cycleIntervalMs) {
         return { seq: this.journal.lastSeq > before ? this.journal.lastSeq : null, bytes: 0, more: true };
       }
     }
@@ -138,6 +141,7 @@ export class VolumeReplicator implements OutboundVolume {
   /** A cycle that found nothing to capture. */
   idle(): CycleResult {
     this.lastCycleAt = Date.now();
+    this.lastCycleMono = monotonicMs();
     this.lastCycleBytes = 0;
     return { seq: null, bytes: 0, more: false };
   }
@@ -195,7 +199,10 @@ export class VolumeReplicator implements OutboundVolume {
         this.opts.log.debug({ volume: this.volumeId, seq, bytes: col.bytes, extents: col.extents.length, consistency }, 'differential journaled');
       }
       keep = (col.more && seq !== null && captured.lasting === true && intact && captured.consistency !== 'FUZZY') || !reached;
-      if (!keep) this.lastCycleAt = captured.atMs;
+      if (!keep) {
+        this.lastCycleAt = captured.atMs;
+        this.lastCycleMono = monotonicMs();
+      }
       this.lastCycleBytes = col.bytes;
       return { seq, bytes: col.bytes, more: col.more };
     } finally {
