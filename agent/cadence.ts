@@ -28,3 +28,21 @@ export function nextDue(units: readonly Cadenced[], now: number, idleMs = 1000):
 export function isDue(u: Cadenced, now: number, woken: boolean): boolean {
   return woken || u.more || now >= u.nextAt;
 }
+
+/**
+ * At most one event per `ms` (a freeze, a stream cut), on the monotonic clock: a wall clock stepped back
+ * by N s would otherwise hold the next one for N s.
+ */
+export class MinGap {
+  private last = -Infinity;
+
+  constructor(readonly ms: number) {}
+
+  ready(): boolean {
+    return monotonicMs() - this.last >= this.ms;
+  }
+
+  mark(): void {
+    this.last = monotonicMs();
+  }
+}

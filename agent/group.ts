@@ -20,6 +20,7 @@
 // cut incomplete: the members still journal as usual, and the master target lists a group point only where
 // the tag reached as many volumes as it names. A failed freeze or script makes the cycle fuzzy for all.
 import { promises as fsp } from 'node:fs';
+import { MinGap } from './cadence.js';
 import path from 'node:path';
 import { tmError, wrap } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
@@ -241,7 +242,7 @@ export class ConsistencyGroup {
 
   /** Sum of the members' write counts right after the last data-mode cut's thaw. */
   private quietCount: number | null = null;
-  private lastStreamCutAt = 0;
+  private readonly streamGap = new MinGap(STREAM_MIN_GAP_MS);
 
   /**
    * Data mode: pre scripts, freeze all, a marker in each member's stream, thaw all, post scripts. The
@@ -250,13 +251,13 @@ export class ConsistencyGroup {
    * own) when no cut is due or it failed.
    */
   private async cutStream(joining: GroupMember[]): Promise<Cut | null> {
-    if (Date.now() - this.lastStreamCutAt < STREAM_MIN_GAP_MS) return null;
+    if (!this.streamGap.ready()) return null;
     // A cut no member can make a point of, or of nothing new (a freeze writes each superblock: without
     // this an idle group would freeze every cycle), is not worth holding the applications for.
     if (joining.length < this.members.length || joining.some((m) => !this.marker(m).pointPossible())) return null;
     const writes = (): number => joining.reduce((n, m) => n + this.marker(m).writeCount(), 0);
     if (this.quietCount !== null && writes() === this.quietCount) return null;
-    this.lastStreamCutAt = Date.now();
+    this.streamGap.mark();
     const deadline = Date.now() + this.timeoutMs;
     const fr = this.freezer(joining);
     const capture = (m: GroupMember): DataFreezeCapture => m.replicator.capture as DataFreezeCapture;

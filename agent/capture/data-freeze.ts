@@ -17,6 +17,7 @@ import type { Volume } from '../volume.js';
 import { pointDropped, type Capture, type CapturedView } from './capture.js';
 import { FreezeCapture, type FreezeOptions } from './freeze.js';
 import { TagCadence } from './tag-cadence.js';
+import { MinGap, monotonicMs } from '../cadence.js';
 
 const run = promisify(execFile);
 
@@ -84,12 +85,13 @@ export class DataFreezeCapture implements Capture {
   private readonly base: FreezeCapture;
   private readonly holds: number[] = [];
   private readonly frozen: number[] = [];
-  private lastFreezeAt = 0;
+  private readonly gap: MinGap;
   /** writeCount() just after the last thaw: the same at the next begin means only the freeze itself wrote. */
   private quietCount: number | null = null;
 
-  constructor(private readonly volumeId: string, private readonly volume: Volume, private readonly opts: FreezeOptions, stateDir: string, private readonly log: Logger, private readonly marker: StreamMarker, private readonly minGapMs = MIN_GAP_MS) {
+  constructor(private readonly volumeId: string, private readonly volume: Volume, private readonly opts: FreezeOptions, stateDir: string, private readonly log: Logger, private readonly marker: StreamMarker, minGapMs = MIN_GAP_MS) {
     this.cadence = new TagCadence(opts.tagIntervalMs);
+    this.gap = new MinGap(minGapMs);
     this.base = new FreezeCapture(volumeId, volume, opts, stateDir, log);
   }
 
@@ -137,9 +139,9 @@ export class DataFreezeCapture implements Capture {
     // Nor while the stream has a gap (its point could not be made), nor more often than MIN_GAP_MS.
     // Nor when nothing was written since the last tag's thaw (the freeze's own superblock writes would
     // otherwise call for a freeze every cycle on an idle filesystem).
-    if (!this.cadence.due(Date.now()) || !this.marker.pointPossible() || Date.now() - this.lastFreezeAt < this.minGapMs) return this.live();
+    if (!this.cadence.due(monotonicMs()) || !this.marker.pointPossible() || !this.gap.ready()) return this.live();
     if (this.quietCount !== null && this.marker.writeCount() === this.quietCount) return this.live();
-    this.lastFreezeAt = Date.now();
+    this.gap.mark();
     const { mountpoint, timeoutMs } = this.opts;
     const post = (): Promise<void> => this.base.script('post', timeoutMs).catch((e) => this.fail('post script', e));
     try {
@@ -189,7 +191,7 @@ export class DataFreezeCapture implements Capture {
       release: async (seq?: number) => {
         if (seq !== undefined) {
           this.stats.points++;
-          this.cadence.tagged(atMs);
+          this.cadence.tagged(monotonicMs());
           return;
         }
         this.fail('tag', tmError('TM_ERR_CAPTURE', 'the write stream up to the tag could not be journaled as a point (writes dropped or not yet re-read, or a resync began); the tag is dropped'));

@@ -15,6 +15,7 @@ import { pointDropped, type Capture, type CapturedView } from './capture.js';
 import { MARK_RETRY_MS, placeMarker, type StreamMarker } from './data-freeze.js';
 import { runCaptureScript, type ScriptOptions } from './script.js';
 import { TagCadence } from './tag-cadence.js';
+import { MinGap, monotonicMs } from '../cadence.js';
 
 /** Tags at most this often (or the agent's cycleIntervalMs if longer), also when they fail and cycles follow each other at once. */
 const MIN_GAP_MS = 1000;
@@ -31,12 +32,13 @@ export class DataScriptCapture implements Capture {
     maxHoldMs: null as number | null,
   };
   private readonly cadence: TagCadence;
-  private lastAt = 0;
+  private readonly gap: MinGap;
   /** writeCount() after the last post script: the same at the next begin means nothing was written since. */
   private quietCount: number | null = null;
 
-  constructor(private readonly volumeId: string, private readonly volume: Volume, private readonly opts: ScriptOptions, private readonly log: Logger, private readonly marker: StreamMarker, private readonly minGapMs = MIN_GAP_MS) {
+  constructor(private readonly volumeId: string, private readonly volume: Volume, private readonly opts: ScriptOptions, private readonly log: Logger, private readonly marker: StreamMarker, minGapMs = MIN_GAP_MS) {
     this.cadence = new TagCadence(opts.tagIntervalMs);
+    this.gap = new MinGap(minGapMs);
   }
 
   private run(which: 'pre' | 'post', ms: number): Promise<void> {
@@ -53,9 +55,9 @@ export class DataScriptCapture implements Capture {
 
   async begin(): Promise<CapturedView> {
     // Not due, a gap in the stream (no point possible), too soon, or nothing written since the last tag.
-    if (!this.cadence.due(Date.now()) || !this.marker.pointPossible() || Date.now() - this.lastAt < this.minGapMs) return this.live();
+    if (!this.cadence.due(monotonicMs()) || !this.marker.pointPossible() || !this.gap.ready()) return this.live();
     if (this.quietCount !== null && this.marker.writeCount() === this.quietCount) return this.live();
-    this.lastAt = Date.now();
+    this.gap.mark();
     const post = (): Promise<void> => this.run('post', this.opts.timeoutMs).catch((e) => this.fail('post script', e));
     try {
       await this.run('pre', this.opts.timeoutMs);
@@ -85,7 +87,7 @@ export class DataScriptCapture implements Capture {
       release: async (seq?: number) => {
         if (seq !== undefined) {
           this.stats.points++;
-          this.cadence.tagged(atMs);
+          this.cadence.tagged(monotonicMs());
           return;
         }
         this.fail('tag', tmError('TM_ERR_CAPTURE', 'the write stream up to the tag could not be journaled as a point (writes dropped or not yet re-read, or a resync began); the tag is dropped'));

@@ -11,6 +11,7 @@ import type { Volume } from '../volume.js';
 import { pointDropped, type Capture, type CapturedView } from './capture.js';
 import { heldPoint } from './held-point.js';
 import { TagCadence } from './tag-cadence.js';
+import { monotonicMs } from '../cadence.js';
 import { runScript } from './run-script.js';
 
 export interface FreezeOptions {
@@ -70,7 +71,7 @@ export class FreezeCapture implements Capture {
       return fuzzy();
     }
     const atMs = Date.now();
-    const tagged = this.cadence.due(atMs);
+    const tagged = this.cadence.due(monotonicMs());
     return heldPoint({
       view: this.volume,
       tag: tagged ? this.opts.tag : null,
@@ -81,7 +82,7 @@ export class FreezeCapture implements Capture {
       after: () => this.script('post', this.opts.timeoutMs).catch((e) => this.fail('post script', e)),
       made: () => {
         this.stats.points++;
-        if (tagged) this.cadence.tagged(atMs);
+        if (tagged) this.cadence.tagged(monotonicMs());
       },
     });
   }

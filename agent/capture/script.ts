@@ -10,6 +10,7 @@ import type { Volume } from '../volume.js';
 import { pointDropped, type Capture, type CapturedView } from './capture.js';
 import { heldPoint } from './held-point.js';
 import { TagCadence } from './tag-cadence.js';
+import { monotonicMs } from '../cadence.js';
 import { runScript } from './run-script.js';
 
 export interface ScriptOptions {
@@ -56,7 +57,7 @@ export class ScriptCapture implements Capture {
       return { view: this.volume, consistency: 'FUZZY', tags: [], atMs: Date.now(), release: async () => {} };
     }
     const atMs = Date.now();
-    const tagged = this.cadence.due(atMs);
+    const tagged = this.cadence.due(monotonicMs());
     return heldPoint({
       view: this.volume,
       tag: tagged ? this.opts.tag : null,
@@ -66,7 +67,7 @@ export class ScriptCapture implements Capture {
       expired: () => this.fail('quiesce', tmError('TM_ERR_CAPTURE', `pre script and read together ran past ${this.opts.timeoutMs} ms; the application was let go`)),
       made: () => {
         this.stats.points++;
-        if (tagged) this.cadence.tagged(atMs);
+        if (tagged) this.cadence.tagged(monotonicMs());
       },
     });
   }
