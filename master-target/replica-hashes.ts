@@ -201,6 +201,10 @@ export class ReplicaHashes {
       this.seeding.seq = seq;
       return;
     }
+    // Captured (null) while a seed was hashed that has ended since: the live table may already hold the
+    // next group's entries, so it is not saved as reflecting `seq`. The seed's own save and the next
+    // group's (whole, after the seed) write it; a table older than doneSeq is rebuilt at attach.
+    if (snapshot === null) return;
     await this.save(seq, snapshot ?? undefined);
   }
 

@@ -42,7 +42,7 @@ export class MasterTarget implements InboundSink {
     await this.shell.start({ trust: trustPaths(cfg.tls, p), certPath: cfg.tls.cert, stateDir: p(cfg.stateDir) });
     this.receiver = new DiffReceiver(this, cfg.name, this.log.child({ component: 'receiver' }), cfg.maxDiffBytes);
     this.space = new SpaceWatch(await watchedDirs(cfg, p), cfg.space, this.log.child({ component: 'space' }), cfg.space.checkIntervalMs);
-    await this.space.open();
+    this.space.open();
     for (const v of cfg.volumes) {
       const t = await MtVolume.open(cfg, v, this.log, {
         applied: (seq) => this.receiver.ack(v.id, seq),
@@ -183,7 +183,7 @@ export class MasterTarget implements InboundSink {
   close(): Promise<void> {
     if (this.retry) clearInterval(this.retry);
     return this.shell.close(async () => {
-      await this.space?.close();
+      this.space?.close();
       for (const t of this.targets.values()) await t.close();
     });
   }

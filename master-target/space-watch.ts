@@ -40,6 +40,8 @@ export interface SpaceStatus {
   /** One sentence per filesystem that is not ok. */
   reasons: string[];
   filesystems: FilesystemSpace[];
+  /** Watched directories that could not be measured at the last check, each with why. */
+  errors: string[];
 }
 
 const RANK: Record<SpaceHealth, number> = { ok: 0, warning: 1, critical: 2 };
@@ -63,8 +65,10 @@ export class SpaceWatch {
   private timer: NodeJS.Timeout | null = null;
   private checking: Promise<void> | null = null;
   /** Last logged level per filesystem path: a transition is logged once. */
-  private readonly logged = new Map<string, SpaceHealth>();
-  private current: SpaceStatus = { health: 'ok', reasons: [], filesystems: [] };
+  private readonly logged = new Map<number, SpaceHealth>();
+  /** Last logged measuring error per directory ('' once it measures again). */
+  private readonly failing = new Map<string, string>();
+  private current: SpaceStatus = { health: 'ok', reasons: [], filesystems: [], errors: [] };
 
   constructor(
     private readonly dirs: WatchedDir[],
@@ -73,18 +77,20 @@ export class SpaceWatch {
     private readonly intervalMs: number,
   ) {}
 
-  async open(): Promise<void> {
-    await this.check();
-    this.timer = setInterval(() => {
+  /** Never fails or waits on a filesystem: a watch that cannot measure must not keep the daemon from starting. */
+  open(): void {
+    const tick = (): void => {
       this.checking ??= this.check().catch((e: unknown) => this.log.error({ err: (e as Error).message }, 'filesystem space check failed')).finally(() => { this.checking = null; });
-    }, this.intervalMs);
+    };
+    tick();
+    this.timer = setInterval(tick, this.intervalMs);
     this.timer.unref();
   }
 
-  async close(): Promise<void> {
+  /** Not waiting for a check in progress: it only reads (a hung network filesystem must not hold the stop). */
+  close(): void {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
-    await this.checking;
   }
 
   status(): SpaceStatus {
@@ -94,19 +100,27 @@ export class SpaceWatch {
   /** Measure every watched filesystem once (directories on one filesystem are measured together). */
   async check(): Promise<void> {
     const byDev = new Map<number, FilesystemSpace>();
+    const errors: string[] = [];
     for (const w of this.dirs) {
-      // A directory not made yet (a replica created later): measure the nearest one that exists.
-      const dir = await existingAncestor(w.dir);
-      const st = await fsp.stat(dir);
-      const seen = byDev.get(st.dev);
-      if (seen) {
-        if (!seen.holds.includes(w.holds)) seen.holds.push(w.holds);
-        continue;
+      try {
+        // A directory not made yet (a replica created later): measure the nearest one that exists.
+        const dir = await existingAncestor(w.dir);
+        const st = await fsp.stat(dir);
+        const seen = byDev.get(st.dev);
+        if (seen) {
+          if (!seen.holds.includes(w.holds)) seen.holds.push(w.holds);
+        } else {
+          const s = await fsp.statfs(dir);
+          // A filesystem that reports no size (some pseudo filesystems) has no space to watch.
+          if (s.blocks > 0) byDev.set(st.dev, { path: dir, holds: [w.holds], sizeBytes: s.blocks * s.bsize, availBytes: s.bavail * s.bsize, ...spaceHealth(this.limits, s.blocks * s.bsize, s.bavail * s.bsize) });
+        }
+        this.failed(w.dir, '');
+      } catch (e) {
+        // One directory that cannot be measured does not stop the others from being.
+        const why = `${w.dir} (${w.holds}): ${(e as Error).message}`;
+        errors.push(why);
+        this.failed(w.dir, why);
       }
-      const s = await fsp.statfs(dir);
-      const sizeBytes = s.blocks * s.bsize;
-      const availBytes = s.bavail * s.bsize;
-      byDev.set(st.dev, { path: dir, holds: [w.holds], sizeBytes, availBytes, ...spaceHealth(this.limits, sizeBytes, availBytes) });
     }
     const filesystems = [...byDev.values()];
     const bad = filesystems.filter((f) => f.health !== 'ok');
@@ -114,14 +128,25 @@ export class SpaceWatch {
       health: filesystems.reduce<SpaceHealth>((h, f) => (RANK[f.health] > RANK[h] ? f.health : h), 'ok'),
       reasons: bad.map((f) => describe(f, this.limits)),
       filesystems,
+      errors,
     };
-    for (const f of filesystems) this.logTransition(f);
+    for (const [dev, f] of byDev) this.logTransition(dev, f);
   }
 
-  private logTransition(f: FilesystemSpace): void {
-    const before = this.logged.get(f.path) ?? 'ok';
+  /** A directory's measuring error, logged when it starts or changes, and when it clears. */
+  private failed(dir: string, why: string): void {
+    const before = this.failing.get(dir) ?? '';
+    if (before === why) return;
+    this.failing.set(dir, why);
+    if (why) this.log.warn({ dir, err: why }, 'filesystem space cannot be measured');
+    else this.log.info({ dir }, 'filesystem space measured again');
+  }
+
+  /** Keyed by device: the path shown may change (a watched folder made later), the filesystem does not. */
+  private logTransition(dev: number, f: FilesystemSpace): void {
+    const before = this.logged.get(dev) ?? 'ok';
     if (before === f.health) return;
-    this.logged.set(f.path, f.health);
+    this.logged.set(dev, f.health);
     const fields = { path: f.path, holds: f.holds, freePercent: f.freePercent, availBytes: f.availBytes, sizeBytes: f.sizeBytes, reason: describe(f, this.limits) };
     if (f.health === 'critical') this.log.error({ ...fields, code: 'TM_ERR_DISK_FULL' }, 'filesystem nearly out of space: staging, retention or replica writes may fail');
     else if (f.health === 'warning') this.log.warn(fields, 'filesystem low on space');

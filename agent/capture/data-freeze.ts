@@ -139,7 +139,8 @@ export class DataFreezeCapture implements Capture {
     // Nor while the stream has a gap (its point could not be made), nor more often than MIN_GAP_MS.
     // Nor when nothing was written since the last tag's thaw (the freeze's own superblock writes would
     // otherwise call for a freeze every cycle on an idle filesystem).
-    if (!this.cadence.due(monotonicMs()) || !this.marker.pointPossible() || !this.gap.ready()) return this.live();
+    const atMono = monotonicMs();
+    if (!this.cadence.due(atMono) || !this.marker.pointPossible() || !this.gap.ready()) return this.live();
     if (this.quietCount !== null && this.marker.writeCount() === this.quietCount) return this.live();
     this.gap.mark();
     const { mountpoint, timeoutMs } = this.opts;
@@ -191,7 +192,7 @@ export class DataFreezeCapture implements Capture {
       release: async (seq?: number) => {
         if (seq !== undefined) {
           this.stats.points++;
-          this.cadence.tagged(monotonicMs());
+          this.cadence.tagged(atMono);
           return;
         }
         this.fail('tag', tmError('TM_ERR_CAPTURE', 'the write stream up to the tag could not be journaled as a point (writes dropped or not yet re-read, or a resync began); the tag is dropped'));

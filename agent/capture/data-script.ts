@@ -55,7 +55,8 @@ export class DataScriptCapture implements Capture {
 
   async begin(): Promise<CapturedView> {
     // Not due, a gap in the stream (no point possible), too soon, or nothing written since the last tag.
-    if (!this.cadence.due(monotonicMs()) || !this.marker.pointPossible() || !this.gap.ready()) return this.live();
+    const atMono = monotonicMs();
+    if (!this.cadence.due(atMono) || !this.marker.pointPossible() || !this.gap.ready()) return this.live();
     if (this.quietCount !== null && this.marker.writeCount() === this.quietCount) return this.live();
     this.gap.mark();
     const post = (): Promise<void> => this.run('post', this.opts.timeoutMs).catch((e) => this.fail('post script', e));
@@ -87,7 +88,7 @@ export class DataScriptCapture implements Capture {
       release: async (seq?: number) => {
         if (seq !== undefined) {
           this.stats.points++;
-          this.cadence.tagged(monotonicMs());
+          this.cadence.tagged(atMono);
           return;
         }
         this.fail('tag', tmError('TM_ERR_CAPTURE', 'the write stream up to the tag could not be journaled as a point (writes dropped or not yet re-read, or a resync began); the tag is dropped'));

@@ -71,7 +71,8 @@ export class FreezeCapture implements Capture {
       return fuzzy();
     }
     const atMs = Date.now();
-    const tagged = this.cadence.due(monotonicMs());
+    const atMono = monotonicMs();
+    const tagged = this.cadence.due(atMono);
     return heldPoint({
       view: this.volume,
       tag: tagged ? this.opts.tag : null,
@@ -82,7 +83,7 @@ export class FreezeCapture implements Capture {
       after: () => this.script('post', this.opts.timeoutMs).catch((e) => this.fail('post script', e)),
       made: () => {
         this.stats.points++;
-        if (tagged) this.cadence.tagged(monotonicMs());
+        if (tagged) this.cadence.tagged(atMono);
       },
     });
   }

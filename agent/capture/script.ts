@@ -57,7 +57,8 @@ export class ScriptCapture implements Capture {
       return { view: this.volume, consistency: 'FUZZY', tags: [], atMs: Date.now(), release: async () => {} };
     }
     const atMs = Date.now();
-    const tagged = this.cadence.due(monotonicMs());
+    const atMono = monotonicMs();
+    const tagged = this.cadence.due(atMono);
     return heldPoint({
       view: this.volume,
       tag: tagged ? this.opts.tag : null,
@@ -67,7 +68,7 @@ export class ScriptCapture implements Capture {
       expired: () => this.fail('quiesce', tmError('TM_ERR_CAPTURE', `pre script and read together ran past ${this.opts.timeoutMs} ms; the application was let go`)),
       made: () => {
         this.stats.points++;
-        if (tagged) this.cadence.tagged(monotonicMs());
+        if (tagged) this.cadence.tagged(atMono);
       },
     });
   }

@@ -48,7 +48,7 @@ t.test('a filling state filesystem is reported with nothing to write', async (t)
   const space = async (): Promise<Record<string, unknown> | null> => ((await lab.status('mt'))?.space as Record<string, unknown> | undefined) ?? null;
   const fsOf = (s: Record<string, unknown>, p: string): Record<string, unknown> | undefined => (s.filesystems as Array<Record<string, unknown>>).find((f) => f.path === p);
 
-  const first = await until('the master target status', space, 60_000);
+  const first = await until('the first measurement', async () => { const s = await space(); return (s?.filesystems as unknown[] | undefined)?.length ? s : null; }, 60_000);
   t.equal(first.health, 'ok', 'an empty filesystem is ok');
   t.same(fsOf(first, stateFs)?.holds, ['state (staging, retention)'], 'the state directory is watched');
   t.same(fsOf(first, dir)?.holds, ['replica of vol1'], "the replica's directory, on another filesystem, is watched on its own");

@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
 import t, { type Test } from 'tap';
-import { loadHashTable, saveHashTable } from '../../../common/hash-table.js';
+import { loadHashTable, loadHashTableAt, saveHashTable } from '../../../common/hash-table.js';
 import { Replica } from '../../../master-target/replica.js';
 import { ReplicaHashes } from '../../../master-target/replica-hashes.js';
 import { leafHashes } from '../../../proto/range-hash.js';
@@ -152,4 +152,25 @@ t.test('an abandoned seed stops and saves nothing: it cannot overwrite the table
   open();
   await new Promise((r) => setTimeout(r, 200));
   t.ok((await fsp.readFile(file)).equals(saved), 'the file is the replacing table\'s, untouched');
+});
+
+t.test('a group captured while a seed was hashed is not saved from the live table once the seed ends', async (t) => {
+  // The applier's commit took its snapshot (null: seeding) before the next group wrote; the seed ended
+  // during the commit's fsync. Saving the live table then would record the next group's entries as part
+  // of this sequence, before they are durable on the replica.
+  const s = await setup(t);
+  const h = s.hashes();
+  await h.seed(s.replica);
+  const captured = h.snapshot();
+  t.equal(captured, null, 'nothing is captured while the seed is hashed');
+  await h.ready(Math.ceil(SIZE / BS));
+  for (let i = 0; i < 200 && !s.logs.some((l) => l.msg === 'replica hashed'); i++) await new Promise((r) => setTimeout(r, 10));
+  const table = path.join(s.dir, 'replica-hashes.bin');
+  const afterSeed = await loadHashTableAt(table, BS, SIZE);
+  t.ok(afterSeed, 'the seed saved its table');
+  h.update(0, rng.bytes(BS)); // the next group, written while the commit ran
+  await h.persist(7, captured);
+  const now = await loadHashTableAt(table, BS, SIZE);
+  t.not(now?.seq, 7, 'the table is not recorded as reflecting the committed sequence');
+  t.same(now?.hashes, afterSeed?.hashes, 'nor written with the next group\'s entries');
 });

@@ -1,7 +1,11 @@
 // The master target's space levels, the config's bounds on them, and the status column an operator sees
 // when a filesystem of the master target fills (the privileged mt-space test fills a real one).
+import { promises as fsp } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { pino } from 'pino';
 import t from 'tap';
-import { spaceHealth } from '../../../master-target/space-watch.js';
+import { SpaceWatch, spaceHealth } from '../../../master-target/space-watch.js';
 import { mtConfigSchema } from '../../../master-target/config.js';
 import { volumeHealth } from '../../../cli/status.js';
 
@@ -40,4 +44,20 @@ t.test('status shows MT DISK for the volumes whose filesystems fill, naming them
   t.same(health(mt([fs('/var/lib/tm', ['state (staging, retention)'], 50, 'ok'), fs('/srv/db', ['replica of db'], 8, 'warning')])), { db: 'MT DISK WARNING', web: 'ok' }, "a replica's filesystem only its volume");
   const [db] = volumeHealth([mt([fs('/var/lib/tm', ['state (staging, retention)'], 8, 'warning'), fs('/srv/db', ['replica of db'], 2, 'critical')])], [], Date.now());
   t.same(db!.problems, [{ state: 'MT DISK CRITICAL', cause: 'mt-1: /var/lib/tm 8% free (state (staging, retention)); /srv/db 2% free (replica of db)' }], 'the worst level, and every filesystem short of space');
+});
+
+t.test('a filesystem that reports no size is left out, not taken for full', async (t) => {
+  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'tm-space-'));
+  t.teardown(() => fsp.rm(dir, { recursive: true, force: true }));
+  const logs: Array<Record<string, unknown>> = [];
+  const log = pino({ level: 'info' }, { write: (s: string) => void logs.push(JSON.parse(s) as Record<string, unknown>) });
+  const w = new SpaceWatch([{ dir: '/proc', holds: 'a pseudo filesystem' }, { dir: path.join(dir, 'not-made-yet', 'replicas'), holds: 'replica of v' }], LIMITS, log, 60_000);
+  w.open();
+  t.teardown(() => w.close());
+  for (let i = 0; i < 100 && w.status().filesystems.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+  const s = w.status();
+  t.same(s.filesystems.map((f) => f.holds), [['replica of v']], "/proc (no size) is not listed; a folder not made yet is measured at its nearest existing parent");
+  t.equal(s.filesystems[0]!.path, dir, 'that parent');
+  t.same(s.errors, [], 'nothing failed to measure');
+  t.notOk(logs.some((l) => l.code === 'TM_ERR_DISK_FULL'), 'and no disk-full alarm for a filesystem with no size');
 });
