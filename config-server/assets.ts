@@ -92,6 +92,14 @@ async function refreshFleet(table) {
   lastFleet = Promise.resolve(f);
   for (const v of f.volumes) {
     const tr = document.getElementById('vol-' + v.id);
+    // A volume drawn under another machine than it now has (its agent did not answer when the page was
+    // drawn, or the volume moved): draw the page again, or it would stay under the wrong machine.
+    const machine = v.agent === null ? '(no agent)' : v.agent;
+    const drawnUnder = tr && tr.closest('section.machine');
+    if (table.id === 'fleet' && drawnUnder && drawnUnder.dataset.machine !== machine) {
+      location.reload();
+      return;
+    }
     if (!tr) {
       // Not drawn yet because its machine's section is still lazy: nothing to update. A volume or
       // machine the page does not know (a daemon seen for the first time): draw the page again.

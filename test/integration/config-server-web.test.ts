@@ -40,7 +40,6 @@ t.test('configuration server website over real daemons', async (t) => {
   const { lab } = c;
   lab.start('mt');
   lab.start('ps');
-  lab.start('agent');
   await c.startCs();
   const browser = await launchChromium(t);
   const base = c.url();
@@ -54,6 +53,10 @@ t.test('configuration server website over real daemons', async (t) => {
   t.match(await op.textContent('#login-error'), /Wrong user or password/, 'a wrong password is refused');
   await login(op, base, 'olga', PASSWORDS.op);
   t.equal(await op.textContent('#who'), 'olga (operator)', 'logged in as an operator');
+  // The agent starts after the page is drawn: its volumes are drawn under "(no agent)" first, and must move
+  // under their machine once it answers (the page once kept them where they were first drawn).
+  await waitFor(async () => (await op.locator('section[data-machine="(no agent)"] tr#vol-vol1').count()) === 1, 30_000, 'vol1 drawn before its agent answers');
+  lab.start('agent');
   const writer = startWriter(c.source, 8 << 20, 30);
   t.teardown(() => writer.stop());
   await waitFor(async () => Number(await cell(op, 'vol-vol1', 'appliedSeq')) > 0, 60_000, 'the fleet page shows differentials applied');
