@@ -13,6 +13,7 @@ import { MtVolume } from '../master-target/volume.js';
 import { ask, agentStateDir } from './operator.js';
 import { bytes, fetchStatus } from './status.js';
 import { meter } from './progress.js';
+import { mib } from '../common/units.js';
 
 /** The agent's status port, for progress (`/status` is read-only and open to local users). */
 export function agentPort(configFile: string): number {
@@ -24,7 +25,6 @@ export function agentPort(configFile: string): number {
   }
 }
 
-const mib = (n: number): string => `${(n / 1048576).toFixed(1)} MiB`;
 
 type Pass = Record<string, number | boolean | string | Array<[number, number]>>;
 

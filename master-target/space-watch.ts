@@ -6,6 +6,7 @@
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from '../common/log.js';
+import { mib } from '../common/units.js';
 
 export type SpaceHealth = 'ok' | 'warning' | 'critical';
 
@@ -45,10 +46,6 @@ export interface SpaceStatus {
 }
 
 const RANK: Record<SpaceHealth, number> = { ok: 0, warning: 1, critical: 2 };
-
-function mib(n: number): string {
-  return `${(n / 1048576).toFixed(1)} MiB`;
-}
 
 /** The level for a measurement; pure, so tested and documented in one place. */
 export function spaceHealth(limits: SpaceLimits, sizeBytes: number, availBytes: number): { freePercent: number; health: SpaceHealth } {

@@ -5,6 +5,7 @@
 // once; the status snapshot reads the last evaluation.
 import { promises as fsp } from 'node:fs';
 import { DEFAULTS } from '../common/defaults.js';
+import { mib } from '../common/units.js';
 import type { Logger } from '../common/log.js';
 import type { FlowState } from '../proto/receiver.js';
 import type { PsConfig } from './config.js';
@@ -53,10 +54,6 @@ interface Finding {
 }
 
 const RANK: Record<HealthLevel, number> = { ok: 0, warning: 1, critical: 2 };
-
-export function mib(n: number): string {
-  return `${(n / 1048576).toFixed(1)} MiB`;
-}
 
 export function duration(ms: number): string {
   if (ms < 120_000) return `${Math.round(ms / 1000)} s`;

@@ -8,17 +8,14 @@ import t from 'tap';
 import { Lab } from '../../lab/lab.js';
 import { STATUS_PORT_FILE } from '../../common/status-server.js';
 import { sampleValue, scrapeMetrics } from '../integration/prom-text.js';
+import { waitFor } from '../integration/helpers.js';
 import { privileged, run, tempDir } from './require-root.js';
-import { sleep } from './protected.js';
 
+/** waitFor, keeping the value that ended the wait. */
 async function until<T>(what: string, fn: () => Promise<T | null | undefined | false>, timeoutMs = 20_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const x = await fn();
-    if (x) return x;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
+  let x: T | null | undefined | false = null;
+  await waitFor(async () => Boolean((x = await fn())), timeoutMs, what);
+  return x as T;
 }
 
 /** Leave `leaveBytes` available on the filesystem of `dir` by writing one file there. */

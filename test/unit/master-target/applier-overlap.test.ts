@@ -4,10 +4,8 @@
 // only that group's blocks, the next group's before-images must be what the replica held before it, and
 // a point snapshot must see the replica exactly at its point. Real replica, store, table and retention.
 import { promises as fsp } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import t, { type Test } from 'tap';
-import { crc } from '../../../common/checksum.js';
 import { loadHashTableAt } from '../../../common/hash-table.js';
 import { silentLogger } from '../../../common/log.js';
 import { Applier } from '../../../master-target/applier.js';
@@ -17,10 +15,10 @@ import { RetentionLog } from '../../../master-target/retention/retention-log.js'
 import { readSegment } from '../../../master-target/retention/segment.js';
 import { type MtStore, type MtVolumeState } from '../../../master-target/volume-state.js';
 import { DiffStore } from '../../../proto/diff-store.js';
-import { HrlWriter } from '../../../proto/hrl.js';
 import { leafHashes } from '../../../proto/range-hash.js';
 import { Rng } from '../../seed.js';
 import { Crash, failOn, withFaults } from '../faults.js';
+import { freshVolume, stageRandomDiff } from './staged-volume.js';
 
 const BS = 4096;
 const SIZE = 256 * BS;
@@ -36,28 +34,12 @@ interface Volume {
 }
 
 async function volume(t: Test, rng: Rng): Promise<Volume> {
-  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'tm-overlap-'));
-  t.teardown(() => fsp.rm(dir, { recursive: true, force: true }));
-  const store = new DiffStore<MtVolumeState>(dir, 'v1', log);
-  await store.open();
-  await store.adopt({ volumeId: 'v1', sizeBytes: SIZE, blockSize: BS, replicationId: 'r1' });
-  const replicaFile = path.join(dir, 'replica.img');
-  await (await Replica.createSparse(replicaFile, SIZE)).close();
-  await new ReplicaHashes(dir, SIZE, BS, log).initZero();
+  const { dir, replicaFile } = await freshVolume(t, 'tm-overlap-', { sizeBytes: SIZE, blockSize: BS }, log);
   const images = [Buffer.alloc(SIZE)];
   const stage = async (into: MtStore): Promise<number> => {
     const seq = images.length;
     const image = Buffer.from(images.at(-1)!);
-    const w = await HrlWriter.create(dir, { volumeId: 'v1', seq, startTimeMs: seq, endTimeMs: seq, volumeSize: SIZE, blockSize: BS, consistency: 'CRASH', flags: 0, tags: [] });
-    for (let i = 0; i < 6; i++) {
-      const blocks = rng.int(1, 9);
-      const offset = rng.int(0, SIZE / BS - blocks) * BS;
-      const data = rng.bytes(blocks * BS);
-      await w.append({ offset, length: data.length, crc32c: crc(data), compression: 'NONE', storedLength: data.length }, data);
-      data.copy(image, offset);
-    }
-    await w.commit();
-    await into.added(seq);
+    await stageRandomDiff(dir, into, seq, rng, image, BS);
     images.push(image);
     return seq;
   };

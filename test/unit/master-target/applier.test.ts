@@ -4,20 +4,18 @@
 // byte for byte, with its hash table matching the data. The crash is injected through the collaborators
 // the applier is built with (real replica, hash table and store, one call of which throws).
 import { promises as fsp } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import t, { type Test } from 'tap';
-import { crc } from '../../../common/checksum.js';
 import { loadHashTable } from '../../../common/hash-table.js';
 import { silentLogger } from '../../../common/log.js';
 import { Applier } from '../../../master-target/applier.js';
 import { Replica } from '../../../master-target/replica.js';
 import { ReplicaHashes } from '../../../master-target/replica-hashes.js';
 import { DiffStore } from '../../../proto/diff-store.js';
-import { HrlWriter } from '../../../proto/hrl.js';
 import { leafHashes } from '../../../proto/range-hash.js';
 import { Rng } from '../../seed.js';
 import { Crash, failOn, withFaults } from '../faults.js';
+import { freshVolume, stageRandomDiff } from './staged-volume.js';
 import { type MtVolumeState, type MtStore } from '../../../master-target/volume-state.js';
 
 const BS = 4096;
@@ -29,28 +27,9 @@ interface Volume { dir: string; replicaFile: string; expected: Buffer }
 
 /** A store with DIFFS staged differentials whose extents overlap each other, and the image they lead to. */
 async function staged(t: Test, rng: Rng): Promise<Volume> {
-  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'tm-applier-'));
-  t.teardown(() => fsp.rm(dir, { recursive: true, force: true }));
-  const store = new DiffStore<MtVolumeState>(dir, 'v1', log);
-  await store.open();
-  await store.adopt({ volumeId: 'v1', sizeBytes: SIZE, blockSize: BS, replicationId: 'r1' });
-  const replicaFile = path.join(dir, 'replica.img');
-  const replica = await Replica.createSparse(replicaFile, SIZE);
-  await new ReplicaHashes(dir, SIZE, BS, log).initZero();
-  await replica.close();
+  const { dir, replicaFile, store } = await freshVolume(t, 'tm-applier-', { sizeBytes: SIZE, blockSize: BS }, log);
   const expected = Buffer.alloc(SIZE);
-  for (let seq = 1; seq <= DIFFS; seq++) {
-    const w = await HrlWriter.create(dir, { volumeId: 'v1', seq, startTimeMs: seq, endTimeMs: seq, volumeSize: SIZE, blockSize: BS, consistency: 'CRASH', flags: 0, tags: [] });
-    for (let i = 0; i < 6; i++) {
-      const blocks = rng.int(1, 9);
-      const offset = rng.int(0, SIZE / BS - blocks) * BS;
-      const data = rng.bytes(blocks * BS);
-      await w.append({ offset, length: data.length, crc32c: crc(data), compression: 'NONE', storedLength: data.length }, data);
-      data.copy(expected, offset);
-    }
-    await w.commit();
-    await store.added(seq);
-  }
+  for (let seq = 1; seq <= DIFFS; seq++) await stageRandomDiff(dir, store, seq, rng, expected, BS);
   return { dir, replicaFile, expected };
 }
 
