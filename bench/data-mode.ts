@@ -32,6 +32,8 @@ const RPO_64K_RATE = Math.round((100 * MiB) / 65536); // 100 MiB/s of 64 KiB wri
 const TAG_SECONDS = 25;
 const DATA_SETTINGS = { ringMiB: 256, queueMiB: 512, fifoPriority: 1 };
 const TARGETS = { iops: 0.9, p99: 1.1, rpoS: 2, tagMs: 50 };
+/** TIDEMARK_DATA_MODE_RPO_ONLY=1: only part 2, the RPO runs (a quicker comparison of the data path). */
+const RPO_ONLY = process.env.TIDEMARK_DATA_MODE_RPO_ONLY === '1';
 
 export const dataMode: Benchmark = {
   description: 'data mode (eBPF write capture) vs no tracking vs blocktrace + reflink: fio 4 KiB random-write IOPS and p99 at half rate, RPO at 20 MB/s 4K and 100 MiB/s 64K, drops, agent CPU per GiB, freeze tag hold',
@@ -156,24 +158,27 @@ async function run(): Promise<BenchResult> {
       }
     };
 
-    console.log(`\n1. fio 4 KiB random writes, QD16, ${FIO_SECONDS} s each, alternated`);
-    runs.push(await measure('OFF', 1, s, null));
-    const rate = Math.floor(runs[0]!.fio.iops / 2);
-    half.push(await measure('OFF', 1, s, null, [`--rate_iops=${rate}`]));
+    if (!RPO_ONLY) console.log(`\n1. fio 4 KiB random writes, QD16, ${FIO_SECONDS} s each, alternated`);
+    if (!RPO_ONLY) runs.push(await measure('OFF', 1, s, null));
+    const rate = RPO_ONLY ? 0 : Math.floor(runs[0]!.fio.iops / 2);
+    if (!RPO_ONLY) half.push(await measure('OFF', 1, s, null, [`--rate_iops=${rate}`]));
     await session('DATA', async (lab) => {
-      runs.push(await measure('DATA', 1, s!, lab));
-      await waitConverged(lab, dataDir);
-      half.push(await measure('DATA', 1, s!, lab, [`--rate_iops=${rate}`]));
+      if (!RPO_ONLY) {
+        runs.push(await measure('DATA', 1, s!, lab));
+        await waitConverged(lab, dataDir);
+        half.push(await measure('DATA', 1, s!, lab, [`--rate_iops=${rate}`]));
+      }
       console.log('\n2. RPO in data mode');
       for (const [i, [what, iops, extra]] of ([['20 MB/s 4K random', RPO_4K_RATE, []], ['100 MiB/s 64K', RPO_64K_RATE, ['--bs=64k']]] as Array<[string, number, string[]]>).entries()) {
         await waitConverged(lab, dataDir);
         const d0 = await trackerDrops(lab);
         const r = await rpoRun(lab, s!.dev, path.join(s!.mnt, 'replica-data.img'), s!.sizeBytes, iops, i + 1, extra);
         const drops = (await trackerDrops(lab)) - d0;
-        console.log(`    ${what}: fio ${fmt(r.fio.iops, 0)} IOPS; RPO p50 ${fmt(median(r.samples), 2)} s, p99 ${fmt(quantile(r.samples, 0.99), 2)} s over ${r.samples.length} probe writes${r.neverSeen ? ` (${r.neverSeen} never seen)` : ''}; drops ${drops}; agent ${fmt(r.cores.agent, 2)} cores`);
+        console.log(`    ${what}: fio ${fmt(r.fio.iops, 0)} IOPS; RPO p50 ${fmt(median(r.samples), 2)} s, p99 ${fmt(quantile(r.samples, 0.99), 2)} s over ${r.samples.length} probe writes${r.neverSeen ? ` (${r.neverSeen} never seen)` : ''}; drops ${drops}; CPU agent ${fmt(r.cores.agent, 2)} ps ${fmt(r.cores.ps, 2)} mt ${fmt(r.cores.mt, 2)} cores`);
         rpo.push({ what, r, drops });
       }
     });
+    if (RPO_ONLY) return report({ sizeMiB, runs, half, rpo, converge, tag, rate });
     await session('BTR', async (lab) => {
       runs.push(await measure('BTR', 1, s!, lab));
       await waitConverged(lab, btrDir);
@@ -241,6 +246,8 @@ function report(x: { sizeMiB: number; runs: Run[]; half: Run[]; rpo: Array<{ wha
       { name: `${L} probe writes never seen`, value: r.neverSeen, unit: 'count' },
       { name: `${L} drops`, value: drops, unit: 'count' },
       { name: `${L} agent CPU`, value: r.cores.agent, unit: 'cores' },
+      { name: `${L} process server CPU`, value: r.cores.ps, unit: 'cores' },
+      { name: `${L} master target CPU`, value: r.cores.mt, unit: 'cores' },
       { name: `${L} differentials applied`, value: r.applied, unit: 'count' },
     );
     table.push([`RPO at ${what}`, fmt(r.fio.iops, 0), fmt(r.fio.p99us, 1), '-', `RPO p50 ${fmt(median(r.samples), 2)} s, p99 ${fmt(rpoP99[what], 2)} s (n=${r.samples.length}${r.neverSeen ? `, ${r.neverSeen} unseen` : ''}), drops ${drops}, agent ${fmt(r.cores.agent, 2)} cores`]);
@@ -264,6 +271,7 @@ function report(x: { sizeMiB: number; runs: Run[]; half: Run[]; rpo: Array<{ wha
   ];
   for (const c of x.converge) figures.push({ name: `daemons converged: ${c.what}`, value: c.seconds, unit: 's' });
   return {
+    ...(RPO_ONLY && { resultsName: 'data-mode-rpo' }),
     params: {
       volumeBytes: x.sizeMiB * MiB,
       fio: { version: version('fio', '--version'), seconds: FIO_SECONDS, iodepth: 16, bs: 4096, ioengine: 'libaio', direct: 1, halfRateIops: x.rate },

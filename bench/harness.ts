@@ -66,6 +66,8 @@ export interface BenchResult {
   /** What is printed: first row is the header. */
   table: string[][];
   notes: string[];
+  /** Results file name when a partial run must not replace the benchmark's own (default: its name). */
+  resultsName?: string;
 }
 
 export interface Benchmark {

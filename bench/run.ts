@@ -37,7 +37,7 @@ function list(): void {
   const w = Math.max(...names.map((n) => n.length));
   console.log('usage: npm run bench -- <name>\n\nbenchmarks:');
   for (const n of names) console.log(`  ${n.padEnd(w)}  ${BENCHMARKS[n]!.description}`);
-  console.log('\nenvironment: TIDEMARK_BENCH_SIZE_MIB (smaller volume for a trial run), TIDEMARK_BENCH_KEEP=1 (keep bench/work files), TIDEMARK_BENCH_CPU_PROF=1 (daemon CPU profiles), TIDEMARK_FANIN_AGENTS=1 (fan-in: only these agent counts, e.g. "1" or "1,4")');
+  console.log('\nenvironment: TIDEMARK_BENCH_SIZE_MIB (smaller volume for a trial run), TIDEMARK_BENCH_KEEP=1 (keep bench/work files), TIDEMARK_BENCH_CPU_PROF=1 (daemon CPU profiles), TIDEMARK_FANIN_AGENTS=1 (fan-in: only these agent counts, e.g. "1" or "1,4"), TIDEMARK_DATA_MODE_RPO_ONLY=1 (data-mode: only the RPO runs, to bench/results/data-mode-rpo.json)');
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -68,7 +68,7 @@ async function main(argv: string[]): Promise<number> {
     for (const q of r.quoted) console.log(`  ${q.name} (${q.source}): ${q.figures.map((f) => `${f.name} ${String(f.value)} ${f.unit}`).join(', ')}; ${q.description}`);
   }
   for (const n of r.notes) console.log(`\nnote: ${n}`);
-  const file = await writeResults(name, bench.description, m, r);
+  const file = await writeResults(r.resultsName ?? name, bench.description, m, r);
   console.log(`\nresults: ${file}`);
   return 0;
 }

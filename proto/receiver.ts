@@ -4,7 +4,7 @@
 // The sink may slow or stop what it takes (setFlow): peers that speak "backpressure" are told to pause,
 // others are simply not read from until there is room.
 import type { Logger } from '../common/log.js';
-import { tmError, asTidemarkError } from '../common/errors.js';
+import { tmError, asTidemarkError, type TidemarkError } from '../common/errors.js';
 import type { FramedConnection } from './connection.js';
 import { HrlWriter, type Diff, type ExtentRecord } from './hrl.js';
 import { checkDiffSize, checkExtent, checkGeometry, DEFAULT_MAX_DIFF_BYTES } from './limits.js';
@@ -83,6 +83,58 @@ export interface FlowState {
 const TRANSFORM_DEPTH = 4;
 /** A held differential re-checks this often even if no flow change wakes it (e.g. its connection closed). */
 const HOLD_POLL_MS = 1000;
+/**
+ * Differentials of one connection whose commit (fsync, rename, directory fsync, the sink's record) may run
+ * while the next one is read: the disk's flush and the network overlap instead of taking turns.
+ */
+const COMMIT_DEPTH = 2;
+
+/**
+ * One connection's commits, run one at a time in the order the differentials were read, so acks stay
+ * cumulative and in order. A differential is acknowledged only when its own commit is over.
+ */
+class CommitQueue {
+  private tail: Promise<void> = Promise.resolve();
+  private readonly running: Promise<void>[] = [];
+  /** Per volume: the newest sequence read whole and queued for commit (durable once its commit is over). */
+  readonly queuedSeq = new Map<string, number>();
+  /** The first commit that failed: nothing after it is committed, and the peer was told. */
+  failure: unknown = null;
+
+  /**
+   * Queue `commit` after the ones before it; waits while COMMIT_DEPTH are queued already. When it (or one
+   * before it) fails, `failed` runs instead, `first` true for the failure itself (the peer is told once).
+   */
+  async add(volumeId: string, seq: number, commit: () => Promise<void>, failed: (e: unknown, first: boolean) => Promise<void>): Promise<void> {
+    this.queuedSeq.set(volumeId, seq);
+    const p = this.tail.then(async () => {
+      try {
+        if (this.failure) throw this.failure;
+        await commit();
+      } catch (e) {
+        const first = this.failure === null;
+        this.failure ??= e;
+        await failed(e, first);
+        throw e;
+      }
+    });
+    this.tail = p.catch(() => {});
+    this.running.push(p);
+    void p.catch(() => {}).finally(() => this.running.splice(this.running.indexOf(p), 1));
+    while (this.running.length >= COMMIT_DEPTH) await Promise.race(this.running.map((r) => r.catch(() => {})));
+    if (this.failure) throw this.failure;
+  }
+
+  /** Every queued commit over (failed or not). */
+  async settle(): Promise<void> {
+    await this.tail;
+  }
+}
+
+/** An error named for the volume and differential it concerns (the sender sets that volume aside). */
+function named(err: TidemarkError, volumeId: string, seq: number): TidemarkError {
+  return err.context.volume === undefined ? tmError(err.code, `volume ${volumeId} seq ${seq}: ${err.message}`, { ...err.context, volume: volumeId, seq }, err) : err;
+}
 
 export class DiffReceiver {
   readonly stats: ReceiverStats = { diffsReceived: 0, bytesReceived: 0, duplicatesSkipped: 0, diffsDelayed: 0, diffsRefused: 0, bytesRefused: 0 };
@@ -94,13 +146,22 @@ export class DiffReceiver {
   private readonly signalled = new Set<FramedConnection>();
   /** Connections whose peer listed the "resync-needed" capability. */
   private readonly resyncCapable = new Set<FramedConnection>();
+  /** Each connection served now, until its reads and commits are over: a newer owner of a volume waits for it. */
+  private readonly serving = new Map<FramedConnection, Promise<void>>();
 
   /** `maxDiffBytes`: the largest differential (uncompressed bytes) taken from a peer (proto/limits.ts). */
   constructor(private readonly sink: InboundSink, private readonly nodeName: string, private readonly log: Logger, private readonly maxDiffBytes = DEFAULT_MAX_DIFF_BYTES) {}
 
-  /** Serve one authenticated connection until it ends. Never throws. */
-  async serve(conn: FramedConnection, peer: Peer): Promise<void> {
+  /** Serve one authenticated connection until it ends (its commits over too). Never throws. */
+  serve(conn: FramedConnection, peer: Peer): Promise<void> {
+    const done = this.serveOne(conn, peer).finally(() => this.serving.delete(conn));
+    this.serving.set(conn, done);
+    return done;
+  }
+
+  private async serveOne(conn: FramedConnection, peer: Peer): Promise<void> {
     const log = this.log.child({ peer: peer.name });
+    const commits = new CommitQueue();
     try {
       const common = await this.handshake(conn, peer);
       if (common.includes('resync-needed')) this.resyncCapable.add(conn);
@@ -108,15 +169,18 @@ export class DiffReceiver {
         this.signalled.add(conn);
         if (this.flow.paused) await this.signal(conn);
       }
-      await this.loop(conn, { ...peer, capabilities: common }, log);
+      await this.loop(conn, { ...peer, capabilities: common }, log, commits);
     } catch (e) {
       const err = asTidemarkError(e);
-      if (err.code === 'TM_ERR_CONNECTION' || err.code === 'TM_ERR_CLOSED') log.info({ code: err.code }, 'peer disconnected');
+      if (commits.failure) log.info({ code: err.code }, 'connection closed after a failed commit');
+      else if (err.code === 'TM_ERR_CONNECTION' || err.code === 'TM_ERR_CLOSED') log.info({ code: err.code }, 'peer disconnected');
       else {
         log.warn({ code: err.code, err: err.message, ...err.context }, 'connection refused or dropped');
         await conn.refuse(err, String(err.context.volume ?? ''), Number(err.context.seq ?? 0));
       }
     } finally {
+      // Read differentials are committed even when the peer is gone: durable here, acked at its reconnect.
+      await commits.settle();
       for (const [vol, owner] of this.owners) if (owner === conn) this.owners.delete(vol);
       this.signalled.delete(conn);
       this.resyncCapable.delete(conn);
@@ -136,7 +200,7 @@ export class DiffReceiver {
     return common;
   }
 
-  private async loop(conn: FramedConnection, peer: Peer, log: Logger): Promise<void> {
+  private async loop(conn: FramedConnection, peer: Peer, log: Logger, commits: CommitQueue): Promise<void> {
     const opened = new Map<string, string>(); // volume -> dir
     for (;;) {
       const { msg, payload } = await conn.next();
@@ -145,8 +209,13 @@ export class DiffReceiver {
         try {
           checkGeometry(ov.volumeId, ov.sizeBytes, ov.blockSize);
           const { dir, resync } = await this.sink.openVolume(peer, ov);
+          // A reconnect takes the volume over: the old connection's read and commits end first, so the
+          // state told below counts them and no two writers ever stage the same sequence.
           const previous = this.owners.get(ov.volumeId);
-          if (previous && previous !== conn) previous.destroy();
+          if (previous && previous !== conn) {
+            previous.destroy();
+            await this.serving.get(previous);
+          }
           this.owners.set(ov.volumeId, conn);
           opened.set(ov.volumeId, dir);
           const durableSeq = this.sink.ackedSeq(ov.volumeId);
@@ -169,7 +238,7 @@ export class DiffReceiver {
           throw tmError('TM_ERR_PROTOCOL', `differential for volume ${msg.diffBegin.volumeId} that was not opened on this connection`, { volume: msg.diffBegin.volumeId });
         }
         if (msg.diffBegin.seq > this.sink.storedSeq(msg.diffBegin.volumeId)) await this.admit(conn, msg.diffBegin.volumeId, log);
-        await this.receiveDiff(conn, msg.diffBegin, dir, log);
+        await this.receiveDiff(conn, msg.diffBegin, dir, log, commits);
       } else if ('hashQuery' in msg) {
         const q = msg.hashQuery;
         if (!opened.has(q.volumeId) || this.owners.get(q.volumeId) !== conn) throw tmError('TM_ERR_PROTOCOL', `hash query for volume ${q.volumeId} that this connection does not send`, { volume: q.volumeId });
@@ -188,9 +257,10 @@ export class DiffReceiver {
     }
   }
 
-  private async receiveDiff(conn: FramedConnection, begin: DiffBegin, dir: string, log: Logger): Promise<void> {
+  private async receiveDiff(conn: FramedConnection, begin: DiffBegin, dir: string, log: Logger, commits: CommitQueue): Promise<void> {
     const { volumeId, seq } = begin;
-    const durable = this.sink.storedSeq(volumeId);
+    // Stored, or read whole and committing now on this connection.
+    const durable = Math.max(this.sink.storedSeq(volumeId), commits.queuedSeq.get(volumeId) ?? -1);
     if (seq > durable + 1) {
       throw tmError('TM_ERR_SEQUENCE_GAP', `volume ${volumeId}: got seq ${seq}, expected ${durable + 1}`, { volume: volumeId, seq });
     }
@@ -199,7 +269,8 @@ export class DiffReceiver {
     checkDiffSize(volumeId, seq, { extentCount: begin.extentCount }, this.maxDiffBytes, geometry.blockSize);
     // A retransmission of something already durable: read past it and acknowledge again (idempotent).
     const duplicate = seq <= durable;
-    const writer = duplicate ? null : await HrlWriter.create(dir, {
+    const t0 = Date.now();
+    let writer = duplicate ? null : await HrlWriter.create(dir, {
       volumeId, seq, startTimeMs: begin.startTimeMs, endTimeMs: begin.endTimeMs, consistency: begin.consistency,
       tags: begin.tags, flags: begin.flags, ...this.sink.geometryOf(volumeId),
     }, { keep: true });
@@ -243,10 +314,25 @@ export class DiffReceiver {
         if (writer.digestSoFar !== end.extentDigest) {
           throw tmError('TM_ERR_EXTENT_CHECKSUM', `volume ${volumeId} seq ${seq}: extent list digest mismatch`, { volume: volumeId, seq });
         }
-        await writer.commit();
-        await this.sink.committed(volumeId, seq, { rawBytes, storedBytes, begin, diff: writer.diff() });
-        this.stats.diffsReceived++;
-        log.info({ volume: volumeId, seq, rawBytes, storedBytes }, 'differential durable');
+        const readMs = Date.now() - t0;
+        // Committed behind the ones read before it while the next one is read (CommitQueue).
+        const w = writer;
+        const commit = async (): Promise<void> => {
+          const c0 = Date.now();
+          await w.commit();
+          await this.sink.committed(volumeId, seq, { rawBytes, storedBytes, begin, diff: w.diff() });
+          this.stats.diffsReceived++;
+          log.info({ volume: volumeId, seq, rawBytes, storedBytes, readMs, commitMs: Date.now() - c0 }, 'differential durable');
+        };
+        const failed = async (e: unknown, first: boolean): Promise<void> => {
+          await w.abort();
+          if (!first) return;
+          const err = named(asTidemarkError(e), volumeId, seq);
+          log.warn({ code: err.code, err: err.message, ...err.context }, 'commit failed; connection refused');
+          await conn.refuse(err, volumeId, seq);
+        };
+        writer = null; // the queue owns it now: aborted there if its commit fails
+        await commits.add(volumeId, seq, commit, failed);
       } else {
         this.stats.duplicatesSkipped++;
         log.info({ volume: volumeId, seq, rawBytes, duplicate: true }, 'retransmitted differential skipped');
@@ -262,7 +348,7 @@ export class DiffReceiver {
         this.stats.diffsRefused++;
       }
       // Named for the sender, which sets this volume aside (and backs off) rather than resending it at once.
-      throw err.context.volume === undefined ? tmError(err.code, `volume ${volumeId} seq ${seq}: ${err.message}`, { ...err.context, volume: volumeId, seq }, err) : err;
+      throw named(err, volumeId, seq);
     }
   }
 

@@ -9,7 +9,7 @@ import { silentLogger } from '../../../common/log.js';
 import { Cache, UNLINKED } from '../../../process-server/cache.js';
 import { psConfigSchema } from '../../../process-server/config.js';
 import { FramedConnection } from '../../../proto/connection.js';
-import { DiffReceiver } from '../../../proto/receiver.js';
+import { DiffReceiver, type InboundSink } from '../../../proto/receiver.js';
 
 export interface PsLoopback {
   dir: string;
@@ -19,12 +19,13 @@ export interface PsLoopback {
   connect(): Promise<FramedConnection>;
 }
 
-export async function psLoopback(t: Test, prefix: string): Promise<PsLoopback> {
+/** `sink`: what the receiver stores into, made from the cache (default: the cache itself). */
+export async function psLoopback(t: Test, prefix: string, sink: (cache: Cache) => InboundSink = (c) => c): Promise<PsLoopback> {
   const dir = await fsp.mkdtemp(path.join(os.tmpdir(), `tm-${prefix}-`));
   t.teardown(() => fsp.rm(dir, { recursive: true, force: true }));
   const cfg = { ...psConfigSchema.parse({ name: 'ps', cacheDir: dir, tls: { ca: '', cert: '', key: '' }, masterTargets: [{ name: 'mt', port: 1 }], volumes: [{ id: 'v1', agent: 'agent-1', masterTarget: 'mt' }] }), configDir: dir };
   const cache: Cache = new Cache(cfg, dir, silentLogger(), { ...UNLINKED, ack: (v, s) => receiver.ack(v, s) });
-  const receiver = new DiffReceiver(cache, 'ps', silentLogger());
+  const receiver = new DiffReceiver(sink(cache), 'ps', silentLogger());
   await cache.open();
   t.teardown(() => cache.close());
   const server = net.createServer((socket) => void receiver.serve(new FramedConnection(socket, 'agent-1'), { name: 'agent-1', role: 'agent' }));

@@ -12,6 +12,8 @@ import { TidemarkError } from '../../../common/errors.js';
 import { FramedConnection } from '../../../proto/connection.js';
 import { digestStep, hrlName, readHrl, type ExtentRecord } from '../../../proto/hrl.js';
 import { PROTOCOL_VERSION } from '../../../proto/messages.js';
+import type { InboundSink } from '../../../proto/receiver.js';
+import type { Cache } from '../../../process-server/cache.js';
 import { Rng } from '../../seed.js';
 import { psLoopback, type PsLoopback } from './ps-loopback.js';
 
@@ -203,4 +205,123 @@ t.test('garbage bytes in place of a frame: the receiver says why and closes; oth
   t.pass('and closed the connection');
   t.strictSame(await cacheFiles(ps.dir), before, 'nothing was stored');
   await stillServes(t, ps);
+});
+
+/** A gate a test opens: `wait` resolves once `open` was called. */
+function gate(): { wait: Promise<void>; open: () => void } {
+  let open!: () => void;
+  const wait = new Promise<void>((resolve) => (open = resolve));
+  return { wait, open };
+}
+
+/** The cache as the receiver's sink, with `committed` (and others) replaced where a test says. */
+function around(cache: Cache, over: Partial<InboundSink>): InboundSink {
+  return {
+    openVolume: (p, ov) => cache.openVolume(p, ov),
+    transform: (v, s, e, payload, c) => cache.transform(v, s, e, payload, c),
+    committed: (v, s, info) => cache.committed(v, s, info),
+    storedSeq: (v) => cache.storedSeq(v),
+    ackedSeq: (v) => cache.ackedSeq(v),
+    answerQuery: (q, h) => cache.answerQuery(q, h),
+    geometryOf: (v) => cache.geometryOf(v),
+    ...over,
+  };
+}
+
+t.test('the next differential is read while the last one commits; acks stay in order and follow durability', async (t) => {
+  // Without the commit queue, the receiver waits in seq 1's commit and never reads seq 2: deadlock.
+  const secondRead = gate();
+  let firstDone = false;
+  const ps = await psLoopback(t, 'recv', (cache) => around(cache, {
+    transform: (v, s, e, payload, c) => {
+      if (s === 2) secondRead.open();
+      return cache.transform(v, s, e, payload, c);
+    },
+    committed: async (v, s, info) => {
+      if (s === 1) {
+        const held = await Promise.race([secondRead.wait.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 20_000))]);
+        t.ok(held, 'seq 2 was read while seq 1 was committing');
+      }
+      await cache.committed(v, s, info);
+      if (s === 1) firstDone = true;
+    },
+  }));
+  const { conn } = await opened(ps);
+  const acks: number[] = [];
+  const d1 = diffOf(3);
+  const d2 = diffOf(3);
+  await send(conn, 1, d1);
+  await send(conn, 2, d2);
+  while (acks.at(-1) !== 2) {
+    const a = (await conn.expect('ack')).msg.ack.durableSeq;
+    if (a === 1) t.ok(firstDone, 'seq 1 acknowledged only once its commit was over');
+    acks.push(a);
+  }
+  t.strictSame(acks, [1, 2], 'acknowledged in order');
+  for (const [seq, d] of [[1, d1], [2, d2]] as const) {
+    const back = await readHrl(path.join(ps.cache.stores.get('v1')!.dir, hrlName(seq)));
+    t.ok(back.extents.every((e, i) => e.crc32c === d.extents[i]!.e.crc32c) && back.extents.length === d.extents.length, `seq ${seq} stored whole`);
+  }
+});
+
+t.test('a commit that fails: the peer is told, nothing after it is stored, and a reconnect resumes', async (t) => {
+  let failOnce = true;
+  const ps = await psLoopback(t, 'recv', (cache) => around(cache, {
+    committed: async (v, s, info) => {
+      if (s === 2 && failOnce) {
+        failOnce = false;
+        throw new TidemarkError('TM_ERR_DISK_FULL', 'no space left (test)');
+      }
+      await cache.committed(v, s, info);
+    },
+  }));
+  const { conn } = await opened(ps);
+  await send(conn, 1, diffOf(2));
+  await send(conn, 2, diffOf(2));
+  await send(conn, 3, diffOf(2)).catch(() => {}); // may find the connection closed already
+  let err: TidemarkError | null = null;
+  for (;;) {
+    const next = await conn.next().then((f) => f, (e: unknown) => e);
+    if (next instanceof TidemarkError) { err = next; break; }
+  }
+  t.equal(err?.context.peerCode, 'TM_ERR_DISK_FULL', 'the peer is told why');
+  t.equal(err?.context.seq, 2, 'naming the differential');
+  const again = await opened(ps); // taken over once the old connection's queue is over
+  t.equal(again.durableSeq, 1, 'a reconnect resumes after seq 1');
+  t.equal(ps.cache.storedSeq('v1'), 1, 'seq 3, read behind the failed one, was not committed');
+  const left = [...(await cacheFiles(ps.dir)).keys()].filter((f) => f.endsWith('.tmp'));
+  t.strictSame(left, [], 'no partial file stays');
+  await send(again.conn, 2, diffOf(2));
+  await send(again.conn, 3, diffOf(2));
+  let a = 0;
+  while (a < 3) a = (await again.conn.expect('ack')).msg.ack.durableSeq;
+  t.equal(ps.cache.storedSeq('v1'), 3, 'and the resent differentials are stored');
+});
+
+t.test('a reconnect waits for the old connection\'s commit: the state it is told counts it', async (t) => {
+  // Without the wait, the new connection is told durableSeq 0 while seq 1 is still committing, and the
+  // sender would stage seq 1 again beside the old writer.
+  const release = gate();
+  const committing = gate();
+  let opens = 0;
+  const ps = await psLoopback(t, 'recv', (cache) => around(cache, {
+    openVolume: async (p, ov) => {
+      const r = await cache.openVolume(p, ov);
+      if (++opens === 2) setImmediate(release.open);
+      return r;
+    },
+    committed: async (v, s, info) => {
+      if (s === 1) {
+        committing.open();
+        await release.wait;
+      }
+      await cache.committed(v, s, info);
+    },
+  }));
+  const first = await opened(ps);
+  await send(first.conn, 1, diffOf(3));
+  await committing.wait; // seq 1 is read whole and its file durable; the sink's record waits on the gate
+  const second = await opened(ps);
+  t.equal(second.durableSeq, 1, 'the reconnect is told seq 1 is durable');
+  t.equal(ps.cache.storedSeq('v1'), 1);
 });
