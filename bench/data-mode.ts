@@ -13,6 +13,7 @@
 import { execFileSync } from 'node:child_process';
 import { promises as fsp, readdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { dataPinName } from '../agent/trackers/data.js';
 import { Lab } from '../lab/lab.js';
 import { dataModeUnavailable, ensureBpffs } from '../native/datacap.js';
@@ -72,9 +73,16 @@ const trackerDrops = async (lab: Lab): Promise<number> => {
   return s ? (s.drops ?? 0) + (s.userDrops ?? 0) : NaN;
 };
 
+const PRELOAD = pathToFileURL(path.join(path.dirname(fileURLToPath(import.meta.url)), 'cpu-prof-preload.js')).href;
+
 async function startLab(lab: Lab, dir: string): Promise<number> {
   const t0 = Date.now();
-  for (const n of ['mt', 'ps', 'agent'] as const) lab.start(n);
+  // TIDEMARK_BENCH_CPU_PROF=1: V8 profiles of the process server and master target (not the agent: the
+  // profiler's signals interrupt the BPF verifier), read with node dist/bench/cpuprofile.js.
+  const profDir = process.env.TIDEMARK_BENCH_CPU_PROF ? path.join(dir, 'profiles') : null;
+  if (profDir) await fsp.mkdir(profDir, { recursive: true });
+  const prof = profDir ? { NODE_OPTIONS: `--import=${PRELOAD}`, TIDEMARK_CPU_PROF_DIR: profDir } : {};
+  for (const n of ['mt', 'ps', 'agent'] as const) lab.start(n, n === 'agent' ? {} : prof);
   await lab.waitConverged(t0, CONVERGE_TIMEOUT_MS, () => checkAlive(lab, dir));
   return (Date.now() - t0) / 1000;
 }

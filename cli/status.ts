@@ -62,7 +62,8 @@ function ratioOf(v: Snap | undefined): string {
   const raw = num(c?.rawBytes) ?? num(v.rawBytesIn);
   const stored = num(c?.storedBytes) ?? num(v.storedBytesIn);
   const r = raw !== null && stored ? num(c?.ratio) ?? raw / stored : null;
-  return r === null ? '-' : `${r.toFixed(2)}x`;
+  // "rest": the volume's last window saved too little; extents pass raw, untried (docs/OPERATIONS.md §19).
+  return r === null ? '-' : `${r.toFixed(2)}x${c?.state === 'resting' ? ' rest' : ''}`;
 }
 
 function senderText(to: string, st: Snap | null, now: number): string {

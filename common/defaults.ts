@@ -51,6 +51,8 @@ export const DEFAULTS = {
   },
   processServer: {
     compression: 'lz4',
+    /** LZ4 that saves less than this share of the bytes (process-server/compressor.ts) is not worth its CPU. */
+    compressionMinSavingPercent: 10,
     /** Cache quota, backpressure and health thresholds (process-server/health.ts); all % are of the quota, free. */
     cache: {
       /** Of the cache filesystem's size; `cache.quotaBytes` (no default) caps it further. */

@@ -71,7 +71,7 @@ export class Cache implements InboundSink {
 
   constructor(private readonly cfg: PsConfig, private readonly dir: string, private readonly log: Logger, private readonly links: CacheLinks = UNLINKED) {
     this.routes = new Routes(cfg.volumes);
-    this.compressor = new Compressor(cfg.compression);
+    this.compressor = new Compressor(cfg.compression, { minSavingPercent: cfg.compressionMinSavingPercent });
     this.monitor = new CacheMonitor(cfg.cache, dir, {
       usedBytes: () => [...this.stores.values()].reduce((n, s) => n + s.bytes, 0),
       backlogAges: () => new Map([...this.stores.keys()].map((v) => [v, this.backlogAge(v)])),

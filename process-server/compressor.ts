@@ -17,6 +17,12 @@
 // compressed inline. Where together they do not reach the keep bar, the extent is stored raw without
 // compressing the rest (counted in probeSkippedExtents); a mixed extent with any compressible sample is
 // compressed whole.
+//
+// Adaptive, per volume: compression is judged over windows of `windowBytes` tried. A window that saved
+// less than `minSavingPercent` of its bytes (data LZ4 barely shrinks, such as a database's compressed
+// pages or fio's buffers, which lz4 -1 takes to 95%: full compression cost for 5% of the bytes) puts the
+// volume to rest: its next `restBytes` are stored raw without being compressed or probed, then a window is
+// tried again. minSavingPercent 0 never rests (every byte LZ4 saves is worth its CPU: a thin link).
 import { availableParallelism } from 'node:os';
 import { lz4Compress, lz4CompressAsync } from '../native/lz4.js';
 import { LZ4_KEEP_RAW_AT, lz4KeepLimit, storedOf } from '../proto/extent-codec.js';
@@ -27,6 +33,19 @@ export const INLINE_BELOW = 64 * 1024;
 /** Extents of at least this size are probed with samples before being compressed whole. */
 export const PROBE_FROM = 16 * 1024;
 const SAMPLE = 4096;
+
+/** When a volume's compression rests (see the top of this file). */
+export interface AdaptiveOptions {
+  /** A window that saves less than this share of its bytes puts the volume to rest; 0: never. */
+  minSavingPercent: number;
+  /** Bytes of extents tried per judgement. */
+  windowBytes: number;
+  /** Bytes stored raw, untried, before the next window. */
+  restBytes: number;
+}
+
+export const ADAPTIVE_WINDOW_BYTES = 32 * 1024 * 1024;
+export const ADAPTIVE_REST_BYTES = 512 * 1024 * 1024;
 
 export interface CompressionStats {
   /** Bytes of extent data received (uncompressed). */
@@ -47,6 +66,13 @@ export interface CompressionStats {
   compressedExtents: number;
   /** Of skippedExtents, those stored raw because samples of them did not compress (never compressed whole). */
   probeSkippedExtents: number;
+  /** `lz4`: extents are tried; `resting`: stored raw untried (the last window saved too little); `none`: configured off. */
+  state: 'lz4' | 'resting' | 'none';
+  /** What the last judged window saved, in % of its bytes (null before the first). */
+  lastWindowSavingPercent: number | null;
+  /** Times the volume was put to rest, and bytes stored raw untried while resting. */
+  rests: number;
+  restedBytes: number;
 }
 
 interface Counters {
@@ -56,6 +82,14 @@ interface Counters {
   skippedExtents: number;
   compressedExtents: number;
   probeSkippedExtents: number;
+  /** The window being tried: its raw bytes and what was stored for them. */
+  windowRaw: number;
+  windowStored: number;
+  /** Bytes still to store raw before the next window; > 0 while resting. */
+  restLeft: number;
+  lastWindowSavingPercent: number | null;
+  rests: number;
+  restedBytes: number;
 }
 
 export class Compressor {
@@ -63,7 +97,11 @@ export class Compressor {
   private running = 0;
   private readonly waiting: (() => void)[] = [];
 
-  constructor(readonly mode: 'lz4' | 'none', readonly threads: number = availableParallelism()) {}
+  readonly adaptive: AdaptiveOptions;
+
+  constructor(readonly mode: 'lz4' | 'none', adaptive: Partial<AdaptiveOptions> = {}, readonly threads: number = availableParallelism()) {
+    this.adaptive = { minSavingPercent: 0, windowBytes: ADAPTIVE_WINDOW_BYTES, restBytes: ADAPTIVE_REST_BYTES, ...adaptive };
+  }
 
   /** The stored form of a verified raw extent (`e` describes it raw). */
   async pack(volumeId: string, e: ExtentRecord, raw: Buffer): Promise<{ record: ExtentRecord; stored: Buffer }> {
@@ -74,6 +112,35 @@ export class Compressor {
       c.storedBytes += raw.length;
       return { record: plain, stored: raw };
     }
+    if (c.restLeft > 0) {
+      c.restLeft -= raw.length;
+      c.restedBytes += raw.length;
+      c.storedBytes += raw.length;
+      c.skippedExtents++;
+      return { record: plain, stored: raw };
+    }
+    const out = await this.tried(c, plain, raw);
+    this.judge(c, raw.length, out.stored.length);
+    return out;
+  }
+
+  /** A window's worth tried: rest when it saved too little. */
+  private judge(c: Counters, raw: number, stored: number): void {
+    c.windowRaw += raw;
+    c.windowStored += stored;
+    if (c.windowRaw < this.adaptive.windowBytes) return;
+    const saving = 100 * (1 - c.windowStored / c.windowRaw);
+    c.lastWindowSavingPercent = Math.round(saving * 10) / 10;
+    c.windowRaw = 0;
+    c.windowStored = 0;
+    if (saving < this.adaptive.minSavingPercent) {
+      c.restLeft = this.adaptive.restBytes;
+      c.rests++;
+    }
+  }
+
+  /** Probed, then compressed where it pays. */
+  private async tried(c: Counters, plain: ExtentRecord, raw: Buffer): Promise<{ record: ExtentRecord; stored: Buffer }> {
     if (raw.length >= PROBE_FROM) {
       const t0 = process.hrtime.bigint();
       const pays = samplesCompress(raw);
@@ -120,12 +187,16 @@ export class Compressor {
       skippedExtents: c.skippedExtents,
       compressedExtents: c.compressedExtents,
       probeSkippedExtents: c.probeSkippedExtents,
+      state: this.mode === 'none' ? 'none' : c.restLeft > 0 ? 'resting' : 'lz4',
+      lastWindowSavingPercent: c.lastWindowSavingPercent,
+      rests: c.rests,
+      restedBytes: c.restedBytes,
     };
   }
 
   private of(volumeId: string): Counters {
     let c = this.counters.get(volumeId);
-    if (!c) this.counters.set(volumeId, (c = { rawBytes: 0, storedBytes: 0, cpuNs: 0n, skippedExtents: 0, compressedExtents: 0, probeSkippedExtents: 0 }));
+    if (!c) this.counters.set(volumeId, (c = { rawBytes: 0, storedBytes: 0, cpuNs: 0n, skippedExtents: 0, compressedExtents: 0, probeSkippedExtents: 0, windowRaw: 0, windowStored: 0, restLeft: 0, lastWindowSavingPercent: null, rests: 0, restedBytes: 0 }));
     return c;
   }
 

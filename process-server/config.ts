@@ -36,6 +36,8 @@ export const psConfigSchema = z.strictObject({
   listen: endpointSchema.default({ host: '127.0.0.1', port: DEFAULTS.ports.processServer }),
   statusPort: z.number().int().min(0).max(65535).default(0),
   compression: z.enum(['lz4', 'none']).default(DEFAULTS.processServer.compression),
+  /** Adaptive compression: a volume whose LZ4 saved less than this % of a window's bytes rests (stored raw) a while; 0: never. */
+  compressionMinSavingPercent: z.number().min(0).max(100).default(DEFAULTS.processServer.compressionMinSavingPercent),
   window: z.number().int().min(1).max(64).default(DEFAULTS.transfer.window),
   /** Largest differential (uncompressed bytes) taken from a peer; more is refused (TM_ERR_DIFF_TOO_LARGE). */
   maxDiffBytes: z.number().int().min(1024 * 1024).max(16 * 1024 * 1024 * 1024).default(DEFAULTS.transfer.maxDiffBytes),

@@ -38,6 +38,8 @@ export function processServerMetrics(log: Logger, snapshot: () => Snapshot): Dae
   m.counter('tidemark_compressed_extents_total', 'Extents stored compressed.', ['volume'], perVolume((v) => obj(v.compression)?.compressedExtents));
   m.counter('tidemark_compression_skipped_extents_total', 'Extents stored as they came (compression would not have saved enough).', ['volume'], perVolume((v) => obj(v.compression)?.skippedExtents));
   m.counter('tidemark_compression_probe_skipped_extents_total', 'Of the skipped extents, those whose samples did not compress, stored raw without compressing them whole.', ['volume'], perVolume((v) => obj(v.compression)?.probeSkippedExtents));
+  m.gauge('tidemark_compression_resting', '1 while the volume\'s compression rests (its last window saved under compressionMinSavingPercent): extents stored raw, untried.', ['volume'], perVolume((v) => { const st = obj(v.compression)?.state; return st === undefined ? null : Number(st === 'resting'); }));
+  m.counter('tidemark_compression_rested_bytes_total', 'Extent bytes stored raw, untried, while the volume\'s compression rested.', ['volume'], perVolume((v) => obj(v.compression)?.restedBytes));
 
   const cache = (s: Snapshot): Snapshot | null => obj(s.cache);
   const one = (pick: (s: Snapshot) => unknown, scale = 1) => (set: (l: Record<string, string>, x: number) => void, s: Snapshot): void => {

@@ -62,6 +62,12 @@ t.test('a healthy chain: one row with every hop, and a line per daemon', async (
   t.notMatch(out, /warnings:/, 'nothing to warn about');
 });
 
+t.test('a volume whose compression rests says so after its ratio', async (t) => {
+  const resting = ps({ compression: { rawBytes: 40 * MiB, storedBytes: 38 * MiB, ratio: 1.05, cpuMs: 300, skippedExtents: 9, compressedExtents: 1, state: 'resting', lastWindowSavingPercent: 5.2, rests: 1, restedBytes: 8 * MiB } });
+  t.equal(row(formatStatus([agent(), resting, mt()], NOW, WIDE), 'db')[4], '1.05x rest');
+  t.equal(row(formatStatus([agent(), ps({ compression: { rawBytes: 40 * MiB, storedBytes: 20 * MiB, ratio: 2, state: 'lz4' } }), mt()], NOW, WIDE), 'db')[4], '2.00x', 'nothing more while LZ4 is tried');
+});
+
 t.test('trouble shows in the health column with its cause and, in full, under warnings', async (t) => {
   const trouble = [
     agent({ mode: 'bitmap', modeReason: 'journal quota reached (1073741824 of 1073741824 bytes)', dirtyBlocks: 12, resync: { active: true, mode: 'resync', reason: 'no tracking baseline', percent: 45, etaMs: 30_000, bytesSent: 12 * MiB }, consistentAfterResync: false }, { connected: false, lastError: 'TM_ERR_CONNECTION: connect ECONNREFUSED', downSince: NOW - 20_000 }),

@@ -24,7 +24,7 @@ const segment = fc.oneof(
 const extentData = fc.array(segment, { minLength: 1, maxLength: 12 }).map((parts) => Buffer.concat(parts).subarray(0, 300_000));
 
 t.test('any extent: stored form decodes to the exact bytes, LZ4 only when it saves 5%', async (t) => {
-  const c = new Compressor('lz4', 2);
+  const c = new Compressor('lz4', {}, 2);
   let n = 0;
   let raw = 0;
   let stored = 0;
@@ -74,15 +74,15 @@ t.test('volumes are counted apart; compression "none" stores raw and compresses 
   await c.pack('a', record(zeros), zeros);
   t.equal(c.stats('a').compressedExtents, 2);
   t.ok(c.stats('a').ratio > 50, `zeros compress (ratio ${c.stats('a').ratio})`);
-  t.strictSame(c.stats('b'), { rawBytes: 0, storedBytes: 0, ratio: 1, cpuMs: 0, skippedExtents: 0, compressedExtents: 0, probeSkippedExtents: 0 }, 'an idle volume has empty figures');
+  t.strictSame(c.stats('b'), { rawBytes: 0, storedBytes: 0, ratio: 1, cpuMs: 0, skippedExtents: 0, compressedExtents: 0, probeSkippedExtents: 0, state: 'lz4', lastWindowSavingPercent: null, rests: 0, restedBytes: 0 }, 'an idle volume has empty figures');
   const off = new Compressor('none');
   const out = await off.pack('a', record(zeros), zeros);
   t.equal(out.record.compression, 'NONE');
-  t.strictSame(off.stats('a'), { rawBytes: zeros.length, storedBytes: zeros.length, ratio: 1, cpuMs: 0, skippedExtents: 0, compressedExtents: 0, probeSkippedExtents: 0 });
+  t.strictSame(off.stats('a'), { rawBytes: zeros.length, storedBytes: zeros.length, ratio: 1, cpuMs: 0, skippedExtents: 0, compressedExtents: 0, probeSkippedExtents: 0, state: 'none', lastWindowSavingPercent: null, rests: 0, restedBytes: 0 });
 });
 
 t.test('more extents in flight than threads: each waits its turn and all come back exact', async (t) => {
-  const c = new Compressor('lz4', 1);
+  const c = new Compressor('lz4', {}, 1);
   const inputs = Array.from({ length: 12 }, (_, i) => Buffer.concat([Buffer.alloc(100_000 + i * 1000, i), rng.bytes(30_000)]));
   const outs = await Promise.all(inputs.map((d) => c.pack('q', record(d), d)));
   t.ok(outs.every((o, i) => rawData(o.record, o.stored, 'q', 1).equals(inputs[i]!)), 'every extent decodes to its own bytes');
@@ -109,4 +109,52 @@ t.test('large incompressible extents are judged by samples and never compressed 
     t.ok(rawData(m.record, m.stored, 'm', 1).equals(mixed), 'and decodes exactly');
   }
   t.equal(c.stats('m').probeSkippedExtents, 0);
+});
+
+/** 64 KiB that LZ4 takes to about 92%: a zero run, then noise (full compression cost for 8% of the bytes). */
+function barely(): Buffer {
+  const b = rng.bytes(64 * 1024);
+  b.fill(0, 0, 5400);
+  return b;
+}
+
+t.test('adaptive: a volume whose windows save too little rests (stored raw, untried), then is tried again', async (t) => {
+  const MiB = 1024 * 1024;
+  const c = new Compressor('lz4', { minSavingPercent: 10, windowBytes: MiB, restBytes: 2 * MiB });
+  const pack = async (v: string, d: Buffer): Promise<string> => {
+    const out = await c.pack(v, record(d), d);
+    if (!rawData(out.record, out.stored, v, 1).equals(d)) t.fail(`${v}: an extent did not decode to its bytes`);
+    return out.record.compression;
+  };
+  // One window (16 extents of 64 KiB): compressed each, but saving ~8% in all.
+  const first: string[] = [];
+  for (let i = 0; i < 16; i++) first.push(await pack('db', barely()));
+  t.ok(first.every((k) => k === 'LZ4'), 'each extent of the first window was compressed (it passes the 95% bar)');
+  const judged = c.stats('db');
+  t.ok(judged.lastWindowSavingPercent !== null && judged.lastWindowSavingPercent > 0 && judged.lastWindowSavingPercent < 10, `the window saved ${judged.lastWindowSavingPercent}%`);
+  t.equal(judged.state, 'resting', 'so the volume rests');
+  t.equal(judged.rests, 1);
+  // Resting: 2 MiB stored raw, without spending time on them.
+  const cpu = judged.cpuMs;
+  const rested: string[] = [];
+  for (let i = 0; i < 32; i++) rested.push(await pack('db', barely()));
+  t.ok(rested.every((k) => k === 'NONE'), 'while resting, extents are stored raw');
+  t.equal(c.stats('db').cpuMs, cpu, 'and not compressed or probed');
+  t.equal(c.stats('db').restedBytes, 2 * MiB);
+  t.equal(c.stats('db').state, 'lz4', 'after the rest the volume is tried again');
+  t.equal(await pack('db', barely()), 'LZ4', 'the next extent is compressed');
+  // A volume that compresses well never rests; the stats add up.
+  for (let i = 0; i < 40; i++) await pack('text', Buffer.alloc(64 * 1024, i % 7));
+  t.strictSame({ state: c.stats('text').state, rests: c.stats('text').rests }, { state: 'lz4', rests: 0 }, 'compressible data keeps LZ4');
+  const s = c.stats('db');
+  t.equal(s.compressedExtents + s.skippedExtents, 49, 'every extent counted once');
+});
+
+t.test('adaptive: minSavingPercent 0 never rests', async (t) => {
+  const c = new Compressor('lz4', { minSavingPercent: 0, windowBytes: 256 * 1024, restBytes: 1024 * 1024 });
+  for (let i = 0; i < 24; i++) {
+    const d = barely();
+    t.equal((await c.pack('db', record(d), d)).record.compression, 'LZ4');
+  }
+  t.equal(c.stats('db').rests, 0);
 });
