@@ -35,6 +35,9 @@ export interface PeerSession {
 
 export type OperatorAct = (action: string, params: URLSearchParams) => Promise<unknown>;
 
+/** How long close waits for cut sessions to end (their in-flight commits) before stopping the daemon's parts. */
+const SESSION_END_WAIT_MS = 30_000;
+
 export class DaemonShell<S extends PeerSession = PeerSession> {
   private trustOf: PeerTrust | null = null;
   private lock: StateLock | null = null;
@@ -45,6 +48,8 @@ export class DaemonShell<S extends PeerSession = PeerSession> {
   private operatorRemote: OperatorListener | null = null;
   /** The peers connected now. */
   readonly sessions = new Set<S>();
+  /** Their sessions' ends: a receiver's end includes committing what it read (proto/receiver.ts). */
+  private readonly ends = new Set<Promise<unknown>>();
   private closing: Promise<void> | null = null;
 
   constructor(readonly role: DaemonRole, private readonly log: Logger) {}
@@ -96,7 +101,12 @@ export class DaemonShell<S extends PeerSession = PeerSession> {
       onPeer: (socket, peer) => {
         const { session, done } = o.serve(socket, peer);
         this.sessions.add(session);
-        void done.finally(() => this.sessions.delete(session));
+        const end = done.finally(() => {
+          this.sessions.delete(session);
+          this.ends.delete(end);
+        });
+        this.ends.add(end);
+        void end.catch(() => {});
       },
     });
     return this.listener.port;
@@ -150,6 +160,9 @@ export class DaemonShell<S extends PeerSession = PeerSession> {
         const closed = this.listener?.close();
         for (const s of this.sessions) s.destroy();
         await closed;
+        // Cut sessions end at once, except for commits of what they had read: those finish before the
+        // daemon's own parts (the cache, the volumes) close under them. Bounded, should a disk hang.
+        await Promise.race([Promise.allSettled([...this.ends]), new Promise((r) => setTimeout(r, SESSION_END_WAIT_MS).unref())]);
         await stop();
       } finally {
         this.trustOf?.close();
