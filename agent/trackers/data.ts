@@ -115,7 +115,9 @@ export class DataTracker implements Tracker {
   private readonly placed = new Map<number, number>();
   /** Blocks of the last collection's records: dirty again if it is never committed. */
   private uncommitted: Array<[number, number]> | null = null;
-  readonly stats: Record<string, number> = { missed: 0, nestedLost: 0, taken: 0, writeRecords: 0, completions: 0, records: 0, drops: 0, userDrops: 0, droppedBytes: 0, errors: 0, gaps: 0, reReadBlocks: 0, foldedBytes: 0, points: 0, queuedBytes: 0, dirtyBlocks: 0, inGap: 0, schedFifo: 0 };
+  /** The uncommitted collection holds the proof marker: once its blocks are saved dirty, the epoch may turn. */
+  private uncommittedProof = false;
+  readonly stats: Record<string, number> = { missed: 0, nestedLost: 0, taken: 0, writeRecords: 0, completions: 0, records: 0, drops: 0, userDrops: 0, droppedBytes: 0, errors: 0, gaps: 0, reReadBlocks: 0, foldedBytes: 0, points: 0, queuedBytes: 0, dirtyBlocks: 0, inGap: 0, schedFifo: 0, flips: 0 };
 
   constructor(
     dir: string,
@@ -312,6 +314,7 @@ export class DataTracker implements Tracker {
 
   private flip(): void {
     this.cap.flip();
+    this.stats.flips!++;
     this.flippedAt = Date.now();
     this.proofMark = null;
   }
@@ -328,6 +331,10 @@ export class DataTracker implements Tracker {
       this.markGap('a differential was not journaled: its blocks are re-read');
       await this.save();
       this.uncommitted = null;
+      // Its records are accounted now (dirty, saved): as good as journaled for the epoch it proved.
+      // Without this the proof marker, never seen again, would hold the epoch for good.
+      if (this.uncommittedProof) this.journaled(true);
+      this.uncommittedProof = false;
     }
     if (this.proofMark === null && Date.now() - this.flippedAt >= FLIP_MS) {
       const t = this.token();
@@ -412,7 +419,10 @@ export class DataTracker implements Tracker {
     this.copyStats(s);
     // Nothing to journal (markers, flushes only): the replicator writes no differential for it.
     if (extents.length === 0 && picked.length === 0) this.journaled(proofInSlice);
-    else this.uncommitted = [...cut.extents.map((e): [number, number] => [e.offset / this.blockSize, (e.offset + e.length) / this.blockSize])];
+    else {
+      this.uncommitted = [...cut.extents.map((e): [number, number] => [e.offset / this.blockSize, (e.offset + e.length) / this.blockSize])];
+      this.uncommittedProof = proofInSlice;
+    }
     return {
       extents,
       bytes: extents.reduce((n, e) => n + e.length, 0),
@@ -423,6 +433,7 @@ export class DataTracker implements Tracker {
         this.reReadDone(picked, pickedBlocks, closes);
         if (point) this.stats.points!++;
         this.uncommitted = null;
+        this.uncommittedProof = false;
         this.journaled(proofInSlice);
         if (picked.length > 0 || cut.partial.length > 0) await this.save();
         this.stats.dirtyBlocks = this.map.count;
