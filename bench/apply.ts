@@ -58,7 +58,7 @@ async function applier(dir: string, diffs: Diff[], retention: boolean): Promise<
   }
   const ret = retention ? new RetentionLog(path.join(dir, 'retention'), 'v', { sizeBytes: SIZE, blockSize: BS }, { policy: { windowMs: 1e12, appWindowMs: 1e12, tiers: [], pinTags: [] }, maxBytes: null, onFull: 'purge' }, log) : null;
   await ret?.open();
-  const a = new Applier('v', store, replica, hashes, { applied: () => {}, damaged: () => {} }, log, ret);
+  const a = new Applier('v', store, replica, hashes, { applied: () => {}, damaged: async () => {} }, log, ret);
   const t0 = process.hrtime.bigint();
   await a.kick();
   const s = Number(process.hrtime.bigint() - t0) / 1e9;

@@ -61,7 +61,8 @@ export class Applier {
     readonly hashes: ReplicaHashes,
     private readonly hooks: {
       applied(seq: number): void;
-      damaged(seq: number): void;
+      /** Drop the sender's connection; resolves once what it had read is committed (proto/receiver.ts dropVolume). */
+      damaged(seq: number): Promise<void>;
       /** The replica's path names another file or device than the one open: this applier has stopped for good. */
       replaced?(how: string): void;
       point?(p: RecoveryPoint): Promise<void>;
@@ -166,8 +167,10 @@ export class Applier {
           if ((holdReplica || damaged || this.closed || this.exclusiveWanted > 0) && !(await settle())) return;
         }
         if (damaged) {
+          // The sender's connection first, its commits over: one committed after the discard would leave
+          // a hole in the staged sequence that no retransmission fills (it would be taken as a duplicate).
+          await this.hooks.damaged(damaged);
           await this.store.discardFrom(damaged);
-          this.hooks.damaged(damaged);
           return;
         }
         if (group.length === 0) return;

@@ -35,8 +35,8 @@ export type MtVolumeConfig = MtConfig['volumes'][number];
 export interface VolumeLinks {
   /** Everything up to `seq` is applied and durable: acknowledge it. */
   applied(seq: number): void;
-  /** A staged differential was found damaged: drop the volume's connection so it is sent again. */
-  damaged(): void;
+  /** A staged differential was found damaged: drop the volume's connection so it is sent again (resolves once its commits are over). */
+  damaged(): Promise<void>;
   /** Ask the source for a resync now; false if no process server of the volume is connected. */
   requestResync(reason: string): Promise<boolean>;
 }
@@ -274,7 +274,7 @@ export class MtVolume {
         this.replaced = { atMs: Date.now(), reason: `replica ${this.replicaPath} was replaced (${how}); ${err.message}` };
         if (this.applier) this.applier.stats.lastError = `${err.code}: ${err.message}`;
         this.log.error({ volume: this.id, code: err.code, err: err.message }, 'replaced replica could not be attached; will retry when its process server connects');
-        this.daemonLinks().damaged(); // its reconnect's OpenVolume attaches again
+        void this.daemonLinks().damaged(); // its reconnect's OpenVolume attaches again
       }
     });
   }

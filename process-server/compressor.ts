@@ -18,7 +18,8 @@
 // compressing the rest (counted in probeSkippedExtents); a mixed extent with any compressible sample is
 // compressed whole.
 //
-// Adaptive, per volume: compression is judged over windows of `windowBytes` tried. A window that saved
+// Adaptive, per volume: compression is judged over windows of `windowBytes` compressed whole (extents the
+// probe turned away cost almost nothing and are not counted). A window that saved
 // less than `minSavingPercent` of its bytes (data LZ4 barely shrinks, such as a database's compressed
 // pages or fio's buffers, which lz4 -1 takes to 95%: full compression cost for 5% of the bytes) puts the
 // volume to rest: its next `restBytes` are stored raw without being compressed or probed, then a window is
@@ -60,7 +61,7 @@ export interface CompressionStats {
    * counts too); Node 20 has no per-thread CPU clock to do better.
    */
   cpuMs: number;
-  /** Extents LZ4 did not shrink enough, stored raw. */
+  /** Extents stored raw: LZ4 did not shrink them enough, or the volume's compression rested. */
   skippedExtents: number;
   /** Extents stored LZ4-compressed. */
   compressedExtents: number;
@@ -119,8 +120,11 @@ export class Compressor {
       c.skippedExtents++;
       return { record: plain, stored: raw };
     }
+    const probed = c.probeSkippedExtents;
     const out = await this.tried(c, plain, raw);
-    this.judge(c, raw.length, out.stored.length);
+    // Judged on what was compressed whole (what costs the CPU): an extent the probe turned away cost
+    // almost nothing, and counting it would rest a volume of mixed encrypted and compressible data.
+    if (c.probeSkippedExtents === probed) this.judge(c, raw.length, out.stored.length);
     return out;
   }
 

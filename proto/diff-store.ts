@@ -3,7 +3,7 @@
 // server's cache and the master target's staging area are DiffStores. The files and their bookkeeping
 // are a DurableQueue (durable-queue.ts), shared with the agent's journal.
 import path from 'node:path';
-import { writeFileDurable } from '../common/durable.js';
+import { unlinkDurable, writeFileDurable } from '../common/durable.js';
 import { tmError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { DurableQueue, readStateJson } from './durable-queue.js';
@@ -139,9 +139,17 @@ export class DiffStore<X extends object = object> {
     return this.files.pending();
   }
 
-  /** A differential was committed here; `diff` is its content as written, if the writer kept it. */
-  added(seq: number, diff: Diff | null = null): Promise<void> {
-    return this.files.added(seq, diff);
+  /**
+   * A differential was committed here; `diff` is its content as written, if the writer kept it. Only the
+   * next sequence is taken: a file past a hole (committed after a discard) is deleted and refused, or the
+   * hole would be read as "already held" and never filled.
+   */
+  async added(seq: number, diff: Diff | null = null): Promise<void> {
+    if (seq !== this.storedSeq + 1) {
+      await unlinkDurable(this.file(seq));
+      throw tmError('TM_ERR_SEQUENCE_GAP', `volume ${this.volumeId}: differential ${seq} committed after ${this.storedSeq}: not taken`, { volume: this.volumeId, seq });
+    }
+    await this.files.added(seq, diff);
   }
 
   /** A stored differential: from memory when just received, else verified on disk (read whole if small). */

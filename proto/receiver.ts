@@ -146,22 +146,20 @@ export class DiffReceiver {
   private readonly signalled = new Set<FramedConnection>();
   /** Connections whose peer listed the "resync-needed" capability. */
   private readonly resyncCapable = new Set<FramedConnection>();
-  /** Each connection served now, until its reads and commits are over: a newer owner of a volume waits for it. */
-  private readonly serving = new Map<FramedConnection, Promise<void>>();
+  /** Per volume, the owner once it was told VolumeState: acks go there (never ahead of that state). */
+  private readonly acking = new Map<string, FramedConnection>();
+  /** Each connection served now: the differential it is reading, if any, and its commits. */
+  private readonly sessions = new Map<FramedConnection, { reading: Promise<void> | null; commits: CommitQueue }>();
 
   /** `maxDiffBytes`: the largest differential (uncompressed bytes) taken from a peer (proto/limits.ts). */
   constructor(private readonly sink: InboundSink, private readonly nodeName: string, private readonly log: Logger, private readonly maxDiffBytes = DEFAULT_MAX_DIFF_BYTES) {}
 
   /** Serve one authenticated connection until it ends (its commits over too). Never throws. */
-  serve(conn: FramedConnection, peer: Peer): Promise<void> {
-    const done = this.serveOne(conn, peer).finally(() => this.serving.delete(conn));
-    this.serving.set(conn, done);
-    return done;
-  }
-
-  private async serveOne(conn: FramedConnection, peer: Peer): Promise<void> {
+  async serve(conn: FramedConnection, peer: Peer): Promise<void> {
     const log = this.log.child({ peer: peer.name });
-    const commits = new CommitQueue();
+    const session = { reading: null, commits: new CommitQueue() };
+    const { commits } = session;
+    this.sessions.set(conn, session);
     try {
       const common = await this.handshake(conn, peer);
       if (common.includes('resync-needed')) this.resyncCapable.add(conn);
@@ -169,7 +167,7 @@ export class DiffReceiver {
         this.signalled.add(conn);
         if (this.flow.paused) await this.signal(conn);
       }
-      await this.loop(conn, { ...peer, capabilities: common }, log, commits);
+      await this.loop(conn, { ...peer, capabilities: common }, log, session);
     } catch (e) {
       const err = asTidemarkError(e);
       if (commits.failure) log.info({ code: err.code }, 'connection closed after a failed commit');
@@ -181,7 +179,9 @@ export class DiffReceiver {
     } finally {
       // Read differentials are committed even when the peer is gone: durable here, acked at its reconnect.
       await commits.settle();
+      this.sessions.delete(conn);
       for (const [vol, owner] of this.owners) if (owner === conn) this.owners.delete(vol);
+      for (const [vol, to] of this.acking) if (to === conn) this.acking.delete(vol);
       this.signalled.delete(conn);
       this.resyncCapable.delete(conn);
       conn.close();
@@ -200,7 +200,20 @@ export class DiffReceiver {
     return common;
   }
 
-  private async loop(conn: FramedConnection, peer: Peer, log: Logger, commits: CommitQueue): Promise<void> {
+  /**
+   * A connection cut (taken over, or its volume dropped): wait for the differential it was reading (it
+   * fails at its next read) and for its commits. Never for the rest of its session, which may itself be
+   * waiting on another connection (two peers taking each other's volumes over).
+   */
+  private async quiesce(conn: FramedConnection): Promise<void> {
+    conn.destroy();
+    const s = this.sessions.get(conn);
+    if (!s) return;
+    await s.reading?.catch(() => {});
+    await s.commits.settle();
+  }
+
+  private async loop(conn: FramedConnection, peer: Peer, log: Logger, session: { reading: Promise<void> | null; commits: CommitQueue }): Promise<void> {
     const opened = new Map<string, string>(); // volume -> dir
     for (;;) {
       const { msg, payload } = await conn.next();
@@ -208,15 +221,20 @@ export class DiffReceiver {
         const ov = msg.openVolume;
         try {
           checkGeometry(ov.volumeId, ov.sizeBytes, ov.blockSize);
-          const { dir, resync } = await this.sink.openVolume(peer, ov);
-          // A reconnect takes the volume over: the old connection's read and commits end first, so the
-          // state told below counts them and no two writers ever stage the same sequence.
+          let { dir, resync } = await this.sink.openVolume(peer, ov); // authorized before any takeover
+          // A reconnect takes the volume over at once (an older connection then reads nothing more of it),
+          // and its read and commits end first, so the state told below counts them and no two writers
+          // ever stage the same sequence.
           const previous = this.owners.get(ov.volumeId);
-          if (previous && previous !== conn) {
-            previous.destroy();
-            await this.serving.get(previous);
-          }
           this.owners.set(ov.volumeId, conn);
+          this.acking.delete(ov.volumeId);
+          if (previous && previous !== conn) {
+            const before = this.sink.storedSeq(ov.volumeId);
+            await this.quiesce(previous);
+            if (this.owners.get(ov.volumeId) !== conn) throw tmError('TM_ERR_CLOSED', `volume ${ov.volumeId} was taken over by a newer connection`, { volume: ov.volumeId });
+            // The old connection committed meanwhile: the sink's checks (history, regression) see that too.
+            if (this.sink.storedSeq(ov.volumeId) !== before) ({ dir, resync } = await this.sink.openVolume(peer, ov));
+          }
           opened.set(ov.volumeId, dir);
           const durableSeq = this.sink.ackedSeq(ov.volumeId);
           if (resync?.regression) {
@@ -225,8 +243,12 @@ export class DiffReceiver {
             await conn.send({ volumeState: { volumeId: ov.volumeId, durableSeq } });
             if (resync) await conn.send({ resyncNeeded: { volumeId: ov.volumeId, reason: resync.reason, regression: false, durableSeq } });
           }
+          // Told where it stands: acks of what it sends may follow.
+          if (this.owners.get(ov.volumeId) === conn) this.acking.set(ov.volumeId, conn);
         } catch (e) {
           // Refuse this volume only; the peer's other volumes keep flowing.
+          if (this.owners.get(ov.volumeId) === conn) this.owners.delete(ov.volumeId);
+          opened.delete(ov.volumeId);
           const err = asTidemarkError(e);
           // `detail` (what is configured instead) is for our log only, never for the peer.
           log.warn({ volume: ov.volumeId, code: err.code, err: err.message, ...(err.context.detail === undefined ? {} : { detail: err.context.detail }) }, 'volume refused');
@@ -238,7 +260,14 @@ export class DiffReceiver {
           throw tmError('TM_ERR_PROTOCOL', `differential for volume ${msg.diffBegin.volumeId} that was not opened on this connection`, { volume: msg.diffBegin.volumeId });
         }
         if (msg.diffBegin.seq > this.sink.storedSeq(msg.diffBegin.volumeId)) await this.admit(conn, msg.diffBegin.volumeId, log);
-        await this.receiveDiff(conn, msg.diffBegin, dir, log, commits);
+        // Taken over while held: not a byte more of this volume from here (the newer connection writes it).
+        if (this.owners.get(msg.diffBegin.volumeId) !== conn) throw tmError('TM_ERR_CLOSED', `volume ${msg.diffBegin.volumeId} was taken over by a newer connection`, { volume: msg.diffBegin.volumeId });
+        session.reading = this.receiveDiff(conn, msg.diffBegin, dir, log, session.commits);
+        try {
+          await session.reading;
+        } finally {
+          session.reading = null;
+        }
       } else if ('hashQuery' in msg) {
         const q = msg.hashQuery;
         if (!opened.has(q.volumeId) || this.owners.get(q.volumeId) !== conn) throw tmError('TM_ERR_PROTOCOL', `hash query for volume ${q.volumeId} that this connection does not send`, { volume: q.volumeId });
@@ -354,7 +383,7 @@ export class DiffReceiver {
 
   /** Acknowledge (cumulatively) on the connection that currently sends this volume, if any. */
   ack(volumeId: string, seq: number): void {
-    const conn = this.owners.get(volumeId);
+    const conn = this.acking.get(volumeId);
     if (conn && !conn.closed) void conn.send({ ack: { volumeId, durableSeq: seq } }).catch(() => {});
   }
 
@@ -415,9 +444,14 @@ export class DiffReceiver {
     return true;
   }
 
-  /** Drop the connection sending this volume, so its sender reconnects and resends after the last ack. */
-  dropVolume(volumeId: string): void {
-    this.owners.get(volumeId)?.destroy();
+  /**
+   * Drop the connection sending this volume, so its sender reconnects and resends after the last ack;
+   * resolves once what it had read is committed (or failed), so nothing of it lands after the caller's
+   * next step (a discard of damaged staged files).
+   */
+  async dropVolume(volumeId: string): Promise<void> {
+    const conn = this.owners.get(volumeId);
+    if (conn) await this.quiesce(conn);
   }
 
 }

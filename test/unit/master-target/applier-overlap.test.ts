@@ -59,7 +59,7 @@ async function open(v: Volume, faults?: Faults, hooks: Partial<ConstructorParame
   await retention.open();
   let a: Applier | null = null;
   const f = faults?.({ replica, hashes, store, retention }, () => a!) ?? {};
-  a = new Applier('v1', withFaults(store, f.store), withFaults(replica, f.replica), hashes, { applied: () => {}, damaged: () => {}, ...hooks }, log, retention);
+  a = new Applier('v1', withFaults(store, f.store), withFaults(replica, f.replica), hashes, { applied: () => {}, damaged: async () => {}, ...hooks }, log, retention);
   const applier = a;
   return { applier, replica, hashes, store, retention, close: async () => { await applier.close(); await replica.close(); } };
 }

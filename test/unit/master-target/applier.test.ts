@@ -45,7 +45,7 @@ async function applier(v: Volume, faults?: Faults, hooks: Partial<ConstructorPar
   // As the master target attaches: the table must reflect what the store says (or a staged sequence).
   await hashes.open(replica, { seq: store.state!.hashesSeq ?? 0, doneSeq: store.doneSeq, staged: store.pending() });
   const f = faults?.({ replica, hashes, store }) ?? {};
-  const a = new Applier('v1', withFaults(store, f.store), withFaults(replica, f.replica), withFaults(hashes, f.hashes), { applied: () => {}, damaged: () => {}, ...hooks }, log);
+  const a = new Applier('v1', withFaults(store, f.store), withFaults(replica, f.replica), withFaults(hashes, f.hashes), { applied: () => {}, damaged: async () => {}, ...hooks }, log);
   return { applier: a, store, close: async () => { await a.close(); await replica.close(); } };
 }
 
@@ -97,7 +97,7 @@ t.test('while a seed is hashed in the background, a differential waits for its b
     return data;
   };
   await hashes.seed(slow);
-  const a = new Applier('v1', store, replica, hashes, { applied: () => {}, damaged: () => {} }, log);
+  const a = new Applier('v1', store, replica, hashes, { applied: () => {}, damaged: async () => {} }, log);
   const applying = a.kick();
   await new Promise((r) => setTimeout(r, 200));
   t.equal(store.doneSeq, 0, 'nothing applied while the blocks are not hashed yet');

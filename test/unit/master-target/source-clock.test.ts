@@ -45,7 +45,7 @@ t.test('a source clock stepped back: the later point keeps a later capture time,
   const warnings: unknown[] = [];
   const log = silentLogger();
   const spyLog = Object.assign(Object.create(log) as typeof log, { warn: (o: unknown) => { warnings.push(o); } });
-  const applier = new Applier('v', store, replica, hashes, { applied: () => {}, damaged: () => {} }, spyLog);
+  const applier = new Applier('v', store, replica, hashes, { applied: () => {}, damaged: async () => {} }, spyLog);
   await applier.kick();
   t.equal(store.doneSeq, 2, 'both applied');
   t.ok((await replica.read(2 * 4096, 4096)).equals(datas[1]!), 'with their bytes');

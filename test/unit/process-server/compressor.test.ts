@@ -158,3 +158,18 @@ t.test('adaptive: minSavingPercent 0 never rests', async (t) => {
   }
   t.equal(c.stats('db').rests, 0);
 });
+
+t.test('adaptive: extents the probe turns away do not count, so mixed data keeps compressing what compresses', async (t) => {
+  // 90% noise (probe-skipped, almost free) and 10% text-like data: judged on all bytes the window would
+  // save ~5% and rest, storing the compressible tenth raw too, to save almost no CPU.
+  const c = new Compressor('lz4', { minSavingPercent: 10, windowBytes: 256 * 1024, restBytes: 1024 * 1024 });
+  for (let i = 0; i < 200; i++) {
+    const d = i % 10 === 0 ? Buffer.alloc(64 * 1024, i % 7) : rng.bytes(64 * 1024);
+    const out = await c.pack('mixed', record(d), d);
+    if (!rawData(out.record, out.stored, 'mixed', 1).equals(d)) t.fail('an extent did not decode to its bytes');
+  }
+  const s = c.stats('mixed');
+  t.equal(s.rests, 0, 'never rests');
+  t.equal(s.compressedExtents, 20, 'every compressible extent was compressed');
+  t.equal(s.probeSkippedExtents, 180, 'the noise was turned away by the probe');
+});

@@ -23,7 +23,7 @@ export interface PsLoopback {
 export async function psLoopback(t: Test, prefix: string, sink: (cache: Cache) => InboundSink = (c) => c): Promise<PsLoopback> {
   const dir = await fsp.mkdtemp(path.join(os.tmpdir(), `tm-${prefix}-`));
   t.teardown(() => fsp.rm(dir, { recursive: true, force: true }));
-  const cfg = { ...psConfigSchema.parse({ name: 'ps', cacheDir: dir, tls: { ca: '', cert: '', key: '' }, masterTargets: [{ name: 'mt', port: 1 }], volumes: [{ id: 'v1', agent: 'agent-1', masterTarget: 'mt' }] }), configDir: dir };
+  const cfg = { ...psConfigSchema.parse({ name: 'ps', cacheDir: dir, tls: { ca: '', cert: '', key: '' }, masterTargets: [{ name: 'mt', port: 1 }], volumes: [{ id: 'v1', agent: 'agent-1', masterTarget: 'mt' }, { id: 'v2', agent: 'agent-1', masterTarget: 'mt' }] }), configDir: dir };
   const cache: Cache = new Cache(cfg, dir, silentLogger(), { ...UNLINKED, ack: (v, s) => receiver.ack(v, s) });
   const receiver = new DiffReceiver(sink(cache), 'ps', silentLogger());
   await cache.open();

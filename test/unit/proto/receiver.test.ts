@@ -3,7 +3,7 @@
 // served here, a differential for a volume not opened, out of sequence, with a bad extent digest, a short
 // extent, or garbage bytes. Each is refused with its code and stores nothing; a retransmission of what is
 // already durable is acknowledged again and stored once; the receiver goes on serving a well-behaved peer.
-import { promises as fsp } from 'node:fs';
+import fs, { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import net from 'node:net';
 import t, { type Test } from 'tap';
@@ -324,4 +324,104 @@ t.test('a reconnect waits for the old connection\'s commit: the state it is told
   const second = await opened(ps);
   t.equal(second.durableSeq, 1, 'the reconnect is told seq 1 is durable');
   t.equal(ps.cache.storedSeq('v1'), 1);
+});
+
+/** A connection past the handshake that opened `volume`. */
+async function openedAs(ps: PsLoopback, volume: string): Promise<FramedConnection> {
+  const conn = await ps.connect();
+  await conn.send(hello);
+  await conn.expect('welcome');
+  await conn.send({ openVolume: { volumeId: volume, sizeBytes: SIZE, blockSize: BS, replicationId: 'r1' } });
+  await conn.expect('volumeState');
+  return conn;
+}
+
+/** `p`'s value, or null when it has not settled within `ms` (a wait that would otherwise hang the test). */
+const within = <T>(p: Promise<T>, ms: number): Promise<{ v: T } | null> => Promise.race([p.then((v) => ({ v })), new Promise<null>((r) => setTimeout(() => r(null), ms))]);
+
+t.test('two connections taking each other\'s volumes over do not wait on each other', async (t) => {
+  // A owns v1 and opens v2; B owns v2 and opens v1, both at once: each cuts the other and waits only for
+  // its read and commits, not for its whole session (which is itself waiting): no deadlock, and the
+  // volumes stay usable.
+  let opens = 0;
+  const both = gate();
+  const ps = await psLoopback(t, 'recv', (cache) => around(cache, {
+    openVolume: async (p, ov) => {
+      const r = await cache.openVolume(p, ov);
+      if (++opens === 4) both.open();
+      if (opens > 2) await both.wait; // the two takeovers overlap
+      return r;
+    },
+  }));
+  const a = await openedAs(ps, 'v1');
+  const b = await openedAs(ps, 'v2');
+  await a.send({ openVolume: { volumeId: 'v2', sizeBytes: SIZE, blockSize: BS, replicationId: 'r1' } });
+  await b.send({ openVolume: { volumeId: 'v1', sizeBytes: SIZE, blockSize: BS, replicationId: 'r1' } });
+  await both.wait;
+  for (const v of ['v1', 'v2']) {
+    const c = await ps.connect();
+    await c.send(hello);
+    await c.expect('welcome');
+    await c.send({ openVolume: { volumeId: v, sizeBytes: SIZE, blockSize: BS, replicationId: 'r1' } });
+    const got = await within(c.expect('volumeState'), 10_000);
+    t.ok(got, `a new connection for ${v} is answered`);
+    await send(c, 1, diffOf(1)).catch(() => {});
+    if (v === 'v1') t.equal((await c.expect('ack')).msg.ack.durableSeq, 1, 'and can send');
+    c.destroy();
+  }
+});
+
+t.test('dropping a volume waits for the commits its connection had queued', async (t) => {
+  // The master target drops the connection before discarding damaged staged files: a commit landing
+  // after the discard would leave a hole no retransmission fills.
+  const release = gate();
+  const committing = gate();
+  const ps = await psLoopback(t, 'recv', (cache) => around(cache, {
+    committed: async (v, s, info) => {
+      if (s === 2) {
+        committing.open();
+        await release.wait;
+      }
+      await cache.committed(v, s, info);
+    },
+  }));
+  const { conn } = await opened(ps);
+  await send(conn, 1, diffOf(1));
+  await send(conn, 2, diffOf(1));
+  await committing.wait;
+  let dropped = false;
+  const drop = ps.receiver.dropVolume('v1').then(() => (dropped = true));
+  await new Promise((r) => setTimeout(r, 50));
+  t.notOk(dropped, 'not over while seq 2 is committing');
+  release.open();
+  await drop;
+  t.equal(ps.cache.storedSeq('v1'), 2, 'over once seq 2 is committed');
+});
+
+t.test('a differential committed past a hole (after a discard) is refused and deleted, not taken', async (t) => {
+  const release = gate();
+  const committing = gate();
+  const ps = await psLoopback(t, 'recv', (cache) => around(cache, {
+    committed: async (v, s, info) => {
+      if (s === 3) {
+        committing.open();
+        await release.wait;
+      }
+      await cache.committed(v, s, info);
+    },
+  }));
+  const { conn } = await opened(ps);
+  for (const s of [1, 2, 3]) await send(conn, s, diffOf(1));
+  await committing.wait;
+  const store = ps.cache.stores.get('v1')!;
+  await store.discardFrom(2); // a discard that did not wait for the connection
+  release.open();
+  const again = await opened(ps); // taken over once seq 3's commit is over
+  t.strictSame(store.pending(), [1], 'seq 3, past the hole, was not taken');
+  t.equal(again.durableSeq, 1, 'the reconnect resumes after seq 1');
+  t.notOk(fs.existsSync(store.file(3)), 'and its file is gone (it would be taken at the next start)');
+  for (const s of [2, 3]) await send(again.conn, s, diffOf(1));
+  let a = 0;
+  while (a < 3) a = (await again.conn.expect('ack')).msg.ack.durableSeq;
+  t.strictSame(store.pending(), [1, 2, 3], 'the resent differentials fill it');
 });
