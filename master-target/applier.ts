@@ -10,6 +10,8 @@
 // together (one replica fsync, one hash-table save, one state write for all), then acknowledged; a crash
 // re-applies the whole group. A group's commit runs while the next group is written (pipelined; the
 // argument is at commit()). The extents of a differential go to the replica many per call (writeMany).
+// Retention: a group's differentials are held (loaded, verified) while their before-images are made, then
+// written together once every segment is durable (drain's flush; the argument is in before-images.ts).
 import { tmError, isCorruption, isTidemarkError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { currentPoint, type RecoveryPoint, type MtStore } from './volume-state.js';
@@ -95,8 +97,9 @@ export class Applier {
   }
 
   private async drain(): Promise<void> {
-    // Group commit, pipelined: the differentials staged now are applied one after another (each one's
-    // before-images durable before its first write), then made durable together by commit(): one replica
+    // Group commit, pipelined: the differentials staged now are applied one after another (with retention,
+    // loaded first and written once the before-images of all of them are durable: RetentionLog.batch,
+    // retention/before-images.ts), then made durable together by commit(): one replica
     // fsync, one table save, one state write, then the ack. While a group commits, the next one is loaded,
     // verified and written (see "Overlap" at commit). A crash re-applies everything from doneSeq + 1.
     let inflight: InFlight | null = null;
@@ -292,7 +295,7 @@ export class Applier {
    *   the table saved with a sequence claims exactly the blocks written up to it, nothing a redo from
    *   doneSeq + 1 would not rewrite;
    * - the next group's before-images are read from the replica as this group left it (the page cache
-   *   holds its writes, durable or not), each segment durable before its differential's first write, as
+   *   holds its writes, durable or not), every segment of a batch durable before its first write, as
    *   without overlap. After a crash the redo applies this group again, then the next, in order: every
    *   block the next group's segments cover is rewritten before a later differential reads it, and a
    *   segment already on disk is kept, not re-read from a replica that may hold newer bytes;
