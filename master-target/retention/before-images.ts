@@ -1,17 +1,18 @@
 // Before-images of consecutive differentials, kept together (RetentionLog.batch): the applier adds the
-// differentials of a group one by one, then makes their segments durable at once (one directory fsync),
-// then writes them all to the replica. Nothing of a batch is written to the replica until durable()
-// returns, so the replica holds, while the batch is built, what it held before the batch's first
-// differential; differential k's before-image of a block is therefore the data of the newest earlier
-// differential of the batch that wrote it (held in memory), or else the replica's bytes. Each
-// differential's segment (read, damage check, written, fsync'd under a temp name) is made in the
-// background while the next one is loaded: one at a time, in order.
+// differentials of a group one by one and writes them to the replica only once durable() has returned.
+// Until then the replica holds what it held before the batch's first differential, so differential k's
+// before-image of a block is the data of the newest earlier differential of the batch that writes it (held
+// in memory), or else the replica's bytes. Each differential's segment is made in the background while the
+// next one is loaded (read, damage check, written: one at a time, in order); its fsync starts as soon as
+// it is written, and once that is over it is renamed into place and the directory fsync'd, segment after
+// segment in order (so the log on disk is always a chain, as RetentionLog.open requires).
 //
-// A crash anywhere leaves every differential of the batch unapplied (no replica write happened before all
-// its segments were durable), and the redo (Applier: from doneSeq + 1) finds the segments that got into
-// place and keeps them (RetentionLog.beforeApply's rule): they were taken from exactly the state it
-// recreates. A segment that did not get into place belongs to a batch none of whose writes happened, and
-// no later batch's either: the replica's bytes it reads are untouched by it and by anything after it.
+// A crash anywhere before durable() returns leaves every differential of the batch unapplied, and the redo
+// (Applier: from doneSeq + 1) finds the segments that got into place and keeps them (beforeApply's rule):
+// they were taken from exactly the state it recreates. A differential whose segment is not in place was
+// not written, nor was anything after it (its batch's writes wait for all of the batch's segments, and
+// later batches for this one): the replica's bytes it reads at the redo are untouched by it and by anything
+// after it, and the blocks earlier differentials of the redo's batch write come from them, in memory.
 import { crc } from '../../common/checksum.js';
 import { fsyncDir } from '../../common/durable.js';
 import { wrap } from '../../common/errors.js';
@@ -57,9 +58,10 @@ export class BeforeImageBatch {
   private readonly overlay = new Map<number, Buffer>();
   private readonly jobs: Array<Promise<Made | null>> = [];
   private lane: Promise<unknown> = Promise.resolve();
+  /** Segments go into place one after another, in order, each durable (directory fsync'd) before the next. */
+  private placing: Promise<void> = Promise.resolve();
   /** Segments planned in this batch (a differential before the first point keeps none). */
   private planned = 0;
-  private removed = false;
   /** A differential without its data in memory was added: a later one could not take images from it. */
   private sealed = false;
   private over = false;
@@ -93,17 +95,16 @@ export class BeforeImageBatch {
     this.count++;
     const keep = this.keeps(base);
     if (keep) {
-      if (this.planned === 0) {
-        const n = this.owner.segments.length;
-        await this.owner.startChain(seq);
-        if (this.owner.segments.length !== n) this.removed = true;
-      }
+      if (this.planned === 0) await this.owner.startChain(seq);
       this.planned++;
       const plan = this.plan(extents);
       const existing = this.owner.segments.find((s) => s.fromSeq === seq && s.toSeq === seq) ?? null;
       const job = this.lane.then(() => this.make(seq, plan, existing, base, tip));
       this.lane = job.catch(() => {});
       this.jobs.push(job);
+      // Never one after a segment that did not get into place: the log stays a chain (RetentionLog.open).
+      this.placing = this.placing.then(() => job).then((m) => (m ? this.place(m) : undefined));
+      this.placing.catch(() => {}); // awaited by durable() or abandon()
     }
     if (raws) this.write(extents, raws);
     else this.sealed = true;
@@ -184,43 +185,41 @@ export class BeforeImageBatch {
     return { writer, synced, header, replaces: existing?.file ?? null };
   }
 
+  /** A made segment, once fsync'd: renamed to its name, the directory fsync'd, then listed. */
+  private async place(m: Made): Promise<void> {
+    await m.synced;
+    const { file, bytes } = await m.writer.rename();
+    await fsyncDir(this.owner.dir);
+    this.owner.placed([{ header: m.header, file, bytes, replaces: m.replaces }]);
+  }
+
   /**
-   * Every segment of the batch durable under its name (renamed, one directory fsync): the batch's
-   * differentials may now write the replica. On failure none of them may (the temp files are removed).
+   * Every segment of the batch durable under its name: the batch's differentials may now write the
+   * replica. On failure none of them may (what is in place stays: it was taken before any of the batch's
+   * writes, and a redo keeps it; temp files are removed).
    */
   async durable(): Promise<void> {
     this.over = true;
     const settled = await Promise.allSettled(this.jobs);
-    const made = settled.flatMap((s) => (s.status === 'fulfilled' && s.value ? [s.value] : []));
-    const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+    const placing = await Promise.allSettled([this.placing]);
+    const failed = [...settled, ...placing].find((s): s is PromiseRejectedResult => s.status === 'rejected');
     if (failed) {
-      await Promise.allSettled(made.map((m) => m.synced));
-      await Promise.all(made.map((m) => m.writer.abort()));
-      throw failed.reason;
+      await this.cleanUp(settled);
+      throw wrap(failed.reason, 'retention segments of a group', { volume: this.owner.volumeId });
     }
-    const placed: Array<{ header: SegmentHeader; file: string; bytes: number; replaces: string | null }> = [];
-    try {
-      // Every fsync over (settled) before anything is renamed or removed.
-      const synced = await Promise.allSettled(made.map((m) => m.synced));
-      const bad = synced.find((x): x is PromiseRejectedResult => x.status === 'rejected');
-      if (bad) throw bad.reason;
-      for (const m of made) placed.push({ header: m.header, replaces: m.replaces, ...(await m.writer.rename()) });
-      if (placed.length > 0 || this.removed) await fsyncDir(this.owner.dir);
-    } catch (e) {
-      // Not listed: a redo writes them again (renamed over), the replica untouched meanwhile.
-      await Promise.all(made.map((m) => m.writer.abort()));
-      throw wrap(e, 'retention segments into place', { volume: this.owner.volumeId });
-    }
-    this.owner.placed(placed);
   }
 
   /** Give up (the batch will not be written): wait for its background work, remove its temp files. */
   async abandon(): Promise<void> {
     this.over = true;
     const settled = await Promise.allSettled(this.jobs);
+    await Promise.allSettled([this.placing]);
+    await this.cleanUp(settled);
+  }
+
+  private async cleanUp(settled: Array<PromiseSettledResult<Made | null>>): Promise<void> {
     const made = settled.flatMap((s) => (s.status === 'fulfilled' && s.value ? [s.value] : []));
     await Promise.allSettled(made.map((m) => m.synced));
     await Promise.all(made.map((m) => m.writer.abort()));
   }
 }
-
