@@ -19,7 +19,7 @@ import { DECOMPRESS_INLINE_BELOW, rawData, rawDataAsync } from '../proto/extent-
 import { extentsOf, FLAG_RESYNC, FLAG_RESYNC_END, type StoredDiff } from '../proto/hrl.js';
 import { checkExtent } from '../proto/limits.js';
 import type { ReplicaHashes } from './replica-hashes.js';
-import type { BeforeImageBatch } from './retention/before-images.js';
+import { segmentEstimate, type BeforeImageBatch } from './retention/before-images.js';
 import type { RetentionLog } from './retention/retention-log.js';
 import type { Replica } from './replica.js';
 
@@ -124,12 +124,10 @@ export class Applier {
         // Loaded and checked, their before-images under way (retention), not yet written: see flush.
         let held: Held[] = [];
         let batch: BeforeImageBatch | null = null;
-        let estimate = 0;
         /** The held differentials onto the replica, their before-images durable first (all at once). */
         const flush = async (): Promise<void> => {
           const b = batch;
           batch = null;
-          estimate = 0;
           if (b) await b.durable();
           const out = held;
           held = [];
@@ -175,13 +173,14 @@ export class Applier {
               // the batch so far is written first, and this one goes alone.
               if (!raws && held.length > 0) await flush();
               batch ??= this.retention.batch(this.replica, this.hashes.hashes);
-              const more = batch.keeps(base) ? diff.extents.reduce((n, e) => n + e.length + 20, 64) : 0;
-              if (more > 0 && !this.admit(estimate + more)) {
+              // Before the first recovery point (the initial sync) there is no point to go back to: nothing kept.
+              const keep = batch.keeps(base);
+              // Pause mode: this one's segment, and those of the batch not yet in place, must fit.
+              if (keep && !this.admit(batch.unplaced + segmentEstimate(diff.extents))) {
                 resyncing = wasResyncing;
                 break;
               }
-              estimate += more;
-              await batch.add(seq, diff.extents, raws, base, point);
+              await batch.add(seq, diff.extents, raws, base, point, keep);
             }
             held.push({ seq, diff, raws, point, resyncing });
             bytes += diff.dataBytes;

@@ -53,7 +53,14 @@ interface Made {
   replaces: string | null;
 }
 
+/** About how many bytes a segment of these extents takes (the retention cap's admission, pause mode). */
+export function segmentEstimate(extents: ReadonlyArray<{ length: number }>): number {
+  return extents.reduce((n, e) => n + e.length + 20, 64);
+}
+
 export class BeforeImageBatch {
+  /** segmentEstimate() of the batch's segments not yet in place (those in place count in the log's bytes). */
+  unplaced = 0;
   /** Block -> the newest data the batch's differentials so far write there (slices of their raw data). */
   private readonly overlay = new Map<number, Buffer>();
   private readonly jobs: Array<Promise<Made | null>> = [];
@@ -68,13 +75,6 @@ export class BeforeImageBatch {
 
   constructor(private readonly owner: BatchOwner, private readonly replica: Replica, private readonly expected: BigUint64Array | null) {}
 
-  /** Differentials added and not yet made durable. */
-  get size(): number {
-    return this.count;
-  }
-
-  private count = 0;
-
   /** False once a differential without its raw data is in (durable() must come next). */
   get accepts(): boolean {
     return !this.sealed && !this.over;
@@ -88,27 +88,30 @@ export class BeforeImageBatch {
   /**
    * Differential `seq` (its extents; `raws`, their data, when held in memory) is next. Its before-images
    * are planned now (from the batch's earlier differentials, or the replica) and made in the background.
-   * `base`: the point before it; `tip`: the point it makes. False: it keeps no before-image (no point yet).
+   * `base`: the point before it; `tip`: the point it makes. `keep` false: it keeps no before-image (the
+   * applier's rule before the first point, keeps()), but a later differential may take images from it.
    */
-  async add(seq: number, extents: ReadonlyArray<{ offset: number; length: number }>, raws: Buffer[] | null, base: RecoveryPoint | null, tip: RecoveryPoint | null): Promise<boolean> {
+  async add(seq: number, extents: ReadonlyArray<{ offset: number; length: number }>, raws: Buffer[] | null, base: RecoveryPoint | null, tip: RecoveryPoint | null, keep = true): Promise<void> {
     if (!this.accepts) throw new Error('BeforeImageBatch.add after a differential without data, or after durable()');
-    this.count++;
-    const keep = this.keeps(base);
     if (keep) {
       if (this.planned === 0) await this.owner.startChain(seq);
       this.planned++;
+      const estimate = segmentEstimate(extents);
+      this.unplaced += estimate;
       const plan = this.plan(extents);
       const existing = this.owner.segments.find((s) => s.fromSeq === seq && s.toSeq === seq) ?? null;
       const job = this.lane.then(() => this.make(seq, plan, existing, base, tip));
       this.lane = job.catch(() => {});
       this.jobs.push(job);
       // Never one after a segment that did not get into place: the log stays a chain (RetentionLog.open).
-      this.placing = this.placing.then(() => job).then((m) => (m ? this.place(m) : undefined));
+      this.placing = this.placing.then(() => job).then(async (m) => {
+        if (m) await this.place(m);
+        this.unplaced -= estimate;
+      });
       this.placing.catch(() => {}); // awaited by durable() or abandon()
     }
     if (raws) this.write(extents, raws);
     else this.sealed = true;
-    return keep;
   }
 
   /** Each block the extents cover, once, with its source as the batch stands (before these extents). */
