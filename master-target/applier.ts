@@ -10,6 +10,8 @@
 // together (one replica fsync, one hash-table save, one state write for all), then acknowledged; a crash
 // re-applies the whole group. A group's commit runs while the next group is written (pipelined; the
 // argument is at commit()). The extents of a differential go to the replica many per call (writeMany).
+// Retention: a group's differentials are held (loaded, verified) while their before-images are made, then
+// written together once every segment is durable (drain's flush; the argument is in before-images.ts).
 import { tmError, isCorruption, isTidemarkError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { currentPoint, type RecoveryPoint, type MtStore } from './volume-state.js';
@@ -17,6 +19,7 @@ import { DECOMPRESS_INLINE_BELOW, rawData, rawDataAsync } from '../proto/extent-
 import { extentsOf, FLAG_RESYNC, FLAG_RESYNC_END, type StoredDiff } from '../proto/hrl.js';
 import { checkExtent } from '../proto/limits.js';
 import type { ReplicaHashes } from './replica-hashes.js';
+import { segmentEstimate, type BeforeImageBatch } from './retention/before-images.js';
 import type { RetentionLog } from './retention/retention-log.js';
 import type { Replica } from './replica.js';
 
@@ -25,6 +28,8 @@ const GROUP_DIFFS = 16;
 const GROUP_BYTES = 64 << 20;
 /** A group of differentials written and being made durable together. */
 type Committing = Array<{ seq: number; diff: StoredDiff; point: RecoveryPoint | null; resyncing: boolean }>;
+/** A differential loaded and checked, not yet written (`raws`: its extents' data, when held in memory). */
+type Held = Committing[number] & { raws: Buffer[] | null };
 /** A group's commit running while the next group is written. */
 interface InFlight { done: Promise<boolean>; settled: boolean; error: unknown }
 /** A differential read from its file is written this many bytes of extents per call. */
@@ -93,8 +98,9 @@ export class Applier {
   }
 
   private async drain(): Promise<void> {
-    // Group commit, pipelined: the differentials staged now are applied one after another (each one's
-    // before-images durable before its first write), then made durable together by commit(): one replica
+    // Group commit, pipelined: the differentials staged now are applied one after another (with retention,
+    // loaded first and written once the before-images of all of them are durable: RetentionLog.batch,
+    // retention/before-images.ts), then made durable together by commit(): one replica
     // fsync, one table save, one state write, then the ack. While a group commits, the next one is loaded,
     // verified and written (see "Overlap" at commit). A crash re-applies everything from doneSeq + 1.
     let inflight: InFlight | null = null;
@@ -116,46 +122,84 @@ export class Applier {
         let bytes = 0;
         let damaged = 0;
         let holdReplica = false;
-        while (!this.closed && this.exclusiveWanted === 0 && !inflight?.error && group.length < GROUP_DIFFS && bytes < GROUP_BYTES) {
-          const seq = next + group.length;
-          if (!this.store.pending().includes(seq)) {
-            // The previous group still commits: what is staged meanwhile joins this group.
-            if (inflight && !inflight.settled) {
-              await Promise.race([inflight.done.catch(() => {}), new Promise<void>((resolve) => (this.wake = resolve))]);
-              this.wake = null;
-              continue;
+        // Loaded and checked, their before-images under way (retention), not yet written: see flush.
+        let held: Held[] = [];
+        let batch: BeforeImageBatch | null = null;
+        /** The held differentials onto the replica, their before-images durable first (all at once). */
+        const flush = async (): Promise<void> => {
+          const b = batch;
+          batch = null;
+          if (b) await b.durable();
+          const out = held;
+          held = [];
+          for (const h of out) {
+            await this.writeExtents(h.diff, h.raws, h.seq);
+            group.push(h);
+          }
+        };
+        try {
+          while (!this.closed && this.exclusiveWanted === 0 && !inflight?.error && group.length + held.length < GROUP_DIFFS && bytes < GROUP_BYTES) {
+            const seq = next + group.length + held.length;
+            if (!this.store.pending().includes(seq)) {
+              // The previous group still commits: what is staged meanwhile joins this group (what is held
+              // is written first, so it is not kept waiting for the commit).
+              if (inflight && !inflight.settled) {
+                await flush();
+                await Promise.race([inflight.done.catch(() => {}), new Promise<void>((resolve) => (this.wake = resolve))]);
+                this.wake = null;
+                continue;
+              }
+              break;
             }
-            break;
+            const loaded = await this.loadChecked(seq);
+            if (!loaded) {
+              damaged = seq;
+              break;
+            }
+            const { diff, raws } = loaded;
+            const flags = diff.header.flags;
+            const wasResyncing = resyncing;
+            resyncing = flags & FLAG_RESYNC_END ? false : flags & FLAG_RESYNC ? true : resyncing;
+            // A recovery point only where the whole replica is at the source's captured instant.
+            const c = diff.header.consistency;
+            const point: RecoveryPoint | null = !resyncing && c !== 'FUZZY' ? { seq, atMs: this.captureTime(seq, diff.header.endTimeMs, newest), consistency: c, tags: diff.header.tags, appliedAt: Date.now() } : null;
+            // A seed still being hashed (ReplicaHashes.seed): the blocks written here first, or the entries
+            // recorded below would be overwritten by hashes of the data from before.
+            const bs = this.hashes.blockSize;
+            await this.hashes.ready(diff.extents.reduce((end, e) => Math.max(end, Math.ceil((e.offset + e.length) / bs)), 0));
+            // Not a byte more through a descriptor whose file the path no longer names (docs/OPERATIONS.md).
+            if (group.length + held.length === 0 && (await this.stale())) return;
+            if (this.retention) {
+              // A differential whose data is not held in memory cannot give a later one its before-images:
+              // the batch so far is written first, and this one goes alone.
+              if (!raws && held.length > 0) await flush();
+              batch ??= this.retention.batch(this.replica, this.hashes.hashes);
+              // Before the first recovery point (the initial sync) there is no point to go back to: nothing kept.
+              const keep = batch.keeps(base);
+              // Pause mode: this one's segment, and those of the batch not yet in place, must fit.
+              if (keep && !this.admit(batch.unplaced + segmentEstimate(diff.extents))) {
+                resyncing = wasResyncing;
+                break;
+              }
+              await batch.add(seq, diff.extents, raws, base, point, keep);
+            }
+            held.push({ seq, diff, raws, point, resyncing });
+            bytes += diff.dataBytes;
+            base = point;
+            if (point) newest = point;
+            if (!this.retention || !raws) await flush();
+            // A point snapshot clones the replica: it must be at that point, so the group ends there, and
+            // nothing more is written until its commit (which takes the snapshot) is over.
+            if (point && this.hooks.pointTakesReplica) {
+              holdReplica = true;
+              break;
+            }
           }
-          const loaded = await this.loadChecked(seq);
-          if (!loaded) {
-            damaged = seq;
-            break;
-          }
-          const { diff, raws } = loaded;
-          const flags = diff.header.flags;
-          resyncing = flags & FLAG_RESYNC_END ? false : flags & FLAG_RESYNC ? true : resyncing;
-          // A recovery point only where the whole replica is at the source's captured instant.
-          const c = diff.header.consistency;
-          const point: RecoveryPoint | null = !resyncing && c !== 'FUZZY' ? { seq, atMs: this.captureTime(seq, diff.header.endTimeMs, newest), consistency: c, tags: diff.header.tags, appliedAt: Date.now() } : null;
-          // A seed still being hashed (ReplicaHashes.seed): the blocks written here first, or the entries
-          // recorded below would be overwritten by hashes of the data from before.
-          const bs = this.hashes.blockSize;
-          await this.hashes.ready(diff.extents.reduce((end, e) => Math.max(end, Math.ceil((e.offset + e.length) / bs)), 0));
-          // Not a byte more through a descriptor whose file the path no longer names (docs/OPERATIONS.md).
-          if (group.length === 0 && (await this.stale())) return;
-          if (this.retention && !(await this.keepBeforeImages(seq, diff, base, point))) break;
-          await this.writeExtents(diff, raws, seq);
-          group.push({ seq, diff, point, resyncing });
-          bytes += diff.dataBytes;
-          base = point;
-          if (point) newest = point;
-          // A point snapshot clones the replica: it must be at that point, so the group ends there, and
-          // nothing more is written until its commit (which takes the snapshot) is over.
-          if (point && this.hooks.pointTakesReplica) {
-            holdReplica = true;
-            break;
-          }
+          await flush();
+        } catch (e) {
+          // Nothing held is written: a redo applies it (and keeps what of its before-images got into place).
+          await (batch as BeforeImageBatch | null)?.abandon();
+          throw e;
         }
         // One commit at a time, in sequence order; a group whose predecessor failed is not committed.
         if (!(await settle())) return;
@@ -253,7 +297,7 @@ export class Applier {
    *   the table saved with a sequence claims exactly the blocks written up to it, nothing a redo from
    *   doneSeq + 1 would not rewrite;
    * - the next group's before-images are read from the replica as this group left it (the page cache
-   *   holds its writes, durable or not), each segment durable before its differential's first write, as
+   *   holds its writes, durable or not), every segment of a batch durable before its first write, as
    *   without overlap. After a crash the redo applies this group again, then the next, in order: every
    *   block the next group's segments cover is rewritten before a later differential reads it, and a
    *   segment already on disk is kept, not re-read from a replica that may hold newer bytes;
@@ -314,20 +358,13 @@ export class Applier {
   }
 
   /**
-   * Retention: the before-images of what `diff` overwrites, durable before it is applied. False when the
-   * retention log is full in pause mode (nothing is applied; the pipeline backs up until there is room).
-   * Before the first recovery point (the initial sync) there is no point to go back to, so nothing is kept.
+   * Retention, pause mode: may before-images of about `bytes` more be kept? False when the log is full
+   * (nothing more is applied; the pipeline backs up until there is room).
    */
-  private async keepBeforeImages(seq: number, diff: StoredDiff, base: RecoveryPoint | null, tip: RecoveryPoint | null): Promise<boolean> {
-    const retention = this.retention!;
-    if (!base && retention.segments.length === 0) return true;
-    const estimate = diff.extents.reduce((n, e) => n + e.length + 20, 64);
-    if (!retention.admit(estimate)) {
-      this.stats.lastError = `TM_ERR_RETENTION_FULL: ${retention.stats.paused}`;
-      return false;
-    }
-    await retention.beforeApply(seq, diff.extents, this.replica, base, tip, this.hashes.hashes);
-    return true;
+  private admit(bytes: number): boolean {
+    if (this.retention!.admit(bytes)) return true;
+    this.stats.lastError = `TM_ERR_RETENTION_FULL: ${this.retention!.stats.paused}`;
+    return false;
   }
 
   /**

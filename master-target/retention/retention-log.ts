@@ -8,17 +8,18 @@
 // the oldest segments first, so what is left is always a chain that reaches the replica's current state.
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
-import { crc } from '../../common/checksum.js';
 import { ensureDir, fsyncDir, removeTempFiles } from '../../common/durable.js';
 import { tmError, wrap } from '../../common/errors.js';
 import type { Logger } from '../../common/log.js';
 import type { RecoveryPoint } from '../volume-state.js';
 import type { Replica } from '../replica.js';
 import { blockHash } from '../../common/checksum.js';
+import { leafHashes } from '../../proto/range-hash.js';
 import { Damage } from './damage.js';
 import { oldestImages } from './merge.js';
 import { pointsToKeep, type RetentionPolicy } from './policy.js';
-import { parseSegmentName, readSegment, readSegmentHeader, SegmentWriter, type BeforeImage, type SegmentHeader } from './segment.js';
+import { BeforeImageBatch } from './before-images.js';
+import { parseSegmentName, readSegment, readSegmentHeader, SegmentWriter, type SegmentHeader } from './segment.js';
 
 export interface RetentionOptions {
   policy: RetentionPolicy;
@@ -53,6 +54,24 @@ export interface RetentionStats {
   damagedPoints: Array<[number, number]>;
 }
 
+/**
+ * xxh64 of every block of `bufs` (each whole blocks but for the volume's short last block), in order: one
+ * native call when they lie back to back in one allocation (Replica.readMany's slices), as they usually do.
+ */
+function blockHashesOf(bufs: Buffer[], bs: number): BigUint64Array {
+  const first = bufs[0];
+  let end = first?.byteOffset ?? 0;
+  const together = bufs.every((b, i) => {
+    const ok = b.buffer === first!.buffer && b.byteOffset === end && (b.length % bs === 0 || i === bufs.length - 1);
+    end += b.length;
+    return ok;
+  });
+  if (first && together) return leafHashes(Buffer.from(first.buffer, first.byteOffset, end - first.byteOffset), bs);
+  const out: bigint[] = [];
+  for (const b of bufs) for (let off = 0; off < b.length; off += bs) out.push(blockHash(b.subarray(off, Math.min(off + bs, b.length))));
+  return BigUint64Array.from(out);
+}
+
 export class RetentionLog {
   segments: SegmentInfo[] = [];
   readonly stats: RetentionStats;
@@ -63,9 +82,9 @@ export class RetentionLog {
   constructor(
     readonly dir: string,
     readonly volumeId: string,
-    private readonly geometry: { sizeBytes: number; blockSize: number },
+    readonly geometry: { sizeBytes: number; blockSize: number },
     readonly opts: RetentionOptions,
-    private readonly log: Logger,
+    readonly log: Logger,
   ) {
     this.stats = { segments: 0, bytes: 0, maxBytes: opts.maxBytes, points: 0, oldestPoint: null, compactions: 0, thinnedPoints: 0, purgedSegments: 0, alert: null, paused: null, lastMaintenanceAt: 0, lastError: null, damagedPoints: [] };
     this.damage = new Damage(dir);
@@ -134,50 +153,48 @@ export class RetentionLog {
    * hold part of the new data), and only blocks it does not yet cover are read now (they were untouched).
    */
   async beforeApply(seq: number, extents: ReadonlyArray<{ offset: number; length: number }>, replica: Replica, base: RecoveryPoint | null, tip: RecoveryPoint | null, expected: BigUint64Array | null = null): Promise<void> {
-    const last = this.segments.at(-1);
-    if (last && last.toSeq < seq - 1) {
-      // Differentials were applied without before-images (retention was off): the old chain cannot reach here.
-      this.log.warn({ volume: this.volumeId, lastSegment: last.toSeq, seq }, 'retention log does not reach the replica; starting a new chain');
-      for (const s of this.segments) await fsp.rm(s.file, { force: true });
-      this.segments = [];
-    }
-    const existing = this.segments.find((s) => s.fromSeq === seq && s.toSeq === seq);
-    const covered = new Map<number, BeforeImage>();
-    if (existing) for await (const img of readSegment(existing.file)) covered.set(img.offset, img);
-    const bs = this.geometry.blockSize;
-    const blocksOf = (m: Map<number, BeforeImage>): Set<number> => {
-      const set = new Set<number>();
-      for (const img of m.values()) for (let b = img.offset / bs; b < (img.offset + img.data.length) / bs; b++) set.add(b);
-      return set;
-    };
-    const have = blocksOf(covered);
-    const missing = extents.filter((e) => {
-      for (let b = Math.floor(e.offset / bs); b < Math.ceil((e.offset + e.length) / bs); b++) if (!have.has(b)) return true;
-      return false;
-    });
-    if (existing && missing.length === 0) return;
-    if (existing) this.log.warn({ volume: this.volumeId, seq, extents: missing.length }, 're-applied differential writes blocks its segment lacks; adding their before-images');
-    const images = [...covered.values()];
-    // One call for every extent (a differential has hundreds or thousands): this is on the apply path.
-    const read = await replica.readMany(missing);
-    missing.forEach((e, i) => images.push({ offset: e.offset, data: read[i]!, crc32c: crc(read[i]!) }));
-    if (expected) await this.checkBeforeImages(seq, missing, read, expected);
-    const header: SegmentHeader = { volumeId: this.volumeId, fromSeq: seq, toSeq: seq, ...this.geometry, base, tip, createdAt: Date.now() };
-    const w = await SegmentWriter.create(this.dir, header);
+    const b = this.batch(replica, expected);
     try {
-      for (const img of images) await w.add(img);
-      const { file, bytes } = await w.commit();
-      this.segments = this.segments.filter((s) => s !== existing);
-      this.segments.push({ ...header, file, bytes });
-      // A group re-applied after a crash (Applier: group commit) rewrites a segment older than the newest.
-      if (existing) this.segments.sort((a, b) => a.fromSeq - b.fromSeq);
-      // On the apply path: adjust the totals rather than summing every segment again.
-      this.stats.segments = this.segments.length;
-      this.stats.bytes += bytes - (existing?.bytes ?? 0);
+      await b.add(seq, extents, null, base, tip);
     } catch (e) {
-      await w.abort();
-      throw wrap(e, `retention segment for differential ${seq}`, { volume: this.volumeId, seq });
+      await b.abandon();
+      throw e;
     }
+    await b.durable();
+  }
+
+  /**
+   * The before-images of consecutive differentials, made durable together before any of them writes the
+   * replica (before-images.ts). `expected`: the replica hash table, to check what is read (damage).
+   */
+  batch(replica: Replica, expected: BigUint64Array | null = null): BeforeImageBatch {
+    return new BeforeImageBatch(this, replica, expected);
+  }
+
+  /** Before differential `seq`'s segment: a chain that stops short of it cannot reach the replica. */
+  async startChain(seq: number): Promise<void> {
+    const last = this.segments.at(-1);
+    if (!last || last.toSeq >= seq - 1) return;
+    // Differentials were applied without before-images (retention was off): the old chain cannot reach here.
+    this.log.warn({ volume: this.volumeId, lastSegment: last.toSeq, seq }, 'retention log does not reach the replica; starting a new chain');
+    for (const s of this.segments) await fsp.rm(s.file, { force: true });
+    this.segments = [];
+    this.stats.segments = 0;
+    this.stats.bytes = 0;
+  }
+
+  /** Segments of a batch in place (durable): listed, each replacing the one of the same name (a redo's). */
+  placed(segments: Array<{ header: SegmentHeader; file: string; bytes: number; replaces: string | null }>): void {
+    for (const p of segments) {
+      const existing = p.replaces === null ? undefined : this.segments.find((s) => s.file === p.replaces);
+      this.segments = this.segments.filter((s) => s !== existing);
+      this.segments.push({ ...p.header, file: p.file, bytes: p.bytes });
+      // On the apply path: adjust the totals rather than summing every segment again.
+      this.stats.bytes += p.bytes - (existing?.bytes ?? 0);
+    }
+    // A group re-applied after a crash (Applier: group commit) rewrites a segment older than the newest.
+    if (segments.some((p) => p.replaces !== null)) this.segments.sort((a, b) => a.fromSeq - b.fromSeq);
+    this.stats.segments = this.segments.length;
   }
 
   /**
@@ -186,17 +203,19 @@ export class RetentionLog {
    * damaged and nothing has rewritten since, makes every point that would read it wrong. Recorded (durably,
    * before the differential overwrites the evidence) so those points are never listed.
    */
-  private async checkBeforeImages(seq: number, extents: ReadonlyArray<{ offset: number; length: number }>, read: Buffer[], expected: BigUint64Array): Promise<void> {
+  async checkBeforeImages(seq: number, extents: ReadonlyArray<{ offset: number; length: number }>, read: Buffer[], expected: BigUint64Array): Promise<void> {
     const bs = this.geometry.blockSize;
     const bad: number[] = [];
     const written: number[] = [];
+    const hashes = blockHashesOf(read, bs);
+    let h = 0;
     extents.forEach((e, i) => {
       const data = read[i]!;
-      for (let off = 0; off < data.length; off += bs) {
+      for (let off = 0; off < data.length; off += bs, h++) {
         const b = (e.offset + off) / bs;
         const pending = this.damage.isPending(b);
         if (pending) written.push(b);
-        if (pending || blockHash(data.subarray(off, Math.min(off + bs, data.length))) !== expected[b]) bad.push(b);
+        if (pending || hashes[h] !== expected[b]) bad.push(b);
       }
     });
     if (bad.length === 0) return;

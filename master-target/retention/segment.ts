@@ -52,6 +52,8 @@ export function parseSegmentName(name: string): { fromSeq: number; toSeq: number
 
 /** Records are gathered and written this many bytes at a time (one writev), not two writes per record. */
 const WRITE_BATCH = 4 << 20;
+/** Pieces smaller than this are copied into one buffer rather than written from where they are. */
+const COPY_BELOW = 64 << 10;
 
 /** Streams records into a new segment; commit() makes it durable under its final name. */
 export class SegmentWriter {
@@ -60,6 +62,11 @@ export class SegmentWriter {
   private dataBytes = 0;
   private pending: Buffer[] = [];
   private pendingBytes = 0;
+  /** Small pieces are copied here until written: [cutAt, staged) is not yet in `pending`. */
+  private stage = Buffer.allocUnsafe(WRITE_BATCH);
+  private staged = 0;
+  private cutAt = 0;
+  private readonly header = Buffer.alloc(RECORD_HEADER);
   private constructor(readonly file: string, private readonly tmp: string, private readonly fh: fsp.FileHandle) {}
 
   static async create(dir: string, header: SegmentHeader): Promise<SegmentWriter> {
@@ -79,12 +86,37 @@ export class SegmentWriter {
   }
 
   private async write(buf: Buffer): Promise<void> {
-    this.pending.push(buf);
-    this.pendingBytes += buf.length;
+    this.put(buf);
     if (this.pendingBytes >= WRITE_BATCH) await this.flush();
   }
 
+  private put(buf: Buffer): void {
+    if (buf.length < COPY_BELOW) {
+      // Small pieces (record headers, block-sized images) are copied together: a few large writes, not
+      // thousands of iovecs.
+      if (this.staged + buf.length > this.stage.length) {
+        this.cut();
+        this.stage = Buffer.allocUnsafe(WRITE_BATCH);
+        this.staged = 0;
+        this.cutAt = 0;
+      }
+      buf.copy(this.stage, this.staged);
+      this.staged += buf.length;
+    } else {
+      this.cut();
+      this.pending.push(buf);
+    }
+    this.pendingBytes += buf.length;
+  }
+
+  /** What is copied into the stage since the last cut joins the pending writes (in order). */
+  private cut(): void {
+    if (this.staged > this.cutAt) this.pending.push(this.stage.subarray(this.cutAt, this.staged));
+    this.cutAt = this.staged;
+  }
+
   private async flush(): Promise<void> {
+    this.cut();
     const bufs = this.pending;
     this.pending = [];
     this.pendingBytes = 0;
@@ -95,21 +127,50 @@ export class SegmentWriter {
       while (bufs.length > 0 && bytesWritten >= bufs[0]!.length) bytesWritten -= bufs.shift()!.length;
       if (bytesWritten > 0) bufs[0] = bufs[0]!.subarray(bytesWritten);
     }
+    // Written: the stage is free again.
+    this.staged = 0;
+    this.cutAt = 0;
   }
 
   async add(image: BeforeImage): Promise<void> {
-    const h = Buffer.alloc(RECORD_HEADER);
+    this.record(image);
+    if (this.pendingBytes >= WRITE_BATCH) await this.flush();
+  }
+
+  /** add() for many records (no promise per record). */
+  async addMany(images: Iterable<BeforeImage>): Promise<void> {
+    for (const image of images) {
+      this.record(image);
+      if (this.pendingBytes >= WRITE_BATCH) await this.flush();
+    }
+  }
+
+  private record(image: BeforeImage): void {
+    const h = this.header;
     h.writeBigUInt64LE(BigInt(image.offset), 0);
     h.writeUInt32LE(image.data.length, 8);
     h.writeUInt32LE(image.crc32c, 12);
     h.writeUInt32LE(crc(h.subarray(0, 16)), 16);
-    await this.write(h);
-    await this.write(image.data);
+    this.put(h);
+    this.put(image.data);
     this.count++;
     this.dataBytes += image.data.length;
   }
 
   async commit(): Promise<{ file: string; bytes: number }> {
+    await this.seal();
+    await commitRename(this.tmp, this.file);
+    return { file: this.file, bytes: this.offset };
+  }
+
+  /** The trailer written and the file fsync'd and closed, still under its temp name. */
+  async seal(): Promise<void> {
+    await this.finish();
+    await this.sync();
+  }
+
+  /** The trailer written (not yet durable: sync() next). */
+  async finish(): Promise<void> {
     const t = Buffer.alloc(TRAILER);
     t.writeUInt32LE(SEGMENT_END_MAGIC, 0);
     t.writeUInt32LE(this.count, 4);
@@ -117,9 +178,17 @@ export class SegmentWriter {
     t.writeUInt32LE(crc(t.subarray(0, 16)), 16);
     await this.write(t);
     await this.flush();
+  }
+
+  /** After finish(): the file fsync'd and closed, still under its temp name. */
+  async sync(): Promise<void> {
     await this.fh.sync();
     await this.fh.close();
-    await commitRename(this.tmp, this.file);
+  }
+
+  /** A sealed segment renamed to its final name; durable once its directory is fsync'd (the caller's). */
+  async rename(): Promise<{ file: string; bytes: number }> {
+    await fsp.rename(this.tmp, this.file);
     return { file: this.file, bytes: this.offset };
   }
 
