@@ -11,6 +11,7 @@ import { fileAgeMs } from '../common/metrics.js';
 import { agentMetrics } from './metrics.js';
 import { connectTls } from '../common/tls.js';
 import { DiffSender } from '../proto/sender.js';
+import { KEEP_BYTES } from '../proto/hrl.js';
 import { DEFAULTS } from '../common/defaults.js';
 import type { AgentConfig, AgentVolumeConfig } from './config.js';
 import type { Capture } from './capture/capture.js';
@@ -101,7 +102,8 @@ export class Agent {
     const dir = path.join(this.path(this.config.stateDir), 'volumes', id);
     await ensureDir(dir);
     const volume = await Volume.open(this.path(vc.path));
-    const journal = new Journal(dir, id, log);
+    // Two of the largest differentials it writes (none over KEEP_BYTES is kept in memory anyway).
+    const journal = new Journal(dir, id, log, 2 * Math.min(KEEP_BYTES, Math.max(this.config.maxDiffBytes, this.config.resyncWindowBytes)));
     await journal.open({ sizeBytes: volume.sizeBytes, blockSize: this.config.blockSize }).catch((e) => { throw wrap(e, `open journal of ${id}`, { volume: id }); });
     let resync: Resync | null = null;
     const tracker = this.makeTracker(vc, dir, volume, log, (reason) => resync!.start('resync', reason).then(() => this.wake()));

@@ -60,10 +60,14 @@ export class Journal {
   /** Serialises writes with a rebase, which renumbers from under them. */
   private queue: Promise<unknown> = Promise.resolve();
 
-  constructor(volumeDir: string, readonly volumeId: string, private readonly log: Logger) {
+  /**
+   * `recentBytes`: differentials just written kept in memory for the uploader (proto/recent-diffs.ts); the
+   * agent keeps two of its largest, so one journaled while the one before waits for the uploader is not read back.
+   */
+  constructor(volumeDir: string, readonly volumeId: string, private readonly log: Logger, recentBytes?: number) {
     this.dir = path.join(volumeDir, 'journal');
     this.stateFile = path.join(volumeDir, 'state.json');
-    this.files = new DurableQueue(this.dir);
+    this.files = new DurableQueue(this.dir, recentBytes);
   }
 
   /** Bytes on disk of the differentials not yet acknowledged. */

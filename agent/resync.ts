@@ -13,7 +13,7 @@ import { writeFileDurable } from '../common/durable.js';
 import type { Logger } from '../common/log.js';
 import { FLAG_RESYNC } from '../proto/hrl.js';
 import type { HashAnswer, HashQuery } from '../proto/messages.js';
-import { encodeHashes, leafHashes, rangeHash } from '../proto/range-hash.js';
+import { leafHashes, rangeHashes } from '../proto/range-hash.js';
 import type { Capture } from './capture/capture.js';
 import type { Journal } from './journal.js';
 import type { DirtyExtent, Tracker } from './trackers/tracker.js';
@@ -31,6 +31,12 @@ const QUERY_RANGES = 4096;
 const MAX_DAMAGED_RANGES = 65536;
 /** Windows read and compared ahead of the one being journaled (resync, repair; not a verify or background pass). */
 const AHEAD = 2;
+/**
+ * A window is asked about leaf by leaf, skipping the coarser levels, when the window compared last had at
+ * least this share of its blocks differing (an initial replication): 8 bytes of hash per block are then
+ * about 1/64 of the data sent or less, and one exchange replaces three or more.
+ */
+const DIRECT_SHARE = 1 / 8;
 /** Window bytes held in flight at most (the one being journaled and those ahead): fewer ahead for big windows. */
 const MAX_IN_FLIGHT_BYTES = 256 * 1024 * 1024;
 
@@ -98,6 +104,8 @@ export class Resync {
   /** Windows are read one at a time, in order: a capture (freeze, clone) is never begun twice at once. */
   private reading: Promise<unknown> = Promise.resolve();
   private readonly depth: number;
+  /** Share of the blocks that differed in the window compared last (see DIRECT_SHARE). */
+  private differingShare = 0;
 
   constructor(
     dir: string,
@@ -150,6 +158,7 @@ export class Resync {
     if (running && (mode === 'verify' || opts.resume)) return false;
     if (opts.only && opts.only.length === 0) return false;
     this.discard();
+    this.differingShare = 0;
     this.state = {
       ...Resync.idle(), active: true, mode, reason, startedAt: Date.now(), endPending: this.state.endPending, baseSeq: this.deps.journal.lastSeq, cursorSeq: this.deps.journal.lastSeq,
       background: opts.background ?? false, only: opts.only ?? null,
@@ -339,27 +348,43 @@ export class Resync {
     }
   }
 
-  /** Coarse to fine: the block indexes in the window whose contents differ from the replica's. */
+  /**
+   * Coarse to fine: the block indexes in the window whose contents differ from the replica's. The queries
+   * of one level go out together. Where the windows just compared differed for much of their blocks (an
+   * initial replication), the leaves are asked about at once: one exchange instead of three, for hash
+   * bytes still small beside the data that follows (DIRECT_SHARE).
+   */
   private async compare(first: number, count: number, leaves: BigUint64Array, afterSeq: number, reread: boolean): Promise<{ differing: number[]; hashBytes: number }> {
     let hashBytes = 0;
+    const direct = !reread && this.differingShare >= DIRECT_SHARE;
+    let level = direct ? LEVELS.length - 1 : 0;
     let candidates: number[] = [];
-    for (let i = Math.floor(first / LEVELS[0]!); i * LEVELS[0]! < first + count; i++) candidates.push(i);
-    for (let level = 0; level < LEVELS.length && candidates.length > 0; level++) {
+    for (let i = Math.floor(first / LEVELS[level]!); i * LEVELS[level]! < first + count; i++) candidates.push(i);
+    for (; level < LEVELS.length && candidates.length > 0; level++) {
       const rangeBlocks = LEVELS[level]!;
       // Only the coarsest level re-reads the replica: that reads every block once and corrects its hashes.
-      const differ: number[] = [];
+      const asks: Promise<HashAnswer>[] = [];
       for (let i = 0; i < candidates.length; i += QUERY_RANGES) {
         const ranges = candidates.slice(i, i + QUERY_RANGES);
-        const hashes = encodeHashes(ranges.map((r) => rangeHash(leaves, r, rangeBlocks, first)));
-        const answer = await this.deps.ask({ volumeId: this.volumeId, rangeBlocks, ranges, afterSeq, reread: reread && level === 0 }, hashes);
-        hashBytes += hashes.length + ranges.length * 4 + answer.differing.length * 4;
-        differ.push(...answer.differing);
+        const hashes = rangeHashes(leaves, ranges, rangeBlocks, first);
+        hashBytes += hashes.length + ranges.length * 4;
+        asks.push(this.deps.ask({ volumeId: this.volumeId, rangeBlocks, ranges, afterSeq, reread: reread && level === 0 }, hashes));
       }
+      // All answered (or failed) before going on: a failure is raised once the others are settled.
+      const answers = await Promise.allSettled(asks);
+      const failed = answers.find((a): a is PromiseRejectedResult => a.status === 'rejected');
+      if (failed) throw failed.reason;
+      const differ = answers.flatMap((a) => (a as PromiseFulfilledResult<HashAnswer>).value.differing);
+      hashBytes += differ.length * 4;
       const next = LEVELS[level + 1];
-      if (next === undefined) return { differing: differ, hashBytes };
+      if (next === undefined) {
+        this.differingShare = count === 0 ? 0 : differ.length / count;
+        return { differing: differ, hashBytes };
+      }
       const per = rangeBlocks / next;
       candidates = differ.flatMap((r) => Array.from({ length: per }, (_, k) => r * per + k)).filter((c) => c * next < first + count);
     }
+    this.differingShare = 0;
     return { differing: [], hashBytes };
   }
 

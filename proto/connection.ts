@@ -25,6 +25,11 @@ export class FramedConnection {
   private heldBytes = 0;
   bytesIn = 0;
   bytesOut = 0;
+  /**
+   * Frames this returns true for are handed over as they arrive, ahead of the frames queued before them
+   * (hash queries and their answers: docs/PROTOCOL.md §6), and never reach next().
+   */
+  intercept: ((f: Frame) => boolean) | null = null;
 
   constructor(readonly socket: Duplex, readonly peerLabel = 'peer') {
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
@@ -53,6 +58,7 @@ export class FramedConnection {
       return;
     }
     for (const f of frames) {
+      if (this.intercept?.(f)) continue;
       if (this.waiter) {
         const w = this.waiter;
         this.waiter = null;

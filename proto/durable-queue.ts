@@ -9,7 +9,7 @@ import path from 'node:path';
 import { ensureDir, fsyncDir, removeTempFiles, unlinkDurable } from '../common/durable.js';
 import { tmError } from '../common/errors.js';
 import { HrlWriter, hrlName, listDiffs, type Diff } from './hrl.js';
-import { RecentDiffs } from './recent-diffs.js';
+import { RECENT_BYTES, RecentDiffs } from './recent-diffs.js';
 
 /** What a stand-in differential must say of its volume. */
 export interface StandInVolume {
@@ -41,11 +41,14 @@ export class DurableQueue {
   private seqs: number[] = [];
   private readonly sizes = new Map<number, number>();
   /** Differentials just written, kept in memory so the next step need not read them back. */
-  private readonly recent = new RecentDiffs();
+  private readonly recent: RecentDiffs;
   /** Bytes on disk of the queued files. */
   bytes = 0;
 
-  constructor(readonly dir: string) {}
+  /** `recentBytes`: how much of what was just written is kept in memory for the next step (RecentDiffs). */
+  constructor(readonly dir: string, recentBytes = RECENT_BYTES) {
+    this.recent = new RecentDiffs(recentBytes);
+  }
 
   /**
    * Crash recovery: make the folder, delete unfinished `.tmp` files, read the owner's state (`readState`
@@ -82,9 +85,9 @@ export class DurableQueue {
     this.track(seq, (await fsp.stat(this.file(seq))).size);
   }
 
-  /** The differential from memory, if it is still kept there. */
+  /** The differential from memory, if it is still kept there; handed over once (RecentDiffs.take). */
   kept(seq: number): Diff | undefined {
-    return this.recent.get(seq);
+    return this.recent.take(seq);
   }
 
   /**

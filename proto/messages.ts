@@ -9,7 +9,8 @@ export const PROTOCOL_VERSION = 1;
 export const MIN_PROTOCOL_VERSION = 1;
 /** backpressure: the receiver may send Backpressure (and the sender honours it); see docs/PROTOCOL.md. */
 /** resync-needed: the receiver may send ResyncNeeded (and the sender acts on it). */
-export const CAPABILITIES = ['lz4', 'cumulative-ack', 'resync', 'backpressure', 'resync-needed'] as const;
+/** query-anywhere: the receiver takes a HashQuery between the extents of a differential too (and the sender may send it there). */
+export const CAPABILITIES = ['lz4', 'cumulative-ack', 'resync', 'backpressure', 'resync-needed', 'query-anywhere'] as const;
 
 export type Consistency = 'FUZZY' | 'CRASH' | 'APP';
 export type CompressionName = 'NONE' | 'LZ4';

@@ -215,6 +215,17 @@ export class DiffReceiver {
 
   private async loop(conn: FramedConnection, peer: Peer, log: Logger, session: { reading: Promise<void> | null; commits: CommitQueue }): Promise<void> {
     const opened = new Map<string, string>(); // volume -> dir
+    // A hash query is answered as soon as it arrives, not after the frames queued before it: it may come
+    // between the extents of a differential (capability query-anywhere) or behind one still being received
+    // and committed, and its answer waits only for what its after_seq names (docs/PROTOCOL.md §6). One
+    // for a volume not open on this connection yet takes its turn here, where it is refused as before.
+    conn.intercept = (f) => {
+      if (!('hashQuery' in f.msg)) return false;
+      const q = f.msg.hashQuery;
+      if (!opened.has(q.volumeId) || this.owners.get(q.volumeId) !== conn) return false;
+      this.answer(conn, q, f.payload, log);
+      return true;
+    };
     for (;;) {
       const { msg, payload } = await conn.next();
       if ('openVolume' in msg) {
@@ -271,19 +282,23 @@ export class DiffReceiver {
       } else if ('hashQuery' in msg) {
         const q = msg.hashQuery;
         if (!opened.has(q.volumeId) || this.owners.get(q.volumeId) !== conn) throw tmError('TM_ERR_PROTOCOL', `hash query for volume ${q.volumeId} that this connection does not send`, { volume: q.volumeId });
-        // Not awaited: the answer waits for differentials that arrive on this very loop.
-        this.sink.answerQuery(q, payload).then(
-          (a) => conn.send({ hashAnswer: a }),
-          (e: unknown) => {
-            const err = asTidemarkError(e);
-            log.warn({ volume: q.volumeId, code: err.code, err: err.message }, 'hash query failed');
-            return conn.send({ hashAnswer: { volumeId: q.volumeId, requestId: q.requestId, differing: [], errorCode: err.code, errorMessage: err.message } });
-          },
-        ).catch(() => {});
+        this.answer(conn, q, payload, log);
       } else {
         throw tmError('TM_ERR_PROTOCOL', `unexpected ${msg.body} from ${peer.name}`, { peer: peer.name });
       }
     }
+  }
+
+  /** Answer a hash query (not awaited: it may wait for differentials still on their way). */
+  private answer(conn: FramedConnection, q: HashQuery, payload: Buffer, log: Logger): void {
+    this.sink.answerQuery(q, payload).then(
+      (a) => conn.send({ hashAnswer: a }),
+      (e: unknown) => {
+        const err = asTidemarkError(e);
+        log.warn({ volume: q.volumeId, code: err.code, err: err.message }, 'hash query failed');
+        return conn.send({ hashAnswer: { volumeId: q.volumeId, requestId: q.requestId, differing: [], errorCode: err.code, errorMessage: err.message } });
+      },
+    ).catch(() => {});
   }
 
   private async receiveDiff(conn: FramedConnection, begin: DiffBegin, dir: string, log: Logger, commits: CommitQueue): Promise<void> {

@@ -3,7 +3,7 @@
 // durable truth: anything not in memory, after a restart for instance, is read from it and verified.
 import type { Diff } from './hrl.js';
 
-/** Per volume; a window of a few differentials (DEFAULTS.agent.maxDiffBytes each) fits. */
+/** Per volume: the differentials written and not yet taken by the next step (DEFAULTS.agent.maxDiffBytes each, a resync window). */
 export const RECENT_BYTES = 64 * 1024 * 1024;
 
 export class RecentDiffs {
@@ -20,8 +20,17 @@ export class RecentDiffs {
     this.bytes += bytes;
   }
 
-  get(seq: number): Diff | undefined {
-    return this.diffs.get(seq)?.diff;
+  /**
+   * The differential, handed over once: its one next step (upload, forward, apply) takes it, and its bytes
+   * leave the budget then rather than at the acknowledgement, so the next one just written fits. A repeat
+   * (a resend after a reconnect, an apply retried) reads the file, as after a restart.
+   */
+  take(seq: number): Diff | undefined {
+    const v = this.diffs.get(seq);
+    if (!v) return undefined;
+    this.diffs.delete(seq);
+    this.bytes -= v.bytes;
+    return v.diff;
   }
 
   /** Forget everything up to `seq` (acknowledged or applied). */

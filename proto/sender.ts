@@ -205,11 +205,19 @@ export class DiffSender {
 
   private async session(conn: FramedConnection, connected: () => void): Promise<void> {
     await conn.send({ hello: { protocolVersion: PROTOCOL_VERSION, minProtocolVersion: MIN_PROTOCOL_VERSION, capabilities: [...CAPABILITIES], nodeName: this.opts.nodeName, role: this.opts.role, software: 'tidemark' } });
-    await conn.expect('welcome');
+    const { msg: { welcome } } = await conn.expect('welcome');
+    // Hash queries go out between the extents of a differential too, where the receiver takes them there.
+    const anywhere = welcome.capabilities.includes('query-anywhere');
     this.stats.connected = true;
     this.stats.downSince = 0;
     connected();
     const lanes = new Map<string, Lane>();
+    // Answers are taken as they arrive, not after acks queued before them (whose handling writes state).
+    conn.intercept = (f) => {
+      if (!('hashAnswer' in f.msg)) return false;
+      this.answered(f.msg.hashAnswer);
+      return true;
+    };
     const reader = this.readAcks(conn, lanes);
     const ended = new AbortController(); // withdraws a pace() waiter once this session cannot send
     // Reader failures end the session; swallow here so the writer's error (or this one) surfaces once.
@@ -218,7 +226,7 @@ export class DiffSender {
     try {
       while (!this.closing && !conn.closed) {
         await this.openNewVolumes(conn, lanes);
-        const progressed = await this.sendRound(conn, lanes, ended.signal);
+        const progressed = await this.sendRound(conn, lanes, ended.signal, anywhere);
         const asked = await this.sendQueries(conn, lanes);
         if (!progressed && !asked) await this.sleep(1000);
       }
@@ -260,15 +268,7 @@ export class DiffSender {
       }
       const { msg } = f;
       if ('hashAnswer' in msg) {
-        const a = msg.hashAnswer;
-        const pending = this.queries.get(a.requestId);
-        this.queries.delete(a.requestId);
-        if (a.errorCode) {
-          const code = (a.errorCode in ERRORS ? a.errorCode : 'TM_ERR_PEER_ERROR') as ErrorCode;
-          pending?.reject(tmError(code, `${this.stats.peer} could not answer for ${a.volumeId}: ${a.errorMessage ?? ''}`, { volume: a.volumeId }));
-        } else {
-          pending?.resolve(a);
-        }
+        this.answered(msg.hashAnswer);
       } else if ('backpressure' in msg) {
         const b = msg.backpressure;
         this.setPaused(b);
@@ -309,8 +309,19 @@ export class DiffSender {
     }
   }
 
+  private answered(a: HashAnswer): void {
+    const pending = this.queries.get(a.requestId);
+    this.queries.delete(a.requestId);
+    if (a.errorCode) {
+      const code = (a.errorCode in ERRORS ? a.errorCode : 'TM_ERR_PEER_ERROR') as ErrorCode;
+      pending?.reject(tmError(code, `${this.stats.peer} could not answer for ${a.volumeId}: ${a.errorMessage ?? ''}`, { volume: a.volumeId }));
+    } else {
+      pending?.resolve(a);
+    }
+  }
+
   /** Send at most one differential per volume, round robin, so no volume starves the others. */
-  private async sendRound(conn: FramedConnection, lanes: Map<string, Lane>, ended: AbortSignal): Promise<boolean> {
+  private async sendRound(conn: FramedConnection, lanes: Map<string, Lane>, ended: AbortSignal, anywhere: boolean): Promise<boolean> {
     let progressed = false;
     for (const lane of lanes.values()) {
       if (lane.acked < 0 || lane.sent - lane.acked >= this.window || this.isPaused(lane.vol.volumeId)) continue;
@@ -321,7 +332,8 @@ export class DiffSender {
       }
       const diff = await lane.vol.load(next);
       lane.inFlight.set(next, 0);
-      await this.sendDiff(conn, diff, ended, (n) => lane.inFlight.set(next, (lane.inFlight.get(next) ?? 0) + n));
+      const between = anywhere ? () => this.sendQueries(conn, lanes) : null;
+      await this.sendDiff(conn, diff, ended, (n) => lane.inFlight.set(next, (lane.inFlight.get(next) ?? 0) + n), between);
       lane.sent = next;
       progressed = true;
       if (conn.closed) break;
@@ -352,7 +364,11 @@ export class DiffSender {
     this.refused.set(vol, now + waitMs);
   }
 
-  private async sendDiff(conn: FramedConnection, diff: StoredDiff, ended: AbortSignal, sent: (bytes: number) => void): Promise<void> {
+  /**
+   * `between`: where the receiver takes hash queries inside a differential (query-anywhere), sends those
+   * queued, after each extent; they go out at once rather than after up to maxDiffBytes of extents.
+   */
+  private async sendDiff(conn: FramedConnection, diff: StoredDiff, ended: AbortSignal, sent: (bytes: number) => void, between: (() => Promise<boolean>) | null = null): Promise<void> {
     const h = diff.header;
     // The differential's frames go out together, CORK_BYTES at a time, not one socket write per extent.
     conn.cork();
@@ -372,6 +388,7 @@ export class DiffSender {
         await conn.send({ extent: { offset: e.offset, length: e.length, crc32c: e.crc32c, compression: e.compression, storedLength: e.storedLength } }, e.data, payloadCrc);
         this.stats.bytesSent += e.data.length;
         sent(e.data.length);
+        if (between && (await between())) await conn.flush();
       }
       await conn.send({ diffEnd: { volumeId: h.volumeId, seq: h.seq, extentCount: diff.extents.length, extentDigest: diff.extentDigest } });
     } finally {

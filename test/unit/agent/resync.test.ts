@@ -147,3 +147,39 @@ t.test('a new pass drops the windows compared ahead for the old one', async (t) 
   t.equal(r.state.cursorBlock, WINDOW / BS);
   await r.close();
 });
+
+t.test('where windows differ for much of their blocks, later windows ask about the leaves at once; what is journaled is the same', async (t) => {
+  const { dir, img, journal } = await setup(t);
+  const volume = await Volume.open(img);
+  t.teardown(() => volume.close());
+  const tracker = new ScanTracker(dir, SIZE, BS, silentLogger());
+  await tracker.open();
+  // The replica differs in every odd block (half of each window) but the last window, which it holds whole.
+  const differs = (b: number): boolean => b % 2 === 1 && b < (3 * WINDOW) / BS;
+  const asked: Array<Omit<HashQuery, 'requestId'>> = [];
+  const r = new Resync(dir, 'v', SIZE, BS, {
+    capture: new NoCapture(volume), tracker, journal, log: silentLogger(), windowBytes: WINDOW,
+    ask: async (q) => {
+      asked.push(q);
+      return { volumeId: 'v', requestId: 0, differing: q.ranges.filter((x) => Array.from({ length: q.rangeBlocks }, (_, k) => x * q.rangeBlocks + k).some(differs)) };
+    },
+  });
+  await r.open();
+  await r.start('resync', 'test');
+  const windowOf = (q: Omit<HashQuery, 'requestId'>): number => Math.floor((q.ranges[0]! * q.rangeBlocks * BS) / WINDOW);
+  // One window at a time, so each knows how the one before it went.
+  for (;;) {
+    const done = await r.step();
+    if (done) break;
+  }
+  const levels = (w: number): number[] => [...new Set(asked.filter((q) => windowOf(q) === w).map((q) => q.rangeBlocks))];
+  t.same(levels(0), [256, 16, 1], 'the first window goes coarse to fine');
+  t.ok([1, 2, 3].some((w) => levels(w).length === 1 && levels(w)[0] === 1), 'a window after one that differed by half is asked leaf by leaf, in one exchange');
+  const leafAsks = asked.filter((q) => q.rangeBlocks === 1 && levels(windowOf(q)).length === 1);
+  t.ok(leafAsks.every((q) => q.ranges.length === q.ranges.at(-1)! - q.ranges[0]! + 1), 'covering its blocks');
+  const source = fs.readFileSync(img);
+  const diffs = await Promise.all(journal.pending().map((s) => readHrl(journal.file(s))));
+  const blocks = diffs.flatMap((d) => d.extents.flatMap((e) => Array.from({ length: e.length / BS }, (_, k) => e.offset / BS + k)));
+  t.same(blocks, Array.from({ length: SIZE / BS }, (_, b) => b).filter(differs), 'exactly the differing blocks are journaled');
+  t.ok(diffs.every((d) => d.extents.every((e) => e.data.equals(source.subarray(e.offset, e.offset + e.length)))), 'with the source bytes');
+});

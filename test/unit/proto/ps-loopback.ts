@@ -6,7 +6,7 @@ import path from 'node:path';
 import { promises as fsp } from 'node:fs';
 import type { Test } from 'tap';
 import { silentLogger } from '../../../common/log.js';
-import { Cache, UNLINKED } from '../../../process-server/cache.js';
+import { Cache, UNLINKED, type CacheLinks } from '../../../process-server/cache.js';
 import { psConfigSchema } from '../../../process-server/config.js';
 import { FramedConnection } from '../../../proto/connection.js';
 import { DiffReceiver, type InboundSink } from '../../../proto/receiver.js';
@@ -19,12 +19,15 @@ export interface PsLoopback {
   connect(): Promise<FramedConnection>;
 }
 
-/** `sink`: what the receiver stores into, made from the cache (default: the cache itself). */
-export async function psLoopback(t: Test, prefix: string, sink: (cache: Cache) => InboundSink = (c) => c): Promise<PsLoopback> {
+/**
+ * `sink`: what the receiver stores into, made from the cache (default: the cache itself). `links`: the
+ * cache's links to replace (its master target's side, say); acks always go to the receiver.
+ */
+export async function psLoopback(t: Test, prefix: string, sink: (cache: Cache) => InboundSink = (c) => c, links: Partial<CacheLinks> = {}): Promise<PsLoopback> {
   const dir = await fsp.mkdtemp(path.join(os.tmpdir(), `tm-${prefix}-`));
   t.teardown(() => fsp.rm(dir, { recursive: true, force: true }));
   const cfg = { ...psConfigSchema.parse({ name: 'ps', cacheDir: dir, tls: { ca: '', cert: '', key: '' }, masterTargets: [{ name: 'mt', port: 1 }], volumes: [{ id: 'v1', agent: 'agent-1', masterTarget: 'mt' }, { id: 'v2', agent: 'agent-1', masterTarget: 'mt' }] }), configDir: dir };
-  const cache: Cache = new Cache(cfg, dir, silentLogger(), { ...UNLINKED, ack: (v, s) => receiver.ack(v, s) });
+  const cache: Cache = new Cache(cfg, dir, silentLogger(), { ...UNLINKED, ...links, ack: (v, s) => receiver.ack(v, s) });
   const receiver = new DiffReceiver(sink(cache), 'ps', silentLogger());
   await cache.open();
   t.teardown(() => cache.close());

@@ -3,7 +3,7 @@
 import fc from 'fast-check';
 import t from 'tap';
 import { blockHash } from '../../../common/checksum.js';
-import { leafHashes, rangeHash } from '../../../proto/range-hash.js';
+import { encodeHashes, leafHashes, rangeHash, rangeHashes } from '../../../proto/range-hash.js';
 import { seedFastCheck } from '../../seed.js';
 
 seedFastCheck();
@@ -24,4 +24,14 @@ t.test('a window of zero blocks hashes as the zero block, and its range hash fol
   const leaves = leafHashes(Buffer.alloc(64 * 4096), 4096);
   t.ok(leaves.every((h) => h === blockHash(zero)), 'every leaf is the zero block\'s hash');
   t.equal(rangeHash(leaves, 0, 16), blockHash(Buffer.from(leaves.buffer, 0, 16 * 8)), 'a range hash is the hash of its leaves');
+});
+
+t.test('rangeHashes is rangeHash of each range, in the wire form, runs and gaps and a clipped last range alike', async () => {
+  await fc.assert(fc.property(fc.integer({ min: 1, max: 700 }), fc.constantFrom(1, 16, 256), fc.integer({ min: 0, max: 3 }), fc.array(fc.boolean(), { minLength: 1, maxLength: 64 }), (blocks, rangeBlocks, firstRange, keep) => {
+    const first = firstRange * rangeBlocks;
+    const leaves = leafHashes(Buffer.from(Array.from({ length: blocks * 16 }, (_, i) => (i * 31 + blocks) & 0xff)), 16);
+    const all = Array.from({ length: Math.ceil(blocks / rangeBlocks) }, (_, i) => firstRange + i);
+    const ranges = all.filter((_, i) => keep[i % keep.length]);
+    return rangeHashes(leaves, ranges, rangeBlocks, first).equals(encodeHashes(ranges.map((r) => rangeHash(leaves, r, rangeBlocks, first))));
+  }), { numRuns: 300 });
 });
