@@ -16,6 +16,8 @@ export const DC_ZEROES = 0x4;
 export const DC_FLUSH = 0x8;
 export const DC_LAST = 0x10;
 export const DC_MARK = 0x20;
+/** Set by the reader thread: the record carries its data's crc32c (native/bpf/datacap.h). */
+export const DC_CRC = 0x40;
 /** Bitmaps kept by the program: writes of epoch 0 and 1 (alternating) and ranges it could not capture. */
 export const BITS_EPOCH0 = 0;
 export const BITS_DROPPED = 2;
@@ -30,6 +32,8 @@ export interface DataRecord {
   piece: number;
   /** The written bytes (DC_WRITE), a view into the buffer take() returned. */
   data: Buffer | null;
+  /** crc32c of data, computed by the reader thread as it queued the record; null when it did not (no SSE4.2). */
+  crc: number | null;
 }
 
 export interface CaptureStats {
@@ -170,23 +174,27 @@ export function ensureBpffs(): string {
   return '/sys/fs/bpf';
 }
 
-/** The records in a buffer take() returned, in ring order. */
+const U32 = 2 ** 32;
+
+/** The records in a buffer take() returned, in ring order. Read through a DataView, 64-bit fields as two halves (no BigInt per record). */
 export function parseRecords(buf: Buffer): DataRecord[] {
   const out: DataRecord[] = [];
+  const v = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   let at = 0;
   while (at + DC_HDR <= buf.length) {
-    const flags = buf.readUInt16LE(at + 20);
-    const length = buf.readUInt32LE(at + 16);
+    const flags = v.getUint16(at + 20, true);
+    const length = v.getUint32(at + 16, true);
     const dataLen = flags & DC_WRITE ? length : 0;
     if (at + DC_HDR + dataLen > buf.length) throw tmError('TM_ERR_NATIVE', `data-mode record at ${at} runs past its buffer (${buf.length} bytes)`);
     out.push({
-      seq: Number(buf.readBigUInt64LE(at)),
-      offset: Number(buf.readBigUInt64LE(at + 8)),
+      seq: v.getUint32(at, true) + v.getUint32(at + 4, true) * U32,
+      offset: v.getUint32(at + 8, true) + v.getUint32(at + 12, true) * U32,
       length,
       flags,
-      epoch: buf.readUInt16LE(at + 22),
-      piece: buf.readUInt32LE(at + 24),
+      epoch: v.getUint16(at + 22, true),
+      piece: v.getUint32(at + 24, true),
       data: flags & DC_WRITE ? buf.subarray(at + DC_HDR, at + DC_HDR + dataLen) : null,
+      crc: flags & DC_CRC ? v.getUint32(at + 28, true) : null,
     });
     at += DC_HDR + dataLen;
   }

@@ -3,6 +3,7 @@
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { crc } from '../common/checksum.js';
+import { readU64, writeU64 } from '../common/u64.js';
 import { crc32cCombine } from '../common/crc-combine.js';
 import { commitRename, TMP_SUFFIX } from '../common/durable.js';
 import { tmError, wrap } from '../common/errors.js';
@@ -74,13 +75,16 @@ export const IN_MEMORY_BYTES = 64 * 1024 * 1024;
 export const KEEP_BYTES = IN_MEMORY_BYTES;
 
 /** The digest the wire's DiffEnd carries: independent of compression, so every hop can check it. */
+/** Scratch for digestStep: crc reads it synchronously, so one buffer serves every call. */
+const digestScratch = Buffer.alloc(16);
+
 export function digestStep(seed: number, e: ExtentRecord): number {
-  const b = Buffer.allocUnsafe(16);
-  b.writeBigUInt64LE(BigInt(e.offset), 0);
-  b.writeUInt32LE(e.length, 8);
-  b.writeUInt32LE(e.crc32c, 12);
-  return crc(b, seed);
+  writeU64(digestScratch, e.offset, 0);
+  digestScratch.writeUInt32LE(e.length, 8);
+  digestScratch.writeUInt32LE(e.crc32c, 12);
+  return crc(digestScratch, seed);
 }
+
 
 export function hrlName(seq: number): string {
   return `${String(seq).padStart(16, '0')}.hrl`;
@@ -127,11 +131,11 @@ export function encodeHeader(h: DiffHeader): Buffer {
 }
 
 function encodeExtentHeader(e: ExtentRecord): Buffer {
-  const b = Buffer.alloc(EXTENT_HEADER);
-  b.writeBigUInt64LE(BigInt(e.offset), 0);
+  const b = Buffer.allocUnsafe(EXTENT_HEADER); // every byte is set below (17..19 reserved, zero)
+  writeU64(b, e.offset, 0);
   b.writeUInt32LE(e.length, 8);
   b.writeUInt32LE(e.storedLength, 12);
-  b.writeUInt8(COMPRESSION.indexOf(e.compression), 16);
+  b.writeUInt32LE(COMPRESSION.indexOf(e.compression), 16);
   b.writeUInt32LE(e.crc32c, 20);
   b.writeUInt32LE(crc(b.subarray(0, 24)), 24);
   return b;
@@ -318,7 +322,7 @@ export function decodeHeader(buf: Buffer, file = '(buffer)'): DiffHeader & { hea
 function decodeExtentHeader(h: Buffer, file: string, pos: number): ExtentRecord {
   if (crc(h.subarray(0, 24)) !== h.readUInt32LE(24)) corrupt(file, `extent header checksum mismatch at byte ${pos}`);
   return {
-    offset: Number(h.readBigUInt64LE(0)),
+    offset: readU64(h, 0),
     length: h.readUInt32LE(8),
     storedLength: h.readUInt32LE(12),
     compression: COMPRESSION[h.readUInt8(16)] ?? corrupt(file, 'unknown compression'),
@@ -465,7 +469,7 @@ export function salvageRanges(buf: Buffer): { offset: number; length: number }[]
     if (pos + EXTENT_HEADER > buf.length) return null;
     const h = buf.subarray(pos, pos + EXTENT_HEADER);
     if (crc(h.subarray(0, 24)) !== h.readUInt32LE(24)) return null;
-    ranges.push({ offset: Number(h.readBigUInt64LE(0)), length: h.readUInt32LE(8) });
+    ranges.push({ offset: readU64(h, 0), length: h.readUInt32LE(8) });
     pos += EXTENT_HEADER + h.readUInt32LE(12);
   }
   // Cut short after it was committed whole: extents past the cut are unknown.

@@ -1,6 +1,7 @@
 // Turns data-mode ring records (native/datacap.ts) into journal extents, in stream (issue) order, cut at
 // a request boundary: a place in the stream where every request begun has all its records.
 import { crc } from '../../common/checksum.js';
+import { crc32cCombine } from '../../common/crc-combine.js';
 import { DC_DISCARD, DC_LAST, DC_WRITE, DC_ZEROES, type DataRecord } from '../../native/datacap.js';
 import type { DirtyExtent } from './tracker.js';
 
@@ -33,13 +34,16 @@ export interface Slice {
   partial: Array<[number, number]>;
 }
 
-/** Records, in order, as block-aligned extents; pieces of one completion that follow each other are joined. */
+/**
+ * Records, in order, as block-aligned extents; pieces of one completion that follow each other are joined.
+ * The reader thread's crc of each piece (DataRecord.crc) is combined, not recomputed from the bytes.
+ */
 export function toExtents(records: DataRecord[], blockSize: number): Slice {
   const out: Slice = { extents: [], bytes: 0, partial: [] };
-  let run: { seq: number; offset: number; parts: Buffer[]; length: number; zero: boolean } | null = null;
+  let run: { seq: number; offset: number; parts: Buffer[]; length: number; zero: boolean; crc: number | null } | null = null;
   const flush = (): void => {
     if (!run) return;
-    emit(out, run.offset, run.length, run.zero ? null : run.parts, blockSize);
+    emit(out, run.offset, run.length, run.zero ? null : run.parts, blockSize, run.crc);
     run = null;
   };
   for (const r of records) {
@@ -48,10 +52,11 @@ export function toExtents(records: DataRecord[], blockSize: number): Slice {
     if (run && !zero && !run.zero && run.seq === r.seq && run.offset + run.length === r.offset && run.length + r.length <= MAX_EXTENT) {
       run.parts.push(r.data!);
       run.length += r.length;
+      run.crc = run.crc !== null && r.crc !== null ? crc32cCombine(run.crc, r.crc, r.length) : null;
       continue;
     }
     flush();
-    run = { seq: r.seq, offset: r.offset, parts: zero ? [] : [r.data!], length: r.length, zero };
+    run = { seq: r.seq, offset: r.offset, parts: zero ? [] : [r.data!], length: r.length, zero, crc: zero ? null : r.crc };
   }
   flush();
   return out;
@@ -61,7 +66,7 @@ export function toExtents(records: DataRecord[], blockSize: number): Slice {
  * One written (parts) or zeroed (null: discard, write-zeroes; the replica reads zeroes there, as a loop
  * device or a disk with deterministic TRIM does) range as aligned extents of at most MAX_EXTENT.
  */
-function emit(out: Slice, offset: number, length: number, parts: Buffer[] | null, bs: number): void {
+function emit(out: Slice, offset: number, length: number, parts: Buffer[] | null, bs: number, dataCrc: number | null): void {
   const data = parts ? (parts.length === 1 ? parts[0]! : Buffer.concat(parts)) : null;
   const first = Math.ceil(offset / bs) * bs;
   const end = Math.floor((offset + length) / bs) * bs;
@@ -76,8 +81,9 @@ function emit(out: Slice, offset: number, length: number, parts: Buffer[] | null
     let piece: Buffer;
     let c: number;
     if (data) {
-      piece = data.subarray(at - offset, at - offset + n);
-      c = crc(piece);
+      piece = n === data.length ? data : data.subarray(at - offset, at - offset + n);
+      // The range whole, as the reader saw it (aligned, under MAX_EXTENT: a 4 KiB write): its crc is known.
+      c = dataCrc !== null && n === length ? dataCrc : crc(piece);
     } else {
       piece = ZEROES.subarray(0, n);
       c = zeroCrc.get(n) ?? crc(piece);

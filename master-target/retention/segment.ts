@@ -8,6 +8,7 @@
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { crc } from '../../common/checksum.js';
+import { readU64, writeU64 } from '../../common/u64.js';
 import { commitRename, tempName } from '../../common/durable.js';
 import { tmError, wrap } from '../../common/errors.js';
 import type { RecoveryPoint } from '../volume-state.js';
@@ -147,7 +148,7 @@ export class SegmentWriter {
 
   private record(image: BeforeImage): void {
     const h = this.header;
-    h.writeBigUInt64LE(BigInt(image.offset), 0);
+    writeU64(h, image.offset, 0);
     h.writeUInt32LE(image.data.length, 8);
     h.writeUInt32LE(image.crc32c, 12);
     h.writeUInt32LE(crc(h.subarray(0, 16)), 16);
@@ -272,7 +273,7 @@ export async function* readSegment(file: string): AsyncGenerator<BeforeImage> {
     while (pos < size - TRAILER) {
       const h = await reader.take(RECORD_HEADER);
       if (crc(h.subarray(0, 16)) !== h.readUInt32LE(16)) throw corrupt(file, `record header at ${pos} fails its checksum`);
-      const offset = Number(h.readBigUInt64LE(0));
+      const offset = readU64(h, 0);
       const length = h.readUInt32LE(8);
       if (pos + RECORD_HEADER + length > size - TRAILER) throw corrupt(file, `record at ${pos} runs past the trailer`);
       const data = await reader.take(length);

@@ -192,7 +192,7 @@ static long piece(__u64 i, void *data) {
     r->flags = DC_WRITE | (last ? DC_LAST : 0);
     r->epoch = w->epoch;
     r->piece = w->piece++;
-    r->pad = 0;
+    r->crc = 0;
     bpf_ringbuf_submit(r, wake_flags());
     __sync_fetch_and_add(&c->records, 1);
   } else if (last) {
@@ -208,7 +208,7 @@ static long piece(__u64 i, void *data) {
     r->flags = DC_LAST;
     r->epoch = w->epoch;
     r->piece = w->piece++;
-    r->pad = 0;
+    r->crc = 0;
     bpf_ringbuf_submit(r, wake_flags());
   }
   if (last) w->ended = 1;
@@ -228,7 +228,7 @@ static __always_inline int meta_record(struct dc_ctl *c, __u64 seq, __u16 epoch,
   r->flags = flags | DC_LAST;
   r->epoch = epoch;
   r->piece = 0;
-  r->pad = 0;
+  r->crc = 0;
   bpf_ringbuf_submit(r, wake_flags());
   __sync_fetch_and_add(&c->records, 1);
   return 0;
@@ -471,7 +471,7 @@ int stream_mark(struct bpf_raw_tracepoint_args *ctx) {
   r->flags = DC_MARK | DC_LAST;
   r->epoch = 0;
   r->piece = 0;
-  r->pad = 0;
+  r->crc = 0;
   // A capture waits for its marker (the application was just held for it): wake the reader at once.
   bpf_ringbuf_submit(r, BPF_RB_FORCE_WAKEUP);
   return 0;

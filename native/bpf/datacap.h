@@ -14,6 +14,7 @@
 #define DC_FLUSH 0x8    // a cache flush completed; offset/len 0
 #define DC_LAST 0x10    // the last record of this completion (request boundary)
 #define DC_MARK 0x20    // a marker user space put in the stream (seq: its token); see datacap.ts mark()
+#define DC_CRC 0x40     // set by the reader thread, never by the kernel: `crc` holds the data's crc32c
 
 // Which of the bitmaps in the `bits` map: writes per epoch (two, alternating), and ranges dropped.
 #define DC_BITS_EPOCH0 0
@@ -27,7 +28,7 @@ struct dc_rec {
   unsigned short flags;
   unsigned short epoch;       // low bits of the epoch the completion was counted in
   unsigned int piece;         // index of this record within the completion
-  unsigned int pad;
+  unsigned int crc;            // 0 from the kernel; the reader thread puts the data's crc32c here (DC_CRC)
 };
 
 // Shared with user space through a mmap'able array map of one element.

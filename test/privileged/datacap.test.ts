@@ -6,6 +6,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
+import { crc } from '../../common/checksum.js';
 import { BITS_DROPPED, BITS_EPOCH0, DataCapture, DC_DISCARD, DC_WRITE, DC_ZEROES, ensureBpffs, parseRecords, type DataRecord } from '../../native/datacap.js';
 import { attachLoop, makeImage, privileged } from './require-root.js';
 import { sh, sleep } from './protected.js';
@@ -25,10 +26,11 @@ function open(t: { teardown(fn: () => unknown): void }, dev: string, sizeBytes: 
   return cap;
 }
 
-/** Apply records in order onto an open replica file; returns how many records it applied. */
+/** Apply records in order onto an open replica file, checking the crc the reader thread gave each write. */
 function apply(fd: number, recs: DataRecord[], seen: Set<number>): void {
   for (const r of recs) {
     seen.add(r.seq);
+    if (r.flags & DC_WRITE && r.crc !== crc(r.data!)) throw new Error(`record ${r.seq}/${r.piece} at ${r.offset}: reader crc ${r.crc} != ${crc(r.data!)}`);
     if (r.flags & DC_WRITE) fs.writeSync(fd, r.data!, 0, r.length, r.offset);
     else if (r.flags & (DC_DISCARD | DC_ZEROES)) fs.writeSync(fd, Buffer.alloc(r.length), 0, r.length, r.offset); // loop reads discarded ranges as zeroes
   }
