@@ -77,12 +77,12 @@ const PRELOAD = pathToFileURL(path.join(path.dirname(fileURLToPath(import.meta.u
 
 async function startLab(lab: Lab, dir: string): Promise<number> {
   const t0 = Date.now();
-  // TIDEMARK_BENCH_CPU_PROF=1: V8 profiles of the process server and master target (not the agent: the
-  // profiler's signals interrupt the BPF verifier), read with node dist/bench/cpuprofile.js.
+  // TIDEMARK_BENCH_CPU_PROF=1: V8 profiles of the three daemons, read with node dist/bench/cpuprofile.js;
+  // the agent's from 20 s after its start (the profiler's signals interrupt the BPF verifier).
   const profDir = process.env.TIDEMARK_BENCH_CPU_PROF ? path.join(dir, 'profiles') : null;
   if (profDir) await fsp.mkdir(profDir, { recursive: true });
   const prof = profDir ? { NODE_OPTIONS: `--import=${PRELOAD}`, TIDEMARK_CPU_PROF_DIR: profDir } : {};
-  for (const n of ['mt', 'ps', 'agent'] as const) lab.start(n, n === 'agent' ? {} : prof);
+  for (const n of ['mt', 'ps', 'agent'] as const) lab.start(n, n === 'agent' && profDir ? { ...prof, TIDEMARK_CPU_PROF_DELAY_MS: '20000' } : prof);
   await lab.waitConverged(t0, CONVERGE_TIMEOUT_MS, () => checkAlive(lab, dir));
   return (Date.now() - t0) / 1000;
 }

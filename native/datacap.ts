@@ -175,6 +175,10 @@ export function ensureBpffs(): string {
 }
 
 const U32 = 2 ** 32;
+/** The largest ring record: a header and a page of data (native/bpf/datacap.h DC_PIECE). */
+const MAX_RECORD = DC_HDR + 4096;
+/** Bytes of records copied out per native take (see takeRecords). */
+export const TAKE_BYTES = 4 * 1024 * 1024;
 
 /** The records in a buffer take() returned, in ring order. Read through a DataView, 64-bit fields as two halves (no BigInt per record). */
 export function parseRecords(buf: Buffer): DataRecord[] {
@@ -235,9 +239,26 @@ export class DataCapture {
     return cap;
   }
 
-  /** Records queued so far, whole, up to about maxBytes (at least one when any is queued). */
+  /** Records queued so far, whole, up to about maxBytes (at least one when any is queued), as one buffer. */
   take(maxBytes: number): Buffer {
     return this.a.take(this.h, maxBytes);
+  }
+
+  /**
+   * Records queued so far, parsed, up to about maxBytes, taken TAKE_BYTES at a time: buffers that size
+   * are reused from the C heap, while one of tens of MiB is mapped fresh for every take, and on this
+   * hypervisor each fresh page costs ~14 us (a 32 MiB take cost 110 ms of CPU; 4 MiB ones 0.3-0.5 ms).
+   */
+  takeRecords(maxBytes: number): DataRecord[] {
+    const out: DataRecord[] = [];
+    // After the first take (which returns a record even past maxBytes), only while a whole record fits.
+    for (let got = 0; got === 0 || maxBytes - got >= MAX_RECORD; ) {
+      const buf = this.a.take(this.h, Math.min(TAKE_BYTES, Math.max(1, maxBytes - got)));
+      if (buf.length === 0) break;
+      for (const r of parseRecords(buf)) out.push(r);
+      got += buf.length;
+    }
+    return out;
   }
 
   stats(): CaptureStats {

@@ -21,7 +21,7 @@ import path from 'node:path';
 import { blockDeviceInfo, type BlockDeviceInfo } from '../../common/device.js';
 import { tmError } from '../../common/errors.js';
 import type { Logger } from '../../common/log.js';
-import { BITS_DROPPED, BITS_EPOCH0, DataCapture, DC_DISCARD, DC_HDR, DC_MARK, DC_WRITE, DC_ZEROES, ensureBpffs, parseRecords, type CaptureStats, type DataRecord } from '../../native/datacap.js';
+import { BITS_DROPPED, BITS_EPOCH0, DataCapture, DC_DISCARD, DC_HDR, DC_MARK, DC_WRITE, DC_ZEROES, ensureBpffs, type CaptureStats, type DataRecord } from '../../native/datacap.js';
 import type { VolumeReader } from '../volume.js';
 import { boundary, toExtents } from './data-stream.js';
 import { DirtyMap } from './dirty-map.js';
@@ -352,13 +352,13 @@ export class DataTracker implements Tracker {
       }
     }
     const carried = this.carry.reduce((n, r) => n + r.length, 0);
-    let fresh = parseRecords(this.cap.take(Math.max(1, maxBytes - carried)));
+    let fresh = this.cap.takeRecords(Math.max(1, maxBytes - carried));
     // A capture's marker was placed just before (the application held for it): the reader, woken by it,
     // queues it within milliseconds. Wait that long rather than hold the view over another cycle.
     if (until !== undefined && this.placed.has(until) && !fresh.some((r) => (r.flags & DC_MARK) !== 0 && r.seq === until) && !this.carry.some((r) => (r.flags & DC_MARK) !== 0 && r.seq === until)) {
       for (const end = Date.now() + MARK_SETTLE_MS; Date.now() < end && fresh.reduce((n, r) => n + DC_HDR + (r.data?.length ?? 0), 0) < maxBytes; ) {
         await new Promise((r) => setTimeout(r, 2));
-        const more = parseRecords(this.cap.take(Math.max(1, maxBytes - carried)));
+        const more = this.cap.takeRecords(Math.max(1, maxBytes - carried));
         fresh = fresh.concat(more);
         if (more.some((r) => (r.flags & DC_MARK) !== 0 && r.seq === until)) break;
       }
@@ -467,7 +467,7 @@ export class DataTracker implements Tracker {
       }
       taken += recs.length;
       if (this.cap.stats().queuedBytes === 0 || taken === 0 || foldedBytes >= FOLD_MAX_TAKES * maxBytes) break;
-      recs = parseRecords(this.cap.take(maxBytes));
+      recs = this.cap.takeRecords(maxBytes);
       if (recs.length === 0) break;
       this.stats.taken! += recs.length;
     }

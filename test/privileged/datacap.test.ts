@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
 import { crc } from '../../common/checksum.js';
-import { BITS_DROPPED, BITS_EPOCH0, DataCapture, DC_DISCARD, DC_WRITE, DC_ZEROES, ensureBpffs, parseRecords, type DataRecord } from '../../native/datacap.js';
+import { BITS_DROPPED, BITS_EPOCH0, DataCapture, DC_DISCARD, DC_HDR, DC_WRITE, DC_ZEROES, ensureBpffs, parseRecords, TAKE_BYTES, type DataRecord } from '../../native/datacap.js';
 import { attachLoop, makeImage, privileged } from './require-root.js';
 import { sh, sleep } from './protected.js';
 
@@ -82,8 +82,13 @@ t.test('replaying the ring in order gives the device byte for byte; no drops at 
   const seen = new Set<number>();
   const counted = { records: 0 };
   let stop = false;
+  let paused = false;
   const reader = (async () => {
     while (!stop) {
+      if (paused) {
+        await sleep(5);
+        continue;
+      }
       const recs = parseRecords(cap.take(16 * MiB));
       counted.records += recs.length;
       apply(rfd, recs, seen);
@@ -96,6 +101,17 @@ t.test('replaying the ring in order gives the device byte for byte; no drops at 
   await fio('--rw=randwrite', '--bs=4k', '--direct=0', '--io_size=16m', '--end_fsync=1');
   await fio('--rw=randwrite', '--bsrange=512-256k', '--direct=1', '--io_size=32m', '--ioengine=libaio', '--iodepth=8');
   await fio('--rw=randtrim', '--bs=64k', '--io_size=8m');
+  // Records left to queue up, then taken in TAKE_BYTES pieces by takeRecords, in order, up to its bound.
+  paused = true;
+  await sleep(20); // the reader's take in progress, if any, is applied
+  await fio('--rw=randwrite', '--bs=64k', '--direct=1', '--io_size=12m', '--randseed=11');
+  await sleep(300); // the reader thread queues what the ring holds (it polls every few ms)
+  const piled = cap.takeRecords(8 * MiB);
+  const piledBytes = piled.reduce((n, r) => n + DC_HDR + (r.data?.length ?? 0), 0);
+  t.ok(piledBytes > TAKE_BYTES && piledBytes <= 8 * MiB, `takeRecords took ${piledBytes} bytes in several pieces, within its bound`);
+  counted.records += piled.length;
+  apply(rfd, piled, seen);
+  paused = false;
   await fio('--rw=randwrite', '--bs=4k', '--direct=0', '--io_size=16m', '--end_fsync=1', '--randseed=9');
   stop = true;
   await reader;
