@@ -174,7 +174,7 @@ async function run(): Promise<BenchResult> {
         bursts[mode].push(b);
         if (mode === 'agent') burst = b;
         order.push(`64K at 100 MiB/s, one collection a second, ${TAKE_LABEL[mode]} #${i}`);
-        console.log(`    64K (${TAKE_LABEL[mode]}) #${i}: ${fmt(b.fio.iops, 0)} IOPS; reader ${fmt(b.readerCpuS, 2)} CPU s, ${b.readerSwitches} switches; consumer ${fmt(perMiB(b), 0)} ms CPU per MiB taken, ${b.takes} collections; drops ${b.drops}+${b.userDrops}`);
+        console.log(`    64K (${TAKE_LABEL[mode]}) #${i}: ${fmt(b.fio.iops, 0)} IOPS; reader ${fmt(b.readerCpuS, 2)} CPU s, ${b.readerSwitches} switches; consumer ${fmt(perMiB(b), 2)} ms CPU per MiB taken, ${b.takes} collections; drops ${b.drops}+${b.userDrops}`);
       }
     }
   } finally {
