@@ -128,6 +128,8 @@ async function tagHold(s: Setup, dir: string): Promise<TagResult> {
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+/** A daemon's minor page faults during an RPO run per MiB fio wrote (4 KiB pages: 256 per MiB is every byte in fresh memory once). */
+const faultsPerMiB = (r: RpoRun, n: 'agent' | 'ps' | 'mt'): number => r.faults[n] / (r.fio.bytes / MiB);
 
 async function run(): Promise<BenchResult> {
   requirements();
@@ -182,7 +184,7 @@ async function run(): Promise<BenchResult> {
         const d0 = await trackerDrops(lab);
         const r = await rpoRun(lab, s!.dev, path.join(s!.mnt, 'replica-data.img'), s!.sizeBytes, iops, i + 1, extra);
         const drops = (await trackerDrops(lab)) - d0;
-        console.log(`    ${what}: fio ${fmt(r.fio.iops, 0)} IOPS; RPO p50 ${fmt(median(r.samples), 2)} s, p99 ${fmt(quantile(r.samples, 0.99), 2)} s over ${r.samples.length} probe writes${r.neverSeen ? ` (${r.neverSeen} never seen)` : ''}; drops ${drops}; CPU agent ${fmt(r.cores.agent, 2)} ps ${fmt(r.cores.ps, 2)} mt ${fmt(r.cores.mt, 2)} cores`);
+        console.log(`    ${what}: fio ${fmt(r.fio.iops, 0)} IOPS; RPO p50 ${fmt(median(r.samples), 2)} s, p99 ${fmt(quantile(r.samples, 0.99), 2)} s over ${r.samples.length} probe writes${r.neverSeen ? ` (${r.neverSeen} never seen)` : ''}; drops ${drops}; CPU agent ${fmt(r.cores.agent, 2)} ps ${fmt(r.cores.ps, 2)} mt ${fmt(r.cores.mt, 2)} cores; page faults per MiB written agent ${fmt(faultsPerMiB(r, 'agent'), 0)} ps ${fmt(faultsPerMiB(r, 'ps'), 0)} mt ${fmt(faultsPerMiB(r, 'mt'), 0)}`);
         rpo.push({ what, r, drops });
       }
     });
@@ -256,6 +258,9 @@ function report(x: { sizeMiB: number; runs: Run[]; half: Run[]; rpo: Array<{ wha
       { name: `${L} agent CPU`, value: r.cores.agent, unit: 'cores' },
       { name: `${L} process server CPU`, value: r.cores.ps, unit: 'cores' },
       { name: `${L} master target CPU`, value: r.cores.mt, unit: 'cores' },
+      { name: `${L} agent minor page faults per MiB written`, value: faultsPerMiB(r, 'agent'), unit: '1/MiB' },
+      { name: `${L} process server minor page faults per MiB written`, value: faultsPerMiB(r, 'ps'), unit: '1/MiB' },
+      { name: `${L} master target minor page faults per MiB written`, value: faultsPerMiB(r, 'mt'), unit: '1/MiB' },
       { name: `${L} differentials applied`, value: r.applied, unit: 'count' },
     );
     table.push([`RPO at ${what}`, fmt(r.fio.iops, 0), fmt(r.fio.p99us, 1), '-', `RPO p50 ${fmt(median(r.samples), 2)} s, p99 ${fmt(rpoP99[what], 2)} s (n=${r.samples.length}${r.neverSeen ? `, ${r.neverSeen} unseen` : ''}), drops ${drops}, agent ${fmt(r.cores.agent, 2)} cores`]);

@@ -149,6 +149,8 @@ export interface FioRun {
   p50us: number;
   meanUs: number;
   totalIos: number;
+  /** Bytes fio wrote. */
+  bytes: number;
   seconds: number;
   /** fio's own CPU, percent of one core (usr + sys). */
   cpuPct: number;
@@ -171,13 +173,14 @@ export async function fio(dev: string, seconds: number, extra: string[] = []): P
   if (code !== 0) throw new Error(`fio exited ${code}: ${stderr.trim().split('\n').slice(-5).join('\n')}`);
   const j = JSON.parse(stdout.slice(stdout.indexOf('{'))) as { jobs: Array<{ write: Record<string, unknown>; usr_cpu: number; sys_cpu: number; elapsed: number }> };
   const job = j.jobs[0]!;
-  const w = job.write as { iops: number; total_ios: number; runtime: number; clat_ns: { mean: number; percentile?: Record<string, number> } };
+  const w = job.write as { iops: number; total_ios: number; io_bytes: number; runtime: number; clat_ns: { mean: number; percentile?: Record<string, number> } };
   return {
     iops: w.iops,
     p99us: (w.clat_ns.percentile?.['99.000000'] ?? NaN) / 1000,
     p50us: (w.clat_ns.percentile?.['50.000000'] ?? NaN) / 1000,
     meanUs: w.clat_ns.mean / 1000,
     totalIos: w.total_ios,
+    bytes: w.io_bytes,
     seconds: w.runtime / 1000,
     cpuPct: job.usr_cpu + job.sys_cpu,
   };
@@ -195,6 +198,27 @@ export function cpuNow(lab: Lab): Record<DaemonName, number> {
   for (const n of DAEMONS) {
     const pid = lab.procs.get(n)?.pid;
     out[n] = pid === undefined ? NaN : cpuSecondsTree(pid) ?? NaN;
+  }
+  return out;
+}
+
+/**
+ * Minor page faults of each daemon so far (/proc/<pid>/stat field 10). On a VM whose freed pages go
+ * back to the hypervisor, each fault on fresh memory costs microseconds of CPU: a count per MiB moved
+ * shows which daemon churns memory, whatever the machine's load.
+ */
+export function faultsNow(lab: Lab): Record<DaemonName, number> {
+  const out = {} as Record<DaemonName, number>;
+  for (const n of DAEMONS) {
+    const pid = lab.procs.get(n)?.pid;
+    let v = NaN;
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      v = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[7]);
+    } catch {
+      // not running
+    }
+    out[n] = v;
   }
   return out;
 }
@@ -339,6 +363,8 @@ export interface RpoRun {
   /** The master target's lagMs at each differential applied during the run (sampled every 250 ms). */
   mtLagMs: number[];
   cores: Record<DaemonName, number>;
+  /** Minor page faults of each daemon during the run. */
+  faults: Record<DaemonName, number>;
   drainedPerS: number;
   kernelEvents: number;
   drainedEvents: number;
@@ -374,6 +400,7 @@ export async function rpoRun(lab: Lab, dev: string, replica: string, sizeBytes: 
   let stop = false;
   let pollError: Error | null = null;
   const c0 = cpuNow(lab);
+  const f0 = faultsNow(lab);
   const i0 = instanceCounters();
   const t0 = Date.now();
 
@@ -445,10 +472,15 @@ export async function rpoRun(lab: Lab, dev: string, replica: string, sizeBytes: 
   }
   if (pollError) throw pollError;
   const c1 = cpuNow(lab);
+  const f1 = faultsNow(lab);
   const i1 = instanceCounters();
   const wall = (t1 - t0) / 1000;
   const cores = {} as Record<DaemonName, number>;
-  for (const n of DAEMONS) cores[n] = (c1[n] - c0[n]) / ((Date.now() - t0) / 1000);
+  const faults = {} as Record<DaemonName, number>;
+  for (const n of DAEMONS) {
+    cores[n] = (c1[n] - c0[n]) / ((Date.now() - t0) / 1000);
+    faults[n] = f1[n] - f0[n];
+  }
   const samples: number[] = [];
   for (let k = 1; k <= written; k++) if (seenAt[k] !== undefined && completed[k] !== undefined) samples.push((seenAt[k]! - completed[k]!) / 1000);
   const same = i0 !== null && i1 !== null && i0.name === i1.name;
@@ -463,6 +495,7 @@ export async function rpoRun(lab: Lab, dev: string, replica: string, sizeBytes: 
     neverSeen: written - samples.length,
     mtLagMs: [...mtLag.values()],
     cores,
+    faults,
     // Everything the kernel recorded during fio + the probe was drained by the time the tail was seen.
     drainedPerS: same ? (i1.read - i0.read) / wall : NaN,
     kernelEvents: r.totalIos + written,

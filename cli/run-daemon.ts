@@ -2,6 +2,7 @@
 // timeout; on the second, exit at once.
 import type { Logger } from '../common/log.js';
 import { codeOf } from '../common/errors.js';
+import { keepFreedMemory } from '../native/index.js';
 
 export interface Daemon {
   open(): Promise<void>;
@@ -9,8 +10,27 @@ export interface Daemon {
 }
 
 const CLOSE_TIMEOUT_MS = 10_000;
+/** Free heap a daemon keeps mapped for its next differentials (native/src/malloc-tune.c says why). */
+const KEEP_FREED_MIB = 128;
+
+/** TIDEMARK_KEEP_FREED_MIB overrides the bound; 0 leaves the C library's own policy. */
+function keepFreed(log: Logger): void {
+  const env = process.env.TIDEMARK_KEEP_FREED_MIB;
+  const mib = env === undefined || env === '' ? KEEP_FREED_MIB : Number(env);
+  if (!Number.isInteger(mib) || mib < 0 || mib > 2047) {
+    log.warn({ TIDEMARK_KEEP_FREED_MIB: env }, 'TIDEMARK_KEEP_FREED_MIB must be an integer 0..2047 (MiB); the C library\'s own policy stands');
+    return;
+  }
+  if (mib === 0 || process.platform !== 'linux') return;
+  try {
+    if (!keepFreedMemory(mib * 1024 * 1024)) log.info('not glibc: freed memory is handled by the C library\'s own policy');
+  } catch (e) {
+    log.warn({ err: (e as Error).message }, 'could not set the C library\'s memory policy; going on with its own');
+  }
+}
 
 export async function runDaemon(daemon: Daemon, log: Logger): Promise<void> {
+  keepFreed(log);
   let signals = 0;
   const stop = (sig: string): void => {
     signals++;

@@ -20,6 +20,7 @@ interface Addon {
   flock(fd: number, exclusive: boolean): void;
   writeMany(fd: number, buffers: Buffer[], offsets: number[]): Promise<void>;
   readMany(fd: number, offsets: number[], lengths: number[]): Promise<Buffer>;
+  keepFreedMemory(trimBytes: number): boolean;
 }
 
 /** Who is at the other end of a Unix socket, as the kernel recorded it at connect (SO_PEERCRED). */
@@ -256,4 +257,12 @@ export function tryLock(fd: number, exclusive: boolean): boolean {
     if (failure(e).errno === 'EWOULDBLOCK' || failure(e).errno === 'EAGAIN') return false;
     throw fail(e, `lock fd ${fd}`, { fd }, () => undefined);
   }
+}
+
+/**
+ * Keep up to `trimBytes` of freed heap mapped, and take allocations up to 32 MiB from the heap
+ * (native/src/malloc-tune.c says why). False where the C library is not glibc (nothing changed).
+ */
+export function keepFreedMemory(trimBytes: number): boolean {
+  return load().keepFreedMemory(trimBytes);
 }

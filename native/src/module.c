@@ -17,6 +17,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"flock", NULL, tm_flock, NULL, NULL, NULL, napi_enumerable, NULL},
       {"writeMany", NULL, tm_write_many, NULL, NULL, NULL, napi_enumerable, NULL},
       {"readMany", NULL, tm_read_many, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"keepFreedMemory", NULL, tm_keep_freed_memory, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof fns / sizeof fns[0], fns);
 #else

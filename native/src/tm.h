@@ -38,6 +38,7 @@ napi_value tm_async_numbers(napi_env env, napi_callback_info info, size_t argc, 
                             napi_value (*done)(napi_env, tm_job *));
 
 napi_value tm_ficlone(napi_env env, napi_callback_info info);
+napi_value tm_keep_freed_memory(napi_env env, napi_callback_info info);
 napi_value tm_freeze(napi_env env, napi_callback_info info);
 napi_value tm_thaw(napi_env env, napi_callback_info info);
 napi_value tm_block_device_size(napi_env env, napi_callback_info info);
