@@ -272,7 +272,7 @@ export class DataTracker implements Tracker {
   streamMark(): number | null {
     const t = this.token();
     if (!this.cap.mark(t)) return null;
-    this.placed.set(t, Date.now());
+    this.placed.set(t, performance.now());
     return t;
   }
 
@@ -315,7 +315,7 @@ export class DataTracker implements Tracker {
   private flip(): void {
     this.cap.flip();
     this.stats.flips!++;
-    this.flippedAt = Date.now();
+    this.flippedAt = performance.now();
     this.proofMark = null;
   }
 
@@ -336,7 +336,7 @@ export class DataTracker implements Tracker {
       if (this.uncommittedProof) this.journaled(true);
       this.uncommittedProof = false;
     }
-    if (this.proofMark === null && Date.now() - this.flippedAt >= FLIP_MS) {
+    if (this.proofMark === null && performance.now() - this.flippedAt >= FLIP_MS) {
       const t = this.token();
       if (this.cap.mark(t)) this.proofMark = t;
     }
@@ -356,7 +356,7 @@ export class DataTracker implements Tracker {
     // A capture's marker was placed just before (the application held for it): the reader, woken by it,
     // queues it within milliseconds. Wait that long rather than hold the view over another cycle.
     if (until !== undefined && this.placed.has(until) && !fresh.some((r) => (r.flags & DC_MARK) !== 0 && r.seq === until) && !this.carry.some((r) => (r.flags & DC_MARK) !== 0 && r.seq === until)) {
-      for (const end = Date.now() + MARK_SETTLE_MS; Date.now() < end && fresh.reduce((n, r) => n + DC_HDR + (r.data?.length ?? 0), 0) < maxBytes; ) {
+      for (const end = performance.now() + MARK_SETTLE_MS; performance.now() < end && fresh.reduce((n, r) => n + DC_HDR + (r.data?.length ?? 0), 0) < maxBytes; ) {
         await new Promise((r) => setTimeout(r, 2));
         const more = this.cap.takeRecords(Math.max(1, maxBytes - carried));
         fresh = fresh.concat(more);
@@ -386,7 +386,7 @@ export class DataTracker implements Tracker {
         atBoundary = boundary(all.slice(0, take), false).take === take;
         marked = true;
         this.placed.delete(until);
-      } else if (Date.now() - (this.placed.get(until) ?? 0) > MARK_WAIT_MS) {
+      } else if (performance.now() - (this.placed.get(until) ?? 0) > MARK_WAIT_MS) {
         marked = true;
         markLost = true;
         this.placed.delete(until);

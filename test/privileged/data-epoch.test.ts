@@ -77,3 +77,55 @@ t.test('data mode: a lost collection holding the proof marker does not stall the
   }
   t.ok(tr.stats.flips! > flips, `the epochs turned again after the lost collections (flips ${flips} -> ${tr.stats.flips})`);
 });
+
+// The epoch's FLIP_MS and a capture marker's MARK_WAIT_MS are intervals: measured on the wall clock, a
+// clock step (NTP, an operator's date) made a proof marker look old the moment it was placed — the epoch
+// could turn with a record of the older epoch still in flight in the program, and its bitmap (what an
+// agent restart re-reads) be emptied before that record was journaled — and made a capture's marker
+// look lost, giving its point up. Here the wall clock jumps an hour at every reading.
+t.test('data mode: a wall clock that jumps neither turns epochs early nor gives a marker up', async (t) => {
+  if (!privileged(t)) return;
+  const dev = attachLoop(t, makeImage(t, SIZE / 2 ** 20));
+  const dir = tempDir(t);
+  const pinKey = path.join(dir, 'vol');
+  const tr = new DataTracker(dir, dev, SIZE, BS, pino({ level: 'silent' }), { ringMiB: 1, queueMiB: 4, fifoPriority: 0, pinKey, onLost: async () => {} });
+  const realNow = Date.now;
+  t.teardown(async () => {
+    Date.now = realNow;
+    await tr.close().catch(() => {});
+    fs.rmSync(path.join(ensureBpffs(), dataPinName(pinKey)), { recursive: true, force: true });
+  });
+  await tr.open();
+  const view = await Volume.open(dev);
+  t.teardown(() => view.close());
+  const fd = fs.openSync(dev, 'r+');
+  t.teardown(() => fs.closeSync(fd));
+  let n = 0;
+  const write = (): void => {
+    for (let i = 0; i < 8; i++) fs.writeSync(fd, Buffer.alloc(BS, ++n % 251), 0, BS, ((n * 7) % (SIZE / BS)) * BS);
+    fs.fdatasyncSync(fd);
+  };
+  for (let i = 0; !tr.pointPossible(); i++) {
+    if (i > 50) throw new Error(`the tracker never left its gap: ${JSON.stringify(tr.stats)}`);
+    write();
+    await (await tr.collect(view, 8 * 2 ** 20)).commit();
+    await sleep(100);
+  }
+  let jumps = 0;
+  Date.now = () => realNow() + ++jumps * 3_600_000;
+  const flips = tr.stats.flips!;
+  const started = performance.now();
+  let marked = 0;
+  // Collections a few ms apart for well under FLIP_MS of real time: at most one turn may fall in it.
+  while (performance.now() - started < 600) {
+    write();
+    const mark = tr.streamMark();
+    const c = await tr.collect(view, 8 * 2 ** 20, false, mark ?? undefined);
+    if (c.marked && c.point) marked++;
+    await c.commit();
+    await sleep(20);
+  }
+  Date.now = realNow;
+  t.ok(tr.stats.flips! - flips <= 1, `epochs turned ${tr.stats.flips! - flips} times in 600 ms (FLIP_MS is 1000)`);
+  t.ok(marked > 0, `capture markers kept their points (${marked})`);
+});
