@@ -339,6 +339,8 @@ export interface RpoRun {
   /** The master target's lagMs at each differential applied during the run (sampled every 250 ms). */
   mtLagMs: number[];
   cores: Record<DaemonName, number>;
+  /** CPU seconds each daemon used over the same span as `cores` (per byte: divide by appliedBytes). */
+  cpuS: Record<DaemonName, number>;
   drainedPerS: number;
   kernelEvents: number;
   drainedEvents: number;
@@ -448,7 +450,11 @@ export async function rpoRun(lab: Lab, dev: string, replica: string, sizeBytes: 
   const i1 = instanceCounters();
   const wall = (t1 - t0) / 1000;
   const cores = {} as Record<DaemonName, number>;
-  for (const n of DAEMONS) cores[n] = (c1[n] - c0[n]) / ((Date.now() - t0) / 1000);
+  const cpuS = {} as Record<DaemonName, number>;
+  for (const n of DAEMONS) {
+    cpuS[n] = c1[n] - c0[n];
+    cores[n] = cpuS[n] / ((Date.now() - t0) / 1000);
+  }
   const samples: number[] = [];
   for (let k = 1; k <= written; k++) if (seenAt[k] !== undefined && completed[k] !== undefined) samples.push((seenAt[k]! - completed[k]!) / 1000);
   const same = i0 !== null && i1 !== null && i0.name === i1.name;
@@ -463,6 +469,7 @@ export async function rpoRun(lab: Lab, dev: string, replica: string, sizeBytes: 
     neverSeen: written - samples.length,
     mtLagMs: [...mtLag.values()],
     cores,
+    cpuS,
     // Everything the kernel recorded during fio + the probe was drained by the time the tail was seen.
     drainedPerS: same ? (i1.read - i0.read) / wall : NaN,
     kernelEvents: r.totalIos + written,
