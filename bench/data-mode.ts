@@ -184,7 +184,7 @@ async function run(): Promise<BenchResult> {
         const d0 = await trackerDrops(lab);
         const r = await rpoRun(lab, s!.dev, path.join(s!.mnt, 'replica-data.img'), s!.sizeBytes, iops, i + 1, extra);
         const drops = (await trackerDrops(lab)) - d0;
-        console.log(`    ${what}: fio ${fmt(r.fio.iops, 0)} IOPS; RPO p50 ${fmt(median(r.samples), 2)} s, p99 ${fmt(quantile(r.samples, 0.99), 2)} s over ${r.samples.length} probe writes${r.neverSeen ? ` (${r.neverSeen} never seen)` : ''}; drops ${drops}; CPU agent ${fmt(r.cores.agent, 2)} ps ${fmt(r.cores.ps, 2)} mt ${fmt(r.cores.mt, 2)} cores; page faults per MiB written agent ${fmt(faultsPerMiB(r, 'agent'), 0)} ps ${fmt(faultsPerMiB(r, 'ps'), 0)} mt ${fmt(faultsPerMiB(r, 'mt'), 0)}`);
+        console.log(`    ${what}: fio ${fmt(r.fio.iops, 0)} IOPS; RPO p50 ${fmt(median(r.samples), 2)} s, p99 ${fmt(quantile(r.samples, 0.99), 2)} s over ${r.samples.length} probe writes${r.neverSeen ? ` (${r.neverSeen} never seen)` : ''}; drops ${drops}; CPU agent ${fmt(r.cores.agent, 2)} ps ${fmt(r.cores.ps, 2)} mt ${fmt(r.cores.mt, 2)} cores; ${fmt(r.appliedBytes / GiB, 2)} GiB applied, CPU per GiB ps ${fmt(r.cpuS.ps / (r.appliedBytes / GiB), 2)} mt ${fmt(r.cpuS.mt / (r.appliedBytes / GiB), 2)} s; page faults per MiB written agent ${fmt(faultsPerMiB(r, 'agent'), 0)} ps ${fmt(faultsPerMiB(r, 'ps'), 0)} mt ${fmt(faultsPerMiB(r, 'mt'), 0)}`);
         rpo.push({ what, r, drops });
       }
     });
@@ -262,6 +262,9 @@ function report(x: { sizeMiB: number; runs: Run[]; half: Run[]; rpo: Array<{ wha
       { name: `${L} process server minor page faults per MiB written`, value: faultsPerMiB(r, 'ps'), unit: '1/MiB' },
       { name: `${L} master target minor page faults per MiB written`, value: faultsPerMiB(r, 'mt'), unit: '1/MiB' },
       { name: `${L} differentials applied`, value: r.applied, unit: 'count' },
+      { name: `${L} GiB applied`, value: r.appliedBytes / GiB, unit: 'GiB' },
+      { name: `${L} process server CPU per GiB applied`, value: r.cpuS.ps / (r.appliedBytes / GiB), unit: 's/GiB' },
+      { name: `${L} master target CPU per GiB applied`, value: r.cpuS.mt / (r.appliedBytes / GiB), unit: 's/GiB' },
     );
     table.push([`RPO at ${what}`, fmt(r.fio.iops, 0), fmt(r.fio.p99us, 1), '-', `RPO p50 ${fmt(median(r.samples), 2)} s, p99 ${fmt(rpoP99[what], 2)} s (n=${r.samples.length}${r.neverSeen ? `, ${r.neverSeen} unseen` : ''}), drops ${drops}, agent ${fmt(r.cores.agent, 2)} cores`]);
   }

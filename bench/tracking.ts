@@ -365,6 +365,8 @@ export interface RpoRun {
   cores: Record<DaemonName, number>;
   /** Minor page faults of each daemon during the run. */
   faults: Record<DaemonName, number>;
+  /** CPU seconds each daemon used over the same span as `cores` (per byte: divide by appliedBytes). */
+  cpuS: Record<DaemonName, number>;
   drainedPerS: number;
   kernelEvents: number;
   drainedEvents: number;
@@ -477,8 +479,10 @@ export async function rpoRun(lab: Lab, dev: string, replica: string, sizeBytes: 
   const wall = (t1 - t0) / 1000;
   const cores = {} as Record<DaemonName, number>;
   const faults = {} as Record<DaemonName, number>;
+  const cpuS = {} as Record<DaemonName, number>;
   for (const n of DAEMONS) {
-    cores[n] = (c1[n] - c0[n]) / ((Date.now() - t0) / 1000);
+    cpuS[n] = c1[n] - c0[n];
+    cores[n] = cpuS[n] / ((Date.now() - t0) / 1000);
     faults[n] = f1[n] - f0[n];
   }
   const samples: number[] = [];
@@ -496,6 +500,7 @@ export async function rpoRun(lab: Lab, dev: string, replica: string, sizeBytes: 
     mtLagMs: [...mtLag.values()],
     cores,
     faults,
+    cpuS,
     // Everything the kernel recorded during fio + the probe was drained by the time the tail was seen.
     drainedPerS: same ? (i1.read - i0.read) / wall : NaN,
     kernelEvents: r.totalIos + written,

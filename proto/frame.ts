@@ -93,10 +93,11 @@ export class FrameDecoder {
       const { header, payload } = this.need;
       const len = header + payload;
       if (this.body === null && chunk.length - at >= len) {
-        // Whole in this chunk: a view, no copy.
-        const body = chunk.subarray(at, at + len);
+        // Whole in this chunk: views, no copy (one each for header and payload, used for crc and decode).
+        const h = chunk.subarray(at, at + header);
+        const p = chunk.subarray(at + header, at + len);
         at += len;
-        frames.push(this.finish(body, crc(body.subarray(0, header)), crc(body.subarray(header)), null));
+        frames.push(this.finish(h, p, crc(h), crc(p), null));
         continue;
       }
       if (at === chunk.length) break;
@@ -110,7 +111,7 @@ export class FrameDecoder {
       if (this.have < len) break;
       const pooled = this.pooled;
       this.body = null;
-      frames.push(this.finish(body, this.headerCrc, this.payloadCrc, pooled ? body : null));
+      frames.push(this.finish(body.subarray(0, header), body.subarray(header), this.headerCrc, this.payloadCrc, pooled ? body : null));
     }
     return frames;
   }
@@ -141,17 +142,17 @@ export class FrameDecoder {
     if (to > header) this.payloadCrc = crc(body.subarray(Math.max(from, header), to), this.payloadCrc);
   }
 
-  private finish(body: Buffer, headerCrc: number, payloadCrc: number, pooled: Buffer | null): Frame {
-    const { header, payload, bodyCrc } = this.need!;
+  private finish(headerBytes: Buffer, payloadBytes: Buffer, headerCrc: number, payloadCrc: number, pooled: Buffer | null): Frame {
+    const { payload, bodyCrc } = this.need!;
     this.need = null;
     if (crc32cCombine(headerCrc, payloadCrc, payload) !== bodyCrc) throw tmError('TM_ERR_FRAME_CHECKSUM', 'frame body checksum mismatch');
     let msg;
     try {
-      msg = decodeMessage(body.subarray(0, header));
+      msg = decodeMessage(headerBytes);
     } catch (e) {
       throw tmError('TM_ERR_PROTOCOL', `undecodable frame header: ${(e as Error).message}`);
     }
-    const frame: Frame = { msg, payload: body.subarray(header), payloadCrc };
+    const frame: Frame = { msg, payload: payloadBytes, payloadCrc };
     if (pooled) {
       let released = false;
       frame.release = () => {

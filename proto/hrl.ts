@@ -210,7 +210,8 @@ export class HrlWriter {
     this.queue(stored);
     this.keptBytes += stored.length;
     if (this.keptBytes > KEEP_BYTES) this.kept = null;
-    this.kept?.push({ ...e, data: stored, storedCrc: dataCrc });
+    // A literal of one shape: spreading records of several shapes takes V8's slow generic copy.
+    this.kept?.push({ offset: e.offset, length: e.length, crc32c: e.crc32c, compression: e.compression, storedLength: e.storedLength, data: stored, storedCrc: dataCrc });
     this.extentCount++;
     this.dataBytes += e.length;
     this.digest = digestStep(this.digest, e);

@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { existsSync } from 'node:fs';
 import protobuf from 'protobufjs';
+import { decodeExtentFrame, encodeExtentFrame } from './extent-frame.js';
 
 export const PROTOCOL_VERSION = 1;
 export const MIN_PROTOCOL_VERSION = 1;
@@ -56,11 +57,14 @@ const FrameType = root.lookupType('tidemark.v1.Frame');
 const toObjectOptions = { longs: Number, enums: String, defaults: true, oneofs: true } as const;
 
 export function encodeMessage(msg: Message): Uint8Array {
-  return FrameType.encode(FrameType.fromObject(msg)).finish();
+  // One Extent frame per extent: by hand (extent-frame.ts), the same bytes.
+  return ('extent' in msg && encodeExtentFrame(msg.extent)) || FrameType.encode(FrameType.fromObject(msg)).finish();
 }
 
 /** Decode a frame header; throws protobufjs errors on malformed input (callers map them to TM_ERR_PROTOCOL). */
 export function decodeMessage(bytes: Uint8Array): Message & { body: MessageKind } {
+  const extent = decodeExtentFrame(bytes);
+  if (extent) return extent;
   const obj = FrameType.toObject(FrameType.decode(bytes), toObjectOptions) as Record<string, unknown>;
   if (typeof obj.body !== 'string') throw new Error('frame has no body');
   const body = obj.body as MessageKind;
