@@ -10,7 +10,7 @@ export interface Daemon {
 }
 
 const CLOSE_TIMEOUT_MS = 10_000;
-/** Free heap a daemon keeps mapped for its next differentials (native/src/malloc-tune.c says why). */
+/** Free heap top a daemon keeps mapped for its next differentials (native/src/malloc-tune.c says why). */
 const KEEP_FREED_MIB = 128;
 
 /** TIDEMARK_KEEP_FREED_MIB overrides the bound; 0 leaves the C library's own policy. */
@@ -23,7 +23,8 @@ function keepFreed(log: Logger): void {
   }
   if (mib === 0 || process.platform !== 'linux') return;
   try {
-    if (!keepFreedMemory(mib * 1024 * 1024)) log.info('not glibc: freed memory is handled by the C library\'s own policy');
+    const did = keepFreedMemory(mib * 1024 * 1024);
+    if (did !== 'set') log.info({ result: did }, 'the C library\'s memory policy was not (wholly) changed');
   } catch (e) {
     log.warn({ err: (e as Error).message }, 'could not set the C library\'s memory policy; going on with its own');
   }

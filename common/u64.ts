@@ -4,6 +4,8 @@
 
 /** Write a non-negative safe integer as u64 little-endian at `at`. */
 export function writeU64(b: Buffer, v: number, at: number): void {
+  // BigInt() threw on these; a silent truncation would write another offset.
+  if (!Number.isSafeInteger(v) || v < 0) throw new RangeError(`u64 field: ${v} is not a non-negative safe integer`);
   b.writeUInt32LE(v % 0x100000000, at);
   b.writeUInt32LE(Math.floor(v / 0x100000000), at + 4);
 }

@@ -15,7 +15,7 @@
 import { tmError, isCorruption, isTidemarkError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { currentPoint, type RecoveryPoint, type MtStore } from './volume-state.js';
-import { DECOMPRESS_INLINE_BELOW, heldRawData, rawDataAsync } from '../proto/extent-codec.js';
+import { DECOMPRESS_INLINE_BELOW, rawData, rawDataAsync } from '../proto/extent-codec.js';
 import { extentsOf, FLAG_RESYNC, FLAG_RESYNC_END, type StoredDiff } from '../proto/hrl.js';
 import { checkExtent } from '../proto/limits.js';
 import type { ReplicaHashes } from './replica-hashes.js';
@@ -248,7 +248,9 @@ export class Applier {
         return { diff, raws: null };
       }
       // Small or uncompressed extents on the spot; only large LZ4 ones go to the pool (rawDataAsync).
-      const raws = diff.extents.map((e) => (e.compression !== 'LZ4' || e.length < DECOMPRESS_INLINE_BELOW ? heldRawData(e, this.volumeId, seq) : null));
+      // Every byte is checked here, the last hop before the replica, even when a crc of it was taken on
+      // receipt: held in memory meanwhile, it could have been changed since.
+      const raws = diff.extents.map((e) => (e.compression !== 'LZ4' || e.length < DECOMPRESS_INLINE_BELOW ? rawData(e, e.data, this.volumeId, seq) : null));
       await Promise.all(raws.map(async (r, i) => { if (!r) raws[i] = await rawDataAsync(diff.extents[i]!, diff.extents[i]!.data, this.volumeId, seq); }));
       return { diff, raws: raws as Buffer[] };
     } catch (e) {

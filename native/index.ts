@@ -20,7 +20,7 @@ interface Addon {
   flock(fd: number, exclusive: boolean): void;
   writeMany(fd: number, buffers: Buffer[], offsets: number[]): Promise<void>;
   readMany(fd: number, offsets: number[], lengths: number[]): Promise<Buffer>;
-  keepFreedMemory(trimBytes: number): boolean;
+  keepFreedMemory(trimBytes: number): KeepFreedResult;
 }
 
 /** Who is at the other end of a Unix socket, as the kernel recorded it at connect (SO_PEERCRED). */
@@ -259,10 +259,13 @@ export function tryLock(fd: number, exclusive: boolean): boolean {
   }
 }
 
+/** What keepFreedMemory did: both thresholds set, one refused (the other still set), or nothing (not glibc). */
+export type KeepFreedResult = 'set' | 'mmap threshold refused' | 'trim threshold refused' | 'not glibc';
+
 /**
- * Keep up to `trimBytes` of freed heap mapped, and take allocations up to 32 MiB from the heap
- * (native/src/malloc-tune.c says why). False where the C library is not glibc (nothing changed).
+ * Let the free top of each heap grow to `trimBytes` before it is handed back to the kernel, and take
+ * allocations up to 32 MiB from the heap (native/src/malloc-tune.c says why).
  */
-export function keepFreedMemory(trimBytes: number): boolean {
+export function keepFreedMemory(trimBytes: number): KeepFreedResult {
   return load().keepFreedMemory(trimBytes);
 }

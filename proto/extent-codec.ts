@@ -3,7 +3,7 @@
 import { crc } from '../common/checksum.js';
 import { tmError, type TidemarkError } from '../common/errors.js';
 import { lz4CompressAsync, lz4Decompress, lz4DecompressAsync } from '../native/lz4.js';
-import type { Extent, ExtentRecord } from './hrl.js';
+import type { ExtentRecord } from './hrl.js';
 import { MAX_EXTENT_BYTES } from './limits.js';
 
 /** Check raw (uncompressed) extent data against the checksum taken where it was read. */
@@ -78,15 +78,6 @@ export function rawData(e: ExtentRecord, stored: Buffer, volume: string, seq: nu
   }
   verifyRaw(e, raw, volume, seq);
   return raw;
-}
-
-/**
- * rawData of a held extent: a raw one whose stored crc its holder computed from these very bytes (the
- * frame check that received them, the journal's read) is checked with that crc, not read a second time.
- */
-export function heldRawData(e: Extent, volume: string, seq: number): Buffer {
-  if (e.compression === 'NONE' && e.storedCrc !== undefined) return verifiedRaw(e, e.data, e.storedCrc, volume, seq);
-  return rawData(e, e.data, volume, seq);
 }
 
 /**

@@ -58,7 +58,7 @@ const toObjectOptions = { longs: Number, enums: String, defaults: true, oneofs: 
 
 export function encodeMessage(msg: Message): Uint8Array {
   // One Extent frame per extent: by hand (extent-frame.ts), the same bytes.
-  return ('extent' in msg && encodeExtentFrame(msg.extent)) || FrameType.encode(FrameType.fromObject(msg)).finish();
+  return ('extent' in msg && msg.extent != null && encodeExtentFrame(msg.extent)) || FrameType.encode(FrameType.fromObject(msg)).finish();
 }
 
 /** Decode a frame header; throws protobufjs errors on malformed input (callers map them to TM_ERR_PROTOCOL). */

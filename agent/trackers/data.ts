@@ -110,7 +110,7 @@ export class DataTracker implements Tracker {
    * programs ran microseconds long). Once it is journaled, flipping again may empty the older bitmap.
    */
   private proofMark: number | null = null;
-  private flippedAt = 0;
+  private flippedAt = -Infinity;
   /** Markers a capture placed (streamMark) and not yet found in the stream: token -> when placed. */
   private readonly placed = new Map<number, number>();
   /** Blocks of the last collection's records: dirty again if it is never committed. */
@@ -386,7 +386,7 @@ export class DataTracker implements Tracker {
         atBoundary = boundary(all.slice(0, take), false).take === take;
         marked = true;
         this.placed.delete(until);
-      } else if (performance.now() - (this.placed.get(until) ?? 0) > MARK_WAIT_MS) {
+      } else if (performance.now() - (this.placed.get(until) ?? -Infinity) > MARK_WAIT_MS) {
         marked = true;
         markLost = true;
         this.placed.delete(until);

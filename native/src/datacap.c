@@ -818,9 +818,7 @@ static napi_value dc_close(napi_env env, napi_callback_info info) {
 }
 
 static napi_value init(napi_env env, napi_value exports) {
-#if defined(__x86_64__)
   have_crc = crc32c_init();
-#endif
   napi_property_descriptor fns[] = {
       {"open", NULL, dc_open, NULL, NULL, NULL, napi_enumerable, NULL},
       {"take", NULL, dc_take, NULL, NULL, NULL, napi_enumerable, NULL},

@@ -19,11 +19,15 @@ napi_value tm_keep_freed_memory(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "expected (trimBytes: 0..2^31-1)");
     return NULL;
   }
+  // "set" (both thresholds), "mmap threshold refused", "trim threshold refused" or "not glibc".
+  const char *what = "not glibc";  // another C library: its own policy stands
 #ifdef __GLIBC__
-  int ok = mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1 && mallopt(M_TRIM_THRESHOLD, (int)trim) == 1;
-#else
-  int ok = 0;  // another C library: its own policy stands
+  // Each is tried on its own: a refused mmap threshold (32 MiB is glibc's largest on 64-bit; a 32-bit
+  // build refuses it) still leaves the trim threshold worth having.
+  int mmap_ok = mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1;
+  int trim_ok = mallopt(M_TRIM_THRESHOLD, (int)trim) == 1;
+  what = mmap_ok && trim_ok ? "set" : !mmap_ok ? "mmap threshold refused" : "trim threshold refused";
 #endif
-  napi_get_boolean(env, ok, &out);
+  napi_create_string_utf8(env, what, NAPI_AUTO_LENGTH, &out);
   return out;
 }

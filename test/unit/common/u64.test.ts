@@ -12,3 +12,7 @@ t.test('writeU64 / readU64 match writeBigUInt64LE / readBigUInt64LE', async (t) 
     t.equal(readU64(ref, 2), v, `read back ${v}`);
   }
 });
+
+t.test('writeU64 refuses what is not a non-negative safe integer, as BigInt did', async (t) => {
+  for (const v of [1.5, -1, 2 ** 53, NaN, Infinity]) t.throws(() => writeU64(Buffer.alloc(8), v, 0), RangeError, `${v}`);
+});

@@ -4,7 +4,7 @@ import t from 'tap';
 import { crc } from '../../../common/checksum.js';
 import { TidemarkError } from '../../../common/errors.js';
 import type { ExtentRecord } from '../../../proto/hrl.js';
-import { compressExtent, DECOMPRESS_INLINE_BELOW, heldRawData, rawData, rawDataAsync, verifyRaw } from '../../../proto/extent-codec.js';
+import { compressExtent, DECOMPRESS_INLINE_BELOW, rawData, rawDataAsync, verifyRaw } from '../../../proto/extent-codec.js';
 import { Rng } from '../../seed.js';
 
 const rng = new Rng('extent-codec');
@@ -109,16 +109,3 @@ t.test('rawDataAsync: exact bytes or TM_ERR_EXTENT_CHECKSUM, inline below DECOMP
   }
 });
 
-t.test('a held raw extent is checked with the crc its holder took from its bytes', async (t) => {
-  const r = record(noise);
-  t.ok(heldRawData({ ...r, data: noise, storedCrc: crc(noise) }, 'vol-1', 3).equals(noise), 'matching crc: the exact bytes');
-  // Bytes changed after the holder took their crc go unseen by design (that crc is the check); a crc that
-  // disagrees with the source's is refused, as a recomputed one would be.
-  const bad = flipped(noise, 100);
-  t.throws(() => heldRawData({ ...r, data: bad, storedCrc: crc(bad) }, 'vol-1', 3), { code: 'TM_ERR_EXTENT_CHECKSUM' }, 'holder crc of damaged bytes');
-  t.throws(() => heldRawData({ ...r, data: noise.subarray(1), storedCrc: crc(noise) }, 'vol-1', 3), { code: 'TM_ERR_EXTENT_CHECKSUM' }, 'cut short');
-  t.throws(() => heldRawData({ ...r, data: bad }, 'vol-1', 3), { code: 'TM_ERR_EXTENT_CHECKSUM' }, 'no holder crc: computed from the bytes');
-  const { record: z, stored } = await compressExtent(record(text), text);
-  t.ok(heldRawData({ ...z, data: stored, storedCrc: crc(stored) }, 'vol-1', 3).equals(text), 'LZ4: decompressed and verified');
-  t.throws(() => heldRawData({ ...z, data: flipped(stored, 40), storedCrc: crc(stored) }, 'vol-1', 3), { code: 'TM_ERR_EXTENT_CHECKSUM' }, 'LZ4: its stored crc is not trusted for the raw bytes');
-});
