@@ -11,7 +11,7 @@ import t from 'tap';
 import { DataTracker, dataPinName } from '../../agent/trackers/data.js';
 import { Volume } from '../../agent/volume.js';
 import { ensureBpffs } from '../../native/datacap.js';
-import { attachLoop, makeImage, privileged, tempDir } from './require-root.js';
+import { attachLoop, makeImage, privileged, tempDir, type TestLike } from './require-root.js';
 import { sleep } from './protected.js';
 
 const SIZE = 16 * 2 ** 20;
@@ -19,8 +19,8 @@ const BS = 4096;
 /** Over the tracker's FLIP_MS: a proof marker may be placed again. */
 const PAST_FLIP_MS = 1100;
 
-t.test('data mode: a lost collection holding the proof marker does not stall the epochs', async (t) => {
-  if (!privileged(t)) return;
+/** A data tracker on a fresh loop device, a view of the device, and a writer of 8 blocks at a time (fdatasync'd). */
+async function trackerOnLoop(t: TestLike): Promise<{ tr: DataTracker; view: Volume; write: () => void }> {
   const dev = attachLoop(t, makeImage(t, SIZE / 2 ** 20));
   const dir = tempDir(t);
   const pinKey = path.join(dir, 'vol');
@@ -39,6 +39,22 @@ t.test('data mode: a lost collection holding the proof marker does not stall the
     for (let i = 0; i < 8; i++) fs.writeSync(fd, Buffer.alloc(BS, ++n % 251), 0, BS, ((n * 7) % (SIZE / BS)) * BS);
     fs.fdatasyncSync(fd);
   };
+  return { tr, view, write };
+}
+
+/** Out of the fresh capture's gap: collections committed until a point is possible. */
+async function leaveGap(tr: DataTracker, view: Volume, write: () => void): Promise<void> {
+  for (let i = 0; !tr.pointPossible(); i++) {
+    if (i > 50) throw new Error(`the tracker never left its gap: ${JSON.stringify(tr.stats)}`);
+    write();
+    await (await tr.collect(view, 8 * 2 ** 20)).commit();
+    await sleep(100);
+  }
+}
+
+t.test('data mode: a lost collection holding the proof marker does not stall the epochs', async (t) => {
+  if (!privileged(t)) return;
+  const { tr, view, write } = await trackerOnLoop(t);
   /** Writes, once the reader has queued their records (so the next collection takes them). */
   const writeQueued = async (): Promise<void> => {
     write();
@@ -48,13 +64,7 @@ t.test('data mode: a lost collection holding the proof marker does not stall the
     const c = await tr.collect(view, 8 * 2 ** 20);
     await c.commit();
   };
-  // Out of the fresh capture's gap first: collections committed until a point is possible.
-  for (let i = 0; !tr.pointPossible(); i++) {
-    if (i > 50) throw new Error(`the tracker never left its gap: ${JSON.stringify(tr.stats)}`);
-    write();
-    await collectAndCommit();
-    await sleep(100);
-  }
+  await leaveGap(tr, view, write);
   // A proof marker is placed by the first collection after FLIP_MS (at its start, so it is queued behind
   // what that collection takes); writes follow it, then a capture's marker ends the second collection:
   // the proof marker is in one of the two, each holding writes, and neither is committed.
@@ -85,32 +95,12 @@ t.test('data mode: a lost collection holding the proof marker does not stall the
 // look lost, giving its point up. Here the wall clock jumps an hour at every reading.
 t.test('data mode: a wall clock that jumps neither turns epochs early nor gives a marker up', async (t) => {
   if (!privileged(t)) return;
-  const dev = attachLoop(t, makeImage(t, SIZE / 2 ** 20));
-  const dir = tempDir(t);
-  const pinKey = path.join(dir, 'vol');
-  const tr = new DataTracker(dir, dev, SIZE, BS, pino({ level: 'silent' }), { ringMiB: 1, queueMiB: 4, fifoPriority: 0, pinKey, onLost: async () => {} });
   const realNow = Date.now;
-  t.teardown(async () => {
+  t.teardown(() => {
     Date.now = realNow;
-    await tr.close().catch(() => {});
-    fs.rmSync(path.join(ensureBpffs(), dataPinName(pinKey)), { recursive: true, force: true });
   });
-  await tr.open();
-  const view = await Volume.open(dev);
-  t.teardown(() => view.close());
-  const fd = fs.openSync(dev, 'r+');
-  t.teardown(() => fs.closeSync(fd));
-  let n = 0;
-  const write = (): void => {
-    for (let i = 0; i < 8; i++) fs.writeSync(fd, Buffer.alloc(BS, ++n % 251), 0, BS, ((n * 7) % (SIZE / BS)) * BS);
-    fs.fdatasyncSync(fd);
-  };
-  for (let i = 0; !tr.pointPossible(); i++) {
-    if (i > 50) throw new Error(`the tracker never left its gap: ${JSON.stringify(tr.stats)}`);
-    write();
-    await (await tr.collect(view, 8 * 2 ** 20)).commit();
-    await sleep(100);
-  }
+  const { tr, view, write } = await trackerOnLoop(t);
+  await leaveGap(tr, view, write);
   let jumps = 0;
   Date.now = () => realNow() + ++jumps * 3_600_000;
   const flips = tr.stats.flips!;
