@@ -106,6 +106,13 @@ export class Resync {
   private readonly depth: number;
   /** Share of the blocks that differed in the window compared last (see DIRECT_SHARE). */
   private differingShare = 0;
+  /**
+   * Window buffers done with, read into again (see spareFor). A fresh window is fresh memory: the kernel
+   * faults in and zeroes each page on first touch, which cost 5x the read and hash of a warm buffer here.
+   */
+  private spare: Buffer[] = [];
+  /** The capture's reader reads into a buffer given to it (a file); false once one did not. */
+  private readsInto = true;
 
   constructor(
     dir: string,
@@ -212,6 +219,7 @@ export class Resync {
   /** Drop the windows ahead (their questions may still be answered; nothing is journaled from them). */
   private discard(): void {
     this.generation++;
+    this.spare = [];
     this.ahead = [];
     this.planned = -1;
   }
@@ -253,10 +261,11 @@ export class Resync {
     // A background pass reads the live volume: a clone or a freeze per window would cost the application
     // more than the pass is worth, and blocks written meanwhile are told apart by the tracker (countDamage).
     const capture = s.background ? this.deps.live ?? this.deps.capture : this.deps.capture;
+    const into = this.spare.pop();
     const read = this.reading.then(async () => {
       const captured = await capture.begin();
       try {
-        const data = await captured.view.read(first * bs, Math.min(count * bs, this.sizeBytes - first * bs));
+        const data = await captured.view.read(first * bs, Math.min(count * bs, this.sizeBytes - first * bs), into);
         // Read: a frozen filesystem is thawed now, not held through the exchange with the replica.
         await captured.settle?.();
         return { data, atMs: captured.atMs };
@@ -265,16 +274,47 @@ export class Resync {
       }
     });
     this.reading = read.catch(() => {});
-    const { data, atMs } = await read;
-    const leaves = leafHashes(data, bs);
+    let data: Buffer;
+    let atMs: number;
+    try {
+      ({ data, atMs } = await read);
+    } catch (e) {
+      this.giveBack(into, s);
+      throw e;
+    }
+    // The window's buffer is given back once nothing refers to it: at once, unless its differing blocks
+    // are views of it (extents), which belong to the journal's differential from then on.
+    let held = false;
+    try {
+      const leaves = leafHashes(data, bs);
     // The replica must be asked about after every differential that may touch this window. A resync or
     // repair owns the volume (no scanning), and its own windows cover other blocks: only what came before
     // the pass matters, so windows need not wait for each other's apply. Except windows redone after a
     // crash (redoSeq, see fill). A verify runs beside scanning, whose differentials may touch any block:
     // it waits for all of them.
-    const afterSeq = s.mode === 'verify' ? this.deps.journal.lastSeq : this.redoSeq || s.baseSeq;
-    const { differing, hashBytes } = await this.compare(first, count, leaves, afterSeq, s.mode !== 'resync');
-    return { first, count, atMs, bytes: data.length, leaves, differing, extents: this.extents(differing, first, data), hashBytes };
+      const afterSeq = s.mode === 'verify' ? this.deps.journal.lastSeq : this.redoSeq || s.baseSeq;
+      const { differing, hashBytes } = await this.compare(first, count, leaves, afterSeq, s.mode !== 'resync');
+      const extents = this.extents(differing, first, data);
+      held = extents.some((e) => e.data.buffer === data.buffer);
+      return { first, count, atMs, bytes: data.length, leaves, differing, extents, hashBytes };
+    } finally {
+      if (into !== undefined && data.buffer !== into.buffer) {
+        // The reader allocates its own (a block device's aligned direct read): spares would only add memory.
+        this.readsInto = false;
+      } else if (!held) {
+        this.giveBack(into ?? data, s);
+      }
+    }
+  }
+
+  /**
+   * A window's buffer back to the spares, while this pass runs and needs no more than it reads ahead. Only
+   * a whole window-sized allocation: a small read may be a slice of Node's shared pool, never to be reused.
+   */
+  private giveBack(buf: Buffer | undefined, s: ResyncState): void {
+    if (!buf || !this.readsInto || s !== this.state || !s.active || this.spare.length > this.depth) return;
+    if (buf.byteOffset !== 0 || buf.buffer.byteLength < this.windowBlocks * this.blockSize) return;
+    this.spare.push(Buffer.from(buf.buffer, 0, buf.buffer.byteLength));
   }
 
   /** The window compared: journal (or report) what differs, adopt its baseline, advance the cursor durably. */
@@ -303,6 +343,7 @@ export class Resync {
     s.cursorSeq = this.deps.journal.lastSeq;
     if (s.cursorBlock >= this.blockCount) {
       s.active = false;
+      this.spare = []; // an idle agent holds no window memory
       s.endPending ||= s.mode !== 'verify';
       s.finishedAt = Date.now();
       this.deps.log.info({ volume: this.volumeId, mode: s.mode, differingBlocks: s.differingBlocks, bytesSent: s.bytesSent, hashBytes: s.hashBytes, ms: s.finishedAt - s.startedAt }, 'resync pass complete');

@@ -282,3 +282,15 @@ export function benchSizeMiB(minimum: number, why: string): number {
   if (!Number.isInteger(n) || n < minimum) throw new Error(`TIDEMARK_BENCH_SIZE_MIB must be an integer of at least ${minimum} (${why}), not "${env}"`);
   return n;
 }
+
+/**
+ * The CPU-profile preload (cpu-prof-preload.ts) writes <pid>.cpuprofile and <pid>.gc.json at exit: name
+ * each after its daemon, keeping what follows the pid (`agent.cpuprofile`, `agent.gc.json`).
+ */
+export async function nameProfiles(dir: string, daemonOfPid: (pid: number) => string | undefined): Promise<void> {
+  for (const f of await fsp.readdir(dir)) {
+    const dot = f.indexOf('.');
+    const name = dot > 0 && /^\d+$/.test(f.slice(0, dot)) ? daemonOfPid(Number(f.slice(0, dot))) : undefined;
+    if (name) await fsp.rename(path.join(dir, f), path.join(dir, `${name}${f.slice(dot)}`));
+  }
+}

@@ -6,7 +6,7 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { freePort, Lab, type DaemonName } from '../lab/lab.js';
-import { CpuMeter, fmt, GiB, MiB, timed, which, WORK_DIR, type BenchResult, type Benchmark, type Figure, benchSizeMiB } from './harness.js';
+import { CpuMeter, fmt, GiB, MiB, timed, which, WORK_DIR, type BenchResult, type Benchmark, type Figure, benchSizeMiB, nameProfiles } from './harness.js';
 import { makeVolume, sha256File, type VolumeFacts } from './volume.js';
 
 const VOLUME_ID = 'bench-vol';
@@ -145,7 +145,7 @@ async function tidemark(dir: string, source: string, replica: string, sizeMiBv: 
     cpu.sample(); // right before SIGTERM: /proc/<pid> is gone once they exit
     const status = { agent: await lab.status('agent'), ps: await lab.status('ps'), mt: await lab.status('mt') };
     await lab.stopAll();
-    if (profDir) await nameProfiles(profDir, pids);
+    if (profDir) await listProfiles(profDir, pids);
     console.log(`  converged after ${convergedSeconds.toFixed(1)} s (${fmt(sizeMiBv / convergedSeconds)} MiB/s); hashing the replica`);
     return {
       firstPassSeconds,
@@ -171,13 +171,9 @@ async function checkAlive(lab: Lab, dir: string): Promise<void> {
   }
 }
 
-/** The preload writes <pid>.cpuprofile: call each after its daemon. */
-async function nameProfiles(dir: string, pids: Map<DaemonName, number | undefined>): Promise<void> {
-  for (const f of await fsp.readdir(dir)) {
-    const pid = Number(f.split('.')[0]);
-    const name = [...pids].find(([, p]) => p === pid)?.[0];
-    if (name) await fsp.rename(path.join(dir, f), path.join(dir, `${name}.cpuprofile`));
-  }
+/** Name the profiles after their daemons (harness.nameProfiles) and say where they are. */
+async function listProfiles(dir: string, pids: Map<DaemonName, number | undefined>): Promise<void> {
+  await nameProfiles(dir, (pid) => [...pids].find(([, p]) => p === pid)?.[0]);
   console.log(`  profiles: ${(await fsp.readdir(dir)).join(', ')}; summarize with node dist/bench/cpuprofile.js <file>`);
 }
 

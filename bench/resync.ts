@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { freePort, Lab, type DaemonName } from '../lab/lab.js';
-import { CpuMeter, cpuSecondsTree, fmt, GiB, MiB, which, WORK_DIR, type BenchResult, type Benchmark, type Figure, type Ratio, type Reference, benchSizeMiB } from './harness.js';
+import { CpuMeter, cpuSecondsTree, fmt, GiB, MiB, which, WORK_DIR, type BenchResult, type Benchmark, type Figure, type Ratio, type Reference, benchSizeMiB, nameProfiles } from './harness.js';
 import { sha256File } from './volume.js';
 
 const VOLUME_ID = 'bench-vol';
@@ -447,11 +447,7 @@ async function tidemark(dir: string, source: string, replica: string, sourceSha:
     const status = { agent: await lab.status('agent'), ps: await lab.status('ps'), mt: await lab.status('mt') };
     await lab.stopAll();
     if (profDir) {
-      // The preload writes <pid>.cpuprofile at exit: name each after its daemon.
-      for (const f of await fsp.readdir(profDir)) {
-        const n = pids.get(Number(f.split('.')[0]));
-        if (n) await fsp.rename(path.join(profDir, f), path.join(profDir, `${n}.cpuprofile`));
-      }
+      await nameProfiles(profDir, (pid) => pids.get(pid));
       console.log(`    CPU profiles in ${profDir}; summarize with node dist/bench/cpuprofile.js <file> (figures are slower with the profiler on)`);
     }
     const rs = (vol0(status.agent)?.resync ?? {}) as Status;

@@ -51,8 +51,9 @@ export class Replica {
     return replacedHow(identityOf(mine, size(mine)), identityOf(st, size(st)));
   }
 
-  async read(offset: number, length: number): Promise<Buffer> {
-    const buf = Buffer.allocUnsafe(length);
+  /** `into`: a buffer the caller is done with, read into instead of a fresh one; use the buffer returned. */
+  async read(offset: number, length: number, into?: Buffer): Promise<Buffer> {
+    const buf = into && into.length >= length ? into.subarray(0, length) : Buffer.allocUnsafe(length);
     let done = 0;
     while (done < length) {
       const { bytesRead } = await this.fh.read(buf, done, length - done, offset + done);

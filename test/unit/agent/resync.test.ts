@@ -183,3 +183,87 @@ t.test('where windows differ for much of their blocks, later windows ask about t
   t.same(blocks, Array.from({ length: SIZE / BS }, (_, b) => b).filter(differs), 'exactly the differing blocks are journaled');
   t.ok(diffs.every((d) => d.extents.every((e) => e.data.equals(source.subarray(e.offset, e.offset + e.length)))), 'with the source bytes');
 });
+
+/** A volume reader that records the buffers it was given to read into. */
+function recordingReader(volume: Volume, direct = false) {
+  const given: Buffer[] = [];
+  const reader = {
+    sizeBytes: volume.sizeBytes,
+    read: (offset: number, length: number, into?: Buffer) => {
+      if (into) given.push(into);
+      // A block device's direct read allocates its own buffer whatever it is given.
+      return volume.read(offset, length, direct ? undefined : into);
+    },
+  };
+  return { reader, given };
+}
+
+t.test('window buffers are read into again once their differing blocks are copied out', async (t) => {
+  const { dir, img, journal } = await setup(t);
+  fs.writeFileSync(img, rng.bytes(16 * WINDOW));
+  const big = await Volume.open(img);
+  t.teardown(() => big.close());
+  const tracker = new ScanTracker(dir, 16 * WINDOW, BS, silentLogger());
+  await tracker.open();
+  const { reader, given } = recordingReader(big);
+  // One block differs per window: copied out, so the window's buffer is free at once.
+  const r = new Resync(dir, 'v', 16 * WINDOW, BS, {
+    capture: new NoCapture(reader as unknown as Volume), tracker, journal, log: silentLogger(), windowBytes: WINDOW,
+    ask: async (q) => ({ volumeId: 'v', requestId: 0, differing: q.ranges.filter((x) => (x * q.rangeBlocks) % (WINDOW / BS) === 0) }),
+  });
+  await r.open();
+  await r.start('resync', 'test');
+  while (!(await r.step()));
+  t.ok(given.length >= 12, `later windows were read into spare buffers (${given.length} of 16)`);
+  t.ok(new Set(given.map((b) => b.buffer)).size <= 4, 'no more spares than the windows read ahead');
+  const source = fs.readFileSync(img);
+  const diffs = await Promise.all(journal.pending().map((s) => readHrl(journal.file(s))));
+  const extents = diffs.flatMap((d) => d.extents);
+  t.equal(extents.length, 16);
+  t.ok(extents.every((e) => e.data.equals(source.subarray(e.offset, e.offset + e.length))), 'every journaled block carries the source bytes');
+});
+
+t.test('a window whose blocks are journaled as views of it is never read into again', async (t) => {
+  const { dir, img, journal } = await setup(t);
+  fs.writeFileSync(img, rng.bytes(16 * WINDOW));
+  const big = await Volume.open(img);
+  t.teardown(() => big.close());
+  const tracker = new ScanTracker(dir, 16 * WINDOW, BS, silentLogger());
+  await tracker.open();
+  const { reader, given } = recordingReader(big);
+  // Every block differs (an initial replication): extents are views of the window, kept by the journal.
+  const r = new Resync(dir, 'v', 16 * WINDOW, BS, {
+    capture: new NoCapture(reader as unknown as Volume), tracker, journal, log: silentLogger(), windowBytes: WINDOW,
+    ask: async (q) => ({ volumeId: 'v', requestId: 0, differing: q.ranges }),
+  });
+  await r.open();
+  await r.start('resync', 'test');
+  while (!(await r.step()));
+  t.equal(given.length, 0, 'no window buffer was handed back');
+  const source = fs.readFileSync(img);
+  for (const seq of journal.pending()) {
+    const diff = await journal.load(seq, async () => {});
+    t.ok(diff.extents.every((e) => e.data.equals(source.subarray(e.offset, e.offset + e.length))), `differential ${seq} held in memory still carries the source bytes`);
+  }
+});
+
+t.test('a reader that allocates its own buffers is given no spares', async (t) => {
+  const { dir, img, journal } = await setup(t);
+  fs.writeFileSync(img, rng.bytes(16 * WINDOW));
+  const big = await Volume.open(img);
+  t.teardown(() => big.close());
+  const tracker = new ScanTracker(dir, 16 * WINDOW, BS, silentLogger());
+  await tracker.open();
+  const { reader, given } = recordingReader(big, true);
+  const r = new Resync(dir, 'v', 16 * WINDOW, BS, {
+    capture: new NoCapture(reader as unknown as Volume), tracker, journal, log: silentLogger(), windowBytes: WINDOW,
+    ask: async (q) => ({ volumeId: 'v', requestId: 0, differing: q.ranges.filter((x) => (x * q.rangeBlocks) % (WINDOW / BS) === 0) }),
+  });
+  await r.open();
+  await r.start('resync', 'test');
+  while (!(await r.step()));
+  t.ok(given.length <= 4, `spares stop once one was not read into (${given.length} given)`);
+  const source = fs.readFileSync(img);
+  const diffs = await Promise.all(journal.pending().map((s) => readHrl(journal.file(s))));
+  t.ok(diffs.flatMap((d) => d.extents).every((e) => e.data.equals(source.subarray(e.offset, e.offset + e.length))));
+});

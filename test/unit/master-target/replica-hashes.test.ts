@@ -14,8 +14,9 @@ import { Rng } from '../../seed.js';
 
 const rng = new Rng('replica-hashes');
 const BS = 4096;
-// Not a multiple of the 4 MiB read chunk, and a short last block.
-const SIZE = 5 * 1024 * 1024 + 3 * BS + 100;
+// Not a multiple of the 4 MiB read chunk, and a short last block; four chunks, so a seed reads into the
+// buffers of chunks it has hashed.
+const SIZE = 13 * 1024 * 1024 + 3 * BS + 100;
 
 async function setup(t: Test): Promise<{ dir: string; replica: Replica; logs: Record<string, unknown>[]; hashes: () => ReplicaHashes; actual: () => Promise<BigUint64Array> }> {
   const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'tm-rh-'));
