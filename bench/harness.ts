@@ -114,6 +114,9 @@ function ticksPerSecond(): number {
 }
 
 interface ProcStat {
+  /** Minor page faults (field 10) and those of reaped children (field 11). */
+  minflt: number;
+  cminflt: number;
   utime: number;
   stime: number;
   cutime: number;
@@ -129,8 +132,8 @@ function readStat(pid: number): ProcStat | null {
   }
   // The command name (field 2) is in parentheses and may hold spaces: split after the last ')'.
   const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
-  // f[0] is field 3 (state); utime, stime, cutime, cstime are fields 14..17.
-  return { utime: Number(f[11]), stime: Number(f[12]), cutime: Number(f[13]), cstime: Number(f[14]) };
+  // f[0] is field 3 (state); minflt, cminflt are fields 10 and 11; utime, stime, cutime, cstime 14..17.
+  return { minflt: Number(f[7]), cminflt: Number(f[8]), utime: Number(f[11]), stime: Number(f[12]), cutime: Number(f[13]), cstime: Number(f[14]) };
 }
 
 function childrenOf(pid: number): number[] {
@@ -157,9 +160,15 @@ function childrenOf(pid: number): number[] {
  * callers read it right before sending SIGTERM (see CpuMeter).
  */
 export function cpuSecondsTree(pid: number): number | null {
+  return usageTree(pid)?.cpuSeconds ?? null;
+}
+
+/** cpuSecondsTree, with the minor page faults of the same processes (on this VM each costs ~15 µs). */
+function usageTree(pid: number): { cpuSeconds: number; minorFaults: number } | null {
   const root = readStat(pid);
   if (root === null) return null;
   let ticks = root.utime + root.stime + root.cutime + root.cstime;
+  let faults = root.minflt + root.cminflt;
   const stack = childrenOf(pid);
   const seen = new Set<number>([pid]);
   while (stack.length > 0) {
@@ -169,14 +178,15 @@ export function cpuSecondsTree(pid: number): number | null {
     const s = readStat(p);
     if (s === null) continue;
     ticks += s.utime + s.stime + s.cutime + s.cstime;
+    faults += s.minflt + s.cminflt;
     stack.push(...childrenOf(p));
   }
-  return ticks / ticksPerSecond();
+  return { cpuSeconds: ticks / ticksPerSecond(), minorFaults: faults };
 }
 
 /** Keeps the last CPU reading of each named process, so a reading survives the process exiting. */
 export class CpuMeter {
-  private readonly last = new Map<string, number>();
+  private readonly last = new Map<string, { cpuSeconds: number; minorFaults: number }>();
   private readonly pids = new Map<string, number>();
 
   watch(name: string, pid: number | undefined): void {
@@ -186,13 +196,18 @@ export class CpuMeter {
   /** Call periodically and right before stopping the processes. */
   sample(): void {
     for (const [name, pid] of this.pids) {
-      const s = cpuSecondsTree(pid);
+      const s = usageTree(pid);
       if (s !== null) this.last.set(name, s);
     }
   }
 
   seconds(name: string): number {
-    return this.last.get(name) ?? NaN;
+    return this.last.get(name)?.cpuSeconds ?? NaN;
+  }
+
+  /** Minor page faults: a count that load on the machine does not skew, unlike CPU seconds. */
+  faults(name: string): number {
+    return this.last.get(name)?.minorFaults ?? NaN;
   }
 }
 

@@ -387,6 +387,8 @@ interface TidemarkRun {
   agentTcp: { sent: number; received: number; connections: number };
   psTcp: { sent: number; received: number; connections: number };
   cpu: Record<DaemonName, number>;
+  /** Minor page faults of each daemon, start to converged. */
+  faults: Record<DaemonName, number>;
   equal: boolean;
 }
 
@@ -471,6 +473,7 @@ async function tidemark(dir: string, source: string, replica: string, sourceSha:
       agentTcp: agentTcp.totals(),
       psTcp: psTcp.totals(),
       cpu: { agent: cpu.seconds('agent'), ps: cpu.seconds('ps'), mt: cpu.seconds('mt') },
+      faults: { agent: cpu.faults('agent'), ps: cpu.faults('ps'), mt: cpu.faults('mt') },
       equal: (await sha256File(replica)) === sourceSha,
     };
   } finally {
@@ -673,6 +676,9 @@ function report(cases: CaseResult[], sizes: number[], notes: string[]): BenchRes
       { name: `${L} agent CPU`, value: tm.cpu.agent, unit: 's' },
       { name: `${L} process server CPU`, value: tm.cpu.ps, unit: 's' },
       { name: `${L} master target CPU`, value: tm.cpu.mt, unit: 's' },
+      { name: `${L} agent minor page faults`, value: tm.faults.agent, unit: 'count' },
+      { name: `${L} process server minor page faults`, value: tm.faults.ps, unit: 'count' },
+      { name: `${L} master target minor page faults`, value: tm.faults.mt, unit: 'count' },
       { name: `${L} all daemons CPU`, value: tmCpu, unit: 's' },
       { name: `${L} tidemark data sent / changed bytes`, value: tm.bytesSent / c.changedBytes, unit: 'x' },
       { name: `${L} replica equals source (sha256)`, value: tm.equal, unit: 'bool' },
@@ -735,7 +741,7 @@ function report(cases: CaseResult[], sizes: number[], notes: string[]): BenchRes
     table.push(['', 'tidemark, to converged', fmt(tm.convergedSeconds, 2), mb(tm.bytesSent), mb(tm.hashBytes, 2), mb(tmTotal), mb(tmTcp), fmt(tmCpu, 2), x(tm.bytesSent), ok(tm.equal)]);
     table.push(['', '  resync pass complete', fmt(tm.resyncCompleteSeconds, 2), '-', '-', '-', '-', '-', '-', `engine ${fmt(tm.resyncEngineSeconds, 2)} s from ${fmt(tm.resyncStartSeconds, 2)} s`]);
     table.push(['', '  mt seed hashing', fmt(tm.mtSeedHashSeconds, 2), '-', '-', '-', '-', '-', '-', `done at ${fmt(tm.mtSeedHashedAtSeconds, 2)} s`]);
-    table.push(['', '  CPU agent / ps / mt', '-', '-', '-', '-', '-', '-', '-', `${fmt(tm.cpu.agent, 2)} / ${fmt(tm.cpu.ps, 2)} / ${fmt(tm.cpu.mt, 2)} s`]);
+    table.push(['', '  CPU agent / ps / mt', '-', '-', '-', '-', '-', '-', '-', `${fmt(tm.cpu.agent, 2)} / ${fmt(tm.cpu.ps, 2)} / ${fmt(tm.cpu.mt, 2)} s; page faults ${fmt(tm.faults.agent, 0)} / ${fmt(tm.faults.ps, 0)} / ${fmt(tm.faults.mt, 0)}`]);
   }
 
   notes.push(
