@@ -3,9 +3,10 @@
 // Its baseline comes from a checksum resync (agent/resync.ts): a new volume, or one whose baseline was
 // lost or damaged, is resynced before scanning, so no assumption about the replica's contents is made.
 import path from 'node:path';
-import { crc, blockHash } from '../../common/checksum.js';
+import { crc } from '../../common/checksum.js';
 import { HashTableFile } from '../../common/hash-table.js';
 import type { Logger } from '../../common/log.js';
+import { leafHashes } from '../../proto/range-hash.js';
 import type { VolumeReader } from '../volume.js';
 import type { Collection, DirtyExtent, Tracker } from './tracker.js';
 
@@ -83,10 +84,11 @@ export class ScanTracker implements Tracker {
         bytes += data.length;
         runStart = -1;
       };
-      for (let i = 0; i < count; i++) {
-        const data = buf.subarray(i * bs, (i + 1) * bs);
-        if (data.length === 0) break; // volume shrank; geometry is checked at start
-        const h = blockHash(data);
+      // One native call hashes the chunk's blocks (the values blockHash gives one at a time). A short read
+      // (the volume shrank; geometry is checked at start) hashes fewer.
+      const leaves = leafHashes(buf, bs);
+      for (let i = 0; i < leaves.length; i++) {
+        const h = leaves[i]!;
         if (h !== this.hashes[block + i]) {
           updates.push([block + i, h]);
           if (runStart < 0) runStart = i;
