@@ -17,6 +17,7 @@ import { leafHashes, rangeHashes } from '../proto/range-hash.js';
 import type { Capture } from './capture/capture.js';
 import type { Journal } from './journal.js';
 import type { DirtyExtent, Tracker } from './trackers/tracker.js';
+import type { VolumeReader } from './volume.js';
 
 /** resync: send what differs. verify: only report it. repair: verify, then send what differs. */
 export type ResyncMode = 'resync' | 'verify' | 'repair';
@@ -41,9 +42,12 @@ const AHEAD = 2;
 const DIRECT_SHARE = 1 / 8;
 /**
  * Window buffers in use at most (the one being journaled and those ahead): fewer ahead for big windows.
- * The differing blocks copied out of them wait beside them, at most as many bytes again.
+ * The differing blocks copied out of them wait beside them, about as many bytes again at most.
  */
 const MAX_IN_FLIGHT_BYTES = 256 * 1024 * 1024;
+
+/** Differing blocks next to each other: [volume offset, start and end in the window, length]. */
+type Run = [number, number, number, number];
 
 /** A window read, hashed and compared, waiting to be journaled (in order). */
 interface Compared {
@@ -54,7 +58,9 @@ interface Compared {
   bytes: number;
   leaves: BigUint64Array;
   differing: number[];
-  /** The differing blocks with their data, copied out of the window (whose buffer is read into again). */
+  /** The differing blocks as runs (see runs()). */
+  runs: Run[];
+  /** The runs with their data, copied out of the window (whose buffer is read into again); none for a verify. */
   extents: DirtyExtent[];
   hashBytes: number;
 }
@@ -112,12 +118,11 @@ export class Resync {
   /** Share of the blocks that differed in the window compared last (see DIRECT_SHARE). */
   private differingShare = 0;
   /**
-   * Window buffers done with, read into again (see spareFor). A fresh window is fresh memory: the kernel
-   * faults in and zeroes each page on first touch, which cost 5x the read and hash of a warm buffer here.
+   * Window buffers this pass allocated and is done with, read into again (windowBuffer, giveBack). A fresh
+   * window is fresh memory: the kernel faults in and zeroes each page on first touch, which cost 5x the
+   * read and hash of a warm buffer on a VM.
    */
   private spare: Buffer[] = [];
-  /** The capture's reader reads into a buffer given to it (a file); false once one did not. */
-  private readsInto = true;
 
   constructor(
     dir: string,
@@ -248,7 +253,7 @@ export class Resync {
       const last = this.deps.journal.lastSeq;
       this.redoSeq = last > s.cursorSeq ? last : 0;
     }
-    const depth = s.mode === 'verify' || s.background ? 0 : this.depth;
+    const depth = this.depthOf(s);
     while (this.ahead.length < 1 + depth) {
       const next = this.nextWindow(this.planned);
       if (next === null) break;
@@ -260,16 +265,23 @@ export class Resync {
     }
   }
 
+  /** Windows compared ahead of the one being journaled: none for a verify or a background pass. */
+  private depthOf(s: ResyncState): number {
+    return s.mode === 'verify' || s.background ? 0 : this.depth;
+  }
+
   /** Read, hash and compare one window; nothing durable happens here. */
   private async compareWindow(s: ResyncState, first: number, count: number): Promise<Compared> {
     const bs = this.blockSize;
+    const generation = this.generation;
     // A background pass reads the live volume: a clone or a freeze per window would cost the application
     // more than the pass is worth, and blocks written meanwhile are told apart by the tracker (countDamage).
     const capture = s.background ? this.deps.live ?? this.deps.capture : this.deps.capture;
-    const into = this.spare.pop();
+    let into: Buffer | undefined;
     const read = this.reading.then(async () => {
       const captured = await capture.begin();
       try {
+        into = this.windowBuffer(captured.view, s);
         const data = await captured.view.read(first * bs, Math.min(count * bs, this.sizeBytes - first * bs), into);
         // Read: a frozen filesystem is thawed now, not held through the exchange with the replica.
         await captured.settle?.();
@@ -279,40 +291,44 @@ export class Resync {
       }
     });
     this.reading = read.catch(() => {});
-    let data: Buffer;
-    let atMs: number;
+    // The window's buffer (when this pass owns it) is read into again once nothing refers to it: after a
+    // failed read, or once the differing blocks are copied out (extents); a verify keeps no spares.
     try {
-      ({ data, atMs } = await read);
-    } catch (e) {
-      this.giveBack(into, s);
-      throw e;
-    }
-    // The window's buffer is read into again once its differing blocks are copied out (extents).
-    try {
+      const { data, atMs } = await read;
       const leaves = leafHashes(data, bs);
-    // The replica must be asked about after every differential that may touch this window. A resync or
-    // repair owns the volume (no scanning), and its own windows cover other blocks: only what came before
-    // the pass matters, so windows need not wait for each other's apply. Except windows redone after a
-    // crash (redoSeq, see fill). A verify runs beside scanning, whose differentials may touch any block:
-    // it waits for all of them.
+      // The replica must be asked about after every differential that may touch this window. A resync or
+      // repair owns the volume (no scanning), and its own windows cover other blocks: only what came before
+      // the pass matters, so windows need not wait for each other's apply. Except windows redone after a
+      // crash (redoSeq, see fill). A verify runs beside scanning, whose differentials may touch any block:
+      // it waits for all of them.
       const afterSeq = s.mode === 'verify' ? this.deps.journal.lastSeq : this.redoSeq || s.baseSeq;
       const { differing, hashBytes } = await this.compare(first, count, leaves, afterSeq, s.mode !== 'resync');
-      return { first, count, atMs, bytes: data.length, leaves, differing, extents: this.extents(differing, first, data), hashBytes };
+      const runs = this.runs(differing, first, data.length);
+      const extents = s.mode === 'verify' ? [] : this.extents(runs, data);
+      return { first, count, atMs, bytes: data.length, leaves, differing, runs, extents, hashBytes };
     } finally {
-      // A reader that allocates its own (a block device's aligned direct read) gets no spares: they would only add memory.
-      if (into !== undefined && data.buffer !== into.buffer) this.readsInto = false;
-      else this.giveBack(into ?? data, s);
+      this.giveBack(into, s, generation);
     }
   }
 
   /**
-   * A window's buffer back to the spares, while this pass runs and needs no more than it reads ahead. Only
-   * a whole window-sized allocation: a small read may be a slice of Node's shared pool, never to be reused.
+   * A buffer of this pass's own to read a window into, or none: the reader allocates its own (a block
+   * device's aligned direct read), or the pass reads no window ahead (a verify or background pass, which
+   * runs for hours at a throttled pace and should hold no window between its steps).
    */
-  private giveBack(buf: Buffer | undefined, s: ResyncState): void {
-    if (!buf || !this.readsInto || s !== this.state || !s.active || this.spare.length > this.depth) return;
-    if (buf.byteOffset !== 0 || buf.buffer.byteLength < this.windowBlocks * this.blockSize) return;
-    this.spare.push(Buffer.from(buf.buffer, 0, buf.buffer.byteLength));
+  private windowBuffer(view: VolumeReader, s: ResyncState): Buffer | undefined {
+    if (view.readsInto !== true || this.depthOf(s) === 0) return undefined;
+    return this.spare.pop() ?? Buffer.allocUnsafeSlow(this.windowBlocks * this.blockSize);
+  }
+
+  /**
+   * A window buffer back to the spares, if its window belongs to the pass running now (not one dropped by
+   * discard: a new pass, a failure, close). Buffers are allocated only when no spare is left, so this
+   * pass's buffers never outnumber the windows it has in flight at once (1 + depth).
+   */
+  private giveBack(buf: Buffer | undefined, s: ResyncState, generation: number): void {
+    if (!buf || generation !== this.generation || s !== this.state || !s.active) return;
+    if (this.spare.length < 1 + this.depthOf(s)) this.spare.push(buf);
   }
 
   /** The window compared: journal (or report) what differs, adopt its baseline, advance the cursor durably. */
@@ -320,7 +336,7 @@ export class Resync {
     if (w) {
       if (s.background && w.differing.length > 0) await this.countDamage(w.first, w.leaves, w.differing);
       if (s.mode === 'verify') {
-        for (const e of w.extents) if (s.differing.length < REPORT_RANGES) s.differing.push([e.offset, e.length]);
+        for (const [offset, , , length] of w.runs) if (s.differing.length < REPORT_RANGES) s.differing.push([offset, length]);
       } else {
         if (w.extents.length > 0) {
           await this.deps.journal.write({ startTimeMs: w.atMs, endTimeMs: Date.now(), consistency: 'FUZZY', tags: [], flags: FLAG_RESYNC }, w.extents);
@@ -428,31 +444,45 @@ export class Resync {
   }
 
   /**
-   * Differing blocks as extents (runs of neighbours, at most 1 MiB), their data copied out of the window
-   * into pieces of at most COPY_PIECE bytes, so the window is read into again at once. Views of the window
-   * would save the copy (~0.1 ms per MiB) but hold it until the differential is acknowledged, and make
-   * every window fresh memory: a page fault per 4 KiB (~15 µs on a VM), 40 times the copy. Pieces are
-   * small enough to come from the heap, where freed memory is reused warm.
+   * Differing blocks as runs of neighbours of at most MAX_EXTENT bytes: [volume offset, start and end in
+   * the window, length] (the last block of the volume may be short).
    */
-  private extents(blocks: number[], first: number, data: Buffer): DirtyExtent[] {
-    const out: DirtyExtent[] = [];
+  private runs(blocks: number[], first: number, windowBytes: number): Run[] {
+    const out: Run[] = [];
     const bs = this.blockSize;
-    let piece = Buffer.alloc(0);
-    let at = 0;
     let i = 0;
     while (i < blocks.length) {
       let j = i + 1;
       while (j < blocks.length && blocks[j] === blocks[j - 1]! + 1 && (j - i + 1) * bs <= MAX_EXTENT) j++;
       const start = (blocks[i]! - first) * bs;
-      const end = Math.min(start + (j - i) * bs, data.length);
-      if (piece.length - at < end - start) {
-        piece = Buffer.allocUnsafe(Math.max(end - start, Math.min(COPY_PIECE, (blocks.length - i) * bs)));
+      const end = Math.min(start + (j - i) * bs, windowBytes);
+      out.push([blocks[i]! * bs, start, end, end - start]);
+      i = j;
+    }
+    return out;
+  }
+
+  /**
+   * The runs as extents, their data copied out of the window into pieces of at most COPY_PIECE bytes, so
+   * the window is read into again at once. Views of the window would save the copy (~0.1 ms per MiB) but
+   * hold it until the differential is acknowledged, and make every window fresh memory: a page fault per
+   * 4 KiB (~15 µs on a VM), 40 times the copy. Pieces are small enough to come from the heap, where freed
+   * memory is reused warm.
+   */
+  private extents(runs: Run[], data: Buffer): DirtyExtent[] {
+    const out: DirtyExtent[] = [];
+    let piece = Buffer.alloc(0);
+    let at = 0;
+    let left = runs.reduce((n, r) => n + r[3], 0);
+    for (const [offset, start, end, length] of runs) {
+      if (piece.length - at < length) {
+        piece = Buffer.allocUnsafe(Math.max(length, Math.min(COPY_PIECE, left)));
         at = 0;
       }
       const slice = piece.subarray(at, at + data.copy(piece, at, start, end));
       at += slice.length;
-      out.push({ offset: blocks[i]! * bs, length: slice.length, data: slice, crc32c: crc(slice) });
-      i = j;
+      left -= length;
+      out.push({ offset, length: slice.length, data: slice, crc32c: crc(slice) });
     }
     return out;
   }

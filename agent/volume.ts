@@ -7,6 +7,11 @@ import { readDirect, tryLock } from '../native/index.js';
 export interface VolumeReader {
   readonly sizeBytes: number;
   /**
+   * True when read() reads into an `into` big enough (a subarray of it is returned): a caller may then
+   * keep buffers to read into again. A block device's direct read allocates aligned memory of its own.
+   */
+  readonly readsInto?: boolean;
+  /**
    * `length` bytes at `offset`; short only at the end of the volume. `into` is a buffer the caller has
    * done with, which may be read into instead of allocating; always use the buffer returned.
    */
@@ -25,6 +30,10 @@ export class Volume implements VolumeReader {
    * the device. Image files are read through the page cache: a file has one cache, which writes go through.
    */
   private constructor(readonly path: string, private readonly fh: fsp.FileHandle, readonly sizeBytes: number, private readonly base = 0, private readonly direct = false) {}
+
+  get readsInto(): boolean {
+    return !this.direct;
+  }
 
   static async open(p: string): Promise<Volume> {
     try {

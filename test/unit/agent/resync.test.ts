@@ -184,63 +184,62 @@ t.test('where windows differ for much of their blocks, later windows ask about t
   t.ok(diffs.every((d) => d.extents.every((e) => e.data.equals(source.subarray(e.offset, e.offset + e.length)))), 'with the source bytes');
 });
 
-/** A volume reader that records the buffers it was given to read into. */
-function recordingReader(volume: Volume, direct = false) {
-  const given: Buffer[] = [];
-  const reader = {
-    sizeBytes: volume.sizeBytes,
-    read: (offset: number, length: number, into?: Buffer) => {
-      if (into) given.push(into);
-      // A block device's direct read allocates its own buffer whatever it is given.
-      return volume.read(offset, length, direct ? undefined : into);
-    },
-  };
-  return { reader, given };
-}
+/** 16 windows and a short one (three blocks and a part block), big enough for the pass to reuse buffers. */
+const BIG = 16 * WINDOW + 3 * BS + 100;
 
-t.test('window buffers are read into again once their differing blocks are copied out', async (t) => {
+/**
+ * A resync of a BIG volume read through a reader that records the buffers it was given to read into.
+ * `readsInto: false` is a block device's direct read, which allocates its own buffer whatever it is given.
+ */
+async function bigSetup(t: Test, readsInto: boolean, ask: Ask) {
   const { dir, img, journal } = await setup(t);
-  fs.writeFileSync(img, rng.bytes(16 * WINDOW));
+  fs.writeFileSync(img, rng.bytes(BIG));
   const big = await Volume.open(img);
   t.teardown(() => big.close());
-  const tracker = new ScanTracker(dir, 16 * WINDOW, BS, silentLogger());
+  const tracker = new ScanTracker(dir, BIG, BS, silentLogger());
   await tracker.open();
-  const { reader, given } = recordingReader(big);
-  // One block differs per window: copied out, so the window's buffer is free at once.
-  const r = new Resync(dir, 'v', 16 * WINDOW, BS, {
-    capture: new NoCapture(reader as unknown as Volume), tracker, journal, log: silentLogger(), windowBytes: WINDOW,
-    ask: async (q) => ({ volumeId: 'v', requestId: 0, differing: q.ranges.filter((x) => (x * q.rangeBlocks) % (WINDOW / BS) === 0) }),
-  });
+  const given: Buffer[] = [];
+  const reader = {
+    sizeBytes: big.sizeBytes,
+    readsInto,
+    read: (offset: number, length: number, into?: Buffer) => {
+      if (into) given.push(into);
+      return big.read(offset, length, readsInto ? into : undefined);
+    },
+  };
+  const r = new Resync(dir, 'v', BIG, BS, { capture: new NoCapture(reader as unknown as Volume), tracker, journal, log: silentLogger(), windowBytes: WINDOW, ask });
   await r.open();
-  await r.start('resync', 'test');
-  while (!(await r.step()));
-  t.ok(given.length >= 12, `later windows were read into spare buffers (${given.length} of 16)`);
-  t.ok(new Set(given.map((b) => b.buffer)).size <= 4, 'no more spares than the windows read ahead');
+  return { r, img, journal, given };
+}
+
+/** The replica differs in the first block of every window. */
+const firstBlockDiffers: Ask = async (q) => ({ volumeId: 'v', requestId: 0, differing: q.ranges.filter((x) => (x * q.rangeBlocks) % (WINDOW / BS) === 0) });
+
+/** Every extent pending in the journal, read back from its file, checked against the source bytes. */
+async function checkJournaled(t: Test, img: string, journal: Journal): Promise<number> {
   const source = fs.readFileSync(img);
   const diffs = await Promise.all(journal.pending().map((s) => readHrl(journal.file(s))));
   const extents = diffs.flatMap((d) => d.extents);
-  t.equal(extents.length, 16);
   t.ok(extents.every((e) => e.data.equals(source.subarray(e.offset, e.offset + e.length))), 'every journaled block carries the source bytes');
+  return extents.length;
+}
+
+t.test('window buffers are read into again once their differing blocks are copied out', async (t) => {
+  const { r, img, journal, given } = await bigSetup(t, true, firstBlockDiffers);
+  await r.start('resync', 'test');
+  while (!(await r.step()));
+  t.ok(given.length >= 13, `later windows were read into spare buffers (${given.length} of 17)`);
+  t.ok(new Set(given.map((b) => b.buffer)).size <= 3, 'no more buffers than the windows in flight at once');
+  t.equal(await checkJournaled(t, img, journal), 17, 'the first block of each window, the short last one too');
 });
 
 t.test('an initial replication reads into its window buffers again; what the journal holds keeps the source bytes', async (t) => {
-  const { dir, img, journal } = await setup(t);
-  fs.writeFileSync(img, rng.bytes(16 * WINDOW));
-  const big = await Volume.open(img);
-  t.teardown(() => big.close());
-  const tracker = new ScanTracker(dir, 16 * WINDOW, BS, silentLogger());
-  await tracker.open();
-  const { reader, given } = recordingReader(big);
   // Every block differs: each window's data is journaled whole, and the journal keeps it in memory for
   // the upload. It must be a copy: the window's buffer is read into again for the windows after it.
-  const r = new Resync(dir, 'v', 16 * WINDOW, BS, {
-    capture: new NoCapture(reader as unknown as Volume), tracker, journal, log: silentLogger(), windowBytes: WINDOW,
-    ask: async (q) => ({ volumeId: 'v', requestId: 0, differing: q.ranges }),
-  });
-  await r.open();
+  const { r, img, journal, given } = await bigSetup(t, true, async (q) => ({ volumeId: 'v', requestId: 0, differing: q.ranges }));
   await r.start('resync', 'test');
   while (!(await r.step()));
-  t.ok(given.length >= 12, `later windows were read into spare buffers (${given.length} of 16)`);
+  t.ok(given.length >= 13, `later windows were read into spare buffers (${given.length} of 17)`);
   const source = fs.readFileSync(img);
   let bytes = 0;
   for (const seq of journal.pending()) {
@@ -249,26 +248,46 @@ t.test('an initial replication reads into its window buffers again; what the jou
     t.ok(diff.extents.every((e) => e.data.equals(source.subarray(e.offset, e.offset + e.length))), `differential ${seq} held in memory still carries the source bytes`);
     bytes += diff.extents.reduce((n, e) => n + e.length, 0);
   }
-  t.equal(bytes, 16 * WINDOW, 'the whole volume journaled');
+  t.equal(bytes, BIG, 'the whole volume journaled, its part block too');
 });
 
-t.test('a reader that allocates its own buffers is given no spares', async (t) => {
-  const { dir, img, journal } = await setup(t);
-  fs.writeFileSync(img, rng.bytes(16 * WINDOW));
-  const big = await Volume.open(img);
-  t.teardown(() => big.close());
-  const tracker = new ScanTracker(dir, 16 * WINDOW, BS, silentLogger());
-  await tracker.open();
-  const { reader, given } = recordingReader(big, true);
-  const r = new Resync(dir, 'v', 16 * WINDOW, BS, {
-    capture: new NoCapture(reader as unknown as Volume), tracker, journal, log: silentLogger(), windowBytes: WINDOW,
-    ask: async (q) => ({ volumeId: 'v', requestId: 0, differing: q.ranges.filter((x) => (x * q.rangeBlocks) % (WINDOW / BS) === 0) }),
-  });
-  await r.open();
+t.test('a reader that allocates its own buffers is given none', async (t) => {
+  const { r, img, journal, given } = await bigSetup(t, false, firstBlockDiffers);
   await r.start('resync', 'test');
   while (!(await r.step()));
-  t.ok(given.length <= 4, `spares stop once one was not read into (${given.length} given)`);
-  const source = fs.readFileSync(img);
-  const diffs = await Promise.all(journal.pending().map((s) => readHrl(journal.file(s))));
-  t.ok(diffs.flatMap((d) => d.extents).every((e) => e.data.equals(source.subarray(e.offset, e.offset + e.length))));
+  t.equal(given.length, 0, 'no buffer allocated for a reader that would not use it');
+  t.equal(await checkJournaled(t, img, journal), 17);
+});
+
+t.test('a verify holds no window buffers between its steps', async (t) => {
+  const { r, given } = await bigSetup(t, true, firstBlockDiffers);
+  await r.start('verify', 'test');
+  while (!(await r.step()));
+  t.equal(given.length, 0, 'each window read into memory of its own, freed with it');
+  t.equal(r.state.differing.length, 17, 'every differing block reported');
+});
+
+t.test('a window whose question fails drops the windows ahead and their buffers; the pass then completes with the source bytes', async (t) => {
+  let failed = 0;
+  const { r, img, journal, given } = await bigSetup(t, true, async (q, hashes) => {
+    // Window 5's first question fails once, while windows after it are being compared with buffers of their own.
+    if (failed === 0 && q.ranges[0]! * q.rangeBlocks >= 5 * (WINDOW / BS)) {
+      failed++;
+      throw new Error('the replica went away');
+    }
+    return firstBlockDiffers(q, hashes);
+  });
+  await r.start('resync', 'test');
+  let threw = 0;
+  for (;;) {
+    try {
+      if (await r.step()) break;
+    } catch (e) {
+      t.match((e as Error).message, /went away/);
+      threw++;
+    }
+  }
+  t.equal(threw, 1, 'one step failed');
+  t.ok(new Set(given.map((b) => b.buffer)).size <= 6, 'buffers of the dropped windows were not taken back');
+  t.equal(await checkJournaled(t, img, journal), 17, 'every window journaled once, window 5 after its retry');
 });
