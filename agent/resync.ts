@@ -42,7 +42,7 @@ const AHEAD = 2;
 const DIRECT_SHARE = 1 / 8;
 /**
  * Window buffers in use at most (the one being journaled and those ahead): fewer ahead for big windows.
- * The differing blocks copied out of them wait beside them, about as many bytes again at most.
+ * The differing blocks of the one being journaled are copied out of it, at most as many bytes again.
  */
 const MAX_IN_FLIGHT_BYTES = 256 * 1024 * 1024;
 
@@ -60,8 +60,12 @@ interface Compared {
   differing: number[];
   /** The differing blocks as runs (see runs()). */
   runs: Run[];
-  /** The runs with their data, copied out of the window (whose buffer is read into again); none for a verify. */
-  extents: DirtyExtent[];
+  /** The window's bytes, whose runs are copied out when it is journaled; empty for a verify. */
+  data: Buffer;
+  /** The pass's own buffer that holds data, to read into again once the runs are copied out. */
+  buffer: Buffer | undefined;
+  /** The pass generation the buffer belongs to (see giveBack). */
+  generation: number;
   hashBytes: number;
 }
 
@@ -292,7 +296,7 @@ export class Resync {
     });
     this.reading = read.catch(() => {});
     // The window's buffer (when this pass owns it) is read into again once nothing refers to it: after a
-    // failed read, or once the differing blocks are copied out (extents); a verify keeps no spares.
+    // failure here, or once its differing blocks are copied out as it is journaled (commit).
     try {
       const { data, atMs } = await read;
       const leaves = leafHashes(data, bs);
@@ -304,10 +308,12 @@ export class Resync {
       const afterSeq = s.mode === 'verify' ? this.deps.journal.lastSeq : this.redoSeq || s.baseSeq;
       const { differing, hashBytes } = await this.compare(first, count, leaves, afterSeq, s.mode !== 'resync');
       const runs = this.runs(differing, first, data.length);
-      const extents = s.mode === 'verify' ? [] : this.extents(runs, data);
-      return { first, count, atMs, bytes: data.length, leaves, differing, runs, extents, hashBytes };
-    } finally {
+      // A verify reports the runs only: its window's memory is left to the collector now.
+      const kept = s.mode === 'verify' ? Buffer.alloc(0) : data;
+      return { first, count, atMs, bytes: data.length, leaves, differing, runs, data: kept, buffer: into, generation, hashBytes };
+    } catch (e) {
       this.giveBack(into, s, generation);
+      throw e;
     }
   }
 
@@ -338,9 +344,12 @@ export class Resync {
       if (s.mode === 'verify') {
         for (const [offset, , , length] of w.runs) if (s.differing.length < REPORT_RANGES) s.differing.push([offset, length]);
       } else {
-        if (w.extents.length > 0) {
-          await this.deps.journal.write({ startTimeMs: w.atMs, endTimeMs: Date.now(), consistency: 'FUZZY', tags: [], flags: FLAG_RESYNC }, w.extents);
-          s.bytesSent += w.extents.reduce((n, e) => n + e.length, 0);
+        // Copied out only now, so the windows compared ahead hold no copies beside their buffers.
+        const extents = this.extents(w.runs, w.data);
+        this.giveBack(w.buffer, s, w.generation);
+        if (extents.length > 0) {
+          await this.deps.journal.write({ startTimeMs: w.atMs, endTimeMs: Date.now(), consistency: 'FUZZY', tags: [], flags: FLAG_RESYNC }, extents);
+          s.bytesSent += extents.reduce((n, e) => n + e.length, 0);
         }
         // The replica now holds (or will, once that differential is applied) what was read here.
         await this.deps.tracker.adoptBaseline(w.first, w.leaves);
