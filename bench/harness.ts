@@ -163,12 +163,30 @@ export function cpuSecondsTree(pid: number): number | null {
   return usageTree(pid)?.cpuSeconds ?? null;
 }
 
+/** A process's peak resident set (VmHWM), MiB; null once it is gone. */
+function peakRssMiB(pid: number): number | null {
+  try {
+    const m = /^VmHWM:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) / 1024 : null;
+  } catch {
+    return null;
+  }
+}
+
+interface Usage {
+  cpuSeconds: number;
+  minorFaults: number;
+  /** The largest peak resident set of the processes (not their sum). */
+  peakRssMiB: number;
+}
+
 /** cpuSecondsTree, with the minor page faults of the same processes (on this VM each costs ~15 µs). */
-function usageTree(pid: number): { cpuSeconds: number; minorFaults: number } | null {
+function usageTree(pid: number): Usage | null {
   const root = readStat(pid);
   if (root === null) return null;
   let ticks = root.utime + root.stime + root.cutime + root.cstime;
   let faults = root.minflt + root.cminflt;
+  let peak = peakRssMiB(pid) ?? 0;
   const stack = childrenOf(pid);
   const seen = new Set<number>([pid]);
   while (stack.length > 0) {
@@ -179,14 +197,15 @@ function usageTree(pid: number): { cpuSeconds: number; minorFaults: number } | n
     if (s === null) continue;
     ticks += s.utime + s.stime + s.cutime + s.cstime;
     faults += s.minflt + s.cminflt;
+    peak = Math.max(peak, peakRssMiB(p) ?? 0);
     stack.push(...childrenOf(p));
   }
-  return { cpuSeconds: ticks / ticksPerSecond(), minorFaults: faults };
+  return { cpuSeconds: ticks / ticksPerSecond(), minorFaults: faults, peakRssMiB: peak };
 }
 
 /** Keeps the last CPU reading of each named process, so a reading survives the process exiting. */
 export class CpuMeter {
-  private readonly last = new Map<string, { cpuSeconds: number; minorFaults: number }>();
+  private readonly last = new Map<string, Usage>();
   private readonly pids = new Map<string, number>();
 
   watch(name: string, pid: number | undefined): void {
@@ -208,6 +227,11 @@ export class CpuMeter {
   /** Minor page faults: a count that load on the machine does not skew, unlike CPU seconds. */
   faults(name: string): number {
     return this.last.get(name)?.minorFaults ?? NaN;
+  }
+
+  /** Peak resident set, MiB: memory first touched is faulted in, so it bounds the faults a run must take. */
+  peakRssMiB(name: string): number {
+    return this.last.get(name)?.peakRssMiB ?? NaN;
   }
 }
 

@@ -98,6 +98,8 @@ interface TidemarkRun {
   cpu: Record<DaemonName, number>;
   /** Minor page faults of each daemon, start to converged. */
   faults: Record<DaemonName, number>;
+  /** Peak resident set of each daemon, MiB. */
+  peakRssMiB: Record<DaemonName, number>;
   status: Record<DaemonName, Status | null>;
   replicaSha256: string;
 }
@@ -155,6 +157,7 @@ async function tidemark(dir: string, source: string, replica: string, sizeMiBv: 
       convergedSeconds,
       cpu: { agent: cpu.seconds('agent'), ps: cpu.seconds('ps'), mt: cpu.seconds('mt') },
       faults: { agent: cpu.faults('agent'), ps: cpu.faults('ps'), mt: cpu.faults('mt') },
+      peakRssMiB: { agent: cpu.peakRssMiB('agent'), ps: cpu.peakRssMiB('ps'), mt: cpu.peakRssMiB('mt') },
       status,
       replicaSha256: await sha256File(replica),
     };
@@ -241,6 +244,10 @@ async function run(): Promise<BenchResult> {
       { name: 'agent minor page faults per MiB of volume', value: tm.faults.agent / mib, unit: '1/MiB' },
       { name: 'process server minor page faults per MiB of volume', value: tm.faults.ps / mib, unit: '1/MiB' },
       { name: 'master target minor page faults per MiB of volume', value: tm.faults.mt / mib, unit: '1/MiB' },
+      // Every page of the peak was faulted in once: 256 faults per MiB of it.
+      { name: 'agent peak RSS', value: tm.peakRssMiB.agent, unit: 'MiB' },
+      { name: 'process server peak RSS', value: tm.peakRssMiB.ps, unit: 'MiB' },
+      { name: 'master target peak RSS', value: tm.peakRssMiB.mt, unit: 'MiB' },
       { name: 'raw bytes into the process server (rawBytesIn)', value: rawIn, unit: 'bytes' },
       { name: 'LZ4 stored bytes in the process server (storedBytesIn)', value: storedIn, unit: 'bytes' },
       { name: 'LZ4 ratio at the process server (rawBytesIn / storedBytesIn)', value: rawIn / storedIn, unit: 'x' },
@@ -280,14 +287,14 @@ async function run(): Promise<BenchResult> {
     ];
     const ok = (b: boolean): string => (b ? 'sha256 equal' : 'SHA256 DIFFERS');
     const table = [
-      ['run', 'wall s', 'MiB/s volume', 'MiB/s data', 'CPU s/GiB', 'faults/MiB', 'result'],
-      ['raw sequential read', fmt(raw.seconds, 2), fmt(rawMiBs), '-', '-', '-', '-'],
-      ['lz4 -1 | TCP | lz4 -d', fmt(lz.seconds, 2), fmt(lzMiBs), fmt(lzMiBs), fmt(lz.cpuSeconds / gib, 2), '-', ok(lz4Equal)],
-      ['tidemark, to converged', fmt(tm.convergedSeconds, 2), fmt(volMiBs), fmt(dataMiBs), fmt(cpuTotal / gib, 2), fmt((tm.faults.agent + tm.faults.ps + tm.faults.mt) / mib, 0), ok(replicaEqual)],
-      ['tidemark, to replica complete', fmt(tm.replicaCompleteSeconds, 2), fmt(mib / tm.replicaCompleteSeconds), fmt(rawIn / MiB / tm.replicaCompleteSeconds), '-', '-', '-'],
-      ['  agent', '-', '-', '-', fmt(tm.cpu.agent / gib, 2), fmt(tm.faults.agent / mib, 0), Number.isFinite(tm.firstPassSeconds) ? `first pass ${fmt(tm.firstPassSeconds, 1)} s` : 'first pass not observed'],
-      ['  process server', '-', '-', '-', fmt(tm.cpu.ps / gib, 2), fmt(tm.faults.ps / mib, 0), `lz4 ${fmt(rawIn / MiB, 0)} → ${fmt(storedIn / MiB, 0)} MiB (${fmt(rawIn / storedIn, 2)}x)`],
-      ['  master target', '-', '-', '-', fmt(tm.cpu.mt / gib, 2), fmt(tm.faults.mt / mib, 0), `received ${fmt(num(mtReceiver?.bytesReceived) / MiB, 0)} MiB`],
+      ['run', 'wall s', 'MiB/s volume', 'MiB/s data', 'CPU s/GiB', 'faults/MiB', 'peak RSS MiB', 'result'],
+      ['raw sequential read', fmt(raw.seconds, 2), fmt(rawMiBs), '-', '-', '-', '-', '-'],
+      ['lz4 -1 | TCP | lz4 -d', fmt(lz.seconds, 2), fmt(lzMiBs), fmt(lzMiBs), fmt(lz.cpuSeconds / gib, 2), '-', '-', ok(lz4Equal)],
+      ['tidemark, to converged', fmt(tm.convergedSeconds, 2), fmt(volMiBs), fmt(dataMiBs), fmt(cpuTotal / gib, 2), fmt((tm.faults.agent + tm.faults.ps + tm.faults.mt) / mib, 0), '-', ok(replicaEqual)],
+      ['tidemark, to replica complete', fmt(tm.replicaCompleteSeconds, 2), fmt(mib / tm.replicaCompleteSeconds), fmt(rawIn / MiB / tm.replicaCompleteSeconds), '-', '-', '-', '-'],
+      ['  agent', '-', '-', '-', fmt(tm.cpu.agent / gib, 2), fmt(tm.faults.agent / mib, 0), fmt(tm.peakRssMiB.agent, 0), Number.isFinite(tm.firstPassSeconds) ? `first pass ${fmt(tm.firstPassSeconds, 1)} s` : 'first pass not observed'],
+      ['  process server', '-', '-', '-', fmt(tm.cpu.ps / gib, 2), fmt(tm.faults.ps / mib, 0), fmt(tm.peakRssMiB.ps, 0), `lz4 ${fmt(rawIn / MiB, 0)} → ${fmt(storedIn / MiB, 0)} MiB (${fmt(rawIn / storedIn, 2)}x)`],
+      ['  master target', '-', '-', '-', fmt(tm.cpu.mt / gib, 2), fmt(tm.faults.mt / mib, 0), fmt(tm.peakRssMiB.mt, 0), `received ${fmt(num(mtReceiver?.bytesReceived) / MiB, 0)} MiB`],
     ];
     const version = (cmd: string, arg: string): string => {
       try {
