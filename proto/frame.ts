@@ -50,12 +50,18 @@ export function encodeFramePrefix(msg: Message, payload?: Uint8Array, payloadCrc
  * Bodies at least this long (and at most BODY_POOL_CAP) are assembled in buffers taken from a pool and
  * given back by Frame.release(): a 1 MiB extent otherwise costs a fresh 1 MiB allocation (page faults, and
  * external memory that drives V8's collections) for bytes that live only until they are compressed.
- * The floor keeps a small body from pinning a whole pooled buffer where its consumer keeps it.
+ * The floor keeps a small body from pinning a big pooled buffer where its consumer keeps it.
  */
 export const BODY_POOL_FROM = 512 * 1024;
 export const BODY_POOL_CAP = 1024 * 1024 + MAX_HEADER_BYTES;
 /** Released bodies kept for reuse, per decoder. */
 const BODY_POOL_KEEP = 8;
+/**
+ * A pooled body's buffer is its length rounded up to this, not the cap: a body its consumer keeps (a
+ * compressed extent stored as is) then pins at most this much beyond its bytes, and a released one still
+ * fits the next body of about its size (headers differ by a few bytes).
+ */
+const BODY_POOL_STEP = 64 * 1024;
 
 /**
  * Incremental decoder: push socket chunks, take whole verified frames. A body that lies whole inside one
@@ -129,10 +135,29 @@ export class FrameDecoder {
 
   private startBody(len: number): void {
     this.pooled = len >= BODY_POOL_FROM && len <= BODY_POOL_CAP;
-    this.body = this.pooled ? (this.pool.pop() ?? Buffer.allocUnsafeSlow(BODY_POOL_CAP)).subarray(0, len) : Buffer.allocUnsafe(len);
+    this.body = this.pooled ? this.poolBuffer(len).subarray(0, len) : Buffer.allocUnsafe(len);
     this.have = 0;
     this.headerCrc = 0;
     this.payloadCrc = 0;
+  }
+
+  /** The smallest released buffer that holds `len` bytes, or a new one of `len` rounded up to BODY_POOL_STEP. */
+  private poolBuffer(len: number): Buffer {
+    let best = -1;
+    for (let i = 0; i < this.pool.length; i++) {
+      if (this.pool[i]!.length >= len && (best < 0 || this.pool[i]!.length < this.pool[best]!.length)) best = i;
+    }
+    if (best >= 0) return this.pool.splice(best, 1)[0]!;
+    return Buffer.allocUnsafeSlow(Math.min(BODY_POOL_CAP, Math.ceil(len / BODY_POOL_STEP) * BODY_POOL_STEP));
+  }
+
+  /** A released body's buffer back to the pool; when it is full, the smallest buffer goes. */
+  private giveBack(buffer: Buffer): void {
+    this.pool.push(buffer);
+    if (this.pool.length <= BODY_POOL_KEEP) return;
+    let smallest = 0;
+    for (let i = 1; i < this.pool.length; i++) if (this.pool[i]!.length < this.pool[smallest]!.length) smallest = i;
+    this.pool.splice(smallest, 1);
   }
 
   /** Fold body bytes [from, to), just copied, into the header's and the payload's crcs. */
@@ -158,7 +183,7 @@ export class FrameDecoder {
       frame.release = () => {
         if (released) return;
         released = true;
-        if (this.pool.length < BODY_POOL_KEEP) this.pool.push(Buffer.from(pooled.buffer, pooled.byteOffset, BODY_POOL_CAP));
+        this.giveBack(Buffer.from(pooled.buffer, pooled.byteOffset, pooled.buffer.byteLength - pooled.byteOffset));
       };
     }
     return frame;

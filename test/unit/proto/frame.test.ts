@@ -197,6 +197,37 @@ t.test('a released body is reused; one never released is never written again', a
   t.ok(next!.payload.equals(p3) && after!.payload.equals(p1));
 });
 
+t.test('a pooled body kept by its consumer pins its own size rounded up, not the pool\'s cap', async (t) => {
+  const d = new FrameDecoder();
+  const [m, p] = bigExtent(5, 600 * 1024); // a compressed 1 MiB extent, stored as is
+  const [kept] = tlsChunks(wire(m, p)).flatMap((c) => d.push(c));
+  t.ok(kept!.release !== undefined, 'pooled');
+  t.ok(kept!.payload.equals(p));
+  t.equal(kept!.payload.buffer.byteLength, 640 * 1024, 'its body rounded up to 64 KiB');
+});
+
+t.test('released bodies serve the next body that fits, the smallest that does first', async (t) => {
+  const d = new FrameDecoder();
+  const one = (fill: number, n: number): Frame => tlsChunks(wire(...bigExtent(fill, n))).flatMap((c) => d.push(c))[0]!;
+  const small = one(1, 600 * 1024);
+  const large = one(2, 1 << 20);
+  small.release!();
+  large.release!();
+  // A body a few bytes longer than the last 1 MiB one (a longer header) still fits its buffer.
+  const [m0, p] = bigExtent(3);
+  const m: Message = { extent: { ...(m0 as Extract<Message, { extent: unknown }>).extent, offset: 2 ** 40 } };
+  t.ok(wire(m, p).length > wire(m0, p).length, 'the next header is longer');
+  const [f] = tlsChunks(wire(m, p)).flatMap((c) => d.push(c));
+  t.equal(f!.payload.buffer, large.payload.buffer, 'the large buffer, as the small one cannot hold it');
+  t.ok(f!.payload.equals(p));
+  const g = one(4, 520 * 1024);
+  t.equal(g.payload.buffer, small.payload.buffer, 'the small buffer for a small body');
+  t.ok(g.payload.equals(bigExtent(4, 520 * 1024)[1]));
+  const h = one(5, 900 * 1024);
+  t.not(h.payload.buffer, large.payload.buffer, 'nothing left in the pool: a new buffer');
+  t.ok(f!.payload.equals(p), 'the bodies handed out still hold their own bytes');
+});
+
 t.test('property: a flipped bit in a large body split anywhere is caught', async (t) => {
   const [m, p] = bigExtent(9, BODY_POOL_FROM + 1000);
   const clean = wire(m, p);
