@@ -2,11 +2,10 @@
 // signed by the CA (crl.pem beside ca.crt); every daemon reads it (common/peer-trust.ts) and refuses,
 // and disconnects, any peer whose certificate serial is listed. The signature is checked against the CA
 // the daemon already trusts, so the file can be copied around by any means.
-import 'reflect-metadata';
-import * as x509 from '@peculiar/x509';
+import type * as X509 from '@peculiar/x509';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
-import { loadCaKey, parseCert, pkiError, readPath, writeDurable } from './pki.js';
+import { loadCaKey, parseCert, pkiError, readPath, writeDurable, x509Lib } from './pki.js';
 
 export const CRL_FILE = 'crl.pem';
 
@@ -41,13 +40,14 @@ export async function readCrl(file: string, caPem: Buffer): Promise<Crl> {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return EMPTY_CRL;
     throw pkiError(`cannot read revocation list ${file}: ${(err as Error).message}`, file, err);
   }
-  let crl: x509.X509Crl;
+  const x509 = await x509Lib();
+  let crl: X509.X509Crl;
   try {
     crl = new x509.X509Crl(pem);
   } catch (err) {
     throw pkiError(`${file} is not a PEM CRL: ${(err as Error).message}`, file, err);
   }
-  const ca = parseCert(caPem, 'CA certificate');
+  const ca = await parseCert(caPem, 'CA certificate');
   if (!(await crl.verify({ publicKey: ca.publicKey }).catch(() => false))) {
     throw pkiError(`${file} is not signed by the CA (${ca.subject}); ignoring it would trust revoked certificates`, file);
   }
@@ -56,17 +56,17 @@ export async function readCrl(file: string, caPem: Buffer): Promise<Crl> {
 }
 
 // The CA key as issue() reads it (common/pki.ts); revocation is signed by the same key.
-async function caSigner(dir: string): Promise<{ cert: x509.X509Certificate; certPem: Buffer; key: CryptoKey }> {
+async function caSigner(dir: string): Promise<{ cert: X509.X509Certificate; certPem: Buffer; key: CryptoKey }> {
   const caPath = path.join(dir, 'ca.crt');
   const certPem = await readPath(caPath, 'CA certificate');
-  const cert = parseCert(certPem, caPath);
+  const cert = await parseCert(certPem, caPath);
   return { cert, certPem, key: await loadCaKey(dir) };
 }
 
 /** `what` is a certificate file, or the name of one the CA dir holds (<dir>/<name>.crt). */
-async function certToRevoke(dir: string, what: string): Promise<{ serial: string; name: string; file: string; cert: x509.X509Certificate }> {
+async function certToRevoke(dir: string, what: string): Promise<{ serial: string; name: string; file: string; cert: X509.X509Certificate }> {
   const file = /[/\\]|\.(crt|pem)$/.test(what) ? what : path.join(dir, `${what}.crt`);
-  const cert = parseCert(await readPath(file, 'certificate to revoke'), file);
+  const cert = await parseCert(await readPath(file, 'certificate to revoke'), file);
   return { serial: normalSerial(cert.serialNumber), name: cert.subjectName.getField('CN')[0] ?? '?', file, cert };
 }
 
@@ -89,6 +89,7 @@ export async function revoke(dir: string, what: string): Promise<{ serial: strin
     // Daemons poll the file and never expire it; nextUpdate is only there because the CRL parser we use
     // loses the entries of a list without one (it is optional in RFC 5280).
     const now = new Date();
+    const x509 = await x509Lib();
     const crl = await x509.X509CrlGenerator.create({
       issuer: signer.cert.subjectName.toString(), thisUpdate: now, nextUpdate: new Date(now.getTime() + NEXT_UPDATE_MS), signingAlgorithm: SIG, signingKey: signer.key,
       entries: entries.map((e) => ({ serialNumber: e.serialNumber.length % 2 === 1 ? `0${e.serialNumber}` : e.serialNumber, revocationDate: e.revocationDate })),

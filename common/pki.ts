@@ -1,17 +1,29 @@
 // A deliberately small PKI: one self-signed CA per deployment, one ECDSA P-256 leaf per daemon.
 // The role lives in the subject OU so every TLS peer can tell an agent from a master target.
 
-// @peculiar/x509 v2 loads tsyringe, which needs the Reflect metadata polyfill before it is evaluated:
-// ES modules evaluate imports in order, so this import must stay above the x509 one.
-import 'reflect-metadata';
-import * as x509 from '@peculiar/x509';
-import { createPrivateKey, createPublicKey, randomBytes, webcrypto } from 'node:crypto';
+import type * as X509 from '@peculiar/x509';
+import { X509Certificate as NodeCertificate, createPrivateKey, createPublicKey, randomBytes, webcrypto } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { closest } from 'fastest-levenshtein';
 import { tmError, type TidemarkError } from './errors.js';
 
-x509.cryptoProvider.set(webcrypto as unknown as Crypto);
+let x509Loaded: Promise<typeof X509> | undefined;
+
+/**
+ * @peculiar/x509, loaded on first use: only issuing, revoking and reading a CRL need it, and loading it
+ * (about 200 modules) cost every daemon and CLI start-up 0.24 s of CPU. It loads tsyringe, which needs
+ * the Reflect metadata polyfill evaluated first.
+ */
+export function x509Lib(): Promise<typeof X509> {
+  x509Loaded ??= (async () => {
+    await import('reflect-metadata');
+    const x509 = await import('@peculiar/x509');
+    x509.cryptoProvider.set(webcrypto as unknown as Crypto);
+    return x509;
+  })();
+  return x509Loaded;
+}
 
 export const ROLES = ['agent', 'process-server', 'master-target', 'operator', 'config-server'] as const;
 export type Role = (typeof ROLES)[number];
@@ -54,7 +66,7 @@ async function newKeys(): Promise<CryptoKeyPair> {
 
 async function keyPem(k: CryptoKey): Promise<string> {
   const der = await webcrypto.subtle.exportKey('pkcs8', k as unknown as webcrypto.CryptoKey);
-  return `${x509.PemConverter.encode(der, 'PRIVATE KEY')}\n`;
+  return `${(await x509Lib()).PemConverter.encode(der, 'PRIVATE KEY')}\n`;
 }
 
 // Temp file + fsync + rename + directory fsync, so a crash leaves the old file or the new one,
@@ -89,9 +101,19 @@ export async function readPath(p: string, what: string): Promise<Buffer> {
   }
 }
 
-export function parseCert(pem: Buffer, p: string): InstanceType<typeof x509.X509Certificate> {
+export async function parseCert(pem: Buffer, p: string): Promise<X509.X509Certificate> {
+  const x509 = await x509Lib();
   try {
     return new x509.X509Certificate(pem.toString('utf8'));
+  } catch (err) {
+    throw pkiError(`${p} is not a PEM certificate: ${(err as Error).message}`, p, err);
+  }
+}
+
+/** The certificate as Node reads it (node:crypto, no library to load): for what a daemon checks at start. */
+export function nodeCert(pem: Buffer, p: string): NodeCertificate {
+  try {
+    return new NodeCertificate(pem);
   } catch (err) {
     throw pkiError(`${p} is not a PEM certificate: ${(err as Error).message}`, p, err);
   }
@@ -129,7 +151,7 @@ export async function loadCaKey(dir: string): Promise<CryptoKey> {
     }
   } else {
     try {
-      der = x509.PemConverter.decodeFirst(pem);
+      der = (await x509Lib()).PemConverter.decodeFirst(pem);
     } catch (err) {
       throw pkiError(`${keyPath} is not a PKCS#8 P-256 private key: ${(err as Error).message}`, keyPath, err);
     }
@@ -158,6 +180,7 @@ export async function initCa(
     }
   }
   await mkdirPrivate(dir);
+  const x509 = await x509Lib();
   const keys = await newKeys();
   const cert = await x509.X509CertificateGenerator.createSelfSigned({
     serialNumber: serial(), name: [{ CN: [name] }], keys, signingAlgorithm: SIG, notBefore, notAfter,
@@ -193,8 +216,9 @@ export async function issue(
   }
   const { notBefore, notAfter } = validity(opts.days, 730);
   const caPath = path.join(dir, 'ca.crt');
-  const caCert = parseCert(await readPath(caPath, 'CA certificate'), caPath);
+  const caCert = await parseCert(await readPath(caPath, 'CA certificate'), caPath);
   const caKey = await loadCaKey(dir);
+  const x509 = await x509Lib();
   const keys = await newKeys();
   const cert = await x509.X509CertificateGenerator.create({
     serialNumber: serial(), subject: [{ CN: [name] }, { OU: [role] }], issuer: caCert.subjectName,
@@ -223,22 +247,30 @@ export async function readIdentity(paths: { ca: string; cert: string; key: strin
   const ca = await readPath(paths.ca, 'CA certificate');
   const cert = await readPath(paths.cert, 'certificate');
   const key = await readPath(paths.key, 'private key');
-  const caCert = parseCert(ca, paths.ca);
-  const leaf = parseCert(cert, paths.cert);
-  const name = leaf.subjectName.getField('CN')[0];
-  const role = leaf.subjectName.getField('OU')[0];
+  const caCert = nodeCert(ca, paths.ca);
+  const leaf = nodeCert(cert, paths.cert);
+  // Read as TLS peers read each other's (getPeerCertificate): one CN and one OU.
+  const subject = leaf.toLegacyObject().subject as Record<string, unknown>;
+  const name = typeof subject.CN === 'string' && subject.CN !== '' ? subject.CN : undefined;
+  const role = subject.OU;
   if (name === undefined || !isRole(role)) {
-    throw pkiError(`${paths.cert} has subject '${leaf.subject}', not CN=<name>, OU=<role>`, paths.cert);
+    throw pkiError(`${paths.cert} has subject '${leaf.subject.replace(/\n/g, ', ')}', not CN=<name>, OU=<role>`, paths.cert);
   }
   // Catch mixed-up files at startup rather than as an opaque handshake failure on the peer.
-  if (!(await leaf.verify({ publicKey: caCert.publicKey, signatureOnly: true }).catch(() => false))) {
+  let issued = false;
+  try {
+    issued = leaf.verify(caCert.publicKey);
+  } catch {
+    /* a key of another kind: not issued by this CA */
+  }
+  if (!issued) {
     throw pkiError(`${paths.cert} was not issued by the CA in ${paths.ca}`, paths.cert);
   }
   let spki: Buffer;
   try { spki = createPublicKey(createPrivateKey(key)).export({ type: 'spki', format: 'der' }); } catch (err) {
     throw pkiError(`${paths.key} is not a PEM private key: ${(err as Error).message}`, paths.key, err);
   }
-  if (!spki.equals(Buffer.from(leaf.publicKey.rawData))) {
+  if (!spki.equals(leaf.publicKey.export({ type: 'spki', format: 'der' }))) {
     throw pkiError(`${paths.key} does not belong to ${paths.cert} (was one of them re-issued alone?)`, paths.key);
   }
   return { ca, cert, key, name, role };

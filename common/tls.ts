@@ -5,7 +5,7 @@
 import tls from 'node:tls';
 import { tmError, wrap } from './errors.js';
 import type { PeerTrust } from './peer-trust.js';
-import { isRole, parseCert, type Identity, type Role } from './pki.js';
+import { isRole, nodeCert, type Identity, type Role } from './pki.js';
 
 export interface Peer {
   name: string;
@@ -134,8 +134,11 @@ export function connectTls(host: string, port: number, trust: PeerTrust, expecte
 
 /** Why this daemon's own certificate cannot be accepted by a peer now (expired, not yet valid), or null. */
 export function ownCertificateProblem(id: Identity, now = new Date()): string | null {
-  const c = parseCert(id.cert, 'own certificate');
-  if (c.notAfter < now) return `this ${id.role}'s certificate (${id.name}) expired at ${c.notAfter.toISOString()}; peers refuse it: issue a new one (tidemark pki issue ${id.role} ${id.name}) and put it in place (it is reloaded without a restart)`;
-  if (c.notBefore > now) return `this ${id.role}'s certificate (${id.name}) is valid only from ${c.notBefore.toISOString()}: is this machine's clock right?`;
+  const c = nodeCert(id.cert, 'own certificate');
+  // Node 20 gives the dates only as OpenSSL prints them ("Dec  6 04:43:52 2028 GMT"), which Date reads.
+  const notAfter = new Date(c.validTo);
+  const notBefore = new Date(c.validFrom);
+  if (notAfter < now) return `this ${id.role}'s certificate (${id.name}) expired at ${notAfter.toISOString()}; peers refuse it: issue a new one (tidemark pki issue ${id.role} ${id.name}) and put it in place (it is reloaded without a restart)`;
+  if (notBefore > now) return `this ${id.role}'s certificate (${id.name}) is valid only from ${notBefore.toISOString()}: is this machine's clock right?`;
   return null;
 }

@@ -158,6 +158,12 @@ t.test('readIdentity names the missing or mismatched file', async (t) => {
   const other = await issue(caA, 'operator', 'op-2');
   await t.rejects(readIdentity({ ca: p.caPath, cert: p.certPath, key: other.keyPath }), { code: 'TM_ERR_PKI', message: /does not belong/ });
   await t.rejects(readIdentity({ ca: path.join(caB, 'ca.crt'), cert: p.certPath, key: p.keyPath }), { code: 'TM_ERR_PKI', message: /not issued by/ });
+  // The CA's own certificate has a CN and no OU: not a daemon's identity.
+  await t.rejects(readIdentity({ ca: p.caPath, cert: p.caPath, key: p.keyPath }), { code: 'TM_ERR_PKI', message: /has subject 'CN=.*', not CN=<name>, OU=<role>/ });
+  const junk = path.join(root, 'junk.crt');
+  fs.writeFileSync(junk, 'not a certificate\n');
+  await t.rejects(readIdentity({ ca: p.caPath, cert: junk, key: p.keyPath }), { code: 'TM_ERR_PKI', message: /is not a PEM certificate/ });
+  t.same(await readIdentity({ ca: p.caPath, cert: p.certPath, key: p.keyPath }).then((id) => [id.name, id.role]), ['op-1', 'operator']);
 });
 
 t.test('initCa twice without force fails and leaves the first CA untouched', async (t) => {
