@@ -10,6 +10,7 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { crc } from '../common/checksum.js';
 import { writeFileDurable } from '../common/durable.js';
+import { tmError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { FLAG_RESYNC } from '../proto/hrl.js';
 import type { HashAnswer, HashQuery } from '../proto/messages.js';
@@ -42,7 +43,8 @@ const AHEAD = 2;
 const DIRECT_SHARE = 1 / 8;
 /**
  * Window buffers in use at most (the one being journaled and those ahead): fewer ahead for big windows.
- * The differing blocks of the one being journaled are copied out of it, at most as many bytes again.
+ * The differing blocks of the one being journaled are copied out of it: one window's worth at most, which
+ * the journal keeps in memory until uploaded (RECENT_BYTES).
  */
 const MAX_IN_FLIGHT_BYTES = 256 * 1024 * 1024;
 
@@ -283,6 +285,8 @@ export class Resync {
     const capture = s.background ? this.deps.live ?? this.deps.capture : this.deps.capture;
     let into: Buffer | undefined;
     const read = this.reading.then(async () => {
+      // Dropped (discard) before its turn to read: neither a capture nor a buffer for it.
+      if (generation !== this.generation) throw tmError('TM_ERR_CLOSED', 'resync window dropped before it was read');
       const captured = await capture.begin();
       try {
         into = this.windowBuffer(captured.view, s);

@@ -21,7 +21,11 @@ export function x509Lib(): Promise<typeof X509> {
     const x509 = await import('@peculiar/x509');
     x509.cryptoProvider.set(webcrypto as unknown as Crypto);
     return x509;
-  })();
+  })().catch((err: unknown) => {
+    // Not kept: the next use (a CRL reload, say) tries again rather than failing for good.
+    x509Loaded = undefined;
+    throw pkiError(`cannot load the certificate library (@peculiar/x509): ${(err as Error).message}; is the installation complete?`, undefined, err);
+  });
   return x509Loaded;
 }
 
@@ -112,6 +116,8 @@ export async function parseCert(pem: Buffer, p: string): Promise<X509.X509Certif
 
 /** The certificate as Node reads it (node:crypto, no library to load): for what a daemon checks at start. */
 export function nodeCert(pem: Buffer, p: string): NodeCertificate {
+  // Node would take DER too; the TLS context built from the same bytes takes only PEM.
+  if (!pem.includes('-----BEGIN CERTIFICATE-----')) throw pkiError(`${p} is not a PEM certificate (no BEGIN CERTIFICATE line)`, p);
   try {
     return new NodeCertificate(pem);
   } catch (err) {

@@ -138,6 +138,9 @@ export function ownCertificateProblem(id: Identity, now = new Date()): string | 
   // Node 20 gives the dates only as OpenSSL prints them ("Dec  6 04:43:52 2028 GMT"), which Date reads.
   const notAfter = new Date(c.validTo);
   const notBefore = new Date(c.validFrom);
+  if (Number.isNaN(notAfter.getTime()) || Number.isNaN(notBefore.getTime())) {
+    return `this ${id.role}'s certificate (${id.name}) has validity dates that cannot be read (from '${c.validFrom}' to '${c.validTo}'): issue a new one (tidemark pki issue ${id.role} ${id.name})`;
+  }
   if (notAfter < now) return `this ${id.role}'s certificate (${id.name}) expired at ${notAfter.toISOString()}; peers refuse it: issue a new one (tidemark pki issue ${id.role} ${id.name}) and put it in place (it is reloaded without a restart)`;
   if (notBefore > now) return `this ${id.role}'s certificate (${id.name}) is valid only from ${notBefore.toISOString()}: is this machine's clock right?`;
   return null;

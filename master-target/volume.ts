@@ -18,6 +18,7 @@ import type { HashAnswer, HashQuery, OpenVolume } from '../proto/messages.js';
 import { decodeHashes } from '../proto/range-hash.js';
 import { Applier } from './applier.js';
 import { loadCredentials } from './bucket/credentials.js';
+import type { BucketStore as BucketStoreClass } from './bucket/store.js';
 import { BucketTier } from './bucket/tier.js';
 import type { MtConfig } from './config.js';
 import { PointSnapshots } from './point-snapshots.js';
@@ -189,6 +190,9 @@ export class MtVolume {
 
   /** The rest of attach(), once the replica is open. */
   private async attachTable(replica: Replica, hashes: ReplicaHashes, how: string | null, recorded: unknown, links: VolumeLinks): Promise<void> {
+    // Loaded now, not at start-up (the S3 client is 0.25 s of CPU to load, and most volumes have no bucket),
+    // and before the applier exists: from there to the tier's retention hold nothing may wait.
+    const bucketStore = this.config.objectStore && !this.tier ? (await import('./bucket/store.js')).BucketStore : null;
     if (how) await this.adoptReplaced(hashes, how, links);
     else if (this.seedPending) {
       // The first attach of a seeded replica: its resync's questions and differentials wait only for the
@@ -211,16 +215,14 @@ export class MtVolume {
     }, this.log.child({ component: 'applier', volume: this.id }), this.retention);
     previous?.handOver(this.applier);
     if (previous && previous.hashes !== hashes) previous.hashes.abandon();
-    if (this.config.objectStore && this.retention && !this.tier) await this.startTier(this.config.objectStore, this.retention);
+    if (bucketStore && this.config.objectStore && this.retention && !this.tier) await this.startTier(bucketStore, this.config.objectStore, this.retention);
     await this.applier.kick();
   }
 
   /** The volume's bucket tier: uploads in the background; local retention keeps what it has not confirmed. */
-  private async startTier(oc: NonNullable<MtVolumeConfig['objectStore']>, retention: RetentionLog): Promise<void> {
+  private async startTier(BucketStore: typeof BucketStoreClass, oc: NonNullable<MtVolumeConfig['objectStore']>, retention: RetentionLog): Promise<void> {
     const { sizeBytes, blockSize } = this.store.state!;
     const credentials = loadCredentials(oc.credentialsFile ? resolveFrom(this.configDir, oc.credentialsFile) : undefined);
-    // Loaded here, not at start-up: the S3 client is 0.25 s of CPU to load, and most volumes have no bucket.
-    const { BucketStore } = await import('./bucket/store.js');
     const bucket = new BucketStore({ endpoint: oc.endpoint, region: oc.region, bucket: oc.bucket, prefix: oc.prefix, credentials, partSizeBytes: oc.partSizeMiB << 20, concurrency: oc.concurrency });
     const tier = new BucketTier({
       volumeId: this.id, replicaPath: this.replicaPath, sizeBytes, blockSize, retention,

@@ -57,9 +57,10 @@ export const BODY_POOL_CAP = 1024 * 1024 + MAX_HEADER_BYTES;
 /** Released bodies kept for reuse, per decoder. */
 const BODY_POOL_KEEP = 8;
 /**
- * A pooled body's buffer is its length rounded up to this, not the cap: a body its consumer keeps (a
- * compressed extent stored as is) then pins at most this much beyond its bytes, and a released one still
- * fits the next body of about its size (headers differ by a few bytes).
+ * A pooled body's buffer is its length rounded up to this, not the cap, and a released buffer serves only
+ * a body less than this shorter than it: a body its consumer keeps (a compressed extent stored as is) pins
+ * less than this beyond its bytes, and a released buffer still fits the next body of about its size
+ * (headers differ by a few bytes).
  */
 const BODY_POOL_STEP = 64 * 1024;
 
@@ -141,11 +142,15 @@ export class FrameDecoder {
     this.payloadCrc = 0;
   }
 
-  /** The smallest released buffer that holds `len` bytes, or a new one of `len` rounded up to BODY_POOL_STEP. */
+  /**
+   * The smallest released buffer that holds `len` bytes with less than BODY_POOL_STEP to spare, or a new
+   * one of `len` rounded up to BODY_POOL_STEP.
+   */
   private poolBuffer(len: number): Buffer {
     let best = -1;
     for (let i = 0; i < this.pool.length; i++) {
-      if (this.pool[i]!.length >= len && (best < 0 || this.pool[i]!.length < this.pool[best]!.length)) best = i;
+      const size = this.pool[i]!.length;
+      if (size >= len && size - len < BODY_POOL_STEP && (best < 0 || size < this.pool[best]!.length)) best = i;
     }
     if (best >= 0) return this.pool.splice(best, 1)[0]!;
     return Buffer.allocUnsafeSlow(Math.min(BODY_POOL_CAP, Math.ceil(len / BODY_POOL_STEP) * BODY_POOL_STEP));

@@ -41,7 +41,7 @@ const runs: Array<[string, string[]]> = [
 ];
 
 for (const [entry, args] of runs) {
-  t.test(`${entry} starts without the certificate library or the S3 client`, async (t) => {
+  t.test(`${entry} loads neither the certificate library nor the S3 client to start (with no CRL)`, async (t) => {
     const loaded = modulesLoadedBy(args);
     t.ok(loaded.some((m) => m.endsWith(entry)), `the hook saw the entry itself (${loaded.length} modules)`);
     t.ok(loaded.some((m) => m.includes('node_modules/pino/lib/')), 'and the CommonJS files it requires');

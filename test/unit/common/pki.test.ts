@@ -6,10 +6,10 @@ import fs from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { X509Certificate } from 'node:crypto';
+import { X509Certificate, webcrypto } from 'node:crypto';
 import tls from 'node:tls';
-import { initCa, issue, readIdentity, ROLES, type Identity, type Role } from '../../../common/pki.js';
-import { clientOptions, peerIdentity, requireRole, serverOptions } from '../../../common/tls.js';
+import { initCa, issue, loadCaKey, readIdentity, ROLES, x509Lib, type Identity, type Role } from '../../../common/pki.js';
+import { clientOptions, ownCertificateProblem, peerIdentity, requireRole, serverOptions } from '../../../common/tls.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'tm-pki-'));
 t.teardown(() => fs.rmSync(root, { recursive: true, force: true }));
@@ -164,6 +164,29 @@ t.test('readIdentity names the missing or mismatched file', async (t) => {
   fs.writeFileSync(junk, 'not a certificate\n');
   await t.rejects(readIdentity({ ca: p.caPath, cert: junk, key: p.keyPath }), { code: 'TM_ERR_PKI', message: /is not a PEM certificate/ });
   t.same(await readIdentity({ ca: p.caPath, cert: p.certPath, key: p.keyPath }).then((id) => [id.name, id.role]), ['op-1', 'operator']);
+});
+
+t.test('a certificate with two roles is no identity, even one the CA issued', async (t) => {
+  const p = await issue(caA, 'agent', 'two-roles');
+  const x509 = await x509Lib();
+  const caCert = new x509.X509Certificate(fs.readFileSync(p.caPath, 'utf8'));
+  const own = new X509Certificate(fs.readFileSync(p.certPath));
+  const keys = { publicKey: await webcrypto.subtle.importKey('spki', own.publicKey.export({ type: 'spki', format: 'der' }), { name: 'ECDSA', namedCurve: 'P-256' }, true, ['verify']) };
+  // The same key, re-issued with a second OU: a peer reading OU could take it for either role.
+  const cert = await x509.X509CertificateGenerator.create({
+    serialNumber: '01ab', subject: [{ CN: ['two-roles'] }, { OU: ['agent'] }, { OU: ['master-target'] }], issuer: caCert.subjectName,
+    publicKey: keys.publicKey as unknown as CryptoKey, signingKey: await loadCaKey(caA), signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
+    notBefore: new Date(Date.now() - 60_000), notAfter: new Date(Date.now() + 86_400_000),
+  });
+  fs.writeFileSync(p.certPath, cert.toString('pem') + '\n');
+  await t.rejects(readIdentity({ ca: p.caPath, cert: p.certPath, key: p.keyPath }), { code: 'TM_ERR_PKI', message: /not CN=<name>, OU=<role>/ });
+});
+
+t.test('the own-certificate check names an expired or not yet valid certificate', async (t) => {
+  const id = await identity(caA, 'agent', 'dates');
+  t.equal(ownCertificateProblem(id), null, 'valid now');
+  t.match(ownCertificateProblem(id, new Date(Date.now() + 800 * 86_400_000)), /certificate \(dates\) expired at 20\d\d-/);
+  t.match(ownCertificateProblem(id, new Date(Date.now() - 86_400_000)), /is valid only from 20\d\d-.*clock/);
 });
 
 t.test('initCa twice without force fails and leaves the first CA untouched', async (t) => {

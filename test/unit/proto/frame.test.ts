@@ -206,7 +206,7 @@ t.test('a pooled body kept by its consumer pins its own size rounded up, not the
   t.equal(kept!.payload.buffer.byteLength, 640 * 1024, 'its body rounded up to 64 KiB');
 });
 
-t.test('released bodies serve the next body that fits, the smallest that does first', async (t) => {
+t.test('released bodies serve the next body that fits them closely, the smallest first', async (t) => {
   const d = new FrameDecoder();
   const one = (fill: number, n: number): Frame => tlsChunks(wire(...bigExtent(fill, n))).flatMap((c) => d.push(c))[0]!;
   const small = one(1, 600 * 1024);
@@ -220,12 +220,15 @@ t.test('released bodies serve the next body that fits, the smallest that does fi
   const [f] = tlsChunks(wire(m, p)).flatMap((c) => d.push(c));
   t.equal(f!.payload.buffer, large.payload.buffer, 'the large buffer, as the small one cannot hold it');
   t.ok(f!.payload.equals(p));
-  const g = one(4, 520 * 1024);
-  t.equal(g.payload.buffer, small.payload.buffer, 'the small buffer for a small body');
-  t.ok(g.payload.equals(bigExtent(4, 520 * 1024)[1]));
-  const h = one(5, 900 * 1024);
+  const loose = one(4, 520 * 1024);
+  t.not(loose.payload.buffer, small.payload.buffer, 'not the 640 KiB buffer for a 520 KiB body, which may be kept: a new one');
+  t.equal(loose.payload.buffer.byteLength, 576 * 1024);
+  const g = one(5, 590 * 1024);
+  t.equal(g.payload.buffer, small.payload.buffer, 'the small buffer for a body it fits closely');
+  t.ok(g.payload.equals(bigExtent(5, 590 * 1024)[1]));
+  const h = one(6, 900 * 1024);
   t.not(h.payload.buffer, large.payload.buffer, 'nothing left in the pool: a new buffer');
-  t.ok(f!.payload.equals(p), 'the bodies handed out still hold their own bytes');
+  t.ok(f!.payload.equals(p) && loose.payload.equals(bigExtent(4, 520 * 1024)[1]), 'the bodies handed out still hold their own bytes');
 });
 
 t.test('property: a flipped bit in a large body split anywhere is caught', async (t) => {
