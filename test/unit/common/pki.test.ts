@@ -163,6 +163,10 @@ t.test('readIdentity names the missing or mismatched file', async (t) => {
   const junk = path.join(root, 'junk.crt');
   fs.writeFileSync(junk, 'not a certificate\n');
   await t.rejects(readIdentity({ ca: p.caPath, cert: junk, key: p.keyPath }), { code: 'TM_ERR_PKI', message: /is not a PEM certificate/ });
+  // DER: Node's parser would take it, but the TLS context built from the same bytes would not.
+  const der = path.join(root, 'der.crt');
+  fs.writeFileSync(der, new X509Certificate(fs.readFileSync(p.certPath)).raw);
+  await t.rejects(readIdentity({ ca: p.caPath, cert: der, key: p.keyPath }), { code: 'TM_ERR_PKI', message: /is not a PEM certificate \(no BEGIN CERTIFICATE line\)/ });
   t.same(await readIdentity({ ca: p.caPath, cert: p.certPath, key: p.keyPath }).then((id) => [id.name, id.role]), ['op-1', 'operator']);
 });
 
