@@ -180,16 +180,27 @@ const MAX_RECORD = DC_HDR + 4096;
 /** Bytes of records copied out per native take (see takeRecords). */
 export const TAKE_BYTES = 4 * 1024 * 1024;
 
-/** The records in a buffer take() returned, in ring order. Read through a DataView, 64-bit fields as two halves (no BigInt per record). */
+/** Bytes before the headers in a buffer take() returned: u32 record count, u32 0. */
+const TAKE_PREFIX = 8;
+
+/**
+ * The records in a buffer take() returned, in ring order: a count, the headers, then their data in the
+ * same order (docs/FORMAT.md 9.6), so the pieces of one request lie side by side (toExtents joins them
+ * by a view). Read through a DataView, 64-bit fields as two halves (no BigInt per record).
+ */
 export function parseRecords(buf: Buffer): DataRecord[] {
   const out: DataRecord[] = [];
+  if (buf.length === 0) return out;
   const v = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  let at = 0;
-  while (at + DC_HDR <= buf.length) {
+  const n = buf.length >= TAKE_PREFIX ? v.getUint32(0, true) : 0;
+  const headersEnd = TAKE_PREFIX + n * DC_HDR;
+  if (n === 0 || headersEnd > buf.length) throw tmError('TM_ERR_NATIVE', `data-mode take of ${buf.length} bytes declares ${n} records`);
+  let data = headersEnd;
+  for (let at = TAKE_PREFIX; at < headersEnd; at += DC_HDR) {
     const flags = v.getUint16(at + 20, true);
     const length = v.getUint32(at + 16, true);
     const dataLen = flags & DC_WRITE ? length : 0;
-    if (at + DC_HDR + dataLen > buf.length) throw tmError('TM_ERR_NATIVE', `data-mode record at ${at} runs past its buffer (${buf.length} bytes)`);
+    if (data + dataLen > buf.length) throw tmError('TM_ERR_NATIVE', `data-mode record ${(at - TAKE_PREFIX) / DC_HDR} runs past its buffer (${buf.length} bytes)`);
     out.push({
       seq: v.getUint32(at, true) + v.getUint32(at + 4, true) * U32,
       offset: v.getUint32(at + 8, true) + v.getUint32(at + 12, true) * U32,
@@ -197,11 +208,12 @@ export function parseRecords(buf: Buffer): DataRecord[] {
       flags,
       epoch: v.getUint16(at + 22, true),
       piece: v.getUint32(at + 24, true),
-      data: flags & DC_WRITE ? buf.subarray(at + DC_HDR, at + DC_HDR + dataLen) : null,
+      data: flags & DC_WRITE ? buf.subarray(data, data + dataLen) : null,
       crc: flags & DC_CRC ? v.getUint32(at + 28, true) : null,
     });
-    at += DC_HDR + dataLen;
+    data += dataLen;
   }
+  if (data !== buf.length) throw tmError('TM_ERR_NATIVE', `data-mode take of ${buf.length} bytes holds ${data} bytes of records`);
   return out;
 }
 
@@ -256,7 +268,7 @@ export class DataCapture {
       const buf = this.a.take(this.h, Math.min(TAKE_BYTES, Math.max(1, maxBytes - got)));
       if (buf.length === 0) break;
       for (const r of parseRecords(buf)) out.push(r);
-      got += buf.length;
+      got += buf.length - TAKE_PREFIX;
     }
     return out;
   }

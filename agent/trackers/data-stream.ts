@@ -63,11 +63,26 @@ export function toExtents(records: DataRecord[], blockSize: number): Slice {
 }
 
 /**
+ * The pieces of one request as one buffer: a view when they lie side by side in one take's buffer (its
+ * data follows its headers, parseRecords), a copy only when they came in two takes.
+ */
+export function joined(parts: Buffer[]): Buffer {
+  const first = parts[0]!;
+  let end = first.byteOffset + first.length;
+  for (let i = 1; i < parts.length; i++) {
+    const p = parts[i]!;
+    if (p.buffer !== first.buffer || p.byteOffset !== end) return Buffer.concat(parts);
+    end += p.length;
+  }
+  return parts.length === 1 ? first : Buffer.from(first.buffer, first.byteOffset, end - first.byteOffset);
+}
+
+/**
  * One written (parts) or zeroed (null: discard, write-zeroes; the replica reads zeroes there, as a loop
  * device or a disk with deterministic TRIM does) range as aligned extents of at most MAX_EXTENT.
  */
 function emit(out: Slice, offset: number, length: number, parts: Buffer[] | null, bs: number, dataCrc: number | null): void {
-  const data = parts ? (parts.length === 1 ? parts[0]! : Buffer.concat(parts)) : null;
+  const data = parts ? joined(parts) : null;
   const first = Math.ceil(offset / bs) * bs;
   const end = Math.floor((offset + length) / bs) * bs;
   if (end <= first) {

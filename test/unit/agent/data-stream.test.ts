@@ -1,9 +1,9 @@
 // Data-mode stream slicing (agent/trackers/data-stream.ts): request boundaries, aligned extents in order,
 // partial blocks left for a re-read.
 import t from 'tap';
-import { boundary, toExtents } from '../../../agent/trackers/data-stream.js';
+import { boundary, joined, toExtents } from '../../../agent/trackers/data-stream.js';
 import { crc } from '../../../common/checksum.js';
-import { DC_CRC, DC_DISCARD, DC_LAST, DC_MARK, DC_WRITE, type DataRecord } from '../../../native/datacap.js';
+import { DC_CRC, DC_DISCARD, DC_HDR, DC_LAST, DC_MARK, DC_WRITE, parseRecords, type DataRecord } from '../../../native/datacap.js';
 
 const rec = (seq: number, offset: number, length: number, flags: number, fill = seq): DataRecord => ({
   seq, offset, length, flags, epoch: 0, piece: 0, data: flags & DC_WRITE ? Buffer.alloc(length, fill) : null, crc: null,
@@ -46,4 +46,51 @@ t.test('toExtents: the reader\'s crcs are used, joined across pieces, never read
   t.equal(toExtents([forged], 4096).extents[0]!.crc32c, 0x1234);
   const joined = toExtents([{ ...withCrc(rec(6, 0, 4096, DC_WRITE)), crc: 0x1234 }, withCrc(rec(6, 4096, 4096, DC_WRITE | DC_LAST))], 4096).extents[0]!;
   t.not(joined.crc32c, crc(joined.data), 'joined from the given crcs, not from the bytes');
+});
+
+/** A buffer in take()'s layout (native/src/datacap.c dc_take): count, headers, then the data in order. */
+function takeBuffer(rs: Array<{ seq: number; offset: number; flags: number; data?: Buffer; length?: number }>): Buffer {
+  const heads = rs.map((r) => {
+    const h = Buffer.alloc(DC_HDR);
+    h.writeBigUInt64LE(BigInt(r.seq), 0);
+    h.writeBigUInt64LE(BigInt(r.offset), 8);
+    h.writeUInt32LE(r.data?.length ?? r.length ?? 0, 16);
+    h.writeUInt16LE(r.flags, 20);
+    return h;
+  });
+  const count = Buffer.alloc(8);
+  count.writeUInt32LE(rs.length, 0);
+  return Buffer.concat([count, ...heads, ...rs.flatMap((r) => (r.data ? [r.data] : []))]);
+}
+
+t.test('parseRecords: headers first, data after; a request\'s pieces join by a view, not a copy', async (t) => {
+  const a = Buffer.alloc(4096, 1);
+  const b = Buffer.alloc(4096, 2);
+  const c = Buffer.alloc(4096, 3);
+  const buf = takeBuffer([
+    { seq: 1, offset: 0, flags: DC_WRITE, data: a },
+    { seq: 1, offset: 4096, flags: DC_WRITE | DC_LAST, data: b },
+    { seq: 2, offset: 65536, flags: DC_DISCARD | DC_LAST, length: 8192 },
+    { seq: 3, offset: 8192, flags: DC_WRITE | DC_LAST, data: c },
+  ]);
+  const rs = parseRecords(buf);
+  t.same(rs.map((r) => [r.seq, r.offset, r.length, r.data?.[0] ?? null]), [[1, 0, 4096, 1], [1, 4096, 4096, 2], [2, 65536, 8192, null], [3, 8192, 4096, 3]]);
+  const out = toExtents(rs, 4096);
+  t.same(out.extents.map((e) => [e.offset, e.length]), [[0, 8192], [65536, 8192], [8192, 4096]]);
+  const first = out.extents[0]!.data;
+  t.equal(first.buffer, buf.buffer, 'the 8 KiB extent is a view of the take buffer');
+  t.same(first, Buffer.concat([a, b]));
+  // Pieces from two takes (a request cut by the take bound) are copied together, bytes the same.
+  const split = [...parseRecords(takeBuffer([{ seq: 4, offset: 0, flags: DC_WRITE, data: a }])), ...parseRecords(takeBuffer([{ seq: 4, offset: 4096, flags: DC_WRITE | DC_LAST, data: b }]))];
+  t.same(joined(split.map((r) => r.data!)), Buffer.concat([a, b]));
+});
+
+t.test('parseRecords refuses a take buffer whose count and lengths disagree', async (t) => {
+  const good = takeBuffer([{ seq: 1, offset: 0, flags: DC_WRITE | DC_LAST, data: Buffer.alloc(4096, 1) }]);
+  t.throws(() => parseRecords(good.subarray(0, good.length - 1)), { code: 'TM_ERR_NATIVE' }, 'data cut short');
+  t.throws(() => parseRecords(Buffer.concat([good, Buffer.alloc(1)])), { code: 'TM_ERR_NATIVE' }, 'bytes past the records');
+  const lying = Buffer.from(good);
+  lying.writeUInt32LE(1000, 0);
+  t.throws(() => parseRecords(lying), { code: 'TM_ERR_NATIVE' }, 'more headers declared than the buffer holds');
+  t.same(parseRecords(Buffer.alloc(0)), [], 'an empty take: no records');
 });
