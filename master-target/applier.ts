@@ -12,6 +12,7 @@
 // argument is at commit()). The extents of a differential go to the replica many per call (writeMany).
 // Retention: a group's differentials are held (loaded, verified) while their before-images are made, then
 // written together once every segment is durable (drain's flush; the argument is in before-images.ts).
+import { extentPool } from '../common/buffer-pool.js';
 import { tmError, isCorruption, isTidemarkError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { currentPoint, type RecoveryPoint, type MtStore } from './volume-state.js';
@@ -27,9 +28,10 @@ import type { Replica } from './replica.js';
 const GROUP_DIFFS = 16;
 const GROUP_BYTES = 64 << 20;
 /** A group of differentials written and being made durable together. */
-type Committing = Array<{ seq: number; diff: StoredDiff; point: RecoveryPoint | null; resyncing: boolean }>;
-/** A differential loaded and checked, not yet written (`raws`: its extents' data, when held in memory). */
-type Held = Committing[number] & { raws: Buffer[] | null };
+/** A differential loaded and checked (`raws`: its extents' data, when held in memory). */
+interface Held { seq: number; diff: StoredDiff; point: RecoveryPoint | null; resyncing: boolean; raws: Buffer[] | null }
+/** Differentials written, to be made durable together. */
+type Committing = Held[];
 /** A group's commit running while the next group is written. */
 interface InFlight { done: Promise<boolean>; settled: boolean; error: unknown }
 /** A differential read from its file is written this many bytes of extents per call. */
@@ -340,6 +342,7 @@ export class Applier {
     for (const g of group) this.log.info({ volume: this.volumeId, seq: g.seq, bytes: g.diff.dataBytes, consistency: g.diff.header.consistency, tags: g.diff.header.tags, ...(group.length > 1 && { group: group.length }) }, 'differential applied');
     this.hooks.applied(last.seq);
     this.waiters = this.waiters.filter((w) => (w.seq <= last.seq ? (w.resolve(), false) : true));
+    for (const g of group) releaseData(g);
     return true;
   }
 
@@ -410,4 +413,18 @@ export class Applier {
     this.closed = true;
     await this.running;
   }
+}
+
+/**
+ * The buffers of a committed differential held in memory back to the extent pool: its received bodies
+ * (Extent.release) and its decompressed extents. Only here, once the group is durable: until then the
+ * replica writes, the retention batch (before-images of later differentials) and the table read them.
+ */
+function releaseData(g: Held): void {
+  if ('file' in g.diff) return;
+  g.diff.extents.forEach((e, i) => {
+    const raw = g.raws?.[i];
+    if (raw && raw.buffer !== e.data.buffer) extentPool.give(raw);
+    e.release?.();
+  });
 }

@@ -10,6 +10,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { compress as napiCompress, compressSync as napiCompressSync, uncompressSync as napiUncompressSync } from 'lz4-napi';
+import { extentPool } from '../common/buffer-pool.js';
 import { blockHash } from '../common/checksum.js';
 import { tmError } from '../common/errors.js';
 
@@ -148,7 +149,8 @@ export async function lz4CompressAsync(raw: Buffer, limit: number): Promise<Buff
 
 /** Raw bytes of an LZ4 block (no prefix) that must decode to exactly `length` bytes; throws LZ4_MALFORMED otherwise. */
 export function lz4Decompress(block: Buffer, length: number): Buffer {
-  const out = Buffer.allocUnsafe(length);
+  // From the extent pool: the master target's applier gives it back once the differential is committed.
+  const out = extentPool.take(length);
   const n = load().decompress(block, out);
   if (n !== length) throw short(n, length);
   return out;
@@ -156,7 +158,7 @@ export function lz4Decompress(block: Buffer, length: number): Buffer {
 
 /** lz4Decompress on the libuv thread pool. */
 export async function lz4DecompressAsync(block: Buffer, length: number): Promise<Buffer> {
-  const out = Buffer.allocUnsafeSlow(length);
+  const out = extentPool.take(length);
   const n = await load().decompressAsync(block, out);
   if (n !== length) throw short(n, length);
   return out;

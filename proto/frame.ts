@@ -5,6 +5,7 @@
 //  12  u32 LE  crc32c of header bytes then payload bytes
 //  16  H bytes header, then P bytes payload
 import { crc } from '../common/checksum.js';
+import { extentPool, type BufferPool } from '../common/buffer-pool.js';
 import { crc32cCombine } from '../common/crc-combine.js';
 import { tmError } from '../common/errors.js';
 import { decodeMessage, encodeMessage, type Message, type MessageKind } from './messages.js';
@@ -19,9 +20,9 @@ export interface Frame {
   /** crc32c of the payload, computed here once as part of the frame's verified body crc. */
   payloadCrc: number;
   /**
-   * Present when the body sits in a pooled buffer (FrameDecoder): the receiver calls it once nothing
-   * refers to the payload any more (it was compressed into other bytes), so the buffer is reused. A payload
-   * that is kept (stored as is) is simply never released.
+   * Present when the body sits in a pooled buffer (FrameDecoder): called once nothing refers to the
+   * payload any more (the process server: compressed into other bytes; the master target: applied and
+   * committed), so the buffer is reused. A payload whose end is not known is simply never released.
    */
   release?: () => void;
 }
@@ -47,24 +48,6 @@ export function encodeFramePrefix(msg: Message, payload?: Uint8Array, payloadCrc
 }
 
 /**
- * Bodies at least this long (and at most BODY_POOL_CAP) are assembled in buffers taken from a pool and
- * given back by Frame.release(): a 1 MiB extent otherwise costs a fresh 1 MiB allocation (page faults, and
- * external memory that drives V8's collections) for bytes that live only until they are compressed.
- * The floor keeps a small body from pinning a big pooled buffer where its consumer keeps it.
- */
-export const BODY_POOL_FROM = 512 * 1024;
-export const BODY_POOL_CAP = 1024 * 1024 + MAX_HEADER_BYTES;
-/** Released bodies kept for reuse, per decoder. */
-const BODY_POOL_KEEP = 8;
-/**
- * A pooled body's buffer is its length rounded up to this, not the cap, and a released buffer serves only
- * a body less than this shorter than it: a body its consumer keeps (a compressed extent stored as is) pins
- * less than this beyond its bytes, and a released buffer still fits the next body of about its size
- * (headers differ by a few bytes).
- */
-const BODY_POOL_STEP = 64 * 1024;
-
-/**
  * Incremental decoder: push socket chunks, take whole verified frames. A body that lies whole inside one
  * chunk is a view of it (no copy); else its bytes are copied once, chunk by chunk as they arrive, into a
  * buffer of the body's length, and the crc is computed over each piece right after it was copied (still
@@ -80,7 +63,12 @@ export class FrameDecoder {
   private headerCrc = 0;
   private payloadCrc = 0;
   private pooled = false;
-  private readonly pool: Buffer[] = [];
+
+  /**
+   * `pool`: where bodies assembled from several chunks get their buffers (extent-sized ones; see
+   * common/buffer-pool.ts), given back by Frame.release() once nothing refers to the payload.
+   */
+  constructor(private readonly pool: BufferPool = extentPool) {}
 
   push(chunk: Buffer): Frame[] {
     const frames: Frame[] = [];
@@ -135,34 +123,11 @@ export class FrameDecoder {
   }
 
   private startBody(len: number): void {
-    this.pooled = len >= BODY_POOL_FROM && len <= BODY_POOL_CAP;
-    this.body = this.pooled ? this.poolBuffer(len).subarray(0, len) : Buffer.allocUnsafe(len);
+    this.pooled = this.pool.pools(len);
+    this.body = this.pool.take(len);
     this.have = 0;
     this.headerCrc = 0;
     this.payloadCrc = 0;
-  }
-
-  /**
-   * The smallest released buffer that holds `len` bytes with less than BODY_POOL_STEP to spare, or a new
-   * one of `len` rounded up to BODY_POOL_STEP.
-   */
-  private poolBuffer(len: number): Buffer {
-    let best = -1;
-    for (let i = 0; i < this.pool.length; i++) {
-      const size = this.pool[i]!.length;
-      if (size >= len && size - len < BODY_POOL_STEP && (best < 0 || size < this.pool[best]!.length)) best = i;
-    }
-    if (best >= 0) return this.pool.splice(best, 1)[0]!;
-    return Buffer.allocUnsafeSlow(Math.min(BODY_POOL_CAP, Math.ceil(len / BODY_POOL_STEP) * BODY_POOL_STEP));
-  }
-
-  /** A released body's buffer back to the pool; when it is full, the smallest buffer goes. */
-  private giveBack(buffer: Buffer): void {
-    this.pool.push(buffer);
-    if (this.pool.length <= BODY_POOL_KEEP) return;
-    let smallest = 0;
-    for (let i = 1; i < this.pool.length; i++) if (this.pool[i]!.length < this.pool[smallest]!.length) smallest = i;
-    this.pool.splice(smallest, 1);
   }
 
   /** Fold body bytes [from, to), just copied, into the header's and the payload's crcs. */
@@ -188,7 +153,7 @@ export class FrameDecoder {
       frame.release = () => {
         if (released) return;
         released = true;
-        this.giveBack(Buffer.from(pooled.buffer, pooled.byteOffset, pooled.buffer.byteLength - pooled.byteOffset));
+        this.pool.give(pooled);
       };
     }
     return frame;

@@ -48,6 +48,11 @@ export interface Extent extends ExtentRecord {
   data: Buffer; // stored bytes (compressed when compression is LZ4)
   /** crc32c of `data` where the holder knows it (a writer's kept extents), so a sender need not compute it. */
   storedCrc?: number;
+  /**
+   * A kept extent whose data is a pooled frame body (Frame.release): its one consumer calls this once
+   * nothing refers to `data` any more (the master target's applier, after the group's commit).
+   */
+  release?: () => void;
 }
 
 export interface Diff {
@@ -201,7 +206,7 @@ export class HrlWriter {
    * raw data, the frame's payload crc); the file crc is then combined from it instead of reading the
    * bytes again. A wrong value makes the file fail its file crc when read: it is never trusted silently.
    */
-  async append(e: ExtentRecord, stored: Buffer, storedCrc?: number): Promise<void> {
+  async append(e: ExtentRecord, stored: Buffer, storedCrc?: number, release?: () => void): Promise<void> {
     if (stored.length !== e.storedLength) throw tmError('TM_ERR_PROTOCOL', `extent at ${e.offset}: stored length ${stored.length} != declared ${e.storedLength}`);
     const h = encodeExtentHeader(e);
     const dataCrc = storedCrc ?? crc(stored);
@@ -211,7 +216,7 @@ export class HrlWriter {
     this.keptBytes += stored.length;
     if (this.keptBytes > KEEP_BYTES) this.kept = null;
     // A literal of one shape: spreading records of several shapes takes V8's slow generic copy.
-    this.kept?.push({ offset: e.offset, length: e.length, crc32c: e.crc32c, compression: e.compression, storedLength: e.storedLength, data: stored, storedCrc: dataCrc });
+    this.kept?.push({ offset: e.offset, length: e.length, crc32c: e.crc32c, compression: e.compression, storedLength: e.storedLength, data: stored, storedCrc: dataCrc, release });
     this.extentCount++;
     this.dataBytes += e.length;
     this.digest = digestStep(this.digest, e);

@@ -322,11 +322,11 @@ export class DiffReceiver {
     let storedBytes = 0;
     let payloadBytes = 0; // received on the wire for this differential, moved to bytesRefused if it is refused
     // Several extents are transformed at once (compression runs on other threads) and appended in order.
-    const inFlight: Promise<Transformed>[] = [];
+    const inFlight: Array<Promise<Transformed & { release?: () => void }>> = [];
     const appendNext = async (): Promise<void> => {
       const out = await inFlight.shift()!;
       storedBytes += out.stored.length;
-      await writer!.append(out.record, out.stored, out.storedCrc);
+      await writer!.append(out.record, out.stored, out.storedCrc, out.release);
     };
     try {
       for (let i = 0; i < begin.extentCount; i++) {
@@ -341,10 +341,17 @@ export class DiffReceiver {
           release?.();
           continue;
         }
-        const out = this.sink.transform(volumeId, seq, e, payload, payloadCrc);
-        // A pooled payload goes back to its decoder once transformed into other bytes (compressed); one
-        // stored as is stays the stored extent's and is never reused.
-        out.then((t) => t.stored.buffer !== payload.buffer && release?.(), () => {}); // a failure is awaited in order by appendNext
+        // A pooled payload goes back to the pool once transformed into other bytes (compressed); one stored
+        // as is goes with the kept extent, whose consumer releases it when done (the master target's
+        // applier, after its commit), or to the collector.
+        const out = this.sink.transform(volumeId, seq, e, payload, payloadCrc).then((t) => {
+          if (t.stored.buffer !== payload.buffer) {
+            release?.();
+            return t;
+          }
+          return { ...t, release };
+        });
+        out.catch(() => {}); // a failure is awaited in order by appendNext
         inFlight.push(out);
         if (inFlight.length >= TRANSFORM_DEPTH) await appendNext();
       }

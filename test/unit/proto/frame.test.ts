@@ -4,7 +4,8 @@ import fc from 'fast-check';
 import assert from 'node:assert/strict';
 import { crc } from '../../../common/checksum.js';
 import { TidemarkError } from '../../../common/errors.js';
-import { BODY_POOL_CAP, BODY_POOL_FROM, FrameDecoder, MAX_HEADER_BYTES, MAX_PAYLOAD_BYTES, PREFIX_BYTES, encodeFramePrefix, type Frame } from '../../../proto/frame.js';
+import { BufferPool, POOL_CAP, POOL_FROM } from '../../../common/buffer-pool.js';
+import { FrameDecoder, MAX_HEADER_BYTES, MAX_PAYLOAD_BYTES, PREFIX_BYTES, encodeFramePrefix, type Frame } from '../../../proto/frame.js';
 import type { Message } from '../../../proto/messages.js';
 import { seedFastCheck } from '../../seed.js';
 
@@ -166,7 +167,7 @@ const bigExtent = (fill: number, n = 1 << 20): [Message, Buffer] => {
 };
 
 t.test('large bodies assembled across chunks: equal, crc right, pooled only within the pool\'s bounds', async (t) => {
-  const frames: [Message, Buffer][] = [bigExtent(1), [samples[7]!, Buffer.alloc(0)], bigExtent(2, BODY_POOL_FROM), bigExtent(3, BODY_POOL_FROM - 17), bigExtent(4, BODY_POOL_CAP + 1)];
+  const frames: [Message, Buffer][] = [bigExtent(1), [samples[7]!, Buffer.alloc(0)], bigExtent(2, POOL_FROM), bigExtent(3, POOL_FROM - 17), bigExtent(4, POOL_CAP + 1)];
   const stream = Buffer.concat(frames.map(([m, p]) => wire(m, p)));
   for (const [chunks, pooled] of [
     [tlsChunks(stream), [true, false, true, false, false]],
@@ -176,12 +177,12 @@ t.test('large bodies assembled across chunks: equal, crc right, pooled only with
     const got = pushAll([...chunks]);
     t.strictSame(got.map(actual), frames.map(([m, p]) => expected(m, p)));
     t.same(got.map((f) => f.payloadCrc), frames.map(([, p]) => crc(p)), 'each payload crc, folded piece by piece');
-    t.same(got.map((f) => f.release !== undefined), pooled, 'pooled: 512 KiB up to the cap, never smaller or larger');
+    t.same(got.map((f) => f.release !== undefined), pooled, 'pooled: 32 KiB up to the cap, never smaller or larger');
   }
 });
 
 t.test('a released body is reused; one never released is never written again', async (t) => {
-  const d = new FrameDecoder();
+  const d = new FrameDecoder(new BufferPool());
   const [m1, p1] = bigExtent(1);
   const [m2, p2] = bigExtent(2);
   const [m3, p3] = bigExtent(3);
@@ -198,7 +199,7 @@ t.test('a released body is reused; one never released is never written again', a
 });
 
 t.test('a pooled body kept by its consumer pins its own size rounded up, not the pool\'s cap', async (t) => {
-  const d = new FrameDecoder();
+  const d = new FrameDecoder(new BufferPool());
   const [m, p] = bigExtent(5, 600 * 1024); // a compressed 1 MiB extent, stored as is
   const [kept] = tlsChunks(wire(m, p)).flatMap((c) => d.push(c));
   t.ok(kept!.release !== undefined, 'pooled');
@@ -206,8 +207,8 @@ t.test('a pooled body kept by its consumer pins its own size rounded up, not the
   t.equal(kept!.payload.buffer.byteLength, 640 * 1024, 'its body rounded up to 64 KiB');
 });
 
-t.test('released bodies serve the next body that fits them closely, the smallest first', async (t) => {
-  const d = new FrameDecoder();
+t.test('released bodies serve the next body of their size class, or up to a quarter smaller', async (t) => {
+  const d = new FrameDecoder(new BufferPool());
   const one = (fill: number, n: number): Frame => tlsChunks(wire(...bigExtent(fill, n))).flatMap((c) => d.push(c))[0]!;
   const small = one(1, 600 * 1024);
   const large = one(2, 1 << 20);
@@ -220,19 +221,19 @@ t.test('released bodies serve the next body that fits them closely, the smallest
   const [f] = tlsChunks(wire(m, p)).flatMap((c) => d.push(c));
   t.equal(f!.payload.buffer, large.payload.buffer, 'the large buffer, as the small one cannot hold it');
   t.ok(f!.payload.equals(p));
-  const loose = one(4, 520 * 1024);
-  t.not(loose.payload.buffer, small.payload.buffer, 'not the 640 KiB buffer for a 520 KiB body, which may be kept: a new one');
-  t.equal(loose.payload.buffer.byteLength, 576 * 1024);
+  const loose = one(4, 400 * 1024);
+  t.not(loose.payload.buffer, small.payload.buffer, 'not the 640 KiB buffer for a 400 KiB body, which may be kept: a new one');
+  t.equal(loose.payload.buffer.byteLength, 448 * 1024);
   const g = one(5, 590 * 1024);
   t.equal(g.payload.buffer, small.payload.buffer, 'the small buffer for a body it fits closely');
   t.ok(g.payload.equals(bigExtent(5, 590 * 1024)[1]));
   const h = one(6, 900 * 1024);
   t.not(h.payload.buffer, large.payload.buffer, 'nothing left in the pool: a new buffer');
-  t.ok(f!.payload.equals(p) && loose.payload.equals(bigExtent(4, 520 * 1024)[1]), 'the bodies handed out still hold their own bytes');
+  t.ok(f!.payload.equals(p) && loose.payload.equals(bigExtent(4, 400 * 1024)[1]), 'the bodies handed out still hold their own bytes');
 });
 
 t.test('property: a flipped bit in a large body split anywhere is caught', async (t) => {
-  const [m, p] = bigExtent(9, BODY_POOL_FROM + 1000);
+  const [m, p] = bigExtent(9, POOL_FROM + 1000);
   const clean = wire(m, p);
   t.doesNotThrow(() => fc.assert(fc.property(fc.nat(), fc.array(fc.nat(), { maxLength: 12 }), (bit, cuts) => {
     const stream = Buffer.from(clean);
