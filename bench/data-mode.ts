@@ -19,7 +19,7 @@ import { Lab } from '../lab/lab.js';
 import { dataModeUnavailable, ensureBpffs } from '../native/datacap.js';
 import { bin, quietly, sh, unmountAndDetach, version } from './system.js';
 import { benchSizeMiB, fmt, GiB, MiB, WORK_DIR, type BenchResult, type Benchmark, type Figure, type Ratio } from './harness.js';
-import { checkAlive, cpuNow, fio, median, quantile, rpoRun, setup, waitConverged, type FioRun, type RpoRun, type Setup } from './tracking.js';
+import { checkAlive, cpuNow, fio, median, quantile, rpoRun, setup, stageMaxMiB, waitConverged, type FioRun, type RpoRun, type Setup } from './tracking.js';
 
 const FIO_SECONDS = 10;
 const CYCLE_INTERVAL_MS = 1000;
@@ -129,6 +129,7 @@ async function tagHold(s: Setup, dir: string): Promise<TagResult> {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 /** A daemon's minor page faults during an RPO run per MiB fio wrote (4 KiB pages: 256 per MiB is every byte in fresh memory once). */
+const STAGE_NAMES = { capture: "agent's capture queue", journal: "agent's journal", ps: "process server's cache", mt: "master target's staging" } as const;
 const faultsPerMiB = (r: RpoRun, n: 'agent' | 'ps' | 'mt'): number => r.faults[n] / (r.fio.bytes / MiB);
 
 async function run(): Promise<BenchResult> {
@@ -185,6 +186,9 @@ async function run(): Promise<BenchResult> {
         const r = await rpoRun(lab, s!.dev, path.join(s!.mnt, 'replica-data.img'), s!.sizeBytes, iops, i + 1, extra);
         const drops = (await trackerDrops(lab)) - d0;
         console.log(`    ${what}: fio ${fmt(r.fio.iops, 0)} IOPS; RPO p50 ${fmt(median(r.samples), 2)} s, p99 ${fmt(quantile(r.samples, 0.99), 2)} s over ${r.samples.length} probe writes${r.neverSeen ? ` (${r.neverSeen} never seen)` : ''}; drops ${drops}; CPU agent ${fmt(r.cores.agent, 2)} ps ${fmt(r.cores.ps, 2)} mt ${fmt(r.cores.mt, 2)} cores; ${fmt(r.appliedBytes / GiB, 2)} GiB applied, CPU per GiB ps ${fmt(r.cpuS.ps / (r.appliedBytes / GiB), 2)} mt ${fmt(r.cpuS.mt / (r.appliedBytes / GiB), 2)} s; page faults per MiB written agent ${fmt(faultsPerMiB(r, 'agent'), 0)} ps ${fmt(faultsPerMiB(r, 'ps'), 0)} mt ${fmt(faultsPerMiB(r, 'mt'), 0)}`);
+        const q = stageMaxMiB(r);
+        console.log(`      most queued (MiB): capture ${fmt(q.capture, 0)}, agent journal ${fmt(q.journal, 0)}, process server cache ${fmt(q.ps, 0)}, master target staging ${fmt(q.mt, 0)}`);
+        if (process.env.TIDEMARK_BENCH_STAGES === '1') for (const x of r.stageMiB) console.log(`      t=${fmt(x.t, 1)} capture ${fmt(x.capture, 0)} journal ${fmt(x.journal, 0)} ps ${fmt(x.ps, 0)} mt ${fmt(x.mt, 0)}`);
         rpo.push({ what, r, drops });
       }
     });
@@ -265,6 +269,7 @@ function report(x: { sizeMiB: number; runs: Run[]; half: Run[]; rpo: Array<{ wha
       { name: `${L} GiB applied`, value: r.appliedBytes / GiB, unit: 'GiB' },
       { name: `${L} process server CPU per GiB applied`, value: r.cpuS.ps / (r.appliedBytes / GiB), unit: 's/GiB' },
       { name: `${L} master target CPU per GiB applied`, value: r.cpuS.mt / (r.appliedBytes / GiB), unit: 's/GiB' },
+      ...(['capture', 'journal', 'ps', 'mt'] as const).map((k) => ({ name: `${L} most queued: ${STAGE_NAMES[k]}`, value: stageMaxMiB(r)[k], unit: 'MiB' })),
     );
     table.push([`RPO at ${what}`, fmt(r.fio.iops, 0), fmt(r.fio.p99us, 1), '-', `RPO p50 ${fmt(median(r.samples), 2)} s, p99 ${fmt(rpoP99[what], 2)} s (n=${r.samples.length}${r.neverSeen ? `, ${r.neverSeen} unseen` : ''}), drops ${drops}, agent ${fmt(r.cores.agent, 2)} cores`]);
   }

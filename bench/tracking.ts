@@ -379,6 +379,11 @@ export interface RpoRun {
   /** Mean seconds between applied differentials, and their payload per second of that window. */
   periodS: number;
   appliedBytesPerS: number;
+  /**
+   * MiB waiting at each stage, sampled every 250 ms: the agent's capture queue (data mode), its journal,
+   * the process server's cache and the master target's staging. Where it grows is the slow stage.
+   */
+  stageMiB: Array<{ t: number; capture: number; journal: number; ps: number; mt: number }>;
 }
 
 /** 'differential applied' lines of the master target in [from, to]. */
@@ -428,6 +433,7 @@ export async function rpoRun(lab: Lab, dev: string, replica: string, sizeBytes: 
   })();
   let pollStop = false;
   const mtLag = new Map<number, number>(); // lastAppliedAt → lagMs
+  const stageMiB: RpoRun['stageMiB'] = [];
   const poller = (async () => {
     const buf = Buffer.alloc(BLOCK);
     let lastStatus = 0;
@@ -443,6 +449,10 @@ export async function rpoRun(lab: Lab, dev: string, replica: string, sizeBytes: 
         lastStatus = now;
         const m = vol0(await lab.status('mt'));
         if (m && num(m.lastAppliedAt) > t0) mtLag.set(num(m.lastAppliedAt), num(m.lagMs));
+        const a = vol0(await lab.status('agent'));
+        const p = vol0(await lab.status('ps'));
+        const ts = a?.trackerStats as Status | undefined;
+        stageMiB.push({ t: (now - t0) / 1000, capture: (num(ts?.queuedBytes) || 0) / MiB, journal: num(a?.journalBytes) / MiB, ps: num(p?.backlogBytes) / MiB, mt: num(m?.backlogBytes) / MiB });
       }
       await sleep(POLL_INTERVAL_MS);
     }
@@ -512,7 +522,14 @@ export async function rpoRun(lab: Lab, dev: string, replica: string, sizeBytes: 
     appliedBytes: ap.bytes,
     periodS: ap.periodS,
     appliedBytesPerS: ap.bytesPerS,
+    stageMiB,
   };
+}
+
+/** The most each stage held during an RPO run, in MiB. */
+export function stageMaxMiB(r: RpoRun): { capture: number; journal: number; ps: number; mt: number } {
+  const max = (k: 'capture' | 'journal' | 'ps' | 'mt'): number => r.stageMiB.reduce((a, s) => Math.max(a, Number.isFinite(s[k]) ? s[k] : 0), 0);
+  return { capture: max('capture'), journal: max('journal'), ps: max('ps'), mt: max('mt') };
 }
 
 // ---------------------------------------------------------------------------------------------------
