@@ -7,7 +7,7 @@ import type { Logger } from '../common/log.js';
 import { ERRORS, TidemarkError, tmError, type ErrorCode, asTidemarkError, isTidemarkError } from '../common/errors.js';
 import { DEFAULTS } from '../common/defaults.js';
 import { FramedConnection } from './connection.js';
-import { extentsOf, type StoredDiff } from './hrl.js';
+import { extentsOf, type Diff, type StoredDiff } from './hrl.js';
 import { CAPABILITIES, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, type Backpressure, type HashAnswer, type HashQuery, type OpenVolume } from './messages.js';
 
 export interface OutboundVolume {
@@ -62,6 +62,21 @@ interface Lane {
   sent: number; // highest seq sent on this connection
   acked: number; // receiver's durable seq
   inFlight: Map<number, number>; // seq -> bytes sent, until acknowledged
+  /**
+   * Differentials sent on this session whose extents hold pooled bodies (Extent.release), until the
+   * receiver acknowledges them: the ack proves every byte of them left this process, so the bodies go
+   * back to the pool then. Dropped with the session otherwise (left to the collector).
+   */
+  pooled: Map<number, Diff>;
+}
+
+/** Give a sent differential's pooled bodies back (Extent.release); each extent's at most once. */
+function releaseSent(d: Diff): void {
+  for (const e of d.extents) {
+    const release = e.release;
+    e.release = undefined;
+    release?.();
+  }
 }
 
 export interface SenderStats {
@@ -245,7 +260,7 @@ export class DiffSender {
       if ((this.refused.get(vol.volumeId) ?? 0) > Date.now()) continue;
       const d = await vol.describe();
       if (!d) continue;
-      lanes.set(vol.volumeId, { vol, sent: -1, acked: -1, inFlight: new Map() }); // -1: waiting for VolumeState
+      lanes.set(vol.volumeId, { vol, sent: -1, acked: -1, inFlight: new Map(), pooled: new Map() }); // -1: waiting for VolumeState
       await conn.send({ openVolume: { volumeId: vol.volumeId, ...d } });
     }
   }
@@ -298,6 +313,11 @@ export class DiffSender {
         if (r && (durableSeq >= Math.max(r.seq, 1) || ('volumeState' in msg && r.seq === 0))) delete this.stats.refusals[volumeId];
         if (durableSeq > lane.acked) {
           for (const s of lane.inFlight.keys()) if (s <= durableSeq) lane.inFlight.delete(s);
+          for (const [s, d] of lane.pooled) {
+            if (s > durableSeq) continue;
+            lane.pooled.delete(s);
+            releaseSent(d);
+          }
           lane.acked = durableSeq;
           await lane.vol.acked(durableSeq);
           this.stats.lastAckAt = Date.now();
@@ -334,6 +354,7 @@ export class DiffSender {
       lane.inFlight.set(next, 0);
       const between = anywhere ? () => this.sendQueries(conn, lanes) : null;
       await this.sendDiff(conn, diff, ended, (n) => lane.inFlight.set(next, (lane.inFlight.get(next) ?? 0) + n), between);
+      if (!('file' in diff) && diff.extents.some((e) => e.release)) lane.pooled.set(next, diff);
       lane.sent = next;
       progressed = true;
       if (conn.closed) break;
