@@ -7,10 +7,11 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { crc } from '../common/checksum.js';
 import { ensureDir, writeFileDurable } from '../common/durable.js';
-import { tmError, isTidemarkError } from '../common/errors.js';
+import { tmError, isTidemarkError, type TidemarkError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { DurableQueue, readStateJson } from '../proto/durable-queue.js';
 import { HrlWriter, decodeHeader, decodeHrl, salvageRanges, type Diff, type DiffHeader } from '../proto/hrl.js';
+import { detach, withFileBytes } from '../proto/hrl-read.js';
 import type { DirtyExtent } from './trackers/tracker.js';
 
 /** Version of state.json written now; a newer one is refused (docs/FORMAT.md §4). */
@@ -209,27 +210,33 @@ export class Journal {
   async load(seq: number, repair: RepairHook): Promise<Diff> {
     const kept = this.files.kept(seq);
     if (kept) return kept;
-    const buf = await fsp.readFile(this.file(seq));
-    try {
-      const diff = decodeHrl(buf, this.file(seq));
-      for (const e of diff.extents) {
-        if (crc(e.data) !== e.crc32c) throw tmError('TM_ERR_HRL_CORRUPT', `${this.file(seq)}: extent at ${e.offset} does not match its checksum`, { path: this.file(seq), seq });
-      }
-      return diff;
-    } catch (e) {
-      if (!isTidemarkError(e) || !e.code.startsWith('TM_ERR_HRL_') || e.code === 'TM_ERR_HRL_VERSION') throw e;
-      const ranges = salvageRanges(buf);
-      this.log.error({ code: e.code, seq, err: e.message, reread: ranges === null ? 'all' : ranges.length }, 'damaged journal file; re-reading its blocks from the volume');
-      await repair(ranges);
-      // Keep what the header said (a resync end marker, say) when the header itself is intact.
-      let flags = 0;
+    const file = this.file(seq);
+    // Verified in the read buffer (proto/hrl-read.ts), and only what the repair needs taken out of it.
+    type Read = { diff: Diff } | { diff: null; damaged: TidemarkError; ranges: ReturnType<typeof salvageRanges>; flags: number };
+    const read = await withFileBytes(file, (buf): Read => {
       try {
-        flags = decodeHeader(buf).flags;
-      } catch {
-        /* header damaged too: a resync was started, which ends with its own marker */
+        const diff = decodeHrl(buf, file);
+        for (const e of diff.extents) {
+          if (crc(e.data) !== e.crc32c) throw tmError('TM_ERR_HRL_CORRUPT', `${file}: extent at ${e.offset} does not match its checksum`, { path: file, seq });
+        }
+        return { diff: detach(diff) };
+      } catch (e) {
+        if (!isTidemarkError(e) || !e.code.startsWith('TM_ERR_HRL_') || e.code === 'TM_ERR_HRL_VERSION') throw e;
+        // Keep what the header said (a resync end marker, say) when the header itself is intact.
+        let flags = 0;
+        try {
+          flags = decodeHeader(buf).flags;
+        } catch {
+          /* header damaged too: a resync was started, which ends with its own marker */
+        }
+        return { diff: null, damaged: e, ranges: salvageRanges(buf), flags };
       }
-      return this.files.standIn(seq, { volumeId: this.volumeId, volumeSize: this.state.sizeBytes, blockSize: this.state.blockSize }, flags);
-    }
+    });
+    if (read.diff) return read.diff;
+    const { damaged, ranges, flags } = read;
+    this.log.error({ code: damaged.code, seq, err: damaged.message, reread: ranges === null ? 'all' : ranges.length }, 'damaged journal file; re-reading its blocks from the volume');
+    await repair(ranges);
+    return this.files.standIn(seq, { volumeId: this.volumeId, volumeSize: this.state.sizeBytes, blockSize: this.state.blockSize }, flags);
   }
 
   /**

@@ -7,6 +7,7 @@ import { readU64, writeU64 } from '../common/u64.js';
 import { crc32cCombine } from '../common/crc-combine.js';
 import { commitRename, TMP_SUFFIX } from '../common/durable.js';
 import { tmError, wrap } from '../common/errors.js';
+import { detach, withFileBytes } from './hrl-read.js';
 import type { CompressionName, Consistency } from './messages.js';
 
 export const HRL_MAGIC = 0x4c484d54; // "TMHL" little-endian
@@ -367,14 +368,21 @@ export function decodeHrl(buf: Buffer, file = '(buffer)'): Diff {
   return { header, extents, dataBytes, extentDigest: digest };
 }
 
+/** Read and fully verify a differential file; its extents own their data (proto/hrl-read.ts). */
 export async function readHrl(file: string): Promise<Diff> {
-  let buf: Buffer;
-  try {
-    buf = await fsp.readFile(file);
-  } catch (e) {
+  let failed: unknown = null;
+  const diff = await withFileBytes(file, (buf) => {
+    try {
+      return detach(decodeHrl(buf, file));
+    } catch (e) {
+      failed = e; // the decoder's own error, not wrapped as a read failure
+      return null;
+    }
+  }).catch((e: unknown) => {
     throw wrap(e, `read journal file ${file}`, { path: file });
-  }
-  return decodeHrl(buf, file);
+  });
+  if (diff === null) throw failed;
+  return diff;
 }
 
 async function readAt(fh: fsp.FileHandle, buf: Buffer, pos: number): Promise<number> {

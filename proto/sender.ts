@@ -65,10 +65,16 @@ interface Lane {
   /**
    * Differentials sent on this session whose extents hold pooled bodies (Extent.release), until the
    * receiver acknowledges them: the ack proves every byte of them left this process, so the bodies go
-   * back to the pool then. Dropped with the session otherwise (left to the collector).
+   * back to the pool then. Dropped with the session otherwise (left to the collector). At most
+   * POOLED_HOLD_BYTES of them: past that a sent differential is left to the collector at once, so a slow
+   * receiver cannot make this hold a whole window of them.
    */
   pooled: Map<number, Diff>;
+  pooledBytes: number;
 }
+
+/** Bytes of sent differentials one lane holds until acknowledged, to give their bodies back to the pool. */
+export const POOLED_HOLD_BYTES = 64 * 1024 * 1024;
 
 /** Give a sent differential's pooled bodies back (Extent.release); each extent's at most once. */
 function releaseSent(d: Diff): void {
@@ -260,7 +266,7 @@ export class DiffSender {
       if ((this.refused.get(vol.volumeId) ?? 0) > Date.now()) continue;
       const d = await vol.describe();
       if (!d) continue;
-      lanes.set(vol.volumeId, { vol, sent: -1, acked: -1, inFlight: new Map(), pooled: new Map() }); // -1: waiting for VolumeState
+      lanes.set(vol.volumeId, { vol, sent: -1, acked: -1, inFlight: new Map(), pooled: new Map(), pooledBytes: 0 }); // -1: waiting for VolumeState
       await conn.send({ openVolume: { volumeId: vol.volumeId, ...d } });
     }
   }
@@ -316,6 +322,7 @@ export class DiffSender {
           for (const [s, d] of lane.pooled) {
             if (s > durableSeq) continue;
             lane.pooled.delete(s);
+            lane.pooledBytes -= d.dataBytes;
             releaseSent(d);
           }
           lane.acked = durableSeq;
@@ -354,7 +361,10 @@ export class DiffSender {
       lane.inFlight.set(next, 0);
       const between = anywhere ? () => this.sendQueries(conn, lanes) : null;
       await this.sendDiff(conn, diff, ended, (n) => lane.inFlight.set(next, (lane.inFlight.get(next) ?? 0) + n), between);
-      if (!('file' in diff) && diff.extents.some((e) => e.release)) lane.pooled.set(next, diff);
+      if (!('file' in diff) && lane.pooledBytes + diff.dataBytes <= POOLED_HOLD_BYTES && diff.extents.some((e) => e.release)) {
+        lane.pooled.set(next, diff);
+        lane.pooledBytes += diff.dataBytes;
+      }
       lane.sent = next;
       progressed = true;
       if (conn.closed) break;
