@@ -425,6 +425,8 @@ function releaseData(g: Held): void {
   g.diff.extents.forEach((e, i) => {
     const raw = g.raws?.[i];
     if (raw && raw.buffer !== e.data.buffer) extentPool.give(raw);
-    e.release?.();
+    const release = e.release;
+    e.release = undefined;
+    release?.();
   });
 }

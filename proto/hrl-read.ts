@@ -12,6 +12,11 @@ import type { Diff, Extent } from './hrl.js';
 
 /** Read buffers kept for the next read; more at once (several volumes read together) are allocated. */
 const KEEP_READ_BUFFERS = 2;
+/**
+ * Nor is a buffer larger than this kept (a whole differential at the default maxDiffBytes, 32 MiB, and its
+ * headers fit): a larger file, such as a resync window's, is read into a buffer of its own, as before.
+ */
+const KEEP_READ_BYTES = 48 * 1024 * 1024;
 /** Small extents (not pooled) are packed into slabs of this size. */
 const SLAB_BYTES = 256 * 1024;
 
@@ -49,6 +54,7 @@ function takeBuffer(size: number): Buffer {
 }
 
 function giveBuffer(buf: Buffer): void {
+  if (buf.length > KEEP_READ_BYTES) return;
   free.push(buf);
   // Keep the largest few: a bigger file needs a bigger one, and a smaller file fits any.
   free.sort((a, b) => b.length - a.length);
@@ -69,7 +75,8 @@ export function detach(d: Diff): Diff {
     if (extentPool.pools(n)) {
       const data = extentPool.take(n);
       e.data.copy(data);
-      return { ...e, data, release: () => extentPool.give(data) };
+      let given = false; // once: a second give after the pool handed it out again would free its new holder's
+      return { ...e, data, release: () => { if (!given) extentPool.give(data); given = true; } };
     }
     if (!slab || at + n > slab.length) {
       slab = Buffer.allocUnsafeSlow(Math.max(SLAB_BYTES, n));

@@ -7,7 +7,7 @@ import type { Logger } from '../common/log.js';
 import { ERRORS, TidemarkError, tmError, type ErrorCode, asTidemarkError, isTidemarkError } from '../common/errors.js';
 import { DEFAULTS } from '../common/defaults.js';
 import { FramedConnection } from './connection.js';
-import { extentsOf, type Diff, type StoredDiff } from './hrl.js';
+import { extentsOf, type StoredDiff } from './hrl.js';
 import { CAPABILITIES, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION, type Backpressure, type HashAnswer, type HashQuery, type OpenVolume } from './messages.js';
 
 export interface OutboundVolume {
@@ -62,28 +62,22 @@ interface Lane {
   sent: number; // highest seq sent on this connection
   acked: number; // receiver's durable seq
   inFlight: Map<number, number>; // seq -> bytes sent, until acknowledged
-  /**
-   * Differentials sent on this session whose extents hold pooled bodies (Extent.release), until the
-   * receiver acknowledges them: the ack proves every byte of them left this process, so the bodies go
-   * back to the pool then. Dropped with the session otherwise (left to the collector). At most
-   * POOLED_HOLD_BYTES of them: past that a sent differential is left to the collector at once, so a slow
-   * receiver cannot make this hold a whole window of them.
-   */
-  pooled: Map<number, Diff>;
-  pooledBytes: number;
+  /** Sent differentials' pooled bodies, until the receiver acknowledges them (DiffSender.hold). */
+  pooled: Map<number, Held>;
 }
 
-/** Bytes of sent differentials one lane holds until acknowledged, to give their bodies back to the pool. */
+/** A sent differential's pooled bodies (Extent.release) and their bytes. */
+interface Held {
+  bytes: number;
+  releases: Array<() => void>;
+}
+
+/**
+ * Bytes of pooled bodies one sender (all its volumes) holds until acknowledged; past that a sent
+ * differential's are left to the collector at once, so a slow receiver cannot make it hold a window
+ * of differentials per volume.
+ */
 export const POOLED_HOLD_BYTES = 64 * 1024 * 1024;
-
-/** Give a sent differential's pooled bodies back (Extent.release); each extent's at most once. */
-function releaseSent(d: Diff): void {
-  for (const e of d.extents) {
-    const release = e.release;
-    e.release = undefined;
-    release?.();
-  }
-}
 
 export interface SenderStats {
   connected: boolean;
@@ -128,6 +122,8 @@ export class DiffSender {
   private readonly paused = new Map<string, string>();
   private readonly queries = new Map<number, { q: HashQuery; hashes: Buffer; resolve(a: HashAnswer): void; reject(e: Error): void; sent: boolean }>();
   private nextRequest = 1;
+  /** Bytes of pooled bodies held across lanes until acknowledged (hold). */
+  private pooledBytes = 0;
 
   constructor(private readonly opts: SenderOptions) {
     this.window = opts.window ?? DEFAULTS.transfer.window;
@@ -255,6 +251,7 @@ export class DiffSender {
       throw readerError ?? e; // the peer's own report says more than our "connection closed"
     } finally {
       ended.abort();
+      for (const lane of lanes.values()) this.dropHeld(lane);
     }
     if (readerError) throw readerError;
   }
@@ -266,7 +263,7 @@ export class DiffSender {
       if ((this.refused.get(vol.volumeId) ?? 0) > Date.now()) continue;
       const d = await vol.describe();
       if (!d) continue;
-      lanes.set(vol.volumeId, { vol, sent: -1, acked: -1, inFlight: new Map(), pooled: new Map(), pooledBytes: 0 }); // -1: waiting for VolumeState
+      lanes.set(vol.volumeId, { vol, sent: -1, acked: -1, inFlight: new Map(), pooled: new Map() }); // -1: waiting for VolumeState
       await conn.send({ openVolume: { volumeId: vol.volumeId, ...d } });
     }
   }
@@ -302,6 +299,7 @@ export class DiffSender {
         // Before the lane opens: nothing of ours may be sent (or acknowledged) under the old numbering.
         await lane.vol.resyncNeeded?.(r.reason, r.regression, r.durableSeq);
         if (r.regression) {
+          this.dropHeld(lane); // sent under the old numbering: never acknowledged as such
           await lane.vol.opened?.();
           lane.sent = r.durableSeq;
           lane.acked = r.durableSeq;
@@ -319,11 +317,11 @@ export class DiffSender {
         if (r && (durableSeq >= Math.max(r.seq, 1) || ('volumeState' in msg && r.seq === 0))) delete this.stats.refusals[volumeId];
         if (durableSeq > lane.acked) {
           for (const s of lane.inFlight.keys()) if (s <= durableSeq) lane.inFlight.delete(s);
-          for (const [s, d] of lane.pooled) {
+          for (const [s, h] of lane.pooled) {
             if (s > durableSeq) continue;
             lane.pooled.delete(s);
-            lane.pooledBytes -= d.dataBytes;
-            releaseSent(d);
+            this.pooledBytes -= h.bytes;
+            for (const release of h.releases) release();
           }
           lane.acked = durableSeq;
           await lane.vol.acked(durableSeq);
@@ -361,10 +359,7 @@ export class DiffSender {
       lane.inFlight.set(next, 0);
       const between = anywhere ? () => this.sendQueries(conn, lanes) : null;
       await this.sendDiff(conn, diff, ended, (n) => lane.inFlight.set(next, (lane.inFlight.get(next) ?? 0) + n), between);
-      if (!('file' in diff) && lane.pooledBytes + diff.dataBytes <= POOLED_HOLD_BYTES && diff.extents.some((e) => e.release)) {
-        lane.pooled.set(next, diff);
-        lane.pooledBytes += diff.dataBytes;
-      }
+      this.hold(lane, next, diff);
       lane.sent = next;
       progressed = true;
       if (conn.closed) break;
@@ -372,6 +367,43 @@ export class DiffSender {
       await this.sendQueries(conn, lanes);
     }
     return progressed;
+  }
+
+  /**
+   * Keep a sent differential's pooled bodies until the receiver acknowledges it: its ack proves every byte
+   * left this process. Called once sendDiff returned, and so once the socket took every frame: a flush
+   * waits for 'drain' whenever a write leaves more than the socket's high-water mark (16 KiB) buffered,
+   * which any pooled body (32 KiB or more) does, and a TLS socket has encrypted what it took. Already
+   * acknowledged by then (an ack overtook the last flush): given back now.
+   */
+  private hold(lane: Lane, seq: number, diff: StoredDiff): void {
+    if ('file' in diff) return;
+    const releases: Array<() => void> = [];
+    let bytes = 0;
+    for (const e of diff.extents) {
+      if (!e.release) continue;
+      releases.push(e.release);
+      e.release = undefined;
+      bytes += e.data.length;
+    }
+    if (releases.length === 0) return;
+    if (seq <= lane.acked) {
+      for (const release of releases) release();
+      return;
+    }
+    if (this.pooledBytes + bytes > POOLED_HOLD_BYTES) return; // left to the collector
+    this.dropHeld(lane, seq);
+    lane.pooled.set(seq, { bytes, releases });
+    this.pooledBytes += bytes;
+  }
+
+  /** Forget what `lane` holds (from `from` on; all by default) without giving it back: the collector takes it. */
+  private dropHeld(lane: Lane, from = 0): void {
+    for (const [s, h] of lane.pooled) {
+      if (s < from) continue;
+      lane.pooled.delete(s);
+      this.pooledBytes -= h.bytes;
+    }
   }
 
   /**

@@ -59,6 +59,10 @@ t.test('large extents go back to the pool through release, once; small ones have
   t.equal(extentPool.stats.given - given, 2, 'each pooled body is taken back once, a second release is ignored');
   const again = await readHrl(f.file);
   t.ok(same(again, f.data), 'and a later read (reusing them) is exact');
+  const before = extentPool.stats.given;
+  for (const e of d.extents) e.release?.();
+  t.equal(extentPool.stats.given, before, 'a stale release, after the pool handed the buffer out again, gives nothing');
+  t.ok(same(again, f.data), 'so the new holder keeps its bytes');
 });
 
 t.test('a damaged file is refused as before, and the buffer serves the next read', async (t) => {

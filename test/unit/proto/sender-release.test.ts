@@ -8,20 +8,20 @@ import { crc } from '../../../common/checksum.js';
 import { silentLogger } from '../../../common/log.js';
 import { FramedConnection } from '../../../proto/connection.js';
 import { digestStep, type Diff } from '../../../proto/hrl.js';
-import { DiffSender, type OutboundVolume } from '../../../proto/sender.js';
+import { DiffSender, POOLED_HOLD_BYTES, type OutboundVolume } from '../../../proto/sender.js';
 import { Rng } from '../../seed.js';
 
 const rng = new Rng('sender-release');
 const BS = 4096;
 const SIZE = 64 << 20;
 
-/** Differential `seq` of `n` 4 KiB extents, each with a release that counts its calls in `released[seq]`. */
-function pooledDiff(seq: number, n: number, released: Map<number, number>): Diff {
+/** Differential `seq` of `n` extents of `size` bytes, each with a release that counts its calls in `released[seq]`. */
+function pooledDiff(seq: number, n: number, released: Map<number, number>, size = BS): Diff {
   const extents = Array.from({ length: n }, (_, i) => {
-    const data = rng.bytes(BS);
-    return { offset: i * BS, length: BS, crc32c: crc(data), compression: 'NONE' as const, storedLength: BS, data, release: () => released.set(seq, (released.get(seq) ?? 0) + 1) };
+    const data = size === BS ? rng.bytes(BS) : Buffer.alloc(size, seq);
+    return { offset: i * size, length: size, crc32c: crc(data), compression: 'NONE' as const, storedLength: size, data, release: () => released.set(seq, (released.get(seq) ?? 0) + 1) };
   });
-  return { header: { volumeId: 'v1', seq, startTimeMs: seq, endTimeMs: seq + 1, volumeSize: SIZE, blockSize: BS, consistency: 'CRASH', flags: 0, tags: [] }, extents, dataBytes: n * BS, extentDigest: extents.reduce((d, e) => digestStep(d, e), 0) };
+  return { header: { volumeId: 'v1', seq, startTimeMs: seq, endTimeMs: seq + 1, volumeSize: SIZE, blockSize: BS, consistency: 'CRASH', flags: 0, tags: [] }, extents, dataBytes: n * size, extentDigest: extents.reduce((d, e) => digestStep(d, e), 0) };
 }
 
 /** A sender of differentials 1..count to a receiver the test plays; `sessions` yields each connection. */
@@ -125,4 +125,41 @@ t.test('a differential whose session ends before its ack is not given back, nor 
   await new Promise((r) => setTimeout(r, 300));
   t.equal(released.size, 0, 'nothing given back: the session that sent it never saw its ack');
   t.equal(sender.stats.diffsSent, 1, 'and nothing resent');
+});
+
+t.test('a sender holds at most POOLED_HOLD_BYTES of sent bodies; past that they are left to the collector', async (t) => {
+  const released = new Map<number, number>();
+  const MiB = 1 << 20;
+  const perDiff = POOLED_HOLD_BYTES / MiB / 2 - 4; // two fit, the third does not
+  const diffs = new Map([1, 2, 3].map((s) => [s, pooledDiff(s, perDiff, released, MiB)]));
+  const { sender, next } = harness(t, diffs);
+  const session = next();
+  sender.start();
+  const conn = await session;
+  await accept(conn, 0);
+  t.same([await readDiff(conn), await readDiff(conn), await readDiff(conn)], [1, 2, 3], 'all three sent');
+  await conn.send({ ack: { volumeId: 'v1', durableSeq: 3 } });
+  await until(() => released.get(2) === perDiff, 'the release of 1 and 2');
+  await new Promise((r) => setTimeout(r, 100));
+  t.same([...released.entries()].sort(), [[1, perDiff], [2, perDiff]], 'the two held are given back; the third was never held');
+});
+
+t.test('a regression drops what was sent under the old numbering without giving it back', async (t) => {
+  const released = new Map<number, number>();
+  const diffs = new Map([[1, pooledDiff(1, 2, released)]]);
+  const { sender, next } = harness(t, diffs);
+  const session = next();
+  sender.start();
+  const conn = await session;
+  await conn.expect('hello');
+  await conn.send({ welcome: { protocolVersion: 1, capabilities: ['resync-needed'], nodeName: 'mt' } });
+  await conn.expect('openVolume');
+  await conn.send({ volumeState: { volumeId: 'v1', durableSeq: 0 } });
+  t.equal(await readDiff(conn), 1, 'sent');
+  // The receiver holds a history this one does not continue: numbering goes on after its 5.
+  await conn.send({ resyncNeeded: { volumeId: 'v1', reason: 'test', regression: true, durableSeq: 5 } });
+  await new Promise((r) => setTimeout(r, 100));
+  await conn.send({ ack: { volumeId: 'v1', durableSeq: 6 } });
+  await new Promise((r) => setTimeout(r, 200));
+  t.equal(released.size, 0, 'an ack under the new numbering gives back nothing sent under the old');
 });
