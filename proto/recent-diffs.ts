@@ -1,7 +1,19 @@
 // Differentials just committed to disk, kept in memory (up to a byte budget) so the next step (upload,
 // forward, apply) need not read the file straight back and check it again. The file on disk stays the
 // durable truth: anything not in memory, after a restart for instance, is read from it and verified.
+// A differential is this object's until take() hands it over: one it does not keep (over budget) or
+// forgets untaken has its pooled bodies (Extent.release) given back, as nothing else reads them once
+// the file is committed; the next step then reads the file, into buffers of its own.
 import type { Diff } from './hrl.js';
+
+/** Give back a differential's pooled bodies, each once. */
+function release(d: Diff): void {
+  for (const e of d.extents) {
+    const r = e.release;
+    e.release = undefined;
+    r?.();
+  }
+}
 
 /** Per volume: the differentials written and not yet taken by the next step (DEFAULTS.agent.maxDiffBytes each, a resync window). */
 export const RECENT_BYTES = 64 * 1024 * 1024;
@@ -15,7 +27,10 @@ export class RecentDiffs {
   remember(seq: number, diff: Diff | null): void {
     if (!diff) return;
     const bytes = diff.extents.reduce((n, e) => n + e.data.length, 0);
-    if (this.bytes + bytes > this.budget) return; // over budget: it will be read from disk
+    if (this.bytes + bytes > this.budget) {
+      release(diff); // over budget: it will be read from disk
+      return;
+    }
     this.diffs.set(seq, { diff, bytes });
     this.bytes += bytes;
   }
@@ -39,6 +54,7 @@ export class RecentDiffs {
       if (s > seq) continue;
       this.bytes -= v.bytes;
       this.diffs.delete(s);
+      release(v.diff);
     }
   }
 
@@ -47,6 +63,7 @@ export class RecentDiffs {
       if (s < seq) continue;
       this.bytes -= v.bytes;
       this.diffs.delete(s);
+      release(v.diff);
     }
   }
 }
