@@ -27,7 +27,26 @@ export class BufferPool {
   /** Counters for tests and benchmarks. */
   readonly stats = { made: 0, reused: 0, given: 0, dropped: 0 };
 
-  constructor(readonly maxFreeBytes = 64 * 1024 * 1024) {}
+  private takenSinceTrim = 0;
+
+  /**
+   * `maxFreeBytes`: what a daemon keeps free. A master target gives a whole group's buffers back at once
+   * after its commit; at 64 MiB half of them were dropped and allocated afresh at 100 MiB/s (192 MiB:
+   * about a tenth; its CPU per GiB applied fell by about a sixth). `idleTrimMs`: a pool nothing was
+   * taken from for that long lets its free buffers go, so a burst's memory is not kept forever.
+   */
+  constructor(readonly maxFreeBytes = 192 * 1024 * 1024, idleTrimMs = 30_000) {
+    if (idleTrimMs > 0) setInterval(() => this.trimIdle(), idleTrimMs).unref();
+  }
+
+  /** Let every free buffer go to the collector if nothing was taken since the last call. */
+  trimIdle(): void {
+    if (this.takenSinceTrim === 0 && this.freeBytes > 0) {
+      this.free.clear();
+      this.freeBytes = 0;
+    }
+    this.takenSinceTrim = 0;
+  }
 
   /** Whether `len` bytes would come from the pool (else take() allocates an ordinary buffer). */
   pools(len: number): boolean {
@@ -40,6 +59,7 @@ export class BufferPool {
    */
   take(len: number): Buffer {
     if (!this.pools(len)) return Buffer.allocUnsafe(len);
+    this.takenSinceTrim++;
     const cap = capacityFor(len);
     // Its own class, else the next ones up to a quarter larger (compressed extents vary in size).
     let ab: ArrayBuffer | undefined;

@@ -50,3 +50,18 @@ t.test('free buffers past the bound are left to the collector', async (t) => {
   t.equal(pool.stats.reused, 2, 'two kept, the third made anew');
   t.equal(new Set(again.map((b) => b.buffer)).size, 3);
 });
+
+t.test('an idle pool lets its free buffers go; a busy one keeps them', async (t) => {
+  const pool = new BufferPool(64 * 1024 * 1024, 0); // trimmed by hand here
+  const a = pool.take(65536);
+  pool.give(a);
+  pool.trimIdle(); // a take since the last trim: busy
+  const b = pool.take(65536);
+  t.equal(b.buffer, a.buffer, 'kept while takes go on');
+  pool.give(b);
+  pool.trimIdle(); // the take above counts for this period
+  pool.trimIdle(); // nothing taken since: idle
+  const c = pool.take(65536);
+  t.not(c.buffer, a.buffer, 'let go once idle: the next take is a fresh buffer');
+  t.same(pool.stats, { made: 2, reused: 1, given: 2, dropped: 0 });
+});
