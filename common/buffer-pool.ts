@@ -33,7 +33,8 @@ export class BufferPool {
    * `maxFreeBytes`: what a daemon keeps free. A master target gives a whole group's buffers back at once
    * after its commit; at 64 MiB half of them were dropped and allocated afresh at 100 MiB/s (192 MiB:
    * about a tenth; its CPU per GiB applied fell by about a sixth). `idleTrimMs`: a pool nothing was
-   * taken from for that long lets its free buffers go, so a burst's memory is not kept forever.
+   * taken from for a whole such period (checked once per period: after one to two of them) lets its free
+   * buffers go, so a burst's memory is not kept forever.
    */
   constructor(readonly maxFreeBytes = 192 * 1024 * 1024, idleTrimMs = 30_000) {
     if (idleTrimMs > 0) setInterval(() => this.trimIdle(), idleTrimMs).unref();

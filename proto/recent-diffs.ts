@@ -26,6 +26,7 @@ export class RecentDiffs {
 
   remember(seq: number, diff: Diff | null): void {
     if (!diff) return;
+    this.forgetFrom(seq, seq); // a seq remembered again (written again): the older copy is not taken any more
     const bytes = diff.extents.reduce((n, e) => n + e.data.length, 0);
     if (this.bytes + bytes > this.budget) {
       release(diff); // over budget: it will be read from disk
@@ -58,9 +59,10 @@ export class RecentDiffs {
     }
   }
 
-  forgetFrom(seq: number): void {
+  /** Forget everything from `seq` on (up to `through`): discarded, or written again. */
+  forgetFrom(seq: number, through = Infinity): void {
     for (const [s, v] of this.diffs) {
-      if (s < seq) continue;
+      if (s < seq || s > through) continue;
       this.bytes -= v.bytes;
       this.diffs.delete(s);
       release(v.diff);

@@ -35,3 +35,15 @@ t.test('forgotten untaken: given back; taken: never given back from here', async
   t.same([...released].sort(), [[1, 3], [3, 3], [4, 3]], 'nothing twice');
   t.ok(taken.extents.every((e) => e.release), 'the taker still holds the releases of what it took');
 });
+
+t.test('a sequence remembered again replaces the older copy, which comes back; the budget stays exact', async (t) => {
+  const released = new Map<number, number>();
+  const r = new RecentDiffs(4 * 65536);
+  r.remember(1, diff(1, 2, 65536, released));
+  const again = diff(1, 2, 65536, new Map());
+  r.remember(1, again);
+  t.same([...released], [[1, 2]], 'the older copy given back');
+  t.equal(r.take(1), again, 'the newer one is what is handed over');
+  r.remember(2, diff(2, 4, 65536, released));
+  t.ok(r.take(2), 'and the whole budget is free again (the first copy no longer counts)');
+});
